@@ -9,20 +9,25 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .target(name: "TensorCore", dependencies: ["CBLAS"]),
         .target(name: "Tokenizer"),
         .target(name: "GPT2", dependencies: ["TensorCore"]),
+        .target(name: "Analysis", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),
+        .target(name: "ResultsStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(
             name: "lnlens",
             dependencies: [
-                "GPT2", "Tokenizer", "TensorCore",
+                "GPT2", "Tokenizer", "TensorCore", "Analysis", "ResultsStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], resources: []),
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),
+        .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "GPT2", "Tokenizer", "TensorCore"]),
+        .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore"]),
     ]
 )

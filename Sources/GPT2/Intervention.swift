@@ -1,0 +1,157 @@
+import TensorCore
+
+/// A change made to one hook's activation during the forward pass, at chosen positions and heads.
+///
+/// `replace` and `add` take a tensor of the hook's full shape (`[b, …]`) or with batch size 1,
+/// which is then used for every prompt of the batch. Only the selected positions (query
+/// positions for `attn_scores`/`pattern`) and heads are touched; `nil` selects all.
+public struct Intervention: Sendable {
+    public enum Operation: Sendable {
+        case replace(Tensor)
+        case add(Tensor)
+        case zero
+        case scale(Float)
+        /// Receives the hook's whole activation and may change any of it (positions/heads ignored).
+        case custom(@Sendable (inout Tensor) -> Void)
+    }
+
+    public var hook: HookName
+    public var positions: [Int]?
+    public var heads: [Int]?
+    public var operation: Operation
+
+    public init(_ hook: HookName, positions: [Int]? = nil, heads: [Int]? = nil, _ operation: Operation) {
+        self.hook = hook
+        self.positions = positions
+        self.heads = heads
+        self.operation = operation
+    }
+}
+
+/// Where a hook's values live inside an activation buffer: shape, element strides, offset,
+/// and which axes are the position and head axes.
+struct HookLayout {
+    var shape: [Int]
+    var strides: [Int]
+    var offset: Int = 0
+    var posAxis: Int?
+    var headAxis: Int?
+
+    var count: Int { shape.reduce(1, *) }
+
+    /// Calls `body(bufferStart, tensorStart, outerIndex)` for every innermost row (the last
+    /// axis is always contiguous), with the outer multi-index.
+    func forEachRow(_ body: (Int, Int, [Int]) -> Void) {
+        let outer = shape.count - 1
+        var index = [Int](repeating: 0, count: outer)
+        let rows = shape[..<outer].reduce(1, *)
+        let rowLen = shape[outer]
+        for r in 0..<rows {
+            var start = offset
+            for a in 0..<outer { start += index[a] * strides[a] }
+            body(start, r * rowLen, index)
+            var a = outer - 1
+            while a >= 0 {
+                index[a] += 1
+                if index[a] < shape[a] { break }
+                index[a] = 0
+                a -= 1
+            }
+        }
+    }
+
+    func extract(from buffer: UnsafePointer<Float>) -> Tensor {
+        var out = [Float](repeating: 0, count: count)
+        let rowLen = shape[shape.count - 1]
+        out.withUnsafeMutableBufferPointer { o in
+            forEachRow { src, dst, _ in
+                (o.baseAddress! + dst).update(from: buffer + src, count: rowLen)
+            }
+        }
+        return Tensor(shape: shape, data: out)
+    }
+
+    func write(_ t: Tensor, into buffer: UnsafeMutablePointer<Float>) {
+        let rowLen = shape[shape.count - 1]
+        t.data.withUnsafeBufferPointer { s in
+            forEachRow { dst, src, _ in
+                (buffer + dst).update(from: s.baseAddress! + src, count: rowLen)
+            }
+        }
+    }
+}
+
+extension Intervention {
+    /// Applies this intervention to the buffer that `layout` describes.
+    func apply(to buffer: UnsafeMutablePointer<Float>, layout: HookLayout) throws(ModelError) {
+        let name = hook.description
+        if case .custom(let body) = operation {
+            var t = layout.extract(from: buffer)
+            body(&t)
+            guard t.shape == layout.shape else {
+                throw .interventionShape(hook: name, expected: layout.shape, got: t.shape)
+            }
+            layout.write(t, into: buffer)
+            return
+        }
+        var posOK: [Bool]? = nil
+        if let positions, let axis = layout.posAxis {
+            let n = layout.shape[axis]
+            var ok = [Bool](repeating: false, count: n)
+            for p in positions {
+                guard p >= 0 && p < n else { throw .positionOutOfRange(hook: name, position: p, length: n) }
+                ok[p] = true
+            }
+            posOK = ok
+        }
+        var headOK: [Bool]? = nil
+        if let heads {
+            guard let axis = layout.headAxis else { throw .headsOnNonHeadHook(hook: name) }
+            let n = layout.shape[axis]
+            var ok = [Bool](repeating: false, count: n)
+            for h in heads {
+                guard h >= 0 && h < n else { throw .headOutOfRange(hook: name, head: h, nHeads: n) }
+                ok[h] = true
+            }
+            headOK = ok
+        }
+        var source: Tensor? = nil
+        var broadcastBatch = false
+        switch operation {
+        case .replace(let t), .add(let t):
+            if t.shape == layout.shape {
+                source = t
+            } else if t.shape.count == layout.shape.count, t.shape[0] == 1,
+                      Array(t.shape.dropFirst()) == Array(layout.shape.dropFirst()) {
+                source = t
+                broadcastBatch = true
+            } else {
+                throw .interventionShape(hook: name, expected: layout.shape, got: t.shape)
+            }
+        default: break
+        }
+        let rowLen = layout.shape[layout.shape.count - 1]
+        let perBatch = layout.count / layout.shape[0]
+        let operation = self.operation
+        func run(_ src: UnsafePointer<Float>?) {
+            layout.forEachRow { dst, tIndex, index in
+                if let posOK, let a = layout.posAxis, a < index.count, !posOK[index[a]] { return }
+                if let headOK, let a = layout.headAxis, a < index.count, !headOK[index[a]] { return }
+                let row = buffer + dst
+                let sIndex = broadcastBatch ? tIndex % perBatch : tIndex
+                switch operation {
+                case .zero: row.update(repeating: 0, count: rowLen)
+                case .scale(let f): for i in 0..<rowLen { row[i] *= f }
+                case .replace: row.update(from: src! + sIndex, count: rowLen)
+                case .add: for i in 0..<rowLen { row[i] += src![sIndex + i] }
+                case .custom: break
+                }
+            }
+        }
+        if let source {
+            source.data.withUnsafeBufferPointer { run($0.baseAddress!) }
+        } else {
+            run(nil)
+        }
+    }
+}
