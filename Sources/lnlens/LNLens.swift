@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import TensorCore
 
 @main
@@ -6,13 +7,17 @@ struct LNLens: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lnlens",
         abstract: "Mechanistic interpretability of GPT-2 and its LayerNorm-free twin.",
-        subcommands: [])
+        subcommands: [InspectCommand.self, TokenizeCommand.self, RunCommand.self])
 
     static func main() {
         OpenBLASEnvironment.reexecWithFastKernelsIfNeeded()
         do {
             var command = try parseAsRoot()
             try command.run()
+        } catch let error as LocalizedError where !(error is ValidationError) {
+            // Our own errors: one line naming what was wrong and what to do, non-zero exit.
+            printErr("lnlens: error: \(error.errorDescription ?? String(describing: error))")
+            Foundation.exit(1)
         } catch {
             exit(withError: error)
         }

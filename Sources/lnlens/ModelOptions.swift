@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import GPT2
+import Tokenizer
+
+/// The tool's version, recorded with every run.
+enum LNLensVersion {
+    static let string = "0.1.0"
+}
+
+/// Where the embedded default models live: `$LNLENS_HOME/models`, else the `models/` folder of
+/// the checkout the executable was built in, else `./models`.
+enum EmbeddedModels {
+    static let defaultName = "gpt2-tiny"
+    static let lnFreeName = "gpt2-tiny-lnfree"
+
+    static var directory: URL {
+        let fm = FileManager.default
+        if let home = ProcessInfo.processInfo.environment["LNLENS_HOME"] {
+            return URL(fileURLWithPath: home).appendingPathComponent("models")
+        }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        if let exe = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        }
+        while dir.path != "/" {
+            let candidate = dir.appendingPathComponent("models/\(defaultName)/config.json")
+            if fm.fileExists(atPath: candidate.path) { return dir.appendingPathComponent("models") }
+            dir.deleteLastPathComponent()
+        }
+        return URL(fileURLWithPath: fm.currentDirectoryPath).appendingPathComponent("models")
+    }
+
+    /// A spec as the user typed it, turned into what `Checkpoint.open` takes: an existing path
+    /// stays; an embedded model's name (`gpt2-tiny`, `gpt2-tiny-lnfree`) becomes its folder;
+    /// anything else is left for the hub cache.
+    static func resolve(_ spec: String?) -> String {
+        let spec = spec ?? defaultName
+        if FileManager.default.fileExists(atPath: spec) { return spec }
+        if !spec.contains("/") {
+            let embedded = directory.appendingPathComponent(spec)
+            if FileManager.default.fileExists(atPath: embedded.appendingPathComponent("config.json").path) {
+                return embedded.path
+            }
+        }
+        return spec
+    }
+}
+
+/// Weight-processing switches shared by every command that runs a model.
+struct ProcessingFlags: ParsableArguments {
+    @Flag(help: "Turn off all weight processing (then logits equal transformers' logits).")
+    var noProcess = false
+    @Flag(help: "Do not fold LayerNorm weights and biases into the next layer.")
+    var noFoldLn = false
+    @Flag(help: "Do not centre the weights that write to the residual stream.")
+    var noCenterWritingWeights = false
+    @Flag(help: "Do not centre the unembedding over the vocabulary.")
+    var noCenterUnembed = false
+    @Flag(help: "Do not fold value biases into b_O.")
+    var noFoldValueBiases = false
+
+    var options: ProcessingOptions {
+        if noProcess { return .none }
+        return ProcessingOptions(foldLN: !noFoldLn, centerWritingWeights: !noCenterWritingWeights,
+                                 centerUnembed: !noCenterUnembed, foldValueBiases: !noFoldValueBiases)
+    }
+}
+
+/// A loaded model with its checkpoint and (when the folder has one) tokenizer.
+struct LoadedModel {
+    let checkpoint: Checkpoint
+    let model: GPT2Model
+    let tokenizer: GPT2Tokenizer?
+
+    static func load(_ spec: String?, processing: ProcessingOptions) throws -> LoadedModel {
+        let checkpoint = try Checkpoint.open(EmbeddedModels.resolve(spec))
+        let model = try GPT2Model(checkpoint: checkpoint, processing: processing)
+        let tokenizer = try checkpoint.tokenizerDirectory.map { try GPT2Tokenizer.load(directory: $0) }
+        return LoadedModel(checkpoint: checkpoint, model: model, tokenizer: tokenizer)
+    }
+
+    /// The tokenizer, or an error saying the folder has none.
+    func requireTokenizer() throws -> GPT2Tokenizer {
+        guard let tokenizer else {
+            throw CLIError.noTokenizer(checkpoint.directory.path)
+        }
+        return tokenizer
+    }
+
+    /// Token ids of `text`, with `<|endoftext|>` first when `prependBOS`.
+    func tokens(for text: String, prependBOS: Bool) throws -> [Int] {
+        let tok = try requireTokenizer()
+        return (prependBOS ? [tok.endOfTextID] : []) + tok.encode(text)
+    }
+}
+
+/// Errors of the command-line layer itself.
+enum CLIError: LocalizedError {
+    case noTokenizer(String)
+    case usage(String)
+    case io(String)
+
+    var errorDescription: String? {
+        switch self {
+        case .noTokenizer(let dir):
+            "\(dir) has no tokenizer (vocab.json + merges.txt or tokenizer.json): copy GPT-2's tokenizer files into it"
+        case .usage(let s), .io(let s): s
+        }
+    }
+}
+
+/// Prints a Codable value as pretty, key-sorted JSON on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Writes to standard error (progress, warnings) without touching stdout.
+func printErr(_ s: String, terminator: String = "\n") {
+    FileHandle.standardError.write(Data((s + terminator).utf8))
+}
