@@ -1,0 +1,113 @@
+import Foundation
+import Testing
+
+@testable import ResultsStore
+
+@Suite struct WriteReadTests {
+    @Test func roundTrip() throws {
+        let db = try ResultsDatabase.inMemory()
+        let new = sampleRun(nPrompts: 2)
+        let id = try db.beginRun(new)
+        let running = try #require(try db.run(id: id))
+        #expect(running.status == .running && running.endedAt == nil && running.error == nil)
+        #expect(running.command == "dla" && running.lnMode == "layernorm" && running.nPrompts == 2)
+        #expect(running.optionsJSON == new.optionsJSON && running.processingJSON == new.processingJSON)
+        #expect(abs(running.startedAt.timeIntervalSince(new.startedAt)) < 0.001)
+
+        let prompts = [
+            PromptRow(promptIndex: 0, prompt: "When Mary and John", answer: " Mary", wrong: " John", nTokens: 5),
+            PromptRow(promptIndex: 1, prompt: "The Eiffel Tower is in", answer: " Paris", wrong: nil, nTokens: 6),
+        ]
+        let values = [
+            ResultRow(promptIndex: 0, component: "embed", quantity: "dla", value: 0.25),
+            ResultRow(promptIndex: 0, component: "L0H1", quantity: "direct_effect", value: -1.5e-7),
+            ResultRow(promptIndex: 1, component: "L11_mlp", quantity: "dla", value: 3),
+            ResultRow(promptIndex: 1, component: "pos_embed", quantity: "dla", value: .infinity),
+        ]
+        try db.writeBatch(runID: id, prompts: prompts, values: values, firstPrompt: 0, lastPrompt: 1)
+        let summaries = [
+            SummaryRow(scope: "heads", key: "all", metric: "nmae", value: 49.1),
+            SummaryRow(scope: "check", key: "components_sum", metric: "max_abs_error", value: 2e-6),
+            SummaryRow(scope: "head", key: "L0H0", metric: "nmae", value: .nan),
+        ]
+        try db.finishRun(runID: id, status: .completed, summaries: summaries, error: nil)
+
+        #expect(try db.prompts(runID: id) == prompts)
+        #expect(try db.results(runID: id) == values.sorted { ($0.promptIndex, $0.component) < ($1.promptIndex, $1.component) })
+        #expect(try db.results(runID: id, quantity: "direct_effect") == [values[1]])
+        #expect(try db.summaries(runID: id) == summaries.sorted { ($0.scope, $0.key) < ($1.scope, $1.key) })
+        #expect(try db.completedPromptIndices(runID: id) == [0, 1])
+        let done = try #require(try db.run(id: id))
+        #expect(done.status == .completed && done.endedAt != nil)
+        #expect(try db.runs() == [done])
+        #expect(try db.run(id: 42) == nil)
+    }
+
+    @Test func failedRunKeepsItsError() throws {
+        let db = try ResultsDatabase.inMemory()
+        let id = try db.beginRun(sampleRun())
+        try db.finishRun(runID: id, status: .failed, summaries: [], error: "tensor h.0.attn.c_attn.weight missing")
+        let run = try #require(try db.run(id: id))
+        #expect(run.status == .failed && run.error == "tensor h.0.attn.c_attn.weight missing")
+        #expect(throws: ResultsStoreError.finishWithRunning(id: id, path: ":memory:")) {
+            try db.finishRun(runID: id, status: .running, summaries: [], error: nil)
+        }
+    }
+
+    @Test func writesNeedARunningRun() throws {
+        let db = try ResultsDatabase.inMemory()
+        let synthetic = SyntheticRun(label: "w", batches: 2, promptsPerBatch: 2)
+        let id = try synthetic.write(to: db)
+        let batch = synthetic.batch(0)
+        let error = #expect(throws: ResultsStoreError.self) {
+            try db.writeBatch(runID: id, prompts: batch.prompts, values: batch.values, firstPrompt: 0, lastPrompt: 1)
+        }
+        #expect(message(error!) == "run \(id) in :memory: is completed, not running: resume it explicitly before writing more results")
+        #expect(throws: ResultsStoreError.alreadyCompleted(id: id, path: ":memory:")) { try db.markResumed(runID: id) }
+        #expect(throws: ResultsStoreError.noSuchRun(id: 77, path: ":memory:")) {
+            try db.writeBatch(runID: 77, prompts: [], values: [], firstPrompt: 0, lastPrompt: 0)
+        }
+        #expect(throws: ResultsStoreError.noSuchRun(id: 77, path: ":memory:")) { try db.results(runID: 77) }
+    }
+
+    @Test func badBatchesAreRefusedWhole() throws {
+        let db = try ResultsDatabase.inMemory()
+        let id = try db.beginRun(sampleRun(nPrompts: 4))
+        let good = ResultRow(promptIndex: 0, component: "L0H0", quantity: "dla", value: 1)
+        let cases: [([ResultRow], Int, Int, String)] = [
+            ([good, ResultRow(promptIndex: 1, component: "L0H0", quantity: "dla", value: .nan)], 0, 1,
+             "dla of L0H0 for prompt 1 is NaN"),
+            ([good, ResultRow(promptIndex: 2, component: "L0H0", quantity: "dla", value: 1)], 0, 1,
+             "result for prompt 2 lies outside the batch 0...1"),
+            ([good], 1, 0, "prompt range 1...0 is empty or negative"),
+            ([ResultRow(promptIndex: 4, component: "L0H0", quantity: "dla", value: 1)], 4, 4,
+             "prompt 4 is past the run's n_prompts 4"),
+        ]
+        for (values, first, last, reason) in cases {
+            #expect(throws: ResultsStoreError.invalidBatch(id: id, reason: reason, path: ":memory:")) {
+                try db.writeBatch(runID: id, prompts: [], values: values, firstPrompt: first, lastPrompt: last)
+            }
+        }
+        #expect(try db.counts(runID: id) == RunCounts(prompts: 0, results: 0, summaries: 0, batches: 0))
+        #expect(try db.completedPromptIndices(runID: id).isEmpty)
+    }
+
+    @Test func aBatchFailingInsideSQLiteLeavesNothing() throws {
+        let db = try ResultsDatabase.inMemory()
+        let id = try db.beginRun(sampleRun(nPrompts: 4))
+        // Make SQLite fail after the batch's result rows went in: without batches_done the
+        // progress marker cannot be written, and the whole batch must roll back.
+        let values = [
+            ResultRow(promptIndex: 0, component: "L0H0", quantity: "dla", value: 1),
+            ResultRow(promptIndex: 1, component: "L0H1", quantity: "dla", value: 2),
+        ]
+        try db.writeBatch(runID: id, prompts: [], values: values, firstPrompt: 0, lastPrompt: 1)
+        try #require(db.writer).write { try $0.execute(sql: "DROP TABLE batches_done") }
+        #expect(throws: ResultsStoreError.self) {
+            try db.writeBatch(
+                runID: id, prompts: [], values: [ResultRow(promptIndex: 2, component: "L0H0", quantity: "dla", value: 3)],
+                firstPrompt: 2, lastPrompt: 2)
+        }
+        #expect(try db.results(runID: id) == values)
+    }
+}
