@@ -1,0 +1,416 @@
+import Foundation
+import TensorCore
+
+/// A GPT-2 checkpoint opened from a Hugging Face-layout folder and verified strictly.
+///
+/// `open` resolves the folder (a path, or a model name in the local hub cache — never the
+/// network), decodes `config.json`, memory-maps the safetensors file(s) and checks that they
+/// hold exactly the tensors GPT-2 needs with the shapes `config.json` implies. Tensors are read
+/// (and converted to Float32) only when asked for, by canonical name: without the
+/// `transformer.` prefix, e.g. `wte.weight`, `h.0.attn.c_attn.weight`, `ln_f.bias`,
+/// `lm_head.weight`. Conv1D weights keep GPT-2's stored `[in, out]` layout.
+public struct Checkpoint: Sendable {
+    /// What the user passed: a folder path or a hub name.
+    public let spec: String
+    /// The resolved model folder (for hub names, the cache snapshot folder).
+    public let directory: URL
+    public let config: GPT2Config
+    /// The safetensors files the weights come from, sorted.
+    public let weightFiles: [URL]
+    /// Canonical names of the stored tensors, in import order (see `expectedShapes`).
+    public let tensorNames: [String]
+    /// The folder itself when it holds `vocab.json` + `merges.txt` or `tokenizer.json`.
+    public let tokenizerDirectory: URL?
+    /// Stored dtypes of the imported tensors, e.g. ["F32"].
+    public let dtypes: Set<String>
+
+    private struct Source: Sendable {
+        let file: SafetensorsFile
+        let name: String
+        var entry: SafetensorsEntry { file.entries[name]! }
+    }
+    private let sources: [String: Source]
+
+    /// True when the checkpoint stores its own `lm_head.weight`; false when the unembedding
+    /// is tied to `wte.weight`.
+    public var hasUntiedUnembedding: Bool { sources["lm_head.weight"] != nil }
+
+    /// Canonical tensor `canonicalName` as Float32 with its stored shape. When the unembedding
+    /// is tied, `lm_head.weight` returns `wte.weight` (same `[dVocab, dModel]` shape).
+    public func tensor(_ canonicalName: String) throws -> Tensor {
+        if let s = sources[canonicalName] { return try s.file.tensor(s.name) }
+        if canonicalName == "lm_head.weight", let wte = sources["wte.weight"] { return try wte.file.tensor(wte.name) }
+        throw CheckpointError.unknownCanonicalTensor(name: canonicalName)
+    }
+
+    /// Content hash of the weights: XXH64 over every tensor's canonical name, dtype, shape and
+    /// stored bytes, in `tensorNames` order; 16 hex digits. Independent of the `transformer.`
+    /// prefix and of how the tensors are split into shards.
+    public func weightsHash() throws -> String {
+        var summary: [UInt8] = []
+        for name in tensorNames {
+            let s = sources[name]!
+            let e = s.entry
+            let bytesHash = try s.file.withRawBytes(s.name) { XXH64.hash($0, seed: 0) }
+            summary += Array("\(name)|\(e.dtype.rawValue)|\(e.shape)|\(XXH64.hex(bytesHash))\n".utf8)
+        }
+        return XXH64.hex(summary.withUnsafeBytes { XXH64.hash($0, seed: 0) })
+    }
+
+    /// Every tensor a GPT-2 checkpoint with `config` must hold, canonical names and stored shapes,
+    /// in import order: `wte`, `wpe`, the blocks, `ln_f`, then `lm_head` when untied.
+    public static func expectedShapes(for config: GPT2Config, untiedUnembedding: Bool) -> [(name: String, shape: [Int])] {
+        let d = config.dModel, m = config.dMLP
+        var list: [(name: String, shape: [Int])] = [("wte.weight", [config.dVocab, d]), ("wpe.weight", [config.nCtx, d])]
+        for i in 0..<config.nLayers {
+            let p = "h.\(i)."
+            list += [
+                (p + "ln_1.weight", [d]), (p + "ln_1.bias", [d]),
+                (p + "attn.c_attn.weight", [d, 3 * d]), (p + "attn.c_attn.bias", [3 * d]),
+                (p + "attn.c_proj.weight", [d, d]), (p + "attn.c_proj.bias", [d]),
+                (p + "ln_2.weight", [d]), (p + "ln_2.bias", [d]),
+                (p + "mlp.c_fc.weight", [d, m]), (p + "mlp.c_fc.bias", [m]),
+                (p + "mlp.c_proj.weight", [m, d]), (p + "mlp.c_proj.bias", [d]),
+            ]
+        }
+        list += [("ln_f.weight", [d]), ("ln_f.bias", [d])]
+        if untiedUnembedding { list.append(("lm_head.weight", [config.dVocab, d])) }
+        return list
+    }
+
+    // MARK: Opening
+
+    /// Opens and verifies the checkpoint named by `spec`: a folder path (absolute, relative,
+    /// `~/…`, or the path of its `config.json`) or a hub name (`gpt2`, `openai-community/gpt2`,
+    /// `schaeff/gpt2-small_LNFree300`) looked up offline in the Hugging Face hub cache.
+    /// An existing folder wins over a hub name of the same spelling.
+    public static func open(_ spec: String,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> Checkpoint {
+        let directory = try resolveDirectory(spec, environment: environment)
+        let config = try readConfig(in: directory)
+        let files = try openWeightFiles(in: directory)
+
+        var found: [String: Source] = [:]
+        var unexpected: [(tensor: String, file: String)] = []
+        for file in files {
+            for stored in file.names {
+                var name = stored
+                if name.hasPrefix("transformer.") {
+                    name.removeFirst("transformer.".count)
+                    if name == "lm_head.weight" { unexpected.append((stored, file.url.path)); continue }
+                }
+                if isIgnoredBuffer(name) { continue }
+                if let prior = found[name] {
+                    throw CheckpointError.duplicateTensor(tensor: name, file: prior.file.url.path, otherFile: file.url.path)
+                }
+                found[name] = Source(file: file, name: stored)
+            }
+        }
+
+        let expected = expectedShapes(for: config, untiedUnembedding: found["lm_head.weight"] != nil)
+        var problems: [CheckpointError] = []
+        for (name, shape) in expected {
+            guard let s = found[name] else {
+                problems.append(.missingTensor(directory: directory.path, tensor: name, expected: shape, more: 0))
+                continue
+            }
+            if s.entry.shape != shape {
+                problems.append(.misshapenTensor(file: s.file.url.path, tensor: s.name, expected: shape, found: s.entry.shape, more: 0))
+            }
+        }
+        let expectedNames = Set(expected.map(\.name))
+        for name in found.keys.sorted() where !expectedNames.contains(name) {
+            unexpected.append((found[name]!.name, found[name]!.file.url.path))
+        }
+        problems += unexpected.map { .unexpectedTensor(file: $0.file, tensor: $0.tensor, more: 0) }
+        if let first = problems.first { throw first.withMore(problems.count - 1) }
+
+        for (name, _) in expected {
+            let s = found[name]!
+            guard s.entry.dtype.isReadable else {
+                throw CheckpointError.unsupportedDType(file: s.file.url.path, tensor: s.name, dtype: s.entry.dtype.rawValue)
+            }
+        }
+        if !config.tieWordEmbeddings && found["lm_head.weight"] == nil {
+            throw CheckpointError.untiedWithoutUnembedding(directory: directory.path)
+        }
+
+        let fm = FileManager.default
+        func has(_ file: String) -> Bool { fm.fileExists(atPath: directory.appendingPathComponent(file).path) }
+        let tokenizer = (has("vocab.json") && has("merges.txt")) || has("tokenizer.json")
+        return Checkpoint(
+            spec: spec, directory: directory, config: config,
+            weightFiles: files.map(\.url).sorted { $0.path < $1.path },
+            tensorNames: expected.map(\.name),
+            tokenizerDirectory: tokenizer ? directory : nil,
+            dtypes: Set(expected.map { found[$0.name]!.entry.dtype.rawValue }),
+            sources: found.filter { expectedNames.contains($0.key) })
+    }
+
+    /// `h.N.attn.bias` and `h.N.attn.masked_bias`: causal-mask buffers older exports include.
+    private static func isIgnoredBuffer(_ name: String) -> Bool {
+        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "h" && Int(parts[1]) != nil && parts[2] == "attn"
+            && (parts[3] == "bias" || parts[3] == "masked_bias")
+    }
+
+    // MARK: Resolving the folder
+
+    static func resolveDirectory(_ spec: String, environment: [String: String]) throws -> URL {
+        var path = spec
+        if path == "~" || path.hasPrefix("~/") {
+            path = homeDirectory(environment) + path.dropFirst()
+        }
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
+            if isDirectory.boolValue { return url }
+            if url.lastPathComponent == "config.json" { return url.deletingLastPathComponent() }
+            throw CheckpointError.notAFolder(path: url.path)
+        }
+        if looksLikeHubName(spec) { return try resolveHubName(spec, environment: environment) }
+        throw CheckpointError.folderNotFound(path: url.path)
+    }
+
+    /// `name` or `org/name` with Hugging Face repo-id characters.
+    private static func looksLikeHubName(_ spec: String) -> Bool {
+        let parts = spec.split(separator: "/", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count) else { return false }
+        return parts.allSatisfy { part in
+            !part.isEmpty && part.first != "." && part.first != "-"
+                && part.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+        }
+    }
+
+    /// The Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+    public static func hubCacheDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
+        if let cache = environment["HF_HUB_CACHE"], !cache.isEmpty { return URL(fileURLWithPath: cache).standardizedFileURL }
+        if let home = environment["HF_HOME"], !home.isEmpty {
+            return URL(fileURLWithPath: home).appendingPathComponent("hub").standardizedFileURL
+        }
+        return URL(fileURLWithPath: homeDirectory(environment)).appendingPathComponent(".cache/huggingface/hub")
+    }
+
+    /// Models in the hub cache as `org/name` (or legacy `name`), sorted; nil when the cache folder is missing.
+    public static func cachedHubModels(environment: [String: String] = ProcessInfo.processInfo.environment) -> [String]? {
+        let cache = hubCacheDirectory(environment: environment)
+        guard let items = try? FileManager.default.contentsOfDirectory(atPath: cache.path) else { return nil }
+        return items.filter { $0.hasPrefix("models--") }
+            .map { String($0.dropFirst("models--".count)).replacingOccurrences(of: "--", with: "/") }
+            .sorted()
+    }
+
+    /// Legacy unprefixed names on the Hub that now live under an organisation.
+    private static let hubAliases = [
+        "gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
+        "gpt2-large": "openai-community/gpt2-large", "gpt2-xl": "openai-community/gpt2-xl",
+        "distilgpt2": "distilbert/distilgpt2",
+    ]
+
+    private static func resolveHubName(_ spec: String, environment: [String: String]) throws -> URL {
+        let fm = FileManager.default
+        let cache = hubCacheDirectory(environment: environment)
+        let repo = hubAliases[spec] ?? spec
+        var candidates = [repo]
+        if let legacy = hubAliases.first(where: { $0.value == repo })?.key { candidates.append(legacy) }
+        for candidate in candidates {
+            let model = cache.appendingPathComponent("models--" + candidate.replacingOccurrences(of: "/", with: "--"))
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: model.path, isDirectory: &isDirectory), isDirectory.boolValue else { continue }
+            let snapshots = model.appendingPathComponent("snapshots")
+            let ref = model.appendingPathComponent("refs/main")
+            if let revision = try? String(contentsOf: ref, encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines), !revision.isEmpty {
+                let snapshot = snapshots.appendingPathComponent(revision)
+                guard fm.fileExists(atPath: snapshot.path) else {
+                    throw CheckpointError.hubSnapshotMissing(name: spec, path: snapshot.path)
+                }
+                return snapshot
+            }
+            // No refs/main (downloaded at a pinned revision): accept a single snapshot.
+            let revisions = (try? fm.contentsOfDirectory(atPath: snapshots.path))?.filter { !$0.hasPrefix(".") } ?? []
+            guard revisions.count == 1 else {
+                throw CheckpointError.hubSnapshotMissing(name: spec, path: ref.path)
+            }
+            return snapshots.appendingPathComponent(revisions[0])
+        }
+        throw CheckpointError.hubModelNotCached(name: spec, repo: repo, cache: cache.path,
+                                                holds: cachedHubModels(environment: environment))
+    }
+
+    private static func homeDirectory(_ environment: [String: String]) -> String {
+        if let home = environment["HOME"], !home.isEmpty { return home }
+        return NSHomeDirectory()
+    }
+
+    // MARK: config.json
+
+    private static func readConfig(in directory: URL) throws -> GPT2Config {
+        let url = directory.appendingPathComponent("config.json")
+        let file = url.path
+        guard FileManager.default.fileExists(atPath: file) else {
+            throw CheckpointError.configMissing(directory: directory.path)
+        }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw CheckpointError.fileUnreadable(file: file, reason: error.localizedDescription)
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: data) else {
+            throw CheckpointError.configInvalidJSON(file: file, reason: "not valid JSON")
+        }
+        guard let fields = object as? [String: Any] else {
+            throw CheckpointError.configInvalidJSON(file: file, reason: "not a JSON object")
+        }
+        if let type = fields["model_type"] as? String, type != "gpt2" {
+            throw CheckpointError.configBadValue(file: file, key: "model_type",
+                                                 reason: "is \"\(type)\"; lnlens runs GPT-2 models only")
+        }
+        let config: GPT2Config
+        do {
+            config = try JSONDecoder().decode(GPT2Config.self, from: data)
+        } catch DecodingError.keyNotFound(let key, _) {
+            let name = key.stringValue == "n_ctx" ? "n_positions" : key.stringValue
+            throw CheckpointError.configMissingKey(file: file, key: name)
+        } catch DecodingError.typeMismatch(_, let context) {
+            throw CheckpointError.configBadValue(file: file, key: keyName(context), reason: "has the wrong type")
+        } catch DecodingError.valueNotFound(_, let context) {
+            throw CheckpointError.configBadValue(file: file, key: keyName(context), reason: "is null")
+        } catch DecodingError.dataCorrupted(let context) {
+            throw CheckpointError.configBadValue(file: file, key: keyName(context), reason: "is not valid: \(context.debugDescription)")
+        } catch {
+            throw CheckpointError.configInvalidJSON(file: file, reason: error.localizedDescription)
+        }
+        func bad(_ key: String, _ reason: String) -> CheckpointError { .configBadValue(file: file, key: key, reason: reason) }
+        guard config.dModel > 0 else { throw bad("n_embd", "must be positive") }
+        guard config.nHeads > 0 else { throw bad("n_head", "must be positive") }
+        guard config.dModel % config.nHeads == 0 else {
+            throw bad("n_embd", "(\(config.dModel)) must be divisible by n_head (\(config.nHeads))")
+        }
+        guard config.nLayers >= 0 else { throw bad("n_layer", "must not be negative") }
+        guard config.nCtx > 0 else { throw bad("n_positions", "must be positive") }
+        guard config.dVocab > 0 else { throw bad("vocab_size", "must be positive") }
+        guard config.dMLP > 0 else { throw bad("n_inner", "must be positive") }
+        guard config.layerNormEpsilon > 0 else { throw bad("layer_norm_epsilon", "must be positive") }
+        return config
+    }
+
+    private static func keyName(_ context: DecodingError.Context) -> String {
+        context.codingPath.map(\.stringValue).joined(separator: ".")
+    }
+
+    // MARK: Weight files
+
+    private static func openWeightFiles(in directory: URL) throws -> [SafetensorsFile] {
+        let fm = FileManager.default
+        let single = directory.appendingPathComponent("model.safetensors")
+        if fm.fileExists(atPath: single.path) { return [try SafetensorsFile(url: single)] }
+        let index = directory.appendingPathComponent("model.safetensors.index.json")
+        guard fm.fileExists(atPath: index.path) else {
+            let hint = fm.fileExists(atPath: directory.appendingPathComponent("pytorch_model.bin").path)
+                ? "; pytorch_model.bin is not read: convert it to safetensors (transformers save_pretrained(..., safe_serialization=True))"
+                : "; download the weights in safetensors format"
+            throw CheckpointError.noWeights(directory: directory.path, hint: hint)
+        }
+        guard let data = try? Data(contentsOf: index),
+              let object = try? JSONSerialization.jsonObject(with: data)
+        else { throw CheckpointError.indexInvalid(file: index.path, reason: "not valid JSON") }
+        guard let weightMap = (object as? [String: Any])?["weight_map"] as? [String: Any] else {
+            throw CheckpointError.indexInvalid(file: index.path, reason: "no \"weight_map\" object")
+        }
+        var shardOf: [String: String] = [:]
+        for (tensor, value) in weightMap {
+            guard let shard = value as? String, !shard.isEmpty, !shard.contains("/"), shard != "..", shard != "." else {
+                throw CheckpointError.indexInvalid(file: index.path, reason: "tensor \(tensor) maps to \(value), not a file name in the folder")
+            }
+            shardOf[tensor] = shard
+        }
+        var files: [String: SafetensorsFile] = [:]
+        for shard in Set(shardOf.values).sorted() {
+            let url = directory.appendingPathComponent(shard)
+            guard fm.fileExists(atPath: url.path) else {
+                throw CheckpointError.shardMissing(index: index.path, shard: url.path)
+            }
+            files[shard] = try SafetensorsFile(url: url)
+        }
+        for (tensor, shard) in shardOf.sorted(by: { $0.key < $1.key }) where files[shard]!.entries[tensor] == nil {
+            throw CheckpointError.shardLacksTensor(index: index.path, shard: files[shard]!.url.path, tensor: tensor)
+        }
+        return files.keys.sorted().map { files[$0]! }
+    }
+}
+
+extension CheckpointError {
+    /// The same problem, reporting `more` further problems.
+    func withMore(_ more: Int) -> CheckpointError {
+        switch self {
+        case let .missingTensor(d, t, e, _): .missingTensor(directory: d, tensor: t, expected: e, more: more)
+        case let .unexpectedTensor(f, t, _): .unexpectedTensor(file: f, tensor: t, more: more)
+        case let .misshapenTensor(f, t, e, found, _): .misshapenTensor(file: f, tensor: t, expected: e, found: found, more: more)
+        default: self
+        }
+    }
+}
+
+/// XXH64 (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md): a fast
+/// non-cryptographic 64-bit hash, used to identify weights by content.
+enum XXH64 {
+    private static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
+    private static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+    private static let p3: UInt64 = 0x1656_67B1_9E37_79F9
+    private static let p4: UInt64 = 0x85EB_CA77_C2B2_AE63
+    private static let p5: UInt64 = 0x27D4_EB2F_1656_67C5
+
+    @inline(__always) private static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
+    @inline(__always) private static func round(_ acc: UInt64, _ input: UInt64) -> UInt64 {
+        rotl(acc &+ input &* p2, 31) &* p1
+    }
+    @inline(__always) private static func merge(_ acc: UInt64, _ value: UInt64) -> UInt64 {
+        (acc ^ round(0, value)) &* p1 &+ p4
+    }
+    @inline(__always) private static func word(_ p: UnsafeRawBufferPointer, _ offset: Int) -> UInt64 {
+        UInt64(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    }
+
+    static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64) -> UInt64 {
+        let length = bytes.count
+        var offset = 0
+        var h: UInt64
+        if length >= 32 {
+            var v1 = seed &+ p1 &+ p2, v2 = seed &+ p2, v3 = seed, v4 = seed &- p1
+            while offset + 32 <= length {
+                v1 = round(v1, word(bytes, offset))
+                v2 = round(v2, word(bytes, offset + 8))
+                v3 = round(v3, word(bytes, offset + 16))
+                v4 = round(v4, word(bytes, offset + 24))
+                offset += 32
+            }
+            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
+            h = merge(merge(merge(merge(h, v1), v2), v3), v4)
+        } else {
+            h = seed &+ p5
+        }
+        h = h &+ UInt64(length)
+        while offset + 8 <= length {
+            h = rotl(h ^ round(0, word(bytes, offset)), 27) &* p1 &+ p4
+            offset += 8
+        }
+        if offset + 4 <= length {
+            let w = UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            h = rotl(h ^ (w &* p1), 23) &* p2 &+ p3
+            offset += 4
+        }
+        while offset < length {
+            h = rotl(h ^ (UInt64(bytes[offset]) &* p5), 11) &* p1
+            offset += 1
+        }
+        h ^= h >> 33; h = h &* p2
+        h ^= h >> 29; h = h &* p3
+        h ^= h >> 32
+        return h
+    }
+
+    static func hex(_ value: UInt64) -> String {
+        let s = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - s.count) + s
+    }
+}

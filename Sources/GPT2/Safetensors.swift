@@ -1,0 +1,339 @@
+import Foundation
+import TensorCore
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Element types named by the safetensors format (https://huggingface.co/docs/safetensors).
+///
+/// Every type is known so that a file's layout can be validated; only `F32`, `F16` and `BF16`
+/// can be read as Float32 (`isReadable`).
+public enum SafetensorsDType: String, Sendable, CaseIterable {
+    case bool = "BOOL", u8 = "U8", i8 = "I8", f8e5m2 = "F8_E5M2", f8e4m3 = "F8_E4M3"
+    case i16 = "I16", u16 = "U16", f16 = "F16", bf16 = "BF16"
+    case i32 = "I32", u32 = "U32", f32 = "F32", f64 = "F64", i64 = "I64", u64 = "U64"
+
+    /// Bytes per element.
+    public var byteSize: Int {
+        switch self {
+        case .bool, .u8, .i8, .f8e5m2, .f8e4m3: 1
+        case .i16, .u16, .f16, .bf16: 2
+        case .i32, .u32, .f32: 4
+        case .f64, .i64, .u64: 8
+        }
+    }
+
+    /// Whether `SafetensorsFile.floats(_:)` can convert this type to Float32.
+    public var isReadable: Bool { self == .f32 || self == .f16 || self == .bf16 }
+
+    /// "F32, F16, BF16" — for error messages.
+    public static let readableList = "F32, F16, BF16"
+}
+
+/// One tensor's header entry: element type, shape, and its bytes within the data section.
+public struct SafetensorsEntry: Sendable, Equatable {
+    public let dtype: SafetensorsDType
+    public let shape: [Int]
+    /// `data_offsets` from the header: byte range relative to the start of the data section.
+    public let dataOffsets: Range<Int>
+
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var byteCount: Int { dataOffsets.count }
+}
+
+/// A memory-mapped `.safetensors` file: an 8-byte little-endian header length, a JSON header
+/// `{name: {dtype, shape, data_offsets}, "__metadata__": {..}}`, then the raw tensor bytes.
+///
+/// The header is validated completely at `init`; tensor bytes are only touched when read.
+public final class SafetensorsFile: @unchecked Sendable {
+    // @unchecked: the mapping is read-only and never changes after init.
+    public let url: URL
+    public let entries: [String: SafetensorsEntry]
+    /// String pairs from `__metadata__` (non-string values are skipped).
+    public let metadata: [String: String]
+    public let fileSize: Int
+    /// Absolute file offset of the data section (8 + header length).
+    public let dataStart: Int
+    private let base: UnsafeRawPointer
+
+    /// Tensor names, sorted.
+    public var names: [String] { entries.keys.sorted() }
+
+    public init(url: URL) throws {
+        self.url = url
+        let path = url.path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else {
+            throw CheckpointError.fileUnreadable(file: path, reason: String(cString: strerror(errno)))
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            throw CheckpointError.fileUnreadable(file: path, reason: String(cString: strerror(errno)))
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw CheckpointError.fileUnreadable(file: path, reason: "not a regular file")
+        }
+        let size = Int(st.st_size)
+        guard size >= 8 else { throw CheckpointError.fileTooShort(file: path, size: size) }
+        guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != UnsafeMutableRawPointer(bitPattern: -1) else {
+            throw CheckpointError.fileUnreadable(file: path, reason: "mmap failed: " + String(cString: strerror(errno)))
+        }
+        let base = UnsafeRawPointer(map)
+        do {
+            let headerLength = UInt64(littleEndian: base.loadUnaligned(as: UInt64.self))
+            guard headerLength <= UInt64(size - 8) else {
+                throw CheckpointError.headerLengthBeyondFile(file: path, headerLength: headerLength, fileSize: size)
+            }
+            let dataStart = 8 + Int(headerLength)
+            let header = Data(UnsafeRawBufferPointer(start: base + 8, count: Int(headerLength)))
+            let parsed = try Self.parseHeader(header, file: path, dataLength: size - dataStart)
+            self.entries = parsed.entries
+            self.metadata = parsed.metadata
+            self.dataStart = dataStart
+        } catch {
+            munmap(map, size)
+            throw error
+        }
+        self.fileSize = size
+        self.base = base
+    }
+
+    deinit {
+        munmap(UnsafeMutableRawPointer(mutating: base), fileSize)
+    }
+
+    /// The header entry for `name`, or an error naming the file and tensor.
+    public func entry(_ name: String) throws -> SafetensorsEntry {
+        guard let e = entries[name] else { throw CheckpointError.noSuchTensor(file: url.path, tensor: name) }
+        return e
+    }
+
+    /// Calls `body` with the stored bytes of tensor `name` (valid only during the call).
+    public func withRawBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        let e = try entry(name)
+        return try body(UnsafeRawBufferPointer(start: base + dataStart + e.dataOffsets.lowerBound,
+                                               count: e.byteCount))
+    }
+
+    /// Tensor `name` converted to Float32, row-major in stored order.
+    public func floats(_ name: String) throws -> [Float] {
+        let e = try entry(name)
+        guard e.dtype.isReadable else {
+            throw CheckpointError.unsupportedDType(file: url.path, tensor: name, dtype: e.dtype.rawValue)
+        }
+        let n = e.elementCount
+        return try withRawBytes(name) { raw in
+            [Float](unsafeUninitializedCapacity: n) { out, count in
+                switch e.dtype {
+                case .f32:
+                    // Little-endian file, little-endian host: a plain copy (source may be unaligned).
+                    if n > 0 { memcpy(out.baseAddress!, raw.baseAddress!, n * 4) }
+                    #if _endian(big)
+                    for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: out[i].bitPattern)) }
+                    #endif
+                case .f16:
+                    let table = halfToFloatTable
+                    for i in 0..<n {
+                        out[i] = table[Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))]
+                    }
+                case .bf16:
+                    for i in 0..<n {
+                        let h = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                        out[i] = Float(bitPattern: UInt32(h) << 16)
+                    }
+                default:
+                    break  // excluded by isReadable above
+                }
+                count = n
+            }
+        }
+    }
+
+    /// Tensor `name` as Float32 with its stored shape.
+    public func tensor(_ name: String) throws -> Tensor {
+        let e = try entry(name)
+        return Tensor(shape: e.shape, data: try floats(name))
+    }
+
+    // MARK: Header parsing
+
+    private static func parseHeader(_ header: Data, file: String, dataLength: Int) throws
+        -> (entries: [String: SafetensorsEntry], metadata: [String: String])
+    {
+        let json: Any
+        do {
+            json = try JSONSerialization.jsonObject(with: header, options: [])
+        } catch {
+            throw CheckpointError.headerInvalid(file: file, reason: "the header is not valid JSON")
+        }
+        guard let object = json as? [String: Any] else {
+            throw CheckpointError.headerInvalid(file: file, reason: "the header is not a JSON object")
+        }
+        var entries: [String: SafetensorsEntry] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in object {
+            if name == "__metadata__" {
+                guard let m = value as? [String: Any] else {
+                    throw CheckpointError.headerInvalid(file: file, reason: "__metadata__ is not a JSON object")
+                }
+                for (k, v) in m { if let s = v as? String { metadata[k] = s } }
+                continue
+            }
+            entries[name] = try parseEntry(value, name: name, file: file, dataLength: dataLength)
+        }
+        // Tensors may leave holes or start past 0 (the spec allows it) but must not overlap.
+        let ordered = entries.filter { !$0.value.dataOffsets.isEmpty }
+            .sorted { ($0.value.dataOffsets.lowerBound, $0.key) < ($1.value.dataOffsets.lowerBound, $1.key) }
+        for (previous, next) in zip(ordered, ordered.dropFirst())
+        where next.value.dataOffsets.lowerBound < previous.value.dataOffsets.upperBound {
+            throw CheckpointError.overlappingOffsets(file: file, tensor: next.key, other: previous.key)
+        }
+        return (entries, metadata)
+    }
+
+    private static func parseEntry(_ value: Any, name: String, file: String, dataLength: Int) throws -> SafetensorsEntry {
+        func invalid(_ reason: String) -> CheckpointError {
+            .entryInvalid(file: file, tensor: name, reason: reason)
+        }
+        guard let fields = value as? [String: Any] else { throw invalid("its entry is not a JSON object") }
+        guard let dtypeName = fields["dtype"] else { throw invalid("its entry has no \"dtype\"") }
+        guard let dtypeString = dtypeName as? String else { throw invalid("\"dtype\" is not a string") }
+        guard let dtype = SafetensorsDType(rawValue: dtypeString) else {
+            throw CheckpointError.unknownDType(file: file, tensor: name, dtype: dtypeString)
+        }
+        guard let shapeValue = fields["shape"] else { throw invalid("its entry has no \"shape\"") }
+        guard let shapeArray = shapeValue as? [Any] else { throw invalid("\"shape\" is not an array") }
+        var shape: [Int] = []
+        for dim in shapeArray {
+            guard let d = jsonInt(dim), d >= 0 else { throw invalid("\"shape\" \(shapeArray) holds a non-integer or negative size") }
+            shape.append(d)
+        }
+        guard let offsetsValue = fields["data_offsets"] else { throw invalid("its entry has no \"data_offsets\"") }
+        guard let offsets = offsetsValue as? [Any], offsets.count == 2,
+              let begin = jsonInt(offsets[0]), let end = jsonInt(offsets[1]), begin >= 0, begin <= end
+        else { throw invalid("\"data_offsets\" must be two integers [begin, end] with 0 ≤ begin ≤ end") }
+        guard end <= dataLength else {
+            throw CheckpointError.offsetsOutOfRange(file: file, tensor: name, begin: begin, end: end, dataLength: dataLength)
+        }
+        var bytes = dtype.byteSize
+        for d in shape {
+            let (p, overflow) = bytes.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw invalid("shape \(shape) is too large") }
+            bytes = p
+        }
+        guard bytes == end - begin else {
+            throw CheckpointError.sizeMismatch(file: file, tensor: name, shape: shape, dtype: dtype.rawValue,
+                                               expectedBytes: bytes, foundBytes: end - begin)
+        }
+        return SafetensorsEntry(dtype: dtype, shape: shape, dataOffsets: begin..<end)
+    }
+
+    /// JSON integers only (NSNumber bridging rejects 2.5).
+    private static func jsonInt(_ value: Any) -> Int? {
+        value as? Int
+    }
+}
+
+/// IEEE 754 binary16 → binary32, exact for every pattern (subnormals, ±0, ±inf, NaN payloads).
+public func halfToFloat(_ h: UInt16) -> Float {
+    let sign: UInt32 = UInt32(h & 0x8000) << 16
+    let exponent = UInt32(h >> 10) & 0x1f
+    let mantissa = UInt32(h & 0x3ff)
+    switch exponent {
+    case 0:
+        // Zero or subnormal: mantissa · 2^-24, exactly representable in Float32.
+        let magnitude = Float(mantissa) * 0x1p-24
+        return sign != 0 ? -magnitude : magnitude
+    case 31:
+        return Float(bitPattern: sign | 0x7f80_0000 | (mantissa << 13))
+    default:
+        return Float(bitPattern: sign | ((exponent + 112) << 23) | (mantissa << 13))
+    }
+}
+
+/// All 65536 half values, so F16 tensors convert with one lookup per element.
+private let halfToFloatTable: [Float] = (0...UInt16.max).map(halfToFloat)
+
+/// Writes Float32 tensors as a `.safetensors` file that `safetensors.numpy.load_file` reads.
+public enum SafetensorsWriter {
+    /// Writes `tensors` (dtype F32, keys sorted) plus string `metadata` to `url`, atomically
+    /// (a temporary file in the same folder is renamed over `url`).
+    public static func write(_ tensors: [String: Tensor], metadata: [String: String] = [:], to url: URL) throws {
+        let path = url.path
+        var header = "{"
+        var fields: [String] = []
+        if !metadata.isEmpty {
+            let pairs = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            fields.append("\"__metadata__\":{" + pairs.joined(separator: ",") + "}")
+        }
+        let names = tensors.keys.sorted()
+        var offset = 0
+        for name in names {
+            let t = tensors[name]!
+            guard name != "__metadata__" else {
+                throw CheckpointError.writeFailed(file: path, reason: "\"__metadata__\" cannot be a tensor name")
+            }
+            guard t.shape.allSatisfy({ $0 >= 0 }), t.shape.reduce(1, *) == t.data.count else {
+                throw CheckpointError.writeFailed(file: path, reason: "tensor \(name) has shape \(t.shape) but \(t.data.count) values")
+            }
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            fields.append("\(jsonString(name)):{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + 4 * t.data.count)]}")
+            offset += 4 * t.data.count
+        }
+        header += fields.joined(separator: ",") + "}"
+        var headerBytes = Array(header.utf8)
+        // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
+        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+
+        let directory = url.deletingLastPathComponent()
+        let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+            throw CheckpointError.writeFailed(file: path, reason: "cannot create a file in \(directory.path)")
+        }
+        do {
+            let handle = try FileHandle(forWritingTo: temporary)
+            defer { try? handle.close() }
+            var prefix = Data(count: 8)
+            prefix.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(headerBytes.count).littleEndian, as: UInt64.self) }
+            try handle.write(contentsOf: prefix + Data(headerBytes))
+            for name in names {
+                let data = tensors[name]!.data
+                #if _endian(big)
+                let stored = data.map { Float(bitPattern: $0.bitPattern.littleEndian) }
+                #else
+                let stored = data
+                #endif
+                try stored.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+            }
+            try handle.synchronize()
+        } catch {
+            try? FileManager.default.removeItem(at: temporary)
+            throw CheckpointError.writeFailed(file: path, reason: error.localizedDescription)
+        }
+        guard rename(temporary.path, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: temporary)
+            throw CheckpointError.writeFailed(file: path, reason: reason)
+        }
+    }
+
+    /// A JSON string literal for `s`.
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
