@@ -1,0 +1,100 @@
+import Foundation
+
+/// What is wrong with one line of a prompt file. The same value is the error (without
+/// `--skip-invalid`) and the recorded reason of a skipped line (with it).
+public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
+    case badJSON(reason: String)
+    case notAnObject
+    case missingKey(String)
+    case wrongType(key: String, expected: String)
+    case emptyPrompt
+    /// `key` is "answer" or "wrong"; `tokens` is what the text tokenized to.
+    case notOneToken(key: String, text: String, tokens: [Int])
+    case corruptLengthMismatch(promptTokens: Int, corruptTokens: Int)
+
+    /// What was wrong, without the file and line.
+    public var description: String {
+        switch self {
+        case let .badJSON(reason): "not valid JSON (\(reason))"
+        case .notAnObject: "the line is JSON but not an object"
+        case let .missingKey(key): "missing key \"\(key)\""
+        case let .wrongType(key, expected): "key \"\(key)\" must be \(expected)"
+        case .emptyPrompt: "the prompt is empty"
+        case let .notOneToken(key, text, tokens):
+            "\(key) \(Self.quoted(text)) is \(tokens.count) tokens (\(tokens)); \(key == "answer" ? "answers" : "wrong answers") must be one token"
+        case let .corruptLengthMismatch(p, c):
+            "corrupt is \(c) tokens but prompt is \(p); corrupt must tokenize to the same length as prompt"
+        }
+    }
+
+    /// What the user can do about it.
+    var remedy: String {
+        switch self {
+        case .badJSON, .notAnObject:
+            "write one JSON object per line, e.g. {\"prompt\": \"...\", \"answer\": \" Mary\"}"
+        case .missingKey, .wrongType:
+            "every line needs string keys \"prompt\" and \"answer\" (\"wrong\", \"corrupt\" optional)"
+        case .emptyPrompt: "give some prompt text"
+        case let .notOneToken(key, _, _):
+            "pick a one-token \(key) (usually with a leading space)"
+        case .corruptLengthMismatch:
+            "swap in words of equal token length"
+        }
+    }
+
+    static func quoted(_ s: String) -> String {
+        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+    }
+}
+
+/// Errors of the Analysis module. Each message is one line that names the file, line or option
+/// and says what to do.
+public enum AnalysisError: LocalizedError, Equatable, Sendable {
+    // Prompt sets (JSONL).
+    case promptFileUnreadable(path: String, reason: String)
+    case invalidPrompt(path: String, line: Int, problem: PromptProblem)
+    case noValidPrompts(path: String, skipped: Int)
+    // Plain-text mode.
+    case textFileUnreadable(path: String, reason: String)
+    case textNotUTF8(path: String)
+    case textTooShort(path: String, tokens: Int)
+    case contextTooSmall(context: Int)
+    case maxTokensTooSmall(maxTokens: Int)
+    // Prompt generation.
+    case generationCountInvalid(n: Int)
+    case tooFewSingleTokenWords(task: String, kind: String, found: Int, needed: Int)
+    case tokenizerFolderNotFound(searched: [String])
+    case outputUnwritable(path: String, reason: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .promptFileUnreadable(path, reason):
+            "\(path): cannot read the prompt file (\(reason)); check the path"
+        case let .invalidPrompt(path, line, problem):
+            "\(path):\(line): \(problem) — \(problem.remedy) or pass --skip-invalid"
+        case let .noValidPrompts(path, skipped):
+            skipped == 0
+                ? "\(path): the file holds no prompts; write one JSON object per line"
+                : "\(path): all \(skipped) lines are invalid; run without --skip-invalid to see the first problem"
+        case let .textFileUnreadable(path, reason):
+            "\(path): cannot read the text file (\(reason)); check the path"
+        case let .textNotUTF8(path):
+            "\(path): the text file is not valid UTF-8; convert it (e.g. iconv -t UTF-8)"
+        case let .textTooShort(path, tokens):
+            "\(path): the text is \(tokens) token\(tokens == 1 ? "" : "s"); at least 2 are needed to predict one next token"
+        case let .contextTooSmall(context):
+            "--context \(context) is too small: a window needs at least 2 tokens"
+        case let .maxTokensTooSmall(maxTokens):
+            "--max-tokens \(maxTokens) is too small: give at least 1"
+        case let .generationCountInvalid(n):
+            "--n \(n): give a positive number of prompts"
+        case let .tooFewSingleTokenWords(task, kind, found, needed):
+            "\(task): only \(found) \(kind) are single tokens under this tokenizer, \(needed) needed; use the GPT-2 tokenizer (models/tokenizer)"
+        case let .tokenizerFolderNotFound(searched):
+            "no tokenizer folder (vocab.json + merges.txt) found in \(searched.joined(separator: ", ")); pass --tokenizer DIR or set LNLENS_HOME to the lnlens checkout"
+        case let .outputUnwritable(path, reason):
+            "\(path): cannot write the output (\(reason)); check that the folder exists and is writable"
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+
+/// SplitMix64 (Steele, Lea & Flood 2014; Vigna's reference C). Our own generator so that a seed
+/// gives the same prompts on every machine and Swift version: the standard library's
+/// `shuffled(using:)`/`randomElement(using:)` algorithms are not promised to stay fixed.
+public struct SplitMix64: Sendable {
+    public private(set) var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..<n` (n ≥ 1), exactly: Lemire's multiply-shift with rejection.
+    public mutating func next(below n: Int) -> Int {
+        let bound = UInt64(n)
+        var (high, low) = next().multipliedFullWidth(by: bound)
+        if low < bound {
+            let threshold = (0 &- bound) % bound
+            while low < threshold { (high, low) = next().multipliedFullWidth(by: bound) }
+        }
+        return Int(high)
+    }
+
+    /// One element of a non-empty array.
+    public mutating func pick<T>(_ items: [T]) -> T { items[next(below: items.count)] }
+}
+
+/// A generated prompt-file line, before tokenization: the same keys as the JSONL format plus
+/// integer metadata (`set`, `template`, ...) that loaders ignore.
+public struct PromptRecord: Sendable, Equatable {
+    public var prompt: String
+    public var answer: String
+    public var wrong: String?
+    public var corrupt: String?
+    /// Written after the standard keys, in sorted key order.
+    public var extra: [String: Int]
+
+    public init(prompt: String, answer: String, wrong: String? = nil, corrupt: String? = nil, extra: [String: Int] = [:]) {
+        self.prompt = prompt
+        self.answer = answer
+        self.wrong = wrong
+        self.corrupt = corrupt
+        self.extra = extra
+    }
+
+    /// One JSON line, formatted byte for byte like Python's `json.dumps` (", " and ": "
+    /// separators, non-ASCII as \uXXXX), the format of prompts/paper_ioi.jsonl. No newline.
+    public var jsonLine: String {
+        var fields = [("prompt", jsonString(prompt)), ("answer", jsonString(answer))]
+        if let wrong { fields.append(("wrong", jsonString(wrong))) }
+        if let corrupt { fields.append(("corrupt", jsonString(corrupt))) }
+        for key in extra.keys.sorted() { fields.append((key, String(extra[key]!))) }
+        return "{" + fields.map { "\(jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
+    }
+}
+
+/// Renders records as JSONL: one `jsonLine` per record, each ended by "\n".
+public func renderJSONL(_ records: [PromptRecord]) -> String {
+    records.map { $0.jsonLine + "\n" }.joined()
+}
+
+/// A JSON string literal with Python's `json.dumps` escaping (ensure_ascii).
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for unit in s.utf16 {
+        switch unit {
+        case 0x22: out += "\\\""
+        case 0x5C: out += "\\\\"
+        case 0x0A: out += "\\n"
+        case 0x0D: out += "\\r"
+        case 0x09: out += "\\t"
+        case 0x08: out += "\\b"
+        case 0x0C: out += "\\f"
+        case 0x20..<0x7F: out.unicodeScalars.append(Unicode.Scalar(UInt8(unit)))
+        default:
+            let hex = String(unit, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        }
+    }
+    return out + "\""
+}
+
+/// The generated tasks `lnlens prompts` knows.
+public enum PromptTask: String, CaseIterable, Sendable {
+    case ioi
+    case greaterThan = "greater-than"
+
+    /// `n` records for `seed`; the same inputs give the same records on every machine.
+    public func generate(n: Int, seed: UInt64, tokenizer: some TextEncoder) throws -> [PromptRecord] {
+        switch self {
+        case .ioi: try IOIGenerator(seed: seed).generate(n: n, tokenizer: tokenizer)
+        case .greaterThan: try GreaterThanGenerator(seed: seed).generate(n: n, tokenizer: tokenizer)
+        }
+    }
+}
+
+/// The words of `candidates` that are one token when written with a leading space, in order.
+func singleTokenWords(_ candidates: [String], tokenizer: some TextEncoder) -> [String] {
+    candidates.filter { tokenizer.encode(" " + $0).count == 1 }
+}

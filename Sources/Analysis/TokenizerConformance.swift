@@ -1,0 +1,3 @@
+import Tokenizer
+
+extension GPT2Tokenizer: TextEncoder {}
