@@ -168,7 +168,7 @@ public struct GPT2Tokenizer: Sendable {
                 ids.append(contentsOf: cached)
             } else {
                 let tokens = merges.apply(bytes.map { byteTokenIDs[Int($0)] }).map(Int.init)
-                cache.insert(tokens, for: bytes)
+                if bytes.count <= 256 { cache.insert(tokens, for: bytes) }  // long pieces rarely repeat
                 ids.append(contentsOf: tokens)
             }
         }
