@@ -4,31 +4,34 @@ import Tokenizer
 
 @testable import Analysis
 
-/// The repository root: the nearest folder above this file holding models/tokenizer.
-let repositoryRoot: URL = {
-    var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-    while dir.path != "/" {
-        if FileManager.default.fileExists(atPath: dir.appendingPathComponent("models/tokenizer/vocab.json").path) {
-            return dir
+extension PromptTestSupport {
+    /// The repository root: the nearest folder above this file holding models/tokenizer.
+    static let repositoryRoot: URL = {
+        var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while dir.path != "/" {
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("models/tokenizer/vocab.json").path) {
+                return dir
+            }
+            dir = dir.deletingLastPathComponent()
         }
-        dir = dir.deletingLastPathComponent()
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+    }()
+
+    static let gpt2Tokenizer: Result<GPT2Tokenizer, any Error> = Result {
+        try GPT2Tokenizer.load(directory: PromptTestSupport.repositoryRoot.appendingPathComponent("models/tokenizer"))
     }
-    return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-}()
 
-let gpt2Tokenizer: Result<GPT2Tokenizer, any Error> = Result {
-    try GPT2Tokenizer.load(directory: repositoryRoot.appendingPathComponent("models/tokenizer"))
-}
-
-/// Every line of `text` parsed as a JSON object.
-func jsonObjects(_ text: String) throws -> [[String: Any]] {
-    try text.split(separator: "\n").map {
-        try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+    /// Every line of `text` parsed as a JSON object.
+    static func jsonObjects(_ text: String) throws -> [[String: Any]] {
+        try text.split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
     }
 }
 
 @Suite struct SplitMix64Tests {
-    /// Values from Vigna's reference algorithm, run in Python (see the generator's comment).
+    /// Values from Vigna's reference algorithm run in Python: s += 0x9E3779B97F4A7C15;
+    /// z = (s ^ s>>30)·0xBF58476D1CE4E5B9; z = (z ^ z>>27)·0x94D049BB133111EB; z ^ z>>31 (mod 2^64).
     @Test func matchesReferenceSequence() {
         var rng = SplitMix64(seed: 0)
         #expect([rng.next(), rng.next(), rng.next()] == [0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4, 0x06C4_5D18_8009_454F])
@@ -50,13 +53,13 @@ func jsonObjects(_ text: String) throws -> [[String: Any]] {
 }
 
 @Suite struct PaperIOITests {
-    let paper = repositoryRoot.appendingPathComponent("prompts/paper_ioi.jsonl")
+    let paper = PromptTestSupport.repositoryRoot.appendingPathComponent("prompts/paper_ioi.jsonl")
 
     /// The paper file's corruption rule, checked on all 480 lines: `corrupt` is `prompt` with the
     /// last occurrence of the subject (`wrong`) replaced by the indirect object (`answer`), the
     /// only change; and lines 2k, 2k+1 are each other's corruption.
     @Test func corruptRuleHoldsForEveryPaperLine() throws {
-        let lines = try jsonObjects(String(contentsOf: paper, encoding: .utf8))
+        let lines = try PromptTestSupport.jsonObjects(String(contentsOf: paper, encoding: .utf8))
         #expect(lines.count == 480)
         for (i, line) in lines.enumerated() {
             let prompt = try #require(line["prompt"] as? String)
@@ -75,7 +78,7 @@ func jsonObjects(_ text: String) throws -> [[String: Any]] {
     /// Rendering the paper's records with our JSONL writer reproduces the file byte for byte.
     @Test func jsonlWriterReproducesPaperFileBytes() throws {
         let text = try String(contentsOf: paper, encoding: .utf8)
-        let records = try jsonObjects(text).map { o in
+        let records = try PromptTestSupport.jsonObjects(text).map { o in
             PromptRecord(
                 prompt: o["prompt"] as! String, answer: o["answer"] as! String, wrong: o["wrong"] as? String,
                 corrupt: o["corrupt"] as? String, extra: ["set": (o["set"] as! NSNumber).intValue])
@@ -84,7 +87,7 @@ func jsonObjects(_ text: String) throws -> [[String: Any]] {
     }
 
     @Test func paperFileIsValidUnderTheTokenizer() throws {
-        let tokenizer = try gpt2Tokenizer.get()
+        let tokenizer = try PromptTestSupport.gpt2Tokenizer.get()
         let set = try PromptSet.load(url: paper, tokenizer: tokenizer, skipInvalid: false)
         #expect(set.examples.count == 480)
         #expect(set.contentHash == "746000272e63786395218ddfb5ab16025a84adcab9811992a054e1e2bbb70ca6")  // sha256sum
@@ -98,7 +101,7 @@ func jsonObjects(_ text: String) throws -> [[String: Any]] {
 
 @Suite struct IOIGeneratorTests {
     @Test func sameSeedSameBytesOtherSeedOtherBytes() throws {
-        let tokenizer = try gpt2Tokenizer.get()
+        let tokenizer = try PromptTestSupport.gpt2Tokenizer.get()
         let a = renderJSONL(try IOIGenerator(seed: 0).generate(n: 60, tokenizer: tokenizer))
         let b = renderJSONL(try IOIGenerator(seed: 0).generate(n: 60, tokenizer: tokenizer))
         let c = renderJSONL(try IOIGenerator(seed: 1).generate(n: 60, tokenizer: tokenizer))
@@ -109,10 +112,10 @@ func jsonObjects(_ text: String) throws -> [[String: Any]] {
     }
 
     @Test func everyGeneratedLineIsValidAndFollowsThePaperConvention() throws {
-        let tokenizer = try gpt2Tokenizer.get()
+        let tokenizer = try PromptTestSupport.gpt2Tokenizer.get()
         let records = try IOIGenerator(seed: 3).generate(n: 203, tokenizer: tokenizer)
         #expect(records.count == 203)
-        let url = try temporaryFile(renderJSONL(records))
+        let url = try PromptTestSupport.temporaryFile(renderJSONL(records))
         let set = try PromptSet.load(url: url, tokenizer: tokenizer, skipInvalid: false)
         #expect(set.examples.count == 203)
         var templatesSeen = Set<Int>()
@@ -134,15 +137,24 @@ func jsonObjects(_ text: String) throws -> [[String: Any]] {
     }
 
     @Test func usesOnlySingleTokenWords() throws {
-        let tokenizer = try gpt2Tokenizer.get()
+        let tokenizer = try PromptTestSupport.gpt2Tokenizer.get()
         let names = singleTokenWords(IOIGenerator.candidateNames, tokenizer: tokenizer)
         #expect(names.count >= 30)
         #expect(IOIGenerator.templates.count >= 8)
         #expect(singleTokenWords(["Mariana"], tokenizer: tokenizer).isEmpty)
     }
 
+    /// prompts/README.md's commands regenerate the committed files byte for byte.
+    @Test(arguments: [PromptTask.ioi, .greaterThan])
+    func committedFilesAreReproducible(task: PromptTask) throws {
+        let tokenizer = try PromptTestSupport.gpt2Tokenizer.get()
+        let committed = try String(
+            contentsOf: PromptTestSupport.repositoryRoot.appendingPathComponent("prompts/\(task.rawValue).jsonl"), encoding: .utf8)
+        #expect(renderJSONL(try task.generate(n: 200, seed: 0, tokenizer: tokenizer)) == committed)
+    }
+
     @Test func rejectsNonPositiveCount() throws {
-        let tokenizer = try gpt2Tokenizer.get()
+        let tokenizer = try PromptTestSupport.gpt2Tokenizer.get()
         #expect(throws: AnalysisError.generationCountInvalid(n: 0)) {
             try IOIGenerator(seed: 0).generate(n: 0, tokenizer: tokenizer)
         }
@@ -151,9 +163,9 @@ func jsonObjects(_ text: String) throws -> [[String: Any]] {
 
 @Suite struct GreaterThanTests {
     @Test func generatedLinesAreValidAndHonest() throws {
-        let tokenizer = try gpt2Tokenizer.get()
+        let tokenizer = try PromptTestSupport.gpt2Tokenizer.get()
         let records = try GreaterThanGenerator(seed: 5).generate(n: 150, tokenizer: tokenizer)
-        let set = try PromptSet.load(url: try temporaryFile(renderJSONL(records)), tokenizer: tokenizer, skipInvalid: false)
+        let set = try PromptSet.load(url: try PromptTestSupport.temporaryFile(renderJSONL(records)), tokenizer: tokenizer, skipInvalid: false)
         #expect(set.examples.count == 150)
         for r in records {
             let year = r.extra["year"]!

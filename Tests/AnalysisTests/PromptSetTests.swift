@@ -6,7 +6,7 @@ import Testing
 /// A toy tokenizer for validation tests: a word with its leading space is one token when it has
 /// at most 6 characters and is cut into 6-character pieces otherwise; every other character is
 /// its own token. (" Mariana" → " Maria", "na": 2 tokens.) Ids are a stable hash below 50000.
-struct ToyEncoder: TextEncoder {
+struct ToyPromptEncoder: TextEncoder {
     let endOfTextID = 50256
 
     func encode(_ text: String) -> [Int] {
@@ -40,22 +40,25 @@ struct ToyEncoder: TextEncoder {
     }
 }
 
-/// Writes `text` to a fresh temporary file and returns its URL.
-func temporaryFile(_ text: String, name: String = "prompts.jsonl") throws -> URL {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lnlens-prompts-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    let url = dir.appendingPathComponent(name)
-    try Data(text.utf8).write(to: url)
-    return url
+/// Helpers of the prompt-set tests, in a namespace so other AnalysisTests files can't collide.
+enum PromptTestSupport {
+    /// Writes `text` to a fresh temporary file and returns its URL.
+    static func temporaryFile(_ text: String, name: String = "prompts.jsonl") throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lnlens-prompts-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let url = dir.appendingPathComponent(name)
+        try Data(text.utf8).write(to: url)
+        return url
+    }
 }
 
 /// The problem reported for a one-line (after `prefix` valid lines) file, or nil if it loads.
-func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, problem: PromptProblem, message: String)? {
+private func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, problem: PromptProblem, message: String)? {
     let good = #"{"prompt": "Then, Mary and John went", "answer": " Mary"}"#
     let text = Array(repeating: good, count: prefixLines).joined(separator: "\n") + (prefixLines > 0 ? "\n" : "") + line + "\n"
-    let url = try temporaryFile(text)
+    let url = try PromptTestSupport.temporaryFile(text)
     do {
-        _ = try PromptSet.load(url: url, tokenizer: ToyEncoder(), skipInvalid: false)
+        _ = try PromptSet.load(url: url, tokenizer: ToyPromptEncoder(), skipInvalid: false)
         return nil
     } catch let error as AnalysisError {
         guard case let .invalidPrompt(path, lineNumber, problem) = error else {
@@ -68,7 +71,7 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
 }
 
 @Suite struct PromptSetTests {
-    let enc = ToyEncoder()
+    let enc = ToyPromptEncoder()
 
     @Test func loadsValidLinesAndIgnoresExtraKeys() throws {
         let text = """
@@ -76,7 +79,7 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
 
             {"prompt": "Hello there", "answer": " world", "extra": [1, 2]}
             """
-        let url = try temporaryFile(text)
+        let url = try PromptTestSupport.temporaryFile(text)
         let set = try PromptSet.load(url: url, tokenizer: enc, skipInvalid: false)
         #expect(set.examples.count == 2)
         #expect(set.skipped.isEmpty)
@@ -93,7 +96,7 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
     }
 
     @Test func prependBOSPutsEndOfTextFirstInBothRuns() throws {
-        let url = try temporaryFile(#"{"prompt": "a b", "answer": " c", "corrupt": "a d"}"#)
+        let url = try PromptTestSupport.temporaryFile(#"{"prompt": "a b", "answer": " c", "corrupt": "a d"}"#)
         let set = try PromptSet.load(url: url, tokenizer: enc, skipInvalid: false, prependBOS: true)
         #expect(set.examples[0].tokens == [50256] + enc.encode("a b"))
         #expect(set.examples[0].corruptTokens == [50256] + enc.encode("a d"))
@@ -158,7 +161,7 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
             {"prompt": "three", "answer": " b", "corrupt": "three more"}
             {"prompt": "four", "answer": " c"}
             """
-        let url = try temporaryFile(text)
+        let url = try PromptTestSupport.temporaryFile(text)
         #expect(throws: AnalysisError.invalidPrompt(
             path: url.relativePath, line: 2,
             problem: .notOneToken(key: "answer", text: " Mariana", tokens: enc.encode(" Mariana")))) {
@@ -173,11 +176,11 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
     }
 
     @Test func allInvalidOrEmptyFileIsAnError() throws {
-        let bad = try temporaryFile("nope\n")
+        let bad = try PromptTestSupport.temporaryFile("nope\n")
         #expect(throws: AnalysisError.noValidPrompts(path: bad.relativePath, skipped: 1)) {
             try PromptSet.load(url: bad, tokenizer: enc, skipInvalid: true)
         }
-        let empty = try temporaryFile("\n\n")
+        let empty = try PromptTestSupport.temporaryFile("\n\n")
         #expect(throws: AnalysisError.noValidPrompts(path: empty.relativePath, skipped: 0)) {
             try PromptSet.load(url: empty, tokenizer: enc, skipInvalid: false)
         }
@@ -191,14 +194,14 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
     }
 
     @Test func crlfAndBOMAreAccepted() throws {
-        let url = try temporaryFile("\u{FEFF}{\"prompt\": \"a\", \"answer\": \" b\"}\r\n{\"prompt\": \"c\", \"answer\": \" d\"}\r\n")
+        let url = try PromptTestSupport.temporaryFile("\u{FEFF}{\"prompt\": \"a\", \"answer\": \" b\"}\r\n{\"prompt\": \"c\", \"answer\": \" d\"}\r\n")
         let set = try PromptSet.load(url: url, tokenizer: enc, skipInvalid: false)
         #expect(set.examples.map(\.answer) == [" b", " d"])
     }
 
     @Test func batchesGroupEqualLengthsInFileOrder() throws {
         let lines = ["a b", "a", "c d", "e f", "g", "h i"].map { #"{"prompt": "\#($0)", "answer": " z"}"# }
-        let set = try PromptSet.load(url: try temporaryFile(lines.joined(separator: "\n")), tokenizer: enc, skipInvalid: false)
+        let set = try PromptSet.load(url: try PromptTestSupport.temporaryFile(lines.joined(separator: "\n")), tokenizer: enc, skipInvalid: false)
         let batches = set.batchesByLength(maxBatch: 2)
         #expect(batches.map { $0.map(\.index) } == [[1, 4], [0, 2], [3, 5]])
         #expect(set.batchesByLength(maxBatch: 10).map { $0.map(\.index) } == [[1, 4], [0, 2, 3, 5]])
@@ -214,11 +217,11 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
 }
 
 @Suite struct TextPromptsTests {
-    let enc = ToyEncoder()
+    let enc = ToyPromptEncoder()
 
     @Test func windowsCoverTheTextWithoutOverlap() throws {
         let text = (0..<25).map { "w\($0 % 7)" }.joined(separator: " ")  // w0, " w1", ...: letters+digit
-        let url = try temporaryFile(text, name: "t.txt")
+        let url = try PromptTestSupport.temporaryFile(text, name: "t.txt")
         let all = enc.encode(text)
         let prompts = try TextPrompts.load(url: url, tokenizer: enc, context: 8)
         #expect(prompts.totalTokens == all.count)
@@ -233,7 +236,7 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
 
     @Test func maxTokensCutsTheLastWindowExactly() throws {
         let text = String(repeating: "ab, ", count: 30)
-        let url = try temporaryFile(text, name: "t.txt")
+        let url = try PromptTestSupport.temporaryFile(text, name: "t.txt")
         let prompts = try TextPrompts.load(url: url, tokenizer: enc, context: 10, maxTokens: 20)
         #expect(prompts.predictedPositions == 20)
         #expect(prompts.windows.map(\.tokens.count) == [10, 10, 3])
@@ -242,20 +245,20 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
 
     @Test func trailingSingleTokenIsDropped() throws {
         // 4 toy tokens: "a", ",", " b", "," → context 3 gives [a , b] and a lone ","
-        let url = try temporaryFile("a, b,", name: "t.txt")
+        let url = try PromptTestSupport.temporaryFile("a, b,", name: "t.txt")
         let prompts = try TextPrompts.load(url: url, tokenizer: enc, context: 3)
         #expect(prompts.windows.map(\.tokens.count) == [3])
     }
 
     @Test func errors() throws {
-        let url = try temporaryFile("hello world, again", name: "t.txt")
+        let url = try PromptTestSupport.temporaryFile("hello world, again", name: "t.txt")
         #expect(throws: AnalysisError.contextTooSmall(context: 1)) {
             try TextPrompts.load(url: url, tokenizer: enc, context: 1)
         }
         #expect(throws: AnalysisError.maxTokensTooSmall(maxTokens: 0)) {
             try TextPrompts.load(url: url, tokenizer: enc, maxTokens: 0)
         }
-        let empty = try temporaryFile("", name: "e.txt")
+        let empty = try PromptTestSupport.temporaryFile("", name: "e.txt")
         #expect(throws: AnalysisError.textTooShort(path: empty.relativePath, tokens: 0)) {
             try TextPrompts.load(url: empty, tokenizer: enc)
         }
@@ -263,7 +266,7 @@ func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int, proble
         #expect(throws: AnalysisError.textFileUnreadable(path: missing.relativePath, reason: "no such file")) {
             try TextPrompts.load(url: missing, tokenizer: enc)
         }
-        let latin1 = try temporaryFile("", name: "l.txt")
+        let latin1 = try PromptTestSupport.temporaryFile("", name: "l.txt")
         try Data([0x63, 0x61, 0x66, 0xE9, 0x20, 0xFF]).write(to: latin1)
         #expect(throws: AnalysisError.textNotUTF8(path: latin1.relativePath)) {
             try TextPrompts.load(url: latin1, tokenizer: enc)
