@@ -16,7 +16,7 @@ let package = Package(
         .target(name: "TensorCore", dependencies: ["CBLAS"]),
         .target(name: "Tokenizer"),
         .target(name: "GPT2", dependencies: ["TensorCore"]),
-        .target(name: "Analysis", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),
+        .target(name: "Analysis", dependencies: ["GPT2", "Tokenizer", "TensorCore", "ResultsStore"]),
         .target(name: "ResultsStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
         .executableTarget(
             name: "lnlens",
@@ -27,7 +27,7 @@ let package = Package(
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], resources: []),
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),
-        .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "GPT2", "Tokenizer", "TensorCore"]),
+        .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "GPT2", "Tokenizer", "TensorCore", "ResultsStore"]),
         .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore"]),
     ]
 )

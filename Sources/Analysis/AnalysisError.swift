@@ -66,6 +66,8 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
     case tooFewSingleTokenWords(task: String, kind: String, found: Int, needed: Int)
     case tokenizerFolderNotFound(searched: [String])
     case outputUnwritable(path: String, reason: String)
+    // Runs.
+    case resumeMismatch(runID: Int64, reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -95,6 +97,8 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
             "no tokenizer folder (vocab.json + merges.txt) found in \(searched.joined(separator: ", ")); pass --tokenizer DIR or set LNLENS_HOME to the lnlens checkout"
         case let .outputUnwritable(path, reason):
             "\(path): cannot write the output (\(reason)); check that the folder exists and is writable"
+        case let .resumeMismatch(runID, reason):
+            "cannot resume run \(runID): \(reason); resume with the same model, prompts and options, or start a new run"
         }
     }
 }

@@ -7,7 +7,7 @@ struct LNLens: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lnlens",
         abstract: "Mechanistic interpretability of GPT-2 and its LayerNorm-free twin.",
-        subcommands: [InspectCommand.self, TokenizeCommand.self, RunCommand.self])
+        subcommands: [InspectCommand.self, TokenizeCommand.self, RunCommand.self, PromptsCommand.self, DLACommand.self, RunsCommand.self, QueryCommand.self, DiffCommand.self])
 
     static func main() {
         OpenBLASEnvironment.reexecWithFastKernelsIfNeeded()

@@ -1,0 +1,179 @@
+import Foundation
+import GPT2
+
+/// One position whose next-token logit is attributed: batch row, position, and the direction
+/// `u = W_U[:, answer] − W_U[:, wrong]` (or `W_U[:, answer]` without `wrong`).
+public struct AttributionTarget: Sendable {
+    public var prompt: Int
+    public var row: Int
+    public var position: Int
+    public var answerID: Int
+    public var wrongID: Int?
+
+    public init(prompt: Int, row: Int, position: Int, answerID: Int, wrongID: Int?) {
+        self.prompt = prompt
+        self.row = row
+        self.position = position
+        self.answerID = answerID
+        self.wrongID = wrongID
+    }
+}
+
+/// DLA and exact direct effect of one component for one prompt.
+public struct ComponentAttribution: Sendable, Codable, Equatable {
+    public var prompt: Int
+    public var component: String
+    public var dla: Double
+    public var directEffect: Double
+
+    enum CodingKeys: String, CodingKey {
+        case prompt, component, dla
+        case directEffect = "direct_effect"
+    }
+}
+
+/// The output of attributing one batch.
+public struct BatchAttribution: Sendable {
+    public var rows: [ComponentAttribution]
+    /// Largest |Σ components − resid_post| over the batch's targets: the decomposition check.
+    public var componentsSumMaxAbsError: Double { perTargetSumError.map(\.error).max() ?? 0 }
+    /// The same check per target.
+    public var perTargetSumError: [(prompt: Int, error: Double)]
+}
+
+/// Direct logit attribution against the exact direct effect (DESIGN.md, "Definitions").
+///
+/// Components of the final residual stream `r` at a target position: `embed`, `pos_embed`, every
+/// head `L{l}H{h}` (`z · W_O`, b_O excluded), each layer's `L{l}_bO` and `L{l}_mlp`.
+/// `DLA_c = (c − mean c) / s · u` with `s` the clean run's `ln_final.hook_scale`;
+/// `DE_c = f(r) − f(r − c)` with `f(x) = LN_final(x) · u` recomputed (in Double). For an LN-free
+/// model both are the same linear function of `c`.
+public enum DirectLogitAttribution {
+    /// Component names in the order rows are produced.
+    public static func componentNames(nLayers: Int, nHeads: Int) -> [String] {
+        var names = ["embed", "pos_embed"]
+        for l in 0..<nLayers {
+            for h in 0..<nHeads { names.append("L\(l)H\(h)") }
+            names.append("L\(l)_bO")
+            names.append("L\(l)_mlp")
+        }
+        return names
+    }
+
+    /// Runs `tokens` (equal lengths) once and attributes every target.
+    public static func attribute(model: GPT2Model, tokens: [[Int]], targets: [AttributionTarget]) throws -> BatchAttribution {
+        let out = try model.forward(tokens, logits: .none)
+        return attribute(model: model, activations: out.activations, targets: targets)
+    }
+
+    /// Attributes every target from the activations of a finished forward pass.
+    public static func attribute(model: GPT2Model, activations acts: Activations,
+                                 targets: [AttributionTarget]) -> BatchAttribution {
+        let cfg = model.config, w = model.weights
+        let C = cfg.dModel, NH = cfg.nHeads, dh = cfg.dHead, T = acts.T
+        let lnFree = model.lnMode == .lnFree
+        let eps = cfg.layerNormEpsilon
+        var rows: [ComponentAttribution] = []
+        rows.reserveCapacity(targets.count * (2 + cfg.nLayers * (NH + 2)))
+        var sumErrors: [(prompt: Int, error: Double)] = []
+
+        for target in targets {
+            let n = target.row * T + target.position
+            // u, times the final LayerNorm's weight when it is not folded into W_U.
+            var u = [Double](repeating: 0, count: C)
+            for c in 0..<C {
+                var x = Double(w.wU[target.answerID * C + c])
+                if let wrong = target.wrongID { x -= Double(w.wU[wrong * C + c]) }
+                if let lnW = w.lnFW { x *= Double(lnW[c]) }
+                u[c] = x
+            }
+            let r = (0..<C).map { Double(acts.layers[cfg.nLayers - 1].residPost[n * C + $0]) }
+            let s = Double(acts.lnFScale[n])
+
+            // f(x) = (x − mean x) / scale(x) · u, with scale recomputed from x.
+            func f(_ x: [Double]) -> Double {
+                let mean = x.reduce(0, +) / Double(C)
+                var dot = 0.0, sq = 0.0
+                for c in 0..<C {
+                    let d = x[c] - mean
+                    dot += d * u[c]
+                    sq += d * d
+                }
+                let scale = lnFree ? eps.squareRoot() : (sq / Double(C) + eps).squareRoot()
+                return dot / scale
+            }
+            let fr = f(r)
+            var sum = [Double](repeating: 0, count: C)
+            func add(_ name: String, _ comp: [Double]) {
+                let mean = comp.reduce(0, +) / Double(C)
+                var dla = 0.0
+                for c in 0..<C { dla += (comp[c] - mean) * u[c] }
+                dla /= s
+                let de = fr - f(zip(r, comp).map { $0 - $1 })
+                rows.append(ComponentAttribution(prompt: target.prompt, component: name, dla: dla, directEffect: de))
+                for c in 0..<C { sum[c] += comp[c] }
+            }
+            add("embed", (0..<C).map { Double(acts.embed[n * C + $0]) })
+            add("pos_embed", (0..<C).map { Double(acts.posEmbed[n * C + $0]) })
+            for l in 0..<cfg.nLayers {
+                let layer = acts.layers[l], lw = w.layers[l]
+                for h in 0..<NH {
+                    // result_h = z[n, h, :] · W_O[h]  (dh) · (dh, C)
+                    var res = [Double](repeating: 0, count: C)
+                    for e in 0..<dh {
+                        let ze = Double(layer.z[n * C + h * dh + e])
+                        if ze == 0 { continue }
+                        let row = (h * dh + e) * C
+                        for c in 0..<C { res[c] += ze * Double(lw.wO[row + c]) }
+                    }
+                    add("L\(l)H\(h)", res)
+                }
+                add("L\(l)_bO", lw.bO.map(Double.init))
+                add("L\(l)_mlp", (0..<C).map { Double(layer.mlpOut[n * C + $0]) })
+            }
+            var worst = 0.0
+            for c in 0..<C { worst = max(worst, abs(sum[c] - r[c])) }
+            sumErrors.append((target.prompt, worst))
+        }
+        return BatchAttribution(rows: rows, perTargetSumError: sumErrors)
+    }
+}
+
+/// NMAE = mean |DLA − DE| / mean |DE| · 100 over a set of (prompt, component) pairs.
+public struct NMAESummary: Sendable, Codable, Equatable {
+    /// Over every (prompt, head) pair, as the paper's code reports it.
+    public var headsGlobal: Double
+    /// Per head `L{l}H{h}`, over prompts.
+    public var perHead: [String: Double]
+    /// Per layer `L{l}`, over (prompt, head of that layer).
+    public var perLayer: [String: Double]
+
+    public init(rows: [ComponentAttribution]) {
+        var err: [String: Double] = [:], mag: [String: Double] = [:]
+        var layerErr: [String: Double] = [:], layerMag: [String: Double] = [:]
+        var allErr = 0.0, allMag = 0.0
+        for r in rows {
+            guard let layer = Self.headLayer(r.component) else { continue }
+            let e = abs(r.dla - r.directEffect), m = abs(r.directEffect)
+            err[r.component, default: 0] += e
+            mag[r.component, default: 0] += m
+            layerErr["L\(layer)", default: 0] += e
+            layerMag["L\(layer)", default: 0] += m
+            allErr += e
+            allMag += m
+        }
+        // Means over the same count cancel: NMAE = Σ|DLA − DE| / Σ|DE| · 100.
+        func ratio(_ e: Double, _ m: Double) -> Double { m == 0 ? (e == 0 ? 0 : .infinity) : e / m * 100 }
+        headsGlobal = ratio(allErr, allMag)
+        perHead = err.reduce(into: [:]) { $0[$1.key] = ratio($1.value, mag[$1.key]!) }
+        perLayer = layerErr.reduce(into: [:]) { $0[$1.key] = ratio($1.value, layerMag[$1.key]!) }
+    }
+
+    /// The layer of a head component `L{l}H{h}`, nil for other components.
+    public static func headLayer(_ component: String) -> Int? {
+        guard component.first == "L", let hIndex = component.firstIndex(of: "H"),
+              let l = Int(component[component.index(after: component.startIndex)..<hIndex]),
+              Int(component[component.index(after: hIndex)...]) != nil else { return nil }
+        return l
+    }
+}

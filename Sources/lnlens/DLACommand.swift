@@ -1,0 +1,229 @@
+import Analysis
+import ArgumentParser
+import Foundation
+import GPT2
+import ResultsStore
+
+struct DLACommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dla",
+        abstract: "Direct logit attribution against the exact direct effect, per component and prompt, stored in SQLite.")
+
+    @Option(name: .customLong("model"), help: "Model folder or name; repeat for several (default: gpt2-tiny and gpt2-tiny-lnfree).")
+    var models: [String] = []
+    @Option(help: "Prompt set (JSONL: prompt, answer, wrong, corrupt).") var prompts: String?
+    @Option(help: "Plain-text file: attribute every position's actual next token.") var text: String?
+    @Option(help: "Text mode: at most this many predicted positions.") var maxTokens: Int?
+    @Option(help: "Text mode: window length in tokens.") var context = 128
+    @Flag(help: "Skip and count invalid prompt lines instead of stopping at the first.") var skipInvalid = false
+    @Flag(help: "Put <|endoftext|> first in every prompt.") var prependBos = false
+    @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
+    @Option(help: "Continue an interrupted run (one --model, same prompts and options).") var resume: Int64?
+    @Option(help: "Prompts per forward pass.") var batchSize = 32
+    @Option(help: "Heads listed by |direct effect| in the summary.") var top = 8
+    @OptionGroup var processing: ProcessingFlags
+    @Flag(help: "Print JSON (every row).") var json = false
+    @Flag(help: "Print CSV (every row).") var csv = false
+
+    func validate() throws {
+        if (prompts == nil) == (text == nil) { throw ValidationError("give exactly one of --prompts FILE.jsonl or --text FILE.txt") }
+        if json && csv { throw ValidationError("--json and --csv exclude each other") }
+        if resume != nil && models.count > 1 { throw ValidationError("--resume continues one run: give the one --model it used") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if prompts != nil && (maxTokens != nil) { throw ValidationError("--max-tokens goes with --text") }
+    }
+
+    var options: [String: String] {
+        var o = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": "\(batchSize)",
+                 "skip_invalid": "\(skipInvalid)", "prepend_bos": "\(prependBos)", "processing": processing.options.description]
+        if let prompts { o["prompts"] = prompts }
+        if let text { o["text"] = text; o["context"] = "\(context)"; o["max_tokens"] = maxTokens.map(String.init) ?? "all" }
+        return o
+    }
+
+    var modelSpecs: [String] {
+        models.isEmpty ? (resume == nil ? [EmbeddedModels.defaultName, EmbeddedModels.lnFreeName] : [EmbeddedModels.defaultName]) : models
+    }
+
+    func run() throws {
+        let database = try ResultsDatabase(path: db)
+        var runIDs: [Int64] = []
+        for spec in modelSpecs {
+            let loaded = try LoadedModel.load(spec, processing: processing.options)
+            let tok = try loaded.requireTokenizer()
+            let input: AttributionInput
+            if let prompts {
+                let set = try PromptSet.load(url: URL(fileURLWithPath: prompts), tokenizer: tok,
+                                             skipInvalid: skipInvalid, prependBOS: prependBos)
+                if !set.skipped.isEmpty, !json, !csv {
+                    printErr("\(prompts): skipped \(set.skipped.count) invalid line(s), first: line \(set.skipped[0].line): \(set.skipped[0].reason)")
+                }
+                if let tooLong = set.examples.first(where: { $0.tokens.count > loaded.model.config.nCtx }) {
+                    throw ModelError.promptTooLong(tokens: tooLong.tokens.count, nCtx: loaded.model.config.nCtx)
+                }
+                input = .prompts(set)
+            } else {
+                input = .text(try TextPrompts.load(url: URL(fileURLWithPath: text!), tokenizer: tok,
+                                                   context: min(context, loaded.model.config.nCtx), maxTokens: maxTokens))
+            }
+            let optionsData = try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys])
+            var runner = DLARunner(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
+                                   modelHash: try loaded.checkpoint.weightsHash(), input: input,
+                                   decode: { tok.decode($0) },
+                                   optionsJSON: String(decoding: optionsData, as: UTF8.self),
+                                   toolVersion: LNLensVersion.string)
+            runner.batchSize = batchSize
+            let bar = ProgressBar(label: spec)
+            let id = try runner.run(db: database, resume: resume) { done, total in bar.update(done, total) }
+            bar.finish()
+            runIDs.append(id)
+        }
+        let reports = try runIDs.map { try RunReport(db: database, runID: $0) }
+        if json {
+            try printJSON(["runs": reports])
+        } else if csv {
+            print("run_id,model,ln_mode,prompt,component,dla,direct_effect")
+            for r in reports {
+                for row in r.rows {
+                    print("\(r.runID),\(csvField(r.model)),\(r.lnMode),\(row.prompt),\(row.component),\(row.dla),\(row.directEffect)")
+                }
+            }
+        } else {
+            for r in reports { r.printSummary(top: top) }
+            if reports.count > 1 { RunReport.printSideBySide(reports) }
+            print("stored in \(db) as run\(runIDs.count > 1 ? "s" : "") \(runIDs.map(String.init).joined(separator: ", "))"
+                  + (runIDs.count == 2 ? "; compare them with: lnlens diff \(runIDs[0]) \(runIDs[1]) --db \(db)" : ""))
+        }
+    }
+}
+
+/// One stored dla run, read back from the database for printing.
+struct RunReport: Encodable {
+    let runID: Int64
+    let model: String
+    let lnMode: String
+    let nPrompts: Int
+    let nmaeHeadsGlobal: Double
+    let nmaePerHead: [String: Double]
+    let nmaePerLayer: [String: Double]
+    let componentsSumMaxAbsError: Double
+    let rows: [ComponentAttribution]
+
+    enum CodingKeys: String, CodingKey {
+        case runID = "run_id", model, lnMode = "ln_mode", nPrompts = "n_prompts"
+        case nmaeHeadsGlobal = "nmae_heads_global", nmaePerHead = "nmae_per_head", nmaePerLayer = "nmae_per_layer"
+        case componentsSumMaxAbsError = "components_sum_max_abs_error", rows
+    }
+
+    init(db: ResultsDatabase, runID: Int64) throws {
+        guard let run = try db.run(id: runID) else { throw CLIError.usage("no run \(runID) in \(db.path)") }
+        self.runID = runID
+        model = run.modelPath
+        lnMode = run.lnMode
+        nPrompts = run.nPrompts
+        let summaries = try db.summaries(runID: runID)
+        func pick(_ scope: String) -> [String: Double] {
+            Dictionary(uniqueKeysWithValues: summaries.filter { $0.scope == scope && $0.metric == StoreName.nmae }.map { ($0.key, $0.value) })
+        }
+        nmaeHeadsGlobal = pick(StoreName.scopeHeads)["all"] ?? .nan
+        nmaePerHead = pick(StoreName.scopeHead)
+        nmaePerLayer = pick(StoreName.scopeLayer)
+        componentsSumMaxAbsError = summaries.first { $0.scope == StoreName.scopeCheck }?.value ?? .nan
+        rows = DLARunner.attributions(from: try db.results(runID: runID))
+    }
+
+    var modelName: String { URL(fileURLWithPath: model).lastPathComponent }
+
+    func printSummary(top: Int) {
+        print("\(modelName) (\(lnMode)) — run \(runID), \(nPrompts) prompts")
+        print(String(format: "  DLA vs exact direct effect, NMAE over heads: %.4f %%", nmaeHeadsGlobal))
+        print("  per layer: " + nmaePerLayer.sorted { layerKey($0.key) < layerKey($1.key) }
+            .map { String(format: "%@ %.3f%%", $0.key, $0.value) }.joined(separator: "  "))
+        print(String(format: "  components sum to the final residual stream: max |error| %.2e", componentsSumMaxAbsError))
+        // Heads by mean |direct effect| over prompts (as `lnlens query top-heads`).
+        var sumDE: [String: Double] = [:], sumDLA: [String: Double] = [:], sumAbs: [String: Double] = [:]
+        var count: [String: Int] = [:]
+        for r in rows where NMAESummary.headLayer(r.component) != nil {
+            sumDE[r.component, default: 0] += r.directEffect
+            sumAbs[r.component, default: 0] += abs(r.directEffect)
+            sumDLA[r.component, default: 0] += r.dla
+            count[r.component, default: 0] += 1
+        }
+        let heads = sumAbs.keys.sorted { sumAbs[$0]! > sumAbs[$1]! || (sumAbs[$0]! == sumAbs[$1]! && $0 < $1) }
+        print("  heads with the largest direct effects (mean |DE| over prompts):")
+        print("    head     mean |DE|    mean DE    mean DLA     NMAE %")
+        for h in heads.prefix(top) {
+            let n = Double(count[h]!)
+            print(String(format: "    %-7@ %9.4f  %9.4f   %9.4f   %8.3f", h, sumAbs[h]! / n, sumDE[h]! / n, sumDLA[h]! / n,
+                         nmaePerHead[h] ?? .nan))
+        }
+        printGrid()
+        print("")
+    }
+
+    /// Layer × head grid of per-head NMAE, shaded so the eye finds the bad heads.
+    func printGrid() {
+        let layers = Set(nmaePerHead.keys.compactMap { NMAESummary.headLayer($0) }).sorted()
+        let nHeads = (nmaePerHead.keys.compactMap { k in k.split(separator: "H").last.flatMap { Int($0) } }.max() ?? -1) + 1
+        guard !layers.isEmpty, nHeads > 0 else { return }
+        print("  per-head NMAE % (layer × head; ░ < 1, ▒ < 10, ▓ < 50, █ ≥ 50):")
+        print("        " + (0..<nHeads).map { h in
+            let label = "H\(h)"
+            return String(repeating: " ", count: max(0, 7 - label.count)) + label
+        }.joined())
+        for l in layers {
+            var line = String(format: "    %-3@ ", "L\(l)")
+            for h in 0..<nHeads {
+                guard let v = nmaePerHead["L\(l)H\(h)"] else { line += "      -"; continue }
+                let shade = v < 1 ? "░" : v < 10 ? "▒" : v < 50 ? "▓" : "█"
+                line += v >= 999.5 ? "  \(shade)>999" : String(format: " %@%5.1f", shade, v)
+            }
+            print(line)
+        }
+    }
+
+    static func printSideBySide(_ reports: [RunReport]) {
+        let width = max(14, reports.map { $0.modelName.count }.max()! + 2)
+        func cell(_ s: String) -> String { s.padding(toLength: width, withPad: " ", startingAt: 0) }
+        print("side by side (NMAE %, DLA vs exact direct effect):")
+        print(cell("") + reports.map { cell($0.modelName) }.joined())
+        print(cell("ln mode") + reports.map { cell($0.lnMode) }.joined())
+        print(cell("run") + reports.map { cell("\($0.runID)") }.joined())
+        print(cell("heads (all)") + reports.map { cell(String(format: "%.4f", $0.nmaeHeadsGlobal)) }.joined())
+        let layers = Set(reports.flatMap { $0.nmaePerLayer.keys }).sorted { layerKey($0) < layerKey($1) }
+        for l in layers {
+            print(cell(l) + reports.map { cell($0.nmaePerLayer[l].map { String(format: "%.4f", $0) } ?? "-") }.joined())
+        }
+    }
+}
+
+private func layerKey(_ s: String) -> Int { Int(s.dropFirst()) ?? 0 }
+
+/// Quotes a CSV field when it needs it.
+func csvField(_ s: String) -> String {
+    s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+}
+
+/// A progress bar on stderr, shown only on a terminal and only once work has taken over a second.
+final class ProgressBar {
+    let label: String
+    let start = Date()
+    var shown = false
+    let enabled = isatty(2) != 0
+
+    init(label: String) { self.label = label }
+
+    func update(_ done: Int, _ total: Int) {
+        guard enabled, total > 0, Date().timeIntervalSince(start) > 1 else { return }
+        shown = true
+        let width = 30, filled = width * done / total
+        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        let elapsed = Date().timeIntervalSince(start)
+        let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
+        printErr(String(format: "\r%@ %@ %d/%d prompts  %.0fs left ", label, bar, done, total, eta), terminator: "")
+    }
+
+    func finish() {
+        if shown { printErr("\r" + String(repeating: " ", count: 80) + "\r", terminator: "") }
+    }
+}

@@ -1,0 +1,124 @@
+import ArgumentParser
+import Foundation
+import ResultsStore
+
+/// `--db PATH` and the output format switches of the read-only commands.
+struct ReadOptions: ParsableArguments {
+    @Option(help: "SQLite database to read.") var db = "results/lnlens.sqlite"
+    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Print CSV.") var csv = false
+
+    func validate() throws {
+        if json && csv { throw ValidationError("--json and --csv exclude each other") }
+    }
+
+    func open() throws -> ResultsDatabase { try ResultsDatabase.openReadOnly(path: db) }
+
+    func print(_ result: QueryResult) throws {
+        if json {
+            let objects = result.rows.map { Dictionary(uniqueKeysWithValues: zip(result.columns, $0)) }
+            return try printJSON(objects)
+        }
+        if csv {
+            Swift.print(result.columns.map(csvField).joined(separator: ","))
+            for row in result.rows { Swift.print(row.map { csvField(cellText($0)) }.joined(separator: ",")) }
+            return
+        }
+        printTable(result)
+    }
+}
+
+func cellText(_ c: Cell) -> String {
+    switch c {
+    case .null: ""
+    case .double(let d): String(format: "%.6g", d)
+    default: c.description
+    }
+}
+
+/// A plain aligned table.
+func printTable(_ result: QueryResult) {
+    let cells = result.rows.map { $0.map(cellText) }
+    var widths = result.columns.map(\.count)
+    for row in cells { for (i, c) in row.enumerated() where i < widths.count { widths[i] = min(60, max(widths[i], c.count)) } }
+    func line(_ values: [String]) -> String {
+        zip(values, widths).map { v, w in
+            let s = v.count > w ? String(v.prefix(w - 1)) + "…" : v
+            return s.padding(toLength: w, withPad: " ", startingAt: 0)
+        }.joined(separator: "  ")
+    }
+    print(line(result.columns))
+    print(line(widths.map { String(repeating: "-", count: $0) }))
+    for row in cells { print(line(row)) }
+    if cells.isEmpty { print("(no rows)") }
+}
+
+struct RunsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "runs", abstract: "List the stored runs.")
+    @OptionGroup var read: ReadOptions
+
+    func run() throws {
+        try read.print(try read.open().namedQuery("runs", arguments: []))
+    }
+}
+
+struct QueryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "query",
+        abstract: "Read the results database: a named query or --sql \"SELECT …\" (the database is opened read-only).",
+        discussion: "Named queries:\n" + ResultsDatabase.namedQueries.keys.sorted().map { "  " + ResultsDatabase.namedQueries[$0]! }.joined(separator: "\n"))
+
+    @Argument(help: "A named query and its arguments, e.g. nmae, or top-heads 3 --limit 10.")
+    var words: [String] = []
+    @Option(help: "Any SQL statement that only reads.") var sql: String?
+    @Option(help: "Row limit for top-heads.") var limit: Int?
+    @OptionGroup var read: ReadOptions
+
+    func validate() throws {
+        if (sql == nil) == words.isEmpty {
+            throw ValidationError("give a named query (\(ResultsDatabase.namedQueries.keys.sorted().joined(separator: ", "))) or --sql \"SELECT …\"")
+        }
+    }
+
+    func run() throws {
+        let db = try read.open()
+        if let sql { return try read.print(try db.query(sql: sql)) }
+        try read.print(try db.namedQuery(words[0], arguments: Array(words.dropFirst()) + (limit.map { ["--limit", "\($0)"] } ?? [])))
+    }
+}
+
+struct DiffCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff",
+        abstract: "Compare two dla runs on the same prompts (e.g. the LN model against its LN-free twin).")
+
+    @Argument(help: "The first run (usually the LayerNorm model).") var runA: Int64
+    @Argument(help: "The second run (usually the LN-free model).") var runB: Int64
+    @Option(help: "SQLite database to read.") var db = "results/lnlens.sqlite"
+    @Option(help: "How many heads to list as moved or flipped.") var top = 8
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let d = try ResultsDatabase.openReadOnly(path: db).diff(runA: runA, runB: runB, top: top)
+        if json { return try printJSON(d) }
+        func name(_ s: RunDiff.Side) -> String { "run \(s.runID) \(URL(fileURLWithPath: s.modelPath).lastPathComponent) (\(s.lnMode))" }
+        func pct(_ v: Double?) -> String { v.map { String(format: "%9.4f", $0) } ?? "        -" }
+        print("A: \(name(d.a))")
+        print("B: \(name(d.b))")
+        print("prompts compared: \(d.promptsCompared) of \(d.nPrompts) (prompt set \(d.promptSetHash.prefix(12)))")
+        print("")
+        print("NMAE %, DLA vs exact direct effect          A          B")
+        print("  heads (all)                       " + pct(d.a.headNMAE) + "  " + pct(d.b.headNMAE))
+        for l in d.layers { print(String(format: "  layer %-3d                         ", l.layer) + pct(l.nmaeA) + "  " + pct(l.nmaeB)) }
+        print("")
+        print("rank correlation (Spearman) of head mean direct effects: " + (d.spearman.map { String(format: "%.4f", $0) } ?? "-"))
+        func headLine(_ h: RunDiff.Head) -> String {
+            String(format: "  %-7@ DE %9.4f → %9.4f   rank %5.1f → %5.1f   NMAE %@ → %@", h.component, h.meanDEA, h.meanDEB,
+                   h.rankA, h.rankB, pct(h.nmaeA), pct(h.nmaeB))
+        }
+        print("heads whose rank (by mean direct effect) moved most:")
+        for h in d.rankMoves { print(headLine(h)) }
+        print(d.signFlips.isEmpty ? "no head's mean direct effect changed sign" : "heads whose mean direct effect changed sign:")
+        for h in d.signFlips { print(headLine(h)) }
+    }
+}
