@@ -10,12 +10,13 @@ Run with the reference venv (see scripts/reference/README.md), from the reposito
 
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py            # all committed outputs
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --test-fixtures
+    /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --dla --interventions
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --default-models
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --small-shape /tmp/small-shape
 
 Each fixture family is one function (`build_test_models`, `write_forward_fixtures`,
-`write_processed_weights`, `build_default_models`, `build_small_shape`); new families (e.g. DLA /
-direct effects) add a function and a flag in `main`.
+`write_processed_weights`, `write_dla_fixtures`, `write_intervention_fixtures`,
+`build_default_models`, `build_small_shape`); new families add a function and a flag in `main`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import copy
 import json
 import math
 import os
+import re
 import shutil
 import sys
 
@@ -450,9 +452,11 @@ def build_test_models(tokenizer: GPT2TokenizerFast) -> dict:
 
 def write_test_fixtures(tokenizer: GPT2TokenizerFast) -> None:
     info = build_test_models(tokenizer)
-    if REFERENCE_DIR.exists():
-        shutil.rmtree(REFERENCE_DIR)
-    REFERENCE_DIR.mkdir(parents=True)
+    # Only this family's files (top level); dla/ and interventions/ belong to their own families.
+    REFERENCE_DIR.mkdir(parents=True, exist_ok=True)
+    for f in REFERENCE_DIR.iterdir():
+        if f.is_file() and (f.suffix == ".safetensors" or f.name == "manifest.json"):
+            f.unlink()
     batches, manifest_batches = {}, []
     for batch_name, prompts in BATCHES.items():
         ids = [tokenizer(p)["input_ids"] for p in prompts]
@@ -509,6 +513,388 @@ def tl_version() -> str:
     from importlib.metadata import version
 
     return version("transformer_lens")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixture family: direct logit attribution vs exact direct effect (DESIGN.md "Definitions")
+
+DLA_DIR = REFERENCE_DIR / "dla"
+# IOI-style prompts, two token lengths (14 and 12) so that grouping prompts by length is exercised.
+# corrupt = same template with other names (same token count, checked below).
+DLA_PROMPTS = [
+    ("When Mary and John went to the store, John gave a drink to", " Mary", " John",
+     "When Alice and Bob went to the store, Bob gave a drink to"),
+    ("When Tom and James went to the park, James gave a ball to", " Tom", " James",
+     "When Dan and Sarah went to the park, Sarah gave a ball to"),
+    ("After Lisa and Mark met at the office, Mark sent a letter to", " Lisa", " Mark",
+     "After Anna and Paul met at the office, Paul sent a letter to"),
+    ("Then Sarah and Paul talked, and Paul handed a book to", " Sarah", " Paul",
+     "Then Mary and Tom talked, and Tom handed a book to"),
+    ("While Kate and David were at the beach, David threw a stone to", " Kate", " David",
+     "While Emma and Peter were at the beach, Peter threw a stone to"),
+    ("Then John and Anna talked, and Anna handed a pen to", " John", " Anna",
+     "Then Lisa and Mark talked, and Mark handed a pen to"),
+    ("Friends Peter and Emma arrived, and Emma gave a gift to", " Peter", " Emma",
+     "Friends James and Kate arrived, and Kate gave a gift to"),
+    ("Friends Bob and Alice arrived, and Alice gave a key to", " Bob", " Alice",
+     "Friends David and Dan arrived, and Dan gave a key to"),
+]
+LNFREE_NMAE_LIMIT = 1e-3  # percent; DLA and DE are the same linear map without LN
+
+
+def dla_components(n_layers: int, n_heads: int) -> list[str]:
+    """Component order of the rows: embed, pos_embed, then per layer its heads, b_O, mlp_out."""
+    names = ["embed", "pos_embed"]
+    for l in range(n_layers):
+        names += [f"L{l}H{h}" for h in range(n_heads)] + [f"L{l}_bO", f"L{l}_mlp"]
+    return names
+
+
+def nmae(dla: np.ndarray, de: np.ndarray) -> float:
+    """mean |DLA - DE| / mean |DE| * 100 (in float64; no epsilon in the denominator)."""
+    dla, de = np.asarray(dla, np.float64), np.asarray(de, np.float64)
+    return float(np.abs(dla - de).mean() / np.abs(de).mean() * 100)
+
+
+def dla_for_group(model: HookedTransformer, tokens: torch.Tensor, answer: torch.Tensor,
+                  wrong: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, float]]:
+    """DLA and DE of every component for one batch of same-length prompts ([B] per component).
+
+    DLA as the paper's code (TL cache.stack_head_results + cache.apply_ln_to_stack, dot u);
+    DE = f(r) - f(r - c), f(x) = ln_final(x) . u with TL's own ln_final module (float32).
+    Returns (dla, de, errors): errors "sum" = max |sum of components - resid_post|, "dla_sum" =
+    max |sum of DLA - f(r)|, "hooked_de" = max |DE - DE from a hooked forward pass|.
+    """
+    cfg = model.cfg
+    last = cfg.n_layers - 1
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+        u = (model.W_U[:, answer] - model.W_U[:, wrong]).T  # [B, d]
+        heads = cache.stack_head_results(layer=-1, pos_slice=-1)  # [L*H, B, d], (layer head) order
+        parts: dict[str, torch.Tensor] = {
+            "embed": cache["hook_embed"][:, -1],
+            "pos_embed": cache["hook_pos_embed"][:, -1],
+        }
+        for l in range(cfg.n_layers):
+            for h in range(cfg.n_heads):
+                head = heads[l * cfg.n_heads + h]
+                assert torch.equal(head, cache[f"blocks.{l}.attn.hook_result"][:, -1, h])
+                parts[f"L{l}H{h}"] = head
+            parts[f"L{l}_bO"] = model.blocks[l].attn.b_O.expand(tokens.shape[0], -1)
+            parts[f"L{l}_mlp"] = cache[f"blocks.{l}.hook_mlp_out"][:, -1]
+        names = dla_components(cfg.n_layers, cfg.n_heads)
+        assert list(parts) == names
+        r = cache[f"blocks.{last}.hook_resid_post"][:, -1]  # [B, d]
+        total = torch.stack([parts[n] for n in names]).double().sum(0)
+        sum_error = (total - r.double()).abs().max().item()
+
+        head_dla = (cache.apply_ln_to_stack(heads, layer=-1, pos_slice=-1) * u).sum(-1)  # [L*H, B]
+        head_names = {f"L{l}H{h}" for l in range(cfg.n_layers) for h in range(cfg.n_heads)}
+        others = [n for n in names if n not in head_names]
+        other_stack = torch.stack([parts[n] for n in others])  # [C, B, d]
+        other_dla = (cache.apply_ln_to_stack(other_stack, layer=-1, pos_slice=-1) * u).sum(-1)
+        dla = {n: other_dla[i] for i, n in enumerate(others)}
+        for l in range(cfg.n_layers):
+            for h in range(cfg.n_heads):
+                dla[f"L{l}H{h}"] = head_dla[l * cfg.n_heads + h]
+
+        def f(x: torch.Tensor) -> torch.Tensor:  # [..., B, d] -> [..., B]
+            return (model.ln_final(x) * u).sum(-1)
+
+        f_r = f(r)
+        de = {n: f_r - f(r - parts[n]) for n in names}
+        dla_sum_error = (torch.stack([dla[n] for n in names]).double().sum(0) - f_r.double()).abs().max().item()
+        # DE again from whole forward passes: remove c from the final residual stream at the last
+        # position with a hook and read the logit difference (b_U cancels in the difference).
+        rows = torch.arange(tokens.shape[0])
+
+        def logit_diff(logits: torch.Tensor) -> torch.Tensor:
+            return logits[rows, -1, answer] - logits[rows, -1, wrong]
+
+        clean_diff = logit_diff(model(tokens))
+        worst = 0.0
+        for n in names:
+            def remove(x, hook, c=parts[n]):
+                x[:, -1, :] = x[:, -1, :] - c
+                return x
+            ablated = model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{last}.hook_resid_post", remove)])
+            worst = max(worst, ((clean_diff - logit_diff(ablated)) - de[n]).abs().max().item())
+        assert worst < 1e-4, f"DE from hooked runs differs from f(r) - f(r - c) by {worst}"
+    return {n: dla[n] for n in names}, de, {"sum": sum_error, "dla_sum": dla_sum_error, "hooked_de": worst}
+
+
+def json_one_item_per_line(obj: dict) -> str:
+    """A JSON object with one key per line and lists of objects one element per line."""
+    lines = []
+    for i, (key, value) in enumerate(obj.items()):
+        comma = "," if i < len(obj) - 1 else ""
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            items = ",\n".join("  " + json.dumps(v) for v in value)
+            lines.append(f"{json.dumps(key)}: [\n{items}\n ]{comma}")
+        else:
+            lines.append(f"{json.dumps(key)}: {json.dumps(value)}{comma}")
+    return "{\n" + "\n".join(" " + line for line in lines) + "\n}\n"
+
+
+def write_dla_fixtures(tokenizer: GPT2TokenizerFast) -> dict:
+    """dla/prompts.jsonl and dla/M.json for M in tiny-ln, tiny-lnfree; returns the NMAE figures."""
+    DLA_DIR.mkdir(parents=True, exist_ok=True)
+    prompts, token_ids = [], []
+    for i, (prompt, answer, wrong, corrupt) in enumerate(DLA_PROMPTS):
+        ids = tokenizer(prompt)["input_ids"]
+        a, w = tokenizer(answer)["input_ids"], tokenizer(wrong)["input_ids"]
+        assert len(a) == 1 and len(w) == 1, f"DLA prompt {i}: answer/wrong not single tokens"
+        assert len(tokenizer(corrupt)["input_ids"]) == len(ids), f"DLA prompt {i}: corrupt length differs"
+        assert len(ids) <= TEST_SHAPE.n_positions
+        prompts.append({"prompt": prompt, "answer": answer, "wrong": wrong, "corrupt": corrupt})
+        token_ids.append((ids, a[0], w[0]))
+    lengths = sorted({len(ids) for ids, _, _ in token_ids})
+    assert len(lengths) >= 2, "DLA prompts should have at least two token lengths"
+    (DLA_DIR / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+
+    figures = {}
+    for name in ("tiny-ln", "tiny-lnfree"):
+        hf_model = load_checkpoint(TEST_MODELS_DIR / name)
+        model = load_tl(hf_model, processed=True)
+        lnfree = hf_model.config.layer_norm_epsilon >= 1e6
+        names = dla_components(model.cfg.n_layers, model.cfg.n_heads)
+        dla = np.zeros((len(prompts), len(names)), np.float32)
+        de = np.zeros_like(dla)
+        errors = {"sum": 0.0, "dla_sum": 0.0, "hooked_de": 0.0}
+        for length in lengths:  # one batch per prompt token length
+            idx = [i for i, (ids, _, _) in enumerate(token_ids) if len(ids) == length]
+            tokens = torch.tensor([token_ids[i][0] for i in idx], dtype=torch.long)
+            answer = torch.tensor([token_ids[i][1] for i in idx])
+            wrong = torch.tensor([token_ids[i][2] for i in idx])
+            g_dla, g_de, g_errors = dla_for_group(model, tokens, answer, wrong)
+            errors = {k: max(v, g_errors[k]) for k, v in errors.items()}
+            for j, n in enumerate(names):
+                dla[idx, j] = g_dla[n].numpy()
+                de[idx, j] = g_de[n].numpy()
+        sum_error, dla_sum_error = errors["sum"], errors["dla_sum"]
+        assert sum_error < 1e-4, f"{name}: components do not sum to resid_post ({sum_error})"
+        assert dla_sum_error < 1e-3, f"{name}: sum of DLA differs from the logit difference ({dla_sum_error})"
+        head_cols = [j for j, n in enumerate(names) if re.fullmatch(r"L\d+H\d+", n)]
+        per_head = {names[j]: nmae(dla[:, j], de[:, j]) for j in head_cols}
+        per_layer = {}
+        for l in range(model.cfg.n_layers):
+            cols = [j for j in head_cols if names[j].startswith(f"L{l}H")]
+            per_layer[f"L{l}"] = nmae(dla[:, cols], de[:, cols])
+        global_heads = nmae(dla[:, head_cols], de[:, head_cols])
+        rows = [
+            {"prompt": i, "component": n, "dla": float(dla[i, j]), "direct_effect": float(de[i, j])}
+            for i in range(len(prompts)) for j, n in enumerate(names)
+        ]
+        out = {
+            "model": name,
+            "ln_mode": TEST_MODEL_VARIATIONS[name]["ln_mode"],
+            "rows": rows,
+            "nmae_heads_global": global_heads,
+            "nmae_per_head": per_head,
+            "nmae_per_layer": per_layer,
+            "components_sum_max_abs_error": sum_error,
+            "components": names,
+            "prompt_tokens": [{"tokens": ids, "answer_id": a, "wrong_id": w} for ids, a, w in token_ids],
+            "dla_sum_minus_logit_diff_max_abs_error": dla_sum_error,
+        }
+        (DLA_DIR / f"{name}.json").write_text(json_one_item_per_line(out))
+        print(f"  {name} DLA vs DE: NMAE heads global {global_heads:.6g} %; per layer "
+              + ", ".join(f"{k} {v:.6g} %" for k, v in per_layer.items())
+              + f"; components sum error {sum_error:.3e}; sum DLA - logit diff {dla_sum_error:.3e}; "
+              f"DE vs hooked forward {errors['hooked_de']:.3e}")
+        print(f"  {name} per head NMAE: " + ", ".join(f"{k} {v:.4g}" for k, v in per_head.items()))
+        if lnfree:
+            assert global_heads < LNFREE_NMAE_LIMIT, f"{name}: LN-free NMAE {global_heads} % >= {LNFREE_NMAE_LIMIT} %"
+        figures[name] = {"global": global_heads, "per_layer": per_layer, "per_head": per_head}
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixture family: interventions with TL run_with_hooks on batch0
+
+INTERVENTIONS_DIR = REFERENCE_DIR / "interventions"
+INTERVENTION_SEED = 99  # add_mlp_out's random vector: 0.5 * N(0, 1), torch.Generator seed 99
+INTERVENTION_CASES = [
+    {"name": "zero_z_head", "hook": "blocks.0.attn.hook_z", "op": "zero", "head": 1,
+     "positions": "all", "prompts": "all",
+     "description": "hook_z [B,T,h,dh]: z[:, :, 1, :] = 0"},
+    {"name": "patch_resid_pre_pos", "hook": "blocks.1.hook_resid_pre", "op": "replace",
+     "positions": [3], "prompts": "all", "value_key": "patch_resid_pre_pos.value",
+     "value_shape": "[1,T,d]", "value_source": "clean run, prompt 0, blocks.1.hook_resid_pre",
+     "description": "x[b, 3, :] = value[0, 3, :] for every prompt b (prompt 1 receives prompt 0's "
+                    "activation; prompt 0 is unchanged)"},
+    {"name": "add_mlp_out", "hook": "blocks.1.hook_mlp_out", "op": "add", "positions": [1, 4],
+     "prompts": "all", "value_key": "add_mlp_out.value", "value_shape": "[B,T,d]",
+     "value_source": f"0.5 * torch.randn([B,T,d], generator=torch.Generator().manual_seed({INTERVENTION_SEED}))",
+     "description": "x[:, p, :] += value[:, p, :] for p in {1, 4}; other positions of value unused"},
+    {"name": "scale_pattern_head", "hook": "blocks.1.attn.hook_pattern", "op": "scale",
+     "factor": 0.5, "head": 2, "positions": "all query positions", "prompts": "all",
+     "description": "hook_pattern [B,h,q,k]: pattern[:, 2, :, :] *= 0.5 (no renormalisation)"},
+    {"name": "replace_ln_final_scale", "hook": "ln_final.hook_scale", "op": "replace",
+     "positions": "all (value differs from clean only at the last position)", "prompts": "all",
+     "value_key": "replace_ln_final_scale.value", "value_shape": "[B,T,1]",
+     "value_source": "clean ln_final.hook_scale with the last position multiplied by 2",
+     "description": "scale = value (normalized = centred x / value)"},
+    {"name": "zero_result_head", "hook": "blocks.1.attn.hook_result", "op": "zero", "head": 0,
+     "positions": [5], "prompts": "all",
+     "description": "hook_result [B,T,h,d]: result[:, 5, 0, :] = 0 (attn_out = sum over heads + b_O)"},
+    {"name": "patch_q_head", "hook": "blocks.0.attn.hook_q", "op": "replace", "head": 3,
+     "positions": "all", "prompts": "all", "value_key": "patch_q_head.value",
+     "value_shape": "[1,T,h,dh]", "value_source": "clean run, prompt 0, blocks.0.attn.hook_q (all heads)",
+     "description": "q[b, :, 3, :] = value[0, :, 3, :] for every prompt b"},
+]
+
+
+# Interventions on the last layer (blocks.1) at earlier positions that do not reach the last
+# position: their logits_last equal clean.logits_last exactly; resid_final / logits_head show them.
+LAST_POSITION_UNCHANGED = ("add_mlp_out", "zero_result_head")
+
+
+def intervention_hooks(case: str, clean: dict, values: dict, shape: tuple[int, int, int]):
+    """The TL forward hooks of one case; also fills `values` with the tensors the case stores."""
+    B, T, d = shape
+    if case == "zero_z_head":
+        def hook(z, hook):
+            z[:, :, 1, :] = 0.0
+            return z
+        return [("blocks.0.attn.hook_z", hook)]
+    if case == "patch_resid_pre_pos":
+        value = clean["blocks.1.hook_resid_pre"][0:1].clone()  # [1, T, d]
+        values["patch_resid_pre_pos.value"] = value
+
+        def hook(x, hook):
+            x[:, 3, :] = value[0, 3, :]
+            return x
+        return [("blocks.1.hook_resid_pre", hook)]
+    if case == "add_mlp_out":
+        gen = torch.Generator().manual_seed(INTERVENTION_SEED)
+        value = 0.5 * torch.randn((B, T, d), generator=gen, dtype=torch.float32)
+        values["add_mlp_out.value"] = value
+
+        def hook(x, hook):
+            x[:, [1, 4], :] = x[:, [1, 4], :] + value[:, [1, 4], :]
+            return x
+        return [("blocks.1.hook_mlp_out", hook)]
+    if case == "scale_pattern_head":
+        def hook(p, hook):
+            p[:, 2, :, :] = p[:, 2, :, :] * 0.5
+            return p
+        return [("blocks.1.attn.hook_pattern", hook)]
+    if case == "replace_ln_final_scale":
+        value = clean["ln_final.hook_scale"].clone()  # [B, T, 1]
+        value[:, -1, :] = 2.0 * value[:, -1, :]
+        values["replace_ln_final_scale.value"] = value
+
+        def hook(s, hook):
+            return value.clone()
+        return [("ln_final.hook_scale", hook)]
+    if case == "zero_result_head":
+        def hook(r, hook):
+            r[:, 5, 0, :] = 0.0
+            return r
+        return [("blocks.1.attn.hook_result", hook)]
+    if case == "patch_q_head":
+        value = clean["blocks.0.attn.hook_q"][0:1].clone()  # [1, T, h, dh]
+        values["patch_q_head.value"] = value
+
+        def hook(q, hook):
+            q[:, :, 3, :] = value[0, :, 3, :]
+            return q
+        return [("blocks.0.attn.hook_q", hook)]
+    raise ValueError(f"unknown intervention case {case}")
+
+
+def check_interventions_by_weight_edits(name: str, model: HookedTransformer, tokens: torch.Tensor,
+                                        tensors: dict, resid_key: str) -> None:
+    """Cases that equal a weight edit or a closed form, checked without hooks."""
+    def edited_run(layer: int, head: int, factor: float) -> tuple[np.ndarray, np.ndarray]:
+        edited = copy.deepcopy(model)
+        with torch.no_grad():
+            edited.blocks[layer].attn.W_O[head] *= factor  # z of that head scaled (b_O untouched)
+        logits, cache = run_tl(edited, tokens)
+        return numpy_f32(logits[:, -1]), numpy_f32(cache[resid_key])
+
+    worst = 0.0
+    for case, layer, head, factor in (("zero_z_head", 0, 1, 0.0), ("scale_pattern_head", 1, 2, 0.5)):
+        logits, resid = edited_run(layer, head, factor)
+        worst = max(worst, np.abs(logits - tensors[f"{case}.logits_last"]).max(),
+                    np.abs(resid - tensors[f"{case}.resid_final"]).max())
+    b_u = numpy_f32(model.unembed.b_U)
+    halved = (tensors["clean.logits_last"] - b_u) / 2 + b_u  # normalized / 2 at the last position
+    worst = max(worst, np.abs(halved - tensors["replace_ln_final_scale.logits_last"]).max())
+    print(f"  {name} interventions vs weight edits / closed form: max abs diff {worst:.3e}")
+    assert worst < 1e-5, f"{name}: hooked interventions disagree with weight edits ({worst})"
+
+
+def write_intervention_fixtures(tokenizer: GPT2TokenizerFast) -> None:
+    """interventions/M.safetensors (CASE.logits_last, CASE.resid_final, values) + cases.json."""
+    INTERVENTIONS_DIR.mkdir(parents=True, exist_ok=True)
+    prompts = BATCHES["batch0"]
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    tokens = torch.tensor(ids, dtype=torch.long)
+    B, T = tokens.shape
+    resid_key = f"blocks.{TEST_SHAPE.n_layer - 1}.hook_resid_post"
+    keys = {}
+    for name in ("tiny-ln", "tiny-lnfree"):
+        model = load_tl(load_checkpoint(TEST_MODELS_DIR / name), processed=True)
+        clean_logits, clean = run_tl(model, tokens)
+        tensors = {"clean.logits_last": numpy_f32(clean_logits[:, -1]),
+                   "clean.logits_head": numpy_f32(clean_logits[:, :, :HEAD_VOCAB]),
+                   "clean.resid_final": numpy_f32(clean[resid_key])}
+        changes = []
+        for case in INTERVENTION_CASES:
+            values: dict[str, torch.Tensor] = {}
+            captured = {}
+
+            def capture(x, hook):
+                captured["resid"] = x.detach().clone()
+            hooks = intervention_hooks(case["name"], clean, values, (B, T, model.cfg.d_model))
+            with torch.no_grad():
+                logits = model.run_with_hooks(tokens, fwd_hooks=hooks + [(resid_key, capture)])
+            c = case["name"]
+            tensors[f"{c}.logits_last"] = numpy_f32(logits[:, -1])
+            tensors[f"{c}.resid_final"] = numpy_f32(captured["resid"])
+            for k, v in values.items():
+                tensors[k] = numpy_f32(v)
+            tensors[f"{c}.logits_head"] = numpy_f32(logits[:, :, :HEAD_VOCAB])
+            change = (logits[:, -1] - clean_logits[:, -1]).abs().max().item()
+            resid_change = (captured["resid"] - clean[resid_key]).abs().max().item()
+            changes.append(f"{c} {change:.3g} (resid_final {resid_change:.3g})")
+            assert max(change, resid_change) > 1e-4, f"{name} {c}: intervention changed nothing"
+            # the last layer's mlp_out / result at positions before the last cannot reach the last position
+            assert (change == 0.0) == (c in LAST_POSITION_UNCHANGED), f"{name} {c}: logit change {change}"
+        # the patched prompt 0 sees its own values, so it is unchanged by patch_resid_pre_pos / patch_q_head
+        for c in ("patch_resid_pre_pos", "patch_q_head"):
+            same = np.abs(tensors[f"{c}.logits_last"][0] - tensors["clean.logits_last"][0]).max()
+            assert same == 0.0, f"{name} {c}: prompt 0 changed by {same}"
+        print(f"  {name} interventions, max |logit change| at the last position: " + ", ".join(changes))
+        check_interventions_by_weight_edits(name, model, tokens, tensors, resid_key)
+        save_numpy(tensors, str(INTERVENTIONS_DIR / f"{name}.safetensors"))
+        keys[name] = sorted(tensors)
+    assert keys["tiny-ln"] == keys["tiny-lnfree"]
+    doc = {
+        "batch": "batch0",
+        "prompts": prompts,
+        "tokens": ids,
+        "model_processing": "TL defaults: fold_ln, center_writing_weights, center_unembed, fold_value_biases",
+        "run": "HookedTransformer.run_with_hooks(tokens, fwd_hooks=[...]) (one case at a time, "
+               "from the clean model), no BOS",
+        "index_conventions": "positions and heads are 0-based; 'all' = every prompt / position / "
+                             "head index listed; shapes use B=2, T=7, d=32, h=4, dh=8",
+        "files": ["tiny-ln.safetensors", "tiny-lnfree.safetensors"],
+        "per_case_keys": {"logits_last": "[B, 50257], last position",
+                          "logits_head": f"[B, T, {HEAD_VOCAB}], every position, vocab ids 0..{HEAD_VOCAB - 1}",
+                          "resid_final": f"[B, T, d], {resid_key} of the intervened run"},
+        "clean_keys": ["clean.logits_last", "clean.logits_head", "clean.resid_final"],
+        "logits_last_equal_clean": list(LAST_POSITION_UNCHANGED),
+        "logits_last_equal_clean_note": "these cases act on the last layer at positions before the "
+                                        "last, so logits_last equals clean.logits_last exactly (checked); "
+                                        "compare resid_final and logits_head",
+        "keys": keys["tiny-ln"],
+        "cases": INTERVENTION_CASES,
+        "tolerances": {"logits_atol": TOLERANCES["logits_atol"], "hooks_atol": TOLERANCES["hooks_atol"]},
+    }
+    (INTERVENTIONS_DIR / "cases.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,15 +1014,25 @@ def build_small_shape(tokenizer: GPT2TokenizerFast, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test-fixtures", action="store_true", help="Tests/Fixtures/models + reference")
+    parser.add_argument("--dla", action="store_true", help="Tests/Fixtures/reference/dla (needs the test models)")
+    parser.add_argument("--interventions", action="store_true",
+                        help="Tests/Fixtures/reference/interventions (needs the test models)")
     parser.add_argument("--default-models", action="store_true", help="models/gpt2-tiny{,-lnfree}")
     parser.add_argument("--small-shape", metavar="OUTDIR", type=Path, help="GPT-2-small-shaped random pair")
     args = parser.parse_args()
-    everything = not (args.test_fixtures or args.default_models or args.small_shape)
+    everything = not (args.test_fixtures or args.dla or args.interventions or args.default_models
+                      or args.small_shape)
     torch.set_num_threads(1)  # same bytes on every rerun
     torch.use_deterministic_algorithms(True)
     tokenizer = load_tokenizer()
     if args.test_fixtures or everything:
         write_test_fixtures(tokenizer)
+    if args.dla or everything:
+        print("DLA vs direct effect:")
+        write_dla_fixtures(tokenizer)
+    if args.interventions or everything:
+        print("interventions:")
+        write_intervention_fixtures(tokenizer)
     if args.default_models or everything:
         build_default_models(tokenizer)
     if args.small_shape:
