@@ -97,15 +97,18 @@ public struct DLARunner {
     public static let checkComponent = "resid_post"
 
     var processingJSON: String {
-        let data = (try? JSONEncoder().encode(model.processing)) ?? Data("{}".utf8)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys  // stable text: resume compares it
+        let data = (try? encoder.encode(model.processing)) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
 
     /// Starts a new run (or continues `resume`) and returns its id once it is complete.
-    /// `progress(done, total)` is called after each stored chunk.
+    /// `progress(done, total)` is called after each stored chunk; if it throws, the run stops there
+    /// (marked failed) and can be resumed.
     @discardableResult
     public func run(db: ResultsDatabase, resume: Int64? = nil,
-                    progress: (Int, Int) -> Void = { _, _ in }) throws -> Int64 {
+                    progress: (Int, Int) throws -> Void = { _, _ in }) throws -> Int64 {
         let total = input.count
         let runID: Int64
         var done = Set<Int>()
@@ -142,7 +145,7 @@ public struct DLARunner {
     }
 
     private func runChunks(db: ResultsDatabase, runID: Int64, done: Set<Int>, total: Int,
-                           progress: (Int, Int) -> Void) throws {
+                           progress: (Int, Int) throws -> Void) throws {
         // Chunks of consecutive units holding about `chunkSize` targets.
         var chunks: [[AttributionUnit]] = [[]]
         var inChunk = 0
@@ -152,7 +155,7 @@ public struct DLARunner {
             inChunk += unit.targets.count
         }
         var finished = done.count
-        progress(finished, total)
+        try progress(finished, total)
         for chunk in chunks where !chunk.isEmpty {
             let indices = chunk.flatMap { $0.targets.map(\.prompt) }
             if indices.allSatisfy(done.contains) { continue }
@@ -190,7 +193,7 @@ public struct DLARunner {
             try db.writeBatch(runID: runID, prompts: prompts, values: values,
                               firstPrompt: indices.min()!, lastPrompt: indices.max()!)
             finished += indices.filter { !done.contains($0) }.count
-            progress(finished, total)
+            try progress(finished, total)
         }
     }
 

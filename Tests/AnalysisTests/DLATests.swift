@@ -1,0 +1,129 @@
+import Analysis
+import Foundation
+import GPT2
+import ResultsStore
+import Testing
+import Tokenizer
+
+/// DLA and exact direct effect against TransformerLens 2.16.1, computed as the paper's code does
+/// (scripts/reference/make_models_and_fixtures.py, fixtures under Tests/Fixtures/reference/dla/).
+@Suite struct DLATests {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
+    static let repo = fixtures.deletingLastPathComponent().deletingLastPathComponent()
+
+    struct Reference: Decodable {
+        let rows: [ComponentAttribution]
+        let nmaeHeadsGlobal: Double
+        let nmaePerHead: [String: Double]
+        let nmaePerLayer: [String: Double]
+        enum CodingKeys: String, CodingKey {
+            case rows, nmaeHeadsGlobal = "nmae_heads_global", nmaePerHead = "nmae_per_head", nmaePerLayer = "nmae_per_layer"
+        }
+    }
+
+    static func tokenizer() throws -> GPT2Tokenizer {
+        try GPT2Tokenizer.load(directory: repo.appendingPathComponent("models/tokenizer"))
+    }
+
+    /// Runs the whole `dla` job (batching, storage, summaries) on an in-memory database.
+    static func storedRun(model name: String) throws -> (ResultsDatabase, Int64, GPT2Model) {
+        let checkpoint = try Checkpoint.open(fixtures.appendingPathComponent("models/\(name)").path)
+        let model = try GPT2Model(checkpoint: checkpoint)
+        let tok = try tokenizer()
+        let set = try PromptSet.load(url: fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
+                                     tokenizer: tok, skipInvalid: false)
+        var runner = DLARunner(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
+                               input: .prompts(set), decode: { tok.decode($0) }, optionsJSON: "{}", toolVersion: "test")
+        runner.batchSize = 3  // several batches per length, and more than one length
+        runner.chunkSize = 4
+        let db = try ResultsDatabase.inMemory()
+        let id = try runner.run(db: db)
+        return (db, id, model)
+    }
+
+    @Test(arguments: ["tiny-ln", "tiny-lnfree"])
+    func rowsAndNMAEMatchTransformerLens(model name: String) throws {
+        let ref = try JSONDecoder().decode(
+            Reference.self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("reference/dla/\(name).json")))
+        let (db, id, _) = try Self.storedRun(model: name)
+        let rows = DLARunner.attributions(from: try db.results(runID: id))
+        let got = Dictionary(uniqueKeysWithValues: rows.map { ("\($0.prompt)|\($0.component)", $0) })
+        #expect(rows.count == ref.rows.count)
+        var worstDLA = 0.0, worstDE = 0.0
+        for r in ref.rows {
+            let g = try #require(got["\(r.prompt)|\(r.component)"], "no row for prompt \(r.prompt) \(r.component)")
+            worstDLA = max(worstDLA, abs(g.dla - r.dla))
+            worstDE = max(worstDE, abs(g.directEffect - r.directEffect))
+        }
+        print("\(name): max |DLA diff| \(worstDLA), max |DE diff| \(worstDE) over \(ref.rows.count) rows")
+        #expect(worstDLA <= 1e-4)
+        #expect(worstDE <= 1e-4)
+
+        let summaries = try db.summaries(runID: id)
+        func stored(_ scope: String, _ key: String) -> Double? {
+            summaries.first { $0.scope == scope && $0.key == key && $0.metric == StoreName.nmae }?.value
+        }
+        let global = try #require(stored(StoreName.scopeHeads, "all"))
+        print("\(name): NMAE heads \(global) % (TransformerLens \(ref.nmaeHeadsGlobal) %)")
+        #expect(abs(global - ref.nmaeHeadsGlobal) <= 0.01)
+        for (head, value) in ref.nmaePerHead {
+            #expect(abs((stored(StoreName.scopeHead, head) ?? .nan) - value) <= 0.01, "\(head)")
+        }
+        for (layer, value) in ref.nmaePerLayer {
+            #expect(abs((stored(StoreName.scopeLayer, layer) ?? .nan) - value) <= 0.01, "\(layer)")
+        }
+        if name == "tiny-lnfree" { #expect(global < 1e-3) } else { #expect(global > 1) }
+    }
+
+    @Test(arguments: ["tiny-ln", "tiny-lnfree"])
+    func componentsSumToTheFinalResidualStream(model name: String) throws {
+        let (db, id, _) = try Self.storedRun(model: name)
+        let check = try #require(try db.summaries(runID: id).first { $0.scope == StoreName.scopeCheck })
+        print("\(name): components sum max |error| \(check.value)")
+        #expect(check.value < 1e-4)
+        let perPrompt = try db.results(runID: id, quantity: DLARunner.quantityCheck)
+        #expect(perPrompt.count == 8)
+    }
+
+    /// For the LN-free model DLA and the direct effect are one linear function: equal to float error.
+    @Test func lnFreeDLAEqualsDirectEffect() throws {
+        let (db, id, _) = try Self.storedRun(model: "tiny-lnfree")
+        let rows = DLARunner.attributions(from: try db.results(runID: id))
+        let worst = rows.map { abs($0.dla - $0.directEffect) }.max() ?? .infinity
+        #expect(worst < 1e-9, "max |DLA − DE| \(worst)")
+    }
+
+    /// An interrupted run, resumed, ends with exactly the rows of an uninterrupted one.
+    @Test func resumedRunStoresTheSameRows() throws {
+        let (fullDB, fullID, _) = try Self.storedRun(model: "tiny-ln")
+        let expected = try fullDB.results(runID: fullID)
+
+        let checkpoint = try Checkpoint.open(Self.fixtures.appendingPathComponent("models/tiny-ln").path)
+        let model = try GPT2Model(checkpoint: checkpoint)
+        let tok = try Self.tokenizer()
+        let set = try PromptSet.load(url: Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
+                                     tokenizer: tok, skipInvalid: false)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lnlens-resume-\(UUID()).sqlite").path
+        defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
+        var runner = DLARunner(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
+                               input: .prompts(set), decode: { tok.decode($0) }, optionsJSON: "{}", toolVersion: "test")
+        runner.batchSize = 3
+        runner.chunkSize = 4
+        // Interrupt after the first stored chunk.
+        struct Stop: Error {}
+        var interruptedID: Int64?
+        do {
+            let db = try ResultsDatabase(path: path)
+            _ = try runner.run(db: db) { done, _ in if done >= 4 { throw Stop() } }
+        } catch is Stop {
+        }
+        let db = try ResultsDatabase(path: path)
+        interruptedID = try db.runs().first?.id
+        let id = try #require(interruptedID)
+        #expect(try db.completedPromptIndices(runID: id).count == 4)
+        _ = try runner.run(db: db, resume: id)
+        #expect(try db.run(id: id)?.status == .completed)
+        #expect(try db.results(runID: id) == expected)
+    }
+}
