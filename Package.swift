@@ -29,5 +29,6 @@ let package = Package(
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "GPT2", "Tokenizer", "TensorCore", "ResultsStore"]),
         .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore"]),
+        .testTarget(name: "CLITests", dependencies: ["lnlens", "ResultsStore"]),
     ]
 )

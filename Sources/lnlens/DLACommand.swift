@@ -20,6 +20,7 @@ struct DLACommand: ParsableCommand {
     @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
     @Option(help: "Continue an interrupted run (one --model, same prompts and options).") var resume: Int64?
     @Option(help: "Prompts per forward pass.") var batchSize = 32
+    @Option(help: "Prompts stored per transaction (the unit an interrupted run resumes from).") var chunkSize = 64
     @Option(help: "Heads listed by |direct effect| in the summary.") var top = 8
     @OptionGroup var processing: ProcessingFlags
     @Flag(help: "Print JSON (every row).") var json = false
@@ -30,6 +31,7 @@ struct DLACommand: ParsableCommand {
         if json && csv { throw ValidationError("--json and --csv exclude each other") }
         if resume != nil && models.count > 1 { throw ValidationError("--resume continues one run: give the one --model it used") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
         if prompts != nil && (maxTokens != nil) { throw ValidationError("--max-tokens goes with --text") }
     }
 
@@ -73,6 +75,7 @@ struct DLACommand: ParsableCommand {
                                    optionsJSON: String(decoding: optionsData, as: UTF8.self),
                                    toolVersion: LNLensVersion.string)
             runner.batchSize = batchSize
+            runner.chunkSize = chunkSize
             let bar = ProgressBar(label: spec)
             let id = try runner.run(db: database, resume: resume) { done, total in bar.update(done, total) }
             bar.finish()
