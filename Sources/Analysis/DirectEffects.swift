@@ -1,5 +1,6 @@
 import Foundation
 import GPT2
+import TensorCore
 
 /// One position whose next-token logit is attributed: batch row, position, and the direction
 /// `u = W_U[:, answer] − W_U[:, wrong]` (or `W_U[:, answer]` without `wrong`).
@@ -77,8 +78,18 @@ public enum DirectLogitAttribution {
         rows.reserveCapacity(targets.count * (2 + cfg.nLayers * (NH + 2)))
         var sumErrors: [(prompt: Int, error: Double)] = []
 
-        for target in targets {
-            let n = target.row * T + target.position
+        // Every head's output at the target rows, one sgemm per head and layer: (targets, NH, C).
+        let rowsN = targets.map { $0.row * T + $0.position }
+        let heads: [[Float]] = (0..<cfg.nLayers).map { l in
+            var z = [Float](repeating: 0, count: rowsN.count * C)
+            for (i, n) in rowsN.enumerated() {
+                for c in 0..<C { z[i * C + c] = acts.layers[l].z[n * C + c] }
+            }
+            return headResults(z: z, wO: w.layers[l].wO, N: rowsN.count, C: C, NH: NH, dh: dh)
+        }
+
+        for (ti, target) in targets.enumerated() {
+            let n = rowsN[ti]
             // u, times the final LayerNorm's weight when it is not folded into W_U.
             var u = [Double](repeating: 0, count: C)
             for c in 0..<C {
@@ -104,32 +115,28 @@ public enum DirectLogitAttribution {
             }
             let fr = f(r)
             var sum = [Double](repeating: 0, count: C)
+            var shifted = [Double](repeating: 0, count: C)
             func add(_ name: String, _ comp: [Double]) {
                 let mean = comp.reduce(0, +) / Double(C)
                 var dla = 0.0
-                for c in 0..<C { dla += (comp[c] - mean) * u[c] }
+                for c in 0..<C {
+                    dla += (comp[c] - mean) * u[c]
+                    shifted[c] = r[c] - comp[c]
+                    sum[c] += comp[c]
+                }
                 dla /= s
-                let de = fr - f(zip(r, comp).map { $0 - $1 })
+                let de = fr - f(shifted)
                 rows.append(ComponentAttribution(prompt: target.prompt, component: name, dla: dla, directEffect: de))
-                for c in 0..<C { sum[c] += comp[c] }
             }
             add("embed", (0..<C).map { Double(acts.embed[n * C + $0]) })
             add("pos_embed", (0..<C).map { Double(acts.posEmbed[n * C + $0]) })
             for l in 0..<cfg.nLayers {
-                let layer = acts.layers[l], lw = w.layers[l]
                 for h in 0..<NH {
-                    // result_h = z[n, h, :] · W_O[h]  (dh) · (dh, C)
-                    var res = [Double](repeating: 0, count: C)
-                    for e in 0..<dh {
-                        let ze = Double(layer.z[n * C + h * dh + e])
-                        if ze == 0 { continue }
-                        let row = (h * dh + e) * C
-                        for c in 0..<C { res[c] += ze * Double(lw.wO[row + c]) }
-                    }
-                    add("L\(l)H\(h)", res)
+                    let base = (ti * NH + h) * C
+                    add("L\(l)H\(h)", (0..<C).map { Double(heads[l][base + $0]) })
                 }
-                add("L\(l)_bO", lw.bO.map(Double.init))
-                add("L\(l)_mlp", (0..<C).map { Double(layer.mlpOut[n * C + $0]) })
+                add("L\(l)_bO", w.layers[l].bO.map(Double.init))
+                add("L\(l)_mlp", (0..<C).map { Double(acts.layers[l].mlpOut[n * C + $0]) })
             }
             var worst = 0.0
             for c in 0..<C { worst = max(worst, abs(sum[c] - r[c])) }
