@@ -1,0 +1,67 @@
+import Foundation
+import GPT2
+import TensorCore
+
+// lnlens-bench: how fast the GPT-2 forward pass runs next to raw sgemm on the same machine.
+// Every section is one function call that returns `[Measurement]`; a new section is one more call.
+
+OpenBLASEnvironment.reexecWithFastKernelsIfNeeded()
+
+func printErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+func run() throws {
+    guard let o = try BenchOptions.parse(Array(CommandLine.arguments.dropFirst())) else {
+        print(BenchOptions.usage)
+        return
+    }
+    func progress(_ s: String) { if !o.json { printErr("lnlens-bench: " + s) } }
+
+    let config = RandomModel.config(layers: o.layers)
+    progress("making random weights (\(config.parameterCount / 1_000_000)M parameters) and processing them")
+    let t0 = now()
+    let model = try RandomModel.make(config: config, seed: o.seed)
+    let buildSeconds = now() - t0
+    let tokens = RandomModel.tokens(count: o.tokens, dVocab: config.dVocab, seed: o.seed)
+    let peakAfterBuild = procStatusMiB("VmHWM")
+    let peakWasReset = resetPeakRSS()
+
+    var report = BenchReport(
+        blas: .init(coreName: BLASInfo.coreName, threads: BLASInfo.threads,
+                    coretypeEnv: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"], config: BLASInfo.config),
+        setup: .init(model: o.layers == 12 ? "GPT-2 small shape (random weights)" : "GPT-2 small shape, \(o.layers) layers",
+                     parameters: config.parameterCount, batch: 1, tokens: o.tokens, warmup: o.warmup,
+                     runs: o.runs, seed: o.seed, buildSeconds: buildSeconds,
+                     cpus: ProcessInfo.processInfo.activeProcessorCount, loadAverage1m: loadAverage()),
+        measurements: [], derived: [:])
+
+    progress("sgemm and forward, timed in rounds")
+    let (coreRows, rates) = try benchCore(model: model, tokens: tokens, options: o)
+    report.measurements += coreRows
+    let forwardRows = coreRows.filter { $0.section == "forward" }
+    let noCache = forwardRows[0].ms.median, fullCache = forwardRows[1].ms.median
+    report.derived["forward: every-hook cache overhead, %"] = (fullCache / noCache - 1) * 100
+
+    // dla: the lead adds its section here as one call, e.g.
+    //   report.measurements += try benchDLA(model: model, tokens: tokens, options: o)
+    // (direct logit attribution vs exact direct effect over all components). Nothing is measured yet.
+
+    if o.profile {
+        progress("profile")
+        let (rows, derived) = benchProfile(model: model, tokens: tokens, rates: rates, forwardNoCacheMs: noCache,
+                                           forwardFullCacheMs: fullCache, options: o)
+        report.measurements += rows
+        report.derived.merge(derived) { $1 }
+    }
+
+    let hwm = procStatusMiB("VmHWM")
+    report.memory = .init(peakAfterBuildMiB: peakAfterBuild, peakDuringMeasurementsMiB: peakWasReset ? hwm : nil,
+                          peakProcessMiB: peakWasReset ? nil : hwm, rssEndMiB: procStatusMiB("VmRSS"))
+    print(o.json ? report.json() : report.table())
+}
+
+do {
+    try run()
+} catch {
+    printErr("lnlens-bench: error: \((error as? LocalizedError)?.errorDescription ?? String(describing: error))")
+    exit(1)
+}
