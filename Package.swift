@@ -24,7 +24,7 @@ let package = Package(
                 "GPT2", "Tokenizer", "TensorCore", "Analysis", "ResultsStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .executableTarget(name: "lnlens-bench", dependencies: ["GPT2", "TensorCore", "Analysis"]),
+        .executableTarget(name: "lnlens-bench", dependencies: ["GPT2", "TensorCore", "Analysis", "Tokenizer", "ResultsStore"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], resources: []),
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),

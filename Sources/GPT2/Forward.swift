@@ -130,12 +130,20 @@ public final class GPT2Model: Sendable {
             if cache.contains(resultName) || byHook[resultName] != nil {
                 var r = headResults(z: z, wO: w.wO, N: N, C: C, NH: NH, dh: dh)
                 try hook(resultName, &r, L.result)
+                // attn_out = b_O + Σ_h result[h], summed in head order as before (pointer loops vectorise).
                 attnOut = [Float](repeating: 0, count: N * C)
-                for n in 0..<N {
-                    for c in 0..<C { attnOut[n * C + c] = w.bO[c] }
-                    for hd in 0..<NH {
-                        let base = (n * NH + hd) * C
-                        for c in 0..<C { attnOut[n * C + c] += r[base + c] }
+                r.withUnsafeBufferPointer { rp in
+                    w.bO.withUnsafeBufferPointer { bp in
+                        attnOut.withUnsafeMutableBufferPointer { op in
+                            for n in 0..<N {
+                                let o = op.baseAddress! + n * C
+                                o.update(from: bp.baseAddress!, count: C)
+                                for hd in 0..<NH {
+                                    let src = rp.baseAddress! + (n * NH + hd) * C
+                                    for c in 0..<C { o[c] += src[c] }
+                                }
+                            }
+                        }
                     }
                 }
                 result = r

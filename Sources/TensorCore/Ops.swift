@@ -52,6 +52,8 @@ public func softmaxRows(_ x: [Float], rows: Int, cols: Int) -> [Float] {
                 if m == -.infinity { continue }
                 var sum: Float = 0
                 for j in 0..<cols {
+                    // Masked (-inf) entries stay 0 without an expf: half of a causal pattern.
+                    if row[j] == -.infinity { continue }
                     let e = expf(row[j] - m)
                     o[r * cols + j] = e
                     sum += e
@@ -100,6 +102,10 @@ public func headResults(z: [Float], wO: [Float], N: Int, C: Int, NH: Int, dh: In
 }
 
 /// GPT-2's tanh approximation of GELU (`gelu_new`), split over the cores.
+///
+/// Computed as `x / (1 + exp(-2u))`, the same function since `(1 + tanh u) / 2 = 1 / (1 + e^{-2u})`:
+/// glibc's `expf` is about 6× faster than its `tanhf` (2.5 vs 15 ns), and GELU was the largest
+/// cost of the forward pass after the matrix products.
 public func geluNew(_ x: [Float]) -> [Float] {
     var out = [Float](repeating: 0, count: x.count)
     let k = Float((2.0 / Double.pi).squareRoot())
@@ -113,7 +119,7 @@ public func geluNew(_ x: [Float]) -> [Float] {
                 let src = src.value, dst = dst.value
                 for i in lo..<hi {
                     let v = src[i]
-                    dst[i] = 0.5 * v * (1 + tanhf(k * (v + 0.044715 * v * v * v)))
+                    dst[i] = v / (1 + expf(-2 * k * (v + 0.044715 * v * v * v)))
                 }
             }
         }

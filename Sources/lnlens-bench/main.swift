@@ -6,6 +6,7 @@ import TensorCore
 // Every section is one function call that returns `[Measurement]`; a new section is one more call.
 
 OpenBLASEnvironment.reexecWithFastKernelsIfNeeded()
+MemoryTuning.keepFreedMemory()
 
 func printErr(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
@@ -41,9 +42,8 @@ func run() throws {
     let noCache = forwardRows[0].ms.median, fullCache = forwardRows[1].ms.median
     report.derived["forward: every-hook cache overhead, %"] = (fullCache / noCache - 1) * 100
 
-    // dla: the lead adds its section here as one call, e.g.
-    //   report.measurements += try benchDLA(model: model, tokens: tokens, options: o)
-    // (direct logit attribution vs exact direct effect over all components). Nothing is measured yet.
+    progress("dla: direct logit attribution and exact direct effect over IOI prompts")
+    report.measurements += try benchDLA(model: model, options: o)
 
     if o.profile {
         progress("profile")

@@ -11,15 +11,21 @@ struct LNLens: ParsableCommand {
 
     static func main() {
         OpenBLASEnvironment.reexecWithFastKernelsIfNeeded()
+        MemoryTuning.keepFreedMemory()
         do {
             var command = try parseAsRoot()
             try command.run()
-        } catch let error as LocalizedError where !(error is ValidationError) {
+        } catch let error as LocalizedError {
             // Our own errors: one line naming what was wrong and what to do, non-zero exit.
             printErr("lnlens: error: \(error.errorDescription ?? String(describing: error))")
             Foundation.exit(1)
         } catch {
-            exit(withError: error)
+            // Help and version requests print as usual; usage errors get one line, like ours.
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }
+            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            printErr("lnlens: error: \(message) (see 'lnlens help')")
+            Foundation.exit(code.rawValue)
         }
     }
 }
