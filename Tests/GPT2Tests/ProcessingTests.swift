@@ -1,0 +1,63 @@
+import Foundation
+import GPT2
+import TensorCore
+import Testing
+
+/// Weight processing (fold_ln, center_writing_weights, center_unembed, fold_value_biases) against
+/// TransformerLens's processed state dict, matrix by matrix (relative tolerance 1e-5: the LN-free
+/// model's folded weights reach ~1e6).
+@Suite struct ProcessingTests {
+    @Test(arguments: ["tiny-ln", "tiny-lnfree"])
+    func processedWeightsMatchTransformerLens(model: String) throws {
+        let ref = try SafetensorsFile(url: Fixtures.reference("\(model).processed.weights.safetensors"))
+        let gpt = try GPT2Model(checkpoint: try Checkpoint.open(Fixtures.model(model).path), processing: .all)
+        let cfg = gpt.config, w = gpt.weights
+        let C = cfg.dModel, NH = cfg.nHeads, dh = cfg.dHead, M = cfg.dMLP
+        var compared = 0
+        func check(_ name: String, _ got: [Float], _ shape: [Int]) throws {
+            let expected = try ref.tensor(name)
+            #expect(expected.shape == shape, "\(name) shape \(expected.shape)")
+            let scale = max(1, finiteMaxAbs(expected))
+            let diff = Tensor(shape: shape, data: got).maxAbsDifference(expected)
+            print("\(model) \(name): max |diff| \(diff) (scale \(scale))")
+            #expect(diff <= 1e-5 * scale, "\(model) \(name): max |diff| \(diff)")
+            compared += 1
+        }
+        // TransformerLens's per-head layouts, gathered from the fused GPT-2 layout.
+        func perHead(_ fused: [Float], part: Int) -> [Float] {  // W_Q/K/V [h, d, dh]
+            var out = [Float](); out.reserveCapacity(NH * C * dh)
+            for h in 0..<NH { for d in 0..<C { for e in 0..<dh { out.append(fused[d * 3 * C + part * C + h * dh + e]) } } }
+            return out
+        }
+        for l in 0..<cfg.nLayers {
+            let L = w.layers[l], p = "blocks.\(l)."
+            for (i, name) in ["W_Q", "W_K", "W_V"].enumerated() {
+                try check(p + "attn." + name, perHead(L.wQKV, part: i), [NH, C, dh])
+                try check(p + "attn.b_" + name.dropFirst(2), Array(L.bQKV[(i * C)..<((i + 1) * C)]), [NH, dh])
+            }
+            try check(p + "attn.W_O", L.wO, [NH, dh, C])
+            try check(p + "attn.b_O", L.bO, [C])
+            try check(p + "mlp.W_in", L.wIn, [C, M])
+            try check(p + "mlp.b_in", L.bIn, [M])
+            try check(p + "mlp.W_out", L.wOut, [M, C])
+            try check(p + "mlp.b_out", L.bOut, [C])
+            #expect(L.ln1W == nil && L.ln2W == nil, "LayerNorm weights must be folded away")
+        }
+        try check("pos_embed.W_pos", w.wPos, [cfg.nCtx, C])
+        try check("embed.W_E.head", Array(w.wE[0..<(512 * C)]), [512, C])
+        var wUHead = [Float]()  // W_U[:, 0..<512] from our (V, C) layout
+        for d in 0..<C { for v in 0..<512 { wUHead.append(w.wU[v * C + d]) } }
+        try check("unembed.W_U.head", wUHead, [C, 512])
+        try check("unembed.b_U", w.bU, [cfg.dVocab])
+        #expect(compared == cfg.nLayers * 12 + 4)
+    }
+
+    /// Without processing the weights are the checkpoint's, untouched.
+    @Test func noProcessingKeepsTheCheckpointWeights() throws {
+        let checkpoint = try Checkpoint.open(Fixtures.model("tiny-ln").path)
+        let gpt = try GPT2Model(checkpoint: checkpoint, processing: .none)
+        #expect(gpt.weights.layers[0].wQKV == (try checkpoint.tensor("h.0.attn.c_attn.weight")).data)
+        #expect(gpt.weights.layers[1].ln2W == (try checkpoint.tensor("h.1.ln_2.weight")).data)
+        #expect(gpt.weights.wU == (try checkpoint.tensor("wte.weight")).data)
+    }
+}
