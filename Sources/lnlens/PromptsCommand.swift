@@ -88,36 +88,15 @@ struct GenerationOptions: ParsableArguments {
     }
 }
 
-/// The tokenizer folder used when none is given: `$LNLENS_HOME/models/tokenizer`, then
-/// `./models/tokenizer`, then `models/tokenizer` in a folder above the executable (a build in
-/// `<checkout>/.build/<triple>/debug/` finds the checkout's). Throws if none holds a tokenizer.
+/// The tokenizer folder used when none is given: the embedded models' `models/tokenizer`
+/// (found as `EmbeddedModels.directory` finds `models/`). Throws if it holds no tokenizer.
 func defaultTokenizerDirectory() throws -> URL {
-    var candidates: [URL] = []
-    if let home = ProcessInfo.processInfo.environment["LNLENS_HOME"], !home.isEmpty {
-        candidates.append(URL(fileURLWithPath: home).appendingPathComponent("models/tokenizer"))
-    }
-    candidates.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("models/tokenizer"))
-    var executables: [URL] = []
-    if let exe = Bundle.main.executableURL { executables.append(exe) }
-    executables.append(URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL)
-    for exe in executables {
-        for url in [exe, exe.resolvingSymlinksInPath()] {
-            var dir = url.deletingLastPathComponent()
-            for _ in 0..<4 {
-                dir = dir.deletingLastPathComponent()
-                candidates.append(dir.appendingPathComponent("models/tokenizer"))
-            }
-        }
-    }
+    let dir = EmbeddedModels.directory.appendingPathComponent("tokenizer")
     let fileManager = FileManager.default
-    for dir in candidates {
-        let hasPair = fileManager.fileExists(atPath: dir.appendingPathComponent("vocab.json").path)
-            && fileManager.fileExists(atPath: dir.appendingPathComponent("merges.txt").path)
-        if hasPair || fileManager.fileExists(atPath: dir.appendingPathComponent("tokenizer.json").path) {
-            return dir
-        }
+    let hasPair = fileManager.fileExists(atPath: dir.appendingPathComponent("vocab.json").path)
+        && fileManager.fileExists(atPath: dir.appendingPathComponent("merges.txt").path)
+    guard hasPair || fileManager.fileExists(atPath: dir.appendingPathComponent("tokenizer.json").path) else {
+        throw AnalysisError.tokenizerFolderNotFound(searched: [dir.path])
     }
-    var searched: [String] = []
-    for dir in candidates.map(\.standardizedFileURL.path) where !searched.contains(dir) { searched.append(dir) }
-    throw AnalysisError.tokenizerFolderNotFound(searched: searched)
+    return dir
 }
