@@ -68,6 +68,7 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
     case outputUnwritable(path: String, reason: String)
     // Runs.
     case resumeMismatch(runID: Int64, reason: String)
+    case interrupted(runID: Int64, done: Int, total: Int)
 
     public var errorDescription: String? {
         switch self {
@@ -97,6 +98,8 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
             "no tokenizer folder (vocab.json + merges.txt) found in \(searched.joined(separator: ", ")); pass --tokenizer DIR or set LNLENS_HOME to the lnlens checkout"
         case let .outputUnwritable(path, reason):
             "\(path): cannot write the output (\(reason)); check that the folder exists and is writable"
+        case let .interrupted(runID, done, total):
+            "run \(runID) interrupted with \(done) of \(total) prompts stored; continue it by repeating the command with --resume \(runID)"
         case let .resumeMismatch(runID, reason):
             "cannot resume run \(runID): \(reason); resume with the same model, prompts and options, or start a new run"
         }

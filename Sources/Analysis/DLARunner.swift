@@ -93,6 +93,12 @@ public struct DLARunner {
         self.toolVersion = toolVersion
     }
 
+    /// Thrown by a `progress` callback to stop the run after the chunk just stored; the run is
+    /// marked `interrupted` and `run` throws `AnalysisError.interrupted` naming it.
+    public struct Stop: Error {
+        public init() {}
+    }
+
     public static let quantityCheck = "components_sum_error"
     public static let checkComponent = "resid_post"
 
@@ -104,8 +110,8 @@ public struct DLARunner {
     }
 
     /// Starts a new run (or continues `resume`) and returns its id once it is complete.
-    /// `progress(done, total)` is called after each stored chunk; if it throws, the run stops there
-    /// (marked failed) and can be resumed.
+    /// `progress(done, total)` is called after each stored chunk; if it throws `Stop`, the run stops
+    /// there, marked interrupted (any other error: failed); either can be resumed.
     @discardableResult
     public func run(db: ResultsDatabase, resume: Int64? = nil,
                     progress: (Int, Int) throws -> Void = { _, _ in }) throws -> Int64 {
@@ -137,6 +143,10 @@ public struct DLARunner {
         do {
             try runChunks(db: db, runID: runID, done: done, total: total, progress: progress)
             try db.finishRun(runID: runID, status: .completed, summaries: try summaries(db: db, runID: runID), error: nil)
+        } catch is Stop {
+            let done = (try? db.completedPromptIndices(runID: runID).count) ?? 0
+            try? db.finishRun(runID: runID, status: .interrupted, summaries: [], error: "interrupted by the user")
+            throw AnalysisError.interrupted(runID: runID, done: done, total: total)
         } catch {
             try? db.finishRun(runID: runID, status: .failed, summaries: [], error: error.localizedDescription)
             throw error

@@ -77,8 +77,12 @@ struct DLACommand: ParsableCommand {
             runner.batchSize = batchSize
             runner.chunkSize = chunkSize
             let bar = ProgressBar(label: spec)
-            let id = try runner.run(db: database, resume: resume) { done, total in bar.update(done, total) }
-            bar.finish()
+            Interrupt.install()
+            defer { bar.finish() }
+            let id = try runner.run(db: database, resume: resume) { done, total in
+                bar.update(done, total)
+                if Interrupt.requested { throw DLARunner.Stop() }
+            }
             runIDs.append(id)
         }
         let reports = try runIDs.map { try RunReport(db: database, runID: $0) }
@@ -157,7 +161,7 @@ struct RunReport: Encodable {
         print("    head     mean |DE|    mean DE    mean DLA     NMAE %")
         for h in heads.prefix(top) {
             let n = Double(count[h]!)
-            print(String(format: "    %-7@ %9.4f  %9.4f   %9.4f   %8.3f", h, sumAbs[h]! / n, sumDE[h]! / n, sumDLA[h]! / n,
+            print("    " + padded(h, 7) + String(format: " %9.4f  %9.4f   %9.4f   %8.3f", sumAbs[h]! / n, sumDE[h]! / n, sumDLA[h]! / n,
                          nmaePerHead[h] ?? .nan))
         }
         printGrid()
@@ -175,7 +179,7 @@ struct RunReport: Encodable {
             return String(repeating: " ", count: max(0, 7 - label.count)) + label
         }.joined())
         for l in layers {
-            var line = String(format: "    %-3@ ", "L\(l)")
+            var line = "    " + padded("L\(l)", 3) + " "
             for h in 0..<nHeads {
                 guard let v = nmaePerHead["L\(l)H\(h)"] else { line += "      -"; continue }
                 let shade = v < 1 ? "░" : v < 10 ? "▒" : v < 50 ? "▓" : "█"
@@ -201,6 +205,11 @@ struct RunReport: Encodable {
 }
 
 private func layerKey(_ s: String) -> Int { Int(s.dropFirst()) ?? 0 }
+
+/// `s` padded with spaces on the right to `width` (Foundation's `%-7@` does not pad on Linux).
+func padded(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s : s + String(repeating: " ", count: width - s.count)
+}
 
 /// Quotes a CSV field when it needs it.
 func csvField(_ s: String) -> String {
@@ -228,5 +237,19 @@ final class ProgressBar {
 
     func finish() {
         if shown { printErr("\r" + String(repeating: " ", count: 80) + "\r", terminator: "") }
+    }
+}
+
+/// Ctrl-C during a run: the first stops it cleanly after the chunk being stored (the run is
+/// marked interrupted and can be resumed); a second one ends the process at once.
+enum Interrupt {
+    nonisolated(unsafe) static var flag: sig_atomic_t = 0
+    static var requested: Bool { flag != 0 }
+
+    static func install() {
+        signal(SIGINT) { _ in
+            Interrupt.flag = 1
+            signal(SIGINT, SIG_DFL)
+        }
     }
 }

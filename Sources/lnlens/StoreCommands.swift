@@ -113,7 +113,7 @@ struct DiffCommand: ParsableCommand {
         print("")
         print("rank correlation (Spearman) of head mean direct effects: " + (d.spearman.map { String(format: "%.4f", $0) } ?? "-"))
         func headLine(_ h: RunDiff.Head) -> String {
-            String(format: "  %-7@ DE %9.4f → %9.4f   rank %5.1f → %5.1f   NMAE %@ → %@", h.component, h.meanDEA, h.meanDEB,
+            "  " + padded(h.component, 7) + String(format: " DE %9.4f → %9.4f   rank %5.1f → %5.1f   NMAE %@ → %@", h.meanDEA, h.meanDEB,
                    h.rankA, h.rankB, pct(h.nmaeA), pct(h.nmaeB))
         }
         print("heads whose rank (by mean direct effect) moved most:")

@@ -111,16 +111,13 @@ import Tokenizer
         runner.batchSize = 3
         runner.chunkSize = 4
         // Interrupt after the first stored chunk.
-        struct Stop: Error {}
-        var interruptedID: Int64?
-        do {
+        #expect(throws: AnalysisError.interrupted(runID: 1, done: 4, total: 8)) {
             let db = try ResultsDatabase(path: path)
-            _ = try runner.run(db: db) { done, _ in if done >= 4 { throw Stop() } }
-        } catch is Stop {
+            _ = try runner.run(db: db) { done, _ in if done >= 4 { throw DLARunner.Stop() } }
         }
         let db = try ResultsDatabase(path: path)
-        interruptedID = try db.runs().first?.id
-        let id = try #require(interruptedID)
+        let id = try #require(try db.runs().first?.id)
+        #expect(try db.run(id: id)?.status == .interrupted)
         #expect(try db.completedPromptIndices(runID: id).count == 4)
         _ = try runner.run(db: db, resume: id)
         #expect(try db.run(id: id)?.status == .completed)
