@@ -81,6 +81,8 @@ public struct DLARunner {
     public var toolVersion: String
     public var batchSize = 32
     public var chunkSize = 64
+    /// Bytes one forward batch may keep in activations (see `effectiveBatchSize`).
+    public var memoryBudget = 2 << 30
 
     public init(model: GPT2Model, modelPath: String, modelHash: String, input: AttributionInput,
                 decode: @escaping @Sendable ([Int]) -> String, optionsJSON: String, toolVersion: String) {
@@ -174,8 +176,9 @@ public struct DLARunner {
             let byLength = Dictionary(grouping: chunk, by: { $0.tokens.count })
             for length in byLength.keys.sorted() {
                 let group = byLength[length]!
-                for start in stride(from: 0, to: group.count, by: batchSize) {
-                    let batch = Array(group[start..<min(start + batchSize, group.count)])
+                let size = effectiveBatchSize(length: length)
+                for start in stride(from: 0, to: group.count, by: size) {
+                    let batch = Array(group[start..<min(start + size, group.count)])
                     var targets: [AttributionTarget] = []
                     for (row, unit) in batch.enumerated() {
                         for t in unit.targets {
@@ -205,6 +208,15 @@ public struct DLARunner {
             finished += indices.filter { !done.contains($0) }.count
             try progress(finished, total)
         }
+    }
+
+    /// `batchSize`, lowered so that one batch's retained activations stay within `memoryBudget`
+    /// bytes: attention patterns grow with T², so long text windows run fewer at a time.
+    public func effectiveBatchSize(length T: Int) -> Int {
+        let cfg = model.config
+        let perLayer = 2 * cfg.nHeads * T * T + 14 * T * cfg.dModel + 2 * T * cfg.dMLP  // floats
+        let perSequence = 4 * cfg.nLayers * perLayer
+        return max(1, min(batchSize, memoryBudget / max(1, perSequence)))
     }
 
     /// NMAE over heads (global, per head, per layer) and the decomposition check, from the stored rows.

@@ -94,6 +94,27 @@ import Tokenizer
         #expect(worst < 1e-9, "max |DLA − DE| \(worst)")
     }
 
+    /// Batch size (here forced to 1 by a tiny activation budget) does not change the numbers.
+    @Test func resultsDoNotDependOnBatching() throws {
+        let (db, id, _) = try Self.storedRun(model: "tiny-ln")
+        let batched = try db.results(runID: id)
+        let checkpoint = try Checkpoint.open(Self.fixtures.appendingPathComponent("models/tiny-ln").path)
+        let model = try GPT2Model(checkpoint: checkpoint)
+        let tok = try Self.tokenizer()
+        let set = try PromptSet.load(url: Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
+                                     tokenizer: tok, skipInvalid: false)
+        var runner = DLARunner(model: model, modelPath: "m", modelHash: "h", input: .prompts(set),
+                               decode: { tok.decode($0) }, optionsJSON: "{}", toolVersion: "test")
+        runner.memoryBudget = 1
+        #expect(runner.effectiveBatchSize(length: 14) == 1)
+        let single = try ResultsDatabase.inMemory()
+        let singleID = try runner.run(db: single)
+        let one = try single.results(runID: singleID)
+        #expect(one.count == batched.count)
+        let worst = zip(one, batched).map { $0.component == $1.component ? abs($0.value - $1.value) : .infinity }.max()!
+        #expect(worst < 1e-5, "max |diff| \(worst)")
+    }
+
     /// An interrupted run, resumed, ends with exactly the rows of an uninterrupted one.
     @Test func resumedRunStoresTheSameRows() throws {
         let (fullDB, fullID, _) = try Self.storedRun(model: "tiny-ln")
