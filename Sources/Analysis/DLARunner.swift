@@ -2,23 +2,23 @@ import Foundation
 import GPT2
 import ResultsStore
 
-/// What a `dla` run attributes: the last position of each prompt of a prompt set, or every
-/// position of a plain text (the target being the actual next token).
+/// What a `dla` run attributes: the last position of each prompt of a prompt set, or positions
+/// of a plain text.
 public enum AttributionInput: Sendable {
     case prompts(PromptSet)
-    case text(TextPrompts)
+    case text(TextPrompts, TextTargets = .nextToken)
 
     public var path: String {
         switch self {
         case .prompts(let p): p.path
-        case .text(let t): t.path
+        case .text(let t, _): t.path
         }
     }
 
     public var contentHash: String {
         switch self {
         case .prompts(let p): p.contentHash
-        case .text(let t): t.contentHash
+        case .text(let t, _): t.contentHash
         }
     }
 
@@ -32,7 +32,15 @@ public enum AttributionInput: Sendable {
                           text: ex.prompt, answer: ex.answer, wrong: ex.wrong),
                 ])
             }
-        case .text(let text):
+        case .text(let text, .lastTokenOfWindow):
+            return text.windows.enumerated().map { i, w in
+                let last = w.tokens.count - 1
+                return AttributionUnit(tokens: w.tokens, targets: [
+                    .init(prompt: i, position: last, answerID: w.tokens[last], wrongID: nil, text: nil, answer: nil,
+                          wrong: nil),
+                ])
+            }
+        case .text(let text, .nextToken):
             var next = 0
             return text.windows.map { w in
                 let targets = (0..<(w.tokens.count - 1)).map { p in
@@ -48,9 +56,20 @@ public enum AttributionInput: Sendable {
     public var count: Int {
         switch self {
         case .prompts(let p): p.examples.count
-        case .text(let t): t.predictedPositions
+        case .text(let t, .nextToken): t.predictedPositions
+        case .text(let t, .lastTokenOfWindow): t.windows.count
         }
     }
+}
+
+/// Which positions of a text are attributed, and to which token.
+public enum TextTargets: String, Sendable {
+    /// Every position, to the actual next token (next-token prediction on the text).
+    case nextToken = "next-token"
+    /// Only the last position of each window, to the token at that position: what the paper's
+    /// `attention_head_attribution/run_analysis.py` does (`target_tokens = batch[:, -1]`), for
+    /// reproducing its figures exactly.
+    case lastTokenOfWindow = "paper"
 }
 
 /// One forward sequence and the positions of it that are attributed.

@@ -15,6 +15,8 @@ struct DLACommand: ParsableCommand {
     @Option(help: "Plain-text file: attribute every position's actual next token.") var text: String?
     @Option(help: "Text mode: at most this many predicted positions.") var maxTokens: Int?
     @Option(help: "Text mode: window length in tokens.") var context = 128
+    @Option(help: ArgumentHelp("Text mode: next-token (every position, its actual next token) or paper (the last position of each window, to the token there, as the paper's code does).", valueName: "next-token|paper"))
+    var targets = "next-token"
     @Flag(help: "Skip and count invalid prompt lines instead of stopping at the first.") var skipInvalid = false
     @Flag(help: "Put <|endoftext|> first in every prompt.") var prependBos = false
     @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
@@ -33,13 +35,18 @@ struct DLACommand: ParsableCommand {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
         if prompts != nil && (maxTokens != nil) { throw ValidationError("--max-tokens goes with --text") }
+        guard let t = TextTargets(rawValue: targets) else { throw ValidationError("--targets \(targets): use next-token or paper") }
+        if prompts != nil && t != .nextToken { throw ValidationError("--targets goes with --text") }
     }
 
     var options: [String: String] {
         var o = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": "\(batchSize)",
                  "skip_invalid": "\(skipInvalid)", "prepend_bos": "\(prependBos)", "processing": processing.options.description]
         if let prompts { o["prompts"] = prompts }
-        if let text { o["text"] = text; o["context"] = "\(context)"; o["max_tokens"] = maxTokens.map(String.init) ?? "all" }
+        if let text {
+            o["text"] = text; o["context"] = "\(context)"; o["max_tokens"] = maxTokens.map(String.init) ?? "all"
+            o["targets"] = targets
+        }
         return o
     }
 
@@ -66,7 +73,8 @@ struct DLACommand: ParsableCommand {
                 input = .prompts(set)
             } else {
                 input = .text(try TextPrompts.load(url: URL(fileURLWithPath: text!), tokenizer: tok,
-                                                   context: min(context, loaded.model.config.nCtx), maxTokens: maxTokens))
+                                                   context: min(context, loaded.model.config.nCtx), maxTokens: maxTokens),
+                              TextTargets(rawValue: targets)!)
             }
             let optionsData = try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys])
             var runner = DLARunner(model: loaded.model, modelPath: loaded.checkpoint.directory.path,

@@ -115,6 +115,25 @@ import Tokenizer
         #expect(worst < 1e-5, "max |diff| \(worst)")
     }
 
+    /// Text mode: every position to its next token, or (the paper's convention) the last position
+    /// of each window to the token there.
+    @Test func textTargets() throws {
+        let tok = try Self.tokenizer()
+        let text = try TextPrompts.load(url: Self.repo.appendingPathComponent("prompts/pride-and-prejudice.txt"),
+                                        tokenizer: tok, context: 16, maxTokens: 100)
+        let next = AttributionInput.text(text, .nextToken), paper = AttributionInput.text(text, .lastTokenOfWindow)
+        #expect(next.count == 100 && next.units.flatMap(\.targets).count == 100)
+        #expect(paper.count == text.windows.count)
+        for (unit, window) in zip(paper.units, text.windows) {
+            #expect(unit.targets.count == 1)
+            #expect(unit.targets[0].position == window.tokens.count - 1)
+            #expect(unit.targets[0].answerID == window.tokens.last)
+        }
+        let first = next.units[0].targets
+        #expect(first.map(\.answerID) == Array(text.windows[0].tokens.dropFirst()))
+        #expect(first.map(\.prompt) == Array(0..<first.count))
+    }
+
     /// An interrupted run, resumed, ends with exactly the rows of an uninterrupted one.
     @Test func resumedRunStoresTheSameRows() throws {
         let (fullDB, fullID, _) = try Self.storedRun(model: "tiny-ln")
