@@ -29,7 +29,7 @@ let package = Package(
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], resources: []),
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "GPT2", "Tokenizer", "TensorCore", "ResultsStore"]),
-        .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore"]),
-        .testTarget(name: "CLITests", dependencies: ["lnlens", "ResultsStore"]),
+        .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "CLITests", dependencies: ["lnlens", "ResultsStore", .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

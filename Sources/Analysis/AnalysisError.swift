@@ -11,6 +11,9 @@ public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
     /// `key` is "answer" or "wrong"; `tokens` is what the text tokenized to.
     case notOneToken(key: String, text: String, tokens: [Int])
     case corruptLengthMismatch(promptTokens: Int, corruptTokens: Int)
+    /// Checked against the model: longer than its context, or a token its vocabulary lacks.
+    case tooLong(tokens: Int, nCtx: Int)
+    case tokenOutsideVocabulary(id: Int, dVocab: Int)
 
     /// What was wrong, without the file and line.
     public var description: String {
@@ -24,6 +27,10 @@ public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
             "\(key) \(Self.quoted(text)) is \(tokens.count) tokens (\(tokens)); \(key == "answer" ? "answers" : "wrong answers") must be one token"
         case let .corruptLengthMismatch(p, c):
             "corrupt is \(c) tokens but prompt is \(p); corrupt must tokenize to the same length as prompt"
+        case let .tooLong(tokens, nCtx):
+            "the prompt is \(tokens) tokens but the model's context (n_positions) is \(nCtx)"
+        case let .tokenOutsideVocabulary(id, dVocab):
+            "token id \(id) is outside the model's vocabulary (vocab_size \(dVocab))"
         }
     }
 
@@ -39,6 +46,8 @@ public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
             "pick a one-token \(key) (usually with a leading space)"
         case .corruptLengthMismatch:
             "swap in words of equal token length"
+        case .tooLong: "shorten the prompt"
+        case .tokenOutsideVocabulary: "use a model whose tokenizer matches its vocabulary"
         }
     }
 

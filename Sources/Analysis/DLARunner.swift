@@ -120,6 +120,17 @@ public struct DLARunner {
         public init() {}
     }
 
+    /// Options (keys of `optionsJSON`) that change the stored numbers: a run resumes only with
+    /// the same values.
+    public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "context", "max_tokens", "targets"]
+
+    static func resultOptions(_ json: String) -> [String: String] {
+        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
+        var out: [String: String] = [:]
+        for key in resultOptionKeys { if let v = object[key] { out[key] = "\(v)" } }
+        return out
+    }
+
     public static let quantityCheck = "components_sum_error"
     public static let checkComponent = "resid_post"
 
@@ -151,6 +162,11 @@ public struct DLARunner {
             }
             guard record.nPrompts == total else { throw mismatch("prompt count", "\(record.nPrompts)", "\(total)") }
             guard record.processingJSON == processingJSON else { throw mismatch("processing", record.processingJSON, processingJSON) }
+            let stored = Self.resultOptions(record.optionsJSON), now = Self.resultOptions(optionsJSON)
+            guard stored == now else {
+                let key = Set(stored.keys).union(now.keys).sorted().first { stored[$0] != now[$0] }!
+                throw mismatch("option \(key)", stored[key] ?? "unset", now[key] ?? "unset")
+            }
             if record.status == .completed { return resume }
             try db.markResumed(runID: resume)
             runID = resume
@@ -204,7 +220,8 @@ public struct DLARunner {
                             targets.append(AttributionTarget(prompt: t.prompt, row: row, position: t.position,
                                                              answerID: t.answerID, wrongID: t.wrongID))
                             prompts.append(PromptRow(
-                                promptIndex: t.prompt, prompt: t.text ?? decode(Array(unit.tokens[...t.position])),
+                                promptIndex: t.prompt,
+                                prompt: t.text ?? decode(Array(unit.tokens[max(0, t.position - 31)...t.position])),
                                 answer: t.answer ?? decode([t.answerID]), wrong: t.wrong, nTokens: t.position + 1))
                         }
                     }

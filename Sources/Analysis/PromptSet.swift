@@ -110,6 +110,34 @@ public struct PromptSet: Sendable {
             path: path, contentHash: sha256Hex(data), examples: examples, skipped: skipped, prependBOS: prependBOS)
     }
 
+    /// The examples a model with context `nCtx` and vocabulary `dVocab` can run: others are an
+    /// error naming the file and line, or (with `skipInvalid`) skipped and counted. Indices are
+    /// renumbered among the examples kept.
+    public func checked(nCtx: Int, dVocab: Int, skipInvalid: Bool) throws -> PromptSet {
+        var out = self
+        out.examples = []
+        for ex in examples {
+            var problem: PromptProblem?
+            if ex.tokens.count > nCtx {
+                problem = .tooLong(tokens: ex.tokens.count, nCtx: nCtx)
+            } else if let bad = (ex.tokens + (ex.corruptTokens ?? []) + [ex.answerID] + (ex.wrongID.map { [$0] } ?? []))
+                .first(where: { $0 < 0 || $0 >= dVocab }) {
+                problem = .tokenOutsideVocabulary(id: bad, dVocab: dVocab)
+            }
+            if let problem {
+                guard skipInvalid else { throw AnalysisError.invalidPrompt(path: path, line: ex.line, problem: problem) }
+                out.skipped.append(SkippedLine(line: ex.line, problem: problem))
+                continue
+            }
+            var kept = ex
+            kept.index = out.examples.count
+            out.examples.append(kept)
+        }
+        if out.examples.isEmpty { throw AnalysisError.noValidPrompts(path: path, skipped: out.skipped.count) }
+        out.skipped.sort { $0.line < $1.line }
+        return out
+    }
+
     /// The examples grouped by token length (ascending), each group cut into batches of at most
     /// `maxBatch` examples in file order: the engine runs equal-length prompts as one batch.
     public func batchesByLength(maxBatch: Int) -> [[PromptExample]] {

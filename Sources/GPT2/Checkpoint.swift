@@ -286,7 +286,11 @@ public struct Checkpoint: Sendable {
         guard config.dModel % config.nHeads == 0 else {
             throw bad("n_embd", "(\(config.dModel)) must be divisible by n_head (\(config.nHeads))")
         }
-        guard config.nLayers >= 0 else { throw bad("n_layer", "must not be negative") }
+        guard config.nLayers >= 1 else { throw bad("n_layer", "must be at least 1") }
+        // gelu_new, gelu_pytorch_tanh and gelu_fast are the same tanh approximation that lnlens computes.
+        guard ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"].contains(config.activationFunction) else {
+            throw bad("activation_function", "is '\(config.activationFunction)'; lnlens computes GPT-2's gelu_new only")
+        }
         guard config.nCtx > 0 else { throw bad("n_positions", "must be positive") }
         guard config.dVocab > 0 else { throw bad("vocab_size", "must be positive") }
         guard config.dMLP > 0 else { throw bad("n_inner", "must be positive") }

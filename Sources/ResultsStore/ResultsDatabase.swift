@@ -65,6 +65,12 @@ public struct ResultsDatabase: Sendable {
             if try writer.read({ try Self.schemaMigrator.hasBeenSuperseded($0) }) {
                 throw ResultsStoreError.newerSchema(path: path)
             }
+            // Another program's database: never write our tables into it.
+            let foreign = try writer.read { db in
+                try !db.tableExists("grdb_migrations")
+                    && Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")! > 0
+            }
+            if foreign { throw ResultsStoreError.notLNLensDatabase(path: path) }
             try Self.schemaMigrator.migrate(writer)
         } catch let error as DatabaseError {
             throw ResultsStoreError.cannotOpen(path: path, reason: error.oneLineMessage)

@@ -7,6 +7,7 @@ public enum ResultsStoreError: LocalizedError, Equatable, Sendable {
     case cannotOpen(path: String, reason: String)
     case newerSchema(path: String)
     case schemaNotCurrent(path: String)
+    case notLNLensDatabase(path: String)
     case readOnly(path: String)
     case invalidRun(path: String, reason: String)
     case noSuchRun(id: Int64, path: String)
@@ -31,7 +32,9 @@ public enum ResultsStoreError: LocalizedError, Equatable, Sendable {
         case .newerSchema(let path):
             text = "results database \(path) was written by a newer lnlens (unknown schema migration): upgrade lnlens or use another --db"
         case .schemaNotCurrent(let path):
-            text = "\(path) has no current lnlens schema (not an lnlens database, or an older one): open it once with an analysis command to migrate it, or check --db"
+            text = "\(path) has no current lnlens schema (not an lnlens database, or an older one): if it is an older lnlens database, open it once with an analysis command to migrate it; otherwise check --db"
+        case .notLNLensDatabase(let path):
+            text = "\(path) is another program's SQLite database (it has tables but no lnlens schema): lnlens will not write into it; choose another --db"
         case .readOnly(let path):
             text = "results database \(path) was opened read-only: writes need a database opened for writing"
         case .invalidRun(let path, let reason):

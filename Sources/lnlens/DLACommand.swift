@@ -35,16 +35,20 @@ struct DLACommand: ParsableCommand {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
         if prompts != nil && (maxTokens != nil) { throw ValidationError("--max-tokens goes with --text") }
+        if text != nil && prependBos { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
+        if text != nil && skipInvalid { throw ValidationError("--skip-invalid goes with --prompts") }
+        if top < 0 { throw ValidationError("--top must not be negative") }
         guard let t = TextTargets(rawValue: targets) else { throw ValidationError("--targets \(targets): use next-token or paper") }
         if prompts != nil && t != .nextToken { throw ValidationError("--targets goes with --text") }
     }
 
-    var options: [String: String] {
+    /// Every option of this invocation, as stored with the run (`context` as actually used).
+    func options(context effectiveContext: Int) -> [String: String] {
         var o = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": "\(batchSize)",
                  "skip_invalid": "\(skipInvalid)", "prepend_bos": "\(prependBos)", "processing": processing.options.description]
         if let prompts { o["prompts"] = prompts }
         if let text {
-            o["text"] = text; o["context"] = "\(context)"; o["max_tokens"] = maxTokens.map(String.init) ?? "all"
+            o["text"] = text; o["context"] = "\(effectiveContext)"; o["max_tokens"] = maxTokens.map(String.init) ?? "all"
             o["targets"] = targets
         }
         return o
@@ -61,22 +65,25 @@ struct DLACommand: ParsableCommand {
             let loaded = try LoadedModel.load(spec, processing: processing.options)
             let tok = try loaded.requireTokenizer()
             let input: AttributionInput
+            let effectiveContext = min(context, loaded.model.config.nCtx)
+            if text != nil && effectiveContext < context {
+                printErr("note: --context \(context) is longer than \(spec)'s n_positions; using \(effectiveContext)")
+            }
             if let prompts {
                 let set = try PromptSet.load(url: URL(fileURLWithPath: prompts), tokenizer: tok,
                                              skipInvalid: skipInvalid, prependBOS: prependBos)
-                if !set.skipped.isEmpty, !json, !csv {
-                    printErr("\(prompts): skipped \(set.skipped.count) invalid line(s), first: line \(set.skipped[0].line): \(set.skipped[0].reason)")
-                }
-                if let tooLong = set.examples.first(where: { $0.tokens.count > loaded.model.config.nCtx }) {
-                    throw ModelError.promptTooLong(tokens: tooLong.tokens.count, nCtx: loaded.model.config.nCtx)
+                    .checked(nCtx: loaded.model.config.nCtx, dVocab: loaded.model.config.dVocab, skipInvalid: skipInvalid)
+                if !set.skipped.isEmpty {
+                    printErr("\(prompts): skipped \(set.skipped.count) invalid line(s); first: line \(set.skipped[0].line): \(set.skipped[0].reason)")
                 }
                 input = .prompts(set)
             } else {
                 input = .text(try TextPrompts.load(url: URL(fileURLWithPath: text!), tokenizer: tok,
-                                                   context: min(context, loaded.model.config.nCtx), maxTokens: maxTokens),
+                                                   context: effectiveContext, maxTokens: maxTokens),
                               TextTargets(rawValue: targets)!)
             }
-            let optionsData = try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys])
+            let optionsData = try JSONSerialization.data(withJSONObject: options(context: effectiveContext),
+                                                         options: [.sortedKeys])
             var runner = DLARunner(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                    modelHash: try loaded.checkpoint.weightsHash(), input: input,
                                    decode: { tok.decode($0) },

@@ -21,24 +21,25 @@ struct ReadOptions: ParsableArguments {
         }
         if csv {
             Swift.print(result.columns.map(csvField).joined(separator: ","))
-            for row in result.rows { Swift.print(row.map { csvField(cellText($0)) }.joined(separator: ",")) }
+            for row in result.rows { Swift.print(row.map { csvField(cellText($0, fullPrecision: true)) }.joined(separator: ",")) }
             return
         }
         printTable(result)
     }
 }
 
-func cellText(_ c: Cell) -> String {
+/// A cell as text: doubles to 6 significant digits for tables, round-trip exact for CSV.
+func cellText(_ c: Cell, fullPrecision: Bool = false) -> String {
     switch c {
     case .null: ""
-    case .double(let d): String(format: "%.6g", d)
+    case .double(let d): fullPrecision ? "\(d)" : String(format: "%.6g", d)
     default: c.description
     }
 }
 
 /// A plain aligned table.
 func printTable(_ result: QueryResult) {
-    let cells = result.rows.map { $0.map(cellText) }
+    let cells = result.rows.map { $0.map { cellText($0) } }
     var widths = result.columns.map(\.count)
     for row in cells { for (i, c) in row.enumerated() where i < widths.count { widths[i] = min(60, max(widths[i], c.count)) } }
     func line(_ values: [String]) -> String {
@@ -118,7 +119,9 @@ struct DiffCommand: ParsableCommand {
         }
         print("heads whose rank (by mean direct effect) moved most:")
         for h in d.rankMoves { print(headLine(h)) }
-        print(d.signFlips.isEmpty ? "no head's mean direct effect changed sign" : "heads whose mean direct effect changed sign:")
-        for h in d.signFlips { print(headLine(h)) }
+        print(d.signFlips.isEmpty ? "no head's mean direct effect changed sign"
+              : "heads whose mean direct effect changed sign (\(d.signFlips.count)):")
+        for h in d.signFlips.prefix(top) { print(headLine(h)) }
+        if d.signFlips.count > top { print("  … \(d.signFlips.count - top) more (--top, or --json for all)") }
     }
 }

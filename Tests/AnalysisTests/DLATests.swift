@@ -115,6 +115,55 @@ import Tokenizer
         #expect(worst < 1e-5, "max |diff| \(worst)")
     }
 
+    /// A run resumes only with the options that change its numbers unchanged.
+    @Test func resumeRefusesChangedOptions() throws {
+        let checkpoint = try Checkpoint.open(Self.fixtures.appendingPathComponent("models/tiny-ln").path)
+        let model = try GPT2Model(checkpoint: checkpoint)
+        let tok = try Self.tokenizer()
+        let set = try PromptSet.load(url: Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
+                                     tokenizer: tok, skipInvalid: false)
+        func runner(_ options: String) -> DLARunner {
+            var r = DLARunner(model: model, modelPath: "m", modelHash: "h", input: .prompts(set),
+                              decode: { tok.decode($0) }, optionsJSON: options, toolVersion: "test")
+            r.chunkSize = 4
+            return r
+        }
+        let db = try ResultsDatabase.inMemory()
+        #expect(throws: AnalysisError.interrupted(runID: 1, done: 4, total: 8)) {
+            try runner(#"{"prepend_bos": "false", "db": "a"}"#).run(db: db) { done, _ in
+                if done >= 4 { throw DLARunner.Stop() }
+            }
+        }
+        #expect(throws: AnalysisError.resumeMismatch(runID: 1, reason: "its option prepend_bos is false but this invocation has true")) {
+            try runner(#"{"prepend_bos": "true", "db": "a"}"#).run(db: db, resume: 1)
+        }
+        // Options that do not change the numbers (here the database path) may differ.
+        #expect(try runner(#"{"prepend_bos": "false", "db": "b"}"#).run(db: db, resume: 1) == 1)
+        #expect(try db.run(id: 1)?.status == .completed)
+    }
+
+    /// Prompts the model cannot run are errors naming the line, or skipped with --skip-invalid.
+    @Test func promptsCheckedAgainstTheModel() throws {
+        let tok = try Self.tokenizer()
+        let set = try PromptSet.load(url: Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
+                                     tokenizer: tok, skipInvalid: false)
+        let lengths = set.examples.map(\.tokens.count)
+        let short = lengths.min()!
+        #expect(throws: AnalysisError.invalidPrompt(path: set.path, line: set.examples.first { $0.tokens.count > short }!.line,
+                                                    problem: .tooLong(tokens: lengths.max()!, nCtx: short))) {
+            try set.checked(nCtx: short, dVocab: 50257, skipInvalid: false)
+        }
+        let kept = try set.checked(nCtx: short, dVocab: 50257, skipInvalid: true)
+        #expect(kept.examples.count == lengths.filter { $0 == short }.count)
+        #expect(kept.examples.map(\.index) == Array(0..<kept.examples.count))
+        #expect(kept.skipped.count == lengths.filter { $0 > short }.count)
+        let answer = set.examples[0].answerID
+        #expect(throws: AnalysisError.self) { try set.checked(nCtx: 1024, dVocab: answer, skipInvalid: false) }
+        let message = AnalysisError.invalidPrompt(path: "p.jsonl", line: 3, problem: .tokenOutsideVocabulary(id: 9, dVocab: 5))
+            .errorDescription!
+        #expect(message.hasPrefix("p.jsonl:3: token id 9") && !message.contains("\n"))
+    }
+
     /// Text mode: every position to its next token, or (the paper's convention) the last position
     /// of each window to the token there.
     @Test func textTargets() throws {

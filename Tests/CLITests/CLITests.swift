@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import ResultsStore
 import Testing
 
@@ -147,6 +148,22 @@ import Testing
         try Self.expectOneLineError(["dla", "--prompts", file.path, "--db", db], mentions: [":2:", "--skip-invalid"])
         let ok = try Self.run(["dla", "--prompts", file.path, "--db", db, "--skip-invalid", "--model", "gpt2-tiny", "--json"])
         #expect(ok.status == 0, "\(ok.stderr)")
+    }
+
+    @Test func badDLAOptionsAndForeignDatabase() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = dir.appendingPathComponent("r.sqlite").path
+        try Self.expectOneLineError(["dla", "--prompts", "prompts/ioi.jsonl", "--db", db, "--top", "-1"], mentions: ["--top"])
+        try Self.expectOneLineError(["dla", "--text", "prompts/pride-and-prejudice.txt", "--prepend-bos", "--db", db],
+                                    mentions: ["--prepend-bos"])
+        // Another program's SQLite file is never written into.
+        let foreign = dir.appendingPathComponent("other.sqlite").path
+        try DatabaseQueue(path: foreign).write { try $0.execute(sql: "CREATE TABLE foo (a); INSERT INTO foo VALUES (1)") }
+        try Self.expectOneLineError(["dla", "--prompts", "prompts/ioi.jsonl", "--db", foreign, "--model", "gpt2-tiny"],
+                                    mentions: ["another program's", "--db"])
+        let tables = try DatabaseQueue(path: foreign).read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master") }
+        #expect(tables == ["foo"])
     }
 
     @Test func queryNeverWrites() throws {

@@ -274,6 +274,8 @@ import TensorCore
             (["n_embd": "eight"] as [String: Any], ["n_embd", "wrong type"]),
             (["n_head": 3], ["n_embd", "divisible by n_head"]),
             (["model_type": "llama"], ["model_type", "llama", "GPT-2"]),
+            (["n_layer": 0], ["n_layer", "at least 1"]),
+            (["activation_function": "relu"], ["activation_function", "relu", "gelu_new"]),
         ] {
             try F.writeConfig(in: dir, patch)
             expectCheckpointError([file.path] + fragments) { _ = try Checkpoint.open(dir.path, environment: [:]) }
