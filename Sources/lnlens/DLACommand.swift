@@ -137,6 +137,21 @@ struct RunReport: Encodable {
         case componentsSumMaxAbsError = "components_sum_max_abs_error", rows
     }
 
+    /// JSON with an undefined number (NMAE when every direct effect is 0) as null, not a string.
+    func encode(to encoder: Encoder) throws {
+        func finite(_ x: Double) -> Double? { x.isFinite ? x : nil }
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(runID, forKey: .runID)
+        try c.encode(model, forKey: .model)
+        try c.encode(lnMode, forKey: .lnMode)
+        try c.encode(nPrompts, forKey: .nPrompts)
+        try c.encode(finite(nmaeHeadsGlobal), forKey: .nmaeHeadsGlobal)
+        try c.encode(nmaePerHead.mapValues(finite), forKey: .nmaePerHead)
+        try c.encode(nmaePerLayer.mapValues(finite), forKey: .nmaePerLayer)
+        try c.encode(finite(componentsSumMaxAbsError), forKey: .componentsSumMaxAbsError)
+        try c.encode(rows, forKey: .rows)
+    }
+
     init(db: ResultsDatabase, runID: Int64) throws {
         guard let run = try db.run(id: runID) else { throw CLIError.usage("no run \(runID) in \(db.path)") }
         self.runID = runID
