@@ -11,12 +11,13 @@ Run with the reference venv (see scripts/reference/README.md), from the reposito
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py            # all committed outputs
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --test-fixtures
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --dla --interventions
+    /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --processing-variants
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --default-models
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --small-shape /tmp/small-shape
 
 Each fixture family is one function (`build_test_models`, `write_forward_fixtures`,
 `write_processed_weights`, `write_dla_fixtures`, `write_intervention_fixtures`,
-`build_default_models`, `build_small_shape`); new families add a function and a flag in `main`.
+`write_processing_fixtures`, `build_default_models`, `build_small_shape`); new families add a function and a flag in `main`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import math
 import os
 import re
 import shutil
 import sys
+import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download; set before importing transformers
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -898,6 +901,154 @@ def write_intervention_fixtures(tokenizer: GPT2TokenizerFast) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Fixture family: weight-processing variants (one TL processing switch off, the others on)
+
+PROCESSING_DIR = REFERENCE_DIR / "processing"
+PROCESSING_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+PROCESSING_VARIANTS = {f"no_{flag}": {f: f != flag for f in PROCESSING_FLAGS} for flag in PROCESSING_FLAGS}
+PROCESSING_HOOKS = ("ln_final.hook_normalized", "blocks.1.hook_resid_post", "blocks.0.attn.hook_v",
+                    "blocks.0.ln1.hook_normalized")
+
+
+class _CaptureLogging(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def load_tl_flags(hf_model: GPT2LMHeadModel, flags: dict[str, bool]) -> tuple[HookedTransformer, list[str]]:
+    """As HookedTransformer.from_pretrained(fold_ln=..., ...) for GPT-2: normalization_type is
+    LNPre iff fold_ln (get_pretrained_model_config), then load_and_process_state_dict with the
+    flags as given. Returns the model and every warning TL logged while loading."""
+    cfg = tl_config(hf_model.config, fold_ln=flags["fold_ln"])
+    model = HookedTransformer(cfg)
+    state = {k: v.detach().clone() for k, v in convert_gpt2_weights(hf_model, cfg).items()}
+    handler = _CaptureLogging()
+    logging.getLogger().addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load_and_process_state_dict(state, refactor_factored_attn_matrices=False, **flags)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return model.eval(), handler.messages + [str(w.message) for w in caught]
+
+
+def detect_applied_processing(model: HookedTransformer) -> dict:
+    """What TL actually did, read off the loaded weights (not from the flags we passed):
+    fold_ln: no LN weights left; center_writing_weights: W_E, W_pos, W_O, b_O, W_out, b_out have
+    zero mean over d_model; center_unembed: W_U and b_U have zero mean over the vocabulary;
+    fold_value_biases: every b_V is zero. Also the largest |mean| behind each decision."""
+    sd = model.state_dict()
+    L = model.cfg.n_layers
+
+    def rel_mean(t: torch.Tensor, dim) -> float:  # max |mean| relative to max |t|
+        return (t.mean(dim).abs().max() / t.abs().max().clamp_min(1e-30)).item()
+
+    writing = [rel_mean(sd["embed.W_E"], -1), rel_mean(sd["pos_embed.W_pos"], -1)]
+    for l in range(L):
+        writing += [rel_mean(sd[f"blocks.{l}.attn.W_O"], -1), rel_mean(sd[f"blocks.{l}.attn.b_O"], 0),
+                    rel_mean(sd[f"blocks.{l}.mlp.W_out"], -1), rel_mean(sd[f"blocks.{l}.mlp.b_out"], 0)]
+    unembed = max(rel_mean(sd["unembed.W_U"], -1), abs(sd["unembed.b_U"].mean().item()))
+    b_v = max(sd[f"blocks.{l}.attn.b_V"].abs().max().item() for l in range(L))
+    has_ln = any(k.endswith((".w", ".b")) and (".ln" in k or k.startswith("ln_final")) for k in sd)
+    centred = 1e-5  # float32 mean of a centred tensor; the raw random weights are ~1e-2 .. 1e-1
+    applied = {
+        "fold_ln": not has_ln,
+        "center_writing_weights": max(writing) < centred,
+        "center_unembed": unembed < centred,
+        "fold_value_biases": b_v == 0.0,
+    }
+    evidence = {"ln_weights_present": has_ln, "writing_weights_max_rel_mean": max(writing),
+                "unembed_max_rel_mean": unembed, "b_V_max_abs": b_v}
+    return {"applied": applied, "evidence": evidence}
+
+
+def write_processing_fixtures() -> None:
+    """processing/M.safetensors (V.logits_last, V.<hook> per variant) + variants.json."""
+    PROCESSING_DIR.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((REFERENCE_DIR / "manifest.json").read_text())
+    batch = next(b for b in manifest["batches"] if b["name"] == "batch0")
+    tokens = torch.tensor(batch["tokens"], dtype=torch.long)
+    variants_doc: dict[str, dict] = {}
+    keys = {}
+    for name in ("tiny-ln", "tiny-lnfree"):
+        hf_model = load_checkpoint(TEST_MODELS_DIR / name)
+        default_logits, default = run_tl(load_tl(hf_model, processed=True), tokens)
+        unprocessed = load_tl(hf_model, processed=False)
+        tensors = {}
+        for variant, flags in PROCESSING_VARIANTS.items():
+            model, messages = load_tl_flags(hf_model, flags)
+            detected = detect_applied_processing(model)
+            assert detected["applied"] == flags, f"{name} {variant}: TL applied {detected['applied']}, asked {flags}"
+            logits, cache = run_tl(model, tokens)
+            tensors[f"{variant}.logits_last"] = numpy_f32(logits[:, -1])
+            for hook in PROCESSING_HOOKS:
+                tensors[f"{variant}.{hook}"] = numpy_f32(cache[hook])
+            # self-checks: no switch changes what the model computes beyond TL's documented effects
+            shift = logits - default_logits
+            off = (shift - shift.mean(-1, keepdim=True)).abs().max().item()
+            resid = cache["blocks.1.hook_resid_post"]
+            resid_off = ((resid - resid.mean(-1, keepdim=True)) - default["blocks.1.hook_resid_post"]).abs().max().item()
+            dv = cache["blocks.0.attn.hook_v"] - default["blocks.0.attn.hook_v"]
+            v_off = (dv - dv[:1, :1]).abs().max().item()  # the change of hook_v is one vector per head
+            if flags["fold_ln"]:  # LNPre: normalized = (x - mean) / scale, whatever the mean of x
+                norm_ref = {h: default[h] for h in ("ln_final.hook_normalized", "blocks.0.ln1.hook_normalized")}
+            else:  # full LN: normalized * w + b, as the unprocessed model
+                norm_ref = {"ln_final.hook_normalized": default["ln_final.hook_normalized"] * unprocessed.ln_final.w
+                            + unprocessed.ln_final.b,
+                            "blocks.0.ln1.hook_normalized": default["blocks.0.ln1.hook_normalized"]
+                            * unprocessed.blocks[0].ln1.w + unprocessed.blocks[0].ln1.b}
+            # relative: LN-free LNPre outputs are (x - mean) / 1e6, so an absolute bound would say nothing
+            norm_off = max(((cache[h] - r).abs().max() / r.abs().max()).item() for h, r in norm_ref.items())
+            print(f"  {name} {variant}: logits non-constant shift {off:.2e}, centred resid_post {resid_off:.2e}, "
+                  f"hook_v non-constant shift {v_off:.2e} (shift {dv.abs().max().item():.2e}), "
+                  f"hook_normalized rel {norm_off:.2e}; TL warnings: {messages}")
+            for what, d, bound in (("logits", off, 1e-4), ("resid_post", resid_off, 1e-4), ("hook_v", v_off, 1e-4),
+                                   ("hook_normalized (relative)", norm_off, 1e-5)):
+                assert d < bound, f"{name} {variant}: {what} differs from the default processing by {d}"
+            entry = variants_doc.setdefault(variant, {
+                "requested": flags,
+                "applied": detected["applied"],
+                "normalization_type": model.cfg.normalization_type,
+                "models": {},
+            })
+            assert entry["applied"] == detected["applied"]
+            assert entry["normalization_type"] == model.cfg.normalization_type
+            entry["models"][name] = {"tl_warnings": messages, "evidence": detected["evidence"]}
+        save_numpy(tensors, str(PROCESSING_DIR / f"{name}.safetensors"))
+        keys[name] = sorted(tensors)
+    assert keys["tiny-ln"] == keys["tiny-lnfree"]
+    doc = {
+        "batch": "batch0",
+        "prompts": batch["prompts"],
+        "tokens": batch["tokens"],
+        "load": "as HookedTransformer.from_pretrained(fold_ln=..., center_writing_weights=..., "
+                "center_unembed=..., fold_value_biases=...) does for GPT-2: normalization_type 'LNPre' "
+                "if fold_ln else 'LN', then load_and_process_state_dict(flags, "
+                "refactor_factored_attn_matrices=False); run_with_cache(tokens), no BOS",
+        "applied_how": "'applied' is read off the loaded TL weights, not copied from the request: "
+                       "fold_ln = no LN weights left; center_writing_weights = W_E, W_pos, W_O, b_O, "
+                       "W_out, b_out have zero mean over d_model; center_unembed = W_U, b_U have zero "
+                       "mean over the vocabulary; fold_value_biases = every b_V is 0",
+        "files": ["tiny-ln.safetensors", "tiny-lnfree.safetensors"],
+        "per_variant_keys": {"logits_last": "[B, 50257], last position",
+                             "ln_final.hook_normalized": "[B, T, d]",
+                             "blocks.1.hook_resid_post": "[B, T, d]",
+                             "blocks.0.attn.hook_v": "[B, T, h, dh]",
+                             "blocks.0.ln1.hook_normalized": "[B, T, d]"},
+        "shapes": "B=2, T=7, d=32, h=4, dh=8",
+        "keys": keys["tiny-ln"],
+        "variants": variants_doc,
+        "tolerances": {"logits_atol": TOLERANCES["logits_atol"], "hooks_atol": TOLERANCES["hooks_atol"]},
+    }
+    (PROCESSING_DIR / "variants.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
 # Embedded default models
 
 DEFAULT_SHAPE = Shape(n_embd=64, n_layer=4, n_head=4, n_positions=256)
@@ -1017,11 +1168,13 @@ def main() -> None:
     parser.add_argument("--dla", action="store_true", help="Tests/Fixtures/reference/dla (needs the test models)")
     parser.add_argument("--interventions", action="store_true",
                         help="Tests/Fixtures/reference/interventions (needs the test models)")
+    parser.add_argument("--processing-variants", action="store_true",
+                        help="Tests/Fixtures/reference/processing (needs the test models)")
     parser.add_argument("--default-models", action="store_true", help="models/gpt2-tiny{,-lnfree}")
     parser.add_argument("--small-shape", metavar="OUTDIR", type=Path, help="GPT-2-small-shaped random pair")
     args = parser.parse_args()
-    everything = not (args.test_fixtures or args.dla or args.interventions or args.default_models
-                      or args.small_shape)
+    everything = not (args.test_fixtures or args.dla or args.interventions or args.processing_variants
+                      or args.default_models or args.small_shape)
     torch.set_num_threads(1)  # same bytes on every rerun
     torch.use_deterministic_algorithms(True)
     tokenizer = load_tokenizer()
@@ -1033,6 +1186,9 @@ def main() -> None:
     if args.interventions or everything:
         print("interventions:")
         write_intervention_fixtures(tokenizer)
+    if args.processing_variants or everything:
+        print("processing variants:")
+        write_processing_fixtures()
     if args.default_models or everything:
         build_default_models(tokenizer)
     if args.small_shape:
