@@ -61,3 +61,36 @@ import Testing
         #expect(gpt.weights.wU == (try checkpoint.tensor("wte.weight")).data)
     }
 }
+
+/// Each processing switch turned off alone, against TransformerLens loaded the same way
+/// (Tests/Fixtures/reference/processing/).
+@Suite struct ProcessingVariantTests {
+    static let variants: [(String, ProcessingOptions)] = [
+        ("no_fold_ln", ProcessingOptions(foldLN: false)),
+        ("no_center_writing_weights", ProcessingOptions(centerWritingWeights: false)),
+        ("no_center_unembed", ProcessingOptions(centerUnembed: false)),
+        ("no_fold_value_biases", ProcessingOptions(foldValueBiases: false)),
+    ]
+
+    @Test(arguments: ["tiny-ln", "tiny-lnfree"], [0, 1, 2, 3])
+    func singleSwitchMatchesTransformerLens(model: String, variant: Int) throws {
+        let (name, options) = Self.variants[variant]
+        struct Spec: Decodable { let tokens: [[Int]] }
+        let spec = try JSONDecoder().decode(Spec.self, from: Data(contentsOf: Fixtures.reference("processing/variants.json")))
+        let ref = try SafetensorsFile(url: Fixtures.reference("processing/\(model).safetensors"))
+        let gpt = try GPT2Model(checkpoint: try Checkpoint.open(Fixtures.model(model).path), processing: options)
+        let hooks = ["ln_final.hook_normalized", "blocks.1.hook_resid_post", "blocks.0.attn.hook_v",
+                     "blocks.0.ln1.hook_normalized"].map { HookName(parsing: $0)! }
+        let out = try gpt.forward(spec.tokens, cache: Set(hooks), logits: .last)
+        for hook in hooks {
+            let expected = try ref.tensor("\(name).\(hook)")
+            let diff = try #require(out.cache[hook]).maxAbsDifference(expected), tol = tolerance(for: expected)
+            print("\(model) \(name) \(hook): max |diff| \(diff) (tol \(tol))")
+            #expect(diff <= tol, "\(model) \(name) \(hook): \(diff)")
+        }
+        let logits = try ref.tensor("\(name).logits_last")
+        let diff = out.logits.reshaped(logits.shape).maxAbsDifference(logits)
+        print("\(model) \(name) logits_last: max |diff| \(diff)")
+        #expect(diff <= 1e-4)
+    }
+}
