@@ -27,26 +27,32 @@ import Tokenizer
     }
 
     /// Runs the whole `dla` job (batching, storage, summaries) on an in-memory database.
-    static func storedRun(model name: String) throws -> (ResultsDatabase, Int64, GPT2Model) {
+    /// A runner over the fixture prompts: batches of 3 (several per length, more than one
+    /// length) stored in chunks of 4.
+    static func runner(model name: String, optionsJSON: String = "{}") throws -> DLARunner {
         let checkpoint = try Checkpoint.open(fixtures.appendingPathComponent("models/\(name)").path)
         let model = try GPT2Model(checkpoint: checkpoint)
         let tok = try tokenizer()
         let set = try PromptSet.load(url: fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
                                      tokenizer: tok, skipInvalid: false)
         var runner = DLARunner(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
-                               input: .prompts(set), decode: { tok.decode($0) }, optionsJSON: "{}", toolVersion: "test")
-        runner.batchSize = 3  // several batches per length, and more than one length
+                               input: .prompts(set), decode: { tok.decode($0) }, optionsJSON: optionsJSON,
+                               toolVersion: "test")
+        runner.batchSize = 3
         runner.chunkSize = 4
+        return runner
+    }
+
+    static func storedRun(model name: String) throws -> (ResultsDatabase, Int64) {
         let db = try ResultsDatabase.inMemory()
-        let id = try runner.run(db: db)
-        return (db, id, model)
+        return (db, try runner(model: name).run(db: db))
     }
 
     @Test(arguments: ["tiny-ln", "tiny-lnfree"])
     func rowsAndNMAEMatchTransformerLens(model name: String) throws {
         let ref = try JSONDecoder().decode(
             Reference.self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("reference/dla/\(name).json")))
-        let (db, id, _) = try Self.storedRun(model: name)
+        let (db, id) = try Self.storedRun(model: name)
         let rows = DLARunner.attributions(from: try db.results(runID: id))
         let got = Dictionary(uniqueKeysWithValues: rows.map { ("\($0.prompt)|\($0.component)", $0) })
         #expect(rows.count == ref.rows.count)
@@ -78,7 +84,7 @@ import Tokenizer
 
     @Test(arguments: ["tiny-ln", "tiny-lnfree"])
     func componentsSumToTheFinalResidualStream(model name: String) throws {
-        let (db, id, _) = try Self.storedRun(model: name)
+        let (db, id) = try Self.storedRun(model: name)
         let check = try #require(try db.summaries(runID: id).first { $0.scope == StoreName.scopeCheck })
         print("\(name): components sum max |error| \(check.value)")
         #expect(check.value < 1e-4)
@@ -88,7 +94,7 @@ import Tokenizer
 
     /// For the LN-free model DLA and the direct effect are one linear function: equal to float error.
     @Test func lnFreeDLAEqualsDirectEffect() throws {
-        let (db, id, _) = try Self.storedRun(model: "tiny-lnfree")
+        let (db, id) = try Self.storedRun(model: "tiny-lnfree")
         let rows = DLARunner.attributions(from: try db.results(runID: id))
         let worst = rows.map { abs($0.dla - $0.directEffect) }.max() ?? .infinity
         #expect(worst < 1e-9, "max |DLA − DE| \(worst)")
@@ -96,15 +102,9 @@ import Tokenizer
 
     /// Batch size (here forced to 1 by a tiny activation budget) does not change the numbers.
     @Test func resultsDoNotDependOnBatching() throws {
-        let (db, id, _) = try Self.storedRun(model: "tiny-ln")
+        let (db, id) = try Self.storedRun(model: "tiny-ln")
         let batched = try db.results(runID: id)
-        let checkpoint = try Checkpoint.open(Self.fixtures.appendingPathComponent("models/tiny-ln").path)
-        let model = try GPT2Model(checkpoint: checkpoint)
-        let tok = try Self.tokenizer()
-        let set = try PromptSet.load(url: Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
-                                     tokenizer: tok, skipInvalid: false)
-        var runner = DLARunner(model: model, modelPath: "m", modelHash: "h", input: .prompts(set),
-                               decode: { tok.decode($0) }, optionsJSON: "{}", toolVersion: "test")
+        var runner = try Self.runner(model: "tiny-ln")
         runner.memoryBudget = 1
         #expect(runner.effectiveBatchSize(length: 14) == 1)
         let single = try ResultsDatabase.inMemory()
@@ -117,17 +117,7 @@ import Tokenizer
 
     /// A run resumes only with the options that change its numbers unchanged.
     @Test func resumeRefusesChangedOptions() throws {
-        let checkpoint = try Checkpoint.open(Self.fixtures.appendingPathComponent("models/tiny-ln").path)
-        let model = try GPT2Model(checkpoint: checkpoint)
-        let tok = try Self.tokenizer()
-        let set = try PromptSet.load(url: Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
-                                     tokenizer: tok, skipInvalid: false)
-        func runner(_ options: String) -> DLARunner {
-            var r = DLARunner(model: model, modelPath: "m", modelHash: "h", input: .prompts(set),
-                              decode: { tok.decode($0) }, optionsJSON: options, toolVersion: "test")
-            r.chunkSize = 4
-            return r
-        }
+        func runner(_ options: String) throws -> DLARunner { try Self.runner(model: "tiny-ln", optionsJSON: options) }
         let db = try ResultsDatabase.inMemory()
         #expect(throws: AnalysisError.interrupted(runID: 1, done: 4, total: 8)) {
             try runner(#"{"prepend_bos": "false", "db": "a"}"#).run(db: db) { done, _ in
@@ -185,20 +175,12 @@ import Tokenizer
 
     /// An interrupted run, resumed, ends with exactly the rows of an uninterrupted one.
     @Test func resumedRunStoresTheSameRows() throws {
-        let (fullDB, fullID, _) = try Self.storedRun(model: "tiny-ln")
+        let (fullDB, fullID) = try Self.storedRun(model: "tiny-ln")
         let expected = try fullDB.results(runID: fullID)
 
-        let checkpoint = try Checkpoint.open(Self.fixtures.appendingPathComponent("models/tiny-ln").path)
-        let model = try GPT2Model(checkpoint: checkpoint)
-        let tok = try Self.tokenizer()
-        let set = try PromptSet.load(url: Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
-                                     tokenizer: tok, skipInvalid: false)
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("lnlens-resume-\(UUID()).sqlite").path
         defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
-        var runner = DLARunner(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
-                               input: .prompts(set), decode: { tok.decode($0) }, optionsJSON: "{}", toolVersion: "test")
-        runner.batchSize = 3
-        runner.chunkSize = 4
+        let runner = try Self.runner(model: "tiny-ln")
         // Interrupt after the first stored chunk.
         #expect(throws: AnalysisError.interrupted(runID: 1, done: 4, total: 8)) {
             let db = try ResultsDatabase(path: path)
