@@ -121,8 +121,10 @@ public struct DLARunner {
     }
 
     /// Options (keys of `optionsJSON`) that change the stored numbers: a run resumes only with
-    /// the same values.
-    public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "context", "max_tokens", "targets"]
+    /// the same values. Batch and chunk sizes are among them because they decide which prompts
+    /// share a matrix product, which moves results in the last float digits.
+    public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "context", "max_tokens", "targets",
+                                          "batch_size", "chunk_size"]
 
     static func resultOptions(_ json: String) -> [String: String] {
         let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]

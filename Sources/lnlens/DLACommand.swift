@@ -44,7 +44,7 @@ struct DLACommand: ParsableCommand {
 
     /// Every option of this invocation, as stored with the run (`context` as actually used).
     func options(context effectiveContext: Int) -> [String: String] {
-        var o = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": "\(batchSize)",
+        var o = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": "\(batchSize)", "chunk_size": "\(chunkSize)",
                  "skip_invalid": "\(skipInvalid)", "prepend_bos": "\(prependBos)", "processing": processing.options.description]
         if let prompts { o["prompts"] = prompts }
         if let text {
