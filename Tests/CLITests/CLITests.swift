@@ -71,6 +71,44 @@ import Testing
         #expect(Set(top?.first?.keys.map { $0 } ?? []) == ["id", "token", "logit", "prob"])
     }
 
+    /// `dla --json` rows on a test checkpoint agree with TransformerLens (the reference fixture).
+    @Test func dlaJSONRowsMatchTransformerLens() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // The test checkpoint has no tokenizer of its own: give it the GPT-2 one.
+        let model = dir.appendingPathComponent("tiny-ln")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        for f in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: Self.fixtures.appendingPathComponent("models/tiny-ln/\(f)"),
+                                             to: model.appendingPathComponent(f))
+        }
+        for f in ["vocab.json", "merges.txt"] {
+            try FileManager.default.copyItem(at: Self.repo.appendingPathComponent("models/tokenizer/\(f)"),
+                                             to: model.appendingPathComponent(f))
+        }
+        let r = try Self.run(["dla", "--model", model.path, "--prompts",
+                              Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl").path,
+                              "--db", dir.appendingPathComponent("r.sqlite").path, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        struct Row: Decodable { let prompt: Int; let component: String; let dla: Double; let direct_effect: Double }
+        struct Run: Decodable { let run_id: Int; let ln_mode: String; let nmae_heads_global: Double; let rows: [Row] }
+        struct Output: Decodable { let runs: [Run] }
+        struct Reference: Decodable { let nmae_heads_global: Double; let rows: [Row] }
+        let out = try JSONDecoder().decode(Output.self, from: Data(r.stdout.utf8))
+        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("reference/dla/tiny-ln.json")))
+        let run = try #require(out.runs.first)
+        #expect(run.ln_mode == "layernorm" && run.rows.count == ref.rows.count)
+        let got = Dictionary(uniqueKeysWithValues: run.rows.map { ("\($0.prompt)|\($0.component)", $0) })
+        var worst = 0.0
+        for e in ref.rows {
+            let g = try #require(got["\(e.prompt)|\(e.component)"])
+            worst = max(worst, abs(g.dla - e.dla), abs(g.direct_effect - e.direct_effect))
+        }
+        print("dla --json vs TransformerLens: max |diff| \(worst); NMAE \(run.nmae_heads_global) vs \(ref.nmae_heads_global)")
+        #expect(worst <= 1e-4)
+        #expect(abs(run.nmae_heads_global - ref.nmae_heads_global) <= 0.01)
+    }
+
     @Test func missingFolder() throws {
         try Self.expectOneLineError(["inspect", "/nonexistent/model-folder"], mentions: ["/nonexistent/model-folder"])
     }
