@@ -94,27 +94,23 @@ extension Intervention {
             layout.write(t, into: buffer)
             return
         }
-        var posOK: [Bool]? = nil
-        if let positions, let axis = layout.posAxis {
+        // Which indices of an axis are selected; nil selects all. Throws `outOfRange(i, n)`.
+        func selection(_ indices: [Int]?, axis: Int?,
+                       outOfRange: (Int, Int) -> ModelError) throws(ModelError) -> [Bool]? {
+            guard let indices, let axis else { return nil }
             let n = layout.shape[axis]
             var ok = [Bool](repeating: false, count: n)
-            for p in positions {
-                guard p >= 0 && p < n else { throw .positionOutOfRange(hook: name, position: p, length: n) }
-                ok[p] = true
+            for i in indices {
+                guard i >= 0 && i < n else { throw outOfRange(i, n) }
+                ok[i] = true
             }
-            posOK = ok
+            return ok
         }
-        var headOK: [Bool]? = nil
-        if let heads {
-            guard let axis = layout.headAxis else { throw .headsOnNonHeadHook(hook: name) }
-            let n = layout.shape[axis]
-            var ok = [Bool](repeating: false, count: n)
-            for h in heads {
-                guard h >= 0 && h < n else { throw .headOutOfRange(hook: name, head: h, nHeads: n) }
-                ok[h] = true
-            }
-            headOK = ok
+        let posOK = try selection(positions, axis: layout.posAxis) {
+            .positionOutOfRange(hook: name, position: $0, length: $1)
         }
+        if heads != nil && layout.headAxis == nil { throw .headsOnNonHeadHook(hook: name) }
+        let headOK = try selection(heads, axis: layout.headAxis) { .headOutOfRange(hook: name, head: $0, nHeads: $1) }
         var source: Tensor? = nil
         var broadcastBatch = false
         switch operation {
