@@ -19,14 +19,12 @@ Outputs (Tests/Fixtures/tokenizer/):
   tokenizer.json      GPT2TokenizerFast.save_pretrained output (only if under 3.5 MB)
   disagreements.json  where slow / tiktoken differ from fast
 """
-import base64
 import glob
 import json
 import os
 import random
 import shutil
 import sys
-import tarfile
 import tempfile
 
 import tiktoken
@@ -34,6 +32,8 @@ from tiktoken_ext.openai_public import r50k_pat_str
 from transformers import GPT2Tokenizer, GPT2TokenizerFast, PreTrainedTokenizerFast
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "tokenizer"))
+from rebuild_gpt2_tokenizer import read_ranks  # noqa: E402  (the same reading of gpt2.tiktoken)
 MODEL_DIR = os.path.join(ROOT, "models", "tokenizer")
 OUT_DIR = os.path.join(ROOT, "Tests", "Fixtures", "tokenizer")
 EOT = "<|endoftext|>"
@@ -165,14 +165,7 @@ def random_cases(n, seed=1234):
 
 
 def load_tiktoken(sdist):
-    with tarfile.open(sdist) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith("whisper/assets/gpt2.tiktoken"))
-        text = tar.extractfile(member).read().decode()
-    ranks = {}
-    for line in text.splitlines():
-        if line.strip():
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
+    ranks = read_ranks(sdist)
     return tiktoken.Encoding(name="gpt2_whisper_assets", pat_str=r50k_pat_str, mergeable_ranks=ranks,
                              special_tokens={EOT: 50256}, explicit_n_vocab=50257)
 

@@ -44,8 +44,8 @@ def bpe_split(token: bytes, ranks: dict, max_rank: int):
         parts = parts[:i] + [parts[i] + parts[i + 1]] + parts[i + 2:]
 
 
-def main():
-    sdist, out_dir = sys.argv[1], sys.argv[2]
+def read_ranks(sdist):
+    """token bytes -> rank, from whisper/assets/gpt2.tiktoken inside the openai-whisper sdist."""
     with tarfile.open(sdist) as tar:
         member = next(m for m in tar.getmembers() if m.name.endswith("whisper/assets/gpt2.tiktoken"))
         text = tar.extractfile(member).read().decode()
@@ -54,6 +54,12 @@ def main():
         if line.strip():
             tok, rank = line.split()
             ranks[base64.b64decode(tok)] = int(rank)
+    return ranks
+
+
+def main():
+    sdist, out_dir = sys.argv[1], sys.argv[2]
+    ranks = read_ranks(sdist)
     assert sorted(ranks.values()) == list(range(len(ranks))), "ranks must be 0..N-1"
     b2u = bytes_to_unicode()
     as_unicode = lambda bs: "".join(b2u[b] for b in bs)
