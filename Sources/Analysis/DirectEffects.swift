@@ -27,6 +27,13 @@ public struct ComponentAttribution: Sendable, Codable, Equatable {
     public var dla: Double
     public var directEffect: Double
 
+    public init(prompt: Int, component: String, dla: Double, directEffect: Double) {
+        self.prompt = prompt
+        self.component = component
+        self.dla = dla
+        self.directEffect = directEffect
+    }
+
     enum CodingKeys: String, CodingKey {
         case prompt, component, dla
         case directEffect = "direct_effect"
@@ -52,13 +59,7 @@ public struct BatchAttribution: Sendable {
 public enum DirectLogitAttribution {
     /// Component names in the order rows are produced.
     public static func componentNames(nLayers: Int, nHeads: Int) -> [String] {
-        var names = ["embed", "pos_embed"]
-        for l in 0..<nLayers {
-            for h in 0..<nHeads { names.append("L\(l)H\(h)") }
-            names.append("L\(l)_bO")
-            names.append("L\(l)_mlp")
-        }
-        return names
+        Component.all(nLayers: nLayers, nHeads: nHeads).map(\.description)
     }
 
     /// Runs `tokens` (equal lengths) once and attributes every target.
@@ -128,15 +129,15 @@ public enum DirectLogitAttribution {
                 let de = fr - f(shifted)
                 rows.append(ComponentAttribution(prompt: target.prompt, component: name, dla: dla, directEffect: de))
             }
-            add("embed", (0..<C).map { Double(acts.embed[n * C + $0]) })
-            add("pos_embed", (0..<C).map { Double(acts.posEmbed[n * C + $0]) })
+            add(Component.embed.description, (0..<C).map { Double(acts.embed[n * C + $0]) })
+            add(Component.posEmbed.description, (0..<C).map { Double(acts.posEmbed[n * C + $0]) })
             for l in 0..<cfg.nLayers {
                 for h in 0..<NH {
                     let base = (ti * NH + h) * C
-                    add("L\(l)H\(h)", (0..<C).map { Double(heads[l][base + $0]) })
+                    add(Component.head(layer: l, head: h).description, (0..<C).map { Double(heads[l][base + $0]) })
                 }
-                add("L\(l)_bO", w.layers[l].bO.map(Double.init))
-                add("L\(l)_mlp", (0..<C).map { Double(acts.layers[l].mlpOut[n * C + $0]) })
+                add(Component.bO(layer: l).description, w.layers[l].bO.map(Double.init))
+                add(Component.mlp(layer: l).description, (0..<C).map { Double(acts.layers[l].mlpOut[n * C + $0]) })
             }
             var worst = 0.0
             for c in 0..<C { worst = max(worst, abs(sum[c] - r[c])) }
@@ -146,7 +147,8 @@ public enum DirectLogitAttribution {
     }
 }
 
-/// NMAE = mean |DLA − DE| / mean |DE| · 100 over a set of (prompt, component) pairs.
+/// NMAE of DLA against the direct effect (`Metrics.nmae`) over heads: all of them, each head,
+/// each layer's heads.
 public struct NMAESummary: Sendable, Codable, Equatable {
     /// Over every (prompt, head) pair, as the paper's code reports it.
     public var headsGlobal: Double
@@ -156,31 +158,22 @@ public struct NMAESummary: Sendable, Codable, Equatable {
     public var perLayer: [String: Double]
 
     public init(rows: [ComponentAttribution]) {
-        var err: [String: Double] = [:], mag: [String: Double] = [:]
-        var layerErr: [String: Double] = [:], layerMag: [String: Double] = [:]
-        var allErr = 0.0, allMag = 0.0
-        for r in rows {
-            guard let layer = Self.headLayer(r.component) else { continue }
-            let e = abs(r.dla - r.directEffect), m = abs(r.directEffect)
-            err[r.component, default: 0] += e
-            mag[r.component, default: 0] += m
-            layerErr["L\(layer)", default: 0] += e
-            layerMag["L\(layer)", default: 0] += m
-            allErr += e
-            allMag += m
+        struct Sums { var err = 0.0, mag = 0.0, n = 0 }
+        var head: [String: Sums] = [:], layer: [String: Sums] = [:], all = Sums()
+        func add(_ s: inout Sums, _ r: ComponentAttribution) {
+            s.err += abs(r.dla - r.directEffect)
+            s.mag += abs(r.directEffect)
+            s.n += 1
         }
-        // Means over the same count cancel: NMAE = Σ|DLA − DE| / Σ|DE| · 100.
-        func ratio(_ e: Double, _ m: Double) -> Double { m == 0 ? (e == 0 ? 0 : .infinity) : e / m * 100 }
-        headsGlobal = ratio(allErr, allMag)
-        perHead = err.reduce(into: [:]) { $0[$1.key] = ratio($1.value, mag[$1.key]!) }
-        perLayer = layerErr.reduce(into: [:]) { $0[$1.key] = ratio($1.value, layerMag[$1.key]!) }
-    }
-
-    /// The layer of a head component `L{l}H{h}`, nil for other components.
-    public static func headLayer(_ component: String) -> Int? {
-        guard component.first == "L", let hIndex = component.firstIndex(of: "H"),
-              let l = Int(component[component.index(after: component.startIndex)..<hIndex]),
-              Int(component[component.index(after: hIndex)...]) != nil else { return nil }
-        return l
+        for r in rows {
+            guard let l = Component(name: r.component)?.headLayer else { continue }
+            add(&head[r.component, default: Sums()], r)
+            add(&layer["L\(l)", default: Sums()], r)
+            add(&all, r)
+        }
+        func nmae(_ s: Sums) -> Double { Metrics.nmae(sumAbsError: s.err, sumAbsExact: s.mag, count: s.n) }
+        headsGlobal = nmae(all)
+        perHead = head.mapValues(nmae)
+        perLayer = layer.mapValues(nmae)
     }
 }

@@ -1,4 +1,6 @@
 import Foundation
+import GPT2
+import Support
 
 /// The one thing prompt sets need from a tokenizer. `GPT2Tokenizer` conforms
 /// (TokenizerConformance.swift); tests may use a small fake.
@@ -42,6 +44,19 @@ public struct PromptExample: Sendable, Codable, Equatable {
     }
 }
 
+/// A key of a prompt file that lnlens neither reads nor knows as metadata (a typo, usually).
+public struct UnknownKey: Sendable, Equatable {
+    public var key: String
+    /// 1-based line numbers, ascending.
+    public var lines: [Int]
+
+    /// One line for stderr: `FILE:LINE: warning: unknown key "wrnog" …`.
+    public func warning(path: String) -> String {
+        let more = lines.count > 1 ? " (and \(lines.count - 1) more line\(lines.count == 2 ? "" : "s"))" : ""
+        return "\(path):\(lines[0]): warning: unknown key \"\(key)\"\(more) is ignored; lnlens reads \(PromptSet.readKeys.joined(separator: ", ")) (metadata: \(PromptSet.metadataKeys.joined(separator: ", ")) or keys starting with _)"
+    }
+}
+
 /// A line left out by `--skip-invalid`, and why.
 public struct SkippedLine: Sendable, Equatable {
     /// 1-based line number in the file.
@@ -52,7 +67,9 @@ public struct SkippedLine: Sendable, Equatable {
 
 /// A JSONL prompt file (DESIGN.md, "Definitions used by the analysis commands"), validated and
 /// tokenized: one object per line with string keys `prompt`, `answer` and optionally `wrong`,
-/// `corrupt`; other keys are ignored, blank lines skipped.
+/// `corrupt`; blank lines skipped. Other keys are kept out of the analysis: the generators'
+/// metadata (`set`, `template`, `year`), `meta` and keys starting with `_` silently, anything
+/// else (a misspelt `wrnog`) with a warning naming the line and key.
 public struct PromptSet: Sendable {
     /// The path as given (relative paths stay relative, for messages and the results store).
     public var path: String
@@ -60,6 +77,8 @@ public struct PromptSet: Sendable {
     public var contentHash: String
     public var examples: [PromptExample]
     public var skipped: [SkippedLine]
+    /// Keys that are neither read nor known metadata, each with the lines it occurs on.
+    public var unknownKeys: [UnknownKey] = []
     public var prependBOS: Bool
 
     /// Reads and validates `url`. Without `skipInvalid` the first invalid line throws
@@ -71,9 +90,9 @@ public struct PromptSet: Sendable {
         let path = url.relativePath
         let data: Data
         do {
-            data = try Data(contentsOf: url)
+            data = try Files.read(url)
         } catch {
-            throw AnalysisError.promptFileUnreadable(path: path, reason: Self.shortReason(error))
+            throw AnalysisError.promptFileUnreadable(path: path, reason: error.description)
         }
         return try parse(data: data, path: path, tokenizer: tokenizer, skipInvalid: skipInvalid, prependBOS: prependBOS)
     }
@@ -84,6 +103,7 @@ public struct PromptSet: Sendable {
     ) throws -> PromptSet {
         var examples: [PromptExample] = []
         var skipped: [SkippedLine] = []
+        var unknown: [String: [Int]] = [:]
         var bytes = [UInt8](data)
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes.removeFirst(3) }
 
@@ -94,7 +114,7 @@ public struct PromptSet: Sendable {
             if lineBytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
             switch validate(
                 lineBytes: Data(lineBytes), line: lineNumber, index: examples.count,
-                tokenizer: tokenizer, prependBOS: prependBOS)
+                tokenizer: tokenizer, prependBOS: prependBOS, unknownKeys: { unknown[$0, default: []].append(lineNumber) })
             {
             case let .success(example):
                 examples.append(example)
@@ -106,8 +126,11 @@ public struct PromptSet: Sendable {
             }
         }
         if examples.isEmpty { throw AnalysisError.noValidPrompts(path: path, skipped: skipped.count) }
-        return PromptSet(
+        var set = PromptSet(
             path: path, contentHash: sha256Hex(data), examples: examples, skipped: skipped, prependBOS: prependBOS)
+        set.unknownKeys = unknown.map { UnknownKey(key: $0.key, lines: $0.value) }
+            .sorted { ($0.lines[0], $0.key) < ($1.lines[0], $1.key) }
+        return set
     }
 
     /// The examples a model with context `nCtx` and vocabulary `dVocab` can run: others are an
@@ -153,8 +176,14 @@ public struct PromptSet: Sendable {
         return batches
     }
 
+    /// The keys a line is read for.
+    public static let readKeys = ["prompt", "answer", "wrong", "corrupt"]
+    /// Keys that carry metadata and are ignored without a warning (besides `_…`).
+    public static let metadataKeys = ["set", "template", "year", "meta"]
+
     private static func validate(
-        lineBytes: Data, line: Int, index: Int, tokenizer: some TextEncoder, prependBOS: Bool
+        lineBytes: Data, line: Int, index: Int, tokenizer: some TextEncoder, prependBOS: Bool,
+        unknownKeys: (String) -> Void
     ) -> Result<PromptExample, PromptProblem> {
         let object: Any
         do {
@@ -164,6 +193,9 @@ public struct PromptSet: Sendable {
             return .failure(.badJSON(reason: "starts with \(PromptProblem.quoted(text))"))
         }
         guard let dict = object as? [String: Any] else { return .failure(.notAnObject) }
+        for key in dict.keys where !readKeys.contains(key) && !metadataKeys.contains(key) && !key.hasPrefix("_") {
+            unknownKeys(key)
+        }
 
         func string(_ key: String, required: Bool) -> Result<String?, PromptProblem> {
             guard let value = dict[key], !(value is NSNull) else {
@@ -210,13 +242,6 @@ public struct PromptSet: Sendable {
         } catch {
             return .failure(error)
         }
-    }
-
-    static func shortReason(_ error: Error) -> String {
-        let ns = error as NSError
-        if ns.domain == NSCocoaErrorDomain, ns.code == NSFileReadNoSuchFileError { return "no such file" }
-        if ns.domain == NSCocoaErrorDomain, ns.code == NSFileReadNoPermissionError { return "permission denied" }
-        return ns.localizedDescription
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// A run of consecutive tokens of a text; every position p < tokens.count − 1 predicts
 /// `tokens[p + 1]`.
@@ -43,9 +44,9 @@ public struct TextPrompts: Sendable {
         if let maxTokens, maxTokens < 1 { throw AnalysisError.maxTokensTooSmall(maxTokens: maxTokens) }
         let data: Data
         do {
-            data = try Data(contentsOf: url)
+            data = try Files.read(url)
         } catch {
-            throw AnalysisError.textFileUnreadable(path: path, reason: PromptSet.shortReason(error))
+            throw AnalysisError.textFileUnreadable(path: path, reason: error.description)
         }
         guard let text = String(data: data, encoding: .utf8) else { throw AnalysisError.textNotUTF8(path: path) }
         let tokens = tokenizer.encode(text)

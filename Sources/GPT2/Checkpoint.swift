@@ -37,10 +37,16 @@ public struct Checkpoint: Sendable {
 
     /// Canonical tensor `canonicalName` as Float32 with its stored shape. When the unembedding
     /// is tied, `lm_head.weight` returns `wte.weight` (same `[dVocab, dModel]` shape).
+    /// Non-finite values (NaN, ±Inf) are an error naming the file, tensor and count: no analysis
+    /// of such weights means anything.
     public func tensor(_ canonicalName: String) throws -> Tensor {
-        if let s = sources[canonicalName] { return try s.file.tensor(s.name) }
-        if canonicalName == "lm_head.weight", let wte = sources["wte.weight"] { return try wte.file.tensor(wte.name) }
-        throw CheckpointError.unknownCanonicalTensor(name: canonicalName)
+        var source = sources[canonicalName]
+        if source == nil, canonicalName == "lm_head.weight" { source = sources["wte.weight"] }
+        guard let s = source else { throw CheckpointError.unknownCanonicalTensor(name: canonicalName) }
+        let t = try s.file.tensor(s.name)
+        let bad = t.data.withUnsafeBufferPointer { p in p.reduce(0) { $0 + ($1.isFinite ? 0 : 1) } }
+        if bad > 0 { throw CheckpointError.nonFiniteWeights(file: s.file.url.path, tensor: s.name, count: bad, total: t.count) }
+        return t
     }
 
     /// Content hash of the weights: XXH64 over every tensor's canonical name, dtype, shape and
@@ -107,6 +113,14 @@ public struct Checkpoint: Sendable {
             }
         }
 
+        // The config against the blocks that exist, before n_layer sizes anything.
+        let blocks = Set(found.keys.compactMap(blockIndex))
+        if (blocks.max() ?? -1) + 1 < config.nLayers {
+            let held = blocks.max().map { "blocks 0...\($0) (h.0 … h.\($0))" } ?? "no blocks (h.0.…)"
+            throw CheckpointError.configBadValue(
+                file: directory.appendingPathComponent("config.json").path, key: "n_layer",
+                reason: "is \(config.nLayers) but the weights hold \(held); fix config.json or the weight files")
+        }
         let expected = expectedShapes(for: config, untiedUnembedding: found["lm_head.weight"] != nil)
         var problems: [CheckpointError] = []
         for (name, shape) in expected {
@@ -145,6 +159,14 @@ public struct Checkpoint: Sendable {
             tokenizerDirectory: tokenizer ? directory : nil,
             dtypes: Set(expected.map { found[$0.name]!.entry.dtype.rawValue }),
             sources: found.filter { expectedNames.contains($0.key) })
+    }
+
+    /// N of a tensor named `h.N.…`.
+    private static func blockIndex(_ name: String) -> Int? {
+        guard name.hasPrefix("h.") else { return nil }
+        let rest = name.dropFirst(2)
+        guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]), n >= 0 else { return nil }
+        return n
     }
 
     /// `h.N.attn.bias` and `h.N.attn.masked_bias`: causal-mask buffers older exports include.
@@ -255,51 +277,7 @@ public struct Checkpoint: Sendable {
         do { data = try Data(contentsOf: url) } catch {
             throw CheckpointError.fileUnreadable(file: file, reason: error.localizedDescription)
         }
-        guard let object = try? JSONSerialization.jsonObject(with: data) else {
-            throw CheckpointError.configInvalidJSON(file: file, reason: "not valid JSON")
-        }
-        guard let fields = object as? [String: Any] else {
-            throw CheckpointError.configInvalidJSON(file: file, reason: "not a JSON object")
-        }
-        if let type = fields["model_type"] as? String, type != "gpt2" {
-            throw CheckpointError.configBadValue(file: file, key: "model_type",
-                                                 reason: "is \"\(type)\"; lnlens runs GPT-2 models only")
-        }
-        let config: GPT2Config
-        do {
-            config = try JSONDecoder().decode(GPT2Config.self, from: data)
-        } catch DecodingError.keyNotFound(let key, _) {
-            let name = key.stringValue == "n_ctx" ? "n_positions" : key.stringValue
-            throw CheckpointError.configMissingKey(file: file, key: name)
-        } catch DecodingError.typeMismatch(_, let context) {
-            throw CheckpointError.configBadValue(file: file, key: keyName(context), reason: "has the wrong type")
-        } catch DecodingError.valueNotFound(_, let context) {
-            throw CheckpointError.configBadValue(file: file, key: keyName(context), reason: "is null")
-        } catch DecodingError.dataCorrupted(let context) {
-            throw CheckpointError.configBadValue(file: file, key: keyName(context), reason: "is not valid: \(context.debugDescription)")
-        } catch {
-            throw CheckpointError.configInvalidJSON(file: file, reason: error.localizedDescription)
-        }
-        func bad(_ key: String, _ reason: String) -> CheckpointError { .configBadValue(file: file, key: key, reason: reason) }
-        guard config.dModel > 0 else { throw bad("n_embd", "must be positive") }
-        guard config.nHeads > 0 else { throw bad("n_head", "must be positive") }
-        guard config.dModel % config.nHeads == 0 else {
-            throw bad("n_embd", "(\(config.dModel)) must be divisible by n_head (\(config.nHeads))")
-        }
-        guard config.nLayers >= 1 else { throw bad("n_layer", "must be at least 1") }
-        // gelu_new, gelu_pytorch_tanh and gelu_fast are the same tanh approximation that lnlens computes.
-        guard ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"].contains(config.activationFunction) else {
-            throw bad("activation_function", "is '\(config.activationFunction)'; lnlens computes GPT-2's gelu_new only")
-        }
-        guard config.nCtx > 0 else { throw bad("n_positions", "must be positive") }
-        guard config.dVocab > 0 else { throw bad("vocab_size", "must be positive") }
-        guard config.dMLP > 0 else { throw bad("n_inner", "must be positive") }
-        guard config.layerNormEpsilon > 0 else { throw bad("layer_norm_epsilon", "must be positive") }
-        return config
-    }
-
-    private static func keyName(_ context: DecodingError.Context) -> String {
-        context.codingPath.map(\.stringValue).joined(separator: ".")
+        return try GPT2Config.parse(data, file: file)
     }
 
     // MARK: Weight files

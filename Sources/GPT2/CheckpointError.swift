@@ -31,6 +31,8 @@ public enum CheckpointError: LocalizedError, Equatable, Sendable {
     case sizeMismatch(file: String, tensor: String, shape: [Int], dtype: String, expectedBytes: Int, foundBytes: Int)
     case offsetsOutOfRange(file: String, tensor: String, begin: Int, end: Int, dataLength: Int)
     case overlappingOffsets(file: String, tensor: String, other: String)
+    case dataNotCovered(file: String, reason: String)
+    case nonFiniteWeights(file: String, tensor: String, count: Int, total: Int)
     case noSuchTensor(file: String, tensor: String)
     case writeFailed(file: String, reason: String)
     // Strict GPT-2 import; `more` counts further problems of any kind.
@@ -95,6 +97,10 @@ public enum CheckpointError: LocalizedError, Equatable, Sendable {
             return "\(file): tensor \(tensor) has data_offsets [\(begin), \(end)] beyond the \(dataLength)-byte data section (truncated file?)"
         case .overlappingOffsets(let file, let tensor, let other):
             return "\(file): tensors \(other) and \(tensor) have overlapping data_offsets; the file is corrupt"
+        case .dataNotCovered(let file, let reason):
+            return "\(file) is not a valid safetensors file: \(reason); the file is corrupt or was written incorrectly, download or export it again"
+        case .nonFiniteWeights(let file, let tensor, let count, let total):
+            return "\(file): tensor \(tensor) holds \(count) non-finite value\(count == 1 ? "" : "s") (NaN or ±Inf) of \(total); the checkpoint is damaged or diverged in training, lnlens will not run it"
         case .noSuchTensor(let file, let tensor):
             return "\(file) holds no tensor named \(tensor)"
         case .writeFailed(let file, let reason):

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// GPT-2 hyperparameters as stored in a Hugging Face `config.json`.
 ///
@@ -79,3 +80,78 @@ public enum LNMode: String, Sendable, Codable {
     /// LN-free checkpoint: the exact linear map `(x − mean x) · w / sqrt(eps) + b`.
     case lnFree = "ln-free"
 }
+
+extension GPT2Config {
+    /// Largest values lnlens accepts, far above any GPT-2 (XL: n_embd 1600, 48 layers, 25 heads,
+    /// 1024 positions, 50257 tokens). They keep every size computed from a config within memory
+    /// and integer range before anything is allocated or looped over.
+    public static let limits: [(key: String, max: Int)] = [
+        ("n_embd", 1 << 15), ("n_layer", 1 << 10), ("n_head", 1 << 10), ("n_positions", 1 << 20),
+        ("n_ctx", 1 << 20), ("vocab_size", 1 << 24), ("n_inner", 1 << 17),
+    ]
+
+    /// Decodes and checks a `config.json`: every key lnlens reads must have its JSON type (named
+    /// with the key when it does not), every size must be positive and within `limits`.
+    /// Errors name `file` and the key.
+    public static func parse(_ data: Data, file: String) throws(CheckpointError) -> GPT2Config {
+        guard let object = try? JSONSerialization.jsonObject(with: data) else {
+            throw .configInvalidJSON(file: file, reason: "not valid JSON")
+        }
+        guard let fields = object as? [String: Any] else {
+            throw .configInvalidJSON(file: file, reason: "not a JSON object")
+        }
+        func bad(_ key: String, _ reason: String) -> CheckpointError { .configBadValue(file: file, key: key, reason: reason) }
+        if let type = fields["model_type"] {
+            guard let name = type as? String else { throw bad("model_type", "must be a string") }
+            guard name == "gpt2" else { throw bad("model_type", "is \"\(name)\"; lnlens runs GPT-2 models only") }
+        }
+        // Types first, so that the messages name the key and what it must be.
+        for key in ["n_embd", "n_layer", "n_head", "n_positions", "n_ctx", "vocab_size", "n_inner"] {
+            guard let value = fields[key], !(value is NSNull) else { continue }
+            guard case .integer(let n) = JSONKind(value) else {
+                throw bad(key, "must be an integer, not \(JSONKind(value).shown)")
+            }
+            guard n > 0 else { throw bad(key, "must be positive, not \(n)") }
+            if let limit = limits.first(where: { $0.key == key })?.max, n > limit {
+                throw bad(key, "is \(n); lnlens accepts at most \(limit) (is the file corrupt?)")
+            }
+        }
+        if let value = fields["layer_norm_epsilon"], !(value is NSNull) {
+            switch JSONKind(value) {
+            case .integer, .number: break
+            default: throw bad("layer_norm_epsilon", "must be a number, not \(JSONKind(value).shown)")
+            }
+        }
+        if let value = fields["activation_function"], !(value is NSNull), !(value is String) {
+            throw bad("activation_function", "must be a string, not \(JSONKind(value).shown)")
+        }
+        for key in ["tie_word_embeddings", "scale_attn_weights", "scale_attn_by_inverse_layer_idx"] {
+            if let value = fields[key], !(value is NSNull), JSONKind(value) != .bool {
+                throw bad(key, "must be true or false, not \(JSONKind(value).shown)")
+            }
+        }
+        let config: GPT2Config
+        do {
+            config = try JSONDecoder().decode(GPT2Config.self, from: data)
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw .configMissingKey(file: file, key: key.stringValue == "n_ctx" ? "n_positions" : key.stringValue)
+        } catch DecodingError.valueNotFound(_, let context) {
+            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw .configMissingKey(file: file, key: key == "n_ctx" ? "n_positions" : key)
+        } catch {
+            throw .configInvalidJSON(file: file, reason: "\(error)".split(separator: "\n").joined(separator: " "))
+        }
+        guard config.dModel % config.nHeads == 0 else {
+            throw bad("n_embd", "(\(config.dModel)) must be divisible by n_head (\(config.nHeads))")
+        }
+        // gelu_new, gelu_pytorch_tanh and gelu_fast are the same tanh approximation that lnlens computes.
+        guard ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"].contains(config.activationFunction) else {
+            throw bad("activation_function", "is '\(config.activationFunction)'; lnlens computes GPT-2's gelu_new only")
+        }
+        guard config.layerNormEpsilon > 0, config.layerNormEpsilon.isFinite else {
+            throw bad("layer_norm_epsilon", "must be a positive finite number")
+        }
+        return config
+    }
+}
+

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import TensorCore
 #if canImport(Glibc)
 import Glibc
@@ -184,12 +185,28 @@ public final class SafetensorsFile: @unchecked Sendable {
             }
             entries[name] = try parseEntry(value, name: name, file: file, dataLength: dataLength)
         }
-        // Tensors may leave holes or start past 0 (the spec allows it) but must not overlap.
-        let ordered = entries.filter { !$0.value.dataOffsets.isEmpty }
-            .sorted { ($0.value.dataOffsets.lowerBound, $0.key) < ($1.value.dataOffsets.lowerBound, $1.key) }
-        for (previous, next) in zip(ordered, ordered.dropFirst())
-        where next.value.dataOffsets.lowerBound < previous.value.dataOffsets.upperBound {
-            throw CheckpointError.overlappingOffsets(file: file, tensor: next.key, other: previous.key)
+        // The format requires the tensors to cover the data section exactly: back to back from
+        // offset 0 to its end, no gap, no overlap, nothing after. A header length that is off by a
+        // few bytes (its JSON ending in padding) shifts every tensor and is caught here.
+        let ordered = entries.sorted {
+            ($0.value.dataOffsets.lowerBound, $0.value.dataOffsets.upperBound, $0.key)
+                < ($1.value.dataOffsets.lowerBound, $1.value.dataOffsets.upperBound, $1.key)
+        }
+        var covered = 0
+        var previous: String?
+        for (name, entry) in ordered {
+            let range = entry.dataOffsets
+            if range.lowerBound < covered, let previous {
+                throw CheckpointError.overlappingOffsets(file: file, tensor: name, other: previous)
+            }
+            if range.lowerBound > covered {
+                throw CheckpointError.dataNotCovered(file: file, reason: "bytes \(covered)..<\(range.lowerBound) of the data section belong to no tensor (tensor \(name) starts at \(range.lowerBound))")
+            }
+            covered = range.upperBound
+            if !range.isEmpty { previous = name }
+        }
+        if covered != dataLength {
+            throw CheckpointError.dataNotCovered(file: file, reason: "the tensors end at byte \(covered) of the data section but it holds \(dataLength) bytes (wrong header length or trailing bytes)")
         }
         return (entries, metadata)
     }
@@ -288,35 +305,23 @@ public enum SafetensorsWriter {
         // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
         while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
 
-        let directory = url.deletingLastPathComponent()
-        let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-            throw CheckpointError.writeFailed(file: path, reason: "cannot create a file in \(directory.path)")
-        }
         do {
-            let handle = try FileHandle(forWritingTo: temporary)
-            defer { try? handle.close() }
-            var prefix = Data(count: 8)
-            prefix.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(headerBytes.count).littleEndian, as: UInt64.self) }
-            try handle.write(contentsOf: prefix + Data(headerBytes))
-            for name in names {
-                let data = tensors[name]!.data
-                #if _endian(big)
-                let stored = data.map { Float(bitPattern: $0.bitPattern.littleEndian) }
-                #else
-                let stored = data
-                #endif
-                try stored.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+            try Files.writeAtomically(url) { handle in
+                var prefix = Data(count: 8)
+                prefix.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(headerBytes.count).littleEndian, as: UInt64.self) }
+                try handle.write(contentsOf: prefix + Data(headerBytes))
+                for name in names {
+                    let data = tensors[name]!.data
+                    #if _endian(big)
+                    let stored = data.map { Float(bitPattern: $0.bitPattern.littleEndian) }
+                    #else
+                    let stored = data
+                    #endif
+                    try stored.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+                }
             }
-            try handle.synchronize()
         } catch {
-            try? FileManager.default.removeItem(at: temporary)
-            throw CheckpointError.writeFailed(file: path, reason: error.localizedDescription)
-        }
-        guard rename(temporary.path, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(at: temporary)
-            throw CheckpointError.writeFailed(file: path, reason: reason)
+            throw CheckpointError.writeFailed(file: path, reason: error.description)
         }
     }
 

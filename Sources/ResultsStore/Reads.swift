@@ -4,19 +4,15 @@ import GRDB
 extension ResultsDatabase {
     /// All runs, by id.
     public func runs() throws -> [RunRecord] {
-        try read("listing runs") { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY id").map(Self.runRecord)
-        }
+        try read("listing runs") { db in try RunRecord.order(Column("id")).fetchAll(db) }
     }
 
     /// One run, or nil when there is no run with that id (callers print `no run N in DB`).
     public func run(id: Int64) throws -> RunRecord? {
-        try read("reading run \(id)") { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id]).map(Self.runRecord)
-        }
+        try read("reading run \(id)") { db in try RunRecord.fetchOne(db, key: id) }
     }
 
-    /// The prompt indices whose batches are stored (from `batches_done`), for resuming.
+    /// The prompt indices whose chunks are stored (from `batches_done`), for resuming.
     public func completedPromptIndices(runID: Int64) throws -> Set<Int> {
         try read("reading progress of run \(runID)") { db in
             _ = try Self.runRow(db, id: runID, path: path)
@@ -38,40 +34,31 @@ extension ResultsDatabase {
             return try Row.fetchAll(
                 db, sql: "SELECT * FROM run_prompts WHERE run_id = ? ORDER BY prompt_index", arguments: [runID]
             ).map { row in
-                PromptRow(
+                let tokensJSON: String? = try row.decode(forColumn: "tokens_json")
+                return PromptRow(
                     promptIndex: try row.decode(forColumn: "prompt_index"), prompt: try row.decode(forColumn: "prompt"),
                     answer: try row.decode(forColumn: "answer"), wrong: try row.decode(forColumn: "wrong"),
-                    nTokens: try row.decode(forColumn: "n_tokens"))
+                    nTokens: try row.decode(forColumn: "n_tokens"), corrupt: try row.decode(forColumn: "corrupt"),
+                    tokens: try tokensJSON.map { try JSONDecoder().decode([String].self, from: Data($0.utf8)) })
             }
         }
     }
 
-    /// The run's result rows (optionally one quantity), ordered by prompt, component, quantity.
-    public func results(runID: Int64, quantity: String? = nil) throws -> [ResultRow] {
+    /// The run's result rows, optionally of one site and/or quantity, ordered by prompt, site,
+    /// layer, position, head, quantity (absent layer/position/head first).
+    public func results(runID: Int64, site: String? = nil, quantity: String? = nil) throws -> [ResultRow] {
         try read("reading results of run \(runID)") { db in
             _ = try Self.runRow(db, id: runID, path: path)
-            let rows: [Row]
-            if let quantity {
-                rows = try Row.fetchAll(
-                    db,
-                    sql: """
-                        SELECT prompt_index, component, quantity, value FROM results
-                        WHERE run_id = ? AND quantity = ? ORDER BY prompt_index, component, quantity
-                        """,
-                    arguments: [runID, quantity])
-            } else {
-                rows = try Row.fetchAll(
-                    db,
-                    sql: """
-                        SELECT prompt_index, component, quantity, value FROM results
-                        WHERE run_id = ? ORDER BY prompt_index, component, quantity
-                        """,
-                    arguments: [runID])
-            }
-            return try rows.map {
+            var sql = "SELECT prompt_index, site, layer, position, head, quantity, value FROM results WHERE run_id = ?"
+            var arguments: StatementArguments = [runID]
+            if let site { sql += " AND site = ?"; arguments += [site] }
+            if let quantity { sql += " AND quantity = ?"; arguments += [quantity] }
+            sql += " ORDER BY prompt_index, site, ifnull(layer, -1), ifnull(position, -1), ifnull(head, -1), quantity"
+            return try Row.fetchAll(db, sql: sql, arguments: arguments).map {
                 ResultRow(
-                    promptIndex: try $0.decode(atIndex: 0), component: try $0.decode(atIndex: 1),
-                    quantity: try $0.decode(atIndex: 2), value: try $0.decode(atIndex: 3))
+                    promptIndex: try $0.decode(atIndex: 0), site: try $0.decode(atIndex: 1), layer: try $0.decode(atIndex: 2),
+                    position: try $0.decode(atIndex: 3), head: try $0.decode(atIndex: 4), quantity: try $0.decode(atIndex: 5),
+                    value: try $0.decode(atIndex: 6))
             }
         }
     }
@@ -93,7 +80,58 @@ extension ResultsDatabase {
         }
     }
 
-    /// How many prompts, results, summaries and batches of the run are stored.
+    /// The run's estimator errors, ordered by site, method, layer (all layers first), normalised, metric.
+    public func estimatorErrors(runID: Int64) throws -> [ErrorRow] {
+        try read("reading estimator errors of run \(runID)") { db in
+            _ = try Self.runRow(db, id: runID, path: path)
+            return try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT site, method, layer, normalized, metric, value FROM estimator_errors WHERE run_id = ?
+                    ORDER BY site, method, ifnull(layer, -1), normalized, metric
+                    """,
+                arguments: [runID]
+            ).map { row in
+                let value: Double? = try row.decode(atIndex: 5)
+                let normalized: Int = try row.decode(atIndex: 3)
+                return ErrorRow(site: try row.decode(atIndex: 0), method: try row.decode(atIndex: 1),
+                                layer: try row.decode(atIndex: 2), normalized: normalized != 0,
+                                metric: try row.decode(atIndex: 4), value: value ?? .nan)
+            }
+        }
+    }
+
+    /// The optimizer steps of a training run, by step.
+    public func trainSteps(runID: Int64) throws -> [TrainStepRow] {
+        try read("reading training steps of run \(runID)") { db in
+            _ = try Self.runRow(db, id: runID, path: path)
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM train_steps WHERE run_id = ? ORDER BY step", arguments: [runID]
+            ).map { row in
+                TrainStepRow(step: try row.decode(forColumn: "step"), loss: try row.decode(forColumn: "loss"),
+                             auxLoss: try row.decode(forColumn: "aux_loss"), lr: try row.decode(forColumn: "lr"),
+                             gradNorm: try row.decode(forColumn: "grad_norm"), tokens: try row.decode(forColumn: "tokens"),
+                             seconds: try row.decode(forColumn: "seconds"), event: try row.decode(forColumn: "event"))
+            }
+        }
+    }
+
+    /// The shards a merged run was made from, by shard index.
+    public func shards(runID: Int64) throws -> [ShardRow] {
+        try read("reading shards of run \(runID)") { db in
+            _ = try Self.runRow(db, id: runID, path: path)
+            return try Row.fetchAll(
+                db, sql: "SELECT * FROM run_shards WHERE run_id = ? ORDER BY shard_index", arguments: [runID]
+            ).map { row in
+                ShardRow(shardIndex: try row.decode(forColumn: "shard_index"), shardCount: try row.decode(forColumn: "shard_count"),
+                         sourcePath: try row.decode(forColumn: "source_path"), sourceRunID: try row.decode(forColumn: "source_run_id"),
+                         ownerHost: try row.decode(forColumn: "owner_host"), startedAt: try row.decode(forColumn: "started_at"),
+                         endedAt: try row.decode(forColumn: "ended_at"), nPrompts: try row.decode(forColumn: "n_prompts"))
+            }
+        }
+    }
+
+    /// How many prompts, results, summaries and chunks of the run are stored.
     public func counts(runID: Int64) throws -> RunCounts {
         try read("counting rows of run \(runID)") { db in
             _ = try Self.runRow(db, id: runID, path: path)
@@ -108,23 +146,9 @@ extension ResultsDatabase {
 
     /// The run, or `noSuchRun`.
     static func runRow(_ db: Database, id: Int64, path: String) throws -> RunRecord {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id]) else {
+        guard let run = try RunRecord.fetchOne(db, key: id) else {
             throw ResultsStoreError.noSuchRun(id: id, path: path)
         }
-        return try runRecord(row)
-    }
-
-    static func runRecord(_ row: Row) throws -> RunRecord {
-        let status: String = try row.decode(forColumn: "status")
-        return RunRecord(
-            id: try row.decode(forColumn: "id"), command: try row.decode(forColumn: "command"),
-            optionsJSON: try row.decode(forColumn: "options_json"), modelPath: try row.decode(forColumn: "model_path"),
-            modelHash: try row.decode(forColumn: "model_hash"), lnMode: try row.decode(forColumn: "ln_mode"),
-            processingJSON: try row.decode(forColumn: "processing_json"),
-            promptSetPath: try row.decode(forColumn: "prompt_set_path"),
-            promptSetHash: try row.decode(forColumn: "prompt_set_hash"), nPrompts: try row.decode(forColumn: "n_prompts"),
-            toolVersion: try row.decode(forColumn: "tool_version"), startedAt: try row.decode(forColumn: "started_at"),
-            endedAt: try row.decode(forColumn: "ended_at"), status: RunStatus(rawValue: status) ?? .failed,
-            error: try row.decode(forColumn: "error"))
+        return run
     }
 }

@@ -1,35 +1,36 @@
 import Foundation
+import GRDB
+import Support
 
-/// Lifecycle of a run. A run found `running` by a later process is not necessarily dead:
-/// another process may still be writing it. Resuming is always an explicit decision.
+/// Lifecycle of a run. A run found `running` by a later process may still be written by its
+/// owner; `claimRun` tells the two cases apart.
 public enum RunStatus: String, Codable, Sendable, CaseIterable {
     case running, completed, failed, interrupted
 }
 
-/// The names the analyses and the store agree on. `results.quantity`, `summaries.scope` etc.
-/// are free text in the schema so later analyses can add their own; these are the ones the
-/// named queries and `diff` read.
+/// Names the commands and the store agree on. `results.quantity`, `summaries.scope` etc. are
+/// free text in the schema so that later analyses can add their own.
 public enum StoreName {
-    /// `runs.command` of a DLA-versus-direct-effect run (`lnlens dla`).
-    public static let dlaCommand = "dla"
+    /// `runs.command` values.
+    public static let dlaCommand = "dla", patchCommand = "patch", trainCommand = "train", evalCommand = "eval"
+    public static let removeLNCommand = "remove-ln"
     /// `runs.ln_mode` values (a CHECK constraint allows exactly these).
     public static let lnModes = ["layernorm", "ln-free"]
-    /// `results.quantity`: direct logit attribution of a component.
-    public static let dla = "dla"
-    /// `results.quantity`: exact direct effect `f(r) − f(r − c)` of a component.
-    public static let directEffect = "direct_effect"
-    /// `results.quantity` of the patching analyses, per site.
-    public static let activationPatching = "activation_patching"
-    public static let atp = "atp"
-    /// `summaries.scope`: global over all heads (key `all`), one head (key `L0H0`),
-    /// one layer's heads (key `L3`), an internal check (key e.g. `components_sum`).
+    /// `results.quantity` of `dla` runs.
+    public static let dla = "dla", directEffect = "direct_effect", componentsSumError = "components_sum_error"
+    /// `summaries.scope`: global over all heads (key `all`), one head (key `L0H0`), one layer's
+    /// heads (key `L3`), an internal check (key e.g. `components_sum`).
     public static let scopeHeads = "heads", scopeHead = "head", scopeLayer = "layer", scopeCheck = "check"
     /// `summaries.metric`: NMAE in percent.
     public static let nmae = "nmae"
 }
 
-/// What `beginRun` records about a run before any result exists.
-public struct NewRun: Sendable, Equatable {
+/// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and
+/// which process writes it. `id` is nil until the run is recorded.
+public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "runs"
+
+    public var id: Int64?
     public var command: String
     /// Every option of the command, as a JSON object.
     public var optionsJSON: String
@@ -40,16 +41,41 @@ public struct NewRun: Sendable, Equatable {
     public var lnMode: String
     /// Weight-processing flags, as a JSON object.
     public var processingJSON: String
+    /// The prompt set, text or corpus the run reads.
     public var promptSetPath: String
     public var promptSetHash: String
+    /// Prompts (or positions, windows, steps) the run covers: indices `0 ..< nPrompts`.
     public var nPrompts: Int
     public var toolVersion: String
     public var startedAt: Date
+    /// NULL while running.
+    public var endedAt: Date?
+    public var status: RunStatus
+    public var error: String?
+    /// The process that writes (or last wrote) the run.
+    public var ownerHost: String?
+    public var ownerPID: Int?
+    public var ownerStart: String?
+    /// When the owner last showed it was alive (it refreshes this while it works).
+    public var heartbeatAt: Date?
+    /// `--shard I/N`: this run covers the prompts whose index ≡ I (mod N). nil when unsharded.
+    public var shardIndex: Int?
+    public var shardCount: Int?
 
+    enum CodingKeys: String, CodingKey {
+        case id, command, optionsJSON = "options_json", modelPath = "model_path", modelHash = "model_hash"
+        case lnMode = "ln_mode", processingJSON = "processing_json", promptSetPath = "prompt_set_path"
+        case promptSetHash = "prompt_set_hash", nPrompts = "n_prompts", toolVersion = "tool_version"
+        case startedAt = "started_at", endedAt = "ended_at", status, error
+        case ownerHost = "owner_host", ownerPID = "owner_pid", ownerStart = "owner_start", heartbeatAt = "heartbeat_at"
+        case shardIndex = "shard_index", shardCount = "shard_count"
+    }
+
+    /// A new run, `running`, started now; `beginRun` records it.
     public init(
         command: String, optionsJSON: String, modelPath: String, modelHash: String, lnMode: String,
         processingJSON: String, promptSetPath: String, promptSetHash: String, nPrompts: Int,
-        toolVersion: String, startedAt: Date = Date()
+        toolVersion: String, shard: (index: Int, count: Int)? = nil, startedAt: Date = Date()
     ) {
         self.command = command
         self.optionsJSON = optionsJSON
@@ -62,27 +88,24 @@ public struct NewRun: Sendable, Equatable {
         self.nPrompts = nPrompts
         self.toolVersion = toolVersion
         self.startedAt = startedAt
+        self.status = .running
+        self.shardIndex = shard?.index
+        self.shardCount = shard?.count
     }
-}
 
-/// One row of `runs`.
-public struct RunRecord: Codable, Sendable, Equatable {
-    public var id: Int64
-    public var command: String
-    public var optionsJSON: String
-    public var modelPath: String
-    public var modelHash: String
-    public var lnMode: String
-    public var processingJSON: String
-    public var promptSetPath: String
-    public var promptSetHash: String
-    public var nPrompts: Int
-    public var toolVersion: String
-    public var startedAt: Date
-    /// NULL while running.
-    public var endedAt: Date?
-    public var status: RunStatus
-    public var error: String?
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+
+    /// The writing process, when recorded.
+    public var owner: ProcessIdentity? {
+        guard let ownerHost, let ownerPID else { return nil }
+        return ProcessIdentity(host: ownerHost, pid: ownerPID, start: ownerStart ?? "")
+    }
+
+    /// `I/N` for a sharded run.
+    public var shardLabel: String? {
+        guard let shardIndex, let shardCount else { return nil }
+        return "\(shardIndex)/\(shardCount)"
+    }
 }
 
 /// One row of `run_prompts` (the run id is implied by the call).
@@ -93,28 +116,45 @@ public struct PromptRow: Codable, Sendable, Equatable {
     public var answer: String
     public var wrong: String?
     public var nTokens: Int
+    /// The corrupted prompt of a patching run.
+    public var corrupt: String?
+    /// The prompt's tokens as text, one string per position (patching maps label columns with them).
+    public var tokens: [String]?
 
-    public init(promptIndex: Int, prompt: String, answer: String, wrong: String?, nTokens: Int) {
+    public init(promptIndex: Int, prompt: String, answer: String, wrong: String?, nTokens: Int,
+                corrupt: String? = nil, tokens: [String]? = nil) {
         self.promptIndex = promptIndex
         self.prompt = prompt
         self.answer = answer
         self.wrong = wrong
         self.nTokens = nTokens
+        self.corrupt = corrupt
+        self.tokens = tokens
     }
 }
 
-/// One row of `results`: one number per (prompt, component or site, quantity).
+/// One row of `results`: one number per (prompt, site, layer, position, head, quantity). `layer`,
+/// `position` and `head` are nil where the site has none (`embed` has no layer; a `resid_pre`
+/// patch has no head; an all-positions head patch has no position).
 public struct ResultRow: Codable, Sendable, Equatable, Hashable {
     public var promptIndex: Int
-    /// `embed`, `pos_embed`, `L{l}H{h}`, `L{l}_bO`, `L{l}_mlp`, or a patching site.
-    public var component: String
-    /// e.g. `dla`, `direct_effect`, `activation_patching`, `atp`.
+    /// A DLA component's site (`embed`, `pos_embed`, `result`, `b_O`, `mlp_out`) or a patching
+    /// site (`resid_pre`, `z`, …).
+    public var site: String
+    public var layer: Int?
+    public var position: Int?
+    public var head: Int?
+    /// e.g. `dla`, `direct_effect`, `activation`, `atp`.
     public var quantity: String
     public var value: Double
 
-    public init(promptIndex: Int, component: String, quantity: String, value: Double) {
+    public init(promptIndex: Int, site: String, layer: Int? = nil, position: Int? = nil, head: Int? = nil,
+                quantity: String, value: Double) {
         self.promptIndex = promptIndex
-        self.component = component
+        self.site = site
+        self.layer = layer
+        self.position = position
+        self.head = head
         self.quantity = quantity
         self.value = value
     }
@@ -138,6 +178,85 @@ public struct SummaryRow: Codable, Sendable, Equatable {
     public static func == (a: SummaryRow, b: SummaryRow) -> Bool {
         a.scope == b.scope && a.key == b.key && a.metric == b.metric
             && (a.value == b.value || (a.value.isNaN && b.value.isNaN))
+    }
+}
+
+/// One row of `estimator_errors`: how far an estimator (`atp`, `atp_star`) is from activation
+/// patching at one site kind, over one layer (`layer` nil: all layers), on raw or normalised values.
+public struct ErrorRow: Codable, Sendable, Equatable {
+    public var site: String
+    public var method: String
+    public var layer: Int?
+    public var normalized: Bool
+    /// `nmae`, `pearson`, `spearman`, `sign_agreement`, `topk_recall_10`, `topk_recall_5pct`, `n`.
+    public var metric: String
+    /// NaN when undefined (stored as NULL).
+    public var value: Double
+
+    public init(site: String, method: String, layer: Int?, normalized: Bool, metric: String, value: Double) {
+        self.site = site
+        self.method = method
+        self.layer = layer
+        self.normalized = normalized
+        self.metric = metric
+        self.value = value
+    }
+
+    public static func == (a: ErrorRow, b: ErrorRow) -> Bool {
+        a.site == b.site && a.method == b.method && a.layer == b.layer && a.normalized == b.normalized
+            && a.metric == b.metric && (a.value == b.value || (a.value.isNaN && b.value.isNaN))
+    }
+}
+
+/// One optimizer step of a `train` or `remove-ln` run.
+public struct TrainStepRow: Codable, Sendable, Equatable {
+    public var step: Int
+    public var loss: Double
+    /// The auxiliary loss of LayerNorm removal, when used.
+    public var auxLoss: Double?
+    public var lr: Double
+    public var gradNorm: Double?
+    /// Tokens seen so far, this step included.
+    public var tokens: Int
+    /// Wall time of the step.
+    public var seconds: Double?
+    /// What happened at this step, e.g. `ln_2 of blocks 0 removed`.
+    public var event: String?
+
+    public init(step: Int, loss: Double, auxLoss: Double? = nil, lr: Double, gradNorm: Double? = nil, tokens: Int,
+                seconds: Double? = nil, event: String? = nil) {
+        self.step = step
+        self.loss = loss
+        self.auxLoss = auxLoss
+        self.lr = lr
+        self.gradNorm = gradNorm
+        self.tokens = tokens
+        self.seconds = seconds
+        self.event = event
+    }
+}
+
+/// Provenance of one shard of a merged run (`lnlens merge`).
+public struct ShardRow: Codable, Sendable, Equatable {
+    public var shardIndex: Int
+    public var shardCount: Int
+    public var sourcePath: String
+    public var sourceRunID: Int64
+    public var ownerHost: String?
+    public var startedAt: Date
+    public var endedAt: Date?
+    public var nPrompts: Int
+
+    public init(shardIndex: Int, shardCount: Int, sourcePath: String, sourceRunID: Int64, ownerHost: String?,
+                startedAt: Date, endedAt: Date?, nPrompts: Int) {
+        self.shardIndex = shardIndex
+        self.shardCount = shardCount
+        self.sourcePath = sourcePath
+        self.sourceRunID = sourceRunID
+        self.ownerHost = ownerHost
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.nPrompts = nPrompts
     }
 }
 

@@ -1,8 +1,9 @@
 import Foundation
 import GRDB
+import Support
 
 /// The lnlens results database: a small value around a GRDB connection with named schema
-/// migrations. Writers use a `DatabasePool` (WAL, so readers never block the writer and two
+/// migrations. Writers use a `DatabasePool` (WAL, so readers never block the writer and several
 /// processes can share one file); `openReadOnly` gives a connection that cannot write.
 public struct ResultsDatabase: Sendable {
     /// The file path, or `:memory:`.
@@ -11,21 +12,37 @@ public struct ResultsDatabase: Sendable {
     /// nil when opened read-only.
     let writer: (any DatabaseWriter)?
 
-    /// Opens (creating it and its parent folder if needed) the database at `path` for writing,
-    /// in WAL mode, and migrates it to the current schema.
+    /// Opens (creating it and its parent folder if needed) the database at `path` for writing, in
+    /// WAL mode. An existing file must pass SQLite's `quick_check` first (a damaged database is
+    /// refused, never written into); then it is migrated to the current schema.
     public init(path: String) throws {
         let url = URL(fileURLWithPath: path)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ResultsStoreError.cannotOpen(path: path, reason: "it is a folder; give a file name such as results/lnlens.sqlite")
+        }
         do {
             try FileManager.default.createDirectory(
                 at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         } catch {
             throw ResultsStoreError.cannotOpen(path: path, reason: "cannot create its folder (\(error.localizedDescription))")
         }
+        let existed = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int).map { $0 > 0 } ?? false
+        if existed {
+            // Checked over a read-only connection: opening a pool already writes (GRDB creates and
+            // drops a table to set up WAL), and nothing may be written into a damaged file.
+            do {
+                try Self.checkIntact(DatabaseQueue(path: path, configuration: Self.configuration(readonly: true)),
+                                     path: path, full: false)
+            } catch let error as DatabaseError {
+                throw Self.openError(path: path, error)
+            }
+        }
         let pool: DatabasePool
         do {
             pool = try DatabasePool(path: path, configuration: Self.configuration(readonly: false))
         } catch let error as DatabaseError {
-            throw ResultsStoreError.cannotOpen(path: path, reason: error.oneLineMessage)
+            throw Self.openError(path: path, error)
         }
         try self.init(path: path, writer: pool)
     }
@@ -36,25 +53,35 @@ public struct ResultsDatabase: Sendable {
         return try ResultsDatabase(path: ":memory:", writer: queue)
     }
 
-    /// Opens an existing database for reading only (`query`, `diff`, `report`). A missing file
-    /// is an error naming it; it is never created.
+    /// Opens an existing database for reading only (`runs`, `query`, `diff`, `report`). A missing
+    /// file is an error naming it; it is never created. A database that another process is
+    /// creating right now is waited for (up to the busy timeout).
     public static func openReadOnly(path: String) throws -> ResultsDatabase {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
             throw ResultsStoreError.databaseNotFound(path: path)
         }
-        let queue: DatabaseQueue
-        do {
-            queue = try DatabaseQueue(path: path, configuration: configuration(readonly: true))
-            let current = try queue.read { db in
-                (try schemaMigrator.hasCompletedMigrations(db), try schemaMigrator.hasBeenSuperseded(db))
+        let deadline = Date().addingTimeInterval(busyTimeout)
+        while true {
+            let queue: DatabaseQueue
+            let state: SchemaState
+            do {
+                queue = try DatabaseQueue(path: path, configuration: configuration(readonly: true))
+                state = try queue.read(schemaState)
+            } catch let error as DatabaseError {
+                throw openError(path: path, error)
             }
-            if current.1 { throw ResultsStoreError.newerSchema(path: path) }
-            if !current.0 { throw ResultsStoreError.schemaNotCurrent(path: path) }
-        } catch let error as DatabaseError {
-            throw ResultsStoreError.cannotOpen(path: path, reason: error.oneLineMessage)
+            switch state {
+            case .current: return ResultsDatabase(path: path, reader: queue, writer: nil)
+            case .newer: throw ResultsStoreError.newerSchema(path: path)
+            case .older(let applied): throw ResultsStoreError.olderSchema(path: path, version: applied.last ?? "none")
+            case .foreign: throw ResultsStoreError.schemaNotCurrent(path: path)
+            case .empty:
+                // Being created by a writer that has not committed its schema yet.
+                guard Date() < deadline else { throw ResultsStoreError.schemaNotCurrent(path: path) }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
         }
-        return ResultsDatabase(path: path, reader: queue, writer: nil)
     }
 
     private init(path: String, writer: any DatabaseWriter) throws {
@@ -62,18 +89,9 @@ public struct ResultsDatabase: Sendable {
         self.reader = writer
         self.writer = writer
         do {
-            if try writer.read({ try Self.schemaMigrator.hasBeenSuperseded($0) }) {
-                throw ResultsStoreError.newerSchema(path: path)
-            }
-            // Another program's database: never write our tables into it.
-            let foreign = try writer.read { db in
-                try !db.tableExists("grdb_migrations")
-                    && Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")! > 0
-            }
-            if foreign { throw ResultsStoreError.notLNLensDatabase(path: path) }
-            try Self.schemaMigrator.migrate(writer)
+            try writer.writeWithoutTransaction { db in try Self.migrate(db, path: path) }
         } catch let error as DatabaseError {
-            throw ResultsStoreError.cannotOpen(path: path, reason: error.oneLineMessage)
+            throw Self.openError(path: path, error)
         }
     }
 
@@ -95,14 +113,96 @@ public struct ResultsDatabase: Sendable {
         return config
     }
 
-    /// The schema, one named migration per version. Never edit a shipped migration: add one.
-    static let schemaMigrator: DatabaseMigrator = {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1") { db in
-            try db.execute(sql: Schema.v1)
+    // MARK: Schema versions
+
+    /// The migrations, in order. Never edit a shipped migration: add one.
+    static let migrations: [(identifier: String, sql: String)] = [("v1", Schema.v1), ("v2", Schema.v2)]
+
+    enum SchemaState: Equatable {
+        case empty, current, older([String]), newer, foreign
+    }
+
+    /// What the database holds: nothing yet, the current schema, an older or newer lnlens schema,
+    /// or another program's tables. Migration records live in `grdb_migrations` (the table GRDB's
+    /// migrator used for v1, kept so that every lnlens database reads the same).
+    static func schemaState(_ db: Database) throws -> SchemaState {
+        guard try db.tableExists("grdb_migrations") else {
+            let tables = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")!
+            return tables == 0 ? .empty : .foreign
         }
-        return migrator
-    }()
+        let applied = try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
+        let known = migrations.map(\.identifier)
+        if applied.contains(where: { !known.contains($0) }) { return .newer }
+        let done = known.filter(applied.contains)
+        if done == known { return .current }
+        if done.isEmpty { return .foreign }
+        return .older(done)
+    }
+
+    /// Creates or upgrades the schema in one exclusive transaction: concurrent first opens of a new
+    /// file wait for each other (busy timeout) instead of racing to create the same tables, and a
+    /// reader never sees half a schema.
+    static func migrate(_ db: Database, path: String) throws {
+        try db.inTransaction(.exclusive) {
+            switch try schemaState(db) {
+            case .current: return .commit
+            case .newer: throw ResultsStoreError.newerSchema(path: path)
+            case .foreign: throw ResultsStoreError.notLNLensDatabase(path: path)
+            case .empty, .older: break
+            }
+            try db.execute(sql: "CREATE TABLE IF NOT EXISTS grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)")
+            let applied = Set(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"))
+            for migration in migrations where !applied.contains(migration.identifier) {
+                try db.execute(sql: migration.sql)
+                try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES (?)", arguments: [migration.identifier])
+            }
+            if let problem = try String.fetchAll(db, sql: "PRAGMA foreign_key_check").first {
+                throw ResultsStoreError.damaged(path: path, problem: "foreign key check after migration: \(problem)")
+            }
+            return .commit
+        }
+    }
+
+    // MARK: Integrity
+
+    /// SQLite's `quick_check` (or the full `integrity_check`): throws `damaged` naming the first
+    /// problem and how to recover what is readable.
+    static func checkIntact(_ reader: any DatabaseReader, path: String, full: Bool) throws {
+        let problems: [String]
+        do {
+            problems = try reader.read { db in
+                try String.fetchAll(db, sql: full ? "PRAGMA integrity_check(20)" : "PRAGMA quick_check(20)")
+            }
+        } catch let error as DatabaseError {
+            throw openError(path: path, error)
+        }
+        if problems != ["ok"] {
+            throw ResultsStoreError.damaged(path: path, problem: problems.first ?? "no answer from the check")
+        }
+    }
+
+    /// The full `PRAGMA integrity_check` (`lnlens runs --verify`): nil when the database is intact,
+    /// else the problems SQLite lists (at most 20).
+    public func integrityProblems() throws -> [String]? {
+        do {
+            let problems = try reader.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check(20)") }
+            return problems == ["ok"] ? nil : problems
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CORRUPT {
+            return [error.oneLineMessage]
+        } catch let error as DatabaseError {
+            throw ResultsStoreError.sqlite(path: path, operation: "checking integrity", message: error.oneLineMessage)
+        }
+    }
+
+    /// A SQLite error while opening, as one line; corruption gets the recovery hint.
+    static func openError(path: String, _ error: DatabaseError) -> ResultsStoreError {
+        switch error.resultCode {
+        case .SQLITE_CORRUPT: .damaged(path: path, problem: error.oneLineMessage)
+        default: .cannotOpen(path: path, reason: error.oneLineMessage)
+        }
+    }
+
+    // MARK: Access
 
     /// Runs `body` in one write transaction, mapping SQLite errors to one-line store errors.
     func write<T>(_ operation: String, _ body: (Database) throws -> T) throws -> T {
@@ -119,12 +219,16 @@ public struct ResultsDatabase: Sendable {
         do {
             return try body()
         } catch let error as DatabaseError {
-            if error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED {
+            switch error.resultCode {
+            case .SQLITE_BUSY, .SQLITE_LOCKED:
                 throw ResultsStoreError.sqlite(
                     path: path, operation: operation,
                     message: "the database stayed locked by another process for \(Int(Self.busyTimeout)) s; retry when it is done")
+            case .SQLITE_CORRUPT:
+                throw ResultsStoreError.damaged(path: path, problem: error.oneLineMessage)
+            default:
+                throw ResultsStoreError.sqlite(path: path, operation: operation, message: error.oneLineMessage)
             }
-            throw ResultsStoreError.sqlite(path: path, operation: operation, message: error.oneLineMessage)
         } catch let error as ResultsStoreError {
             throw error
         } catch {
@@ -139,64 +243,4 @@ extension DatabaseError {
     var oneLineMessage: String {
         (message ?? "\(resultCode)").oneLine
     }
-}
-
-/// The DDL of each migration, verbatim (docs/schema.md shows the same text).
-enum Schema {
-    static let v1 = """
-        CREATE TABLE runs (
-          id              INTEGER PRIMARY KEY AUTOINCREMENT,
-          command         TEXT NOT NULL CHECK (command <> ''),
-          options_json    TEXT NOT NULL CHECK (json_valid(options_json)),
-          model_path      TEXT NOT NULL,
-          model_hash      TEXT NOT NULL,
-          ln_mode         TEXT NOT NULL CHECK (ln_mode IN ('layernorm', 'ln-free')),
-          processing_json TEXT NOT NULL CHECK (json_valid(processing_json)),
-          prompt_set_path TEXT NOT NULL,
-          prompt_set_hash TEXT NOT NULL,
-          n_prompts       INTEGER NOT NULL CHECK (n_prompts >= 0),
-          tool_version    TEXT NOT NULL,
-          started_at      TEXT NOT NULL,
-          ended_at        TEXT,
-          status          TEXT NOT NULL DEFAULT 'running'
-                          CHECK (status IN ('running', 'completed', 'failed', 'interrupted')),
-          error           TEXT,
-          CHECK ((status = 'running') = (ended_at IS NULL))
-        );
-
-        CREATE TABLE run_prompts (
-          run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-          prompt_index INTEGER NOT NULL CHECK (prompt_index >= 0),
-          prompt       TEXT NOT NULL,
-          answer       TEXT NOT NULL,
-          wrong        TEXT,
-          n_tokens     INTEGER NOT NULL CHECK (n_tokens > 0),
-          PRIMARY KEY (run_id, prompt_index)
-        ) WITHOUT ROWID;
-
-        CREATE TABLE results (
-          run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-          prompt_index INTEGER NOT NULL CHECK (prompt_index >= 0),
-          component    TEXT NOT NULL CHECK (component <> ''),
-          quantity     TEXT NOT NULL CHECK (quantity <> ''),
-          value        REAL NOT NULL,
-          PRIMARY KEY (run_id, prompt_index, component, quantity)
-        ) WITHOUT ROWID;
-
-        CREATE TABLE summaries (
-          run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-          scope  TEXT NOT NULL,
-          key    TEXT NOT NULL,
-          metric TEXT NOT NULL,
-          value  REAL,
-          PRIMARY KEY (run_id, scope, key, metric)
-        ) WITHOUT ROWID;
-
-        CREATE TABLE batches_done (
-          run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-          first_prompt INTEGER NOT NULL CHECK (first_prompt >= 0),
-          last_prompt  INTEGER NOT NULL CHECK (last_prompt >= first_prompt),
-          PRIMARY KEY (run_id, first_prompt, last_prompt)
-        ) WITHOUT ROWID;
-        """
 }

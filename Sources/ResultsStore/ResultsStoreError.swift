@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// Everything that can go wrong in the results store. Each message is one line naming the
 /// database path or run id and saying what to do.
@@ -17,9 +18,11 @@ public enum ResultsStoreError: LocalizedError, Equatable, Sendable {
     case invalidBatch(id: Int64, reason: String, path: String)
     case queryWrites(path: String)
     case querySQL(path: String, message: String)
-    case unknownNamedQuery(name: String, known: [String])
-    case namedQueryArguments(name: String, problem: String, usage: String)
-    case diffRefused(runA: Int64, runB: Int64, reason: String)
+    case queryTimedOut(path: String, seconds: Double)
+    case olderSchema(path: String, version: String)
+    case damaged(path: String, problem: String)
+    case runOwned(id: Int64, path: String, owner: ProcessIdentity, silentFor: Double, sameHost: Bool)
+    case runTakenOver(id: Int64, path: String, owner: ProcessIdentity)
     case sqlite(path: String, operation: String, message: String)
 
     public var errorDescription: String? {
@@ -32,7 +35,7 @@ public enum ResultsStoreError: LocalizedError, Equatable, Sendable {
         case .newerSchema(let path):
             text = "results database \(path) was written by a newer lnlens (unknown schema migration): upgrade lnlens or use another --db"
         case .schemaNotCurrent(let path):
-            text = "\(path) has no current lnlens schema (not an lnlens database, or an older one): if it is an older lnlens database, open it once with an analysis command to migrate it; otherwise check --db"
+            text = "\(path) is not an lnlens results database (no lnlens schema): check --db"
         case .notLNLensDatabase(let path):
             text = "\(path) is another program's SQLite database (it has tables but no lnlens schema): lnlens will not write into it; choose another --db"
         case .readOnly(let path):
@@ -40,7 +43,7 @@ public enum ResultsStoreError: LocalizedError, Equatable, Sendable {
         case .invalidRun(let path, let reason):
             text = "cannot record run in \(path): \(reason)"
         case .noSuchRun(let id, let path):
-            text = "no run \(id) in \(path): list runs with `lnlens query runs`"
+            text = "no run \(id) in \(path): list runs with `lnlens runs --db \(path)`"
         case .runNotRunning(let id, let status, let path):
             text = "run \(id) in \(path) is \(status.rawValue), not running: resume it explicitly before writing more results"
         case .alreadyCompleted(let id, let path):
@@ -53,23 +56,22 @@ public enum ResultsStoreError: LocalizedError, Equatable, Sendable {
             text = "`query` never writes to \(path): use a SELECT statement"
         case .querySQL(let path, let message):
             text = "query on \(path) failed: \(message)"
-        case .unknownNamedQuery(let name, let known):
-            text = "unknown named query '\(name)': use one of \(known.sorted().joined(separator: ", ")) or pass SQL"
-        case .namedQueryArguments(let name, let problem, let usage):
-            text = "named query '\(name)': \(problem); usage: \(usage)"
-        case .diffRefused(let a, let b, let reason):
-            text = "cannot diff runs \(a) and \(b): \(reason)"
+        case .queryTimedOut(let path, let seconds):
+            text = "query on \(path) stopped after \(Int(seconds)) s (--timeout): narrow it with WHERE run_id = … or raise --timeout"
+        case .olderSchema(let path, let version):
+            text = "results database \(path) has the older lnlens schema \(version): migrate it once with `lnlens migrate --db \(path)` (or any command that writes to it)"
+        case .damaged(let path, let problem):
+            text = "results database \(path) is damaged (\(problem)); nothing was written to it. Recover what is readable with `sqlite3 \(path) .recover | sqlite3 recovered.sqlite` and use --db recovered.sqlite"
+        case .runOwned(let id, let path, let owner, let silent, let sameHost):
+            let age = silent.isFinite ? "last sign of life \(Int(silent)) s ago" : "no sign of life recorded"
+            text = sameHost
+                ? "run \(id) in \(path) is being written by process \(owner.pid) on this host (\(age)); a run has one writer: wait for it to finish, or stop that process (kill \(owner.pid)) and resume again"
+                : "run \(id) in \(path) is being written by process \(owner.pid) on host \(owner.host) (\(age)); a run has one writer: wait for it, or if that process is dead, resume after \(Int(ResultsDatabase.staleAfter)) s of silence or with --force-resume"
+        case .runTakenOver(let id, let path, let owner):
+            text = "run \(id) in \(path) is now written by process \(owner.pid) on \(owner.host), which resumed it; this process stops writing to it"
         case .sqlite(let path, let operation, let message):
             text = "results database \(path): \(operation) failed: \(message)"
         }
         return text.oneLine
-    }
-}
-
-extension String {
-    /// Collapses line breaks so an error stays one line.
-    var oneLine: String {
-        split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-            .joined(separator: " ")
     }
 }

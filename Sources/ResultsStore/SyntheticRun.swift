@@ -22,8 +22,8 @@ public struct SyntheticRun: Sendable, Equatable {
 
     public var nPrompts: Int { batches * promptsPerBatch }
 
-    public var newRun: NewRun {
-        NewRun(
+    public var newRun: RunRecord {
+        RunRecord(
             command: StoreName.dlaCommand, optionsJSON: #"{"synthetic":"\#(label)"}"#, modelPath: "synthetic/\(label)",
             modelHash: "synthetic", lnMode: "layernorm", processingJSON: "{}", promptSetPath: "synthetic.jsonl",
             promptSetHash: "synthetic-\(nPrompts)", nPrompts: nPrompts, toolVersion: "test")
@@ -39,8 +39,8 @@ public struct SyntheticRun: Sendable, Equatable {
             for l in 0..<layers {
                 for h in 0..<headsPerLayer {
                     let de = Double((p * 7 + l * 5 + h * 3) % 11) - 5
-                    values.append(ResultRow(promptIndex: p, component: "L\(l)H\(h)", quantity: StoreName.directEffect, value: de))
-                    values.append(ResultRow(promptIndex: p, component: "L\(l)H\(h)", quantity: StoreName.dla, value: de * 1.25 + 0.5))
+                    values.append(ResultRow(promptIndex: p, site: "result", layer: l, head: h, quantity: StoreName.directEffect, value: de))
+                    values.append(ResultRow(promptIndex: p, site: "result", layer: l, head: h, quantity: StoreName.dla, value: de * 1.25 + 0.5))
                 }
             }
         }

@@ -1,9 +1,14 @@
 import Foundation
 import GRDB
+import Support
 
 extension ResultsDatabase {
-    /// Records a new run with status `running` and returns its id.
-    public func beginRun(_ run: NewRun) throws -> Int64 {
+    /// How long another host's writer may stay silent before its run counts as abandoned. The
+    /// writer refreshes its heartbeat far more often (`heartbeat(runID:)`, every chunk and timer).
+    public static let staleAfter: TimeInterval = 120
+
+    /// Records a new run with status `running`, owned by `owner`, and returns its id.
+    public func beginRun(_ run: RunRecord, owner: ProcessIdentity = .current) throws -> Int64 {
         if run.command.isEmpty { throw ResultsStoreError.invalidRun(path: path, reason: "command is empty") }
         if !StoreName.lnModes.contains(run.lnMode) {
             throw ResultsStoreError.invalidRun(
@@ -14,27 +19,68 @@ extension ResultsDatabase {
             throw ResultsStoreError.invalidRun(path: path, reason: "\(name) is not valid JSON")
         }
         if run.nPrompts < 0 { throw ResultsStoreError.invalidRun(path: path, reason: "n_prompts is negative") }
+        var record = run
+        record.id = nil
+        record.status = .running
+        record.endedAt = nil
+        record.error = nil
+        record.ownerHost = owner.host
+        record.ownerPID = owner.pid
+        record.ownerStart = owner.start
+        record.heartbeatAt = Date()
         return try write("recording a new \(run.command) run") { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO runs (command, options_json, model_path, model_hash, ln_mode, processing_json,
-                                      prompt_set_path, prompt_set_hash, n_prompts, tool_version, started_at, status)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running')
-                    """,
-                arguments: [
-                    run.command, run.optionsJSON, run.modelPath, run.modelHash, run.lnMode, run.processingJSON,
-                    run.promptSetPath, run.promptSetHash, run.nPrompts, run.toolVersion, run.startedAt,
-                ])
-            return db.lastInsertedRowID
+            try record.insert(db)
+            return record.id!
         }
     }
 
-    /// Stores one batch: its prompts, its result rows and the marker that prompts
-    /// `firstPrompt...lastPrompt` are done, all in one transaction (all or nothing). Rewriting
-    /// keys already stored replaces their values, so a resumed batch yields the same rows.
-    /// The run must be `running`; every row's prompt index must lie in the batch's range.
+    /// Makes `owner` the writer of run `id` again (`--resume`), in one transaction: refused while
+    /// the run's owner is alive (on this host: its pid with the same start; on another host: its
+    /// heartbeat younger than `staleAfter`, unless `force`), and for a completed run. Returns the
+    /// run as it was before the claim.
+    @discardableResult
+    public func claimRun(id: Int64, owner: ProcessIdentity = .current, force: Bool = false) throws -> RunRecord {
+        try write("resuming run \(id)") { db in
+            let run = try Self.runRow(db, id: id, path: path)
+            if run.status == .completed { throw ResultsStoreError.alreadyCompleted(id: id, path: path) }
+            if run.status == .running, let current = run.owner, current != owner {
+                let silent = run.heartbeatAt.map { Date().timeIntervalSince($0) } ?? .infinity
+                switch current.isAlive {
+                case true?:
+                    throw ResultsStoreError.runOwned(id: id, path: path, owner: current, silentFor: silent, sameHost: true)
+                case nil where !force && silent < Self.staleAfter:
+                    throw ResultsStoreError.runOwned(id: id, path: path, owner: current, silentFor: silent, sameHost: false)
+                default:
+                    break  // dead (kill -9, crash, reboot) or abandoned on another host
+                }
+            }
+            try db.execute(
+                sql: """
+                    UPDATE runs SET status = 'running', ended_at = NULL, error = NULL, owner_host = ?, owner_pid = ?,
+                                    owner_start = ?, heartbeat_at = ? WHERE id = ?
+                    """,
+                arguments: [owner.host, owner.pid, owner.start, Date(), id])
+            return run
+        }
+    }
+
+    /// The run, checked to be `running` and written by `owner` (inside a write transaction).
+    private func ownedRun(_ db: Database, id: Int64, owner: ProcessIdentity) throws -> RunRecord {
+        let run = try Self.runRow(db, id: id, path: path)
+        if run.status != .running { throw ResultsStoreError.runNotRunning(id: id, status: run.status, path: path) }
+        if let current = run.owner, current != owner {
+            throw ResultsStoreError.runTakenOver(id: id, path: path, owner: current)
+        }
+        return run
+    }
+
+    /// Stores one chunk: its prompts, its result rows and the marker that prompts
+    /// `firstPrompt...lastPrompt` are done, all in one transaction (all or nothing). Rewriting keys
+    /// already stored replaces their values, so a resumed chunk yields the same rows. The run must
+    /// be `running` and owned by `owner`; every row's prompt index must lie in the chunk's range.
     public func writeBatch(
-        runID: Int64, prompts: [PromptRow], values: [ResultRow], firstPrompt: Int, lastPrompt: Int
+        runID: Int64, prompts: [PromptRow], values: [ResultRow], firstPrompt: Int, lastPrompt: Int,
+        owner: ProcessIdentity = .current
     ) throws {
         let range = firstPrompt...max(firstPrompt, lastPrompt)
         func refuse(_ reason: String) -> ResultsStoreError {
@@ -53,48 +99,85 @@ extension ResultsDatabase {
             throw refuse("result for prompt \(bad.promptIndex) lies outside the batch \(firstPrompt)...\(lastPrompt)")
         }
         if let bad = values.first(where: { $0.value.isNaN }) {
-            throw refuse("\(bad.quantity) of \(bad.component) for prompt \(bad.promptIndex) is NaN")
+            throw refuse("\(bad.quantity) of \(bad.site) for prompt \(bad.promptIndex) is NaN")
         }
-        if let bad = values.first(where: { $0.component.isEmpty || $0.quantity.isEmpty }) {
-            throw refuse("result for prompt \(bad.promptIndex) has an empty component or quantity name")
+        if let bad = values.first(where: { $0.site.isEmpty || $0.quantity.isEmpty }) {
+            throw refuse("result for prompt \(bad.promptIndex) has an empty site or quantity name")
+        }
+        if let bad = values.first(where: { ($0.layer ?? 0) < 0 || ($0.position ?? 0) < 0 || ($0.head ?? 0) < 0 }) {
+            throw refuse("result for prompt \(bad.promptIndex) at \(bad.site) has a negative layer, position or head")
         }
         try write("writing prompts \(firstPrompt)...\(lastPrompt) of run \(runID)") { db in
-            let run = try Self.runRow(db, id: runID, path: path)
-            if run.status != .running {
-                throw ResultsStoreError.runNotRunning(id: runID, status: run.status, path: path)
-            }
+            let run = try ownedRun(db, id: runID, owner: owner)
             if lastPrompt >= run.nPrompts {
                 throw refuse("prompt \(lastPrompt) is past the run's n_prompts \(run.nPrompts)")
             }
             let promptStatement = try db.cachedStatement(sql: """
-                INSERT INTO run_prompts (run_id, prompt_index, prompt, answer, wrong, n_tokens)
-                VALUES (?, ?, ?, ?, ?, ?)
+                INSERT INTO run_prompts (run_id, prompt_index, prompt, answer, wrong, n_tokens, corrupt, tokens_json)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (run_id, prompt_index) DO UPDATE SET
-                  prompt = excluded.prompt, answer = excluded.answer,
-                  wrong = excluded.wrong, n_tokens = excluded.n_tokens
+                  prompt = excluded.prompt, answer = excluded.answer, wrong = excluded.wrong,
+                  n_tokens = excluded.n_tokens, corrupt = excluded.corrupt, tokens_json = excluded.tokens_json
                 """)
             for p in prompts {
-                try promptStatement.execute(arguments: [runID, p.promptIndex, p.prompt, p.answer, p.wrong, p.nTokens])
+                let tokens = try p.tokens.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+                try promptStatement.execute(arguments: [runID, p.promptIndex, p.prompt, p.answer, p.wrong, p.nTokens,
+                                                        p.corrupt, tokens])
             }
             let valueStatement = try db.cachedStatement(sql: """
-                INSERT INTO results (run_id, prompt_index, component, quantity, value) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (run_id, prompt_index, component, quantity) DO UPDATE SET value = excluded.value
+                INSERT INTO results (run_id, prompt_index, site, layer, position, head, quantity, value)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (run_id, prompt_index, site, ifnull(layer, -1), ifnull(position, -1), ifnull(head, -1), quantity)
+                DO UPDATE SET value = excluded.value
                 """)
             for v in values {
-                try valueStatement.execute(arguments: [runID, v.promptIndex, v.component, v.quantity, v.value])
+                try valueStatement.execute(arguments: [runID, v.promptIndex, v.site, v.layer, v.position, v.head,
+                                                       v.quantity, v.value])
             }
             try db.execute(
                 sql: "INSERT OR IGNORE INTO batches_done (run_id, first_prompt, last_prompt) VALUES (?, ?, ?)",
                 arguments: [runID, firstPrompt, lastPrompt])
+            try db.execute(sql: "UPDATE runs SET heartbeat_at = ? WHERE id = ?", arguments: [Date(), runID])
         }
     }
 
-    /// Ends a run: sets its final status, end time and error, and stores its summaries, in one
-    /// transaction.
-    public func finishRun(runID: Int64, status: RunStatus, summaries: [SummaryRow], error: String?) throws {
+    /// Appends (or rewrites) optimizer steps of a training run owned by `owner`, in one transaction.
+    public func writeTrainSteps(runID: Int64, steps: [TrainStepRow], owner: ProcessIdentity = .current) throws {
+        if let bad = steps.first(where: { !$0.loss.isFinite || $0.step < 0 }) {
+            throw ResultsStoreError.invalidBatch(id: runID, reason: "step \(bad.step) has loss \(bad.loss)", path: path)
+        }
+        try write("writing training steps of run \(runID)") { db in
+            _ = try ownedRun(db, id: runID, owner: owner)
+            let statement = try db.cachedStatement(sql: """
+                INSERT INTO train_steps (run_id, step, loss, aux_loss, lr, grad_norm, tokens, seconds, event)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (run_id, step) DO UPDATE SET loss = excluded.loss, aux_loss = excluded.aux_loss,
+                  lr = excluded.lr, grad_norm = excluded.grad_norm, tokens = excluded.tokens,
+                  seconds = excluded.seconds, event = excluded.event
+                """)
+            for s in steps {
+                try statement.execute(arguments: [runID, s.step, s.loss, s.auxLoss, s.lr, s.gradNorm, s.tokens,
+                                                  s.seconds, s.event])
+            }
+            try db.execute(sql: "UPDATE runs SET heartbeat_at = ? WHERE id = ?", arguments: [Date(), runID])
+        }
+    }
+
+    /// Shows that `owner` is still working on the run (called on a timer by long jobs).
+    public func heartbeat(runID: Int64, owner: ProcessIdentity = .current) throws {
+        try write("refreshing run \(runID)") { db in
+            _ = try ownedRun(db, id: runID, owner: owner)
+            try db.execute(sql: "UPDATE runs SET heartbeat_at = ? WHERE id = ?", arguments: [Date(), runID])
+        }
+    }
+
+    /// Ends a run: its final status, end time and error, its summaries and estimator errors, in one
+    /// transaction. Only the run's owner may end it.
+    public func finishRun(runID: Int64, status: RunStatus, summaries: [SummaryRow], errors: [ErrorRow] = [],
+                          error: String?, owner: ProcessIdentity = .current) throws {
         if status == .running { throw ResultsStoreError.finishWithRunning(id: runID, path: path) }
         try write("finishing run \(runID)") { db in
-            _ = try Self.runRow(db, id: runID, path: path)
+            _ = try ownedRun(db, id: runID, owner: owner)
             let statement = try db.cachedStatement(sql: """
                 INSERT INTO summaries (run_id, scope, key, metric, value) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (run_id, scope, key, metric) DO UPDATE SET value = excluded.value
@@ -103,21 +186,18 @@ extension ResultsDatabase {
                 // SQLite stores NaN as NULL: an undefined metric.
                 try statement.execute(arguments: [runID, s.scope, s.key, s.metric, s.value.isNaN ? nil : s.value])
             }
+            let errorStatement = try db.cachedStatement(sql: """
+                INSERT INTO estimator_errors (run_id, site, method, layer, normalized, metric, value)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (run_id, site, method, ifnull(layer, -1), normalized, metric) DO UPDATE SET value = excluded.value
+                """)
+            for e in errors {
+                try errorStatement.execute(arguments: [runID, e.site, e.method, e.layer, e.normalized ? 1 : 0, e.metric,
+                                                       e.value.isNaN ? nil : e.value])
+            }
             try db.execute(
-                sql: "UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE id = ?",
-                arguments: [status.rawValue, Date(), error, runID])
-        }
-    }
-
-    /// Sets a run back to `running` (end time and error cleared) so that its missing batches can
-    /// be written. The caller decides that the run is dead; a completed run is refused.
-    public func markResumed(runID: Int64) throws {
-        try write("resuming run \(runID)") { db in
-            let run = try Self.runRow(db, id: runID, path: path)
-            if run.status == .completed { throw ResultsStoreError.alreadyCompleted(id: runID, path: path) }
-            try db.execute(
-                sql: "UPDATE runs SET status = 'running', ended_at = NULL, error = NULL WHERE id = ?",
-                arguments: [runID])
+                sql: "UPDATE runs SET status = ?, ended_at = ?, error = ?, heartbeat_at = ? WHERE id = ?",
+                arguments: [status.rawValue, Date(), error, Date(), runID])
         }
     }
 }

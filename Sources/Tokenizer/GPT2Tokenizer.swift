@@ -52,11 +52,22 @@ public struct GPT2Tokenizer: Sendable {
     init(files: TokenizerFiles) throws {
         let vocabPath = files.vocabularyPath
         var maxID = -1
+        var tokenOfID: [Int: String] = [:]
+        tokenOfID.reserveCapacity(files.vocabulary.count)
+        var duplicated = false
         for (token, id) in files.vocabulary {
             guard id >= 0 && id < 10_000_000 else {
                 throw TokenizerError.invalidVocab(path: vocabPath, reason: "token \(token.debugDescription) has id \(id)")
             }
+            if tokenOfID.updateValue(token, forKey: id) != nil { duplicated = true }
             maxID = max(maxID, id)
+        }
+        if duplicated {
+            // Name the same pair every time: the smallest shared id, its tokens in order.
+            let byID = Dictionary(grouping: files.vocabulary.keys, by: { files.vocabulary[$0]! })
+            let (id, tokens) = byID.filter { $0.value.count > 1 }.min { $0.key < $1.key }!
+            let pair = tokens.sorted()
+            throw TokenizerError.duplicateID(path: vocabPath, id: id, first: pair[0], second: pair[1])
         }
         for (content, id) in files.addedTokens {
             guard id >= 0 && id < 10_000_000 else {
@@ -106,6 +117,7 @@ public struct GPT2Tokenizer: Sendable {
         guard let endOfTextID = files.addedTokens.first(where: { $0.content == Self.endOfText })?.id
             ?? files.vocabulary[Self.endOfText]
         else { throw TokenizerError.missingEndOfText(path: vocabPath) }
+        guard !files.merges.isEmpty else { throw TokenizerError.noMerges(path: files.mergesPath) }
 
         self.tokenBytes = tokenBytes
         self.idForBytes = idForBytes

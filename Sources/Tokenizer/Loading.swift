@@ -1,6 +1,7 @@
 // Reading vocab.json + merges.txt (the files GPT2Tokenizer reads) or a Hugging Face tokenizer.json
 // (what GPT2TokenizerFast saves) into the same plain form.
 import Foundation
+import Support
 
 /// A tokenizer's files, parsed but not yet checked against each other.
 struct TokenizerFiles {
@@ -19,9 +20,9 @@ private func readFile(_ url: URL) throws -> Data {
         throw TokenizerError.fileNotFound(path: url.path)
     }
     do {
-        return try Data(contentsOf: url)
+        return try Files.read(url)
     } catch {
-        throw TokenizerError.unreadableFile(path: url.path, reason: oneLine(error.localizedDescription))
+        throw TokenizerError.unreadableFile(path: url.path, reason: error.description)
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// Everything that can go wrong loading a tokenizer. Each message is one line naming the file
 /// (and line) and saying what to do.
@@ -15,6 +16,8 @@ public enum TokenizerError: LocalizedError, Equatable {
     case invalidTokenizerJSON(path: String, reason: String)
     case missingByteToken(path: String, byte: UInt8)
     case missingEndOfText(path: String)
+    case noMerges(path: String)
+    case duplicateID(path: String, id: Int, first: String, second: String)
 
     public var errorDescription: String? {
         switch self {
@@ -40,6 +43,11 @@ public enum TokenizerError: LocalizedError, Equatable {
             let symbol = String(ByteLevel.characterForByte[Int(byte)])
             return "\(path) has no token for byte 0x\(String(byte, radix: 16, uppercase: true)) "
                 + "(written \(symbol.debugDescription)); this is not a GPT-2 byte-level BPE vocabulary."
+        case let .noMerges(path):
+            return "\(path) holds no merge rules; GPT-2's merges.txt has 50000: copy the model's original file."
+        case let .duplicateID(path, id, first, second):
+            return "\(path) gives id \(id) to two tokens, \(first.debugDescription) and \(second.debugDescription); "
+                + "every token needs its own id: copy the model's original vocabulary."
         case let .missingEndOfText(path):
             return "\(path) has no <|endoftext|> token; use the GPT-2 family model's original tokenizer files."
         }
@@ -47,9 +55,7 @@ public enum TokenizerError: LocalizedError, Equatable {
 }
 
 /// One line, no matter how the underlying error describes itself.
-func oneLine(_ text: String) -> String {
-    text.split(whereSeparator: \.isNewline).joined(separator: " ")
-}
+func oneLine(_ text: String) -> String { text.oneLine }
 
 /// Short description of a JSON decoding failure: where and what.
 func describe(_ error: Error) -> String {

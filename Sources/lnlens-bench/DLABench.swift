@@ -1,6 +1,7 @@
 import Analysis
 import Foundation
 import GPT2
+import Jobs
 import ResultsStore
 import Tokenizer
 
@@ -32,7 +33,7 @@ func benchDLA(model: GPT2Model, options o: BenchOptions, prompts n: Int = 64) th
         {
             round += 1
             let db = try ResultsDatabase(path: dir.appendingPathComponent("r\(round).sqlite").path)
-            var runner = DLARunner(model: model, modelPath: "bench", modelHash: "bench", input: .prompts(set),
+            var runner = DLAJob(model: model, modelPath: "bench", modelHash: "bench", input: .prompts(set),
                                    decode: { tok.decode($0) }, optionsJSON: "{}", toolVersion: "bench")
             runner.batchSize = 32
             _ = try runner.run(db: db)

@@ -2,6 +2,7 @@ import Analysis
 import ArgumentParser
 import Foundation
 import GPT2
+import Jobs
 import ResultsStore
 
 struct DLACommand: ParsableCommand {
@@ -21,6 +22,8 @@ struct DLACommand: ParsableCommand {
     @Flag(help: "Put <|endoftext|> first in every prompt.") var prependBos = false
     @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
     @Option(help: "Continue an interrupted run (one --model, same prompts and options).") var resume: Int64?
+    @Flag(help: "With --resume: take the run over even if its writer on another host was heard from in the last 2 minutes.")
+    var forceResume = false
     @Option(help: "Prompts per forward pass.") var batchSize = 32
     @Option(help: "Prompts stored per transaction (the unit an interrupted run resumes from).") var chunkSize = 64
     @Option(help: "Heads listed by |direct effect| in the summary.") var top = 8
@@ -32,6 +35,7 @@ struct DLACommand: ParsableCommand {
         if (prompts == nil) == (text == nil) { throw ValidationError("give exactly one of --prompts FILE.jsonl or --text FILE.txt") }
         if json && csv { throw ValidationError("--json and --csv exclude each other") }
         if resume != nil && models.count > 1 { throw ValidationError("--resume continues one run: give the one --model it used") }
+        if forceResume && resume == nil { throw ValidationError("--force-resume goes with --resume RUN_ID") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
         if prompts != nil && (maxTokens != nil) { throw ValidationError("--max-tokens goes with --text") }
@@ -70,13 +74,7 @@ struct DLACommand: ParsableCommand {
                 printErr("note: --context \(context) is longer than \(spec)'s n_positions; using \(effectiveContext)")
             }
             if let prompts {
-                let set = try PromptSet.load(url: URL(fileURLWithPath: prompts), tokenizer: tok,
-                                             skipInvalid: skipInvalid, prependBOS: prependBos)
-                    .checked(nCtx: loaded.model.config.nCtx, dVocab: loaded.model.config.dVocab, skipInvalid: skipInvalid)
-                if !set.skipped.isEmpty {
-                    printErr("\(prompts): skipped \(set.skipped.count) invalid line(s); first: line \(set.skipped[0].line): \(set.skipped[0].reason)")
-                }
-                input = .prompts(set)
+                input = .prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos))
             } else {
                 input = .text(try TextPrompts.load(url: URL(fileURLWithPath: text!), tokenizer: tok,
                                                    context: effectiveContext, maxTokens: maxTokens),
@@ -84,19 +82,20 @@ struct DLACommand: ParsableCommand {
             }
             let optionsData = try JSONSerialization.data(withJSONObject: options(context: effectiveContext),
                                                          options: [.sortedKeys])
-            var runner = DLARunner(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
+            var runner = DLAJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                    modelHash: try loaded.checkpoint.weightsHash(), input: input,
                                    decode: { tok.decode($0) },
                                    optionsJSON: String(decoding: optionsData, as: UTF8.self),
                                    toolVersion: LNLensVersion.string)
             runner.batchSize = batchSize
             runner.chunkSize = chunkSize
+            runner.forceResume = forceResume
             let bar = ProgressBar(label: spec)
             Interrupt.install()
             defer { bar.finish() }
             let id = try runner.run(db: database, resume: resume) { done, total in
                 bar.update(done, total)
-                if Interrupt.requested { throw DLARunner.Stop() }
+                if Interrupt.requested { throw JobStop() }
             }
             runIDs.append(id)
         }
@@ -166,7 +165,7 @@ struct RunReport: Encodable {
         nmaePerHead = pick(StoreName.scopeHead)
         nmaePerLayer = pick(StoreName.scopeLayer)
         componentsSumMaxAbsError = summaries.first { $0.scope == StoreName.scopeCheck }?.value ?? .nan
-        rows = DLARunner.attributions(from: try db.results(runID: runID))
+        rows = try StoredRuns.attributions(db: db, runID: runID)
     }
 
     var modelName: String { URL(fileURLWithPath: model).lastPathComponent }
@@ -180,7 +179,7 @@ struct RunReport: Encodable {
         // Heads by mean |direct effect| over prompts (as `lnlens query top-heads`).
         var sumDE: [String: Double] = [:], sumDLA: [String: Double] = [:], sumAbs: [String: Double] = [:]
         var count: [String: Int] = [:]
-        for r in rows where NMAESummary.headLayer(r.component) != nil {
+        for r in rows where Component(name: r.component)?.headLayer != nil {
             sumDE[r.component, default: 0] += r.directEffect
             sumAbs[r.component, default: 0] += abs(r.directEffect)
             sumDLA[r.component, default: 0] += r.dla
@@ -200,8 +199,12 @@ struct RunReport: Encodable {
 
     /// Layer × head grid of per-head NMAE, shaded so the eye finds the bad heads.
     func printGrid() {
-        let layers = Set(nmaePerHead.keys.compactMap { NMAESummary.headLayer($0) }).sorted()
-        let nHeads = (nmaePerHead.keys.compactMap { k in k.split(separator: "H").last.flatMap { Int($0) } }.max() ?? -1) + 1
+        let heads = nmaePerHead.keys.compactMap { Component(name: $0) }.compactMap { c -> (Int, Int)? in
+            if case let .head(l, h) = c { return (l, h) }
+            return nil
+        }
+        let layers = Set(heads.map(\.0)).sorted()
+        let nHeads = (heads.map(\.1).max() ?? -1) + 1
         guard !layers.isEmpty, nHeads > 0 else { return }
         print("  per-head NMAE % (layer × head; ░ < 1, ▒ < 10, ▓ < 50, █ ≥ 50):")
         print("        " + (0..<nHeads).map { h in
@@ -234,6 +237,7 @@ struct RunReport: Encodable {
     }
 }
 
+/// `L12` → 12, for sorting layer keys numerically.
 private func layerKey(_ s: String) -> Int { Int(s.dropFirst()) ?? 0 }
 
 /// `s` padded with spaces on the right to `width` (Foundation's `%-7@` does not pad on Linux).

@@ -1,6 +1,8 @@
+import Analysis
 import ArgumentParser
 import Foundation
 import GPT2
+import Support
 import Tokenizer
 
 /// The tool's version, recorded with every run.
@@ -8,28 +10,38 @@ enum LNLensVersion {
     static let string = "0.1.0"
 }
 
-/// Where the embedded default models live: `$LNLENS_HOME/models`, else the `models/` folder of
-/// the checkout the executable was built in, else `./models`.
+/// Where lnlens finds what it ships: the embedded models (`models/`) and prompt sets
+/// (`prompts/`). The first of: `$LNLENS_HOME`; `../share/lnlens` beside the executable's real path
+/// (`make install`); the checkout the executable was built in (searched upward from it); the
+/// current folder.
+enum Resources {
+    static var home: URL {
+        let fm = FileManager.default
+        if let home = ProcessInfo.processInfo.environment["LNLENS_HOME"], !home.isEmpty {
+            return URL(fileURLWithPath: home)
+        }
+        var exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        if let real = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") { exe = URL(fileURLWithPath: real) }
+        var dir = exe.deletingLastPathComponent()
+        func holdsModels(_ d: URL) -> Bool {
+            fm.fileExists(atPath: d.appendingPathComponent("models/\(EmbeddedModels.defaultName)/config.json").path)
+        }
+        let installed = dir.deletingLastPathComponent().appendingPathComponent("share/lnlens")
+        if holdsModels(installed) { return installed }
+        while dir.path != "/" {
+            if holdsModels(dir) { return dir }
+            dir.deleteLastPathComponent()
+        }
+        return URL(fileURLWithPath: fm.currentDirectoryPath)
+    }
+}
+
+/// The embedded default models, found under `Resources.home`.
 enum EmbeddedModels {
     static let defaultName = "gpt2-tiny"
     static let lnFreeName = "gpt2-tiny-lnfree"
 
-    static var directory: URL {
-        let fm = FileManager.default
-        if let home = ProcessInfo.processInfo.environment["LNLENS_HOME"] {
-            return URL(fileURLWithPath: home).appendingPathComponent("models")
-        }
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        if let exe = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        }
-        while dir.path != "/" {
-            let candidate = dir.appendingPathComponent("models/\(defaultName)/config.json")
-            if fm.fileExists(atPath: candidate.path) { return dir.appendingPathComponent("models") }
-            dir.deleteLastPathComponent()
-        }
-        return URL(fileURLWithPath: fm.currentDirectoryPath).appendingPathComponent("models")
-    }
+    static var directory: URL { Resources.home.appendingPathComponent("models") }
 
     /// A spec as the user typed it, turned into what `Checkpoint.open` takes: an existing path
     /// stays; an embedded model's name (`gpt2-tiny`, `gpt2-tiny-lnfree`) becomes its folder;
@@ -45,6 +57,31 @@ enum EmbeddedModels {
         }
         return spec
     }
+}
+
+/// The shipped prompt sets, by name: `--prompts ioi` is `prompts/ioi.jsonl` of `Resources.home`
+/// when no file of that name exists where the command runs.
+enum EmbeddedPrompts {
+    static func resolve(_ spec: String) -> String {
+        if FileManager.default.fileExists(atPath: spec) || spec.contains("/") { return spec }
+        let name = spec.hasSuffix(".jsonl") || spec.hasSuffix(".txt") ? spec : spec + ".jsonl"
+        let shipped = Resources.home.appendingPathComponent("prompts/\(name)")
+        return FileManager.default.fileExists(atPath: shipped.path) ? shipped.path : spec
+    }
+}
+
+/// Loads a prompt set for `model` (a file, or a shipped set's name), printing on stderr how many
+/// lines were skipped and a warning for each unknown key.
+func loadPromptSet(_ spec: String, model: LoadedModel, skipInvalid: Bool, prependBOS: Bool) throws -> PromptSet {
+    let tok = try model.requireTokenizer()
+    let set = try PromptSet.load(url: URL(fileURLWithPath: EmbeddedPrompts.resolve(spec)), tokenizer: tok,
+                                 skipInvalid: skipInvalid, prependBOS: prependBOS)
+        .checked(nCtx: model.model.config.nCtx, dVocab: model.model.config.dVocab, skipInvalid: skipInvalid)
+    for unknown in set.unknownKeys { printErr(unknown.warning(path: set.path)) }
+    if !set.skipped.isEmpty {
+        printErr("\(set.path): skipped \(set.skipped.count) invalid line(s); first: line \(set.skipped[0].line): \(set.skipped[0].reason)")
+    }
+    return set
 }
 
 /// Weight-processing switches shared by every command that runs a model.
@@ -78,6 +115,13 @@ struct LoadedModel {
         let model = try GPT2Model(checkpoint: checkpoint, processing: processing)
         let tokenizer = try checkpoint.tokenizerDirectory.map { try GPT2Tokenizer.load(directory: $0) }
         return LoadedModel(checkpoint: checkpoint, model: model, tokenizer: tokenizer)
+    }
+
+    /// Every file the model was read from: config, weights (and index), tokenizer files.
+    var inputFiles: [String] {
+        let dir = checkpoint.directory
+        return ["config.json", "model.safetensors.index.json", "vocab.json", "merges.txt", "tokenizer.json"]
+            .map { dir.appendingPathComponent($0).path } + checkpoint.weightFiles.map(\.path)
     }
 
     /// The tokenizer, or an error saying the folder has none.

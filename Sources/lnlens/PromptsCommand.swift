@@ -1,6 +1,7 @@
 import Analysis
 import ArgumentParser
 import Foundation
+import Support
 import Tokenizer
 
 /// `lnlens prompts`: generate prompt sets (JSONL) and check prompt files.
@@ -40,13 +41,14 @@ struct PromptsCommand: ParsableCommand {
         func run() throws {
             let tokenizer = try tokenizerOptions.load()
             let set = try PromptSet.load(
-                url: URL(fileURLWithPath: file), tokenizer: tokenizer, skipInvalid: skipInvalid, prependBOS: prependBOS)
+                url: URL(fileURLWithPath: EmbeddedPrompts.resolve(file)), tokenizer: tokenizer, skipInvalid: skipInvalid, prependBOS: prependBOS)
             let lengths = Dictionary(grouping: set.examples, by: \.tokens.count)
                 .sorted { $0.key < $1.key }.map { "\($0.key) tokens ×\($0.value.count)" }
             print("\(set.path): \(set.examples.count) valid prompts, \(set.skipped.count) skipped, sha256 \(set.contentHash)")
             print("lengths: \(lengths.joined(separator: ", "))")
             print("with wrong: \(set.examples.filter { $0.wrongID != nil }.count), with corrupt: \(set.examples.filter { $0.corruptTokens != nil }.count)")
             for s in set.skipped { print("skipped \(set.path):\(s.line): \(s.reason)") }
+            for unknown in set.unknownKeys { printErr(unknown.warning(path: set.path)) }
         }
     }
 }
@@ -66,10 +68,16 @@ struct GenerationOptions: ParsableArguments {
     @Option(name: .customLong("n"), help: "Number of prompts.") var n = 100
     @Option(help: "Seed of the generator (SplitMix64).") var seed: UInt64 = 0
     @Option(help: "Write the JSONL here instead of standard output.") var output: String?
+    @Flag(help: "Replace --output if it exists.") var force = false
     @OptionGroup var tokenizerOptions: TokenizerOptions
+
+    /// Far more than any experiment needs; keeps memory and time bounded (1e6 IOI prompts ≈ 250 MB).
+    static let maxPrompts = 1_000_000
 
     func validate() throws {
         guard n > 0 else { throw ValidationError("--n \(n): give a positive number of prompts") }
+        guard n <= Self.maxPrompts else { throw ValidationError("--n \(n): at most \(Self.maxPrompts) prompts per set") }
+        if force && output == nil { throw ValidationError("--force goes with --output FILE") }
     }
 
     func generate(_ task: PromptTask) throws {
@@ -80,9 +88,10 @@ struct GenerationOptions: ParsableArguments {
             return
         }
         do {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: output), options: .atomic)
+            try Files.checkOutput(output, option: "--output", inputs: [], force: force)
+            try Files.writeAtomically(Data(text.utf8), to: URL(fileURLWithPath: output))
         } catch {
-            throw AnalysisError.outputUnwritable(path: output, reason: (error as NSError).localizedDescription)
+            throw AnalysisError.outputUnwritable(path: output, reason: error.description)
         }
         print("wrote \(records.count) \(task.rawValue) prompts to \(output) (seed \(seed))")
     }

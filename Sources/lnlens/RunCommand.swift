@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GPT2
+import Support
 import TensorCore
 
 struct RunCommand: ParsableCommand {
@@ -13,8 +14,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: "The prompt text.") var prompt: String
     @Option(help: "How many next-token candidates to show.") var topK = 10
     @Flag(help: "Put <|endoftext|> (id 50256) first.") var prependBos = false
-    @Option(help: "Write the requested hooks and the logits to this .safetensors file.")
+    @Option(help: "Write the requested hooks and the logits to this .safetensors file (never one of the model's files).")
     var cache: String?
+    @Flag(help: "Replace output files that already exist.") var force = false
     @Option(parsing: .upToNextOption,
             help: "Hooks to cache: TransformerLens names, globs (blocks.*.hook_resid_pre) or 'all'.")
     var hooks: [String] = []
@@ -35,6 +37,15 @@ struct RunCommand: ParsableCommand {
     struct Candidate: Encodable { let id: Int; let token: String; let logit: Float; let prob: Float }
     struct Output: Encodable { let tokens: [Int]; let top: [Candidate] }
 
+    /// Refuses an output path that is one of the model's files, or that exists without --force.
+    func checkOutput(_ path: String, option: String, model: LoadedModel) throws {
+        do {
+            try Files.checkOutput(path, option: option, inputs: model.inputFiles, force: force)
+        } catch {
+            throw CLIError.io(error.description)
+        }
+    }
+
     func run() throws {
         let loaded = try LoadedModel.load(model, processing: processing.options)
         let gpt = loaded.model
@@ -49,16 +60,13 @@ struct RunCommand: ParsableCommand {
         let top = order.prefix(topK).map { Candidate(id: $0, token: tok.tokenString($0), logit: last[$0], prob: probs[$0]) }
 
         if let cache {
+            try checkOutput(cache, option: "--cache", model: loaded)
             var tensors = Dictionary(uniqueKeysWithValues: out.cache.map { ($0.key.description, $0.value) })
             tensors["logits"] = out.logits
             let meta = ["model": loaded.checkpoint.directory.path, "ln_mode": gpt.lnMode.rawValue,
                         "processing": gpt.processing.description, "tokens": ids.map(String.init).joined(separator: ","),
                         "lnlens_version": LNLensVersion.string]
-            do {
-                try SafetensorsWriter.write(tensors, metadata: meta, to: URL(fileURLWithPath: cache))
-            } catch {
-                throw CLIError.io("cannot write --cache \(cache): \(error.localizedDescription)")
-            }
+            try SafetensorsWriter.write(tensors, metadata: meta, to: URL(fileURLWithPath: cache))
             printErr("wrote \(tensors.count) tensors (\(out.cache.count) hooks + logits) to \(cache)")
         }
         if json { return try printJSON(Output(tokens: ids, top: top)) }

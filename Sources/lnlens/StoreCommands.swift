@@ -1,5 +1,7 @@
+import Analysis
 import ArgumentParser
 import Foundation
+import Jobs
 import ResultsStore
 
 /// `--db PATH` and the output format switches of the read-only commands.
@@ -55,11 +57,20 @@ func printTable(_ result: QueryResult) {
 }
 
 struct RunsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "runs", abstract: "List the stored runs.")
+    static let configuration = CommandConfiguration(
+        commandName: "runs", abstract: "List the stored runs (--verify: check the whole database file first).")
     @OptionGroup var read: ReadOptions
+    @Flag(help: "Run SQLite's full integrity_check on the database and report any damage.") var verify = false
 
     func run() throws {
-        try read.print(try read.open().namedQuery("runs", arguments: []))
+        let db = try read.open()
+        if verify {
+            if let problems = try db.integrityProblems() {
+                throw ResultsStoreError.damaged(path: db.path, problem: "integrity_check: " + problems.prefix(3).joined(separator: "; "))
+            }
+            printErr("\(db.path): integrity_check ok")
+        }
+        try read.print(try db.runsTable())
     }
 }
 
@@ -67,24 +78,58 @@ struct QueryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
         abstract: "Read the results database: a named query or --sql \"SELECT …\" (the database is opened read-only).",
-        discussion: "Named queries:\n" + ResultsDatabase.namedQueries.keys.sorted().map { "  " + ResultsDatabase.namedQueries[$0]! }.joined(separator: "\n"))
+        discussion: "Named queries:\n" + StoredRuns.namedQueries.keys.sorted().map { "  " + StoredRuns.namedQueries[$0]! }.joined(separator: "\n"))
 
-    @Argument(help: "A named query and its arguments, e.g. nmae, or top-heads 3 --limit 10.")
+    @Argument(help: "A named query and its arguments: runs, nmae, or top-heads RUN_ID.")
     var words: [String] = []
     @Option(help: "Any SQL statement that only reads.") var sql: String?
-    @Option(help: "Row limit for top-heads.") var limit: Int?
+    @Option(help: "Rows of top-heads (default 20).") var limit: Int?
+    @Option(help: "Stop a statement that runs longer than this many seconds.") var timeout: Double = 60
     @OptionGroup var read: ReadOptions
 
     func validate() throws {
         if (sql == nil) == words.isEmpty {
-            throw ValidationError("give a named query (\(ResultsDatabase.namedQueries.keys.sorted().joined(separator: ", "))) or --sql \"SELECT …\"")
+            throw ValidationError("give a named query (\(StoredRuns.namedQueries.keys.sorted().joined(separator: ", "))) or --sql \"SELECT …\"")
+        }
+        if let limit, limit < 1 { throw ValidationError("--limit \(limit): give a positive number of rows") }
+        if !(timeout > 0) { throw ValidationError("--timeout \(timeout): give a positive number of seconds") }
+        if sql == nil {
+            let name = words[0], rest = Array(words.dropFirst())
+            switch name {
+            case "runs", "nmae":
+                if !rest.isEmpty { throw ValidationError("named query \(name) takes no arguments, got '\(rest.joined(separator: " "))'") }
+                if limit != nil { throw ValidationError("--limit goes with top-heads") }
+            case "top-heads":
+                guard rest.count == 1, Int64(rest[0]) != nil else {
+                    throw ValidationError("usage: lnlens query top-heads RUN_ID [--limit N]")
+                }
+            default:
+                throw JobError.unknownNamedQuery(name: name, known: Array(StoredRuns.namedQueries.keys))
+            }
         }
     }
 
     func run() throws {
         let db = try read.open()
-        if let sql { return try read.print(try db.query(sql: sql)) }
-        try read.print(try db.namedQuery(words[0], arguments: Array(words.dropFirst()) + (limit.map { ["--limit", "\($0)"] } ?? [])))
+        if let sql { return try read.print(try db.query(sql: sql, timeout: timeout)) }
+        switch words[0] {
+        case "runs": try read.print(try db.runsTable())
+        case "nmae": try read.print(try StoredRuns.nmaeTable(db: db))
+        default: try read.print(try StoredRuns.topHeads(db: db, runID: Int64(words[1])!, limit: limit ?? 20))
+        }
+    }
+}
+
+struct MigrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate",
+        abstract: "Upgrade a results database written by an older lnlens to the current schema (in one transaction).")
+    @Option(help: "SQLite database to upgrade.") var db = "results/lnlens.sqlite"
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: db) else { throw ResultsStoreError.databaseNotFound(path: db) }
+        _ = try ResultsDatabase(path: db)
+        print("\(db): schema is current")
     }
 }
 
@@ -99,10 +144,14 @@ struct DiffCommand: ParsableCommand {
     @Option(help: "How many heads to list as moved or flipped.") var top = 8
     @Flag(help: "Print JSON.") var json = false
 
+    func validate() throws {
+        if top < 0 { throw ValidationError("--top \(top): must not be negative") }
+    }
+
     func run() throws {
-        let d = try ResultsDatabase.openReadOnly(path: db).diff(runA: runA, runB: runB, top: top)
+        let d = try StoredRuns.dlaDiff(db: ResultsDatabase.openReadOnly(path: db), runA: runA, runB: runB, top: top)
         if json { return try printJSON(d) }
-        func name(_ s: RunDiff.Side) -> String { "run \(s.runID) \(URL(fileURLWithPath: s.modelPath).lastPathComponent) (\(s.lnMode))" }
+        func name(_ s: DLADiff.Side) -> String { "run \(s.runID) \(URL(fileURLWithPath: s.modelPath).lastPathComponent) (\(s.lnMode))" }
         func pct(_ v: Double?) -> String { v.map { String(format: "%9.4f", $0) } ?? "        -" }
         print("A: \(name(d.a))")
         print("B: \(name(d.b))")
@@ -113,7 +162,7 @@ struct DiffCommand: ParsableCommand {
         for l in d.layers { print(String(format: "  layer %-3d                         ", l.layer) + pct(l.nmaeA) + "  " + pct(l.nmaeB)) }
         print("")
         print("rank correlation (Spearman) of head mean direct effects: " + (d.spearman.map { String(format: "%.4f", $0) } ?? "-"))
-        func headLine(_ h: RunDiff.Head) -> String {
+        func headLine(_ h: DLADiff.Head) -> String {
             "  " + padded(h.component, 7) + String(format: " DE %9.4f → %9.4f   rank %5.1f → %5.1f   NMAE %@ → %@", h.meanDEA, h.meanDEB,
                    h.rankA, h.rankB, pct(h.nmaeA), pct(h.nmaeB))
         }

@@ -188,7 +188,7 @@ private func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int
 
     @Test func missingFileIsOneLineError() throws {
         let url = URL(fileURLWithPath: "/nonexistent/lnlens/x.jsonl")
-        #expect(throws: AnalysisError.promptFileUnreadable(path: url.relativePath, reason: "no such file")) {
+        #expect(throws: AnalysisError.promptFileUnreadable(path: url.relativePath, reason: "does not exist")) {
             try PromptSet.load(url: url, tokenizer: enc, skipInvalid: false)
         }
     }
@@ -263,7 +263,7 @@ private func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int
             try TextPrompts.load(url: empty, tokenizer: enc)
         }
         let missing = URL(fileURLWithPath: "/nonexistent/lnlens/t.txt")
-        #expect(throws: AnalysisError.textFileUnreadable(path: missing.relativePath, reason: "no such file")) {
+        #expect(throws: AnalysisError.textFileUnreadable(path: missing.relativePath, reason: "does not exist")) {
             try TextPrompts.load(url: missing, tokenizer: enc)
         }
         let latin1 = try PromptTestSupport.temporaryFile("", name: "l.txt")

@@ -275,9 +275,9 @@ import Testing
         let runs = try store.runs()
         #expect(runs.count == 2 && runs.allSatisfy { $0.status == .completed })
         for run in runs {
-            #expect(try store.results(runID: run.id).count == 200 * (2 + 4 * 6) * 2 + 200)
+            #expect(try store.results(runID: run.id!).count == 200 * (2 + 4 * 6) * 2 + 200)
         }
-        let diff = try Self.run(["diff", "\(runs[0].id)", "\(runs[1].id)", "--db", db, "--json"])
+        let diff = try Self.run(["diff", "\(runs[0].id!)", "\(runs[1].id!)", "--db", db, "--json"])
         #expect(diff.status == 0, "\(diff.stderr)")
     }
 }

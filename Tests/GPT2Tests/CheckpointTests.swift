@@ -271,10 +271,17 @@ import TensorCore
         try Data("[8]".utf8).write(to: file)
         expectCheckpointError([file.path, "not a JSON object"]) { _ = try Checkpoint.open(dir.path, environment: [:]) }
         for (patch, fragments) in [
-            (["n_embd": "eight"] as [String: Any], ["n_embd", "wrong type"]),
+            (["n_embd": "eight"] as [String: Any], ["\"n_embd\" must be an integer, not a string"]),
+            (["n_embd": 64.5], ["\"n_embd\" must be an integer, not 64.5"]),
+            (["n_embd": 9_223_372_036_854_775_807], ["n_embd", "at most 32768"]),
+            (["n_layer": 2_147_483_648], ["n_layer", "at most 1024"]),
+            (["n_layer": 3], ["n_layer", "3", "blocks 0...1"]),
+            (["vocab_size": true], ["\"vocab_size\" must be an integer, not a boolean"]),
+            (["tie_word_embeddings": "yes"], ["tie_word_embeddings", "true or false"]),
+            (["layer_norm_epsilon": "1e-5"], ["layer_norm_epsilon", "must be a number"]),
             (["n_head": 3], ["n_embd", "divisible by n_head"]),
             (["model_type": "llama"], ["model_type", "llama", "GPT-2"]),
-            (["n_layer": 0], ["n_layer", "at least 1"]),
+            (["n_layer": 0], ["n_layer", "must be positive"]),
             (["activation_function": "relu"], ["activation_function", "relu", "gelu_new"]),
         ] {
             try F.writeConfig(in: dir, patch)

@@ -120,17 +120,17 @@ import TensorCore
         #expect(b[5] == .infinity && b[6] == -.infinity && b[7].isNaN)
     }
 
-    @Test func allowsMetadataHolesAndOffsetsNotStartingAtZero() throws {
+    @Test func readsMetadataEmptyTensorsAndUnconvertibleDTypes() throws {
         let dir = try CheckpointFixture.temporaryDirectory()
         defer { CheckpointFixture.remove(dir) }
-        let url = dir.appendingPathComponent("holes.safetensors")
+        let url = dir.appendingPathComponent("mixed.safetensors")
         let one = CheckpointFixture.littleEndianBytes([Float(1).bitPattern])
         let two = CheckpointFixture.littleEndianBytes([Float(2).bitPattern])
-        let data = [UInt8](repeating: 0xAA, count: 4) + one + [UInt8](repeating: 0xBB, count: 8) + two
+        let data = one + [1, 0] + two
         let header = """
-            {"__metadata__":{"format":"pt","n":3},"b":{"dtype":"F32","shape":[1],"data_offsets":[16,20]},\
-            "a":{"dtype":"F32","shape":[],"data_offsets":[4,8]},"z":{"dtype":"F32","shape":[0],"data_offsets":[20,20]},\
-            "w":{"dtype":"BOOL","shape":[2],"data_offsets":[8,10]}}
+            {"__metadata__":{"format":"pt","n":3},"b":{"dtype":"F32","shape":[1],"data_offsets":[6,10]},\
+            "a":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"z":{"dtype":"F32","shape":[0],"data_offsets":[10,10]},\
+            "w":{"dtype":"BOOL","shape":[2],"data_offsets":[4,6]}}
             """
         try CheckpointFixture.rawFile(header: header, data: data).write(to: url)
         let file = try SafetensorsFile(url: url)
@@ -139,8 +139,35 @@ import TensorCore
         #expect(try file.tensor("b").data == [2])
         #expect(try file.floats("z") == [])
         // A dtype the format knows but lnlens does not convert: valid file, unreadable tensor.
-        expectCheckpointError(["holes.safetensors", "tensor w", "BOOL", "F32, F16, BF16"]) { _ = try file.floats("w") }
-        expectCheckpointError(["holes.safetensors", "nope"]) { _ = try file.floats("nope") }
+        expectCheckpointError(["mixed.safetensors", "tensor w", "BOOL", "F32, F16, BF16"]) { _ = try file.floats("w") }
+        expectCheckpointError(["mixed.safetensors", "nope"]) { _ = try file.floats("nope") }
+    }
+
+    /// The tensors must cover the data section exactly: a gap, a late start, trailing bytes or a
+    /// header length a few bytes off (the JSON then ends in padding and still parses) are errors,
+    /// not tensors read from the wrong bytes.
+    @Test func rejectsDataSectionNotCoveredExactly() throws {
+        let eight = [UInt8](repeating: 0x3F, count: 8)
+        try badFile(CheckpointFixture.rawFile(header: #"{"t":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: eight),
+                    expect: ["bytes 0..<4", "belong to no tensor", "tensor t starts at 4"])
+        try badFile(CheckpointFixture.rawFile(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F16","shape":[1],"data_offsets":[6,8]}}"#, data: eight),
+                    expect: ["bytes 4..<6", "tensor b starts at 6"])
+        try badFile(CheckpointFixture.rawFile(header: good, data: eight + [0, 0]),
+                    expect: ["end at byte 8", "holds 10 bytes", "trailing bytes"])
+        // A header padded with spaces (as writers align the data), its length lowered by 4 and by 1:
+        // the JSON still parses, and without the check every tensor would be read early.
+        let values = CheckpointFixture.littleEndianBytes([Float(1), 2, 3].map(\.bitPattern))
+        var bytes = CheckpointFixture.rawFile([.init(name: "x", dtype: "F32", shape: [3], bytes: values)], headerPadding: 6)
+        let dir = try CheckpointFixture.temporaryDirectory()
+        defer { CheckpointFixture.remove(dir) }
+        let url = dir.appendingPathComponent("ok.safetensors")
+        try bytes.write(to: url)
+        #expect(try SafetensorsFile(url: url).tensor("x").data == [1, 2, 3])
+        let length = UInt64(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        for shift: UInt64 in [4, 1] {
+            withUnsafeBytes(of: (length - shift).littleEndian) { bytes.replaceSubrange(0..<8, with: $0) }
+            try badFile(bytes, expect: ["is not a valid safetensors file", "holds \(12 + shift) bytes"])
+        }
     }
 
     // MARK: Bad files: each message names the file and, where there is one, the tensor.

@@ -21,8 +21,8 @@ struct TempDatabasePath {
 func sampleRun(
     command: String = "dla", lnMode: String = "layernorm", promptSetHash: String = "abc123", nPrompts: Int = 4,
     modelPath: String = "models/gpt2"
-) -> NewRun {
-    NewRun(
+) -> RunRecord {
+    RunRecord(
         command: command, optionsJSON: #"{"batch_size":2}"#, modelPath: modelPath, modelHash: "hash-\(modelPath)",
         lnMode: lnMode, processingJSON: #"{"fold_ln":true}"#, promptSetPath: "prompts/ioi.jsonl",
         promptSetHash: promptSetHash, nPrompts: nPrompts, toolVersion: "0.1.0-test")

@@ -16,13 +16,16 @@ import Testing
 
         let prompts = [
             PromptRow(promptIndex: 0, prompt: "When Mary and John", answer: " Mary", wrong: " John", nTokens: 5),
-            PromptRow(promptIndex: 1, prompt: "The Eiffel Tower is in", answer: " Paris", wrong: nil, nTokens: 6),
+            PromptRow(promptIndex: 1, prompt: "The Eiffel Tower is in", answer: " Paris", wrong: nil, nTokens: 6,
+                      corrupt: "The Colosseum Tower is in", tokens: ["The", " E", "iff", "el", " Tower", " is"]),
         ]
         let values = [
-            ResultRow(promptIndex: 0, component: "embed", quantity: "dla", value: 0.25),
-            ResultRow(promptIndex: 0, component: "L0H1", quantity: "direct_effect", value: -1.5e-7),
-            ResultRow(promptIndex: 1, component: "L11_mlp", quantity: "dla", value: 3),
-            ResultRow(promptIndex: 1, component: "pos_embed", quantity: "dla", value: .infinity),
+            ResultRow(promptIndex: 0, site: "embed", quantity: "dla", value: 0.25),
+            ResultRow(promptIndex: 0, site: "result", layer: 0, head: 1, quantity: "direct_effect", value: -1.5e-7),
+            ResultRow(promptIndex: 1, site: "mlp_out", layer: 11, quantity: "dla", value: 3),
+            ResultRow(promptIndex: 1, site: "pos_embed", quantity: "dla", value: .infinity),
+            ResultRow(promptIndex: 1, site: "z", layer: 2, position: 4, head: 3, quantity: "atp", value: -2),
+            ResultRow(promptIndex: 1, site: "z", layer: 2, head: 3, quantity: "atp", value: 7),
         ]
         try db.writeBatch(runID: id, prompts: prompts, values: values, firstPrompt: 0, lastPrompt: 1)
         let summaries = [
@@ -33,7 +36,8 @@ import Testing
         try db.finishRun(runID: id, status: .completed, summaries: summaries, error: nil)
 
         #expect(try db.prompts(runID: id) == prompts)
-        #expect(try db.results(runID: id) == values.sorted { ($0.promptIndex, $0.component) < ($1.promptIndex, $1.component) })
+        #expect(try db.results(runID: id) == [values[0], values[1], values[2], values[3], values[5], values[4]])
+        #expect(try db.results(runID: id, site: "z") == [values[5], values[4]])
         #expect(try db.results(runID: id, quantity: "direct_effect") == [values[1]])
         #expect(try db.summaries(runID: id) == summaries.sorted { ($0.scope, $0.key) < ($1.scope, $1.key) })
         #expect(try db.completedPromptIndices(runID: id) == [0, 1])
@@ -63,7 +67,7 @@ import Testing
             try db.writeBatch(runID: id, prompts: batch.prompts, values: batch.values, firstPrompt: 0, lastPrompt: 1)
         }
         #expect(message(error!) == "run \(id) in :memory: is completed, not running: resume it explicitly before writing more results")
-        #expect(throws: ResultsStoreError.alreadyCompleted(id: id, path: ":memory:")) { try db.markResumed(runID: id) }
+        #expect(throws: ResultsStoreError.alreadyCompleted(id: id, path: ":memory:")) { try db.claimRun(id: id) }
         #expect(throws: ResultsStoreError.noSuchRun(id: 77, path: ":memory:")) {
             try db.writeBatch(runID: 77, prompts: [], values: [], firstPrompt: 0, lastPrompt: 0)
         }
@@ -73,15 +77,17 @@ import Testing
     @Test func badBatchesAreRefusedWhole() throws {
         let db = try ResultsDatabase.inMemory()
         let id = try db.beginRun(sampleRun(nPrompts: 4))
-        let good = ResultRow(promptIndex: 0, component: "L0H0", quantity: "dla", value: 1)
+        let good = ResultRow(promptIndex: 0, site: "result", layer: 0, head: 0, quantity: "dla", value: 1)
         let cases: [([ResultRow], Int, Int, String)] = [
-            ([good, ResultRow(promptIndex: 1, component: "L0H0", quantity: "dla", value: .nan)], 0, 1,
-             "dla of L0H0 for prompt 1 is NaN"),
-            ([good, ResultRow(promptIndex: 2, component: "L0H0", quantity: "dla", value: 1)], 0, 1,
+            ([good, ResultRow(promptIndex: 1, site: "result", layer: 0, head: 0, quantity: "dla", value: .nan)], 0, 1,
+             "dla of result for prompt 1 is NaN"),
+            ([good, ResultRow(promptIndex: 2, site: "result", layer: 0, head: 0, quantity: "dla", value: 1)], 0, 1,
              "result for prompt 2 lies outside the batch 0...1"),
             ([good], 1, 0, "prompt range 1...0 is empty or negative"),
-            ([ResultRow(promptIndex: 4, component: "L0H0", quantity: "dla", value: 1)], 4, 4,
+            ([ResultRow(promptIndex: 4, site: "result", layer: 0, head: 0, quantity: "dla", value: 1)], 4, 4,
              "prompt 4 is past the run's n_prompts 4"),
+            ([ResultRow(promptIndex: 0, site: "resid_pre", layer: -1, quantity: "atp", value: 1)], 0, 0,
+             "result for prompt 0 at resid_pre has a negative layer, position or head"),
         ]
         for (values, first, last, reason) in cases {
             #expect(throws: ResultsStoreError.invalidBatch(id: id, reason: reason, path: ":memory:")) {
@@ -98,16 +104,34 @@ import Testing
         // Make SQLite fail after the batch's result rows went in: without batches_done the
         // progress marker cannot be written, and the whole batch must roll back.
         let values = [
-            ResultRow(promptIndex: 0, component: "L0H0", quantity: "dla", value: 1),
-            ResultRow(promptIndex: 1, component: "L0H1", quantity: "dla", value: 2),
+            ResultRow(promptIndex: 0, site: "result", layer: 0, head: 0, quantity: "dla", value: 1),
+            ResultRow(promptIndex: 1, site: "result", layer: 0, head: 1, quantity: "dla", value: 2),
         ]
         try db.writeBatch(runID: id, prompts: [], values: values, firstPrompt: 0, lastPrompt: 1)
         try #require(db.writer).write { try $0.execute(sql: "DROP TABLE batches_done") }
         #expect(throws: ResultsStoreError.self) {
             try db.writeBatch(
-                runID: id, prompts: [], values: [ResultRow(promptIndex: 2, component: "L0H0", quantity: "dla", value: 3)],
+                runID: id, prompts: [], values: [ResultRow(promptIndex: 2, site: "result", layer: 0, head: 0, quantity: "dla", value: 3)],
                 firstPrompt: 2, lastPrompt: 2)
         }
         #expect(try db.results(runID: id) == values)
+    }
+
+    @Test func trainStepsAndEstimatorErrorsRoundTrip() throws {
+        let db = try ResultsDatabase.inMemory()
+        let id = try db.beginRun(sampleRun(command: "train", nPrompts: 3))
+        let steps = [
+            TrainStepRow(step: 0, loss: 10.5, lr: 1e-4, gradNorm: 3, tokens: 512, seconds: 0.25),
+            TrainStepRow(step: 1, loss: 9.75, auxLoss: 0.01, lr: 2e-4, tokens: 1024, event: "ln_2 of block 0 removed"),
+        ]
+        try db.writeTrainSteps(runID: id, steps: steps)
+        let errors = [
+            ErrorRow(site: "resid_pre", method: "atp", layer: nil, normalized: false, metric: "nmae", value: 12),
+            ErrorRow(site: "resid_pre", method: "atp", layer: 3, normalized: true, metric: "pearson", value: .nan),
+        ]
+        try db.finishRun(runID: id, status: .completed, summaries: [], errors: errors, error: nil)
+        #expect(try db.trainSteps(runID: id) == steps)
+        #expect(try db.estimatorErrors(runID: id) == errors)
+        #expect(throws: ResultsStoreError.self) { try db.writeTrainSteps(runID: id, steps: steps) }
     }
 }

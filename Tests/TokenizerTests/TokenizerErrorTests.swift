@@ -59,6 +59,33 @@ import Testing
         }
     }
 
+    /// An empty merges.txt would tokenize everything into single bytes, silently.
+    @Test func emptyMergesFile() throws {
+        let folder = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        for text in ["", "#version: 0.2\n", "\n\n"] {
+            let merges = try write(text, "merges.txt", in: folder)
+            expectError(.noMerges(path: merges.path), mentioning: [merges.path, "no merge rules"]) {
+                _ = try GPT2Tokenizer(vocabURL: vocabURL, mergesURL: merges)
+            }
+        }
+    }
+
+    @Test func vocabWithDuplicateIDs() throws {
+        let folder = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var vocab = try JSONDecoder().decode([String: Int].self, from: Data(contentsOf: vocabURL))
+        vocab["Ġzzzduplicate"] = 262  // " the"
+        vocab["Ġyyyduplicate"] = 11  // ","
+        let vocabFile = folder.appendingPathComponent("vocab.json")
+        try JSONEncoder().encode(vocab).write(to: vocabFile)
+        let merges = Fixtures.modelTokenizerDirectory.appendingPathComponent("merges.txt")
+        expectError(.duplicateID(path: vocabFile.path, id: 11, first: ",", second: "Ġyyyduplicate"),
+                    mentioning: [vocabFile.path, "id 11", "two tokens"]) {
+            _ = try GPT2Tokenizer(vocabURL: vocabFile, mergesURL: merges)
+        }
+    }
+
     @Test func mergeLineWithThreeTokens() throws {
         let folder = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }

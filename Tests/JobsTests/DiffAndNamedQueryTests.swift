@@ -1,7 +1,8 @@
+import Analysis
 import Foundation
+import Jobs
+import ResultsStore
 import Testing
-
-@testable import ResultsStore
 
 /// A hand-made pair of runs: 2 layers × 2 heads, 3 prompts. Mean DE per head is chosen so the
 /// ranks are easy to read; per-prompt values spread around it.
@@ -18,18 +19,21 @@ struct HandMade {
         return (de, dla)
     }
 
-    static func write(_ db: ResultsDatabase, means: [Double], dlaScale: Double, run: NewRun) throws -> Int64 {
+    static func write(_ db: ResultsDatabase, means: [Double], dlaScale: Double, run: RunRecord) throws -> Int64 {
         let id = try db.beginRun(run)
         let (de, dla) = values(means: means, dlaScale: dlaScale)
         var rows: [ResultRow] = []
         for (h, head) in heads.enumerated() {
+            let site = Component(name: head)!.site
             for p in spread.indices {
-                rows.append(ResultRow(promptIndex: p, component: head, quantity: "direct_effect", value: de[h][p]))
-                rows.append(ResultRow(promptIndex: p, component: head, quantity: "dla", value: dla[h][p]))
+                rows.append(ResultRow(promptIndex: p, site: site.name, layer: site.layer, head: site.head,
+                                      quantity: "direct_effect", value: de[h][p]))
+                rows.append(ResultRow(promptIndex: p, site: site.name, layer: site.layer, head: site.head,
+                                      quantity: "dla", value: dla[h][p]))
             }
             // Non-head components must not enter head NMAE.
-            rows.append(ResultRow(promptIndex: 0, component: "L\(h % 2)_mlp", quantity: "dla", value: 100))
-            rows.append(ResultRow(promptIndex: 0, component: "L\(h % 2)_mlp", quantity: "direct_effect", value: -100))
+            rows.append(ResultRow(promptIndex: 0, site: "mlp_out", layer: h % 2, quantity: "dla", value: 100))
+            rows.append(ResultRow(promptIndex: 0, site: "mlp_out", layer: h % 2, quantity: "direct_effect", value: -100))
         }
         let prompts = spread.indices.map { PromptRow(promptIndex: $0, prompt: "p\($0)", answer: " a", wrong: nil, nTokens: 3) }
         try db.writeBatch(runID: id, prompts: prompts, values: rows, firstPrompt: 0, lastPrompt: 2)
@@ -57,7 +61,7 @@ struct HandMade {
         let a = try HandMade.write(db, means: HandMade.meanDEA, dlaScale: 1.5, run: sampleRun(nPrompts: 3))
         let b = try HandMade.write(
             db, means: HandMade.meanDEB, dlaScale: 1, run: sampleRun(lnMode: "ln-free", nPrompts: 3, modelPath: "models/lnfree"))
-        let diff = try db.diff(runA: a, runB: b)
+        let diff = try StoredRuns.dlaDiff(db: db, runA: a, runB: b, top: 10)
         let va = HandMade.values(means: HandMade.meanDEA, dlaScale: 1.5)
         let vb = HandMade.values(means: HandMade.meanDEB, dlaScale: 1)
         let close = { (x: Double?, y: Double) in x.map { abs($0 - y) < 1e-9 } ?? false }
@@ -87,18 +91,19 @@ struct HandMade {
         #expect(diff.rankMoves.map(\.rankShift) == [-3, 2, 1])
         // Signs flip for L0H1 (1 → −1) and L1H0 (−2 → 4); the larger change first.
         #expect(diff.signFlips.map(\.component) == ["L1H0", "L0H1"])
-        #expect(try db.diff(runA: a, runB: b, top: 1).rankMoves.map(\.component) == ["L1H0"])
+        #expect(try StoredRuns.dlaDiff(db: db, runA: a, runB: b, top: 1).rankMoves.map(\.component) == ["L1H0"])
 
         let json = try JSONEncoder().encode(diff)
-        #expect(try JSONDecoder().decode(RunDiff.self, from: json) == diff)
+        #expect(try JSONDecoder().decode(DLADiff.self, from: json) == diff)
     }
 
     @Test func spearmanWithTiesUsesAverageRanks() {
-        #expect(descendingRanks([5, 1, 5, 3]) == [1.5, 4, 1.5, 3])
-        #expect(pearson([1, 2, 3], [1, 2, 3]) == 1)
-        #expect(pearson([1, 2, 3], [3, 2, 1]) == -1)
-        #expect(pearson([1, 1, 1], [1, 2, 3]) == nil)
-        #expect(pearson([1], [1]) == nil)
+        #expect(Metrics.ranks([5, 1, 5, 3], descending: true) == [1.5, 4, 1.5, 3])
+        #expect(Metrics.ranks([5, 1, 5, 3]) == [3.5, 1, 3.5, 2])
+        #expect(Metrics.pearson([1, 2, 3], [1, 2, 3]) == 1)
+        #expect(Metrics.pearson([1, 2, 3], [3, 2, 1]) == -1)
+        #expect(Metrics.pearson([1, 1, 1], [1, 2, 3]).isNaN)
+        #expect(Metrics.pearson([1], [1]).isNaN)
     }
 
     @Test func diffRefusesRunsThatCannotBeCompared() throws {
@@ -109,16 +114,16 @@ struct HandMade {
         let more = try db.beginRun(moreRun)
         let patching = try db.beginRun(sampleRun(command: "patch", nPrompts: 3))
 
-        let e1 = #expect(throws: ResultsStoreError.self) { try db.diff(runA: a, runB: otherSet) }
+        let e1 = #expect(throws: JobError.self) { try StoredRuns.dlaDiff(db: db, runA: a, runB: otherSet, top: 8) }
         #expect(message(e1!).hasPrefix("cannot diff runs \(a) and \(otherSet): different prompt sets"))
-        #expect(throws: ResultsStoreError.diffRefused(runA: a, runB: more, reason: "different numbers of prompts (3 vs 4)")) {
-            try db.diff(runA: a, runB: more)
+        #expect(throws: JobError.diffRefused(runA: a, runB: more, reason: "different numbers of prompts (3 vs 4)")) {
+            try StoredRuns.dlaDiff(db: db, runA: a, runB: more, top: 8)
         }
-        #expect(throws: ResultsStoreError.diffRefused(runA: a, runB: patching, reason: "run \(patching) is a patch run, diff compares dla runs")) {
-            try db.diff(runA: a, runB: patching)
+        #expect(throws: JobError.diffRefused(runA: a, runB: patching, reason: "run \(patching) is a patch run; diff compares two dla runs or two patch runs")) {
+            try StoredRuns.dlaDiff(db: db, runA: a, runB: patching, top: 8)
         }
-        #expect(throws: ResultsStoreError.diffRefused(runA: 99, runB: a, reason: "no run 99 in :memory:")) {
-            try db.diff(runA: 99, runB: a)
+        #expect(throws: JobError.diffRefused(runA: 99, runB: a, reason: "no run 99 in :memory:")) {
+            try StoredRuns.dlaDiff(db: db, runA: 99, runB: a, top: 8)
         }
     }
 }
@@ -130,37 +135,46 @@ struct HandMade {
         _ = try db.beginRun(sampleRun(command: "patch"))
         let va = HandMade.values(means: HandMade.meanDEA, dlaScale: 1.5)
 
-        let nmae = try db.namedQuery("nmae", arguments: [])
+        let nmae = try StoredRuns.nmaeTable(db: db)
         #expect(nmae.columns == ["id", "model", "ln_mode", "head_nmae", "prompts", "status"])
         #expect(nmae.rows.count == 1)  // dla runs only
         guard case .double(let value) = nmae.rows[0][3] else { Issue.record("head_nmae is \(nmae.rows[0][3])"); return }
         #expect(abs(value - HandMade.nmae(va, heads: [0, 1, 2, 3])) < 1e-9)
         #expect(nmae.rows[0][4] == .int(3) && nmae.rows[0][5] == .text("completed"))
 
-        let top = try db.namedQuery("top-heads", arguments: ["\(a)", "--limit", "2"])
+        let top = try StoredRuns.topHeads(db: db, runID: a, limit: 2)
         #expect(top.columns == ["component", "layer", "head", "mean_abs_de", "mean_dla", "mean_de", "nmae", "prompts"])
         // mean |DE| per head: L0H0 (2+3.5+3.5)/3 = 3, L1H0 (3+1.5+1.5)/3 = 2.
         #expect(top.rows.map { $0[0] } == [.text("L0H0"), .text("L1H0")])
         #expect(top.rows[1][1] == .int(1) && top.rows[1][2] == .int(0))
         #expect(top.rows[0][3] == .double(3) && top.rows[0][5] == .double(3) && top.rows[0][7] == .int(3))
-        #expect(try db.namedQuery("top-heads", arguments: ["--limit=1", "\(a)"]).rows.count == 1)
-        #expect(try db.namedQuery("top-heads", arguments: ["\(a)"]).rows.count == 4)
+        #expect(try StoredRuns.topHeads(db: db, runID: a, limit: 20).rows.count == 4)
 
-        let runs = try db.namedQuery("runs", arguments: [])
+        let runs = try db.runsTable()
         #expect(runs.rows.map { $0[0] } == [.int(1), .int(2)])
     }
 
     @Test func namedQueryErrors() throws {
         let db = try ResultsDatabase.inMemory()
         let patch = try db.beginRun(sampleRun(command: "patch"))
-        let unknown = #expect(throws: ResultsStoreError.self) { try db.namedQuery("heads", arguments: []) }
-        #expect(message(unknown!) == "unknown named query 'heads': use one of nmae, runs, top-heads or pass SQL")
-        let missing = #expect(throws: ResultsStoreError.self) { try db.namedQuery("top-heads", arguments: []) }
-        #expect(message(missing!) == "named query 'top-heads': RUN_ID is missing; usage: top-heads RUN_ID [--limit N]")
-        #expect(throws: ResultsStoreError.self) { try db.namedQuery("top-heads", arguments: ["1", "--limit", "x"]) }
-        #expect(throws: ResultsStoreError.self) { try db.namedQuery("runs", arguments: ["1"]) }
-        #expect(throws: ResultsStoreError.noSuchRun(id: 9, path: ":memory:")) { try db.namedQuery("top-heads", arguments: ["9"]) }
-        #expect(throws: ResultsStoreError.self) { try db.namedQuery("top-heads", arguments: ["\(patch)"]) }
-        #expect(Set(ResultsDatabase.namedQueries.keys) == ["runs", "nmae", "top-heads"])
+        #expect(throws: ResultsStoreError.noSuchRun(id: 9, path: ":memory:")) { try StoredRuns.topHeads(db: db, runID: 9, limit: 1) }
+        let wrong = #expect(throws: JobError.self) { try StoredRuns.topHeads(db: db, runID: patch, limit: 1) }
+        #expect(message(wrong!) == "run \(patch) is a patch run; top-heads needs a dla run (see `lnlens runs`)")
+        #expect(Set(StoredRuns.namedQueries.keys) == ["runs", "nmae", "top-heads"])
     }
+}
+
+func sampleRun(
+    command: String = "dla", lnMode: String = "layernorm", promptSetHash: String = "abc123", nPrompts: Int = 4,
+    modelPath: String = "models/gpt2"
+) -> RunRecord {
+    RunRecord(
+        command: command, optionsJSON: #"{"batch_size":2}"#, modelPath: modelPath, modelHash: "hash-\(modelPath)",
+        lnMode: lnMode, processingJSON: #"{"fold_ln":true}"#, promptSetPath: "prompts/ioi.jsonl",
+        promptSetHash: promptSetHash, nPrompts: nPrompts, toolVersion: "0.1.0-test")
+}
+
+/// The one-line message of an error.
+func message(_ error: any Error) -> String {
+    (error as? LocalizedError)?.errorDescription ?? "\(error)"
 }

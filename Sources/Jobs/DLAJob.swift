@@ -1,86 +1,8 @@
+import Analysis
 import Foundation
 import GPT2
 import ResultsStore
-
-/// What a `dla` run attributes: the last position of each prompt of a prompt set, or positions
-/// of a plain text.
-public enum AttributionInput: Sendable {
-    case prompts(PromptSet)
-    case text(TextPrompts, TextTargets = .nextToken)
-
-    public var path: String {
-        switch self {
-        case .prompts(let p): p.path
-        case .text(let t, _): t.path
-        }
-    }
-
-    public var contentHash: String {
-        switch self {
-        case .prompts(let p): p.contentHash
-        case .text(let t, _): t.contentHash
-        }
-    }
-
-    /// Forward sequences, each with the targets it carries, in prompt-index order.
-    public var units: [AttributionUnit] {
-        switch self {
-        case .prompts(let set):
-            return set.examples.map { ex in
-                AttributionUnit(tokens: ex.tokens, targets: [
-                    .init(prompt: ex.index, position: ex.tokens.count - 1, answerID: ex.answerID, wrongID: ex.wrongID,
-                          text: ex.prompt, answer: ex.answer, wrong: ex.wrong),
-                ])
-            }
-        case .text(let text, .lastTokenOfWindow):
-            return text.windows.enumerated().map { i, w in
-                let last = w.tokens.count - 1
-                return AttributionUnit(tokens: w.tokens, targets: [
-                    .init(prompt: i, position: last, answerID: w.tokens[last], wrongID: nil, text: nil, answer: nil,
-                          wrong: nil),
-                ])
-            }
-        case .text(let text, .nextToken):
-            var next = 0
-            return text.windows.map { w in
-                let targets = (0..<(w.tokens.count - 1)).map { p in
-                    defer { next += 1 }
-                    return AttributionUnit.Target(prompt: next, position: p, answerID: w.tokens[p + 1], wrongID: nil,
-                                                  text: nil, answer: nil, wrong: nil)
-                }
-                return AttributionUnit(tokens: w.tokens, targets: targets)
-            }
-        }
-    }
-
-    public var count: Int {
-        switch self {
-        case .prompts(let p): p.examples.count
-        case .text(let t, .nextToken): t.predictedPositions
-        case .text(let t, .lastTokenOfWindow): t.windows.count
-        }
-    }
-}
-
-/// Which positions of a text are attributed, and to which token.
-public enum TextTargets: String, Sendable {
-    /// Every position, to the actual next token (next-token prediction on the text).
-    case nextToken = "next-token"
-    /// Only the last position of each window, to the token at that position: what the paper's
-    /// `attention_head_attribution/run_analysis.py` does (`target_tokens = batch[:, -1]`), for
-    /// reproducing its figures exactly.
-    case lastTokenOfWindow = "paper"
-}
-
-/// One forward sequence and the positions of it that are attributed.
-public struct AttributionUnit: Sendable {
-    public struct Target: Sendable {
-        public var prompt: Int, position: Int, answerID: Int, wrongID: Int?
-        public var text: String?, answer: String?, wrong: String?
-    }
-    public var tokens: [Int]
-    public var targets: [Target]
-}
+import Support
 
 /// Runs DLA against the exact direct effect over an input, storing every number as it goes.
 ///
@@ -89,7 +11,7 @@ public struct AttributionUnit: Sendable {
 /// interrupted (even by kill -9) is continued with `resume:` and ends with exactly the rows an
 /// uninterrupted run stores, because chunk rows are upserts and summaries are computed from the
 /// stored rows at the end.
-public struct DLARunner {
+public struct DLAJob {
     public var model: GPT2Model
     public var modelPath: String
     public var modelHash: String
@@ -114,11 +36,8 @@ public struct DLARunner {
         self.toolVersion = toolVersion
     }
 
-    /// Thrown by a `progress` callback to stop the run after the chunk just stored; the run is
-    /// marked `interrupted` and `run` throws `AnalysisError.interrupted` naming it.
-    public struct Stop: Error {
-        public init() {}
-    }
+    /// Resume even when another host's owner of the run was heard from recently.
+    public var forceResume = false
 
     /// Options (keys of `optionsJSON`) that change the stored numbers: a run resumes only with
     /// the same values. Batch and chunk sizes are among them because they decide which prompts
@@ -133,9 +52,6 @@ public struct DLARunner {
         return out
     }
 
-    public static let quantityCheck = "components_sum_error"
-    public static let checkComponent = "resid_post"
-
     var processingJSON: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys  // stable text: resume compares it
@@ -144,7 +60,7 @@ public struct DLARunner {
     }
 
     /// Starts a new run (or continues `resume`) and returns its id once it is complete.
-    /// `progress(done, total)` is called after each stored chunk; if it throws `Stop`, the run stops
+    /// `progress(done, total)` is called after each stored chunk; if it throws `JobStop`, the run stops
     /// there, marked interrupted (any other error: failed); either can be resumed.
     @discardableResult
     public func run(db: ResultsDatabase, resume: Int64? = nil,
@@ -170,19 +86,21 @@ public struct DLARunner {
                 throw mismatch("option \(key)", stored[key] ?? "unset", now[key] ?? "unset")
             }
             if record.status == .completed { return resume }
-            try db.markResumed(runID: resume)
+            try db.claimRun(id: resume, force: forceResume)
             runID = resume
             done = try db.completedPromptIndices(runID: resume)
         } else {
-            runID = try db.beginRun(NewRun(
+            runID = try db.beginRun(RunRecord(
                 command: StoreName.dlaCommand, optionsJSON: optionsJSON, modelPath: modelPath, modelHash: modelHash,
                 lnMode: model.lnMode.rawValue, processingJSON: processingJSON, promptSetPath: input.path,
                 promptSetHash: input.contentHash, nPrompts: total, toolVersion: toolVersion))
         }
+        let heartbeat = Heartbeat(db: db, runID: runID)
+        defer { heartbeat.stop() }
         do {
             try runChunks(db: db, runID: runID, done: done, total: total, progress: progress)
             try db.finishRun(runID: runID, status: .completed, summaries: try summaries(db: db, runID: runID), error: nil)
-        } catch is Stop {
+        } catch is JobStop {
             let done = (try? db.completedPromptIndices(runID: runID).count) ?? 0
             try? db.finishRun(runID: runID, status: .interrupted, summaries: [], error: "interrupted by the user")
             throw AnalysisError.interrupted(runID: runID, done: done, total: total)
@@ -230,14 +148,15 @@ public struct DLARunner {
                     let out = try DirectLogitAttribution.attribute(model: model, tokens: batch.map(\.tokens),
                                                                    targets: targets)
                     for r in out.rows {
-                        values.append(ResultRow(promptIndex: r.prompt, component: r.component,
+                        let site = Component(name: r.component)!.site
+                        values.append(ResultRow(promptIndex: r.prompt, site: site.name, layer: site.layer, head: site.head,
                                                 quantity: StoreName.dla, value: r.dla))
-                        values.append(ResultRow(promptIndex: r.prompt, component: r.component,
+                        values.append(ResultRow(promptIndex: r.prompt, site: site.name, layer: site.layer, head: site.head,
                                                 quantity: StoreName.directEffect, value: r.directEffect))
                     }
                     for err in out.perTargetSumError {
-                        values.append(ResultRow(promptIndex: err.prompt, component: Self.checkComponent,
-                                                quantity: Self.quantityCheck, value: err.error))
+                        values.append(ResultRow(promptIndex: err.prompt, site: Component.residPost.site.name,
+                                                quantity: StoreName.componentsSumError, value: err.error))
                     }
                 }
             }
@@ -269,28 +188,23 @@ public struct DLARunner {
         out += nmae.perLayer.sorted { $0.key < $1.key }.map {
             SummaryRow(scope: StoreName.scopeLayer, key: $0.key, metric: StoreName.nmae, value: $0.value)
         }
-        let check = stored.filter { $0.quantity == Self.quantityCheck }.map(\.value).max() ?? 0
+        let check = stored.filter { $0.quantity == StoreName.componentsSumError }.map(\.value).max() ?? 0
         out.append(SummaryRow(scope: StoreName.scopeCheck, key: "components_sum", metric: "max_abs_error", value: check))
         return out
     }
 
     /// Pairs stored `dla` and `direct_effect` rows back into attributions, in (prompt, component) order.
     public static func attributions(from stored: [ResultRow]) -> [ComponentAttribution] {
-        var dla: [String: Double] = [:], de: [String: Double] = [:]
-        var keys: [(Int, String)] = []
+        struct Key: Hashable { let prompt: Int; let component: Component }
+        var dla: [Key: Double] = [:], de: [Key: Double] = [:]
         for r in stored {
-            let key = "\(r.promptIndex)|\(r.component)"
-            if r.quantity == StoreName.dla {
-                dla[key] = r.value
-                keys.append((r.promptIndex, r.component))
-            } else if r.quantity == StoreName.directEffect {
-                de[key] = r.value
-            }
+            guard let c = Component(site: r.site, layer: r.layer, head: r.head) else { continue }
+            let key = Key(prompt: r.promptIndex, component: c)
+            if r.quantity == StoreName.dla { dla[key] = r.value } else if r.quantity == StoreName.directEffect { de[key] = r.value }
         }
-        return keys.compactMap { p, c in
-            let key = "\(p)|\(c)"
+        return dla.keys.sorted { ($0.prompt, $0.component) < ($1.prompt, $1.component) }.compactMap { key -> ComponentAttribution? in
             guard let a = dla[key], let e = de[key] else { return nil }
-            return ComponentAttribution(prompt: p, component: c, dla: a, directEffect: e)
+            return ComponentAttribution(prompt: key.prompt, component: key.component.description, dla: a, directEffect: e)
         }
     }
 }

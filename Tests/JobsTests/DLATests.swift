@@ -1,6 +1,7 @@
 import Analysis
 import Foundation
 import GPT2
+import Jobs
 import ResultsStore
 import Testing
 import Tokenizer
@@ -29,13 +30,13 @@ import Tokenizer
     /// Runs the whole `dla` job (batching, storage, summaries) on an in-memory database.
     /// A runner over the fixture prompts: batches of 3 (several per length, more than one
     /// length) stored in chunks of 4.
-    static func runner(model name: String, optionsJSON: String = "{}") throws -> DLARunner {
+    static func runner(model name: String, optionsJSON: String = "{}") throws -> DLAJob {
         let checkpoint = try Checkpoint.open(fixtures.appendingPathComponent("models/\(name)").path)
         let model = try GPT2Model(checkpoint: checkpoint)
         let tok = try tokenizer()
         let set = try PromptSet.load(url: fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
                                      tokenizer: tok, skipInvalid: false)
-        var runner = DLARunner(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
+        var runner = DLAJob(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
                                input: .prompts(set), decode: { tok.decode($0) }, optionsJSON: optionsJSON,
                                toolVersion: "test")
         runner.batchSize = 3
@@ -53,7 +54,7 @@ import Tokenizer
         let ref = try JSONDecoder().decode(
             Reference.self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("reference/dla/\(name).json")))
         let (db, id) = try Self.storedRun(model: name)
-        let rows = DLARunner.attributions(from: try db.results(runID: id))
+        let rows = DLAJob.attributions(from: try db.results(runID: id))
         let got = Dictionary(uniqueKeysWithValues: rows.map { ("\($0.prompt)|\($0.component)", $0) })
         #expect(rows.count == ref.rows.count)
         var worstDLA = 0.0, worstDE = 0.0
@@ -88,14 +89,14 @@ import Tokenizer
         let check = try #require(try db.summaries(runID: id).first { $0.scope == StoreName.scopeCheck })
         print("\(name): components sum max |error| \(check.value)")
         #expect(check.value < 1e-4)
-        let perPrompt = try db.results(runID: id, quantity: DLARunner.quantityCheck)
+        let perPrompt = try db.results(runID: id, quantity: StoreName.componentsSumError)
         #expect(perPrompt.count == 8)
     }
 
     /// For the LN-free model DLA and the direct effect are one linear function: equal to float error.
     @Test func lnFreeDLAEqualsDirectEffect() throws {
         let (db, id) = try Self.storedRun(model: "tiny-lnfree")
-        let rows = DLARunner.attributions(from: try db.results(runID: id))
+        let rows = DLAJob.attributions(from: try db.results(runID: id))
         let worst = rows.map { abs($0.dla - $0.directEffect) }.max() ?? .infinity
         #expect(worst < 1e-9, "max |DLA − DE| \(worst)")
     }
@@ -111,17 +112,19 @@ import Tokenizer
         let singleID = try runner.run(db: single)
         let one = try single.results(runID: singleID)
         #expect(one.count == batched.count)
-        let worst = zip(one, batched).map { $0.component == $1.component ? abs($0.value - $1.value) : .infinity }.max()!
+        let worst = zip(one, batched).map {
+            ($0.site, $0.layer, $0.head, $0.quantity) == ($1.site, $1.layer, $1.head, $1.quantity) ? abs($0.value - $1.value) : .infinity
+        }.max()!
         #expect(worst < 1e-5, "max |diff| \(worst)")
     }
 
     /// A run resumes only with the options that change its numbers unchanged.
     @Test func resumeRefusesChangedOptions() throws {
-        func runner(_ options: String) throws -> DLARunner { try Self.runner(model: "tiny-ln", optionsJSON: options) }
+        func runner(_ options: String) throws -> DLAJob { try Self.runner(model: "tiny-ln", optionsJSON: options) }
         let db = try ResultsDatabase.inMemory()
         #expect(throws: AnalysisError.interrupted(runID: 1, done: 4, total: 8)) {
             try runner(#"{"prepend_bos": "false", "db": "a"}"#).run(db: db) { done, _ in
-                if done >= 4 { throw DLARunner.Stop() }
+                if done >= 4 { throw JobStop() }
             }
         }
         #expect(throws: AnalysisError.resumeMismatch(runID: 1, reason: "its option prepend_bos is false but this invocation has true")) {
@@ -184,7 +187,7 @@ import Tokenizer
         // Interrupt after the first stored chunk.
         #expect(throws: AnalysisError.interrupted(runID: 1, done: 4, total: 8)) {
             let db = try ResultsDatabase(path: path)
-            _ = try runner.run(db: db) { done, _ in if done >= 4 { throw DLARunner.Stop() } }
+            _ = try runner.run(db: db) { done, _ in if done >= 4 { throw JobStop() } }
         }
         let db = try ResultsDatabase(path: path)
         let id = try #require(try db.runs().first?.id)
@@ -193,5 +196,43 @@ import Tokenizer
         _ = try runner.run(db: db, resume: id)
         #expect(try db.run(id: id)?.status == .completed)
         #expect(try db.results(runID: id) == expected)
+    }
+
+    /// A database written by release 0.1.0 migrates and reads back identical DLA rows and summaries
+    /// (the CSV files were exported from it by that release's `lnlens query`).
+    @Test func v1DatabaseReadsIdenticalRows() throws {
+        let store = Self.fixtures.appendingPathComponent("store")
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("lnlens-v1-\(UUID()).sqlite").path
+        defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
+        try FileManager.default.copyItem(atPath: store.appendingPathComponent("v1.sqlite").path, toPath: path)
+        let db = try ResultsDatabase(path: path)
+        func csv(_ name: String) throws -> [[String]] {
+            try String(contentsOf: store.appendingPathComponent(name), encoding: .utf8)
+                .split(separator: "\n").dropFirst().map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        }
+        // results: run_id, prompt_index, component, quantity, value
+        var expected: [Int64: [String: Double]] = [:]
+        for row in try csv("v1.results.csv") {
+            expected[Int64(row[0])!, default: [:]]["\(row[1])|\(row[2])|\(row[3])"] = Double(row[4])!
+        }
+        for id in Int64(1)...3 {
+            var got: [String: Double] = [:]
+            for a in try StoredRuns.attributions(db: db, runID: id) {
+                got["\(a.prompt)|\(a.component)|dla"] = a.dla
+                got["\(a.prompt)|\(a.component)|direct_effect"] = a.directEffect
+            }
+            for r in try db.results(runID: id, quantity: StoreName.componentsSumError) {
+                got["\(r.promptIndex)|\(Component(site: r.site, layer: r.layer, head: r.head)!)|\(r.quantity)"] = r.value
+            }
+            #expect(got == expected[id]!, "run \(id)")
+        }
+        // summaries: run_id, scope, key, metric, value (bit-identical doubles)
+        for row in try csv("v1.summaries.csv") {
+            let stored = try db.summaries(runID: Int64(row[0])!).first { [$0.scope, $0.key, $0.metric] == Array(row[1...3]) }
+            #expect(stored?.value == Double(row[4]), "\(row)")
+        }
+        #expect(try db.prompts(runID: 3).count == 20)
+        let diff = try StoredRuns.dlaDiff(db: db, runA: 1, runB: 2, top: 3)
+        #expect(diff.promptsCompared == 6 && (diff.b.headNMAE ?? 1) < 1e-6)
     }
 }

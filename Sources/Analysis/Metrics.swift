@@ -1,0 +1,85 @@
+import Foundation
+
+/// How far an estimate is from the exact value it estimates: the one home of every error metric
+/// lnlens reports (DLA against the direct effect, AtP against activation patching).
+public enum Metrics {
+    /// NMAE in percent: `mean |estimate − exact| / mean |exact| · 100` over the pairs, which is
+    /// `Σ |estimate − exact| / Σ |exact| · 100` (the means share their count). NaN without pairs;
+    /// 0 when every difference and every exact value is 0; +∞ when only the exact values are all 0.
+    public static func nmae(_ estimate: [Double], _ exact: [Double]) -> Double {
+        precondition(estimate.count == exact.count)
+        var err = 0.0, mag = 0.0
+        for (e, x) in zip(estimate, exact) {
+            err += abs(e - x)
+            mag += abs(x)
+        }
+        return nmae(sumAbsError: err, sumAbsExact: mag, count: exact.count)
+    }
+
+    /// NMAE from its two sums (for accumulating over groups).
+    public static func nmae(sumAbsError: Double, sumAbsExact: Double, count: Int) -> Double {
+        if count == 0 { return .nan }
+        if sumAbsExact == 0 { return sumAbsError == 0 ? 0 : .infinity }
+        return sumAbsError / sumAbsExact * 100
+    }
+
+    /// Pearson's r; NaN with fewer than two points or a constant series.
+    public static func pearson(_ x: [Double], _ y: [Double]) -> Double {
+        precondition(x.count == y.count)
+        guard x.count >= 2 else { return .nan }
+        let n = Double(x.count)
+        let mx = x.reduce(0, +) / n, my = y.reduce(0, +) / n
+        var sxy = 0.0, sxx = 0.0, syy = 0.0
+        for (a, b) in zip(x, y) {
+            sxy += (a - mx) * (b - my)
+            sxx += (a - mx) * (a - mx)
+            syy += (b - my) * (b - my)
+        }
+        guard sxx > 0, syy > 0 else { return .nan }
+        return sxy / (sxx * syy).squareRoot()
+    }
+
+    /// Spearman's ρ: Pearson's r of the ranks, ties sharing their mean rank.
+    public static func spearman(_ x: [Double], _ y: [Double]) -> Double {
+        pearson(ranks(x), ranks(y))
+    }
+
+    /// Ranks with 1 = smallest (`descending`: 1 = largest); tied values share the mean of their ranks.
+    public static func ranks(_ values: [Double], descending: Bool = false) -> [Double] {
+        let order = values.indices.sorted { descending ? values[$0] > values[$1] : values[$0] < values[$1] }
+        var ranks = [Double](repeating: 0, count: values.count)
+        var start = 0
+        while start < order.count {
+            var end = start
+            while end + 1 < order.count, values[order[end + 1]] == values[order[start]] { end += 1 }
+            let shared = Double(start + end) / 2 + 1
+            for k in start...end { ranks[order[k]] = shared }
+            start = end + 1
+        }
+        return ranks
+    }
+
+    /// The share of pairs whose signs agree, over the pairs whose |exact| is at least `fraction`
+    /// of the largest |exact| (small effects have no meaningful sign). NaN when none qualifies.
+    public static func signAgreement(_ estimate: [Double], _ exact: [Double], fraction: Double = 0.01) -> Double {
+        let largest = exact.map(abs).max() ?? 0
+        guard largest > 0 else { return .nan }
+        var agree = 0, total = 0
+        for (e, x) in zip(estimate, exact) where abs(x) >= fraction * largest {
+            total += 1
+            if (e > 0) == (x > 0) && e != 0 { agree += 1 }
+        }
+        return total == 0 ? .nan : Double(agree) / Double(total)
+    }
+
+    /// Top-k recall: of the k pairs with the largest |exact|, the share that are also among the k
+    /// with the largest |estimate| (ties broken by index, so the value is deterministic).
+    public static func topKRecall(_ estimate: [Double], _ exact: [Double], k: Int) -> Double {
+        let k = min(k, exact.count)
+        guard k > 0 else { return .nan }
+        func top(_ v: [Double]) -> Set<Int> {
+            Set(v.indices.sorted { abs(v[$0]) != abs(v[$1]) ? abs(v[$0]) > abs(v[$1]) : $0 < $1 }.prefix(k))
+        }
+        return Double(top(exact).intersection(top(estimate)).count) / Double(k)
+    }
+}

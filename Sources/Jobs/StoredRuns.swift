@@ -1,0 +1,110 @@
+import Analysis
+import Foundation
+import ResultsStore
+
+/// Errors of reading runs back for comparison or named queries. One line each.
+public enum JobError: LocalizedError, Equatable {
+    case diffRefused(runA: Int64, runB: Int64, reason: String)
+    case wrongCommand(runID: Int64, command: String, expected: String, what: String)
+    case unknownNamedQuery(name: String, known: [String])
+
+    public var errorDescription: String? {
+        switch self {
+        case let .diffRefused(a, b, reason):
+            "cannot diff runs \(a) and \(b): \(reason)"
+        case let .wrongCommand(id, command, expected, what):
+            "run \(id) is a \(command) run; \(what) needs a \(expected) run (see `lnlens runs`)"
+        case let .unknownNamedQuery(name, known):
+            "unknown named query '\(name)': use one of \(known.sorted().joined(separator: ", ")) or pass --sql \"SELECT …\""
+        }
+    }
+}
+
+/// Stored runs read back and summarised with the analysis module's metrics (the store does no
+/// math): `diff` of two DLA runs and the named queries.
+public enum StoredRuns {
+    /// The named queries of `lnlens query NAME`: name → what it shows.
+    public static let namedQueries: [String: String] = [
+        "runs": "runs — every run: id, command, model, LN mode, prompts stored / planned, shard, status, times",
+        "nmae": "nmae — per dla run: id, model, LN mode, NMAE (%) over all heads from the stored rows, prompts stored, status",
+        "top-heads": "top-heads RUN_ID [--limit N] — heads of a dla run by mean |direct effect|, with mean DLA, mean DE and NMAE (%); default limit 20",
+    ]
+
+    /// The DLA rows of a run (any status), as attributions.
+    public static func attributions(db: ResultsDatabase, runID: Int64) throws -> [ComponentAttribution] {
+        DLAJob.attributions(from: try db.results(runID: runID))
+    }
+
+    /// `lnlens diff A B` for two DLA runs on the same prompt set.
+    public static func dlaDiff(db: ResultsDatabase, runA: Int64, runB: Int64, top: Int) throws -> DLADiff {
+        func refuse(_ reason: String) -> JobError { .diffRefused(runA: runA, runB: runB, reason: reason) }
+        var records: [RunRecord] = []
+        for id in [runA, runB] {
+            guard let r = try db.run(id: id) else { throw refuse("no run \(id) in \(db.path)") }
+            guard r.command == StoreName.dlaCommand else {
+                throw refuse("run \(id) is a \(r.command) run; diff compares two dla runs or two patch runs")
+            }
+            records.append(r)
+        }
+        let (ra, rb) = (records[0], records[1])
+        if ra.promptSetHash != rb.promptSetHash {
+            throw refuse("different prompt sets (\(ra.promptSetPath) hash \(ra.promptSetHash.prefix(12)) vs \(rb.promptSetPath) hash \(rb.promptSetHash.prefix(12)))")
+        }
+        if ra.nPrompts != rb.nPrompts { throw refuse("different numbers of prompts (\(ra.nPrompts) vs \(rb.nPrompts))") }
+        func side(_ r: RunRecord) -> DLADiff.Side {
+            .init(runID: r.id!, modelPath: r.modelPath, modelHash: r.modelHash, lnMode: r.lnMode, status: r.status.rawValue)
+        }
+        let rowsA = try attributions(db: db, runID: runA), rowsB = try attributions(db: db, runID: runB)
+        do {
+            return try DLADiff(a: side(ra), rowsA: rowsA, b: side(rb), rowsB: rowsB, promptSetHash: ra.promptSetHash,
+                               nPrompts: ra.nPrompts, top: top)
+        } catch {
+            switch error {
+            case .differentHeads(let a, let b):
+                throw refuse("the runs have different heads (\(a) vs \(b)); diff compares one architecture")
+            case .noCommonPrompts:
+                throw refuse("no prompt has head results stored in both runs")
+            }
+        }
+    }
+
+    /// Named query `nmae`: NMAE over all heads per dla run, recomputed from the stored rows (so
+    /// also for runs still running or interrupted).
+    public static func nmaeTable(db: ResultsDatabase) throws -> QueryResult {
+        var rows: [[Cell]] = []
+        for run in try db.runs() where run.command == StoreName.dlaCommand {
+            let attributions = try attributions(db: db, runID: run.id!)
+            let nmae = NMAESummary(rows: attributions).headsGlobal
+            let prompts = Set(attributions.map(\.prompt)).count
+            rows.append([.int(run.id!), .text(run.modelPath), .text(run.lnMode), nmae.isFinite ? .double(nmae) : .null,
+                         .int(Int64(prompts)), .text(run.status.rawValue)])
+        }
+        return QueryResult(columns: ["id", "model", "ln_mode", "head_nmae", "prompts", "status"], rows: rows)
+    }
+
+    /// Named query `top-heads RUN_ID`: heads by mean |direct effect| over prompts, with mean DLA,
+    /// mean DE and NMAE (%).
+    public static func topHeads(db: ResultsDatabase, runID: Int64, limit: Int) throws -> QueryResult {
+        guard let run = try db.run(id: runID) else { throw ResultsStoreError.noSuchRun(id: runID, path: db.path) }
+        guard run.command == StoreName.dlaCommand else {
+            throw JobError.wrongCommand(runID: runID, command: run.command, expected: StoreName.dlaCommand, what: "top-heads")
+        }
+        let byHead = Dictionary(grouping: try attributions(db: db, runID: runID).filter {
+            Component(name: $0.component)?.headLayer != nil
+        }, by: { Component(name: $0.component)! })
+        struct Head { let c: Component; let layer: Int; let head: Int; let meanAbsDE, meanDLA, meanDE, nmae: Double; let n: Int }
+        let heads: [Head] = byHead.map { c, rows in
+            guard case let .head(l, h) = c else { fatalError("heads only") }
+            let n = Double(rows.count)
+            return Head(c: c, layer: l, head: h, meanAbsDE: rows.reduce(0) { $0 + abs($1.directEffect) } / n,
+                        meanDLA: rows.reduce(0) { $0 + $1.dla } / n, meanDE: rows.reduce(0) { $0 + $1.directEffect } / n,
+                        nmae: Metrics.nmae(rows.map(\.dla), rows.map(\.directEffect)), n: rows.count)
+        }.sorted { $0.meanAbsDE != $1.meanAbsDE ? $0.meanAbsDE > $1.meanAbsDE : $0.c < $1.c }
+        return QueryResult(
+            columns: ["component", "layer", "head", "mean_abs_de", "mean_dla", "mean_de", "nmae", "prompts"],
+            rows: heads.prefix(limit).map { h in
+                [.text(h.c.description), .int(Int64(h.layer)), .int(Int64(h.head)), .double(h.meanAbsDE), .double(h.meanDLA),
+                 .double(h.meanDE), h.nmae.isFinite ? .double(h.nmae) : .null, .int(Int64(h.n))]
+            })
+    }
+}

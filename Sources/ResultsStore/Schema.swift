@@ -1,0 +1,148 @@
+import Foundation
+
+/// The DDL of each migration, verbatim (docs/schema.md shows the same text).
+enum Schema {
+    static let v1 = """
+        CREATE TABLE runs (
+          id              INTEGER PRIMARY KEY AUTOINCREMENT,
+          command         TEXT NOT NULL CHECK (command <> ''),
+          options_json    TEXT NOT NULL CHECK (json_valid(options_json)),
+          model_path      TEXT NOT NULL,
+          model_hash      TEXT NOT NULL,
+          ln_mode         TEXT NOT NULL CHECK (ln_mode IN ('layernorm', 'ln-free')),
+          processing_json TEXT NOT NULL CHECK (json_valid(processing_json)),
+          prompt_set_path TEXT NOT NULL,
+          prompt_set_hash TEXT NOT NULL,
+          n_prompts       INTEGER NOT NULL CHECK (n_prompts >= 0),
+          tool_version    TEXT NOT NULL,
+          started_at      TEXT NOT NULL,
+          ended_at        TEXT,
+          status          TEXT NOT NULL DEFAULT 'running'
+                          CHECK (status IN ('running', 'completed', 'failed', 'interrupted')),
+          error           TEXT,
+          CHECK ((status = 'running') = (ended_at IS NULL))
+        );
+
+        CREATE TABLE run_prompts (
+          run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          prompt_index INTEGER NOT NULL CHECK (prompt_index >= 0),
+          prompt       TEXT NOT NULL,
+          answer       TEXT NOT NULL,
+          wrong        TEXT,
+          n_tokens     INTEGER NOT NULL CHECK (n_tokens > 0),
+          PRIMARY KEY (run_id, prompt_index)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE results (
+          run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          prompt_index INTEGER NOT NULL CHECK (prompt_index >= 0),
+          component    TEXT NOT NULL CHECK (component <> ''),
+          quantity     TEXT NOT NULL CHECK (quantity <> ''),
+          value        REAL NOT NULL,
+          PRIMARY KEY (run_id, prompt_index, component, quantity)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE summaries (
+          run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          scope  TEXT NOT NULL,
+          key    TEXT NOT NULL,
+          metric TEXT NOT NULL,
+          value  REAL,
+          PRIMARY KEY (run_id, scope, key, metric)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE batches_done (
+          run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          first_prompt INTEGER NOT NULL CHECK (first_prompt >= 0),
+          last_prompt  INTEGER NOT NULL CHECK (last_prompt >= first_prompt),
+          PRIMARY KEY (run_id, first_prompt, last_prompt)
+        ) WITHOUT ROWID;
+        """
+}
+
+extension Schema {
+    /// v2: results keyed by site (layer, position and head as columns, NULL where a site has
+    /// none), one writer per run (its owner and heartbeat), shards, the prompts' corrupt text and
+    /// tokens, estimator errors, training steps. v1 rows migrate: a DLA component `L3H2` becomes
+    /// site `result` layer 3 head 2, `L3_bO` site `b_O` layer 3, `L3_mlp` site `mlp_out` layer 3,
+    /// and `embed`, `pos_embed`, `resid_post` keep their names as sites.
+    static let v2 = """
+        ALTER TABLE runs ADD COLUMN owner_host TEXT;
+        ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+        ALTER TABLE runs ADD COLUMN owner_start TEXT;
+        ALTER TABLE runs ADD COLUMN heartbeat_at TEXT;
+        ALTER TABLE runs ADD COLUMN shard_index INTEGER CHECK (shard_index >= 0);
+        ALTER TABLE runs ADD COLUMN shard_count INTEGER CHECK (shard_count >= 1);
+
+        ALTER TABLE run_prompts ADD COLUMN corrupt TEXT;
+        ALTER TABLE run_prompts ADD COLUMN tokens_json TEXT CHECK (tokens_json IS NULL OR json_valid(tokens_json));
+
+        CREATE TABLE results_v2 (
+          run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          prompt_index INTEGER NOT NULL CHECK (prompt_index >= 0),
+          site         TEXT NOT NULL CHECK (site <> ''),
+          layer        INTEGER CHECK (layer >= 0),
+          position     INTEGER CHECK (position >= 0),
+          head         INTEGER CHECK (head >= 0),
+          quantity     TEXT NOT NULL CHECK (quantity <> ''),
+          value        REAL NOT NULL
+        );
+        INSERT INTO results_v2 (run_id, prompt_index, site, layer, position, head, quantity, value)
+        SELECT run_id, prompt_index,
+               CASE WHEN component GLOB 'L[0-9]*H[0-9]*' THEN 'result'
+                    WHEN component GLOB 'L[0-9]*_bO' THEN 'b_O'
+                    WHEN component GLOB 'L[0-9]*_mlp' THEN 'mlp_out'
+                    ELSE component END,
+               CASE WHEN component GLOB 'L[0-9]*H[0-9]*'
+                         THEN CAST(substr(component, 2, instr(component, 'H') - 2) AS INTEGER)
+                    WHEN component GLOB 'L[0-9]*_bO' OR component GLOB 'L[0-9]*_mlp'
+                         THEN CAST(substr(component, 2, instr(component, '_') - 2) AS INTEGER) END,
+               NULL,
+               CASE WHEN component GLOB 'L[0-9]*H[0-9]*'
+                         THEN CAST(substr(component, instr(component, 'H') + 1) AS INTEGER) END,
+               quantity, value
+        FROM results;
+        DROP TABLE results;
+        ALTER TABLE results_v2 RENAME TO results;
+        CREATE UNIQUE INDEX results_key ON results
+          (run_id, prompt_index, site, ifnull(layer, -1), ifnull(position, -1), ifnull(head, -1), quantity);
+
+        CREATE TABLE estimator_errors (
+          run_id     INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          site       TEXT NOT NULL CHECK (site <> ''),
+          method     TEXT NOT NULL CHECK (method <> ''),
+          layer      INTEGER CHECK (layer >= 0),
+          normalized INTEGER NOT NULL CHECK (normalized IN (0, 1)),
+          metric     TEXT NOT NULL CHECK (metric <> ''),
+          value      REAL
+        );
+        CREATE UNIQUE INDEX estimator_errors_key ON estimator_errors
+          (run_id, site, method, ifnull(layer, -1), normalized, metric);
+
+        CREATE TABLE train_steps (
+          run_id    INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          step      INTEGER NOT NULL CHECK (step >= 0),
+          loss      REAL NOT NULL,
+          aux_loss  REAL,
+          lr        REAL NOT NULL,
+          grad_norm REAL,
+          tokens    INTEGER NOT NULL CHECK (tokens >= 0),
+          seconds   REAL,
+          event     TEXT,
+          PRIMARY KEY (run_id, step)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE run_shards (
+          run_id        INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          shard_index   INTEGER NOT NULL CHECK (shard_index >= 0),
+          shard_count   INTEGER NOT NULL CHECK (shard_count >= 1 AND shard_index < shard_count),
+          source_path   TEXT NOT NULL,
+          source_run_id INTEGER NOT NULL,
+          owner_host    TEXT,
+          started_at    TEXT NOT NULL,
+          ended_at      TEXT,
+          n_prompts     INTEGER NOT NULL CHECK (n_prompts >= 0),
+          PRIMARY KEY (run_id, shard_index)
+        ) WITHOUT ROWID;
+        """
+}
