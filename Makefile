@@ -3,7 +3,9 @@ SWIFT ?= swift
 BIN := .build/release/lnlens
 DB ?= results/lnlens.sqlite
 
-.PHONY: setup build test demo bench clean
+.PHONY: setup build test demo bench install clean
+
+PREFIX ?= /usr/local
 
 # System libraries: OpenBLAS (cblas) and SQLite headers, installed with apt when missing.
 setup:
@@ -35,6 +37,15 @@ demo: build
 bench: setup
 	$(SWIFT) build -c release --product lnlens-bench
 	.build/release/lnlens-bench
+
+# The binary and what it ships (models, prompt sets), found relative to the binary's real path:
+# PREFIX/bin/lnlens and PREFIX/share/lnlens/{models,prompts}. LNLENS_HOME still overrides.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lnlens
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lnlens
+	rm -rf $(DESTDIR)$(PREFIX)/share/lnlens/models $(DESTDIR)$(PREFIX)/share/lnlens/prompts
+	cp -R models prompts $(DESTDIR)$(PREFIX)/share/lnlens/
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/lnlens (models and prompts in $(DESTDIR)$(PREFIX)/share/lnlens)"
 
 clean:
 	rm -rf .build

@@ -26,7 +26,7 @@ let package = Package(
                 "GPT2", "Tokenizer", "TensorCore", "Analysis", "ResultsStore", "Support", "Jobs",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .executableTarget(name: "lnlens-bench", dependencies: ["GPT2", "TensorCore", "Analysis", "Tokenizer", "ResultsStore", "Jobs"]),
+        .executableTarget(name: "lnlens-bench", dependencies: ["GPT2", "TensorCore", "Analysis", "Tokenizer", "ResultsStore", "Jobs", "Support"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], resources: []),
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),

@@ -2,6 +2,7 @@ import Analysis
 import Foundation
 import GPT2
 import Jobs
+import Support
 import ResultsStore
 import Tokenizer
 
@@ -10,9 +11,8 @@ import Tokenizer
 /// attribution, then the same through the whole `dla` job storing every row in SQLite.
 /// Reported per prompt (the batch's median time divided by its prompt count).
 func benchDLA(model: GPT2Model, options o: BenchOptions, prompts n: Int = 64) throws -> [Measurement] {
-    let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-    let tok = try GPT2Tokenizer.load(directory: cwd.appendingPathComponent("models/tokenizer"))
-    let all = try PromptSet.load(url: cwd.appendingPathComponent("prompts/paper_ioi.jsonl"), tokenizer: tok,
+    let tok = try GPT2Tokenizer.load(directory: Resources.models.appendingPathComponent("tokenizer"))
+    let all = try PromptSet.load(url: Resources.prompts.appendingPathComponent("paper_ioi.jsonl"), tokenizer: tok,
                                  skipInvalid: false)
     var set = all
     set.examples = Array(all.examples.prefix(n))

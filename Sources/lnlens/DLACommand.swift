@@ -76,7 +76,7 @@ struct DLACommand: ParsableCommand {
             if let prompts {
                 input = .prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos))
             } else {
-                input = .text(try TextPrompts.load(url: URL(fileURLWithPath: text!), tokenizer: tok,
+                input = .text(try TextPrompts.load(url: URL(fileURLWithPath: EmbeddedPrompts.resolve(text!)), tokenizer: tok,
                                                    context: effectiveContext, maxTokens: maxTokens),
                               TextTargets(rawValue: targets)!)
             }

@@ -10,38 +10,12 @@ enum LNLensVersion {
     static let string = "0.1.0"
 }
 
-/// Where lnlens finds what it ships: the embedded models (`models/`) and prompt sets
-/// (`prompts/`). The first of: `$LNLENS_HOME`; `../share/lnlens` beside the executable's real path
-/// (`make install`); the checkout the executable was built in (searched upward from it); the
-/// current folder.
-enum Resources {
-    static var home: URL {
-        let fm = FileManager.default
-        if let home = ProcessInfo.processInfo.environment["LNLENS_HOME"], !home.isEmpty {
-            return URL(fileURLWithPath: home)
-        }
-        var exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        if let real = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") { exe = URL(fileURLWithPath: real) }
-        var dir = exe.deletingLastPathComponent()
-        func holdsModels(_ d: URL) -> Bool {
-            fm.fileExists(atPath: d.appendingPathComponent("models/\(EmbeddedModels.defaultName)/config.json").path)
-        }
-        let installed = dir.deletingLastPathComponent().appendingPathComponent("share/lnlens")
-        if holdsModels(installed) { return installed }
-        while dir.path != "/" {
-            if holdsModels(dir) { return dir }
-            dir.deleteLastPathComponent()
-        }
-        return URL(fileURLWithPath: fm.currentDirectoryPath)
-    }
-}
-
 /// The embedded default models, found under `Resources.home`.
 enum EmbeddedModels {
     static let defaultName = "gpt2-tiny"
     static let lnFreeName = "gpt2-tiny-lnfree"
 
-    static var directory: URL { Resources.home.appendingPathComponent("models") }
+    static var directory: URL { Resources.models }
 
     /// A spec as the user typed it, turned into what `Checkpoint.open` takes: an existing path
     /// stays; an embedded model's name (`gpt2-tiny`, `gpt2-tiny-lnfree`) becomes its folder;
@@ -59,14 +33,19 @@ enum EmbeddedModels {
     }
 }
 
-/// The shipped prompt sets, by name: `--prompts ioi` is `prompts/ioi.jsonl` of `Resources.home`
-/// when no file of that name exists where the command runs.
+/// The shipped prompt sets: a path that does not exist where the command runs is looked up in
+/// `Resources.home` (so `prompts/ioi.jsonl` works from any folder), and a bare name in its
+/// `prompts/` (`--prompts ioi` is `prompts/ioi.jsonl`).
 enum EmbeddedPrompts {
     static func resolve(_ spec: String) -> String {
-        if FileManager.default.fileExists(atPath: spec) || spec.contains("/") { return spec }
-        let name = spec.hasSuffix(".jsonl") || spec.hasSuffix(".txt") ? spec : spec + ".jsonl"
-        let shipped = Resources.home.appendingPathComponent("prompts/\(name)")
-        return FileManager.default.fileExists(atPath: shipped.path) ? shipped.path : spec
+        let fm = FileManager.default
+        if fm.fileExists(atPath: spec) || spec.hasPrefix("/") { return spec }
+        var candidates = [Resources.home.appendingPathComponent(spec)]
+        if !spec.contains("/") {
+            candidates.append(Resources.prompts.appendingPathComponent(spec))
+            candidates.append(Resources.prompts.appendingPathComponent(spec + ".jsonl"))
+        }
+        return candidates.first { fm.fileExists(atPath: $0.path) }?.path ?? spec
     }
 }
 
