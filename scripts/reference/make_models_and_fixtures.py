@@ -12,12 +12,14 @@ Run with the reference venv (see scripts/reference/README.md), from the reposito
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --test-fixtures
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --dla --interventions
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --processing-variants
+    /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --gradients
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --default-models
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --small-shape /tmp/small-shape
 
 Each fixture family is one function (`build_test_models`, `write_forward_fixtures`,
 `write_processed_weights`, `write_dla_fixtures`, `write_intervention_fixtures`,
-`write_processing_fixtures`, `build_default_models`, `build_small_shape`); new families add a function and a flag in `main`.
+`write_processing_fixtures`, `write_gradient_fixtures`, `build_default_models`, `build_small_shape`); new
+families add a function and a flag in `main`.
 """
 
 from __future__ import annotations
@@ -1049,6 +1051,679 @@ def write_processing_fixtures() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Fixture family: gradients (TL hook gradients per case, transformers parameter gradients)
+
+GRADIENTS_DIR = REFERENCE_DIR / "gradients"
+# Per prompt of batch0: fixed answer / wrong ids. Picked from the last-position logits of the test
+# models: each answer is among the two largest logits and each wrong id among the smallest of
+# tiny-ln or tiny-lnfree, so that every metric is well away from 0 (asserted: |logit| > 2 for every
+# model and mode). Decoded in manifest.json.
+GRADIENT_ANSWER_IDS = [35789, 23028]
+GRADIENT_WRONG_IDS = [42046, 44057]
+GRADIENT_MIN_ABS_LOGIT = 2.0
+GRADIENT_INTERVENTION_SEED = 4242  # intervention.resid_pre_value = 0.2 * N(0, 1), [B, d_model]
+GRADIENT_RESID_VALUE_STD = 0.2
+GRADIENT_TOLERANCES = {
+    "grad_rtol": 1e-4,
+    "grad_atol_floor": 1e-10,
+    "metric_atol": 1e-4,
+    "logits_atol": 1e-4,
+    "param_grad_rtol": 1e-4,
+    "wte_abs_sum_rtol": 1e-4,
+    "note": "a gradient tensor passes if max |lnlens - reference| <= max(grad_rtol * max |reference|, "
+            "grad_atol_floor), per tensor (relative because magnitudes span ~1e-7 (LN-free hook_scale "
+            "grads) to ~5e6 (LN-free processed hook_normalized grads)). All-zero "
+            "reference tensors (hooks_without_tl_gradient) therefore need |value| <= 1e-10. "
+            "param_grad_rtol is used the same way for the parameter gradients (wte: on the stored "
+            "rows). <wte>.abs_sum: |lnlens - reference| <= wte_abs_sum_rtol * reference. metric and "
+            "logits_last.head: absolute.",
+}
+GRADIENT_METRICS = {
+    "logit_diff": "sum_b (logits[b, -1, answer_b] - logits[b, -1, wrong_b])",
+    "logit": "sum_b logits[b, -1, answer_b]",
+    "loss": "mean over all prompts b and positions p < T-1 of -log_softmax(logits[b, p])[tokens[b, p+1]] "
+            "(TL return_type='loss' = transformers labels=input_ids); the per-prompt `metric` is the "
+            "mean over that prompt's T-1 positions, the differentiated scalar is their mean",
+}
+GRADIENT_INTERVENTIONS = [
+    {"hook": "blocks.0.hook_resid_pre", "kind": "replace", "positions": [2], "heads": None,
+     "prompts": "all", "value_key": "intervention.resid_pre_value", "value_shape": "[B, d_model]",
+     "value_source": f"{GRADIENT_RESID_VALUE_STD} * torch.randn([B, d_model], "
+                     f"generator=torch.Generator().manual_seed({GRADIENT_INTERVENTION_SEED}))",
+     "description": "x[b, 2, :] = value[b, :] for every prompt b"},
+    {"hook": "blocks.1.attn.hook_pattern", "kind": "scale", "factor": 0.5, "positions": "all",
+     "heads": [1], "prompts": "all",
+     "description": "hook_pattern [B,h,q,k]: pattern[:, 1, :, :] *= 0.5 (every query and key position, "
+                    "no renormalisation)"},
+    {"hook": "blocks.0.attn.hook_z", "kind": "zero", "positions": "all", "heads": [2], "prompts": "all",
+     "description": "hook_z [B,T,h,dh]: z[:, :, 2, :] = 0"},
+]
+BOTH_MODELS = ["tiny-ln", "tiny-lnfree"]
+GRADIENT_CASES = [
+    {"case": "logit_diff", "metric": "logit_diff", "modes": ["processed", "unprocessed"],
+     "freeze_ln_scale": False, "interventions": []},
+    {"case": "logit", "metric": "logit", "modes": ["unprocessed"], "freeze_ln_scale": False,
+     "interventions": []},
+    {"case": "loss", "metric": "loss", "modes": ["processed", "unprocessed"], "freeze_ln_scale": False,
+     "interventions": []},
+    {"case": "logit_diff_frozen_scale", "metric": "logit_diff", "modes": ["processed"],
+     "freeze_ln_scale": True, "interventions": []},
+    {"case": "logit_diff_interventions", "metric": "logit_diff", "modes": ["processed"],
+     "freeze_ln_scale": False, "interventions": GRADIENT_INTERVENTIONS},
+]
+PARAM_GRADIENT_METRICS = ("loss", "logit_diff")
+# The tied wte gradient [50257, d] is 6.4 MB per file; only these rows are stored (`<wte>.rows`,
+# ids in `<wte>.row_ids`), with `<wte>.abs_sum` = sum |g| over every row for the rest.
+WTE_GRAD_ROWS_NOTE = ("token ids 0..511 (as embed.W_E.head), every id in the batch, the answer and wrong ids; "
+                      "sorted ascending, no repeats")
+
+
+def wte_grad_row_ids(tokens: torch.Tensor) -> list[int]:
+    """Sorted row ids of the stored wte-gradient rows (WTE_GRAD_ROWS_NOTE)."""
+    ids = set(range(HEAD_VOCAB)) | set(tokens.flatten().tolist())
+    return sorted(ids | set(GRADIENT_ANSWER_IDS) | set(GRADIENT_WRONG_IDS))
+
+
+def metric_per_prompt(metric: str, logits: torch.Tensor, tokens: torch.Tensor, answer: torch.Tensor,
+                      wrong: torch.Tensor | None) -> torch.Tensor:
+    """[B] per-prompt values of a metric (see GRADIENT_METRICS) from logits [B, T, V]."""
+    rows = torch.arange(tokens.shape[0])
+    last = logits[:, -1, :]
+    if metric == "logit_diff":
+        return last[rows, answer] - last[rows, wrong]
+    if metric == "logit":
+        return last[rows, answer]
+    if metric == "loss":
+        return transformer_lens.utils.lm_cross_entropy_loss(logits, tokens, per_token=True).mean(-1)
+    raise ValueError(f"unknown metric {metric}")
+
+
+def gradient_intervention_hooks(value: torch.Tensor, probes: dict) -> list:
+    """GRADIENT_INTERVENTIONS as TL forward hooks (out of place). Each keeps its input (before the
+    intervention) and output (after) with retain_grad() in `probes[hook name]`, to check which of
+    the two TL's backward hook reports."""
+    def probe(x, y, hook):
+        x.retain_grad()
+        y.retain_grad()
+        probes[hook.name] = (x, y)
+        return y
+
+    def replace_resid(x, hook):
+        y = x.clone()
+        y[:, 2, :] = value
+        return probe(x, y, hook)
+
+    def scale_pattern(p, hook):
+        factor = torch.ones(p.shape[1], 1, 1, dtype=p.dtype)
+        factor[1] = 0.5
+        return probe(p, p * factor, hook)
+
+    def zero_z(z, hook):
+        keep = torch.ones(z.shape[2], 1, dtype=z.dtype)
+        keep[2] = 0.0
+        return probe(z, z * keep, hook)
+
+    return [("blocks.0.hook_resid_pre", replace_resid), ("blocks.1.attn.hook_pattern", scale_pattern),
+            ("blocks.0.attn.hook_z", zero_z)]
+
+
+def tl_gradient_run(model: HookedTransformer, tokens: torch.Tensor, metric: str, answer: torch.Tensor,
+                    wrong: torch.Tensor | None, freeze_ln_scale: bool = False, fwd_hooks: list = ()) -> dict:
+    """One TL forward + backward of the metric's scalar (sum over prompts, or TL's mean loss).
+
+    Two sets of TL backward hooks on every hook point, in the same run: TL's own caching hooks
+    (get_caching_hooks(incl_bwd=True), exactly what run_with_cache(incl_bwd=True) registers; they
+    overwrite, so a hook point that fires several times keeps the gradient of the call whose
+    backward runs last) and a recorder that keeps every call's gradient, in firing order. A hook
+    point fires several times when its module is called several times: TL's TransformerBlock calls
+    ln1 three times (for the query, key and value inputs), so blocks.L.ln1.hook_scale and
+    blocks.L.ln1.hook_normalized each get three gradients, one per path.
+
+    Returns metric [B], total (the differentiated scalar), logits [B,T,V] and their gradient,
+    grads {hook: sum of the gradients its backward hook received = d total / d hook output, or
+    None if it never fired}, calls {hook: [gradient per call, firing order]}, tl_cache {hook: what
+    run_with_cache(incl_bwd=True) holds}, and ln_final_input_grad (torch full backward hook on
+    model.ln_final)."""
+    cache, _, bwd = model.get_caching_hooks(None, incl_bwd=True)
+    calls: dict[str, list[torch.Tensor]] = {}
+
+    def record(grad, hook):
+        calls.setdefault(hook.name, []).append(grad.detach().clone())
+
+    hooks = []
+    if freeze_ln_scale:
+        hooks.append((lambda name: name.endswith("hook_scale"), lambda x, hook: x.detach()))
+    hooks += list(fwd_hooks)
+    ln_final_input = {}
+
+    def keep_input_grad(module, grad_in, grad_out) -> None:  # returns None: observes, changes nothing
+        ln_final_input["grad"] = grad_in[0].detach().clone()
+
+    handle = model.ln_final.register_full_backward_hook(keep_input_grad)
+    model.zero_grad(set_to_none=True)
+    try:
+        with model.hooks(fwd_hooks=hooks, bwd_hooks=bwd + [(lambda name: True, record)]):
+            if metric == "loss":
+                logits, total = model(tokens, return_type="both")
+            else:
+                logits = model(tokens)
+            logits.retain_grad()
+            per_prompt = metric_per_prompt(metric, logits, tokens, answer, wrong)
+            if metric != "loss":
+                total = per_prompt.sum()
+            total.backward()
+    finally:
+        handle.remove()
+    grads = {}
+    for name in model.hook_dict:
+        got = calls.get(name)
+        grads[name] = None if got is None else (got[0] if len(got) == 1 else torch.stack(got).sum(0))
+        assert (got is None) == (name + "_grad" not in cache)
+        if got is not None:
+            assert torch.equal(cache[name + "_grad"], got[-1]), f"{name}: run_with_cache keeps the last call"
+    tl_cache = {name: cache.get(name + "_grad") for name in model.hook_dict}
+    return {"metric": per_prompt.detach(), "total": total.detach(), "logits": logits.detach(),
+            "logits_grad": logits.grad.detach(), "grads": grads, "calls": calls, "tl_cache": tl_cache,
+            "ln_final_input_grad": ln_final_input.get("grad")}
+
+
+def hook_grads_by_autograd(model: HookedTransformer, tokens: torch.Tensor, metric: str, answer: torch.Tensor,
+                           wrong: torch.Tensor | None, freeze_ln_scale: bool = False,
+                           fwd_hooks: list = ()) -> tuple[torch.Tensor, dict, dict]:
+    """The hook gradients without TL's backward hooks: every call's output of every hook point
+    (after the freeze / intervention hooks, which run first) is kept by a forward hook and
+    differentiated with torch.autograd.grad. Returns (total, {hook: summed gradient or None},
+    {hook: [gradient per call, FORWARD order]}); a call whose output does not require grad (a
+    frozen scale) contributes nothing; a hook with no such call gives None. For ln1 the forward
+    order is query, key, value (the order of TransformerBlock's keyword arguments)."""
+    outputs: dict[str, list[torch.Tensor]] = {}
+
+    def keep(x, hook):
+        outputs.setdefault(hook.name, []).append(x)
+        return x
+
+    hooks = [(lambda name: name.endswith("hook_scale"), lambda x, hook: x.detach())] if freeze_ln_scale else []
+    hooks += list(fwd_hooks) + [(lambda name: True, keep)]
+    with model.hooks(fwd_hooks=hooks):
+        if metric == "loss":
+            logits, total = model(tokens, return_type="both")
+        else:
+            logits = model(tokens)
+            total = metric_per_prompt(metric, logits, tokens, answer, wrong).sum()
+        flat = [(k, i, x) for k, xs in outputs.items() for i, x in enumerate(xs) if x.requires_grad]
+        grads = torch.autograd.grad(total, [x for _, _, x in flat])
+    per_call: dict[str, list[torch.Tensor]] = {}
+    for (k, _, _), g in zip(flat, grads):
+        per_call.setdefault(k, []).append(g.detach())
+    summed = {k: (torch.stack(per_call[k]).sum(0) if k in per_call else None) for k in outputs}
+    return total.detach(), summed, per_call
+
+
+def frozen_scale_leaf_grads(model: HookedTransformer, tokens: torch.Tensor, answer: torch.Tensor,
+                            wrong: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The logit-diff run with every hook_scale output replaced by a detached copy made a leaf:
+    the gradient that reaches the frozen value (which TL's backward hook never reports), summed
+    over the calls of a hook point (ln1 is called three times per block)."""
+    leaves: dict[str, list[torch.Tensor]] = {}
+
+    def freeze(x, hook):
+        leaf = x.detach().requires_grad_(True)
+        leaves.setdefault(hook.name, []).append(leaf)
+        return leaf
+
+    model.zero_grad(set_to_none=True)
+    with model.hooks(fwd_hooks=[(lambda name: name.endswith("hook_scale"), freeze)]):
+        metric = metric_per_prompt("logit_diff", model(tokens), tokens, answer, wrong)
+        metric.sum().backward()
+    return metric.detach(), {k: torch.stack([v.grad for v in vs]).sum(0) for k, vs in leaves.items()}
+
+
+def hf_gradient_run(hf_model: GPT2LMHeadModel, tokens: torch.Tensor, metric: str, answer: torch.Tensor,
+                    wrong: torch.Tensor | None) -> dict:
+    """transformers forward + backward: metric [B], total, hidden-state grads, parameter .grad."""
+    hf_model.zero_grad(set_to_none=True)
+    out = hf_model(tokens, output_hidden_states=True, labels=tokens if metric == "loss" else None)
+    for h in out.hidden_states:
+        h.retain_grad()
+    per_prompt = metric_per_prompt(metric, out.logits, tokens, answer, wrong)
+    total = out.loss if metric == "loss" else per_prompt.sum()
+    total.backward()
+    return {"metric": per_prompt.detach(), "total": total.detach(), "logits": out.logits.detach(),
+            "hidden_grads": [h.grad.detach() for h in out.hidden_states]}
+
+
+def checkpoint_tensor_names(folder: Path) -> list[str]:
+    """Tensor names as stored in the checkpoint's safetensors file(s)."""
+    from safetensors import safe_open
+
+    names = []
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), "np") as s:
+            names += list(s.keys())
+    return sorted(names)
+
+
+def hf_param_grads_by_checkpoint_name(hf_model: GPT2LMHeadModel, folder: Path) -> dict[str, torch.Tensor]:
+    """Every trainable parameter's .grad under the checkpoint's own tensor name (with or without the
+    `transformer.` prefix, as the file has it). The tied lm_head is not a separate parameter."""
+    stored = set(checkpoint_tensor_names(folder))
+    params = dict(hf_model.named_parameters())  # shared Parameters appear once: no lm_head.weight
+    assert "lm_head.weight" not in params
+    assert hf_model.lm_head.weight is hf_model.transformer.wte.weight, "unembedding not tied"
+    out = {}
+    for name, p in params.items():
+        key = name if name in stored else name.removeprefix("transformer.")
+        assert key in stored, f"{folder.name}: parameter {name} not in the checkpoint"
+        assert p.grad is not None, f"{folder.name}: no gradient for {name}"
+        out[key] = p.grad.detach().clone()
+    assert set(out) == stored, f"{folder.name}: checkpoint tensors without a parameter: {stored - set(out)}"
+    return out
+
+
+def untied_wte_grad_parts(hf_model: GPT2LMHeadModel, tokens: torch.Tensor, metric: str,
+                          answer: torch.Tensor, wrong: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d/d embedding, d/d unembedding) from a copy whose lm_head is a separate Parameter."""
+    untied = copy.deepcopy(hf_model)
+    untied.lm_head.weight = torch.nn.Parameter(untied.transformer.wte.weight.detach().clone())
+    assert untied.lm_head.weight is not untied.transformer.wte.weight
+    hf_gradient_run(untied, tokens, metric, answer, wrong)
+    return untied.transformer.wte.weight.grad.detach(), untied.lm_head.weight.grad.detach()
+
+
+def tl_param_grads_as_hf(model: HookedTransformer) -> dict[str, torch.Tensor]:
+    """.grad of an UNPROCESSED TL model's parameters in transformers' GPT-2 layout and names (the
+    inverse of convert_gpt2_weights; W_E's and W_U's gradients added, as for the tied wte)."""
+    g = {k: p.grad.detach() for k, p in model.named_parameters() if p.grad is not None}
+
+    def columns(w):  # [h, d, dh] -> [d, h*dh]
+        return w.permute(1, 0, 2).reshape(w.shape[1], -1)
+
+    out = {"transformer.wte.weight": g["embed.W_E"] + g["unembed.W_U"].T,
+           "transformer.wpe.weight": g["pos_embed.W_pos"],
+           "transformer.ln_f.weight": g["ln_final.w"], "transformer.ln_f.bias": g["ln_final.b"]}
+    for l in range(model.cfg.n_layers):
+        a, h = f"blocks.{l}.attn.", f"transformer.h.{l}."
+        out[h + "attn.c_attn.weight"] = torch.cat([columns(g[a + w]) for w in ("W_Q", "W_K", "W_V")], 1)
+        out[h + "attn.c_attn.bias"] = torch.cat([g[a + b].reshape(-1) for b in ("b_Q", "b_K", "b_V")])
+        out[h + "attn.c_proj.weight"] = g[a + "W_O"].reshape(-1, model.cfg.d_model)
+        out[h + "attn.c_proj.bias"] = g[a + "b_O"]
+        for tl_ln, hf_ln in (("ln1", "ln_1"), ("ln2", "ln_2")):
+            out[h + f"{hf_ln}.weight"] = g[f"blocks.{l}.{tl_ln}.w"]
+            out[h + f"{hf_ln}.bias"] = g[f"blocks.{l}.{tl_ln}.b"]
+        m = f"blocks.{l}.mlp."
+        out[h + "mlp.c_fc.weight"], out[h + "mlp.c_fc.bias"] = g[m + "W_in"], g[m + "b_in"]
+        out[h + "mlp.c_proj.weight"], out[h + "mlp.c_proj.bias"] = g[m + "W_out"], g[m + "b_out"]
+    return out
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (0 when both are all zero)."""
+    scale = b.abs().max().item()
+    d = (a.double() - b.double()).abs().max().item()
+    return d / scale if scale > 0 else d
+
+
+def write_gradient_fixtures(tokenizer: GPT2TokenizerFast) -> None:
+    """gradients/{model}.{mode}.{case}.safetensors, gradients/{model}.params.{metric}.safetensors,
+    gradients/manifest.json. Reads the test checkpoints and batch0 of reference/manifest.json."""
+    GRADIENTS_DIR.mkdir(parents=True, exist_ok=True)
+    for f in GRADIENTS_DIR.iterdir():
+        if f.is_file() and (f.suffix == ".safetensors" or f.name == "manifest.json"):
+            f.unlink()
+    reference = json.loads((REFERENCE_DIR / "manifest.json").read_text())
+    batch = next(b for b in reference["batches"] if b["name"] == "batch0")
+    tokens = torch.tensor(batch["tokens"], dtype=torch.long)
+    B, T = tokens.shape
+    answer, wrong = torch.tensor(GRADIENT_ANSWER_IDS), torch.tensor(GRADIENT_WRONG_IDS)
+    assert len(GRADIENT_ANSWER_IDS) == len(GRADIENT_WRONG_IDS) == B
+    forward_hooks = [k for k in reference["keys"]["forward_processed"] if not k.startswith("logits_")]
+    case_rows, param_rows, checks = [], [], {}
+    hook_keys, param_keys, wte_keys = None, {}, {}
+    wte_row_ids = wte_grad_row_ids(tokens)
+    intervention_note = None
+    multi_call_order: dict[str, str] = {}
+    for name in BOTH_MODELS:
+        hf_model = load_checkpoint(TEST_MODELS_DIR / name)
+        lnfree = hf_model.config.layer_norm_epsilon >= 1e6
+        d_model = hf_model.config.n_embd
+        gen = torch.Generator().manual_seed(GRADIENT_INTERVENTION_SEED)
+        resid_value = GRADIENT_RESID_VALUE_STD * torch.randn((B, d_model), generator=gen, dtype=torch.float32)
+        tl = {mode: load_tl(hf_model, processed=(mode == "processed")) for mode in ("processed", "unprocessed")}
+        tl64 = {mode: copy.deepcopy(m).to(torch.float64) for mode, m in tl.items()}  # float error of the reference
+        c = checks.setdefault(name, {})
+        runs = {}
+        for spec in GRADIENT_CASES:
+            case, metric = spec["case"], spec["metric"]
+            for mode in spec["modes"]:
+                model = tl[mode]
+                # the forward fixtures hold every hook that fires (hook_attn_in, hook_q_input, ...,
+                # hook_mlp_in exist but are disabled in TL's GPT-2 config and get no gradient either)
+                assert set(forward_hooks) <= set(model.hook_dict), "forward fixture hooks missing in TL"
+                probes: dict = {}
+                hooks = gradient_intervention_hooks(resid_value, probes) if spec["interventions"] else []
+                run = tl_gradient_run(model, tokens, metric, answer, wrong if metric == "logit_diff" else None,
+                                      freeze_ln_scale=spec["freeze_ln_scale"], fwd_hooks=hooks)
+                runs[(case, mode)] = run
+                tag = f"{case}.{mode}"
+                silent = [h for h in model.hook_dict if h not in forward_hooks and run["grads"][h] is not None]
+                assert not silent, f"{name} {tag}: gradients at hooks outside the forward list: {silent}"
+                missing = sorted(h for h in forward_hooks if run["grads"][h] is None)
+                fwd = load_torch(REFERENCE_DIR / f"{name}.{mode}.batch0.safetensors")
+                tensors = {}
+                for h in forward_hooks:  # a hook TL reports no gradient for: zeros of the activation's shape
+                    g = run["grads"][h]
+                    tensors[f"{h}_grad"] = numpy_f32(g) if g is not None else np.zeros(fwd[h].shape, np.float32)
+                    assert tensors[f"{h}_grad"].shape == tuple(fwd[h].shape), f"{name} {tag}: {h} grad shape"
+                tensors["metric"] = numpy_f32(run["metric"])
+                tensors["logits_last.head"] = numpy_f32(run["logits"][:, -1, :HEAD_VOCAB])
+                if spec["interventions"]:
+                    tensors["intervention.resid_pre_value"] = numpy_f32(resid_value)
+                # --- self-checks common to every case
+                # TL's backward hooks = torch.autograd.grad of each hook's output (same run, same hooks)
+                ag_total, ag, ag_calls = hook_grads_by_autograd(
+                    model, tokens, metric, answer, wrong if metric == "logit_diff" else None, spec["freeze_ln_scale"],
+                    gradient_intervention_hooks(resid_value, {}) if spec["interventions"] else [])
+                assert sorted(ag) == sorted(forward_hooks) and torch.equal(ag_total, run["total"])
+                assert [h for h in forward_hooks if ag[h] is None] == missing, f"{name} {tag}: None sets differ"
+                d = max(rel_diff(run["grads"][h], ag[h]) for h in forward_hooks if ag[h] is not None)
+                c[f"{tag}.tl_backward_hooks_vs_autograd_grad_rel"] = d
+                assert d < 1e-6, f"{name} {tag}: TL backward-hook gradients differ from autograd.grad ({d})"
+                # hook points that fire more than once (ln1: query, key, value inputs): which path is which
+                multi = sorted(h for h, g in run["calls"].items() if len(g) > 1)
+                expected_multi = sorted(f"blocks.{l}.ln1.{k}" for l in range(model.cfg.n_layers)
+                                        for k in ("hook_scale", "hook_normalized") if f"blocks.{l}.ln1.{k}" not in missing)
+                assert multi == expected_multi, f"{name} {tag}: hooks firing several times: {multi}"
+                for h in multi:
+                    assert len(run["calls"][h]) == len(ag_calls[h]) == 3
+                    order = []  # path of each TL backward call, in firing order
+                    for g in run["calls"][h]:
+                        match = [p for p, a in zip("qkv", ag_calls[h]) if rel_diff(g, a) < 1e-6]
+                        assert len(match) == 1, f"{name} {tag} {h}: a TL call matches paths {match}"
+                        order.append(match[0])
+                    assert sorted(order) == ["k", "q", "v"]
+                    firing = ",".join(order)
+                    assert multi_call_order.setdefault("firing_order", firing) == firing, f"{h}: firing order varies"
+                    for p, g in zip(order, run["calls"][h]):
+                        tensors[f"per_call.{h}_grad.{p}"] = numpy_f32(g)
+                    d = rel_diff(run["tl_cache"][h], run["grads"][h])
+                    c_key = f"{tag}.run_with_cache_vs_summed_ln1_grad_max_rel"
+                    c[c_key] = max(c.get(c_key, 0.0), d)
+                finite = all(torch.isfinite(g).all() for g in run["grads"].values() if g is not None)
+                assert finite, f"{name} {tag}: non-finite gradient"
+                causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)  # key after query: masked
+                scores_masked = max(run["grads"][f"blocks.{l}.attn.hook_attn_scores"][..., causal].abs().max().item()
+                                    for l in range(model.cfg.n_layers))
+                pattern_masked = max(run["grads"][f"blocks.{l}.attn.hook_pattern"][..., causal].abs().max().item()
+                                     for l in range(model.cfg.n_layers))
+                assert scores_masked == 0.0, f"{name} {tag}: attn_scores grad at masked entries {scores_masked}"
+                assert pattern_masked > 0.0, f"{name} {tag}: expected pattern grads at masked entries"
+                c[f"{tag}.pattern_grad_max_abs_at_masked_entries"] = pattern_masked
+                last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+                d = (run["grads"][last] - run["ln_final_input_grad"]).abs().max().item()
+                c[f"{tag}.resid_post_last_vs_ln_final_input_grad"] = d
+                assert d == 0.0, f"{name} {tag}: {last} grad != ln_final input grad ({d})"
+                if metric == "loss":
+                    total_check = (run["total"] - run["metric"].mean()).abs().item()
+                else:
+                    total_check = (run["total"] - run["metric"].sum()).abs().item()
+                assert total_check < 1e-5, f"{name} {tag}: total != reduction of per-prompt metric"
+                lg = run["logits_grad"]
+                if metric in ("logit_diff", "logit"):  # d metric / d logits: +-1 at the ids, 0 elsewhere
+                    expect = torch.zeros_like(lg)
+                    expect[torch.arange(B), -1, answer] = 1.0
+                    if metric == "logit_diff":
+                        expect[torch.arange(B), -1, wrong] = -1.0
+                    assert torch.equal(lg, expect), f"{name} {tag}: d metric / d logits is not +-1 at the ids"
+                else:  # loss: (softmax - onehot) / (B (T-1)) at p < T-1, 0 at the last position
+                    assert torch.all(lg[:, -1] == 0)
+                    s = lg[:, :-1].double().sum(-1).abs().max().item()
+                    assert s < 1e-6, f"{name} {tag}: loss logits grad rows do not sum to 0 ({s})"
+                if not spec["interventions"]:
+                    d = (run["logits"][:, -1] - fwd["logits_last"]).abs().max().item()
+                    c[f"{tag}.logits_last_vs_forward_fixture"] = d
+                    assert d < TOLERANCES["logits_atol"], f"{name} {tag}: logits differ from the forward fixture ({d})"
+                    m_fwd = metric_per_prompt(metric, fwd["logits_last"][:, None, :], tokens[:, -1:], answer, wrong) \
+                        if metric != "loss" else None
+                    if m_fwd is not None:
+                        d = (run["metric"] - m_fwd).abs().max().item()
+                        c[f"{tag}.metric_vs_forward_fixture_logits"] = d
+                        assert d < GRADIENT_TOLERANCES["metric_atol"], f"{name} {tag}: metric vs forward logits {d}"
+                if metric in ("logit_diff", "logit"):
+                    m_ids = metric_per_prompt(metric, run["logits"], tokens, answer, wrong)
+                    assert torch.equal(m_ids, run["metric"])
+                    for ids in (answer, wrong) if metric == "logit_diff" else (answer,):
+                        small = run["logits"][torch.arange(B), -1, ids].abs().min().item()
+                        assert small > GRADIENT_MIN_ABS_LOGIT, f"{name} {tag}: a chosen logit is only {small}"
+                # transformers autograd where it overlaps: hidden_states i < n_layer = resid_pre of
+                # block i (processing-invariant for logit_diff and loss: every read of the residual
+                # stream is centred), hidden_states[n_layer] = ln_final.hook_normalized (unprocessed)
+                if not spec["interventions"] and not spec["freeze_ln_scale"] and (
+                        mode == "unprocessed" or metric in ("logit_diff", "loss")):
+                    hf = hf_gradient_run(hf_model, tokens, metric, answer, wrong if metric == "logit_diff" else None)
+                    n = model.cfg.n_layers
+                    pairs = [(f"blocks.{i}.hook_resid_pre", hf["hidden_grads"][i]) for i in range(n)]
+                    if mode == "unprocessed":
+                        pairs.append(("ln_final.hook_normalized", hf["hidden_grads"][n]))
+                    worst = max(rel_diff(run["grads"][h], g) for h, g in pairs)
+                    c[f"{tag}.hook_grads_vs_hf_hidden_state_grads_rel"] = worst
+                    assert worst < 1e-5, f"{name} {tag}: TL hook grads vs HF hidden-state grads {worst}"
+                    d = max((run["total"] - hf["total"]).abs().item(), (run["metric"] - hf["metric"]).abs().max().item())
+                    c[f"{tag}.metric_vs_hf"] = d
+                    assert d < 1e-5, f"{name} {tag}: TL and HF metric differ by {d}"
+                if metric == "loss":  # TL's own run_with_cache(incl_bwd=True) gives the same bytes
+                    model.zero_grad(set_to_none=True)
+                    loss, own = model.run_with_cache(tokens, return_type="loss", incl_bwd=True)
+                    assert torch.equal(loss.detach(), run["total"])
+                    for h in forward_hooks:
+                        assert torch.equal(own[h + "_grad"], run["tl_cache"][h]), f"{name} {tag}: {h} run_with_cache"
+                if spec["interventions"]:
+                    intervention_note = check_gradient_interventions(name, run, probes, c)
+                # the float32 reference against the same case in float64 (how exact the fixture is)
+                hooks64 = gradient_intervention_hooks(resid_value.double(), {}) if spec["interventions"] else []
+                run64 = tl_gradient_run(tl64[mode], tokens, metric, answer, wrong if metric == "logit_diff" else None,
+                                        freeze_ln_scale=spec["freeze_ln_scale"], fwd_hooks=hooks64)
+                f64 = {h: rel_diff(g, run64["grads"][h]) for h, g in run["grads"].items() if g is not None}
+                worst_h = max(f64, key=f64.get)
+                c[f"{tag}.float32_vs_float64_max_rel"] = f64[worst_h]
+                # worst: LN-free hook_scale grads (~1e-7, a sum of terms of both signs), ~1e-5 relative
+                assert f64[worst_h] < 2e-5, f"{name} {tag}: float32 reference vs float64 at {worst_h}: {f64[worst_h]}"
+                if spec["freeze_ln_scale"]:
+                    assert all(h.endswith("hook_scale") for h in missing) and len(missing) == 2 * model.cfg.n_layers + 1, missing
+                    metric_leaf, leaf = frozen_scale_leaf_grads(model, tokens, answer, wrong)
+                    assert torch.equal(metric_leaf, run["metric"])
+                    for h, g in leaf.items():
+                        tensors[f"leaf_grad.{h}"] = numpy_f32(g)
+                    # nothing downstream of ln_final's scale is frozen: same gradient as unfrozen
+                    normal = runs[("logit_diff", mode)]
+                    d = rel_diff(leaf["ln_final.hook_scale"], normal["grads"]["ln_final.hook_scale"])
+                    c[f"{tag}.ln_final_leaf_grad_vs_unfrozen_rel"] = d
+                    assert d < 1e-6, f"{name} {tag}: ln_final scale leaf grad differs from unfrozen ({d})"
+                    others = [h for h in forward_hooks if h not in missing]
+                    d = max(rel_diff(run["grads"][h], normal["grads"][h]) for h in others)
+                    c[f"{tag}.frozen_vs_unfrozen_max_rel"] = d
+                    if lnfree:  # LN-free: hook_scale is the constant 1e6 anyway
+                        assert d < 1e-6, f"{name}: frozen-scale gradients differ from logit_diff ({d})"
+                else:
+                    assert not missing, f"{name} {tag}: no TL gradient at {missing}"
+                fname = f"{name}.{mode}.{case}.safetensors"
+                save_numpy(tensors, str(GRADIENTS_DIR / fname))
+                grad_keys = sorted(k for k in tensors if k.endswith("_grad"))
+                hook_keys = hook_keys or grad_keys
+                assert grad_keys == hook_keys
+                case_rows.append({
+                    "case": case, "model": name, "mode": mode, "file": fname, "tokens": batch["tokens"],
+                    "metric": metric, "freeze_ln_scale": spec["freeze_ln_scale"],
+                    "interventions": spec["interventions"],
+                    "answer_ids": GRADIENT_ANSWER_IDS if metric != "loss" else None,
+                    "wrong_ids": GRADIENT_WRONG_IDS if metric == "logit_diff" else None,
+                    "metric_values": [float(v) for v in run["metric"]],
+                    "metric_total": float(run["total"]),
+                    "hooks_without_tl_gradient": missing,
+                    "extra_keys": sorted(k for k in tensors if not k.endswith("_grad")),
+                    "grad_max_abs": float(max(np.abs(v).max() for k, v in tensors.items() if k.endswith("_grad"))),
+                    "tolerance": {k: GRADIENT_TOLERANCES[k] for k in ("grad_rtol", "grad_atol_floor", "metric_atol",
+                                                                     "logits_atol")},
+                })
+                print(f"  {name} {tag}: metric {[round(float(v), 6) for v in run['metric']]}"
+                      + (f", no TL gradient at {len(missing)} hooks (zeros stored)" if missing else ""))
+        # --- processed vs unprocessed: resid-stream gradients agree for logit_diff and loss
+        for case in ("logit_diff", "loss"):
+            p, u = runs[(case, "processed")], runs[(case, "unprocessed")]
+            resid = [h for h in forward_hooks if re.fullmatch(r"blocks\.\d+\.hook_resid_(pre|mid|post)", h)]
+            d = max(rel_diff(p["grads"][h], u["grads"][h]) for h in resid)
+            c[f"{case}.processed_vs_unprocessed_resid_grads_rel"] = d
+            assert d < 1e-5, f"{name} {case}: processed and unprocessed resid grads differ ({d})"
+        # --- parameter gradients (transformers autograd), checked against TL unprocessed's
+        folder = TEST_MODELS_DIR / name
+        for metric in PARAM_GRADIENT_METRICS:
+            hf = hf_gradient_run(hf_model, tokens, metric, answer, wrong if metric == "logit_diff" else None)
+            grads = hf_param_grads_by_checkpoint_name(hf_model, folder)
+            wte_key = next(k for k in grads if k.endswith("wte.weight"))
+            embed_part, unembed_part = untied_wte_grad_parts(hf_model, tokens, metric, answer,
+                                                             wrong if metric == "logit_diff" else None)
+            d = rel_diff(embed_part + unembed_part, grads[wte_key])
+            c[f"params.{metric}.tied_wte_grad_vs_embed_plus_unembed_rel"] = d
+            assert d < 1e-6, f"{name} {metric}: tied wte grad != embedding + unembedding grads ({d})"
+            assert unembed_part.abs().max() > 0 and embed_part.abs().max() > 0
+            # the same gradients from TL's unprocessed model (hook run of the same metric above)
+            tl_run = tl_gradient_run(tl["unprocessed"], tokens, metric, answer,
+                                     wrong if metric == "logit_diff" else None)
+            assert torch.equal(tl_run["metric"], runs[(metric, "unprocessed")]["metric"])
+            tl_grads = tl_param_grads_as_hf(tl["unprocessed"])
+            prefix = "transformer." if wte_key.startswith("transformer.") else ""
+            d = max(rel_diff(g, grads[k.removeprefix("transformer.") if not prefix else k])
+                    for k, g in tl_grads.items())
+            assert len(tl_grads) == len(grads)
+            c[f"params.{metric}.hf_vs_tl_unprocessed_max_rel"] = d
+            assert d < 1e-5, f"{name} {metric}: HF and TL parameter gradients differ ({d})"
+            fname = f"{name}.params.{metric}.safetensors"
+            tensors = {k: numpy_f32(v) for k, v in grads.items() if k != wte_key}
+            wte = grads[wte_key]
+            row_ids = wte_grad_row_ids(tokens)
+            assert row_ids == wte_row_ids and len(row_ids) == len(set(row_ids)) and max(row_ids) < wte.shape[0]
+            tensors[f"{wte_key}.rows"] = numpy_f32(wte[row_ids])
+            tensors[f"{wte_key}.row_ids"] = np.asarray(row_ids, np.float32)  # exact: ids < 2**24
+            assert tensors[f"{wte_key}.row_ids"].astype(np.int64).tolist() == row_ids
+            abs_sum = wte.double().abs().sum().item()
+            tensors[f"{wte_key}.abs_sum"] = np.asarray(abs_sum, np.float32)  # shape []
+            rest = torch.ones(wte.shape[0], dtype=torch.bool)
+            rest[row_ids] = False
+            rest_abs_sum = wte[rest].double().abs().sum().item()
+            c[f"params.{metric}.wte_abs_sum_outside_stored_rows"] = rest_abs_sum
+            d = abs(wte.abs().sum().item() - abs_sum) / abs_sum
+            c[f"params.{metric}.wte_abs_sum_float32_vs_float64_rel"] = d
+            assert d < GRADIENT_TOLERANCES["wte_abs_sum_rtol"], f"{name} {metric}: float32 wte abs sum off by {d}"
+            if metric == "logit_diff":  # embedding: batch ids only; unembedding: answer and wrong ids only
+                assert rest_abs_sum == 0.0, f"{name} {metric}: wte grad non-zero outside the stored rows"
+            else:  # loss: the softmax reaches every unembedding row
+                assert bool((wte[rest].abs().sum(1) > 0).all()), f"{name} {metric}: a zero wte grad row"
+            tensors["metric"] = numpy_f32(hf["metric"])
+            save_numpy(tensors, str(GRADIENTS_DIR / fname))
+            param_keys[name] = sorted(k for k in tensors if k != "metric")
+            wte_keys[name] = {"full_name": wte_key, "full_shape": list(wte.shape),
+                              "rows": f"{wte_key}.rows", "row_ids": f"{wte_key}.row_ids",
+                              "abs_sum": f"{wte_key}.abs_sum"}
+            param_rows.append({
+                "model": name, "metric": metric, "file": fname, "tokens": batch["tokens"],
+                "answer_ids": GRADIENT_ANSWER_IDS if metric != "loss" else None,
+                "wrong_ids": GRADIENT_WRONG_IDS if metric == "logit_diff" else None,
+                "metric_values": [float(v) for v in hf["metric"]], "metric_total": float(hf["total"]),
+                "grad_max_abs": float(max(g.abs().max() for g in grads.values())),
+                "wte_abs_sum": float(tensors[f"{wte_key}.abs_sum"]),
+                "wte_abs_sum_outside_stored_rows": rest_abs_sum,
+                "tolerance": {"param_grad_rtol": GRADIENT_TOLERANCES["param_grad_rtol"],
+                              "grad_atol_floor": GRADIENT_TOLERANCES["grad_atol_floor"],
+                              "wte_abs_sum_rtol": GRADIENT_TOLERANCES["wte_abs_sum_rtol"]},
+            })
+            print(f"  {name} params.{metric}: total {float(hf['total']):.6f}; tied wte rel {c[f'params.{metric}.tied_wte_grad_vs_embed_plus_unembed_rel']:.2e}; "
+                  f"HF vs TL rel {d:.2e}")
+        print(f"  {name} self-checks:\n" + "\n".join(f"    {k} {v:.3g}" for k, v in c.items()))
+    tok_text = {i: tokenizer.decode([i]) for i in GRADIENT_ANSWER_IDS + GRADIENT_WRONG_IDS}
+    manifest = {
+        "batch": "batch0",
+        "prompts": batch["prompts"],
+        "tokens": batch["tokens"],
+        "answer_ids": GRADIENT_ANSWER_IDS,
+        "wrong_ids": GRADIENT_WRONG_IDS,
+        "id_text": {str(k): v for k, v in tok_text.items()},
+        "metrics": GRADIENT_METRICS,
+        "modes": {"processed": "fold_ln, center_writing_weights, center_unembed, fold_value_biases",
+                  "unprocessed": "all four off"},
+        "hook_gradient": "d metric_total / d (hook output after any intervention at that hook) = the sum of the "
+                         "gradients TL backward hooks (add_hook(dir='bwd')) receive over the hook point's calls in "
+                         "the run; key '<hook>_grad', TL shape, batch first. Equal to run_with_cache(incl_bwd=True) "
+                         "at every hook except blocks.L.ln1.* (see hooks_called_several_times)",
+        "freeze_ln_scale": "forward hook on every *.hook_scale returning act.detach(); TL then reports NO gradient "
+                           "at hook_scale (its backward hook never fires): zeros stored, listed in "
+                           "hooks_without_tl_gradient; leaf_grad.<hook> = d metric / d (frozen scale value)",
+        "hooks_called_several_times": "TL's TransformerBlock calls ln1 three times (query, key, value inputs), so "
+                                      "blocks.L.ln1.hook_scale and blocks.L.ln1.hook_normalized fire three times "
+                                      "and their backward hooks receive three gradients, one per path. <hook>_grad "
+                                      "is their SUM (= d metric / d the LN output, as an implementation with one "
+                                      "ln1 computes it); per_call.<hook>_grad.q|k|v are the three parts. "
+                                      "run_with_cache(incl_bwd=True) overwrites and keeps only the last one to fire",
+        "ln1_backward_firing_order": multi_call_order.get("firing_order"),
+        "run_with_cache_keeps": f"per_call.<hook>_grad.{multi_call_order.get('firing_order', '?')[-1]}",
+        "interventions": GRADIENT_INTERVENTIONS,
+        "intervention_gradient_check": intervention_note,
+        "cases": case_rows,
+        "hook_grad_keys": hook_keys,
+        "param_cases": param_rows,
+        "param_grad_keys": param_keys,
+        "param_gradient": "transformers autograd, float32, model(input_ids, labels=input_ids).loss or the logit_diff sum; "
+                          "keys = the checkpoint's tensor names; wte's grad includes the tied unembedding's and is "
+                          "stored in part (wte_grad)",
+        "wte_grad": {"keys": wte_keys,
+                     "rows": "[R, d_model] float32: rows row_ids of the full [vocab, d_model] wte gradient",
+                     "row_ids": "[R] float32 holding exact integer token ids (the Swift reader reads F32, F16, "
+                                "BF16 only); " + WTE_GRAD_ROWS_NOTE,
+                     "abs_sum": "[] (scalar) float32: sum of |g| over ALL vocab x d_model entries, "
+                                "accumulated in float64",
+                     "row_count": len(wte_row_ids), "row_ids_list": wte_row_ids,
+                     "outside_stored_rows": "logit_diff: exactly 0 (asserted: the embedding gradient touches "
+                                            "batch ids only, the unembedding gradient answer and wrong ids only); "
+                                            "loss: every row non-zero (softmax), covered by abs_sum only"},
+        "tolerances": GRADIENT_TOLERANCES,
+        "generator": {"torch": torch.__version__, "transformers": transformers.__version__,
+                      "transformer_lens": tl_version(), "numpy": np.__version__,
+                      "script": "scripts/reference/make_models_and_fixtures.py --gradients"},
+        "self_checks": [{"model": m, "check": k, "value": v} for m, mc in checks.items() for k, v in mc.items()],
+    }
+    (GRADIENTS_DIR / "manifest.json").write_text(json_one_item_per_line(manifest))
+
+
+def check_gradient_interventions(name: str, run: dict, probes: dict, checks: dict) -> str:
+    """TL's backward hook at an intervened hook reports the gradient w.r.t. the hook's output AFTER
+    the intervention (torch wraps a module's output for full backward hooks after its forward hooks
+    ran); the replaced / scaled / zeroed entries pass 0 / 0.5x / 0 upstream."""
+    grads = run["grads"]
+    worst_pre = 0.0
+    for hook, (before, after) in probes.items():
+        assert torch.equal(grads[hook], after.grad), f"{name}: TL grad at {hook} is not d/d(output after)"
+        worst_pre = max(worst_pre, (grads[hook] - before.grad).abs().max().item())
+    assert worst_pre > 1e-3, "intervention check cannot tell before from after"
+    pre, post = probes["blocks.0.hook_resid_pre"]
+    assert torch.all(pre.grad[:, 2] == 0) and torch.equal(pre.grad[:, [0, 1, 3, 4, 5, 6]], post.grad[:, [0, 1, 3, 4, 5, 6]])
+    assert torch.all(grads["hook_embed"][:, 2] == 0) and torch.all(grads["hook_pos_embed"][:, 2] == 0)
+    pre, post = probes["blocks.1.attn.hook_pattern"]
+    assert torch.equal(pre.grad[:, 1], 0.5 * post.grad[:, 1])
+    assert torch.equal(pre.grad[:, [0, 2, 3]], post.grad[:, [0, 2, 3]])
+    pre, post = probes["blocks.0.attn.hook_z"]
+    assert torch.all(pre.grad[:, :, 2] == 0) and post.grad[:, :, 2].abs().max() > 0
+    for h in ("blocks.0.attn.hook_v", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k"):
+        assert torch.all(grads[h][:, :, 2] == 0), f"{name}: {h} head 2 has gradient behind the zeroed z"
+    for h in ("blocks.0.attn.hook_pattern", "blocks.0.attn.hook_attn_scores"):
+        assert torch.all(grads[h][:, 2] == 0), f"{name}: {h} head 2 has gradient behind the zeroed z"
+    checks["logit_diff_interventions.max_abs_tl_grad_minus_grad_before_intervention"] = worst_pre
+    return ("checked on every run: at each intervened hook TL's gradient equals torch's .grad of the "
+            "hook's output after the intervention bit for bit and differs from the .grad of its input "
+            "before it (max |difference| in self_checks); upstream, the replaced position 2 of "
+            "blocks.0.hook_resid_pre passes exactly 0 (hook_embed_grad, hook_pos_embed_grad are 0 there), "
+            "pattern head 1 of blocks.1 passes 0.5x, and z head 2 of blocks.0 passes 0 (its q, k, v, "
+            "attn_scores, pattern grads are 0)")
+
+
+# ---------------------------------------------------------------------------------------------
 # Embedded default models
 
 DEFAULT_SHAPE = Shape(n_embd=64, n_layer=4, n_head=4, n_positions=256)
@@ -1170,11 +1845,13 @@ def main() -> None:
                         help="Tests/Fixtures/reference/interventions (needs the test models)")
     parser.add_argument("--processing-variants", action="store_true",
                         help="Tests/Fixtures/reference/processing (needs the test models)")
+    parser.add_argument("--gradients", action="store_true",
+                        help="Tests/Fixtures/reference/gradients (needs the test models and reference/manifest.json)")
     parser.add_argument("--default-models", action="store_true", help="models/gpt2-tiny{,-lnfree}")
     parser.add_argument("--small-shape", metavar="OUTDIR", type=Path, help="GPT-2-small-shaped random pair")
     args = parser.parse_args()
     everything = not (args.test_fixtures or args.dla or args.interventions or args.processing_variants
-                      or args.default_models or args.small_shape)
+                      or args.gradients or args.default_models or args.small_shape)
     torch.set_num_threads(1)  # same bytes on every rerun
     torch.use_deterministic_algorithms(True)
     tokenizer = load_tokenizer()
@@ -1189,6 +1866,9 @@ def main() -> None:
     if args.processing_variants or everything:
         print("processing variants:")
         write_processing_fixtures()
+    if args.gradients or everything:
+        print("gradients:")
+        write_gradient_fixtures(tokenizer)
     if args.default_models or everything:
         build_default_models(tokenizer)
     if args.small_shape:
