@@ -62,32 +62,49 @@ public enum DirectLogitAttribution {
         Component.all(nLayers: nLayers, nHeads: nHeads).map(\.description)
     }
 
-    /// Runs `tokens` (equal lengths) once and attributes every target.
-    public static func attribute(model: GPT2Model, tokens: [[Int]], targets: [AttributionTarget]) throws -> BatchAttribution {
-        let out = try model.forward(tokens, logits: .none)
-        return attribute(model: model, activations: out.activations, targets: targets)
+    /// The hooks DLA reads: every component's output and the final LayerNorm's input and scale.
+    public static func hooks(nLayers: Int) -> Set<HookName> {
+        var hooks: Set<HookName> = [.embed(), .posEmbed(), HookName(.lnFinalScale), .block(nLayers - 1, .residPost)]
+        for l in 0..<nLayers { hooks.insert(.block(l, .z)); hooks.insert(.block(l, .mlpOut)) }
+        return hooks
     }
 
-    /// Attributes every target from the activations of a finished forward pass.
-    public static func attribute(model: GPT2Model, activations acts: Activations,
+    /// Runs `tokens` (equal lengths) once, caching only the hooks DLA reads at the targets'
+    /// positions, and attributes every target.
+    public static func attribute(model: GPT2Model, tokens: [[Int]], targets: [AttributionTarget]) throws -> BatchAttribution {
+        let positions = Array(Set(targets.map(\.position))).sorted()
+        let pass = try model.run(tokens, ForwardOptions(cache: hooks(nLayers: model.config.nLayers),
+                                                        cachePositions: positions, logits: .none))
+        return attribute(model: model, cache: pass.cache, positions: positions, targets: targets)
+    }
+
+    /// Attributes every target from a forward cache holding `hooks(nLayers:)` at `positions`.
+    public static func attribute(model: GPT2Model, cache: [HookName: Tensor], positions: [Int],
                                  targets: [AttributionTarget]) -> BatchAttribution {
-        let cfg = model.config, w = model.weights
-        let C = cfg.dModel, NH = cfg.nHeads, dh = cfg.dHead, T = acts.T
-        let lnFree = model.lnMode == .lnFree
-        let eps = cfg.layerNormEpsilon
+        let cfg = model.config, w = model.parameters
+        let C = cfg.dModel, NH = cfg.nHeads, dh = cfg.dHead, P = positions.count
+        let scale = model.layerNormScale
         var rows: [ComponentAttribution] = []
         rows.reserveCapacity(targets.count * (2 + cfg.nLayers * (NH + 2)))
         var sumErrors: [(prompt: Int, error: Double)] = []
+        let slot = Dictionary(uniqueKeysWithValues: positions.enumerated().map { ($1, $0) })
+        // Row of target t in a cached [B, P, …] hook.
+        let rowsN = targets.map { $0.row * P + slot[$0.position]! }
+        func cached(_ h: HookName) -> [Float] { cache[h]!.data }
 
         // Every head's output at the target rows, one sgemm per head and layer: (targets, NH, C).
-        let rowsN = targets.map { $0.row * T + $0.position }
         let heads: [[Float]] = (0..<cfg.nLayers).map { l in
+            let zAll = cached(.block(l, .z))
             var z = [Float](repeating: 0, count: rowsN.count * C)
-            for (i, n) in rowsN.enumerated() {
-                for c in 0..<C { z[i * C + c] = acts.layers[l].z[n * C + c] }
-            }
-            return headResults(z: z, wO: w.layers[l].wO, N: rowsN.count, C: C, NH: NH, dh: dh)
+            for (i, n) in rowsN.enumerated() { for c in 0..<C { z[i * C + c] = zAll[n * C + c] } }
+            var out = [Float](repeating: 0, count: rowsN.count * NH * C)
+            headOutputForward(result: &out, z: z, wO: w.blocks[l].wO, N: rowsN.count, C: C, NH: NH)
+            return out
         }
+        let embed = cached(.embed()), pos = cached(.posEmbed()), resid = cached(.block(cfg.nLayers - 1, .residPost))
+        let lnScale = cached(HookName(.lnFinalScale))
+        let mlp = (0..<cfg.nLayers).map { cached(.block($0, .mlpOut)) }
+        _ = dh
 
         for (ti, target) in targets.enumerated() {
             let n = rowsN[ti]
@@ -96,28 +113,29 @@ public enum DirectLogitAttribution {
             for c in 0..<C {
                 var x = Double(w.wU[target.answerID * C + c])
                 if let wrong = target.wrongID { x -= Double(w.wU[wrong * C + c]) }
-                if let lnW = w.lnFW { x *= Double(lnW[c]) }
+                if !model.lnFolded { x *= Double(w.lnFW[c]) }
                 u[c] = x
             }
-            let r = (0..<C).map { Double(acts.layers[cfg.nLayers - 1].residPost[n * C + $0]) }
-            let s = Double(acts.lnFScale[n])
+            let r = (0..<C).map { Double(resid[n * C + $0]) }
+            let s = Double(lnScale[n])
 
-            // f(x) = (x − mean x) / scale(x) · u, with scale recomputed from x.
+            // f(x) = LN_final(x) · u, the LayerNorm recomputed in Double by the forward's own op.
+            var normalized = [Double](repeating: 0, count: C)
             func f(_ x: [Double]) -> Double {
-                let mean = x.reduce(0, +) / Double(C)
-                var dot = 0.0, sq = 0.0
-                for c in 0..<C {
-                    let d = x[c] - mean
-                    dot += d * u[c]
-                    sq += d * d
+                var mean = 0.0, sc = 0.0
+                x.withUnsafeBufferPointer { xp in
+                    layerNormStats(mean: &mean, scale: &sc, rawScale: nil, x: xp.baseAddress!, N: 1, C: C, mode: scale,
+                                   rawEps: 1e-5)
+                    layerNormApply(out: &normalized, x: xp.baseAddress!, mean: &mean, scale: &sc, w: nil, b: nil, N: 1, C: C)
                 }
-                let scale = lnFree ? eps.squareRoot() : (sq / Double(C) + eps).squareRoot()
-                return dot / scale
+                var dot = 0.0
+                for c in 0..<C { dot += normalized[c] * u[c] }
+                return dot
             }
             let fr = f(r)
             var sum = [Double](repeating: 0, count: C)
             var shifted = [Double](repeating: 0, count: C)
-            func add(_ name: String, _ comp: [Double]) {
+            func add(_ component: Component, _ comp: [Double]) {
                 let mean = comp.reduce(0, +) / Double(C)
                 var dla = 0.0
                 for c in 0..<C {
@@ -127,17 +145,17 @@ public enum DirectLogitAttribution {
                 }
                 dla /= s
                 let de = fr - f(shifted)
-                rows.append(ComponentAttribution(prompt: target.prompt, component: name, dla: dla, directEffect: de))
+                rows.append(ComponentAttribution(prompt: target.prompt, component: component.description, dla: dla, directEffect: de))
             }
-            add(Component.embed.description, (0..<C).map { Double(acts.embed[n * C + $0]) })
-            add(Component.posEmbed.description, (0..<C).map { Double(acts.posEmbed[n * C + $0]) })
+            add(.embed, (0..<C).map { Double(embed[n * C + $0]) })
+            add(.posEmbed, (0..<C).map { Double(pos[n * C + $0]) })
             for l in 0..<cfg.nLayers {
                 for h in 0..<NH {
                     let base = (ti * NH + h) * C
-                    add(Component.head(layer: l, head: h).description, (0..<C).map { Double(heads[l][base + $0]) })
+                    add(.head(layer: l, head: h), (0..<C).map { Double(heads[l][base + $0]) })
                 }
-                add(Component.bO(layer: l).description, w.layers[l].bO.map(Double.init))
-                add(Component.mlp(layer: l).description, (0..<C).map { Double(acts.layers[l].mlpOut[n * C + $0]) })
+                add(.bO(layer: l), (0..<C).map { Double(w.blocks[l].bO[$0]) })
+                add(.mlp(layer: l), (0..<C).map { Double(mlp[l][n * C + $0]) })
             }
             var worst = 0.0
             for c in 0..<C { worst = max(worst, abs(sum[c] - r[c])) }

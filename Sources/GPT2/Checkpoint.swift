@@ -42,11 +42,39 @@ public struct Checkpoint: Sendable {
     public func tensor(_ canonicalName: String) throws -> Tensor {
         var source = sources[canonicalName]
         if source == nil, canonicalName == "lm_head.weight" { source = sources["wte.weight"] }
-        guard let s = source else { throw CheckpointError.unknownCanonicalTensor(name: canonicalName) }
+        guard let s = source else { throw GPT2Error.unknownCanonicalTensor(name: canonicalName) }
         let t = try s.file.tensor(s.name)
         let bad = t.data.withUnsafeBufferPointer { p in p.reduce(0) { $0 + ($1.isFinite ? 0 : 1) } }
-        if bad > 0 { throw CheckpointError.nonFiniteWeights(file: s.file.url.path, tensor: s.name, count: bad, total: t.count) }
+        if bad > 0 { throw GPT2Error.nonFiniteWeights(file: s.file.url.path, tensor: s.name, count: bad, total: t.count) }
         return t
+    }
+
+    /// Reads every checkpoint tensor of `parameters`' table into it (converted to Float32, checked
+    /// finite), copies the unembedding into its own entry when the table has one, and returns the
+    /// weights hash (`weightsHash`), computed in the same pass. Each tensor's mapped pages are
+    /// released once read, so the file does not stay resident beside the model.
+    public func load(into parameters: ModelParameters) throws -> String {
+        let table = parameters.table
+        var summary: [UInt8] = []
+        for entry in table.checkpointEntries {
+            guard let s = sources[entry.name] else { throw GPT2Error.unknownCanonicalTensor(name: entry.name) }
+            let e = s.entry
+            let destination = parameters.arena.base + entry.offset
+            try s.file.read(s.name, into: destination)
+            let bad = (0..<entry.count).reduce(0) { $0 + (destination[$1].isFinite ? 0 : 1) }
+            if bad > 0 {
+                throw GPT2Error.nonFiniteWeights(file: s.file.url.path, tensor: s.name, count: bad, total: entry.count)
+            }
+            let bytesHash = try s.file.withRawBytes(s.name) { XXH64.hash($0, seed: 0) }
+            summary += Array("\(entry.name)|\(e.dtype.rawValue)|\(e.shape)|\(XXH64.hex(bytesHash))\n".utf8)
+            s.file.release(s.name)
+        }
+        if table.unembeddingName == "unembed.weight" {
+            let source = hasUntiedUnembedding && !config.tieWordEmbeddings ? "lm_head.weight" : "wte.weight"
+            let from = table.entry(source)!, to = table.entry("unembed.weight")!
+            (parameters.arena.base + to.offset).update(from: parameters.arena.base + from.offset, count: to.count)
+        }
+        return XXH64.hex(summary.withUnsafeBytes { XXH64.hash($0, seed: 0) })
     }
 
     /// Content hash of the weights: XXH64 over every tensor's canonical name, dtype, shape and
@@ -107,7 +135,7 @@ public struct Checkpoint: Sendable {
                 }
                 if isIgnoredBuffer(name) { continue }
                 if let prior = found[name] {
-                    throw CheckpointError.duplicateTensor(tensor: name, file: prior.file.url.path, otherFile: file.url.path)
+                    throw GPT2Error.duplicateTensor(tensor: name, file: prior.file.url.path, otherFile: file.url.path)
                 }
                 found[name] = Source(file: file, name: stored)
             }
@@ -117,12 +145,12 @@ public struct Checkpoint: Sendable {
         let blocks = Set(found.keys.compactMap(blockIndex))
         if (blocks.max() ?? -1) + 1 < config.nLayers {
             let held = blocks.max().map { "blocks 0...\($0) (h.0 … h.\($0))" } ?? "no blocks (h.0.…)"
-            throw CheckpointError.configBadValue(
+            throw GPT2Error.configBadValue(
                 file: directory.appendingPathComponent("config.json").path, key: "n_layer",
                 reason: "is \(config.nLayers) but the weights hold \(held); fix config.json or the weight files")
         }
         let expected = expectedShapes(for: config, untiedUnembedding: found["lm_head.weight"] != nil)
-        var problems: [CheckpointError] = []
+        var problems: [GPT2Error] = []
         for (name, shape) in expected {
             guard let s = found[name] else {
                 problems.append(.missingTensor(directory: directory.path, tensor: name, expected: shape, more: 0))
@@ -142,11 +170,11 @@ public struct Checkpoint: Sendable {
         for (name, _) in expected {
             let s = found[name]!
             guard s.entry.dtype.isReadable else {
-                throw CheckpointError.unsupportedDType(file: s.file.url.path, tensor: s.name, dtype: s.entry.dtype.rawValue)
+                throw GPT2Error.unsupportedDType(file: s.file.url.path, tensor: s.name, dtype: s.entry.dtype.rawValue)
             }
         }
         if !config.tieWordEmbeddings && found["lm_head.weight"] == nil {
-            throw CheckpointError.untiedWithoutUnembedding(directory: directory.path)
+            throw GPT2Error.untiedWithoutUnembedding(directory: directory.path)
         }
 
         let fm = FileManager.default
@@ -188,10 +216,10 @@ public struct Checkpoint: Sendable {
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
             if isDirectory.boolValue { return url }
             if url.lastPathComponent == "config.json" { return url.deletingLastPathComponent() }
-            throw CheckpointError.notAFolder(path: url.path)
+            throw GPT2Error.notAFolder(path: url.path)
         }
         if looksLikeHubName(spec) { return try resolveHubName(spec, environment: environment) }
-        throw CheckpointError.folderNotFound(path: url.path)
+        throw GPT2Error.folderNotFound(path: url.path)
     }
 
     /// `name` or `org/name` with Hugging Face repo-id characters.
@@ -245,18 +273,18 @@ public struct Checkpoint: Sendable {
                 .trimmingCharacters(in: .whitespacesAndNewlines), !revision.isEmpty {
                 let snapshot = snapshots.appendingPathComponent(revision)
                 guard fm.fileExists(atPath: snapshot.path) else {
-                    throw CheckpointError.hubSnapshotMissing(name: spec, path: snapshot.path)
+                    throw GPT2Error.hubSnapshotMissing(name: spec, path: snapshot.path)
                 }
                 return snapshot
             }
             // No refs/main (downloaded at a pinned revision): accept a single snapshot.
             let revisions = (try? fm.contentsOfDirectory(atPath: snapshots.path))?.filter { !$0.hasPrefix(".") } ?? []
             guard revisions.count == 1 else {
-                throw CheckpointError.hubSnapshotMissing(name: spec, path: ref.path)
+                throw GPT2Error.hubSnapshotMissing(name: spec, path: ref.path)
             }
             return snapshots.appendingPathComponent(revisions[0])
         }
-        throw CheckpointError.hubModelNotCached(name: spec, repo: repo, cache: cache.path,
+        throw GPT2Error.hubModelNotCached(name: spec, repo: repo, cache: cache.path,
                                                 holds: cachedHubModels(environment: environment))
     }
 
@@ -271,11 +299,11 @@ public struct Checkpoint: Sendable {
         let url = directory.appendingPathComponent("config.json")
         let file = url.path
         guard FileManager.default.fileExists(atPath: file) else {
-            throw CheckpointError.configMissing(directory: directory.path)
+            throw GPT2Error.configMissing(directory: directory.path)
         }
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
-            throw CheckpointError.fileUnreadable(file: file, reason: error.localizedDescription)
+            throw GPT2Error.fileUnreadable(file: file, reason: error.localizedDescription)
         }
         return try GPT2Config.parse(data, file: file)
     }
@@ -291,18 +319,18 @@ public struct Checkpoint: Sendable {
             let hint = fm.fileExists(atPath: directory.appendingPathComponent("pytorch_model.bin").path)
                 ? "; pytorch_model.bin is not read: convert it to safetensors (transformers save_pretrained(..., safe_serialization=True))"
                 : "; download the weights in safetensors format"
-            throw CheckpointError.noWeights(directory: directory.path, hint: hint)
+            throw GPT2Error.noWeights(directory: directory.path, hint: hint)
         }
         guard let data = try? Data(contentsOf: index),
               let object = try? JSONSerialization.jsonObject(with: data)
-        else { throw CheckpointError.indexInvalid(file: index.path, reason: "not valid JSON") }
+        else { throw GPT2Error.indexInvalid(file: index.path, reason: "not valid JSON") }
         guard let weightMap = (object as? [String: Any])?["weight_map"] as? [String: Any] else {
-            throw CheckpointError.indexInvalid(file: index.path, reason: "no \"weight_map\" object")
+            throw GPT2Error.indexInvalid(file: index.path, reason: "no \"weight_map\" object")
         }
         var shardOf: [String: String] = [:]
         for (tensor, value) in weightMap {
             guard let shard = value as? String, !shard.isEmpty, !shard.contains("/"), shard != "..", shard != "." else {
-                throw CheckpointError.indexInvalid(file: index.path, reason: "tensor \(tensor) maps to \(value), not a file name in the folder")
+                throw GPT2Error.indexInvalid(file: index.path, reason: "tensor \(tensor) maps to \(value), not a file name in the folder")
             }
             shardOf[tensor] = shard
         }
@@ -310,20 +338,20 @@ public struct Checkpoint: Sendable {
         for shard in Set(shardOf.values).sorted() {
             let url = directory.appendingPathComponent(shard)
             guard fm.fileExists(atPath: url.path) else {
-                throw CheckpointError.shardMissing(index: index.path, shard: url.path)
+                throw GPT2Error.shardMissing(index: index.path, shard: url.path)
             }
             files[shard] = try SafetensorsFile(url: url)
         }
         for (tensor, shard) in shardOf.sorted(by: { $0.key < $1.key }) where files[shard]!.entries[tensor] == nil {
-            throw CheckpointError.shardLacksTensor(index: index.path, shard: files[shard]!.url.path, tensor: tensor)
+            throw GPT2Error.shardLacksTensor(index: index.path, shard: files[shard]!.url.path, tensor: tensor)
         }
         return files.keys.sorted().map { files[$0]! }
     }
 }
 
-extension CheckpointError {
+extension GPT2Error {
     /// The same problem, reporting `more` further problems.
-    func withMore(_ more: Int) -> CheckpointError {
+    func withMore(_ more: Int) -> GPT2Error {
         switch self {
         case let .missingTensor(d, t, e, _): .missingTensor(directory: d, tensor: t, expected: e, more: more)
         case let .unexpectedTensor(f, t, _): .unexpectedTensor(file: f, tensor: t, more: more)

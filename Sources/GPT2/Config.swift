@@ -93,14 +93,14 @@ extension GPT2Config {
     /// Decodes and checks a `config.json`: every key lnlens reads must have its JSON type (named
     /// with the key when it does not), every size must be positive and within `limits`.
     /// Errors name `file` and the key.
-    public static func parse(_ data: Data, file: String) throws(CheckpointError) -> GPT2Config {
+    public static func parse(_ data: Data, file: String) throws(GPT2Error) -> GPT2Config {
         guard let object = try? JSONSerialization.jsonObject(with: data) else {
             throw .configInvalidJSON(file: file, reason: "not valid JSON")
         }
         guard let fields = object as? [String: Any] else {
             throw .configInvalidJSON(file: file, reason: "not a JSON object")
         }
-        func bad(_ key: String, _ reason: String) -> CheckpointError { .configBadValue(file: file, key: key, reason: reason) }
+        func bad(_ key: String, _ reason: String) -> GPT2Error { .configBadValue(file: file, key: key, reason: reason) }
         if let type = fields["model_type"] {
             guard let name = type as? String else { throw bad("model_type", "must be a string") }
             guard name == "gpt2" else { throw bad("model_type", "is \"\(name)\"; lnlens runs GPT-2 models only") }

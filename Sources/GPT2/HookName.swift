@@ -142,7 +142,7 @@ public struct HookName: Hashable, Sendable, Comparable, CustomStringConvertible 
 public enum HookPattern {
     /// The hooks of a model with `nLayers` blocks that match any of `patterns`.
     /// Throws naming the first pattern that matches nothing.
-    public static func resolve(_ patterns: [String], nLayers: Int) throws(ModelError) -> Set<HookName> {
+    public static func resolve(_ patterns: [String], nLayers: Int) throws(GPT2Error) -> Set<HookName> {
         let all = HookName.all(nLayers: nLayers)
         var chosen = Set<HookName>()
         for pattern in patterns {

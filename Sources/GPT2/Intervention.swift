@@ -60,15 +60,34 @@ struct HookLayout {
         }
     }
 
-    func extract(from buffer: UnsafePointer<Float>) -> Tensor {
-        var out = [Float](repeating: 0, count: count)
+    /// The values as a tensor of `shape`; with `positions`, only those positions of the position
+    /// axis, in the order given (the axis then has `positions.count` entries).
+    func extract(from buffer: UnsafePointer<Float>, positions: [Int]? = nil) -> Tensor {
         let rowLen = shape[shape.count - 1]
+        guard let positions, let axis = posAxis, axis < shape.count - 1 else {
+            var out = [Float](repeating: 0, count: count)
+            out.withUnsafeMutableBufferPointer { o in
+                forEachRow { src, dst, _ in (o.baseAddress! + dst).update(from: buffer + src, count: rowLen) }
+            }
+            return Tensor(shape: shape, data: out)
+        }
+        var outShape = shape
+        outShape[axis] = positions.count
+        var slot = [Int](repeating: -1, count: shape[axis])
+        for (i, p) in positions.enumerated() where p >= 0 && p < shape[axis] { slot[p] = i }
+        var outStrides = [Int](repeating: 1, count: outShape.count)
+        for a in stride(from: outShape.count - 2, through: 0, by: -1) { outStrides[a] = outStrides[a + 1] * outShape[a + 1] }
+        var out = [Float](repeating: 0, count: outShape.reduce(1, *))
         out.withUnsafeMutableBufferPointer { o in
-            forEachRow { src, dst, _ in
+            forEachRow { src, _, index in
+                let s = slot[index[axis]]
+                guard s >= 0 else { return }
+                var dst = 0
+                for a in 0..<index.count { dst += (a == axis ? s : index[a]) * outStrides[a] }
                 (o.baseAddress! + dst).update(from: buffer + src, count: rowLen)
             }
         }
-        return Tensor(shape: shape, data: out)
+        return Tensor(shape: outShape, data: out)
     }
 
     func write(_ t: Tensor, into buffer: UnsafeMutablePointer<Float>) {
@@ -82,21 +101,31 @@ struct HookLayout {
 }
 
 extension Intervention {
-    /// Applies this intervention to the buffer that `layout` describes.
-    func apply(to buffer: UnsafeMutablePointer<Float>, layout: HookLayout) throws(ModelError) {
-        let name = hook.description
-        if case .custom(let body) = operation {
-            var t = layout.extract(from: buffer)
-            body(&t)
-            guard t.shape == layout.shape else {
-                throw .interventionShape(hook: name, expected: layout.shape, got: t.shape)
-            }
-            layout.write(t, into: buffer)
-            return
+    /// Multiplies the gradient at `buffer` by this intervention's derivative, for the selected
+    /// positions and heads: replaced and zeroed entries pass no gradient, scaled ones pass it scaled,
+    /// added ones pass it unchanged. A custom intervention has no derivative lnlens knows.
+    func applyDerivative(to buffer: UnsafeMutablePointer<Float>, layout: HookLayout) throws(GPT2Error) {
+        let factor: Float
+        switch operation {
+        case .add: return
+        case .replace, .zero: factor = 0
+        case .scale(let f): factor = f
+        case .custom: throw .customNotDifferentiable(hook: hook.description)
         }
-        // Which indices of an axis are selected; nil selects all. Throws `outOfRange(i, n)`.
-        func selection(_ indices: [Int]?, axis: Int?,
-                       outOfRange: (Int, Int) -> ModelError) throws(ModelError) -> [Bool]? {
+        let (posOK, headOK) = try selections(layout)
+        let rowLen = layout.shape[layout.shape.count - 1]
+        layout.forEachRow { dst, _, index in
+            if let posOK, let a = layout.posAxis, a < index.count, !posOK[index[a]] { return }
+            if let headOK, let a = layout.headAxis, a < index.count, !headOK[index[a]] { return }
+            let row = buffer + dst
+            if factor == 0 { row.update(repeating: 0, count: rowLen) } else { for i in 0..<rowLen { row[i] *= factor } }
+        }
+    }
+
+    /// Which positions and heads are selected (nil: all), checked against the layout.
+    func selections(_ layout: HookLayout) throws(GPT2Error) -> (positions: [Bool]?, heads: [Bool]?) {
+        let name = hook.description
+        func selection(_ indices: [Int]?, axis: Int?, outOfRange: (Int, Int) -> GPT2Error) throws(GPT2Error) -> [Bool]? {
             guard let indices, let axis else { return nil }
             let n = layout.shape[axis]
             var ok = [Bool](repeating: false, count: n)
@@ -111,6 +140,22 @@ extension Intervention {
         }
         if heads != nil && layout.headAxis == nil { throw .headsOnNonHeadHook(hook: name) }
         let headOK = try selection(heads, axis: layout.headAxis) { .headOutOfRange(hook: name, head: $0, nHeads: $1) }
+        return (posOK, headOK)
+    }
+
+    /// Applies this intervention to the buffer that `layout` describes.
+    func apply(to buffer: UnsafeMutablePointer<Float>, layout: HookLayout) throws(GPT2Error) {
+        let name = hook.description
+        if case .custom(let body) = operation {
+            var t = layout.extract(from: buffer)
+            body(&t)
+            guard t.shape == layout.shape else {
+                throw .interventionShape(hook: name, expected: layout.shape, got: t.shape)
+            }
+            layout.write(t, into: buffer)
+            return
+        }
+        let (posOK, headOK) = try selections(layout)
         var source: Tensor? = nil
         var broadcastBatch = false
         switch operation {

@@ -67,26 +67,26 @@ public final class SafetensorsFile: @unchecked Sendable {
         let path = url.path
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else {
-            throw CheckpointError.fileUnreadable(file: path, reason: String(cString: strerror(errno)))
+            throw GPT2Error.fileUnreadable(file: path, reason: String(cString: strerror(errno)))
         }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
-            throw CheckpointError.fileUnreadable(file: path, reason: String(cString: strerror(errno)))
+            throw GPT2Error.fileUnreadable(file: path, reason: String(cString: strerror(errno)))
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw CheckpointError.fileUnreadable(file: path, reason: "not a regular file")
+            throw GPT2Error.fileUnreadable(file: path, reason: "not a regular file")
         }
         let size = Int(st.st_size)
-        guard size >= 8 else { throw CheckpointError.fileTooShort(file: path, size: size) }
+        guard size >= 8 else { throw GPT2Error.fileTooShort(file: path, size: size) }
         guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), map != UnsafeMutableRawPointer(bitPattern: -1) else {
-            throw CheckpointError.fileUnreadable(file: path, reason: "mmap failed: " + String(cString: strerror(errno)))
+            throw GPT2Error.fileUnreadable(file: path, reason: "mmap failed: " + String(cString: strerror(errno)))
         }
         let base = UnsafeRawPointer(map)
         do {
             let headerLength = UInt64(littleEndian: base.loadUnaligned(as: UInt64.self))
             guard headerLength <= UInt64(size - 8) else {
-                throw CheckpointError.headerLengthBeyondFile(file: path, headerLength: headerLength, fileSize: size)
+                throw GPT2Error.headerLengthBeyondFile(file: path, headerLength: headerLength, fileSize: size)
             }
             let dataStart = 8 + Int(headerLength)
             let header = Data(UnsafeRawBufferPointer(start: base + 8, count: Int(headerLength)))
@@ -108,7 +108,7 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// The header entry for `name`, or an error naming the file and tensor.
     public func entry(_ name: String) throws -> SafetensorsEntry {
-        guard let e = entries[name] else { throw CheckpointError.noSuchTensor(file: url.path, tensor: name) }
+        guard let e = entries[name] else { throw GPT2Error.noSuchTensor(file: url.path, tensor: name) }
         return e
     }
 
@@ -119,11 +119,54 @@ public final class SafetensorsFile: @unchecked Sendable {
                                                count: e.byteCount))
     }
 
+    /// Tensor `name` converted to Float32 into `out` (its element count), row-major in stored order.
+    public func read(_ name: String, into out: FloatPointer) throws {
+        let e = try entry(name)
+        guard e.dtype.isReadable else {
+            throw GPT2Error.unsupportedDType(file: url.path, tensor: name, dtype: e.dtype.rawValue)
+        }
+        let n = e.elementCount
+        try withRawBytes(name) { raw in
+            switch e.dtype {
+            case .f32:
+                // Little-endian file, little-endian host: a plain copy (source may be unaligned).
+                if n > 0 { memcpy(out, raw.baseAddress!, n * 4) }
+                #if _endian(big)
+                for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: out[i].bitPattern)) }
+                #endif
+            case .f16:
+                halfToFloatTable.withUnsafeBufferPointer { table in
+                    for i in 0..<n {
+                        out[i] = table[Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))]
+                    }
+                }
+            case .bf16:
+                for i in 0..<n {
+                    let h = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    out[i] = Float(bitPattern: UInt32(h) << 16)
+                }
+            default:
+                break  // excluded by isReadable above
+            }
+        }
+    }
+
+    /// Releases the memory pages that hold tensor `name`'s bytes (they stay in the page cache and
+    /// are read back from the file if touched again): once a tensor is converted into the model's
+    /// own buffer, the mapped copy need not stay resident beside it.
+    public func release(_ name: String) {
+        guard let e = entries[name] else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = dataStart + e.dataOffsets.lowerBound, end = dataStart + e.dataOffsets.upperBound
+        let first = (start + page - 1) / page * page, last = end / page * page
+        if last > first { madvise(UnsafeMutableRawPointer(mutating: base + first), last - first, Int32(MADV_DONTNEED)) }
+    }
+
     /// Tensor `name` converted to Float32, row-major in stored order.
     public func floats(_ name: String) throws -> [Float] {
         let e = try entry(name)
         guard e.dtype.isReadable else {
-            throw CheckpointError.unsupportedDType(file: url.path, tensor: name, dtype: e.dtype.rawValue)
+            throw GPT2Error.unsupportedDType(file: url.path, tensor: name, dtype: e.dtype.rawValue)
         }
         let n = e.elementCount
         return try withRawBytes(name) { raw in
@@ -168,17 +211,17 @@ public final class SafetensorsFile: @unchecked Sendable {
         do {
             json = try JSONSerialization.jsonObject(with: header, options: [])
         } catch {
-            throw CheckpointError.headerInvalid(file: file, reason: "the header is not valid JSON")
+            throw GPT2Error.headerInvalid(file: file, reason: "the header is not valid JSON")
         }
         guard let object = json as? [String: Any] else {
-            throw CheckpointError.headerInvalid(file: file, reason: "the header is not a JSON object")
+            throw GPT2Error.headerInvalid(file: file, reason: "the header is not a JSON object")
         }
         var entries: [String: SafetensorsEntry] = [:]
         var metadata: [String: String] = [:]
         for (name, value) in object {
             if name == "__metadata__" {
                 guard let m = value as? [String: Any] else {
-                    throw CheckpointError.headerInvalid(file: file, reason: "__metadata__ is not a JSON object")
+                    throw GPT2Error.headerInvalid(file: file, reason: "__metadata__ is not a JSON object")
                 }
                 for (k, v) in m { if let s = v as? String { metadata[k] = s } }
                 continue
@@ -197,29 +240,29 @@ public final class SafetensorsFile: @unchecked Sendable {
         for (name, entry) in ordered {
             let range = entry.dataOffsets
             if range.lowerBound < covered, let previous {
-                throw CheckpointError.overlappingOffsets(file: file, tensor: name, other: previous)
+                throw GPT2Error.overlappingOffsets(file: file, tensor: name, other: previous)
             }
             if range.lowerBound > covered {
-                throw CheckpointError.dataNotCovered(file: file, reason: "bytes \(covered)..<\(range.lowerBound) of the data section belong to no tensor (tensor \(name) starts at \(range.lowerBound))")
+                throw GPT2Error.dataNotCovered(file: file, reason: "bytes \(covered)..<\(range.lowerBound) of the data section belong to no tensor (tensor \(name) starts at \(range.lowerBound))")
             }
             covered = range.upperBound
             if !range.isEmpty { previous = name }
         }
         if covered != dataLength {
-            throw CheckpointError.dataNotCovered(file: file, reason: "the tensors end at byte \(covered) of the data section but it holds \(dataLength) bytes (wrong header length or trailing bytes)")
+            throw GPT2Error.dataNotCovered(file: file, reason: "the tensors end at byte \(covered) of the data section but it holds \(dataLength) bytes (wrong header length or trailing bytes)")
         }
         return (entries, metadata)
     }
 
     private static func parseEntry(_ value: Any, name: String, file: String, dataLength: Int) throws -> SafetensorsEntry {
-        func invalid(_ reason: String) -> CheckpointError {
+        func invalid(_ reason: String) -> GPT2Error {
             .entryInvalid(file: file, tensor: name, reason: reason)
         }
         guard let fields = value as? [String: Any] else { throw invalid("its entry is not a JSON object") }
         guard let dtypeName = fields["dtype"] else { throw invalid("its entry has no \"dtype\"") }
         guard let dtypeString = dtypeName as? String else { throw invalid("\"dtype\" is not a string") }
         guard let dtype = SafetensorsDType(rawValue: dtypeString) else {
-            throw CheckpointError.unknownDType(file: file, tensor: name, dtype: dtypeString)
+            throw GPT2Error.unknownDType(file: file, tensor: name, dtype: dtypeString)
         }
         guard let shapeValue = fields["shape"] else { throw invalid("its entry has no \"shape\"") }
         guard let shapeArray = shapeValue as? [Any] else { throw invalid("\"shape\" is not an array") }
@@ -233,7 +276,7 @@ public final class SafetensorsFile: @unchecked Sendable {
               let begin = jsonInt(offsets[0]), let end = jsonInt(offsets[1]), begin >= 0, begin <= end
         else { throw invalid("\"data_offsets\" must be two integers [begin, end] with 0 ≤ begin ≤ end") }
         guard end <= dataLength else {
-            throw CheckpointError.offsetsOutOfRange(file: file, tensor: name, begin: begin, end: end, dataLength: dataLength)
+            throw GPT2Error.offsetsOutOfRange(file: file, tensor: name, begin: begin, end: end, dataLength: dataLength)
         }
         var bytes = dtype.byteSize
         for d in shape {
@@ -242,7 +285,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             bytes = p
         }
         guard bytes == end - begin else {
-            throw CheckpointError.sizeMismatch(file: file, tensor: name, shape: shape, dtype: dtype.rawValue,
+            throw GPT2Error.sizeMismatch(file: file, tensor: name, shape: shape, dtype: dtype.rawValue,
                                                expectedBytes: bytes, foundBytes: end - begin)
         }
         return SafetensorsEntry(dtype: dtype, shape: shape, dataOffsets: begin..<end)
@@ -291,10 +334,10 @@ public enum SafetensorsWriter {
         for name in names {
             let t = tensors[name]!
             guard name != "__metadata__" else {
-                throw CheckpointError.writeFailed(file: path, reason: "\"__metadata__\" cannot be a tensor name")
+                throw GPT2Error.writeFailed(file: path, reason: "\"__metadata__\" cannot be a tensor name")
             }
             guard t.shape.allSatisfy({ $0 >= 0 }), t.shape.reduce(1, *) == t.data.count else {
-                throw CheckpointError.writeFailed(file: path, reason: "tensor \(name) has shape \(t.shape) but \(t.data.count) values")
+                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name) has shape \(t.shape) but \(t.data.count) values")
             }
             let shape = t.shape.map(String.init).joined(separator: ",")
             fields.append("\(jsonString(name)):{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + 4 * t.data.count)]}")
@@ -321,7 +364,7 @@ public enum SafetensorsWriter {
                 }
             }
         } catch {
-            throw CheckpointError.writeFailed(file: path, reason: error.description)
+            throw GPT2Error.writeFailed(file: path, reason: error.description)
         }
     }
 

@@ -38,13 +38,26 @@ public struct ResultsDatabase: Sendable {
                 throw Self.openError(path: path, error)
             }
         }
-        let pool: DatabasePool
-        do {
-            pool = try DatabasePool(path: path, configuration: Self.configuration(readonly: false))
-        } catch let error as DatabaseError {
-            throw Self.openError(path: path, error)
+        // Setting up WAL on a new file takes locks that SQLite does not wait for (no busy handler
+        // there): when processes start together, retry until the busy timeout.
+        let deadline = Date().addingTimeInterval(Self.busyTimeout)
+        while true {
+            do {
+                let pool = try DatabasePool(path: path, configuration: Self.configuration(readonly: false))
+                try self.init(path: path, writer: pool)
+                return
+            } catch let error as DatabaseError where [.SQLITE_BUSY, .SQLITE_LOCKED].contains(error.resultCode) && Date() < deadline {
+                Thread.sleep(forTimeInterval: Double.random(in: 0.01...0.05))
+            } catch let error as DatabaseError {
+                throw Self.openError(path: path, error)
+            } catch let error as ResultsStoreError {
+                if case .cannotOpen(_, let reason) = error, reason.contains("locked"), Date() < deadline {
+                    Thread.sleep(forTimeInterval: Double.random(in: 0.01...0.05))
+                    continue
+                }
+                throw error
+            }
         }
-        try self.init(path: path, writer: pool)
     }
 
     /// An empty, migrated database in memory (tests).

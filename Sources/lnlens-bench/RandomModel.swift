@@ -10,27 +10,23 @@ enum RandomModel {
         GPT2Config(dModel: 768, nLayers: layers, nHeads: 12, nCtx: 1024, dVocab: 50257)
     }
 
-    /// Builds weights with the checkpoint's canonical names and shapes, then processes them
-    /// exactly as a loaded checkpoint is (`.all`).
-    static func make(config: GPT2Config, seed: UInt64) throws -> GPT2Model {
-        let shapes = Checkpoint.expectedShapes(for: config, untiedUnembedding: false)
-        var index: [String: (Int, [Int])] = [:]
-        for (i, s) in shapes.enumerated() { index[s.name] = (i, s.shape) }
-        let raw = try ModelWeights(config: config, tensor: { name in
-            guard let (i, shape) = index[name] else { throw BenchError.forwardFailed("no random tensor \(name)") }
+    /// Fills a parameter table with the checkpoint's canonical names and shapes, then processes
+    /// it exactly as a loaded checkpoint is (`processing`).
+    static func make(config: GPT2Config, seed: UInt64, processing: ProcessingOptions = .all) throws -> GPT2Model {
+        let table = ParameterTable(config: config, storedLMHead: false, separateUnembedding: !processing.isNone)
+        let parameters = ModelParameters(table: table)
+        for (i, entry) in table.checkpointEntries.enumerated() {
             // One stream per tensor, so a tensor's values do not depend on the order of requests.
             var rng = SplitMix64(seed: seed &+ 0x9E37_79B9 &* UInt64(i + 1))
+            let name = entry.name
             let isLNWeight = name.hasSuffix("ln_1.weight") || name.hasSuffix("ln_2.weight") || name == "ln_f.weight"
-            let count = shape.reduce(1, *)
-            var data = [Float](repeating: 0, count: count)
-            data.withUnsafeMutableBufferPointer { p in
-                for j in 0..<count {
-                    p[j] = isLNWeight ? 1 + 0.05 * normal(&rng) : 0.02 * normal(&rng)
-                }
-            }
-            return Tensor(shape: shape, data: data)
-        }, hasLMHead: false)
-        return GPT2Model(config: config, weights: raw, processing: .all)
+            let p = parameters.arena.base + entry.offset
+            for j in 0..<entry.count { p[j] = isLNWeight ? 1 + 0.05 * normal(&rng) : 0.02 * normal(&rng) }
+        }
+        if let u = table.entry("unembed.weight") {
+            (parameters.arena.base + u.offset).update(from: parameters.wE, count: u.count)
+        }
+        return GPT2Model(config: config, parameters: parameters, processing: processing)
     }
 
     /// Approximately standard normal: Irwin–Hall sum of four 16-bit uniforms, rescaled to unit

@@ -47,10 +47,7 @@ func run() throws {
 
     if o.profile {
         progress("profile")
-        let (rows, derived) = benchProfile(model: model, tokens: tokens, rates: rates, forwardNoCacheMs: noCache,
-                                           forwardFullCacheMs: fullCache, options: o)
-        report.measurements += rows
-        report.derived.merge(derived) { $1 }
+        report.measurements += try benchProfile(model: model, tokens: tokens, rates: rates, options: o)
     }
 
     let hwm = procStatusMiB("VmHWM")

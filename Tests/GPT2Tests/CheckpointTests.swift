@@ -384,20 +384,20 @@ import TensorCore
 
 // MARK: - Support
 
-/// Asserts that `body` throws a `CheckpointError` whose one-line message contains every fragment.
+/// Asserts that `body` throws a `GPT2Error` whose one-line message contains every fragment.
 func expectCheckpointError(_ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation,
                            _ body: () throws -> Void) {
     do {
         try body()
         Issue.record("expected an error mentioning \(fragments)", sourceLocation: sourceLocation)
-    } catch let error as CheckpointError {
+    } catch let error as GPT2Error {
         let message = error.errorDescription ?? ""
         for fragment in fragments where !message.contains(fragment) {
             Issue.record("message lacks \"\(fragment)\": \(message)", sourceLocation: sourceLocation)
         }
         #expect(!message.contains("\n"), "message is not one line: \(message)", sourceLocation: sourceLocation)
     } catch {
-        Issue.record("expected a CheckpointError, got \(error)", sourceLocation: sourceLocation)
+        Issue.record("expected a GPT2Error, got \(error)", sourceLocation: sourceLocation)
     }
 }
 

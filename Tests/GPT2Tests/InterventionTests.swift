@@ -75,20 +75,20 @@ import Testing
         let gpt = try GPT2Model(checkpoint: try Checkpoint.open(Fixtures.model("tiny-ln").path))
         let tokens = [[464, 3797, 3332]]
         let resid = HookName(.residPre, layer: 0)
-        #expect(throws: ModelError.interventionShape(hook: resid.description, expected: [1, 3, 32], got: [2, 2])) {
+        #expect(throws: GPT2Error.interventionShape(hook: resid.description, expected: [1, 3, 32], got: [2, 2])) {
             try gpt.forward(tokens, interventions: [Intervention(resid, .replace(Tensor(zeros: [2, 2])))])
         }
-        #expect(throws: ModelError.positionOutOfRange(hook: resid.description, position: 3, length: 3)) {
+        #expect(throws: GPT2Error.positionOutOfRange(hook: resid.description, position: 3, length: 3)) {
             try gpt.forward(tokens, interventions: [Intervention(resid, positions: [3], .zero)])
         }
-        #expect(throws: ModelError.headsOnNonHeadHook(hook: resid.description)) {
+        #expect(throws: GPT2Error.headsOnNonHeadHook(hook: resid.description)) {
             try gpt.forward(tokens, interventions: [Intervention(resid, heads: [0], .zero)])
         }
         let z = HookName(.z, layer: 1)
-        #expect(throws: ModelError.headOutOfRange(hook: z.description, head: 4, nHeads: 4)) {
+        #expect(throws: GPT2Error.headOutOfRange(hook: z.description, head: 4, nHeads: 4)) {
             try gpt.forward(tokens, interventions: [Intervention(z, heads: [4], .zero)])
         }
-        #expect(throws: ModelError.layerOutOfRange("blocks.7.attn.hook_z", nLayers: 2)) {
+        #expect(throws: GPT2Error.layerOutOfRange("blocks.7.attn.hook_z", nLayers: 2)) {
             try gpt.forward(tokens, interventions: [Intervention(HookName(.z, layer: 7), .zero)])
         }
     }

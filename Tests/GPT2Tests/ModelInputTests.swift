@@ -11,25 +11,25 @@ import Testing
 
     @Test func emptyPrompt() throws {
         let gpt = try Self.model()
-        #expect(throws: ModelError.emptyPrompt) { try gpt.forward([[]]) }
-        #expect(throws: ModelError.emptyPrompt) { try gpt.forward([]) }
-        #expect(ModelError.emptyPrompt.errorDescription!.contains("empty"))
+        #expect(throws: GPT2Error.emptyPrompt) { try gpt.forward([[]]) }
+        #expect(throws: GPT2Error.emptyPrompt) { try gpt.forward([]) }
+        #expect(GPT2Error.emptyPrompt.errorDescription!.contains("empty"))
     }
 
     @Test func promptLongerThanContext() throws {
         let gpt = try Self.model()
         let n = gpt.config.nCtx + 1
-        #expect(throws: ModelError.promptTooLong(tokens: n, nCtx: gpt.config.nCtx)) {
+        #expect(throws: GPT2Error.promptTooLong(tokens: n, nCtx: gpt.config.nCtx)) {
             try gpt.forward([[Int](repeating: 262, count: n)])
         }
-        let message = ModelError.promptTooLong(tokens: n, nCtx: 32).errorDescription!
+        let message = GPT2Error.promptTooLong(tokens: n, nCtx: 32).errorDescription!
         #expect(message.contains("\(n) tokens") && message.contains("n_positions") && !message.contains("\n"))
     }
 
     @Test func tokenOutsideVocabularyAndUnequalBatch() throws {
         let gpt = try Self.model()
-        #expect(throws: ModelError.tokenOutOfRange(id: 50257, dVocab: 50257)) { try gpt.forward([[1, 50257]]) }
-        #expect(throws: ModelError.unequalLengths(first: 2, other: 3, index: 1)) { try gpt.forward([[1, 2], [1, 2, 3]]) }
+        #expect(throws: GPT2Error.tokenOutOfRange(id: 50257, dVocab: 50257)) { try gpt.forward([[1, 50257]]) }
+        #expect(throws: GPT2Error.unequalLengths(first: 2, other: 3, index: 1)) { try gpt.forward([[1, 2], [1, 2, 3]]) }
     }
 
     @Test func hookPatterns() throws {
@@ -38,10 +38,10 @@ import Testing
         #expect(try HookPattern.resolve(["all"], nLayers: 2).count == HookName.all(nLayers: 2).count)
         #expect(try HookPattern.resolve(["pattern.1", "ln_final.scale"], nLayers: 2)
                 == [HookName(.pattern, layer: 1), HookName(.lnFinalScale)])
-        #expect(throws: ModelError.unknownPattern("blocks.*.hook_nonsense")) {
+        #expect(throws: GPT2Error.unknownPattern("blocks.*.hook_nonsense")) {
             try HookPattern.resolve(["blocks.*.hook_nonsense"], nLayers: 2)
         }
-        #expect(throws: ModelError.layerOutOfRange("blocks.5.hook_resid_pre", nLayers: 2)) {
+        #expect(throws: GPT2Error.layerOutOfRange("blocks.5.hook_resid_pre", nLayers: 2)) {
             try HookPattern.resolve(["blocks.5.hook_resid_pre"], nLayers: 2)
         }
         // Names print back exactly as TransformerLens spells them.

@@ -1,8 +1,9 @@
 import Foundation
 
-/// Everything that can be wrong with a model folder, a hub-cache name, or a safetensors file.
-/// Each message is one line that names the file (and tensor or key) and says what to do.
-public enum CheckpointError: LocalizedError, Equatable, Sendable {
+/// Everything that can go wrong in the GPT2 module: a model folder, a hub-cache name or a
+/// safetensors file; running a model (token input, hook names, interventions, gradients).
+/// Each message is one line that names the file (and tensor or key) or option and says what to do.
+public enum GPT2Error: LocalizedError, Equatable, Sendable {
     // Resolving the model spec.
     case folderNotFound(path: String)
     case notAFolder(path: String)
@@ -41,6 +42,23 @@ public enum CheckpointError: LocalizedError, Equatable, Sendable {
     case misshapenTensor(file: String, tensor: String, expected: [Int], found: [Int], more: Int)
     case untiedWithoutUnembedding(directory: String)
     case unknownCanonicalTensor(name: String)
+    // Running a model.
+    case emptyPrompt
+    case promptTooLong(tokens: Int, nCtx: Int)
+    case tokenOutOfRange(id: Int, dVocab: Int)
+    case unequalLengths(first: Int, other: Int, index: Int)
+    case unknownPattern(String)
+    case layerOutOfRange(String, nLayers: Int)
+    case interventionShape(hook: String, expected: [Int], got: [Int])
+    case positionOutOfRange(hook: String, position: Int, length: Int)
+    case headOutOfRange(hook: String, head: Int, nHeads: Int)
+    case headsOnNonHeadHook(hook: String)
+    case customNotDifferentiable(hook: String)
+    case backwardNeedsRetainedPass
+    case metricNeedsLogits(metric: String, positions: String)
+    case tokenOutOfVocabulary(what: String, id: Int, dVocab: Int)
+    case exportNeedsCheckpointParameters
+
 
     public var errorDescription: String? {
         switch self {
@@ -113,6 +131,36 @@ public enum CheckpointError: LocalizedError, Equatable, Sendable {
             return "\(file): tensor \(tensor) has shape \(found), expected \(expected) from config.json\(Self.moreSuffix(more))"
         case .untiedWithoutUnembedding(let directory):
             return "config.json in \(directory) sets tie_word_embeddings false but the checkpoint has no lm_head.weight"
+        case .emptyPrompt:
+            return "the prompt is empty: give at least one token of text (or pass --prepend-bos)"
+        case let .promptTooLong(tokens, nCtx):
+            return "the prompt is \(tokens) tokens but the model's context (n_positions) is \(nCtx): shorten the prompt"
+        case let .tokenOutOfRange(id, dVocab):
+            return "token id \(id) is outside the model's vocabulary (vocab_size \(dVocab)): use the model's own tokenizer"
+        case let .unequalLengths(first, other, index):
+            return "prompts in one batch must have equal token counts: prompt 0 has \(first), prompt \(index) has \(other)"
+        case let .unknownPattern(p):
+            return "no hook matches '\(p)': use a TransformerLens name (blocks.0.attn.hook_pattern), a glob (blocks.*.hook_resid_pre) or 'all'; 'lnlens inspect' lists the hooks"
+        case let .layerOutOfRange(p, nLayers):
+            return "hook '\(p)' names a layer the model does not have (layers 0..\(nLayers - 1))"
+        case let .interventionShape(hook, expected, got):
+            return "intervention on \(hook): the value has shape \(got) but the hook has shape \(expected)"
+        case let .positionOutOfRange(hook, position, length):
+            return "intervention on \(hook): position \(position) is outside the prompt (length \(length))"
+        case let .headOutOfRange(hook, head, nHeads):
+            return "intervention on \(hook): head \(head) does not exist (heads 0..\(nHeads - 1))"
+        case let .headsOnNonHeadHook(hook):
+            return "intervention on \(hook): this hook has no head axis, so heads cannot be chosen"
+        case let .customNotDifferentiable(hook):
+            return "intervention on \(hook): a custom intervention has no derivative, so no gradient can pass it; use replace, add, scale or zero"
+        case .backwardNeedsRetainedPass:
+            return "a backward pass needs the forward pass run with retainForBackward: true"
+        case let .metricNeedsLogits(metric, positions):
+            return "the metric \(metric) needs logits at \(positions) positions; run the forward with those logits"
+        case let .tokenOutOfVocabulary(what, id, dVocab):
+            return "\(what) token id \(id) is outside the model's vocabulary (vocab_size \(dVocab))"
+        case .exportNeedsCheckpointParameters:
+            return "only an unprocessed model (weights as in the checkpoint: --no-process) can be saved or give parameter gradients under checkpoint names"
         case .unknownCanonicalTensor(let name):
             return "no GPT-2 tensor named \(name); names look like wte.weight, h.0.attn.c_attn.weight, ln_f.bias, lm_head.weight"
         }

@@ -1,0 +1,40 @@
+/// One zero-filled allocation of Float32 cut into views: the activations of one forward pass, or
+/// one copy of a model's parameters. Views stay valid as long as the arena lives.
+public final class Arena: @unchecked Sendable {
+    // @unchecked: the buffer is written by the pass that owns it, one pass at a time.
+    public let base: UnsafeMutablePointer<Float>
+    public let capacity: Int
+    public private(set) var used = 0
+
+    public init(capacity: Int) {
+        self.capacity = capacity
+        base = .allocate(capacity: max(capacity, 1))
+        base.initialize(repeating: 0, count: max(capacity, 1))
+    }
+
+    deinit { base.deallocate() }
+
+    /// The next `count` floats. Views are 16-float (64-byte) aligned.
+    public func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+        precondition(used + count <= capacity, "arena of \(capacity) floats cannot hold \(used + count)")
+        let view = base + used
+        used += (count + 15) & ~15
+        return view
+    }
+
+    /// Floats `take(count)` will use, with alignment, for sizing an arena before allocating it.
+    public static func footprint(_ counts: [Int]) -> Int { counts.reduce(0) { $0 + (($1 + 15) & ~15) } }
+
+    /// Sets every float to zero (a gradient arena before a backward pass).
+    public func zero() { base.update(repeating: 0, count: max(capacity, 1)) }
+}
+
+/// Shorthands for kernel signatures.
+public typealias FloatPointer = UnsafeMutablePointer<Float>
+public typealias ConstFloatPointer = UnsafePointer<Float>
+
+/// Hands a raw pointer to parallel workers that write disjoint ranges.
+public struct UnsafeSendable<P>: @unchecked Sendable {
+    public let value: P
+    public init(_ value: P) { self.value = value }
+}

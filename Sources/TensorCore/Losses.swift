@@ -1,0 +1,57 @@
+import Foundation
+
+/// Logit difference at the last position: per prompt `logits[b, answer_b] − logits[b, wrong_b]`
+/// (or just `logits[b, answer_b]` without `wrong`), from `logits (B, V)` — each row the last
+/// position of one prompt. The scalar a backward pass starts from is their sum, so each prompt's
+/// gradients are its own; `dlogits (B, V)` receives ±1 at the two ids (accumulating).
+public func logitDifferenceForward(logits: ConstFloatPointer, answer: [Int], wrong: [Int]?, V: Int) -> [Double] {
+    answer.indices.map { b in
+        Double(logits[b * V + answer[b]]) - (wrong.map { Double(logits[b * V + $0[b]]) } ?? 0)
+    }
+}
+
+public func logitDifferenceBackward(dlogits: FloatPointer, answer: [Int], wrong: [Int]?, V: Int) {
+    for b in answer.indices {
+        dlogits[b * V + answer[b]] += 1
+        if let wrong { dlogits[b * V + wrong[b]] -= 1 }
+    }
+}
+
+/// Mean next-token cross-entropy over the prompts' positions, as transformers computes it with
+/// `labels=input_ids`: position t of prompt b predicts token t + 1, over the B·(T − 1) pairs.
+/// `logits (B·T, V)` every position. Returns the mean loss and the per-prompt means. With
+/// `dlogits`, also its gradient, accumulated: `(softmax − onehot(token_{t+1})) · scale / (B·(T − 1))`
+/// for t < T − 1 (the last position predicts nothing).
+public func crossEntropy(logits: ConstFloatPointer, tokens: [[Int]], V: Int, dlogits: FloatPointer? = nil,
+                         scale: Float = 1) -> (mean: Double, perPrompt: [Double]) {
+    let B = tokens.count, T = tokens[0].count
+    guard T > 1 else { return (.nan, Array(repeating: .nan, count: B)) }
+    let rows = B * (T - 1)
+    let k = scale / Float(rows)
+    var losses = [Double](repeating: 0, count: rows)
+    losses.withUnsafeMutableBufferPointer { lossPointer in
+        let out = lossPointer.baseAddress!
+        parallelChunks(rows, minimum: 2) { lo, hi in
+            for r in lo..<hi {
+                let b = r / (T - 1), t = r % (T - 1)
+                let row = logits + (b * T + t) * V
+                let target = tokens[b][t + 1]
+                var m = -Float.infinity
+                for v in 0..<V where row[v] > m { m = row[v] }
+                var sum: Float = 0
+                for v in 0..<V { sum += expf(row[v] - m) }
+                out[r] = Double(m) + log(Double(sum)) - Double(row[target])
+                if let dlogits {
+                    let g = dlogits + (b * T + t) * V
+                    let inv = k / sum
+                    for v in 0..<V { g[v] += expf(row[v] - m) * inv }
+                    g[target] -= k
+                }
+            }
+        }
+    }
+    var per = [Double](repeating: 0, count: B)
+    for r in 0..<rows { per[r / (T - 1)] += losses[r] }
+    per = per.map { $0 / Double(T - 1) }
+    return (per.reduce(0, +) / Double(B), per)
+}
