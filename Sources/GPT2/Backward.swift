@@ -214,7 +214,11 @@ extension GPT2Model {
         s.dqkv.update(repeating: 0, count: N * 3 * C)
         attentionValuesBackward(dpattern: s.datt, dqkv: s.dqkv, dz: s.dz, pattern: a.att, qkv: a.qkv, B: B, T: T, C: C, NH: NH)
         try runner.backward(h(.pattern), s.datt, L.attn)
-        softmaxBackward(dx: s.datt, dp: s.datt, p: a.att, rows: B * NH * T, cols: T)
+        if let softmaxOut = pass.patternBeforeIntervention[l] {
+            softmaxBackward(dx: s.datt, dp: s.datt, p: softmaxOut, rows: B * NH * T, cols: T)
+        } else {
+            softmaxBackward(dx: s.datt, dp: s.datt, p: a.att, rows: B * NH * T, cols: T)
+        }
         try runner.backward(h(.attnScores), s.datt, L.attn)
         attentionScoresBackward(dqkv: s.dqkv, datt: s.datt, qkv: a.qkv, B: B, T: T, C: C, NH: NH, alpha: attentionScale(layer: l))
         try runner.backward(h(.q), s.dqkv, L.qkv(part: 0))

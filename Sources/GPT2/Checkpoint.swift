@@ -31,6 +31,10 @@ public struct Checkpoint: Sendable {
     }
     private let sources: [String: Source]
 
+    /// The name tensor `canonicalName` has in the checkpoint's files (with its `transformer.`
+    /// prefix, if the file uses one).
+    public func storedName(_ canonicalName: String) -> String { sources[canonicalName]?.name ?? canonicalName }
+
     /// True when the checkpoint stores its own `lm_head.weight`; false when the unembedding
     /// is tied to `wte.weight`.
     public var hasUntiedUnembedding: Bool { sources["lm_head.weight"] != nil }

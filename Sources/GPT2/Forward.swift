@@ -132,6 +132,9 @@ public final class ForwardPass: @unchecked Sendable {
     let retained: Bool
     /// Per-head outputs of blocks whose `hook_result` was intervened on (their attn_out is the sum).
     var resultIntervened: Set<Int> = []
+    /// The softmax's own output of blocks whose `hook_pattern` was intervened on: the softmax's
+    /// backward needs it, and the pattern buffer holds the changed values.
+    var patternBeforeIntervention: [Int: [Float]] = [:]
 
     init(tokens: [[Int]], config cfg: GPT2Config, options: ForwardOptions, runner: HookRunner, plan: LayerNormPlan) {
         let B = tokens.count, T = tokens[0].count
@@ -373,6 +376,9 @@ public final class GPT2Model: @unchecked Sendable {
         try runner.forward(h(.attnScores), a.att, L.attn)
         softmaxForward(out: a.att, x: a.att, rows: pass.B * NH * pass.T, cols: pass.T)
         p?.lap("softmax")
+        if pass.retained && runner.hasIntervention(h(.pattern)) {
+            pass.patternBeforeIntervention[l] = Array(UnsafeBufferPointer(start: a.att, count: pass.B * NH * pass.T * pass.T))
+        }
         try runner.forward(h(.pattern), a.att, L.attn)
         attentionValuesForward(z: a.z, pattern: a.att, qkv: a.qkv, B: pass.B, T: pass.T, C: C, NH: NH)
         p?.lap("attention values")

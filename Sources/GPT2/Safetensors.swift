@@ -314,14 +314,45 @@ public func halfToFloat(_ h: UInt16) -> Float {
     }
 }
 
+/// binary32 → binary16, rounding to nearest even (IEEE 754), overflowing to ±inf.
+public func floatToHalf(_ f: Float) -> UInt16 {
+    let bits = f.bitPattern
+    let sign = UInt16((bits >> 16) & 0x8000)
+    let exponent = Int((bits >> 23) & 0xff)
+    var mantissa = bits & 0x7f_ffff
+    if exponent == 0xff { return sign | 0x7c00 | (mantissa != 0 ? 0x200 : 0) }  // inf, NaN
+    var e = exponent - 127 + 15
+    if e >= 0x1f { return sign | 0x7c00 }
+    if e <= 0 {
+        // Subnormal half (or zero): shift the implicit 1 in, round to nearest even.
+        if e < -10 { return sign }
+        mantissa |= 0x80_0000
+        let shift = UInt32(14 - e)
+        let halfway = UInt32(1) << (shift - 1)
+        var m = mantissa >> shift
+        let rest = mantissa & ((UInt32(1) << shift) - 1)
+        if rest > halfway || (rest == halfway && m & 1 == 1) { m += 1 }
+        return sign | UInt16(m)
+    }
+    var m = mantissa >> 13
+    let rest = mantissa & 0x1fff
+    if rest > 0x1000 || (rest == 0x1000 && m & 1 == 1) {
+        m += 1
+        if m == 0x400 { m = 0; e += 1; if e >= 0x1f { return sign | 0x7c00 } }
+    }
+    return sign | UInt16(e << 10) | UInt16(m)
+}
+
 /// All 65536 half values, so F16 tensors convert with one lookup per element.
 private let halfToFloatTable: [Float] = (0...UInt16.max).map(halfToFloat)
 
-/// Writes Float32 tensors as a `.safetensors` file that `safetensors.numpy.load_file` reads.
+/// Writes tensors as a `.safetensors` file that `safetensors.numpy.load_file` and transformers read.
 public enum SafetensorsWriter {
-    /// Writes `tensors` (dtype F32, keys sorted) plus string `metadata` to `url`, atomically
-    /// (a temporary file in the same folder is renamed over `url`).
-    public static func write(_ tensors: [String: Tensor], metadata: [String: String] = [:], to url: URL) throws {
+    /// Writes `tensors` (keys sorted) plus string `metadata` to `url`, atomically (a temporary file
+    /// in the same folder is renamed over `url`). Each tensor is stored F32, or F16 when
+    /// `dtype(name)` says so (rounded to nearest; a value beyond F16's range is an error).
+    public static func write(_ tensors: [String: Tensor], metadata: [String: String] = [:], to url: URL,
+                             dtype: (String) -> SafetensorsDType = { _ in .f32 }) throws {
         let path = url.path
         var header = "{"
         var fields: [String] = []
@@ -339,9 +370,17 @@ public enum SafetensorsWriter {
             guard t.shape.allSatisfy({ $0 >= 0 }), t.shape.reduce(1, *) == t.data.count else {
                 throw GPT2Error.writeFailed(file: path, reason: "tensor \(name) has shape \(t.shape) but \(t.data.count) values")
             }
+            let type = dtype(name)
+            guard type == .f32 || type == .f16 else {
+                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name): lnlens writes F32 or F16, not \(type.rawValue)")
+            }
+            if type == .f16, let bad = t.data.first(where: { $0.isFinite && abs($0) > 65504 }) {
+                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name) holds \(bad), beyond F16's range; store it as F32")
+            }
             let shape = t.shape.map(String.init).joined(separator: ",")
-            fields.append("\(jsonString(name)):{\"dtype\":\"F32\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + 4 * t.data.count)]}")
-            offset += 4 * t.data.count
+            let size = type.byteSize * t.data.count
+            fields.append("\(jsonString(name)):{\"dtype\":\"\(type.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}")
+            offset += size
         }
         header += fields.joined(separator: ",") + "}"
         var headerBytes = Array(header.utf8)
@@ -355,6 +394,11 @@ public enum SafetensorsWriter {
                 try handle.write(contentsOf: prefix + Data(headerBytes))
                 for name in names {
                     let data = tensors[name]!.data
+                    if dtype(name) == .f16 {
+                        let halves = data.map { floatToHalf($0).littleEndian }
+                        try halves.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+                        continue
+                    }
                     #if _endian(big)
                     let stored = data.map { Float(bitPattern: $0.bitPattern.littleEndian) }
                     #else
