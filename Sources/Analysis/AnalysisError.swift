@@ -78,6 +78,9 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
     // Runs.
     case resumeMismatch(runID: Int64, reason: String)
     case interrupted(runID: Int64, done: Int, total: Int)
+    // Patching.
+    case unknownName(option: String, name: String, known: [String])
+    case patchPromptIncomplete(path: String, line: Int, missing: String)
 
     public var errorDescription: String? {
         switch self {
@@ -109,6 +112,10 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
             "\(path): cannot write the output (\(reason)); check that the folder exists and is writable"
         case let .interrupted(runID, done, total):
             "run \(runID) interrupted with \(done) of \(total) prompts stored; continue it by repeating the command with --resume \(runID)"
+        case let .unknownName(option, name, known):
+            "\(option): unknown '\(name)'; use a comma-separated list of \(known.joined(separator: ", "))"
+        case let .patchPromptIncomplete(path, line, missing):
+            "\(path):\(line): patching needs \(missing) on every line (a contrasting one-token answer and a corrupted prompt of the same token length); add it or pass --skip-invalid"
         case let .resumeMismatch(runID, reason):
             "cannot resume run \(runID): \(reason); resume with the same model, prompts and options, or start a new run"
         }

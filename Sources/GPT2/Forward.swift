@@ -336,7 +336,7 @@ public final class GPT2Model: @unchecked Sendable {
     }
 
     /// Attention scale `1/√dh` (and `1/(l+1)` with `scale_attn_by_inverse_layer_idx`).
-    func attentionScale(layer l: Int) -> Float {
+    public func attentionScale(layer l: Int) -> Float {
         var alpha = Float(1)
         if config.scaleAttnWeights { alpha /= Float(config.dHead).squareRoot() }
         if config.scaleAttnByInverseLayerIdx { alpha /= Float(l + 1) }

@@ -25,7 +25,7 @@ func benchProfile(model: GPT2Model, tokens: [Int], rates: SgemmRates, options o:
     for i in 0..<(o.warmup + o.runs) {
         let times = PhaseTimes()
         let pass = try model.run([tokens], ForwardOptions(logits: .all, profile: times))
-        blackHole(pass.logits[0])
+        withExtendedLifetime(pass) { blackHole(pass.logits[0]) }
         if i >= o.warmup { perRun.append(times.seconds) }
     }
     return phases.map { phase in

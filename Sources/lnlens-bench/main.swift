@@ -42,6 +42,11 @@ func run() throws {
     let noCache = forwardRows[0].ms.median, fullCache = forwardRows[1].ms.median
     report.derived["forward: every-hook cache overhead, %"] = (fullCache / noCache - 1) * 100
 
+    progress("backward: gradients at every hook and of every parameter, 1×\(o.tokens) and 8×\(o.tokens)")
+    let (backwardRows, backwardDerived) = try benchBackward(model: model, tokens: tokens, options: o)
+    report.measurements += backwardRows
+    report.derived.merge(backwardDerived) { $1 }
+
     progress("dla: direct logit attribution and exact direct effect over IOI prompts")
     report.measurements += try benchDLA(model: model, options: o)
 
