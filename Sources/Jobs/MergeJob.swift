@@ -7,7 +7,8 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
     case noShards
     case givenTwice(path: String)
     case outputIsShard(path: String)
-    case noShardedRun(path: String, runIDs: [Int64])
+    case noShardedRun(path: String)
+    case unknownRun(id: Int64)
     case notMergeable(path: String, runID: Int64, command: String)
     case doesNotBelong(path: String, runID: Int64, field: String, value: String, otherPath: String, otherRunID: Int64,
                        otherValue: String)
@@ -28,16 +29,16 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
             text = "\(path) is given twice: give each shard database once"
         case let .outputIsShard(path):
             text = "\(path) is both the output and a shard database: merge into another file (e.g. merged.sqlite)"
-        case let .noShardedRun(path, ids):
-            text = ids.isEmpty
-                ? "\(path) holds no sharded run (a run of `lnlens dla --shard I/N`); list its runs with `lnlens runs --db \(path)`"
-                : "\(path) holds no sharded run with id \(ids.map(String.init).joined(separator: " or ")) (--run); list its runs with `lnlens runs --db \(path)`"
+        case let .noShardedRun(path):
+            text = "\(path) holds no sharded run (a run of `lnlens dla --shard I/N`); list its runs with `lnlens runs --db \(path)`"
+        case let .unknownRun(id):
+            text = "--run \(id): none of the shard databases holds a sharded run with this id; list their runs with `lnlens runs --db FILE`"
         case let .notMergeable(path, id, command):
             text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla runs"
         case let .doesNotBelong(path, id, field, value, otherPath, otherID, otherValue):
             text = "\(path) run \(id) is not a shard of the same run as \(otherPath) run \(otherID): its \(field) is \(value) but that one's is \(otherValue); merge only the shards of one run"
         case let .ambiguous(path, ids, shard):
-            text = "\(path) holds shard \(shard) of the same run \(ids.count) times (runs \(ids.map(String.init).joined(separator: ", "))): choose one with --run ID"
+            text = "\(path) holds shard \(shard) of the same run completed \(ids.count) times (runs \(ids.map(String.init).joined(separator: ", "))): choose one with --run ID"
         case let .duplicateShard(shard, path, id, otherPath, otherID):
             text = "shard \(shard) is given twice, in \(otherPath) run \(otherID) and in \(path) run \(id): give each shard once"
         case let .missingShards(missing, what, given):
@@ -65,7 +66,7 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
 ///
 /// Each shard database is opened read-only on its own connection, one at a time, so any number of
 /// shards can be merged. Which runs of the shard databases are merged:
-/// - only sharded runs (`runs.shard_count` set), and with `runIDs` only those ids;
+/// - only sharded runs (`runs.shard_count` set); in a database holding any of `runIDs`, only those;
 /// - when every database holds exactly one, they are the shards of one run and must agree on
 ///   everything that changes results (model hash, prompt set hash, prompt count, LN mode,
 ///   weight processing, result options, tool version, shard count);
@@ -78,7 +79,8 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
 public struct MergeJob {
     public var outputPath: String
     public var shardPaths: [String]
-    /// `--run ID`: consider only these run ids in every shard database (empty: all).
+    /// `--run ID`: in a shard database holding sharded runs with these ids, consider only those
+    /// (other databases are unaffected; empty: all runs everywhere).
     public var runIDs: Set<Int64> = []
 
     public init(outputPath: String, shardPaths: [String], runIDs: Set<Int64> = []) {
@@ -120,6 +122,7 @@ public struct MergeJob {
         public var outcome: MergeOutcome
         public var record: RunRecord
         public var shards: Int
+        /// As stored in the output.
         public var summaries: [SummaryRow]
     }
 
@@ -137,18 +140,22 @@ public struct MergeJob {
         }
         // Every sharded run of every database, in the order given.
         var perFile: [[ShardRun]] = []
+        var chosen = Set<Int64>()
         for path in shardPaths {
             let db = try ResultsDatabase.openReadOnly(path: path)
-            var found: [ShardRun] = []
-            for record in try db.runs() where record.shardCount != nil && (runIDs.isEmpty || runIDs.contains(record.id!)) {
+            var sharded = try db.runs().filter { $0.shardCount != nil }
+            if sharded.isEmpty { throw MergeError.noShardedRun(path: path) }
+            let named = sharded.filter { runIDs.contains($0.id!) }
+            if !named.isEmpty { sharded = named }
+            chosen.formUnion(named.map { $0.id! })
+            perFile.append(try sharded.map { record in
                 guard Self.recipes[record.command] != nil else {
                     throw MergeError.notMergeable(path: path, runID: record.id!, command: record.command)
                 }
-                found.append(ShardRun(path: path, record: record, prompts: try db.counts(runID: record.id!).prompts))
-            }
-            if found.isEmpty { throw MergeError.noShardedRun(path: path, runIDs: runIDs.sorted()) }
-            perFile.append(found)
+                return ShardRun(path: path, record: record, prompts: try db.counts(runID: record.id!).prompts)
+            })
         }
+        if let unused = runIDs.subtracting(chosen).min() { throw MergeError.unknownRun(id: unused) }
         // One run per database: the shards of one run. Several: one logical run per model.
         let single = perFile.allSatisfy { $0.count == 1 }
         var groups: [[ShardRun]] = []
@@ -163,7 +170,7 @@ public struct MergeJob {
     /// One logical run's shards: attempts in one file resolved, fields compared, every shard
     /// present once and completed.
     static func check(group: [ShardRun], compareModel: Bool, given: Int) throws -> Plan {
-        // The same shard twice in one database: its one completed run, else ambiguous.
+        // The same shard several times in one database: its one completed run; several completed: ambiguous.
         var order: [String] = [], attempts: [String: [ShardRun]] = [:]
         for run in group {
             let key = "\(run.record.shardIndex!)\u{0}\(run.path)"
@@ -172,12 +179,12 @@ public struct MergeJob {
         }
         var runs: [ShardRun] = []
         for same in order.map({ attempts[$0]! }) {
-            if same.count == 1 { runs.append(same[0]); continue }
             let completed = same.filter { $0.record.status == .completed }
-            guard completed.count == 1 else {
-                throw MergeError.ambiguous(path: same[0].path, runIDs: same.map(\.id).sorted(), shard: same[0].shard)
+            switch completed.count {
+            case 1: runs.append(completed[0])
+            case 0: runs.append(same.max { $0.id < $1.id }!)  // the latest attempt, refused below as unfinished
+            default: throw MergeError.ambiguous(path: same[0].path, runIDs: completed.map(\.id).sorted(), shard: same[0].shard)
             }
-            runs.append(completed[0])
         }
         let reference = runs[0]
         for run in runs.dropFirst() {
@@ -293,10 +300,8 @@ public struct MergeJob {
         prompts.sort { $0.promptIndex < $1.promptIndex }
         let outcome = try output.recordMergedRun(record, shards: provenance, prompts: prompts, values: values,
                                                  summaries: summaries)
-        if case .alreadyMerged(let id) = outcome {
-            return Merged(outcome: outcome, record: record, shards: plan.shards.count, summaries: try output.summaries(runID: id))
-        }
-        return Merged(outcome: outcome, record: record, shards: plan.shards.count, summaries: summaries)
+        return Merged(outcome: outcome, record: record, shards: plan.shards.count,
+                      summaries: try output.summaries(runID: outcome.runID))
     }
 
     /// The shards' options as the merged run's: without `shard`, with the output as `db`.

@@ -73,8 +73,8 @@ public struct Shard: Hashable, Sendable, CustomStringConvertible {
         } else if let max = try value("SLURM_ARRAY_TASK_MAX"), max >= min {
             count = (max - min) / step + 1
         } else {
-            throw ShardError.invalid(source: "SLURM_ARRAY_TASK_COUNT", value: "(unset)",
-                                     reason: "SLURM_ARRAY_TASK_ID=\(id) is set but not the array size; pass --shard I/N")
+            throw ShardError.missing(variable: "SLURM_ARRAY_TASK_COUNT",
+                                     reason: "SLURM_ARRAY_TASK_ID=\(id) is set but not the array's size; pass --shard I/N")
         }
         let grid = "SLURM_ARRAY_TASK_MIN=\(min), SLURM_ARRAY_TASK_STEP=\(step), SLURM_ARRAY_TASK_COUNT=\(count)"
         guard count >= 1 else {
@@ -84,7 +84,7 @@ public struct Shard: Hashable, Sendable, CustomStringConvertible {
         guard offset >= 0, offset % step == 0, offset / step < count else {
             throw ShardError.invalid(
                 source: "SLURM_ARRAY_TASK_ID", value: idText,
-                reason: "is not one of the array's \(count) tasks (\(grid)); submit one task per shard (e.g. --array=0-\(count - 1)) or pass --shard I/N")
+                reason: "not one of the array's \(count) tasks (\(grid)); submit one task per shard (e.g. --array=0-\(count - 1)) or pass --shard I/N")
         }
         return try Shard(index: offset / step, count: count)
     }
@@ -100,11 +100,15 @@ public struct Shard: Hashable, Sendable, CustomStringConvertible {
 public enum ShardError: LocalizedError, Equatable, Sendable {
     /// `source` is `--shard` or the environment variable; `value` what it held.
     case invalid(source: String, value: String, reason: String)
+    /// An environment variable that is needed is not set.
+    case missing(variable: String, reason: String)
 
     public var errorDescription: String? {
         switch self {
         case let .invalid(source, value, reason):
             source.hasPrefix("-") ? "\(source) \(value): \(reason)" : "\(source)=\(value): \(reason)"
+        case let .missing(variable, reason):
+            "\(variable) is not set: \(reason)"
         }
     }
 }

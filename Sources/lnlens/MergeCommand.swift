@@ -17,7 +17,7 @@ struct MergeCommand: ParsableCommand {
 
     @Argument(help: "The database to write the merged run(s) into (created if missing).") var output: String
     @Argument(help: "The shard databases, one per shard (any number, any order).") var shards: [String] = []
-    @Option(name: .customLong("run"), help: "Merge only the runs with this id in every shard database (repeat for several); needed when a database holds one shard twice.")
+    @Option(name: .customLong("run"), help: "In a shard database that holds a run with this id, merge only that run (repeat for several); for a database that holds one shard completed twice.")
     var runIDs: [Int64] = []
 
     func validate() throws {
