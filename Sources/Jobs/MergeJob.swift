@@ -164,12 +164,12 @@ public struct MergeJob {
             let key = single ? "" : run.record.modelHash
             if let g = groupOf[key] { groups[g].append(run) } else { groupOf[key] = groups.count; groups.append([run]) }
         }
-        return try groups.map { try Self.check(group: $0, compareModel: single, given: shardPaths.count) }
+        return try groups.map { try Self.check(group: $0, compareModel: single) }
     }
 
     /// One logical run's shards: attempts in one file resolved, fields compared, every shard
     /// present once and completed.
-    static func check(group: [ShardRun], compareModel: Bool, given: Int) throws -> Plan {
+    static func check(group: [ShardRun], compareModel: Bool) throws -> Plan {
         // The same shard several times in one database: its one completed run; several completed: ambiguous.
         var order: [String] = [], attempts: [String: [ShardRun]] = [:]
         for run in group {
