@@ -10,7 +10,8 @@ import Support
 /// its progress marker; inside a chunk, equal-length sequences run as one batch. A run that was
 /// interrupted (even by kill -9) is continued with `resume:` and ends with exactly the rows an
 /// uninterrupted run stores, because chunk rows are upserts and summaries are computed from the
-/// stored rows at the end.
+/// stored rows at the end. With a `shard` the run takes only that shard's prompts (text mode: its
+/// windows), under their indices in the whole input; `MergeJob` combines the shards' runs.
 public struct DLAJob {
     public var model: GPT2Model
     public var modelPath: String
@@ -38,6 +39,9 @@ public struct DLAJob {
 
     /// Resume even when another host's owner of the run was heard from recently.
     public var forceResume = false
+    /// Only this shard of the input's units (nil: all of them). Recorded with the run; a run
+    /// resumes only with the same shard.
+    public var shard: Shard?
 
     /// Options (keys of `optionsJSON`) that change the stored numbers: a run resumes only with
     /// the same values. Batch and chunk sizes are among them because they decide which prompts
@@ -45,10 +49,11 @@ public struct DLAJob {
     public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "context", "max_tokens", "targets",
                                           "batch_size", "chunk_size"]
 
-    static func resultOptions(_ json: String) -> [String: String] {
+    /// The values of `keys` (default: `resultOptionKeys`) in an options JSON object, as text.
+    static func resultOptions(_ json: String, keys: [String] = resultOptionKeys) -> [String: String] {
         let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
         var out: [String: String] = [:]
-        for key in resultOptionKeys { if let v = object[key] { out[key] = "\(v)" } }
+        for key in keys { if let v = object[key] { out[key] = "\(v)" } }
         return out
     }
 
@@ -65,7 +70,8 @@ public struct DLAJob {
     @discardableResult
     public func run(db: ResultsDatabase, resume: Int64? = nil,
                     progress: (Int, Int) throws -> Void = { _, _ in }) throws -> Int64 {
-        let total = input.count
+        let units = shard.map { $0.select(input.units) } ?? input.units
+        let total = units.reduce(0) { $0 + $1.targets.count }
         let runID: Int64
         var done = Set<Int>()
         if let resume {
@@ -78,7 +84,9 @@ public struct DLAJob {
             guard record.promptSetHash == input.contentHash else {
                 throw mismatch("prompt set hash", String(record.promptSetHash.prefix(12)), String(input.contentHash.prefix(12)))
             }
-            guard record.nPrompts == total else { throw mismatch("prompt count", "\(record.nPrompts)", "\(total)") }
+            guard record.nPrompts == input.count else { throw mismatch("prompt count", "\(record.nPrompts)", "\(input.count)") }
+            let storedShard = record.shardLabel ?? "none", nowShard = shard?.description ?? "none"
+            guard storedShard == nowShard else { throw mismatch("shard (--shard)", storedShard, nowShard) }
             guard record.processingJSON == processingJSON else { throw mismatch("processing", record.processingJSON, processingJSON) }
             let stored = Self.resultOptions(record.optionsJSON), now = Self.resultOptions(optionsJSON)
             guard stored == now else {
@@ -93,15 +101,17 @@ public struct DLAJob {
             runID = try db.beginRun(RunRecord(
                 command: StoreName.dlaCommand, optionsJSON: optionsJSON, modelPath: modelPath, modelHash: modelHash,
                 lnMode: model.lnMode.rawValue, processingJSON: processingJSON, promptSetPath: input.path,
-                promptSetHash: input.contentHash, nPrompts: total, toolVersion: toolVersion))
+                promptSetHash: input.contentHash, nPrompts: input.count, toolVersion: toolVersion,
+                shard: shard.map { ($0.index, $0.count) }))
         }
         let heartbeat = Heartbeat(db: db, runID: runID)
         defer { heartbeat.stop() }
         do {
-            try runChunks(db: db, runID: runID, done: done, total: total, progress: progress)
+            try runChunks(db: db, runID: runID, units: units, done: done, total: total, progress: progress)
             try db.finishRun(runID: runID, status: .completed, summaries: try summaries(db: db, runID: runID), error: nil)
         } catch is JobStop {
-            let done = (try? db.completedPromptIndices(runID: runID).count) ?? 0
+            let stored = (try? db.completedPromptIndices(runID: runID)) ?? []
+            let done = units.reduce(0) { $0 + $1.targets.filter { stored.contains($0.prompt) }.count }
             try? db.finishRun(runID: runID, status: .interrupted, summaries: [], error: "interrupted by the user")
             throw AnalysisError.interrupted(runID: runID, done: done, total: total)
         } catch {
@@ -111,17 +121,17 @@ public struct DLAJob {
         return runID
     }
 
-    private func runChunks(db: ResultsDatabase, runID: Int64, done: Set<Int>, total: Int,
+    private func runChunks(db: ResultsDatabase, runID: Int64, units: [AttributionUnit], done: Set<Int>, total: Int,
                            progress: (Int, Int) throws -> Void) throws {
-        // Chunks of consecutive units holding about `chunkSize` targets.
+        // Chunks of consecutive units (of the shard) holding about `chunkSize` targets.
         var chunks: [[AttributionUnit]] = [[]]
         var inChunk = 0
-        for unit in input.units {
+        for unit in units {
             if inChunk >= chunkSize { chunks.append([]); inChunk = 0 }
             chunks[chunks.count - 1].append(unit)
             inChunk += unit.targets.count
         }
-        var finished = done.count
+        var finished = units.reduce(0) { $0 + $1.targets.filter { done.contains($0.prompt) }.count }
         try progress(finished, total)
         for chunk in chunks where !chunk.isEmpty {
             let indices = chunk.flatMap { $0.targets.map(\.prompt) }
@@ -160,8 +170,8 @@ public struct DLAJob {
                     }
                 }
             }
-            try db.writeBatch(runID: runID, prompts: prompts, values: values,
-                              firstPrompt: indices.min()!, lastPrompt: indices.max()!)
+            // One marker per run of consecutive indices: a shard's chunk skips the other shards' prompts.
+            try db.writeBatch(runID: runID, prompts: prompts, values: values, ranges: contiguousRanges(indices))
             finished += indices.filter { !done.contains($0) }.count
             try progress(finished, total)
         }
@@ -178,8 +188,13 @@ public struct DLAJob {
 
     /// NMAE over heads (global, per head, per layer) and the decomposition check, from the stored rows.
     func summaries(db: ResultsDatabase, runID: Int64) throws -> [SummaryRow] {
-        let stored = try db.results(runID: runID)
-        let rows = Self.attributions(from: stored)
+        Self.summaries(from: try db.results(runID: runID))
+    }
+
+    /// The summaries of a dla run with these result rows (in any order): what a run stores when it
+    /// finishes, and what `MergeJob` stores for shards merged into one run.
+    public static func summaries(from stored: [ResultRow]) -> [SummaryRow] {
+        let rows = attributions(from: stored)
         let nmae = NMAESummary(rows: rows)
         var out = [SummaryRow(scope: StoreName.scopeHeads, key: "all", metric: StoreName.nmae, value: nmae.headsGlobal)]
         out += nmae.perHead.sorted { $0.key < $1.key }.map {

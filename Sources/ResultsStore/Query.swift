@@ -105,12 +105,16 @@ extension ResultsDatabase {
         }
     }
 
-    /// Every run with how much of it is stored: the table `lnlens runs` prints.
+    /// Every run with how much of it is stored: the table `lnlens runs` prints. `shard` is `I/N`
+    /// for a shard run, `merged N` for a run merged from N shards.
     public func runsTable() throws -> QueryResult {
         try query(sql: """
             SELECT r.id, r.command, r.model_path AS model, r.ln_mode,
                    (SELECT COUNT(*) FROM run_prompts p WHERE p.run_id = r.id) AS prompts,
-                   r.n_prompts, CASE WHEN r.shard_count IS NULL THEN NULL ELSE r.shard_index || '/' || r.shard_count END AS shard,
+                   r.n_prompts,
+                   CASE WHEN r.shard_count IS NOT NULL THEN r.shard_index || '/' || r.shard_count
+                        WHEN EXISTS (SELECT 1 FROM run_shards s WHERE s.run_id = r.id)
+                        THEN 'merged ' || (SELECT COUNT(*) FROM run_shards s WHERE s.run_id = r.id) END AS shard,
                    r.status, r.started_at, r.ended_at, r.tool_version
             FROM runs r ORDER BY r.id
             """)

@@ -122,12 +122,7 @@ extension ResultsDatabase {
             _ = try Self.runRow(db, id: runID, path: path)
             return try Row.fetchAll(
                 db, sql: "SELECT * FROM run_shards WHERE run_id = ? ORDER BY shard_index", arguments: [runID]
-            ).map { row in
-                ShardRow(shardIndex: try row.decode(forColumn: "shard_index"), shardCount: try row.decode(forColumn: "shard_count"),
-                         sourcePath: try row.decode(forColumn: "source_path"), sourceRunID: try row.decode(forColumn: "source_run_id"),
-                         ownerHost: try row.decode(forColumn: "owner_host"), startedAt: try row.decode(forColumn: "started_at"),
-                         endedAt: try row.decode(forColumn: "ended_at"), nPrompts: try row.decode(forColumn: "n_prompts"))
-            }
+            ).map(Self.shardRow)
         }
     }
 

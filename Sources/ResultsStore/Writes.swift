@@ -9,16 +9,7 @@ extension ResultsDatabase {
 
     /// Records a new run with status `running`, owned by `owner`, and returns its id.
     public func beginRun(_ run: RunRecord, owner: ProcessIdentity = .current) throws -> Int64 {
-        if run.command.isEmpty { throw ResultsStoreError.invalidRun(path: path, reason: "command is empty") }
-        if !StoreName.lnModes.contains(run.lnMode) {
-            throw ResultsStoreError.invalidRun(
-                path: path, reason: "ln_mode '\(run.lnMode)' is not one of \(StoreName.lnModes.joined(separator: ", "))")
-        }
-        for (name, json) in [("options_json", run.optionsJSON), ("processing_json", run.processingJSON)]
-        where (try? JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed])) == nil {
-            throw ResultsStoreError.invalidRun(path: path, reason: "\(name) is not valid JSON")
-        }
-        if run.nPrompts < 0 { throw ResultsStoreError.invalidRun(path: path, reason: "n_prompts is negative") }
+        try checkNewRun(run)
         var record = run
         record.id = nil
         record.status = .running
@@ -32,6 +23,20 @@ extension ResultsDatabase {
             try record.insert(db)
             return record.id!
         }
+    }
+
+    /// What the schema's constraints would refuse in a new run, as one-line errors.
+    func checkNewRun(_ run: RunRecord) throws {
+        if run.command.isEmpty { throw ResultsStoreError.invalidRun(path: path, reason: "command is empty") }
+        if !StoreName.lnModes.contains(run.lnMode) {
+            throw ResultsStoreError.invalidRun(
+                path: path, reason: "ln_mode '\(run.lnMode)' is not one of \(StoreName.lnModes.joined(separator: ", "))")
+        }
+        for (name, json) in [("options_json", run.optionsJSON), ("processing_json", run.processingJSON)]
+        where (try? JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed])) == nil {
+            throw ResultsStoreError.invalidRun(path: path, reason: "\(name) is not valid JSON")
+        }
+        if run.nPrompts < 0 { throw ResultsStoreError.invalidRun(path: path, reason: "n_prompts is negative") }
     }
 
     /// Makes `owner` the writer of run `id` again (`--resume`), in one transaction: refused while
@@ -82,22 +87,56 @@ extension ResultsDatabase {
         runID: Int64, prompts: [PromptRow], values: [ResultRow], firstPrompt: Int, lastPrompt: Int,
         owner: ProcessIdentity = .current
     ) throws {
-        let range = firstPrompt...max(firstPrompt, lastPrompt)
+        if firstPrompt < 0 || lastPrompt < firstPrompt {
+            throw ResultsStoreError.invalidBatch(
+                id: runID, reason: "prompt range \(firstPrompt)...\(lastPrompt) is empty or negative", path: path)
+        }
+        try writeBatch(runID: runID, prompts: prompts, values: values, ranges: [firstPrompt...lastPrompt], owner: owner)
+    }
+
+    /// Stores one chunk whose prompts are the union of `ranges` (a shard's chunk is not one run of
+    /// consecutive prompts): one marker per range, so that each marker covers exactly the prompts
+    /// it names. Otherwise as `writeBatch(runID:prompts:values:firstPrompt:lastPrompt:owner:)`.
+    public func writeBatch(
+        runID: Int64, prompts: [PromptRow], values: [ResultRow], ranges: [ClosedRange<Int>],
+        owner: ProcessIdentity = .current
+    ) throws {
+        let label = ranges.map { "\($0.lowerBound)...\($0.upperBound)" }.joined(separator: ", ")
+        func inBatch(_ i: Int) -> Bool { ranges.contains { $0.contains(i) } }
         func refuse(_ reason: String) -> ResultsStoreError {
             .invalidBatch(id: runID, reason: reason, path: path)
         }
-        if firstPrompt < 0 || lastPrompt < firstPrompt {
-            throw refuse("prompt range \(firstPrompt)...\(lastPrompt) is empty or negative")
+        guard let lastPrompt = ranges.map(\.upperBound).max() else { throw refuse("no prompt range given") }
+        if let bad = ranges.first(where: { $0.lowerBound < 0 }) {
+            throw refuse("prompt range \(bad.lowerBound)...\(bad.upperBound) is negative")
         }
-        if let bad = prompts.first(where: { !range.contains($0.promptIndex) }) {
-            throw refuse("prompt \(bad.promptIndex) lies outside the batch \(firstPrompt)...\(lastPrompt)")
+        if let bad = prompts.first(where: { !inBatch($0.promptIndex) }) {
+            throw refuse("prompt \(bad.promptIndex) lies outside the batch \(label)")
         }
         if let bad = prompts.first(where: { $0.nTokens <= 0 }) {
             throw refuse("prompt \(bad.promptIndex) has n_tokens \(bad.nTokens)")
         }
-        if let bad = values.first(where: { !range.contains($0.promptIndex) }) {
-            throw refuse("result for prompt \(bad.promptIndex) lies outside the batch \(firstPrompt)...\(lastPrompt)")
+        if let bad = values.first(where: { !inBatch($0.promptIndex) }) {
+            throw refuse("result for prompt \(bad.promptIndex) lies outside the batch \(label)")
         }
+        try Self.checkValues(values, refuse: refuse)
+        try write("writing prompts \(label) of run \(runID)") { db in
+            let run = try ownedRun(db, id: runID, owner: owner)
+            if lastPrompt >= run.nPrompts {
+                throw refuse("prompt \(lastPrompt) is past the run's n_prompts \(run.nPrompts)")
+            }
+            try Self.upsert(db, runID: runID, prompts: prompts, values: values)
+            for range in ranges {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO batches_done (run_id, first_prompt, last_prompt) VALUES (?, ?, ?)",
+                    arguments: [runID, range.lowerBound, range.upperBound])
+            }
+            try db.execute(sql: "UPDATE runs SET heartbeat_at = ? WHERE id = ?", arguments: [Date(), runID])
+        }
+    }
+
+    /// Rows the schema would take but no reader should see: NaN values, empty names, negative indices.
+    static func checkValues(_ values: [ResultRow], refuse: (String) -> ResultsStoreError) throws {
         if let bad = values.first(where: { $0.value.isNaN }) {
             throw refuse("\(bad.quantity) of \(bad.site) for prompt \(bad.promptIndex) is NaN")
         }
@@ -107,37 +146,31 @@ extension ResultsDatabase {
         if let bad = values.first(where: { ($0.layer ?? 0) < 0 || ($0.position ?? 0) < 0 || ($0.head ?? 0) < 0 }) {
             throw refuse("result for prompt \(bad.promptIndex) at \(bad.site) has a negative layer, position or head")
         }
-        try write("writing prompts \(firstPrompt)...\(lastPrompt) of run \(runID)") { db in
-            let run = try ownedRun(db, id: runID, owner: owner)
-            if lastPrompt >= run.nPrompts {
-                throw refuse("prompt \(lastPrompt) is past the run's n_prompts \(run.nPrompts)")
-            }
-            let promptStatement = try db.cachedStatement(sql: """
-                INSERT INTO run_prompts (run_id, prompt_index, prompt, answer, wrong, n_tokens, corrupt, tokens_json)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (run_id, prompt_index) DO UPDATE SET
-                  prompt = excluded.prompt, answer = excluded.answer, wrong = excluded.wrong,
-                  n_tokens = excluded.n_tokens, corrupt = excluded.corrupt, tokens_json = excluded.tokens_json
-                """)
-            for p in prompts {
-                let tokens = try p.tokens.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
-                try promptStatement.execute(arguments: [runID, p.promptIndex, p.prompt, p.answer, p.wrong, p.nTokens,
-                                                        p.corrupt, tokens])
-            }
-            let valueStatement = try db.cachedStatement(sql: """
-                INSERT INTO results (run_id, prompt_index, site, layer, position, head, quantity, value)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (run_id, prompt_index, site, ifnull(layer, -1), ifnull(position, -1), ifnull(head, -1), quantity)
-                DO UPDATE SET value = excluded.value
-                """)
-            for v in values {
-                try valueStatement.execute(arguments: [runID, v.promptIndex, v.site, v.layer, v.position, v.head,
-                                                       v.quantity, v.value])
-            }
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO batches_done (run_id, first_prompt, last_prompt) VALUES (?, ?, ?)",
-                arguments: [runID, firstPrompt, lastPrompt])
-            try db.execute(sql: "UPDATE runs SET heartbeat_at = ? WHERE id = ?", arguments: [Date(), runID])
+    }
+
+    /// Inserts or replaces prompts and result rows of a run (inside a write transaction).
+    static func upsert(_ db: Database, runID: Int64, prompts: [PromptRow], values: [ResultRow]) throws {
+        let promptStatement = try db.cachedStatement(sql: """
+            INSERT INTO run_prompts (run_id, prompt_index, prompt, answer, wrong, n_tokens, corrupt, tokens_json)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (run_id, prompt_index) DO UPDATE SET
+              prompt = excluded.prompt, answer = excluded.answer, wrong = excluded.wrong,
+              n_tokens = excluded.n_tokens, corrupt = excluded.corrupt, tokens_json = excluded.tokens_json
+            """)
+        for p in prompts {
+            let tokens = try p.tokens.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+            try promptStatement.execute(arguments: [runID, p.promptIndex, p.prompt, p.answer, p.wrong, p.nTokens,
+                                                    p.corrupt, tokens])
+        }
+        let valueStatement = try db.cachedStatement(sql: """
+            INSERT INTO results (run_id, prompt_index, site, layer, position, head, quantity, value)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (run_id, prompt_index, site, ifnull(layer, -1), ifnull(position, -1), ifnull(head, -1), quantity)
+            DO UPDATE SET value = excluded.value
+            """)
+        for v in values {
+            try valueStatement.execute(arguments: [runID, v.promptIndex, v.site, v.layer, v.position, v.head,
+                                                   v.quantity, v.value])
         }
     }
 
@@ -178,14 +211,7 @@ extension ResultsDatabase {
         if status == .running { throw ResultsStoreError.finishWithRunning(id: runID, path: path) }
         try write("finishing run \(runID)") { db in
             _ = try ownedRun(db, id: runID, owner: owner)
-            let statement = try db.cachedStatement(sql: """
-                INSERT INTO summaries (run_id, scope, key, metric, value) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (run_id, scope, key, metric) DO UPDATE SET value = excluded.value
-                """)
-            for s in summaries {
-                // SQLite stores NaN as NULL: an undefined metric.
-                try statement.execute(arguments: [runID, s.scope, s.key, s.metric, s.value.isNaN ? nil : s.value])
-            }
+            try Self.upsert(db, runID: runID, summaries: summaries)
             let errorStatement = try db.cachedStatement(sql: """
                 INSERT INTO estimator_errors (run_id, site, method, layer, normalized, metric, value)
                 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -198,6 +224,18 @@ extension ResultsDatabase {
             try db.execute(
                 sql: "UPDATE runs SET status = ?, ended_at = ?, error = ?, heartbeat_at = ? WHERE id = ?",
                 arguments: [status.rawValue, Date(), error, Date(), runID])
+        }
+    }
+
+    /// Inserts or replaces summaries of a run (inside a write transaction).
+    static func upsert(_ db: Database, runID: Int64, summaries: [SummaryRow]) throws {
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO summaries (run_id, scope, key, metric, value) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (run_id, scope, key, metric) DO UPDATE SET value = excluded.value
+            """)
+        for s in summaries {
+            // SQLite stores NaN as NULL: an undefined metric.
+            try statement.execute(arguments: [runID, s.scope, s.key, s.metric, s.value.isNaN ? nil : s.value])
         }
     }
 }

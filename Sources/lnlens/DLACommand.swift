@@ -27,6 +27,8 @@ struct DLACommand: ParsableCommand {
     @Option(help: "Prompts per forward pass.") var batchSize = 32
     @Option(help: "Prompts stored per transaction (the unit an interrupted run resumes from).") var chunkSize = 64
     @Option(help: "Heads listed by |direct effect| in the summary.") var top = 8
+    @Option(help: ArgumentHelp("Run shard I of N (0 ≤ I < N): only the prompts (text mode: the windows) whose index ≡ I mod N, stored under their indices in the whole set; combine the shards with `lnlens merge`. Default: from Slurm's SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN when they are set.", valueName: "I/N"))
+    var shard: String?
     @OptionGroup var processing: ProcessingFlags
     @Flag(help: "Print JSON (every row).") var json = false
     @Flag(help: "Print CSV (every row).") var csv = false
@@ -42,15 +44,19 @@ struct DLACommand: ParsableCommand {
         if text != nil && prependBos { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
         if text != nil && skipInvalid { throw ValidationError("--skip-invalid goes with --prompts") }
         if top < 0 { throw ValidationError("--top must not be negative") }
+        if let shard {
+            do { _ = try Shard(parsing: shard) } catch { throw ValidationError(error.localizedDescription) }
+        }
         guard let t = TextTargets(rawValue: targets) else { throw ValidationError("--targets \(targets): use next-token or paper") }
         if prompts != nil && t != .nextToken { throw ValidationError("--targets goes with --text") }
     }
 
     /// Every option of this invocation, as stored with the run (`context` as actually used).
-    func options(context effectiveContext: Int) -> [String: String] {
+    func options(context effectiveContext: Int, shard: Shard?) -> [String: String] {
         var o = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": "\(batchSize)", "chunk_size": "\(chunkSize)",
                  "skip_invalid": "\(skipInvalid)", "prepend_bos": "\(prependBos)", "processing": processing.options.description]
         if let prompts { o["prompts"] = prompts }
+        if let shard { o["shard"] = shard.description }
         if let text {
             o["text"] = text; o["context"] = "\(effectiveContext)"; o["max_tokens"] = maxTokens.map(String.init) ?? "all"
             o["targets"] = targets
@@ -62,7 +68,17 @@ struct DLACommand: ParsableCommand {
         models.isEmpty ? (resume == nil ? [EmbeddedModels.defaultName, EmbeddedModels.lnFreeName] : [EmbeddedModels.defaultName]) : models
     }
 
+    /// `--shard`, else the Slurm array task's shard, else nil (the whole input).
+    func resolvedShard() throws -> Shard? {
+        if let shard { return try Shard(parsing: shard) }
+        let environment = ProcessInfo.processInfo.environment
+        guard let fromSlurm = try Shard.slurmArrayTask(environment: environment) else { return nil }
+        printErr("note: running shard \(fromSlurm) from SLURM_ARRAY_TASK_ID=\(environment["SLURM_ARRAY_TASK_ID"]!) (pass --shard I/N to choose)")
+        return fromSlurm
+    }
+
     func run() throws {
+        let shard = try resolvedShard()
         let database = try ResultsDatabase(path: db)
         var runIDs: [Int64] = []
         for spec in modelSpecs {
@@ -80,7 +96,7 @@ struct DLACommand: ParsableCommand {
                                                    context: effectiveContext, maxTokens: maxTokens),
                               TextTargets(rawValue: targets)!)
             }
-            let optionsData = try JSONSerialization.data(withJSONObject: options(context: effectiveContext),
+            let optionsData = try JSONSerialization.data(withJSONObject: options(context: effectiveContext, shard: shard),
                                                          options: [.sortedKeys])
             var runner = DLAJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                    modelHash: try loaded.checkpoint.weightsHash(), input: input,
@@ -90,6 +106,7 @@ struct DLACommand: ParsableCommand {
             runner.batchSize = batchSize
             runner.chunkSize = chunkSize
             runner.forceResume = forceResume
+            runner.shard = shard
             let bar = ProgressBar(label: spec)
             Interrupt.install()
             defer { bar.finish() }
@@ -112,8 +129,12 @@ struct DLACommand: ParsableCommand {
         } else {
             for r in reports { r.printSummary(top: top) }
             if reports.count > 1 { RunReport.printSideBySide(reports) }
-            print("stored in \(db) as run\(runIDs.count > 1 ? "s" : "") \(runIDs.map(String.init).joined(separator: ", "))"
-                  + (runIDs.count == 2 ? "; compare them with: lnlens diff \(runIDs[0]) \(runIDs[1]) --db \(db)" : ""))
+            if let shard {
+                print("stored in \(db) as shard \(shard) (run\(runIDs.count > 1 ? "s" : "") \(runIDs.map(String.init).joined(separator: ", "))); once all \(shard.count) shards are done, combine them with: lnlens merge OUT.sqlite SHARD.sqlite…")
+            } else {
+                print("stored in \(db) as run\(runIDs.count > 1 ? "s" : "") \(runIDs.map(String.init).joined(separator: ", "))"
+                      + (runIDs.count == 2 ? "; compare them with: lnlens diff \(runIDs[0]) \(runIDs[1]) --db \(db)" : ""))
+            }
         }
     }
 }
@@ -124,6 +145,8 @@ struct RunReport: Encodable {
     let model: String
     let lnMode: String
     let nPrompts: Int
+    /// `I/N` of a shard run (not printed in JSON: a merged run reads back like an unsharded one).
+    let shard: String?
     let nmaeHeadsGlobal: Double
     let nmaePerHead: [String: Double]
     let nmaePerLayer: [String: Double]
@@ -157,6 +180,7 @@ struct RunReport: Encodable {
         model = run.modelPath
         lnMode = run.lnMode
         nPrompts = run.nPrompts
+        shard = run.shardLabel
         let summaries = try db.summaries(runID: runID)
         func pick(_ scope: String) -> [String: Double] {
             Dictionary(uniqueKeysWithValues: summaries.filter { $0.scope == scope && $0.metric == StoreName.nmae }.map { ($0.key, $0.value) })
@@ -171,7 +195,8 @@ struct RunReport: Encodable {
     var modelName: String { URL(fileURLWithPath: model).lastPathComponent }
 
     func printSummary(top: Int) {
-        print("\(modelName) (\(lnMode)) — run \(runID), \(nPrompts) prompts")
+        let covered = Set(rows.map(\.prompt)).count
+        print("\(modelName) (\(lnMode)) — run \(runID), " + (shard.map { "shard \($0): \(covered) of \(nPrompts) prompts" } ?? "\(nPrompts) prompts"))
         print(String(format: "  DLA vs exact direct effect, NMAE over heads: %.4f %%", nmaeHeadsGlobal))
         print("  per layer: " + nmaePerLayer.sorted { layerKey($0.key) < layerKey($1.key) }
             .map { String(format: "%@ %.3f%%", $0.key, $0.value) }.joined(separator: "  "))

@@ -28,6 +28,8 @@ import Testing
         p.currentDirectoryURL = repo
         var env = ProcessInfo.processInfo.environment
         env["LNLENS_HOME"] = repo.path
+        // Run as a Slurm array task only when a test says so (dla would take its shard from these).
+        for key in env.keys where key.hasPrefix("SLURM_ARRAY_") { env[key] = nil }
         env.merge(extra) { $1 }
         p.environment = env
         let out = Pipe(), err = Pipe()
@@ -37,8 +39,8 @@ import Testing
         return (p, out, err)
     }
 
-    static func run(_ args: [String]) throws -> Result {
-        let (p, out, err) = try start(args)
+    static func run(_ args: [String], environment: [String: String] = [:]) throws -> Result {
+        let (p, out, err) = try start(args, environment: environment)
         let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
@@ -52,8 +54,8 @@ import Testing
     }
 
     /// Fails the test unless the command failed with exactly one line on stderr containing `needle`.
-    static func expectOneLineError(_ args: [String], mentions needles: [String]) throws {
-        let r = try run(args)
+    static func expectOneLineError(_ args: [String], environment: [String: String] = [:], mentions needles: [String]) throws {
+        let r = try run(args, environment: environment)
         let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: true)
         #expect(r.status != 0, "\(args) exited 0")
         #expect(lines.count == 1, "\(args): stderr was \(r.stderr.debugDescription)")
@@ -279,5 +281,57 @@ import Testing
         }
         let diff = try Self.run(["diff", "\(runs[0].id!)", "\(runs[1].id!)", "--db", db, "--json"])
         #expect(diff.status == 0, "\(diff.stderr)")
+    }
+
+    /// Two shards (one from --shard, one from Slurm's array variables) merged by the binary equal
+    /// one unsharded run, and read back like it; bad shards are one-line errors.
+    @Test func shardedDLAMergedEqualsOneRun() throws {
+        let dir = try Self.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        // One prompt per batch: every prompt's numbers are then the same in any shard.
+        let common = ["dla", "--prompts", "prompts/ioi.jsonl", "--batch-size", "1"]
+        let full = try Self.run(common + ["--db", path("full.sqlite")])
+        #expect(full.status == 0, "\(full.stderr)")
+        let s0 = try Self.run(common + ["--shard", "0/2", "--db", path("s0.sqlite")])
+        #expect(s0.status == 0 && s0.stdout.contains("as shard 0/2"), "\(s0.stderr)")
+        let s1 = try Self.run(common + ["--db", path("s1.sqlite")],
+                              environment: ["SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"])
+        #expect(s1.status == 0 && s1.stderr.contains("shard 1/2 from SLURM_ARRAY_TASK_ID=2"), "\(s1.stderr)")
+
+        let out = path("merged.sqlite")
+        let merged = try Self.run(["merge", out, path("s1.sqlite"), path("s0.sqlite")])
+        #expect(merged.status == 0, "\(merged.stderr)")
+        #expect(merged.stdout.contains("merged 2 shards of dla gpt2-tiny (layernorm) into run 1"), "\(merged.stdout)")
+        #expect(merged.stdout.contains("merged 2 shards of dla gpt2-tiny-lnfree (ln-free) into run 2"), "\(merged.stdout)")
+        let again = try Self.run(["merge", out, path("s0.sqlite"), path("s1.sqlite")])
+        #expect(again.status == 0 && again.stdout.contains("already merged: run 1"), "\(again.stdout)")
+
+        let a = try ResultsDatabase.openReadOnly(path: path("full.sqlite")), b = try ResultsDatabase.openReadOnly(path: out)
+        #expect(try b.runs().count == 2)
+        for id in [Int64(1), 2] {
+            #expect(try a.results(runID: id) == b.results(runID: id), "run \(id)")
+            #expect(try a.summaries(runID: id) == b.summaries(runID: id), "run \(id)")
+            #expect(try a.prompts(runID: id) == b.prompts(runID: id), "run \(id)")
+            #expect(try b.shards(runID: id).count == 2)
+        }
+        // Read back with the same commands as an unsharded run.
+        for args in [["query", "nmae", "--csv"], ["query", "top-heads", "1", "--csv"], ["diff", "1", "2", "--json"]] {
+            let x = try Self.run(args + ["--db", path("full.sqlite")]), y = try Self.run(args + ["--db", out])
+            #expect(x.status == 0 && y.status == 0, "\(args): \(y.stderr)")
+            if args[0] == "query" { #expect(x.stdout == y.stdout, "\(args)") }
+        }
+
+        try Self.expectOneLineError(common + ["--shard", "2/2", "--db", path("x.sqlite")], mentions: ["--shard 2/2"])
+        try Self.expectOneLineError(common + ["--shard", "half", "--db", path("x.sqlite")], mentions: ["--shard half"])
+        try Self.expectOneLineError(common + ["--db", path("x.sqlite")], environment: ["SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"],
+                                    mentions: ["SLURM_ARRAY_TASK_ID=x"])
+        #expect(!FileManager.default.fileExists(atPath: path("x.sqlite")))
+        try Self.expectOneLineError(["merge", path("m2.sqlite"), path("s0.sqlite")], mentions: ["shard 1/2", "missing"])
+        try Self.expectOneLineError(["merge", path("m2.sqlite"), path("s0.sqlite"), path("none.sqlite")], mentions: [path("none.sqlite")])
+        try Self.expectOneLineError(["merge", path("m2.sqlite")], mentions: ["SHARD.sqlite"])
+        try Self.expectOneLineError(["merge", path("m2.sqlite"), path("s0.sqlite"), path("full.sqlite")],
+                                    mentions: [path("full.sqlite"), "no sharded run"])
+        #expect(!FileManager.default.fileExists(atPath: path("m2.sqlite")))
     }
 }
