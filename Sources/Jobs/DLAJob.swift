@@ -72,52 +72,20 @@ public struct DLAJob {
                     progress: (Int, Int) throws -> Void = { _, _ in }) throws -> Int64 {
         let units = shard.map { $0.select(input.units) } ?? input.units
         let total = units.reduce(0) { $0 + $1.targets.count }
-        let runID: Int64
-        var done = Set<Int>()
-        if let resume {
-            guard let record = try db.run(id: resume) else { throw AnalysisError.resumeMismatch(runID: resume, reason: "there is no such run in \(db.path)") }
-            func mismatch(_ what: String, _ stored: String, _ now: String) -> AnalysisError {
-                .resumeMismatch(runID: resume, reason: "its \(what) is \(stored) but this invocation has \(now)")
-            }
-            guard record.command == StoreName.dlaCommand else { throw mismatch("command", record.command, StoreName.dlaCommand) }
-            guard record.modelHash == modelHash else { throw mismatch("model weights hash", record.modelHash, modelHash) }
-            guard record.promptSetHash == input.contentHash else {
-                throw mismatch("prompt set hash", String(record.promptSetHash.prefix(12)), String(input.contentHash.prefix(12)))
-            }
-            guard record.nPrompts == input.count else { throw mismatch("prompt count", "\(record.nPrompts)", "\(input.count)") }
-            let storedShard = record.shardLabel ?? "none", nowShard = shard?.description ?? "none"
-            guard storedShard == nowShard else { throw mismatch("shard (--shard)", storedShard, nowShard) }
-            guard record.processingJSON == processingJSON else { throw mismatch("processing", record.processingJSON, processingJSON) }
-            let stored = Self.resultOptions(record.optionsJSON), now = Self.resultOptions(optionsJSON)
-            guard stored == now else {
-                let key = Set(stored.keys).union(now.keys).sorted().first { stored[$0] != now[$0] }!
-                throw mismatch("option \(key)", stored[key] ?? "unset", now[key] ?? "unset")
-            }
-            if record.status == .completed { return resume }
-            try db.claimRun(id: resume, force: forceResume)
-            runID = resume
-            done = try db.completedPromptIndices(runID: resume)
-        } else {
-            runID = try db.beginRun(RunRecord(
-                command: StoreName.dlaCommand, optionsJSON: optionsJSON, modelPath: modelPath, modelHash: modelHash,
-                lnMode: model.lnMode.rawValue, processingJSON: processingJSON, promptSetPath: input.path,
-                promptSetHash: input.contentHash, nPrompts: input.count, toolVersion: toolVersion,
-                shard: shard.map { ($0.index, $0.count) }))
-        }
-        let heartbeat = Heartbeat(db: db, runID: runID)
-        defer { heartbeat.stop() }
-        do {
-            try runChunks(db: db, runID: runID, units: units, done: done, total: total, progress: progress)
-            try db.finishRun(runID: runID, status: .completed, summaries: try summaries(db: db, runID: runID), error: nil)
-        } catch is JobStop {
+        let (runID, done, completed) = try RunLifecycle.beginOrResume(
+            db: db,
+            run: RunRecord(command: StoreName.dlaCommand, optionsJSON: optionsJSON, modelPath: modelPath, modelHash: modelHash,
+                           lnMode: model.lnMode.rawValue, processingJSON: processingJSON, promptSetPath: input.path,
+                           promptSetHash: input.contentHash, nPrompts: input.count, toolVersion: toolVersion,
+                           shard: shard.map { ($0.index, $0.count) }),
+            resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)
+        if completed { return runID }
+        try RunLifecycle.execute(db: db, runID: runID, total: total, doneCount: {
             let stored = (try? db.completedPromptIndices(runID: runID)) ?? []
-            let done = units.reduce(0) { $0 + $1.targets.filter { stored.contains($0.prompt) }.count }
-            try? db.finishRun(runID: runID, status: .interrupted, summaries: [], error: "interrupted by the user")
-            throw AnalysisError.interrupted(runID: runID, done: done, total: total)
-        } catch {
-            try? db.finishRun(runID: runID, status: .failed, summaries: [], error: error.localizedDescription)
-            throw error
-        }
+            return units.reduce(0) { $0 + $1.targets.filter { stored.contains($0.prompt) }.count }
+        }, {
+            try runChunks(db: db, runID: runID, units: units, done: done, total: total, progress: progress)
+        }, finish: { (try summaries(db: db, runID: runID), []) })
         return runID
     }
 

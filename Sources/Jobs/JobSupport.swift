@@ -1,3 +1,4 @@
+import Analysis
 import Foundation
 import ResultsStore
 
@@ -20,4 +21,68 @@ final class Heartbeat: @unchecked Sendable {
     }
 
     func stop() { timer.cancel() }
+}
+
+/// Starting, resuming and ending a stored run: the rules every job shares.
+enum RunLifecycle {
+    /// The values of `keys` in an options JSON object, as text (what must match for a resume).
+    static func options(_ json: String, keys: [String]) -> [String: String] {
+        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
+        var out: [String: String] = [:]
+        for key in keys { if let v = object[key] { out[key] = "\(v)" } }
+        return out
+    }
+
+    /// Records `run` as a new run, or — with `resume` — checks that the stored run is the same
+    /// computation (command, weights, input, its size, shard, processing, and the options in
+    /// `resultOptionKeys`) and claims it for this process. Returns the run's id, the prompt indices
+    /// already stored, and whether it was complete already.
+    static func beginOrResume(db: ResultsDatabase, run: RunRecord, resume: Int64?, resultOptionKeys: [String],
+                              forceResume: Bool) throws -> (id: Int64, done: Set<Int>, completed: Bool) {
+        guard let resume else { return (try db.beginRun(run), [], false) }
+        guard let record = try db.run(id: resume) else {
+            throw AnalysisError.resumeMismatch(runID: resume, reason: "there is no such run in \(db.path)")
+        }
+        func mismatch(_ what: String, _ stored: String, _ now: String) -> AnalysisError {
+            .resumeMismatch(runID: resume, reason: "its \(what) is \(stored) but this invocation has \(now)")
+        }
+        guard record.command == run.command else { throw mismatch("command", record.command, run.command) }
+        guard record.modelHash == run.modelHash else { throw mismatch("model weights hash", record.modelHash, run.modelHash) }
+        guard record.promptSetHash == run.promptSetHash else {
+            throw mismatch("prompt set hash", String(record.promptSetHash.prefix(12)), String(run.promptSetHash.prefix(12)))
+        }
+        guard record.nPrompts == run.nPrompts else { throw mismatch("prompt count", "\(record.nPrompts)", "\(run.nPrompts)") }
+        let storedShard = record.shardLabel ?? "none", nowShard = run.shardLabel ?? "none"
+        guard storedShard == nowShard else { throw mismatch("shard (--shard)", storedShard, nowShard) }
+        guard record.processingJSON == run.processingJSON else { throw mismatch("processing", record.processingJSON, run.processingJSON) }
+        let stored = options(record.optionsJSON, keys: resultOptionKeys), now = options(run.optionsJSON, keys: resultOptionKeys)
+        guard stored == now else {
+            let key = Set(stored.keys).union(now.keys).sorted().first { stored[$0] != now[$0] }!
+            throw mismatch("option \(key)", stored[key] ?? "unset", now[key] ?? "unset")
+        }
+        if record.status == .completed { return (resume, [], true) }
+        try db.claimRun(id: resume, force: forceResume)
+        return (resume, try db.completedPromptIndices(runID: resume), false)
+    }
+
+    /// Runs `work` for run `id` with a heartbeat, and ends the run: `completed` with the summaries
+    /// and errors `finish` computes, `interrupted` when `work` throws `JobStop` (then
+    /// `AnalysisError.interrupted` with what `doneCount` reports), `failed` on any other error.
+    static func execute(db: ResultsDatabase, runID: Int64, total: Int, doneCount: () -> Int, _ work: () throws -> Void,
+                        finish: () throws -> (summaries: [SummaryRow], errors: [ErrorRow])) throws {
+        let heartbeat = Heartbeat(db: db, runID: runID)
+        defer { heartbeat.stop() }
+        do {
+            try work()
+            let (summaries, errors) = try finish()
+            try db.finishRun(runID: runID, status: .completed, summaries: summaries, errors: errors, error: nil)
+        } catch is JobStop {
+            let done = doneCount()
+            try? db.finishRun(runID: runID, status: .interrupted, summaries: [], error: "interrupted by the user")
+            throw AnalysisError.interrupted(runID: runID, done: done, total: total)
+        } catch {
+            try? db.finishRun(runID: runID, status: .failed, summaries: [], error: error.localizedDescription)
+            throw error
+        }
+    }
 }
