@@ -177,21 +177,11 @@ struct RunReport: Encodable {
             .map { String(format: "%@ %.3f%%", $0.key, $0.value) }.joined(separator: "  "))
         print(String(format: "  components sum to the final residual stream: max |error| %.2e", componentsSumMaxAbsError))
         // Heads by mean |direct effect| over prompts (as `lnlens query top-heads`).
-        var sumDE: [String: Double] = [:], sumDLA: [String: Double] = [:], sumAbs: [String: Double] = [:]
-        var count: [String: Int] = [:]
-        for r in rows where Component(name: r.component)?.headLayer != nil {
-            sumDE[r.component, default: 0] += r.directEffect
-            sumAbs[r.component, default: 0] += abs(r.directEffect)
-            sumDLA[r.component, default: 0] += r.dla
-            count[r.component, default: 0] += 1
-        }
-        let heads = sumAbs.keys.sorted { sumAbs[$0]! > sumAbs[$1]! || (sumAbs[$0]! == sumAbs[$1]! && $0 < $1) }
         print("  heads with the largest direct effects (mean |DE| over prompts):")
         print("    head     mean |DE|    mean DE    mean DLA     NMAE %")
-        for h in heads.prefix(top) {
-            let n = Double(count[h]!)
-            print("    " + padded(h, 7) + String(format: " %9.4f  %9.4f   %9.4f   %8.3f", sumAbs[h]! / n, sumDE[h]! / n, sumDLA[h]! / n,
-                         nmaePerHead[h] ?? .nan))
+        for h in HeadEffect.ranked(rows).prefix(top) {
+            print("    " + padded(h.component, 7) + String(format: " %9.4f  %9.4f   %9.4f   %8.3f", h.meanAbsDE, h.meanDE, h.meanDLA,
+                         nmaePerHead[h.component] ?? .nan))
         }
         printGrid()
         print("")
