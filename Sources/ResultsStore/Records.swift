@@ -23,6 +23,9 @@ public enum StoreName {
     public static let scopeHeads = "heads", scopeHead = "head", scopeLayer = "layer", scopeCheck = "check"
     /// `summaries.metric`: NMAE in percent.
     public static let nmae = "nmae"
+    /// `summaries.metric` of `dla` runs (scopes `heads`/`all` and `layer`): the bounds of the
+    /// bootstrap 95% confidence interval of that NMAE (1,000 resamples of (prompt, head) pairs).
+    public static let nmaeCILow = "nmae_ci_low", nmaeCIHigh = "nmae_ci_high"
 }
 
 /// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and
