@@ -90,11 +90,11 @@ struct DLACommand: ParsableCommand {
             runner.batchSize = batchSize
             runner.chunkSize = chunkSize
             runner.forceResume = forceResume
-            let bar = ProgressBar(label: spec)
+            let progress = ProgressLine(label: spec, unit: "prompts")
             Interrupt.install()
-            defer { bar.finish() }
+            defer { progress.finish() }
             let id = try runner.run(db: database, resume: resume) { done, total in
-                bar.update(done, total)
+                progress.update(done: done, total: total)
                 if Interrupt.requested { throw JobStop() }
             }
             runIDs.append(id)
@@ -238,30 +238,6 @@ func padded(_ s: String, _ width: Int) -> String {
 /// Quotes a CSV field when it needs it.
 func csvField(_ s: String) -> String {
     s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-}
-
-/// A progress bar on stderr, shown only on a terminal and only once work has taken over a second.
-final class ProgressBar {
-    let label: String
-    let start = Date()
-    var shown = false
-    let enabled = isatty(2) != 0
-
-    init(label: String) { self.label = label }
-
-    func update(_ done: Int, _ total: Int) {
-        guard enabled, total > 0, Date().timeIntervalSince(start) > 1 else { return }
-        shown = true
-        let width = 30, filled = width * done / total
-        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        let elapsed = Date().timeIntervalSince(start)
-        let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
-        printErr(String(format: "\r%@ %@ %d/%d prompts  %.0fs left ", label, bar, done, total, eta), terminator: "")
-    }
-
-    func finish() {
-        if shown { printErr("\r" + String(repeating: " ", count: 80) + "\r", terminator: "") }
-    }
 }
 
 /// Ctrl-C during a run: the first stops it cleanly after the chunk being stored (the run is
