@@ -28,6 +28,18 @@ public enum StoreName {
     public static let nmaeCILow = "nmae_ci_low", nmaeCIHigh = "nmae_ci_high"
 }
 
+/// Names of patching, training and evaluation rows as `lnlens report` reads them.
+extension StoreName {
+    /// Patching sites keyed by (layer, position): `results.site` of `patch` runs drawn as maps.
+    public static let positionSites = ["resid_pre", "resid_mid", "attn_out", "mlp_out"]
+    /// `results.quantity` of `patch` runs: activation patching's effect on the metric, and the
+    /// estimates of attribution patching and AtP*.
+    public static let activation = "activation", atp = "atp", atpStar = "atp_star"
+    /// `summaries.scope` of `eval` runs, key the model evaluated: metrics `loss` (mean next-token
+    /// cross-entropy) and the bounds `ci_low`, `ci_high` of its 95% confidence interval.
+    public static let scopeEval = "eval", loss = "loss", ciLow = "ci_low", ciHigh = "ci_high"
+}
+
 /// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and
 /// which process writes it. `id` is nil until the run is recorded.
 public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
