@@ -28,32 +28,30 @@ struct Heading {
 /// Axes with round ticks, gridlines and a label.
 enum Axes {
     /// A vertical axis at `x` for `scale` (range in px, top to bottom); gridlines run to `gridTo`.
-    static func left(_ svg: inout SVG, _ scale: LinearScale, x: Double, gridTo: Double? = nil, label: String, ticks: Int = 5,
-                     format: ((Double) -> String)? = nil) {
+    static func left(_ svg: inout SVG, _ scale: LinearScale, x: Double, gridTo: Double? = nil, label: String, ticks: Int = 5) {
         let values = scale.ticks(ticks)
         let step = values.count > 1 ? values[1] - values[0] : 1
         for v in values {
             let y = scale(v)
             if let gridTo { svg.line(x1: x, y1: y, x2: gridTo, y2: y, stroke: SVG.grid) }
             svg.line(x1: x - 4, y1: y, x2: x, y2: y, stroke: SVG.axis)
-            svg.text(format?(v) ?? Ticks.label(v, step: step), x: x - 6, y: y, anchor: .end, size: SVG.smallSize, middle: true)
+            svg.text(Ticks.label(v, step: step), x: x - 6, y: y, anchor: .end, size: SVG.smallSize, middle: true)
         }
         svg.line(x1: x, y1: scale.range.0, x2: x, y2: scale.range.1, stroke: SVG.axis)
-        let widest = values.map { SVG.textWidth(format?($0) ?? Ticks.label($0, step: step), size: SVG.smallSize) }.max() ?? 0
+        let widest = values.map { SVG.textWidth(Ticks.label($0, step: step), size: SVG.smallSize) }.max() ?? 0
         let mid = (scale.range.0 + scale.range.1) / 2
         svg.text(label, x: x - widest - 16, y: mid, anchor: .middle, rotate: -90)
     }
 
     /// A horizontal axis at `y` for `scale`; gridlines run up to `gridTo`.
-    static func bottom(_ svg: inout SVG, _ scale: LinearScale, y: Double, gridTo: Double? = nil, label: String, ticks: Int = 5,
-                       format: ((Double) -> String)? = nil) {
+    static func bottom(_ svg: inout SVG, _ scale: LinearScale, y: Double, gridTo: Double? = nil, label: String, ticks: Int = 5) {
         let values = scale.ticks(ticks)
         let step = values.count > 1 ? values[1] - values[0] : 1
         for v in values {
             let x = scale(v)
             if let gridTo { svg.line(x1: x, y1: y, x2: x, y2: gridTo, stroke: SVG.grid) }
             svg.line(x1: x, y1: y, x2: x, y2: y + 4, stroke: SVG.axis)
-            svg.text(format?(v) ?? Ticks.label(v, step: step), x: x, y: y + 16, anchor: .middle, size: SVG.smallSize)
+            svg.text(Ticks.label(v, step: step), x: x, y: y + 16, anchor: .middle, size: SVG.smallSize)
         }
         svg.line(x1: scale.range.0, y1: y, x2: scale.range.1, y2: y, stroke: SVG.axis)
         svg.text(label, x: (scale.range.0 + scale.range.1) / 2, y: y + 34, anchor: .middle)
@@ -97,12 +95,12 @@ enum Legend {
         return widest
     }
 
-    enum Marker { case square, dot, line }
+    enum Marker { case dot, line }
 
     /// One row per item starting at (x, y). Returns the height taken.
     @discardableResult
     static func swatches(_ svg: inout SVG, _ items: [(color: String, label: String)], x: Double, y: Double,
-                         marker: Marker = .square, title: String? = nil) -> Double {
+                         marker: Marker, title: String? = nil) -> Double {
         var cy = y
         if let title {
             svg.text(title, x: x, y: cy + 4, size: SVG.smallSize, fill: SVG.muted)
@@ -110,7 +108,6 @@ enum Legend {
         }
         for item in items {
             switch marker {
-            case .square: svg.rect(x: x, y: cy - 5, width: 10, height: 10, fill: item.color)
             case .dot: svg.circle(cx: x + 5, cy: cy, r: 4, fill: item.color)
             case .line: svg.line(x1: x, y1: cy, x2: x + 16, y2: cy, stroke: item.color, width: 2.5)
             }
@@ -120,7 +117,7 @@ enum Legend {
         return cy - y
     }
 
-    static func swatchesWidth(_ labels: [String], marker: Marker = .square, title: String? = nil) -> Double {
+    static func swatchesWidth(_ labels: [String], marker: Marker, title: String? = nil) -> Double {
         let widest = labels.map { SVG.textWidth($0, size: SVG.smallSize) }.max() ?? 0
         return max(widest + (marker == .line ? 22 : 16), title.map { SVG.textWidth($0, size: SVG.smallSize) } ?? 0)
     }

@@ -135,21 +135,23 @@ enum DLAFigures {
 
     // MARK: Scatter
 
-    /// One scatter per run, side by side.
+    /// One scatter per run, side by side, on the same axes so that the runs compare.
     static func scatter(_ runs: [DLAData]) -> SVG {
-        Layout.sideBySide(runs.map(scatterPanel))
+        let values = runs.flatMap { $0.pairs.flatMap { [$0.dla, $0.directEffect] } }.filter(\.isFinite)
+        let range = (values.min() ?? 0, values.max() ?? 1)
+        return Layout.sideBySide(runs.map { scatterPanel($0, range: range) })
     }
 
-    static func scatterPanel(_ run: DLAData) -> SVG {
+    /// `range`: the smallest and largest value to show on both axes.
+    static func scatterPanel(_ run: DLAData, range: (Double, Double)) -> SVG {
         let n = run.pairs.count
         let shown = Sample.indices(count: n, limit: maxPoints)
         let sampled = shown.count < n ? "\(Markup.count(shown.count)) of \(Markup.count(n)) (prompt, head) pairs, seeded sample"
                                       : "all \(Markup.count(n)) (prompt, head) pairs"
         let heading = Heading(title: "DLA against the exact direct effect, per (prompt, head)",
                               lines: [run.label.provenance, "\(sampled) · colour: layer · dashed: DLA = DE"])
-        let values = run.pairs.flatMap { [$0.dla, $0.directEffect] }.filter(\.isFinite)
         let plotTop = heading.height + 8, side = 300.0
-        let yScale = LinearScale.nice(values.min() ?? 0, values.max() ?? 1, range: (plotTop + side, plotTop))
+        let yScale = LinearScale.nice(range.0, range.1, range: (plotTop + side, plotTop))
         let domain = yScale.domain
         let left = Axes.leftWidth(yScale) + 10
         let xScale = LinearScale(domain: domain, range: (left, left + side), step: yScale.step)

@@ -88,8 +88,8 @@ public enum HTMLReport {
                                    Markup.fixed(h.nmae, 2)])
             }
             page.raw("<div>")
-            page.paragraph("Heads with the largest direct effects (mean |DE| over prompts, logit units)", strong: true)
-            page.paragraph(run.label.provenance, note: true)
+            page.paragraph("Heads with the largest direct effects", strong: true)
+            page.paragraph(run.label.provenance + " · means over prompts, logit units", note: true)
             page.table(table)
             page.raw("</div>")
         }

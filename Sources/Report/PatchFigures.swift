@@ -87,10 +87,14 @@ enum PatchFigures {
     /// by site, with the diagonal.
     static func scatter(_ run: PatchData) -> SVG {
         let estimators = PatchData.quantities.dropFirst().filter { q in run.sites.contains { run.values[$0]?[q] != nil } }
-        return Layout.sideBySide(estimators.map { scatterPanel(run, estimator: $0) })
+        let perEstimator = estimators.map { points(run, estimator: $0) }
+        let values = perEstimator.flatMap { $0.flatMap { [$0.x, $0.y] } }
+        let range = (values.min() ?? 0, values.max() ?? 1)
+        return Layout.sideBySide(zip(estimators, perEstimator).map { scatterPanel(run, estimator: $0, points: $1, range: range) })
     }
 
-    static func scatterPanel(_ run: PatchData, estimator: String) -> SVG {
+    /// (activation patching, estimate, site index) for every cell where both are stored.
+    static func points(_ run: PatchData, estimator: String) -> [(x: Double, y: Double, site: Int)] {
         var points: [(x: Double, y: Double, site: Int)] = []
         for (s, site) in StoreName.positionSites.enumerated() {
             guard let exact = run.values[site]?[StoreName.activation], let estimate = run.values[site]?[estimator] else { continue }
@@ -98,14 +102,20 @@ enum PatchFigures {
                 if let e = estimate[cell], let x = exact[cell], e.isFinite, x.isFinite { points.append((x, e, s)) }
             }
         }
+        return points
+    }
+
+    /// One estimator's scatter; `range`: the smallest and largest value to show on both axes
+    /// (shared by the estimators' panels).
+    static func scatterPanel(_ run: PatchData, estimator: String, points: [(x: Double, y: Double, site: Int)],
+                             range: (Double, Double)) -> SVG {
         let shown = Sample.indices(count: points.count, limit: DLAFigures.maxPoints)
         let sampled = shown.count < points.count ? "\(Markup.count(shown.count)) of \(Markup.count(points.count)) points, seeded sample"
                                                  : "all \(Markup.count(points.count)) points"
         let heading = Heading(title: "\(quantityName(estimator)) against activation patching",
                               lines: [run.label.provenance, "per (prompt, site, layer, position) · \(sampled) · dashed: equal"])
-        let values = points.flatMap { [$0.x, $0.y] }
         let plotTop = heading.height + 8, side = 300.0
-        let yScale = LinearScale.nice(values.min() ?? 0, values.max() ?? 1, range: (plotTop + side, plotTop))
+        let yScale = LinearScale.nice(range.0, range.1, range: (plotTop + side, plotTop))
         let domain = yScale.domain
         let left = Axes.leftWidth(yScale) + 10
         let xScale = LinearScale(domain: domain, range: (left, left + side), step: yScale.step)
