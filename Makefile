@@ -27,12 +27,16 @@ test: setup
 	$(SWIFT) test --skip-build
 
 # The main job on the embedded models: DLA vs exact direct effect for the LayerNorm model and its
-# LN-free twin over the IOI prompts, stored in $(DB), then the two runs diffed from the database.
+# LN-free twin over the IOI prompts, stored in $(DB), then the two runs diffed from the database
+# and drawn into results/demo-report.html.
 demo: build
 	$(BIN) dla --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/ioi.jsonl --db $(DB)
 	@ids=$$($(BIN) query --db $(DB) --csv --sql "SELECT id FROM runs WHERE command = 'dla' AND status = 'completed' ORDER BY id DESC LIMIT 2" | tail -n +2 | sort -n | tr '\n' ' '); \
 	echo "== lnlens diff $$ids(read back from $(DB))"; \
-	$(BIN) diff $$ids --db $(DB)
+	$(BIN) diff $$ids --db $(DB) && \
+	echo "== lnlens report $$ids(figures of both runs)" && \
+	$(BIN) report $$ids --db $(DB) --out results/demo-report.html --force
+	@echo "open file://$(CURDIR)/results/demo-report.html in a browser (offline: everything is inside the file)"
 
 bench: setup
 	$(SWIFT) build -c release --product lnlens-bench

@@ -20,10 +20,11 @@ let package = Package(
         .target(name: "Analysis", dependencies: ["GPT2", "Tokenizer", "TensorCore", "Support"]),
         .target(name: "Jobs", dependencies: ["Analysis", "GPT2", "ResultsStore", "Support"]),
         .target(name: "ResultsStore", dependencies: ["Support", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "Report", dependencies: ["Analysis", "ResultsStore"]),
         .executableTarget(
             name: "lnlens",
             dependencies: [
-                "GPT2", "Tokenizer", "TensorCore", "Analysis", "ResultsStore", "Support", "Jobs",
+                "GPT2", "Tokenizer", "TensorCore", "Analysis", "ResultsStore", "Support", "Jobs", "Report",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "lnlens-bench", dependencies: ["GPT2", "TensorCore", "Analysis", "Tokenizer", "ResultsStore", "Jobs", "Support"]),
@@ -33,6 +34,7 @@ let package = Package(
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "GPT2", "Tokenizer", "TensorCore"]),
         .testTarget(name: "JobsTests", dependencies: ["Jobs", "Analysis", "GPT2", "Tokenizer", "ResultsStore"]),
         .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore", "Support", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "ResultsStore", "Analysis"]),
         .testTarget(name: "CLITests", dependencies: ["lnlens", "ResultsStore", .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

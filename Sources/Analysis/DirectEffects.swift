@@ -195,3 +195,66 @@ public struct NMAESummary: Sendable, Codable, Equatable {
         perLayer = layer.mapValues(nmae)
     }
 }
+
+/// Bootstrap confidence intervals (`Metrics.bootstrapNMAE`) of the head NMAE: over every
+/// (prompt, head) pair, and per layer over that layer's pairs (the paper's per-layer figure).
+/// Pairs are taken in (prompt, component) order whatever the order of `rows`, so the same rows
+/// give the same intervals.
+public struct NMAEIntervals: Sendable, Codable, Equatable {
+    public var headsGlobal: ConfidenceInterval
+    /// Per layer `L{l}`.
+    public var perLayer: [String: ConfidenceInterval]
+
+    /// Intervals read back from where they were stored.
+    public init(headsGlobal: ConfidenceInterval, perLayer: [String: ConfidenceInterval]) {
+        self.headsGlobal = headsGlobal
+        self.perLayer = perLayer
+    }
+
+    public init(rows: [ComponentAttribution], resamples: Int = Metrics.bootstrapResamples,
+                seed: UInt64 = Metrics.bootstrapSeed, level: Double = 0.95) {
+        let heads = rows.compactMap { r -> (prompt: Int, component: Component, row: ComponentAttribution)? in
+            guard let c = Component(name: r.component), c.headLayer != nil else { return nil }
+            return (r.prompt, c, r)
+        }.sorted { ($0.prompt, $0.component) < ($1.prompt, $1.component) }
+        func interval(_ pairs: [ComponentAttribution]) -> ConfidenceInterval {
+            Metrics.bootstrapNMAE(pairs.map(\.dla), pairs.map(\.directEffect), resamples: resamples, seed: seed, level: level)
+        }
+        headsGlobal = interval(heads.map(\.row))
+        perLayer = Dictionary(grouping: heads, by: { $0.component.headLayer! })
+            .reduce(into: [:]) { out, group in out["L\(group.key)"] = interval(group.value.map(\.row)) }
+    }
+}
+
+/// One head's DLA and direct effect averaged over prompts: what "the heads with the largest
+/// direct effects" lists (`lnlens dla`, `query top-heads`, `report`).
+public struct HeadEffect: Sendable, Codable, Equatable {
+    public var layer: Int
+    public var head: Int
+    /// Mean |direct effect| over prompts: the ranking key.
+    public var meanAbsDE: Double
+    public var meanDE: Double
+    public var meanDLA: Double
+    /// NMAE (%) of DLA against DE over this head's prompts.
+    public var nmae: Double
+    public var prompts: Int
+
+    /// `L{l}H{h}`.
+    public var component: String { Component.head(layer: layer, head: head).description }
+
+    /// Every head of `rows`, largest mean |direct effect| first (ties: by layer, then head).
+    public static func ranked(_ rows: [ComponentAttribution]) -> [HeadEffect] {
+        var byHead: [Component: [ComponentAttribution]] = [:]
+        for r in rows {
+            guard let c = Component(name: r.component), c.headLayer != nil else { continue }
+            byHead[c, default: []].append(r)
+        }
+        return byHead.map { c, rows in
+            guard case let .head(l, h) = c else { fatalError("heads only") }
+            let n = Double(rows.count)
+            return HeadEffect(layer: l, head: h, meanAbsDE: rows.reduce(0) { $0 + abs($1.directEffect) } / n,
+                              meanDE: rows.reduce(0) { $0 + $1.directEffect } / n, meanDLA: rows.reduce(0) { $0 + $1.dla } / n,
+                              nmae: Metrics.nmae(rows.map(\.dla), rows.map(\.directEffect)), prompts: rows.count)
+        }.sorted { $0.meanAbsDE != $1.meanAbsDE ? $0.meanAbsDE > $1.meanAbsDE : ($0.layer, $0.head) < ($1.layer, $1.head) }
+    }
+}

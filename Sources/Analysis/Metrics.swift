@@ -83,3 +83,61 @@ public enum Metrics {
         return Double(top(exact).intersection(top(estimate)).count) / Double(k)
     }
 }
+
+/// A two-sided confidence interval.
+public struct ConfidenceInterval: Sendable, Codable, Equatable {
+    public var low: Double
+    public var high: Double
+
+    public init(low: Double, high: Double) {
+        self.low = low
+        self.high = high
+    }
+}
+
+extension Metrics {
+    /// Resamples of the NMAE bootstrap (the paper's figure uses 1,000).
+    public static let bootstrapResamples = 1000
+    /// Seed of the bootstrap's SplitMix64: the same rows give the same interval on every machine.
+    public static let bootstrapSeed: UInt64 = 0
+
+    /// Percentile-bootstrap interval of `nmae(estimate, exact)`: `resamples` times, draw
+    /// `count` pairs with replacement (SplitMix64 from `seed`, indices by `next(below:)`), take
+    /// the NMAE of the draw; the interval is the (1 − level)/2 and (1 + level)/2 quantiles of
+    /// those NMAEs, linearly interpolated between order statistics (numpy's default
+    /// `percentile`). Pairs stay pairs: a draw picks one (prompt, component) with both values.
+    /// NaN bounds without pairs.
+    public static func bootstrapNMAE(_ estimate: [Double], _ exact: [Double], resamples: Int = bootstrapResamples,
+                                     seed: UInt64 = bootstrapSeed, level: Double = 0.95) -> ConfidenceInterval {
+        precondition(estimate.count == exact.count && resamples > 0 && level > 0 && level < 1)
+        let n = exact.count
+        guard n > 0 else { return ConfidenceInterval(low: .nan, high: .nan) }
+        let absError = zip(estimate, exact).map { abs($0 - $1) }, absExact = exact.map(abs)
+        var rng = SplitMix64(seed: seed)
+        var values: [Double] = []
+        values.reserveCapacity(resamples)
+        for _ in 0..<resamples {
+            var err = 0.0, mag = 0.0
+            for _ in 0..<n {
+                let i = rng.next(below: n)
+                err += absError[i]
+                mag += absExact[i]
+            }
+            values.append(nmae(sumAbsError: err, sumAbsExact: mag, count: n))
+        }
+        values.sort()
+        return ConfidenceInterval(low: quantile(sorted: values, (1 - level) / 2),
+                                  high: quantile(sorted: values, (1 + level) / 2))
+    }
+
+    /// The q-quantile (0 ≤ q ≤ 1) of ascending `sorted` values, linearly interpolated between the
+    /// order statistics at ranks `q · (n − 1)` (numpy's default). NaN when empty.
+    public static func quantile(sorted: [Double], _ q: Double) -> Double {
+        guard !sorted.isEmpty else { return .nan }
+        let rank = q * Double(sorted.count - 1)
+        let lower = Int(rank.rounded(.down)), upper = min(lower + 1, sorted.count - 1)
+        let fraction = rank - Double(lower)
+        if fraction == 0 || sorted[lower] == sorted[upper] { return sorted[lower] }
+        return sorted[lower] + (sorted[upper] - sorted[lower]) * fraction
+    }
+}

@@ -154,7 +154,8 @@ public struct DLAJob {
         return max(1, min(batchSize, memoryBudget / max(1, perSequence)))
     }
 
-    /// NMAE over heads (global, per head, per layer) and the decomposition check, from the stored rows.
+    /// NMAE over heads (global, per head, per layer) with bootstrap 95% intervals (global, per
+    /// layer) and the decomposition check, from the stored rows.
     func summaries(db: ResultsDatabase, runID: Int64) throws -> [SummaryRow] {
         Self.summaries(from: try db.results(runID: runID))
     }
@@ -164,12 +165,20 @@ public struct DLAJob {
     public static func summaries(from stored: [ResultRow]) -> [SummaryRow] {
         let rows = attributions(from: stored)
         let nmae = NMAESummary(rows: rows)
-        var out = [SummaryRow(scope: StoreName.scopeHeads, key: "all", metric: StoreName.nmae, value: nmae.headsGlobal)]
+        let intervals = NMAEIntervals(rows: rows)
+        func withInterval(_ scope: String, _ key: String, _ value: Double, _ ci: ConfidenceInterval?) -> [SummaryRow] {
+            [SummaryRow(scope: scope, key: key, metric: StoreName.nmae, value: value)]
+                + (ci.map {
+                    [SummaryRow(scope: scope, key: key, metric: StoreName.nmaeCILow, value: $0.low),
+                     SummaryRow(scope: scope, key: key, metric: StoreName.nmaeCIHigh, value: $0.high)]
+                } ?? [])
+        }
+        var out = withInterval(StoreName.scopeHeads, "all", nmae.headsGlobal, intervals.headsGlobal)
         out += nmae.perHead.sorted { $0.key < $1.key }.map {
             SummaryRow(scope: StoreName.scopeHead, key: $0.key, metric: StoreName.nmae, value: $0.value)
         }
-        out += nmae.perLayer.sorted { $0.key < $1.key }.map {
-            SummaryRow(scope: StoreName.scopeLayer, key: $0.key, metric: StoreName.nmae, value: $0.value)
+        out += nmae.perLayer.sorted { $0.key < $1.key }.flatMap {
+            withInterval(StoreName.scopeLayer, $0.key, $0.value, intervals.perLayer[$0.key])
         }
         let check = stored.filter { $0.quantity == StoreName.componentsSumError }.map(\.value).max() ?? 0
         out.append(SummaryRow(scope: StoreName.scopeCheck, key: "components_sum", metric: "max_abs_error", value: check))

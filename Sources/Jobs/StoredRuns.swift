@@ -89,22 +89,12 @@ public enum StoredRuns {
         guard run.command == StoreName.dlaCommand else {
             throw JobError.wrongCommand(runID: runID, command: run.command, expected: StoreName.dlaCommand, what: "top-heads")
         }
-        let byHead = Dictionary(grouping: try attributions(db: db, runID: runID).filter {
-            Component(name: $0.component)?.headLayer != nil
-        }, by: { Component(name: $0.component)! })
-        struct Head { let c: Component; let layer: Int; let head: Int; let meanAbsDE, meanDLA, meanDE, nmae: Double; let n: Int }
-        let heads: [Head] = byHead.map { c, rows in
-            guard case let .head(l, h) = c else { fatalError("heads only") }
-            let n = Double(rows.count)
-            return Head(c: c, layer: l, head: h, meanAbsDE: rows.reduce(0) { $0 + abs($1.directEffect) } / n,
-                        meanDLA: rows.reduce(0) { $0 + $1.dla } / n, meanDE: rows.reduce(0) { $0 + $1.directEffect } / n,
-                        nmae: Metrics.nmae(rows.map(\.dla), rows.map(\.directEffect)), n: rows.count)
-        }.sorted { $0.meanAbsDE != $1.meanAbsDE ? $0.meanAbsDE > $1.meanAbsDE : $0.c < $1.c }
+        let heads = HeadEffect.ranked(try attributions(db: db, runID: runID))
         return QueryResult(
             columns: ["component", "layer", "head", "mean_abs_de", "mean_dla", "mean_de", "nmae", "prompts"],
             rows: heads.prefix(limit).map { h in
-                [.text(h.c.description), .int(Int64(h.layer)), .int(Int64(h.head)), .double(h.meanAbsDE), .double(h.meanDLA),
-                 .double(h.meanDE), h.nmae.isFinite ? .double(h.nmae) : .null, .int(Int64(h.n))]
+                [.text(h.component), .int(Int64(h.layer)), .int(Int64(h.head)), .double(h.meanAbsDE), .double(h.meanDLA),
+                 .double(h.meanDE), h.nmae.isFinite ? .double(h.nmae) : .null, .int(Int64(h.prompts))]
             })
     }
 }

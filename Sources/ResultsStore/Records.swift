@@ -23,6 +23,21 @@ public enum StoreName {
     public static let scopeHeads = "heads", scopeHead = "head", scopeLayer = "layer", scopeCheck = "check"
     /// `summaries.metric`: NMAE in percent.
     public static let nmae = "nmae"
+    /// `summaries.metric` of `dla` runs (scopes `heads`/`all` and `layer`): the bounds of the
+    /// bootstrap 95% confidence interval of that NMAE (1,000 resamples of (prompt, head) pairs).
+    public static let nmaeCILow = "nmae_ci_low", nmaeCIHigh = "nmae_ci_high"
+}
+
+/// Names of patching, training and evaluation rows as `lnlens report` reads them.
+extension StoreName {
+    /// Patching sites keyed by (layer, position): `results.site` of `patch` runs drawn as maps.
+    public static let positionSites = ["resid_pre", "resid_mid", "attn_out", "mlp_out"]
+    /// `results.quantity` of `patch` runs: activation patching's effect on the metric, and the
+    /// estimates of attribution patching and AtP*.
+    public static let activation = "activation", atp = "atp", atpStar = "atp_star"
+    /// `summaries.scope` of `eval` runs, key the model evaluated: metrics `loss` (mean next-token
+    /// cross-entropy) and the bounds `ci_low`, `ci_high` of its 95% confidence interval.
+    public static let scopeEval = "eval", loss = "loss", ciLow = "ci_low", ciHigh = "ci_high"
 }
 
 /// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and

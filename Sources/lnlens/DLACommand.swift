@@ -107,11 +107,11 @@ struct DLACommand: ParsableCommand {
             runner.chunkSize = chunkSize
             runner.forceResume = forceResume
             runner.shard = shard
-            let bar = ProgressBar(label: spec)
+            let progress = ProgressLine(label: spec, unit: "prompts")
             Interrupt.install()
-            defer { bar.finish() }
+            defer { progress.finish() }
             let id = try runner.run(db: database, resume: resume) { done, total in
-                bar.update(done, total)
+                progress.update(done: done, total: total)
                 if Interrupt.requested { throw JobStop() }
             }
             runIDs.append(id)
@@ -202,21 +202,11 @@ struct RunReport: Encodable {
             .map { String(format: "%@ %.3f%%", $0.key, $0.value) }.joined(separator: "  "))
         print(String(format: "  components sum to the final residual stream: max |error| %.2e", componentsSumMaxAbsError))
         // Heads by mean |direct effect| over prompts (as `lnlens query top-heads`).
-        var sumDE: [String: Double] = [:], sumDLA: [String: Double] = [:], sumAbs: [String: Double] = [:]
-        var count: [String: Int] = [:]
-        for r in rows where Component(name: r.component)?.headLayer != nil {
-            sumDE[r.component, default: 0] += r.directEffect
-            sumAbs[r.component, default: 0] += abs(r.directEffect)
-            sumDLA[r.component, default: 0] += r.dla
-            count[r.component, default: 0] += 1
-        }
-        let heads = sumAbs.keys.sorted { sumAbs[$0]! > sumAbs[$1]! || (sumAbs[$0]! == sumAbs[$1]! && $0 < $1) }
         print("  heads with the largest direct effects (mean |DE| over prompts):")
         print("    head     mean |DE|    mean DE    mean DLA     NMAE %")
-        for h in heads.prefix(top) {
-            let n = Double(count[h]!)
-            print("    " + padded(h, 7) + String(format: " %9.4f  %9.4f   %9.4f   %8.3f", sumAbs[h]! / n, sumDE[h]! / n, sumDLA[h]! / n,
-                         nmaePerHead[h] ?? .nan))
+        for h in HeadEffect.ranked(rows).prefix(top) {
+            print("    " + padded(h.component, 7) + String(format: " %9.4f  %9.4f   %9.4f   %8.3f", h.meanAbsDE, h.meanDE, h.meanDLA,
+                         nmaePerHead[h.component] ?? .nan))
         }
         printGrid()
         print("")
@@ -273,30 +263,6 @@ func padded(_ s: String, _ width: Int) -> String {
 /// Quotes a CSV field when it needs it.
 func csvField(_ s: String) -> String {
     s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
-}
-
-/// A progress bar on stderr, shown only on a terminal and only once work has taken over a second.
-final class ProgressBar {
-    let label: String
-    let start = Date()
-    var shown = false
-    let enabled = isatty(2) != 0
-
-    init(label: String) { self.label = label }
-
-    func update(_ done: Int, _ total: Int) {
-        guard enabled, total > 0, Date().timeIntervalSince(start) > 1 else { return }
-        shown = true
-        let width = 30, filled = width * done / total
-        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
-        let elapsed = Date().timeIntervalSince(start)
-        let eta = done > 0 ? elapsed / Double(done) * Double(total - done) : 0
-        printErr(String(format: "\r%@ %@ %d/%d prompts  %.0fs left ", label, bar, done, total, eta), terminator: "")
-    }
-
-    func finish() {
-        if shown { printErr("\r" + String(repeating: " ", count: 80) + "\r", terminator: "") }
-    }
 }
 
 /// Ctrl-C during a run: the first stops it cleanly after the chunk being stored (the run is

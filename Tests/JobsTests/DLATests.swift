@@ -93,6 +93,30 @@ import Tokenizer
         #expect(perPrompt.count == 8)
     }
 
+    /// A finished run stores the bootstrap 95% interval of its NMAE over all heads and per layer,
+    /// recomputable from its rows.
+    @Test(arguments: ["tiny-ln", "tiny-lnfree"])
+    func storesBootstrapIntervals(model name: String) throws {
+        let (db, id) = try Self.storedRun(model: name)
+        let summaries = try db.summaries(runID: id)
+        func value(_ scope: String, _ key: String, _ metric: String) throws -> Double {
+            try #require(summaries.first { $0.scope == scope && $0.key == key && $0.metric == metric }?.value,
+                         "no \(scope)/\(key)/\(metric)")
+        }
+        let rows = DLAJob.attributions(from: try db.results(runID: id))
+        let expected = NMAEIntervals(rows: rows)
+        let keys = [(StoreName.scopeHeads, "all")] + expected.perLayer.keys.sorted().map { (StoreName.scopeLayer, $0) }
+        #expect(keys.count == 3)
+        for (scope, key) in keys {
+            let low = try value(scope, key, StoreName.nmaeCILow), high = try value(scope, key, StoreName.nmaeCIHigh)
+            let nmae = try value(scope, key, StoreName.nmae)
+            let ci = key == "all" ? expected.headsGlobal : expected.perLayer[key]!
+            #expect(low == ci.low && high == ci.high)
+            #expect(low <= nmae && nmae <= high, "\(scope)/\(key): \(low) \(nmae) \(high)")
+        }
+        #expect(!summaries.contains { $0.scope == StoreName.scopeHead && $0.metric != StoreName.nmae })
+    }
+
     /// For the LN-free model DLA and the direct effect are one linear function: equal to float error.
     @Test func lnFreeDLAEqualsDirectEffect() throws {
         let (db, id) = try Self.storedRun(model: "tiny-lnfree")

@@ -1,0 +1,91 @@
+import Foundation
+import ResultsStore
+
+/// The figures `lnlens plot` writes alone and `lnlens report` puts together.
+public enum FigureKind: String, CaseIterable, Sendable {
+    case headNMAE = "head-nmae"
+    case layerNMAE = "layer-nmae"
+    case dlaScatter = "dla-scatter"
+    case patchMap = "patch-map"
+    case patchScatter = "patch-scatter"
+    case loss
+
+    /// One line for `--help`.
+    public var summary: String {
+        switch self {
+        case .headNMAE: "dla runs: layer × head heatmap of per-head NMAE, side by side on one colour scale"
+        case .layerNMAE: "dla runs: per-layer NMAE with bootstrap 95% intervals, all runs on one axis"
+        case .dlaScatter: "dla runs: DLA against the exact direct effect per (prompt, head), coloured by layer"
+        case .patchMap: "patch runs: layer × position maps per site, activation patching beside each estimator"
+        case .patchScatter: "patch runs: each estimator against activation patching, coloured by site"
+        case .loss: "train / remove-ln runs: loss per step with the LayerNorm removal steps marked"
+        }
+    }
+
+    /// The run commands this figure draws.
+    var commands: [String] {
+        switch self {
+        case .headNMAE, .layerNMAE, .dlaScatter: [StoreName.dlaCommand]
+        case .patchMap, .patchScatter: [StoreName.patchCommand]
+        case .loss: [StoreName.trainCommand, StoreName.removeLNCommand]
+        }
+    }
+}
+
+/// Stored runs as figures.
+public enum Figures {
+    /// The runs `ids` (each once, each existing), in the order given.
+    static func records(db: ResultsDatabase, ids: [Int64]) throws -> [RunRecord] {
+        if ids.isEmpty { throw ReportError.noRuns }
+        var seen = Set<Int64>()
+        return try ids.map { id in
+            guard seen.insert(id).inserted else { throw ReportError.duplicateRun(id: id) }
+            guard let run = try db.run(id: id) else { throw ResultsStoreError.noSuchRun(id: id, path: db.path) }
+            return run
+        }
+    }
+
+    /// One figure of `runIDs` as a standalone SVG file: refused when a run is of another command
+    /// or has nothing for this figure.
+    public static func svg(_ kind: FigureKind, db: ResultsDatabase, runIDs: [Int64]) throws -> String {
+        let runs = try records(db: db, ids: runIDs)
+        for run in runs where !kind.commands.contains(run.command) {
+            throw ReportError.wrongCommand(kind: kind.rawValue, runID: run.id!, command: run.command, expected: kind.commands)
+        }
+        func refuse(_ run: RunRecord, _ reason: String) -> ReportError {
+            .nothingToDraw(kind: kind.rawValue, runID: run.id!, reason: reason)
+        }
+        let figure: SVG
+        switch kind {
+        case .headNMAE, .layerNMAE, .dlaScatter:
+            let data = try runs.map { run in
+                let d = try DLAData(db: db, run: run)
+                if d.pairs.isEmpty { throw refuse(run, "has no head rows (site result, quantities dla and direct_effect) stored") }
+                return d
+            }
+            figure = kind == .headNMAE ? DLAFigures.headNMAE(data) : kind == .layerNMAE ? DLAFigures.layerNMAE(data)
+                : DLAFigures.scatter(data)
+        case .patchMap, .patchScatter:
+            let data = try runs.map { run in
+                let d = try PatchData(db: db, run: run)
+                if d.sites.isEmpty {
+                    throw refuse(run, "has no activation-patching rows at \(StoreName.positionSites.joined(separator: ", "))")
+                }
+                if kind == .patchScatter && !d.sites.contains(where: { !d.estimators(site: $0).isEmpty }) {
+                    throw refuse(run, "has no atp or atp_star rows beside its activation-patching rows")
+                }
+                return d
+            }
+            figure = Layout.sideBySide(data.map(kind == .patchMap ? PatchFigures.maps : PatchFigures.scatter))
+        case .loss:
+            let data = try runs.map { run in
+                let d = try TrainingData(db: db, run: run)
+                if d.steps.isEmpty { throw refuse(run, "has no training steps stored") }
+                return d
+            }
+            figure = TrainingFigures.loss(data)
+        }
+        return Layout.padded(figure).render(label: "\(kind.rawValue) of run\(runs.count > 1 ? "s" : "") "
+                                            + runs.map { "\($0.id!)" }.joined(separator: ", "), standalone: true) + "\n"
+    }
+}

@@ -1,0 +1,265 @@
+import Analysis
+import Foundation
+import ResultsStore
+
+/// The self-contained HTML report of stored runs: inline SVG and CSS, nothing fetched (no
+/// script, font, image or link), well-formed XML so that any XML parser reads it. Sections by
+/// command: DLA runs side by side, then each patching run, then training and evaluation runs.
+public enum HTMLReport {
+    /// Heads listed in each DLA run's table.
+    static let topHeads = 10
+
+    public static func html(db: ResultsDatabase, runIDs: [Int64]) throws -> String {
+        let runs = try Figures.records(db: db, ids: runIDs)
+        let dla = try runs.filter { $0.command == StoreName.dlaCommand }.map { try DLAData(db: db, run: $0) }
+        let patch = try runs.filter { $0.command == StoreName.patchCommand }.map { try PatchData(db: db, run: $0) }
+        let trainingCommands = [StoreName.trainCommand, StoreName.removeLNCommand, StoreName.evalCommand]
+        let training = try runs.filter { trainingCommands.contains($0.command) }.map { try TrainingData(db: db, run: $0) }
+        let known = [StoreName.dlaCommand, StoreName.patchCommand] + trainingCommands
+        let other = runs.filter { !known.contains($0.command) }
+
+        var page = Page()
+        page.raw("<h1>lnlens report</h1>")
+        page.paragraph("Run\(runs.count > 1 ? "s" : "") \(runs.map { "\($0.id!)" }.joined(separator: ", ")) of \(db.path). "
+                       + "Every figure names its model, LayerNorm mode, prompt set and run; hover a cell or point for its value.",
+                       note: true)
+        page.table(runsTable(runs, dla: dla, patch: patch, training: training))
+        if !dla.isEmpty { dlaSection(&page, dla) }
+        for run in patch { patchSection(&page, run) }
+        if !training.isEmpty { trainingSection(&page, training) }
+        for run in other {
+            page.heading("Run \(run.id!): \(run.command)")
+            page.paragraph("The report has no figures for \(run.command) runs yet.", note: true)
+        }
+        return page.document(title: "lnlens report: run\(runs.count > 1 ? "s" : "") " + runs.map { "\($0.id!)" }.joined(separator: ", "))
+    }
+
+    // MARK: Sections
+
+    static func runsTable(_ runs: [RunRecord], dla: [DLAData], patch: [PatchData], training: [TrainingData]) -> Table {
+        var labels: [Int64: RunLabel] = [:]
+        for d in dla { labels[d.label.id] = d.label }
+        for d in patch { labels[d.label.id] = d.label }
+        for d in training { labels[d.label.id] = d.label }
+        var table = Table(columns: ["run", "command", "model", "LN mode", "prompt set", "prompts", "status", "headline"],
+                          textColumns: [1, 2, 3, 4, 6, 7])
+        for run in runs {
+            let label = labels[run.id!] ?? RunLabel(run)
+            let stored = label.storedPrompts.map { $0 == run.nPrompts ? "\(run.nPrompts)" : "\($0) of \(run.nPrompts)" }
+            var headline = ""
+            if let d = dla.first(where: { $0.label.id == run.id }), !d.pairs.isEmpty {
+                headline = "NMAE over heads \(Show.percent(d.nmae.headsGlobal)) (\(Show.interval(d.intervals.headsGlobal)))"
+            } else if let p = patch.first(where: { $0.label.id == run.id }), !p.sites.isEmpty {
+                let estimators = PatchData.quantities.dropFirst().filter { q in p.sites.contains { p.estimators(site: $0).contains(q) } }
+                headline = "sites " + p.sites.joined(separator: ", ") + "; activation patching"
+                    + estimators.map { ", " + PatchFigures.quantityName($0) }.joined()
+            } else if let t = training.first(where: { $0.label.id == run.id }) {
+                if let last = t.steps.last { headline = "loss \(Markup.fixed(last.loss, 4)) at step \(last.step)" }
+                if !t.evals.isEmpty {
+                    headline = "eval loss " + t.evals.map { e in
+                        "\(e.key) \(e.metrics[StoreName.loss].map { Markup.fixed($0, 4) } ?? "–")"
+                    }.joined(separator: ", ")
+                }
+            }
+            table.rows.append(["\(run.id!)", run.command, label.model, run.lnMode, label.promptSet,
+                               stored ?? "\(run.nPrompts)", run.status.rawValue + (run.error.map { ": \($0)" } ?? ""), headline])
+        }
+        return table
+    }
+
+    static func dlaSection(_ page: inout Page, _ runs: [DLAData]) {
+        page.heading("Direct logit attribution against the exact direct effect")
+        page.paragraph("NMAE = mean |DLA − DE| / mean |DE| × 100 over (prompt, head) pairs; DE is the exact direct effect "
+                       + "(the final LayerNorm recomputed without the head). Intervals: percentile bootstrap, "
+                       + "\(Markup.count(Metrics.bootstrapResamples)) resamples of (prompt, head) pairs.", note: true)
+        let drawn = runs.filter { !$0.pairs.isEmpty }
+        for run in runs where run.pairs.isEmpty {
+            page.paragraph("\(run.label.provenance): no head rows stored, nothing to draw.", note: true)
+        }
+        guard !drawn.isEmpty else { return }
+        page.figure(DLAFigures.headNMAE(drawn), label: "per-head NMAE heatmaps")
+        page.figure(DLAFigures.layerNMAE(drawn), label: "per-layer NMAE with bootstrap intervals")
+        page.figure(DLAFigures.scatter(drawn), label: "DLA against the exact direct effect")
+        page.raw("<div class=\"tables\">")
+        for run in drawn {
+            var table = Table(columns: ["head", "mean |DE|", "mean DE", "mean DLA", "NMAE %"], textColumns: [0])
+            for h in run.ranked.prefix(topHeads) {
+                table.rows.append([h.component, Markup.number(h.meanAbsDE), Markup.number(h.meanDE), Markup.number(h.meanDLA),
+                                   Markup.fixed(h.nmae, 2)])
+            }
+            page.raw("<div>")
+            page.paragraph("Heads with the largest direct effects", strong: true)
+            page.paragraph(run.label.provenance + " · means over prompts, logit units", note: true)
+            page.table(table)
+            page.raw("</div>")
+        }
+        page.raw("</div>")
+    }
+
+    static func patchSection(_ page: inout Page, _ run: PatchData) {
+        page.heading("Patching: \(run.label.provenance)")
+        if run.sites.isEmpty {
+            page.paragraph("No activation-patching rows at \(StoreName.positionSites.joined(separator: ", ")): no maps.", note: true)
+        } else {
+            page.figure(PatchFigures.maps(run), label: "patching maps of run \(run.label.id)")
+            if run.sites.contains(where: { !run.estimators(site: $0).isEmpty }) {
+                page.figure(PatchFigures.scatter(run), label: "estimates against activation patching, run \(run.label.id)")
+            }
+        }
+        let all = run.errors.filter { $0.layer == nil }, perLayer = run.errors.filter { $0.layer != nil }
+        if run.errors.isEmpty {
+            page.paragraph("No estimator errors stored for this run.", note: true)
+            return
+        }
+        page.paragraph("Estimators against activation patching (all layers)", strong: true)
+        page.paragraph(run.label.provenance + " · normalised: values divided by metric(clean) − metric(corrupt) per prompt",
+                       note: true)
+        page.table(errorTable(all, withLayer: false))
+        if !perLayer.isEmpty {
+            page.raw("<details><summary>per layer (\(perLayer.count) rows)</summary>")
+            page.table(errorTable(perLayer, withLayer: true))
+            page.raw("</details>")
+        }
+    }
+
+    /// Metrics of `estimator_errors` in reading order; unknown ones follow alphabetically.
+    static let errorMetrics = ["nmae", "pearson", "spearman", "sign_agreement", "topk_recall_10", "topk_recall_5pct", "n"]
+
+    static func errorTable(_ rows: [ErrorRow], withLayer: Bool) -> Table {
+        let present = Set(rows.map(\.metric))
+        let metrics = errorMetrics.filter(present.contains) + present.subtracting(errorMetrics).sorted()
+        struct Key: Hashable, Comparable {
+            let site: String, method: String, layer: Int, normalized: Bool
+            static func < (a: Key, b: Key) -> Bool {
+                let order = StoreName.positionSites
+                func rank(_ s: String) -> Int { order.firstIndex(of: s) ?? order.count }
+                return (rank(a.site), a.site, a.method, a.layer, a.normalized ? 1 : 0)
+                    < (rank(b.site), b.site, b.method, b.layer, b.normalized ? 1 : 0)
+            }
+        }
+        let grouped = Dictionary(grouping: rows) { Key(site: $0.site, method: $0.method, layer: $0.layer ?? -1, normalized: $0.normalized) }
+        var table = Table(columns: ["site", "estimator"] + (withLayer ? ["layer"] : []) + ["values"] + metrics,
+                          textColumns: withLayer ? [0, 1, 3] : [0, 1, 2])
+        for key in grouped.keys.sorted() {
+            let values = Dictionary(grouped[key]!.map { ($0.metric, $0.value) }, uniquingKeysWith: { a, _ in a })
+            table.rows.append([key.site, PatchFigures.quantityName(key.method)] + (withLayer ? ["L\(key.layer)"] : [])
+                              + [key.normalized ? "normalised" : "raw"]
+                              + metrics.map { m in values[m].map { m == "n" ? Markup.number($0, digits: 9) : Markup.number($0) } ?? "" })
+        }
+        return table
+    }
+
+    static func trainingSection(_ page: inout Page, _ runs: [TrainingData]) {
+        page.heading("Training and evaluation")
+        let curves = runs.filter { !$0.steps.isEmpty }
+        if !curves.isEmpty { page.figure(TrainingFigures.loss(curves), label: "training loss") }
+        for run in runs where run.steps.isEmpty && run.label.command != StoreName.evalCommand {
+            page.paragraph("\(run.label.provenance): no training steps stored.", note: true)
+        }
+        if !curves.isEmpty {
+            var table = Table(columns: ["run", "command", "model", "LN mode", "steps", "first loss", "lowest loss (step)",
+                                        "last loss", "events"], textColumns: [1, 2, 3])
+            for run in curves {
+                let best = run.steps.min { $0.loss < $1.loss }!
+                table.rows.append(["\(run.label.id)", run.label.command, run.label.model, run.label.lnMode, "\(run.steps.count)",
+                                   Markup.fixed(run.steps.first!.loss, 4), "\(Markup.fixed(best.loss, 4)) (\(best.step))",
+                                   Markup.fixed(run.steps.last!.loss, 4), "\(run.steps.filter { $0.event != nil }.count)"])
+            }
+            page.paragraph("Training loss", strong: true)
+            page.table(table)
+        }
+        let evals = runs.flatMap { run in run.evals.map { (run, $0) } }
+        let known = [StoreName.loss, StoreName.ciLow, StoreName.ciHigh]
+        let extra = Set(evals.flatMap { $0.1.metrics.keys }).subtracting(known).sorted()
+        if !evals.isEmpty {
+            var table = Table(columns: ["run", "evaluated", "corpus", "loss", "95% CI"] + extra, textColumns: [1, 2])
+            for (run, e) in evals {
+                let ci = [e.metrics[StoreName.ciLow], e.metrics[StoreName.ciHigh]]
+                table.rows.append(["\(run.label.id)", e.key, run.label.promptSet,
+                                   e.metrics[StoreName.loss].map { Markup.fixed($0, 4) } ?? "",
+                                   ci.contains(nil) ? "" : "\(Markup.fixed(ci[0]!, 4))–\(Markup.fixed(ci[1]!, 4))"]
+                                  + extra.map { e.metrics[$0].map { Markup.number($0) } ?? "" })
+            }
+            page.paragraph("Evaluation loss (summaries of scope eval)", strong: true)
+            page.table(table)
+        }
+        for run in runs where run.label.command == StoreName.evalCommand && run.evals.isEmpty {
+            page.paragraph("\(run.label.provenance): no eval summaries stored.", note: true)
+        }
+    }
+}
+
+/// A table as text cells; `textColumns` are left-aligned, the rest (numbers) right-aligned.
+struct Table {
+    var columns: [String]
+    var textColumns: Set<Int>
+    var rows: [[String]] = []
+}
+
+/// An HTML page being built. Every text passes through `Markup.escape`.
+struct Page {
+    private var body: [String] = []
+
+    static let style = """
+        body { font-family: DejaVu Sans, Helvetica, Arial, sans-serif; color: #222222; background: #ffffff;
+               margin: 24px auto; padding: 0 24px; max-width: 1440px; font-size: 14px; }
+        h1 { font-size: 22px; margin: 0 0 6px 0; }
+        h2 { font-size: 17px; margin: 34px 0 8px 0; padding-bottom: 4px; border-bottom: 1px solid #dddddd; }
+        p { margin: 6px 0; }
+        p.note { color: #666666; font-size: 12.5px; }
+        table { border-collapse: collapse; font-size: 12.5px; margin: 6px 0 14px 0; }
+        th, td { padding: 3px 9px; border-bottom: 1px solid #e6e6e6; text-align: right; white-space: nowrap; }
+        th { background: #f4f4f4; font-weight: 600; }
+        .t { text-align: left; }
+        figure { margin: 14px 0 22px 0; overflow-x: auto; }
+        figure svg { max-width: 100%; height: auto; display: block; }
+        .tables { display: flex; flex-wrap: wrap; gap: 8px 40px; }
+        details { margin: 0 0 14px 0; font-size: 12.5px; }
+        summary { cursor: pointer; color: #444444; }
+        """
+
+    mutating func raw(_ html: String) { body.append(html) }
+
+    mutating func heading(_ text: String) { body.append("<h2>\(Markup.escape(text))</h2>") }
+
+    mutating func paragraph(_ text: String, note: Bool = false, strong: Bool = false) {
+        let inner = strong ? "<strong>\(Markup.escape(text))</strong>" : Markup.escape(text)
+        body.append(note ? "<p class=\"note\">\(inner)</p>" : "<p>\(inner)</p>")
+    }
+
+    mutating func figure(_ svg: SVG, label: String) {
+        body.append("<figure>")
+        body.append(svg.render(label: label, standalone: false))
+        body.append("</figure>")
+    }
+
+    mutating func table(_ table: Table) {
+        func cls(_ i: Int) -> String { table.textColumns.contains(i) ? " class=\"t\"" : "" }
+        var out = ["<table>", "<tr>" + table.columns.enumerated().map { "<th\(cls($0.offset))>\(Markup.escape($0.element))</th>" }.joined() + "</tr>"]
+        for row in table.rows {
+            out.append("<tr>" + row.enumerated().map { "<td\(cls($0.offset))>\(Markup.escape($0.element))</td>" }.joined() + "</tr>")
+        }
+        out.append("</table>")
+        body.append(out.joined(separator: "\n"))
+    }
+
+    func document(title: String) -> String {
+        """
+        <!DOCTYPE html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8"/>
+        <meta name="viewport" content="width=device-width, initial-scale=1"/>
+        <title>\(Markup.escape(title))</title>
+        <style>
+        \(Self.style)
+        </style>
+        </head>
+        <body>
+        \(body.joined(separator: "\n"))
+        </body>
+        </html>
+
+        """
+    }
+}
