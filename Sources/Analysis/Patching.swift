@@ -118,7 +118,7 @@ public enum PatchMethod: String, Sendable, Codable, CaseIterable {
     public static func parseList(_ text: String) throws(AnalysisError) -> [PatchMethod] {
         var methods: [PatchMethod] = []
         for part in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            guard let m = PatchMethod(rawValue: part) else { throw .unknownName(option: "--methods", name: part, known: allCases.map(\.rawValue)) }
+            guard let m = PatchMethod(rawValue: part.replacingOccurrences(of: "-", with: "_")) else { throw .unknownName(option: "--methods", name: part, known: allCases.map(\.rawValue)) }
             if !methods.contains(m) { methods.append(m) }
         }
         if methods.isEmpty { throw .unknownName(option: "--methods", name: text, known: allCases.map(\.rawValue)) }

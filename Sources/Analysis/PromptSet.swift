@@ -300,3 +300,27 @@ public func sha256Hex(_ data: Data) -> String {
         return String(repeating: "0", count: 8 - s.count) + s
     }.joined()
 }
+
+extension PromptSet {
+    /// The examples patching can run: each needs `wrong` and a `corrupt` prompt of the same token
+    /// length. Others are an error naming the file and line, or (with `skipInvalid`) skipped and
+    /// counted; indices are renumbered among the examples kept.
+    public func requiringPairs(skipInvalid: Bool) throws -> PromptSet {
+        var out = self
+        out.examples = []
+        for ex in examples {
+            let missing = ex.wrongID == nil ? "\"wrong\"" : (ex.corruptTokens == nil ? "\"corrupt\"" : nil)
+            if let missing {
+                guard skipInvalid else { throw AnalysisError.patchPromptIncomplete(path: path, line: ex.line, missing: missing) }
+                out.skipped.append(SkippedLine(line: ex.line, problem: .missingKey(missing.trimmingCharacters(in: ["\""]))))
+                continue
+            }
+            var kept = ex
+            kept.index = out.examples.count
+            out.examples.append(kept)
+        }
+        if out.examples.isEmpty { throw AnalysisError.noValidPrompts(path: path, skipped: out.skipped.count) }
+        out.skipped.sort { $0.line < $1.line }
+        return out
+    }
+}

@@ -1,0 +1,147 @@
+import Analysis
+import Foundation
+import GPT2
+import ResultsStore
+import Support
+
+/// Activation patching and its estimators over a prompt set, every number stored as it goes
+/// (one transaction per chunk of prompts; resumable to exactly the rows of an uninterrupted run),
+/// and the estimators' errors against activation patching stored when the run completes.
+public struct PatchJob {
+    public var model: GPT2Model
+    public var modelPath: String
+    public var modelHash: String
+    public var prompts: PromptSet
+    public var sites: [PatchSite]
+    public var methods: [PatchMethod]
+    public var direction: PatchDirection
+    /// Token strings of ids, stored with each prompt (map column labels).
+    public var tokenText: @Sendable (Int) -> String
+    public var optionsJSON: String
+    public var toolVersion: String
+    public var batchSize = 16
+    public var chunkSize = 32
+    public var shard: Shard?
+    public var forceResume = false
+
+    public init(model: GPT2Model, modelPath: String, modelHash: String, prompts: PromptSet, sites: [PatchSite],
+                methods: [PatchMethod], direction: PatchDirection, tokenText: @escaping @Sendable (Int) -> String,
+                optionsJSON: String, toolVersion: String) {
+        self.model = model
+        self.modelPath = modelPath
+        self.modelHash = modelHash
+        self.prompts = prompts
+        self.sites = sites
+        self.methods = methods
+        self.direction = direction
+        self.tokenText = tokenText
+        self.optionsJSON = optionsJSON
+        self.toolVersion = toolVersion
+    }
+
+    /// Options that change the stored numbers: a run resumes only with the same values.
+    public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "sites", "methods", "direction", "batch_size",
+                                          "chunk_size"]
+
+    /// `results.site` and quantities of the per-prompt metric rows.
+    public static let metricSite = "metric", cleanQuantity = "clean", corruptQuantity = "corrupt"
+
+    var processingJSON: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: (try? encoder.encode(model.processing)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
+    /// Starts a run (or continues `resume`) and returns its id once it is complete;
+    /// `progress(done, total)` after each stored chunk may throw `JobStop`.
+    @discardableResult
+    public func run(db: ResultsDatabase, resume: Int64? = nil,
+                    progress: (Int, Int) throws -> Void = { _, _ in }) throws -> Int64 {
+        let examples = shard.map { $0.select(prompts.examples) } ?? prompts.examples
+        let (runID, done, completed) = try RunLifecycle.beginOrResume(
+            db: db,
+            run: RunRecord(command: StoreName.patchCommand, optionsJSON: optionsJSON, modelPath: modelPath,
+                           modelHash: modelHash, lnMode: model.lnMode.rawValue, processingJSON: processingJSON,
+                           promptSetPath: prompts.path, promptSetHash: prompts.contentHash, nPrompts: prompts.examples.count,
+                           toolVersion: toolVersion, shard: shard.map { ($0.index, $0.count) }),
+            resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)
+        if completed { return runID }
+        try RunLifecycle.execute(db: db, runID: runID, total: examples.count, doneCount: {
+            let stored = (try? db.completedPromptIndices(runID: runID)) ?? []
+            return examples.filter { stored.contains($0.index) }.count
+        }, {
+            var finished = examples.filter { done.contains($0.index) }.count
+            try progress(finished, examples.count)
+            for start in stride(from: 0, to: examples.count, by: chunkSize) {
+                let chunk = Array(examples[start..<min(start + chunkSize, examples.count)])
+                if chunk.allSatisfy({ done.contains($0.index) }) { continue }
+                let (promptRows, values) = try compute(chunk)
+                try db.writeBatch(runID: runID, prompts: promptRows, values: values, ranges: contiguousRanges(chunk.map(\.index)))
+                finished += chunk.filter { !done.contains($0.index) }.count
+                try progress(finished, examples.count)
+            }
+        }, finish: { ([], Self.errors(from: try db.results(runID: runID))) })
+        return runID
+    }
+
+    /// The rows of one chunk: prompts of equal length run as one batch.
+    func compute(_ chunk: [PromptExample]) throws -> ([PromptRow], [ResultRow]) {
+        var promptRows: [PromptRow] = [], values: [ResultRow] = []
+        let byLength = Dictionary(grouping: chunk, by: { $0.tokens.count })
+        for length in byLength.keys.sorted() {
+            let group = byLength[length]!
+            for start in stride(from: 0, to: group.count, by: batchSize) {
+                let batch = Array(group[start..<min(start + batchSize, group.count)])
+                let results = try Patching.run(
+                    model: model,
+                    batch: .init(clean: batch.map(\.tokens), corrupt: batch.map { $0.corruptTokens! },
+                                 answer: batch.map(\.answerID), wrong: batch.map { $0.wrongID! }),
+                    sites: sites, methods: Set(methods), direction: direction)
+                for (ex, r) in zip(batch, results) {
+                    promptRows.append(PromptRow(promptIndex: ex.index, prompt: ex.prompt, answer: ex.answer, wrong: ex.wrong,
+                                                nTokens: ex.tokens.count, corrupt: ex.corrupt, tokens: ex.tokens.map(tokenText)))
+                    values.append(ResultRow(promptIndex: ex.index, site: Self.metricSite, quantity: Self.cleanQuantity, value: r.cleanMetric))
+                    values.append(ResultRow(promptIndex: ex.index, site: Self.metricSite, quantity: Self.corruptQuantity,
+                                            value: r.corruptMetric))
+                    for row in r.rows {
+                        let i = row.index
+                        for (quantity, value) in [(StoreName.activation, row.activation), (StoreName.atp, row.atp),
+                                                  (StoreName.atpStar, row.atpStar)] {
+                            guard let value else { continue }
+                            values.append(ResultRow(promptIndex: ex.index, site: i.site.rawValue, layer: i.layer,
+                                                    position: i.position, head: i.head, quantity: quantity, value: value))
+                        }
+                    }
+                }
+            }
+        }
+        return (promptRows, values)
+    }
+
+    /// The estimators' errors from a run's stored rows (what a completed run stores, and what a
+    /// merge of shards recomputes).
+    public static func errors(from stored: [ResultRow]) -> [ErrorRow] {
+        var gaps: [Int: Double] = [:], clean: [Int: Double] = [:], corrupt: [Int: Double] = [:]
+        struct Key: Hashable { let prompt: Int; let site: String; let layer: Int; let position: Int?; let head: Int? }
+        var activation: [Key: Double] = [:], estimates: [Key: [String: Double]] = [:]
+        for r in stored {
+            if r.site == metricSite {
+                if r.quantity == cleanQuantity { clean[r.promptIndex] = r.value } else { corrupt[r.promptIndex] = r.value }
+                continue
+            }
+            guard let layer = r.layer else { continue }
+            let key = Key(prompt: r.promptIndex, site: r.site, layer: layer, position: r.position, head: r.head)
+            if r.quantity == StoreName.activation { activation[key] = r.value } else { estimates[key, default: [:]][r.quantity] = r.value }
+        }
+        for (p, c) in clean { if let x = corrupt[p] { gaps[p] = c - x } }
+        let samples = activation.keys.sorted {
+            ($0.prompt, $0.site, $0.layer, $0.position ?? -1, $0.head ?? -1) < ($1.prompt, $1.site, $1.layer, $1.position ?? -1, $1.head ?? -1)
+        }.map { k in
+            EstimatorError.Sample(prompt: k.prompt, site: k.site, layer: k.layer, activation: activation[k]!,
+                                  estimates: estimates[k] ?? [:])
+        }
+        return EstimatorError.errors(samples, gaps: gaps).map {
+            ErrorRow(site: $0.site, method: $0.method, layer: $0.layer, normalized: $0.normalized, metric: $0.metric, value: $0.value)
+        }
+    }
+}
