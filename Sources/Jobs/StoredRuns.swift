@@ -98,3 +98,69 @@ public enum StoredRuns {
             })
     }
 }
+
+/// Two patch runs on the same prompts (the LN model against its LN-free twin): each estimator's
+/// errors side by side, and whether they got smaller in B.
+public struct PatchDiff: Codable, Sendable {
+    public struct Side: Codable, Sendable {
+        public var runID: Int64
+        public var modelPath: String
+        public var lnMode: String
+        public var status: String
+    }
+    public struct Entry: Codable, Sendable {
+        public var site: String
+        public var method: String
+        public var layer: Int?
+        public var normalized: Bool
+        public var metric: String
+        public var a: Double?
+        public var b: Double?
+    }
+    public var a: Side
+    public var b: Side
+    public var promptSetHash: String
+    public var entries: [Entry]
+
+    /// NMAE of `method` at `site` (all layers, raw values) in A and B.
+    public func nmae(site: String, method: String, normalized: Bool = false) -> (Double?, Double?) {
+        let e = entries.first { $0.site == site && $0.method == method && $0.layer == nil && $0.normalized == normalized && $0.metric == "nmae" }
+        return (e?.a, e?.b)
+    }
+}
+
+extension StoredRuns {
+    /// `lnlens diff A B` for two patch runs on the same prompt set.
+    public static func patchDiff(db: ResultsDatabase, runA: Int64, runB: Int64) throws -> PatchDiff {
+        func refuse(_ reason: String) -> JobError { .diffRefused(runA: runA, runB: runB, reason: reason) }
+        var records: [RunRecord] = []
+        for id in [runA, runB] {
+            guard let r = try db.run(id: id) else { throw refuse("no run \(id) in \(db.path)") }
+            guard r.command == StoreName.patchCommand else {
+                throw refuse("run \(id) is a \(r.command) run; diff compares two dla runs or two patch runs")
+            }
+            records.append(r)
+        }
+        let (ra, rb) = (records[0], records[1])
+        if ra.promptSetHash != rb.promptSetHash {
+            throw refuse("different prompt sets (\(ra.promptSetPath) hash \(ra.promptSetHash.prefix(12)) vs \(rb.promptSetPath) hash \(rb.promptSetHash.prefix(12)))")
+        }
+        func errors(_ id: Int64) throws -> [String: Double] {
+            var out: [String: Double] = [:]
+            for e in try db.estimatorErrors(runID: id) { out["\(e.site)|\(e.method)|\(e.layer ?? -1)|\(e.normalized)|\(e.metric)"] = e.value }
+            return out
+        }
+        let ea = try errors(runA), eb = try errors(runB)
+        if ea.isEmpty || eb.isEmpty { throw refuse("a run has no estimator errors yet (it has not completed); finish it with --resume") }
+        let keys = Set(ea.keys).union(eb.keys).sorted()
+        let entries: [PatchDiff.Entry] = keys.map { key in
+            let p = key.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+            let layer = Int(p[2]).flatMap { $0 < 0 ? nil : $0 }
+            func finite(_ v: Double?) -> Double? { v.flatMap { $0.isFinite ? $0 : nil } }
+            return .init(site: p[0], method: p[1], layer: layer, normalized: p[3] == "true", metric: p[4],
+                         a: finite(ea[key]), b: finite(eb[key]))
+        }
+        func side(_ r: RunRecord) -> PatchDiff.Side { .init(runID: r.id!, modelPath: r.modelPath, lnMode: r.lnMode, status: r.status.rawValue) }
+        return PatchDiff(a: side(ra), b: side(rb), promptSetHash: ra.promptSetHash, entries: entries)
+    }
+}

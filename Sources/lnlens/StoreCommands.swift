@@ -136,7 +136,7 @@ struct MigrateCommand: ParsableCommand {
 struct DiffCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff",
-        abstract: "Compare two dla runs on the same prompts (e.g. the LN model against its LN-free twin).")
+        abstract: "Compare two dla runs, or two patch runs, on the same prompts (e.g. the LN model against its LN-free twin).")
 
     @Argument(help: "The first run (usually the LayerNorm model).") var runA: Int64
     @Argument(help: "The second run (usually the LN-free model).") var runB: Int64
@@ -149,7 +149,9 @@ struct DiffCommand: ParsableCommand {
     }
 
     func run() throws {
-        let d = try StoredRuns.dlaDiff(db: ResultsDatabase.openReadOnly(path: db), runA: runA, runB: runB, top: top)
+        let store = try ResultsDatabase.openReadOnly(path: db)
+        if let a = try store.run(id: runA), a.command == StoreName.patchCommand { return try patchDiff(store) }
+        let d = try StoredRuns.dlaDiff(db: store, runA: runA, runB: runB, top: top)
         if json { return try printJSON(d) }
         func name(_ s: DLADiff.Side) -> String { "run \(s.runID) \(URL(fileURLWithPath: s.modelPath).lastPathComponent) (\(s.lnMode))" }
         func pct(_ v: Double?) -> String { v.map { String(format: "%9.4f", $0) } ?? "        -" }
@@ -172,5 +174,38 @@ struct DiffCommand: ParsableCommand {
               : "heads whose mean direct effect changed sign (\(d.signFlips.count)):")
         for h in d.signFlips.prefix(top) { print(headLine(h)) }
         if d.signFlips.count > top { print("  … \(d.signFlips.count - top) more (--top, or --json for all)") }
+    }
+
+    /// Two patch runs: the estimators' errors side by side, and whether AtP got better in B.
+    func patchDiff(_ store: ResultsDatabase) throws {
+        let d = try StoredRuns.patchDiff(db: store, runA: runA, runB: runB)
+        if json { return try printJSON(d) }
+        func name(_ s: PatchDiff.Side) -> String { "run \(s.runID) \(URL(fileURLWithPath: s.modelPath).lastPathComponent) (\(s.lnMode))" }
+        print("A: \(name(d.a))")
+        print("B: \(name(d.b))")
+        print("estimators against activation patching, all layers (raw | normalised by metric(clean) − metric(corrupt)):")
+        print("  site            method     metric              A          B     |        A          B")
+        let rows = d.entries.filter { $0.layer == nil && $0.metric != "n" }
+        let keys = Set(rows.map { "\($0.site)|\($0.method)|\($0.metric)" })
+        let order = ["nmae", "pearson", "spearman", "sign_agreement", "topk_recall_10", "topk_recall_5pct"]
+        for key in keys.sorted(by: { a, b in
+            let x = a.split(separator: "|"), y = b.split(separator: "|")
+            return (x[0], x[1], order.firstIndex(of: String(x[2])) ?? 9) < (y[0], y[1], order.firstIndex(of: String(y[2])) ?? 9)
+        }) {
+            let p = key.split(separator: "|").map(String.init)
+            func v(_ normalized: Bool) -> (String, String) {
+                let e = rows.first { $0.site == p[0] && $0.method == p[1] && $0.metric == p[2] && $0.normalized == normalized }
+                func f(_ x: Double?) -> String { x.map { String(format: "%9.3f", $0) } ?? "        -" }
+                return (f(e?.a), f(e?.b))
+            }
+            let (ra, rb) = v(false), (na, nb) = v(true)
+            print("  " + padded(p[0], 15) + " " + padded(p[1], 9) + " " + padded(p[2], 17) + ra + "  " + rb + "  |  " + na + "  " + nb)
+        }
+        for site in Set(rows.map(\.site)).sorted() {
+            let (a, b) = d.nmae(site: site, method: "atp")
+            guard let a, let b else { continue }
+            let verdict = b < a ? "AtP got more accurate without LayerNorm" : (b > a ? "AtP got less accurate without LayerNorm" : "no change")
+            print(String(format: "%@: AtP NMAE %.2f %% (A) → %.2f %% (B): %@", site, a, b, verdict))
+        }
     }
 }
