@@ -40,7 +40,7 @@ extension GPT2Model {
     /// the positions before p. Patches run together as rows of one batch, joining at the layer
     /// where they enter.
     public func patchedFinal(base: ForwardPass, donor: ForwardPass, patches: [ActivationPatch],
-                             maxRows: Int = 8192) throws(GPT2Error) -> [[Float]] {
+                             maxRows: Int = 8192, profile: PhaseTimes? = nil) throws(GPT2Error) -> [[Float]] {
         guard base.retained, donor.retained else { throw .backwardNeedsRetainedPass }
         guard base.B == donor.B, base.T == donor.T else { throw .unequalLengths(first: base.T, other: donor.T, index: 0) }
         let T = base.T, L = config.nLayers
@@ -55,8 +55,10 @@ extension GPT2Model {
         var chunk: [Int] = [], rows = 0
         func flush() {
             guard !chunk.isEmpty else { return }
-            let entered = chunk.map { entry(patches[$0], base: base, donor: donor) }
-            let finals = continueForward(entered, base: base)
+            profile?.start()
+            let entered = enter(chunk.map { patches[$0] }, base: base, donor: donor)
+            profile?.lap("patch entry")
+            let finals = continueForward(entered, base: base, profile: profile)
             for (i, j) in chunk.enumerated() { results[j] = finals[i] }
             chunk = []
             rows = 0
@@ -92,46 +94,56 @@ extension GPT2Model {
         var resid: [Float]   // (T − start, C)
     }
 
-    func entry(_ p: ActivationPatch, base: ForwardPass, donor: ForwardPass) -> Entered {
-        let T = base.T, C = config.dModel, l = p.layer
-        let b = p.prompt
-        let a = base.block(l), d = donor.block(l)
-        func row(_ buffer: FloatPointer, _ t: Int) -> UnsafeMutablePointer<Float> { buffer + (b * T + t) * C }
-        let positions = p.position.map { [$0] } ?? Array(0..<T)
-        let start = firstChangedPosition(p, T: T)
-        if p.kind == .residPre {
-            var resid = [Float](UnsafeBufferPointer(start: row(a.residPre, start), count: (T - start) * C))
-            for t in positions { for c in 0..<C { resid[(t - start) * C + c] = row(d.residPre, t)[c] } }
-            return Entered(prompt: b, layer: l, start: start, resid: resid)
+    /// Every patch's residual stream where it enters: block outputs and heads change resid_mid
+    /// or resid_post of their block at some rows; the MLPs those changes go through run batched
+    /// per layer.
+    func enter(_ patches: [ActivationPatch], base: ForwardPass, donor: ForwardPass) -> [Entered] {
+        let T = base.T, C = config.dModel
+        var entered: [Entered] = []
+        // resid_mid rows waiting for their block's MLP: (patch, position, row values).
+        var pending: [Int: [(patch: Int, position: Int, mid: [Float])]] = [:]
+        for (j, p) in patches.enumerated() {
+            let l = p.layer, b = p.prompt
+            let a = base.block(l), d = donor.block(l)
+            func row(_ buffer: FloatPointer, _ t: Int) -> UnsafeMutablePointer<Float> { buffer + (b * T + t) * C }
+            let positions = p.position.map { [$0] } ?? Array(0..<T)
+            let start = firstChangedPosition(p, T: T)
+            if p.kind == .residPre {
+                var resid = [Float](UnsafeBufferPointer(start: row(a.residPre, start), count: (T - start) * C))
+                for t in positions { for c in 0..<C { resid[(t - start) * C + c] = row(d.residPre, t)[c] } }
+                entered.append(Entered(prompt: b, layer: l, start: start, resid: resid))
+                continue
+            }
+            var post = [Float](UnsafeBufferPointer(start: row(a.residPost, start), count: (T - start) * C))
+            switch p.kind {
+            case .mlpOut:
+                for t in positions { for c in 0..<C { post[(t - start) * C + c] = row(a.residMid, t)[c] + row(d.mlpOut, t)[c] } }
+            case .residMid:
+                for t in positions { pending[l, default: []].append((j, t, Array(UnsafeBufferPointer(start: row(d.residMid, t), count: C)))) }
+            case .attnOut:
+                for t in positions {
+                    pending[l, default: []].append((j, t, (0..<C).map { row(a.residMid, t)[$0] - row(a.attnOut, t)[$0] + row(d.attnOut, t)[$0] }))
+                }
+            default:
+                // attn_out changes by Δz_h · W_O[h] at the rows the head's change reaches.
+                let (rows, dz) = headChange(p, base: base, donor: donor)
+                let dh = config.dHead, h = p.head!
+                var delta = [Float](repeating: 0, count: rows.count * C)
+                sgemm(M: rows.count, N: C, K: dh, A: dz, lda: dh, B: parameters.blocks[l].wO + h * dh * C, ldb: C, C: &delta, ldc: C)
+                for (i, t) in rows.enumerated() {
+                    pending[l, default: []].append((j, t, (0..<C).map { row(a.residMid, t)[$0] + delta[i * C + $0] }))
+                }
+            }
+            entered.append(Entered(prompt: b, layer: l + 1, start: start, resid: post))
         }
-        // Everything else changes resid_mid or resid_post of block l at some rows: rebuild resid_post.
-        var post = [Float](UnsafeBufferPointer(start: row(a.residPost, start), count: (T - start) * C))
-        if p.kind == .mlpOut {
-            for t in positions { for c in 0..<C { post[(t - start) * C + c] = row(a.residMid, t)[c] + row(d.mlpOut, t)[c] } }
-            return Entered(prompt: b, layer: l + 1, start: start, resid: post)
+        for (l, items) in pending {
+            let out = mlpRows(items.flatMap(\.mid), rows: items.count, layer: l, plan: base.plan.blocks[l], rawEps: base.plan.rawEps)
+            for (i, item) in items.enumerated() {
+                let start = entered[item.patch].start
+                for c in 0..<C { entered[item.patch].resid[(item.position - start) * C + c] = out[i * C + c] }
+            }
         }
-        // New resid_mid at the changed rows, then the MLP of block l for those rows.
-        var changed: [Int] = []
-        var mid: [Float] = []
-        switch p.kind {
-        case .residMid:
-            changed = positions
-            for t in changed { mid += UnsafeBufferPointer(start: row(d.residMid, t), count: C) }
-        case .attnOut:
-            changed = positions
-            for t in changed { for c in 0..<C { mid.append(row(a.residMid, t)[c] - row(a.attnOut, t)[c] + row(d.attnOut, t)[c]) } }
-        default:
-            let (rows, dz) = headChange(p, base: base, donor: donor)
-            changed = rows
-            // attn_out changes by Δz_h · W_O[h].
-            let dh = config.dHead, h = p.head!
-            var delta = [Float](repeating: 0, count: rows.count * C)
-            sgemm(M: rows.count, N: C, K: dh, A: dz, lda: dh, B: parameters.blocks[l].wO + h * dh * C, ldb: C, C: &delta, ldc: C)
-            for (i, t) in rows.enumerated() { for c in 0..<C { mid.append(row(a.residMid, t)[c] + delta[i * C + c]) } }
-        }
-        let out = mlpRows(mid, rows: changed.count, layer: l, plan: base.plan.blocks[l], rawEps: base.plan.rawEps)
-        for (i, t) in changed.enumerated() { for c in 0..<C { post[(t - start) * C + c] = out[i * C + c] } }
-        return Entered(prompt: b, layer: l + 1, start: start, resid: post)
+        return entered
     }
 
     /// The rows of head `p.head`'s output that a q, k, v, z or pattern patch changes, and the change
@@ -215,7 +227,7 @@ extension GPT2Model {
 
     /// Runs the entered patches to the end, joining each at its layer, and returns the final
     /// LayerNorm's output at the last position of each.
-    func continueForward(_ entered: [Entered], base: ForwardPass) -> [[Float]] {
+    func continueForward(_ entered: [Entered], base: ForwardPass, profile p: PhaseTimes? = nil) -> [[Float]] {
         let T = base.T, C = config.dModel, M = config.dMLP, NH = config.nHeads, dh = config.dHead, L = config.nLayers
         let totalRows = entered.reduce(0) { $0 + (T - $1.start) }
         // Row offset of each patch in the batch (fixed: a patch's rows keep their place).
@@ -251,6 +263,7 @@ extension GPT2Model {
                                w: lnFolded ? nil : w.ln1W, b: lnFolded ? nil : w.ln1B, N: R, C: C)
                 matmulForward(out: qkv + r0 * 3 * C, inp: ln + r0 * C, w: w.wQKV, bias: w.bQKV, N: R, IC: C, OC: 3 * C)
             }
+            p?.lap("ln1 + qkv")
             let alpha = attentionScale(layer: l)
             for i in active {
                 let e = entered[i], p = e.start, rows = T - p, r0 = offsets[i]
@@ -274,6 +287,7 @@ extension GPT2Model {
                           beta: p > 0 ? 1 : 0, C: z + r0 * C + h * dh, ldc: C)
                 }
             }
+            p?.lap("attention")
             for run in contiguousRuns(active, offsets: offsets, entered: entered, T: T) {
                 let R = run.rows, r0 = run.first
                 matmulForward(out: attnOut + r0 * C, inp: z + r0 * C, w: w.wO, bias: w.bO, N: R, IC: C, OC: C)
@@ -287,6 +301,7 @@ extension GPT2Model {
                 matmulForward(out: mlpOut + r0 * C, inp: post + r0 * M, w: w.wOut, bias: w.bOut, N: R, IC: M, OC: C)
                 residualForward(out: resid + r0 * C, a: mid + r0 * C, b: mlpOut + r0 * C, n: R * C)
             }
+            p?.lap("attn out + mlp")
         }
         // The final LayerNorm at each patch's last row.
         let final = base.plan.final

@@ -10,6 +10,8 @@ struct BenchOptions {
     var seed: UInt64 = 0
     var json = false
     var profile = false
+    /// Sections to run (nil: all): core, backward, patching, dla, training.
+    var only: Set<String>? = nil
 
     static let usage = """
         usage: lnlens-bench [--warmup N] [--runs N] [--tokens T] [--layers L] [--seed S] [--profile] [--json]
@@ -22,7 +24,8 @@ struct BenchOptions {
           --tokens T   prompt length, 1...1024 (default 128)
           --layers L   number of blocks, 1...12 (default 12; fewer only for a quick smoke test)
           --seed S     seed of the weights and tokens (default 0)
-          --profile    also time each phase of the forward (replicated from the public kernels)
+          --profile    also time each phase of the forward (the real kernels, timed from inside)
+          --only LIST  run only these sections: core, backward, patching, dla, training
           --json       print one JSON object instead of the table
         """
 
@@ -57,6 +60,7 @@ struct BenchOptions {
                 o.seed = s
             case "--json": o.json = true
             case "--profile": o.profile = true
+            case "--only": o.only = Set(try value(flag).split(separator: ",").map(String.init))
             case "-h", "--help": return nil
             default: throw .unknownFlag(flag)
             }

@@ -35,20 +35,33 @@ func run() throws {
                      cpus: ProcessInfo.processInfo.activeProcessorCount, loadAverage1m: loadAverage()),
         measurements: [], derived: [:])
 
-    progress("sgemm and forward, timed in rounds")
-    let (coreRows, rates) = try benchCore(model: model, tokens: tokens, options: o)
-    report.measurements += coreRows
-    let forwardRows = coreRows.filter { $0.section == "forward" }
-    let noCache = forwardRows[0].ms.median, fullCache = forwardRows[1].ms.median
-    report.derived["forward: every-hook cache overhead, %"] = (fullCache / noCache - 1) * 100
-
-    progress("backward: gradients at every hook and of every parameter, 1×\(o.tokens) and 8×\(o.tokens)")
-    let (backwardRows, backwardDerived) = try benchBackward(model: model, tokens: tokens, options: o)
-    report.measurements += backwardRows
-    report.derived.merge(backwardDerived) { $1 }
-
-    progress("dla: direct logit attribution and exact direct effect over IOI prompts")
-    report.measurements += try benchDLA(model: model, options: o)
+    func wanted(_ section: String) -> Bool { o.only?.contains(section) ?? true }
+    var rates = SgemmRates()
+    if wanted("core") || o.profile {
+        progress("sgemm and forward, timed in rounds")
+        let (coreRows, r) = try benchCore(model: model, tokens: tokens, options: o)
+        rates = r
+        report.measurements += coreRows
+        let forwardRows = coreRows.filter { $0.section == "forward" }
+        let noCache = forwardRows[0].ms.median, fullCache = forwardRows[1].ms.median
+        report.derived["forward: every-hook cache overhead, %"] = (fullCache / noCache - 1) * 100
+    }
+    if wanted("backward") {
+        progress("backward: gradients at every hook and of every parameter, 1×\(o.tokens) and 8×\(o.tokens)")
+        let (backwardRows, backwardDerived) = try benchBackward(model: model, tokens: tokens, options: o)
+        report.measurements += backwardRows
+        report.derived.merge(backwardDerived) { $1 }
+    }
+    if wanted("patching") {
+        progress("patching: activation sweep, AtP and AtP* on one IOI prompt pair")
+        let (patchRows, patchDerived) = try benchPatching(model: model, options: o)
+        report.measurements += patchRows
+        report.derived.merge(patchDerived) { $1 }
+    }
+    if wanted("dla") {
+        progress("dla: direct logit attribution and exact direct effect over IOI prompts")
+        report.measurements += try benchDLA(model: model, options: o)
+    }
 
     if o.profile {
         progress("profile")
