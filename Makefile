@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/release/lnlens
 DB ?= results/lnlens.sqlite
 
-.PHONY: setup build test demo bench clean
+.PHONY: setup build test demo bench fuzz clean
 
 # System libraries: OpenBLAS (cblas) and SQLite headers, installed with apt when missing.
 setup:
@@ -36,5 +36,15 @@ bench: setup
 	$(SWIFT) build -c release --product lnlens-bench
 	.build/release/lnlens-bench
 
+# Fuzz targets for the file parsers (fuzz/README.md): libFuzzer + AddressSanitizer, built apart in
+# .build-fuzz, each run for FUZZ_SECONDS. CI runs a short smoke: FUZZ_SECONDS=8 FUZZ_CONFIG=debug.
+FUZZ_SECONDS ?= 300
+FUZZ_CONFIG ?= release
+FUZZ_TARGETS ?=
+fuzz: setup
+	$(SWIFT) build -c $(FUZZ_CONFIG) --product lnlens-fuzz --scratch-path .build-fuzz \
+	  -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BIN=.build-fuzz/$(FUZZ_CONFIG)/lnlens-fuzz fuzz/run $(FUZZ_TARGETS)
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz
