@@ -37,7 +37,7 @@ bench: setup
 	.build/release/lnlens-bench
 
 # Fuzz targets for the file parsers (fuzz/README.md): libFuzzer + AddressSanitizer, built apart in
-# .build-fuzz, each run for FUZZ_SECONDS. CI runs a short smoke: FUZZ_SECONDS=8 FUZZ_CONFIG=debug.
+# .build-fuzz, each run for FUZZ_SECONDS. CI runs a short smoke: FUZZ_SECONDS=6 FUZZ_CONFIG=debug.
 FUZZ_SECONDS ?= 300
 FUZZ_CONFIG ?= release
 FUZZ_TARGETS ?=
