@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/release/lnlens
 DB ?= results/lnlens.sqlite
 
-.PHONY: setup build test demo bench install clean
+.PHONY: setup build test demo bench fuzz install clean
 
 PREFIX ?= /usr/local
 
@@ -51,5 +51,15 @@ install: build
 	cp -R models prompts $(DESTDIR)$(PREFIX)/share/lnlens/
 	@echo "installed $(DESTDIR)$(PREFIX)/bin/lnlens (models and prompts in $(DESTDIR)$(PREFIX)/share/lnlens)"
 
+# Fuzz targets for the file parsers (fuzz/README.md): libFuzzer + AddressSanitizer, built apart in
+# .build-fuzz, each run for FUZZ_SECONDS. CI runs a short smoke: FUZZ_SECONDS=6 FUZZ_CONFIG=debug.
+FUZZ_SECONDS ?= 300
+FUZZ_CONFIG ?= release
+FUZZ_TARGETS ?=
+fuzz: setup
+	$(SWIFT) build -c $(FUZZ_CONFIG) --product lnlens-fuzz --scratch-path .build-fuzz \
+	  -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BIN=.build-fuzz/$(FUZZ_CONFIG)/lnlens-fuzz fuzz/run $(FUZZ_TARGETS)
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

@@ -132,7 +132,10 @@ extension GPT2Config {
         }
         let config: GPT2Config
         do {
-            config = try JSONDecoder().decode(GPT2Config.self, from: data)
+            // Decode the object just checked, not `data` again: of a key given twice,
+            // JSONSerialization keeps the last (as Python's json does) and JSONDecoder the first,
+            // which would let an unchecked value through.
+            config = try JSONDecoder().decode(GPT2Config.self, from: JSONSerialization.data(withJSONObject: fields))
         } catch DecodingError.keyNotFound(let key, _) {
             throw .configMissingKey(file: file, key: key.stringValue == "n_ctx" ? "n_positions" : key.stringValue)
         } catch DecodingError.valueNotFound(_, let context) {

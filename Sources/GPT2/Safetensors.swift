@@ -44,6 +44,16 @@ public struct SafetensorsEntry: Sendable, Equatable {
     public var byteCount: Int { dataOffsets.count }
 }
 
+/// What a safetensors header says, validated against the file's size: every entry lies in the
+/// data section, and together they cover it exactly.
+public struct SafetensorsLayout: Sendable {
+    public let entries: [String: SafetensorsEntry]
+    /// String pairs from `__metadata__` (non-string values are skipped).
+    public let metadata: [String: String]
+    /// Absolute file offset of the data section (8 + header length).
+    public let dataStart: Int
+}
+
 /// A memory-mapped `.safetensors` file: an 8-byte little-endian header length, a JSON header
 /// `{name: {dtype, shape, data_offsets}, "__metadata__": {..}}`, then the raw tensor bytes.
 ///
@@ -84,16 +94,10 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         let base = UnsafeRawPointer(map)
         do {
-            let headerLength = UInt64(littleEndian: base.loadUnaligned(as: UInt64.self))
-            guard headerLength <= UInt64(size - 8) else {
-                throw GPT2Error.headerLengthBeyondFile(file: path, headerLength: headerLength, fileSize: size)
-            }
-            let dataStart = 8 + Int(headerLength)
-            let header = Data(UnsafeRawBufferPointer(start: base + 8, count: Int(headerLength)))
-            let parsed = try Self.parseHeader(header, file: path, dataLength: size - dataStart)
-            self.entries = parsed.entries
-            self.metadata = parsed.metadata
-            self.dataStart = dataStart
+            let layout = try Self.parse(bytes: UnsafeRawBufferPointer(start: base, count: size), file: path)
+            self.entries = layout.entries
+            self.metadata = layout.metadata
+            self.dataStart = layout.dataStart
         } catch {
             munmap(map, size)
             throw error
@@ -204,6 +208,21 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     // MARK: Header parsing
 
+    /// Validates the bytes of a whole safetensors file exactly as `init(url:)` does, without a
+    /// file (for the fuzz targets); `file` is only used in messages. Tensor bytes are not read.
+    public static func parse(bytes: UnsafeRawBufferPointer, file: String) throws -> SafetensorsLayout {
+        let size = bytes.count
+        guard size >= 8 else { throw GPT2Error.fileTooShort(file: file, size: size) }
+        let headerLength = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+        guard headerLength <= UInt64(size - 8) else {
+            throw GPT2Error.headerLengthBeyondFile(file: file, headerLength: headerLength, fileSize: size)
+        }
+        let dataStart = 8 + Int(headerLength)
+        let header = Data(UnsafeRawBufferPointer(rebasing: bytes[8..<dataStart]))
+        let parsed = try parseHeader(header, file: file, dataLength: size - dataStart)
+        return SafetensorsLayout(entries: parsed.entries, metadata: parsed.metadata, dataStart: dataStart)
+    }
+
     private static func parseHeader(_ header: Data, file: String, dataLength: Int) throws
         -> (entries: [String: SafetensorsEntry], metadata: [String: String])
     {
@@ -291,9 +310,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         return SafetensorsEntry(dtype: dtype, shape: shape, dataOffsets: begin..<end)
     }
 
-    /// JSON integers only (NSNumber bridging rejects 2.5).
+    /// JSON integers only: `as? Int` alone would also take `true` as 1.
     private static func jsonInt(_ value: Any) -> Int? {
-        value as? Int
+        if case .integer(let n) = JSONKind(value) { n } else { nil }
     }
 }
 

@@ -35,6 +35,17 @@ public struct GPT2Tokenizer: Sendable {
         try self.init(files: TokenizerFiles.read(tokenizerJSONURL: tokenizerJSONURL))
     }
 
+    /// A tokenizer from the bytes of vocab.json and merges.txt, checked as the files are; the
+    /// paths only name them in messages.
+    public init(vocab: Data, merges: Data, vocabPath: String = "vocab.json", mergesPath: String = "merges.txt") throws {
+        try self.init(files: TokenizerFiles.parse(vocab: vocab, vocabPath: vocabPath, merges: merges, mergesPath: mergesPath))
+    }
+
+    /// A tokenizer from the bytes of a tokenizer.json; `path` only names it in messages.
+    public init(tokenizerJSON: Data, path: String = "tokenizer.json") throws {
+        try self.init(files: TokenizerFiles.parse(tokenizerJSON: tokenizerJSON, path: path))
+    }
+
     /// Loads the tokenizer of a model folder: vocab.json + merges.txt if both exist, else tokenizer.json.
     public static func load(directory: URL) throws -> GPT2Tokenizer {
         let fileManager = FileManager.default
@@ -93,7 +104,7 @@ public struct GPT2Tokenizer: Sendable {
 
         var byteTokenIDs: [Int32] = []
         for byte in 0..<256 {
-            guard let id = files.vocabulary[String(ByteLevel.characterForByte[byte])] else {
+            guard let id = exactID(of: String(ByteLevel.characterForByte[byte]), in: files.vocabulary) else {
                 throw TokenizerError.missingByteToken(path: vocabPath, byte: UInt8(byte))
             }
             byteTokenIDs.append(Int32(id))
@@ -104,7 +115,7 @@ public struct GPT2Tokenizer: Sendable {
         table.reserveCapacity(files.merges.count)
         for (rank, merge) in files.merges.enumerated() {
             func id(_ token: String) throws -> Int32 {
-                guard let id = files.vocabulary[token] else {
+                guard let id = exactID(of: token, in: files.vocabulary) else {
                     throw TokenizerError.mergeTokenNotInVocab(path: files.mergesPath, location: merge.location, token: token)
                 }
                 return Int32(id)
@@ -115,7 +126,7 @@ public struct GPT2Tokenizer: Sendable {
         }
 
         guard let endOfTextID = files.addedTokens.first(where: { $0.content == Self.endOfText })?.id
-            ?? files.vocabulary[Self.endOfText]
+            ?? exactID(of: Self.endOfText, in: files.vocabulary)
         else { throw TokenizerError.missingEndOfText(path: vocabPath) }
         guard !files.merges.isEmpty else { throw TokenizerError.noMerges(path: files.mergesPath) }
 

@@ -33,20 +33,36 @@ private func splitMerge(_ line: Substring) -> (String, String)? {
     return (String(parts[0]), String(parts[1]))
 }
 
+/// The id of exactly `token` in `vocabulary`. A plain lookup goes by canonical equivalence, so
+/// "K" would find a token spelled with the Kelvin sign U+212A, which stands for other bytes.
+func exactID(of token: String, in vocabulary: [String: Int]) -> Int? {
+    guard let index = vocabulary.index(forKey: token), vocabulary[index].key.utf8.elementsEqual(token.utf8) else {
+        return nil
+    }
+    return vocabulary[index].value
+}
+
 extension TokenizerFiles {
     /// vocab.json and merges.txt as written by GPT-2 / `GPT2Tokenizer.save_pretrained`.
     static func read(vocabURL: URL, mergesURL: URL) throws -> TokenizerFiles {
         let vocabData = try readFile(vocabURL)
+        let mergesData = try readFile(mergesURL)
+        return try parse(vocab: vocabData, vocabPath: vocabURL.path, merges: mergesData, mergesPath: mergesURL.path)
+    }
+
+    /// As `read(vocabURL:mergesURL:)`, from the files' bytes; the paths are only used in messages.
+    static func parse(vocab vocabData: Data, vocabPath: String, merges mergesData: Data, mergesPath: String) throws
+        -> TokenizerFiles
+    {
         let vocabulary: [String: Int]
         do {
             vocabulary = try JSONDecoder().decode([String: Int].self, from: vocabData)
         } catch {
-            throw TokenizerError.invalidVocab(path: vocabURL.path, reason: describe(error))
+            throw TokenizerError.invalidVocab(path: vocabPath, reason: describe(error))
         }
 
-        let mergesData = try readFile(mergesURL)
         guard let text = String(data: mergesData, encoding: .utf8) else {
-            throw TokenizerError.unreadableFile(path: mergesURL.path, reason: "not valid UTF-8")
+            throw TokenizerError.unreadableFile(path: mergesPath, reason: "not valid UTF-8")
         }
         var merges: [(left: String, right: String, location: String)] = []
         merges.reserveCapacity(50_000)
@@ -60,29 +76,33 @@ extension TokenizerFiles {
             let parts = line.split(separator: space, omittingEmptySubsequences: false)
             guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
                 throw TokenizerError.invalidMerge(
-                    path: mergesURL.path, location: "line \(index + 1)", text: String(decoding: line, as: UTF8.self))
+                    path: mergesPath, location: "line \(index + 1)", text: String(decoding: line, as: UTF8.self))
             }
             merges.append((String(decoding: parts[0], as: UTF8.self), String(decoding: parts[1], as: UTF8.self),
                            "line \(index + 1)"))
         }
         var added: [(content: String, id: Int)] = []
-        if let id = vocabulary[GPT2Tokenizer.endOfText] { added.append((GPT2Tokenizer.endOfText, id)) }
+        if let id = exactID(of: GPT2Tokenizer.endOfText, in: vocabulary) { added.append((GPT2Tokenizer.endOfText, id)) }
         return TokenizerFiles(
             vocabulary: vocabulary, merges: merges, addedTokens: added,
-            vocabularyPath: vocabURL.path, mergesPath: mergesURL.path)
+            vocabularyPath: vocabPath, mergesPath: mergesPath)
     }
 
     /// A Hugging Face tokenizer.json with a BPE model; merges as "a b" strings or ["a", "b"] pairs.
     static func read(tokenizerJSONURL url: URL) throws -> TokenizerFiles {
-        let data = try readFile(url)
+        try parse(tokenizerJSON: readFile(url), path: url.path)
+    }
+
+    /// As `read(tokenizerJSONURL:)`, from the file's bytes; `path` is only used in messages.
+    static func parse(tokenizerJSON data: Data, path: String) throws -> TokenizerFiles {
         let file: TokenizerJSON
         do {
             file = try JSONDecoder().decode(TokenizerJSON.self, from: data)
         } catch {
-            throw TokenizerError.invalidTokenizerJSON(path: url.path, reason: describe(error))
+            throw TokenizerError.invalidTokenizerJSON(path: path, reason: describe(error))
         }
         if let type = file.model.type, type != "BPE" {
-            throw TokenizerError.invalidTokenizerJSON(path: url.path, reason: "model.type is \"\(type)\", not \"BPE\"")
+            throw TokenizerError.invalidTokenizerJSON(path: path, reason: "model.type is \"\(type)\", not \"BPE\"")
         }
         var merges: [(left: String, right: String, location: String)] = []
         merges.reserveCapacity(file.model.merges.count)
@@ -91,13 +111,13 @@ extension TokenizerFiles {
             switch entry {
             case .joined(let line):
                 guard let (left, right) = splitMerge(Substring(line)) else {
-                    throw TokenizerError.invalidMerge(path: url.path, location: location, text: line)
+                    throw TokenizerError.invalidMerge(path: path, location: location, text: line)
                 }
                 merges.append((left, right, location))
             case .pair(let parts):
                 guard parts.count == 2 else {
                     throw TokenizerError.invalidMerge(
-                        path: url.path, location: location, text: parts.joined(separator: " "))
+                        path: path, location: location, text: parts.joined(separator: " "))
                 }
                 merges.append((parts[0], parts[1], location))
             }
@@ -105,7 +125,7 @@ extension TokenizerFiles {
         let added = (file.addedTokens ?? []).map { (content: $0.content, id: $0.id) }
         return TokenizerFiles(
             vocabulary: file.model.vocab, merges: merges, addedTokens: added,
-            vocabularyPath: url.path, mergesPath: url.path)
+            vocabularyPath: path, mergesPath: path)
     }
 }
 

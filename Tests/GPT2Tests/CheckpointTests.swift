@@ -289,6 +289,18 @@ import TensorCore
         }
     }
 
+    /// Of a key given twice the checks read the last copy and the decoder the first, so
+    /// `"n_layer": 2147483648, …, "n_layer": 1` passed the bound and decoded 2^31 layers.
+    /// Input: fuzz/corpus/config/crash-duplicate-key.json (the config fuzz target).
+    @Test func configKeyGivenTwiceIsReadOnce() throws {
+        let rest = "\"n_embd\": 8, \"n_head\": 2, \"n_positions\": 4, \"vocab_size\": 300"
+        let config = try GPT2Config.parse(Data("{\"n_layer\": 2147483648, \(rest), \"n_layer\": 1}".utf8), file: "config.json")
+        #expect(config.nLayers == 1)  // the last, as Python's json (and so transformers) reads it
+        expectCheckpointError(["config.json", "n_layer", "at most 1024"]) {
+            _ = try GPT2Config.parse(Data("{\"n_layer\": 1, \(rest), \"n_layer\": 2147483648}".utf8), file: "config.json")
+        }
+    }
+
     // MARK: Bad weights
 
     @Test func missingTensorIsNamed() throws {

@@ -218,6 +218,11 @@ import TensorCore
                     expect: ["tensor t", "shape"])
         try badFile(CheckpointFixture.rawFile(header: #"{"t":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}}"#, data: zeros),
                     expect: ["tensor t", "shape"])
+        // Booleans are not sizes, though Foundation bridges true to 1.
+        try badFile(CheckpointFixture.rawFile(header: #"{"t":{"dtype":"F32","shape":[true,2],"data_offsets":[0,8]}}"#, data: zeros),
+                    expect: ["tensor t", "shape"])
+        try badFile(CheckpointFixture.rawFile(header: #"{"t":{"dtype":"F32","shape":[2],"data_offsets":[false,8]}}"#, data: zeros),
+                    expect: ["tensor t", "data_offsets"])
         try badFile(CheckpointFixture.rawFile(header: #"{"t":7}"#, data: zeros), expect: ["tensor t", "not a JSON object"])
     }
 

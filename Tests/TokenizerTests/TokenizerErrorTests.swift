@@ -160,6 +160,23 @@ import Testing
         }
     }
 
+    /// Strings compare by canonical equivalence, so the Kelvin sign U+212A once stood in for the
+    /// token "K" of byte 0x4B and "K" decoded as the sign's three bytes.
+    /// Input: fuzz/corpus/tokenizer/crash-kelvin-sign (the tokenizer fuzz target).
+    @Test func byteTokenSpelledWithAnEquivalentCharacter() throws {
+        var entries: [String: Int] = ["<|endoftext|>": 256, "Ġt": 257]
+        for (byte, scalar) in ByteLevel.characterForByte.enumerated() where byte != 0x4B { entries[String(scalar)] = byte }
+        entries["\u{212A}"] = 0x4B
+        let vocab = try JSONEncoder().encode(entries)
+        expectError(.missingByteToken(path: "vocab.json", byte: 0x4B), mentioning: ["vocab.json", "0x4B"]) {
+            _ = try GPT2Tokenizer(vocab: vocab, merges: Data("Ġ t\n".utf8))
+        }
+        entries["\u{212A}"] = nil
+        entries["K"] = 0x4B
+        let tokenizer = try GPT2Tokenizer(vocab: JSONEncoder().encode(entries), merges: Data("Ġ t\n".utf8))
+        #expect(tokenizer.decode(tokenizer.encode("OK")) == "OK")
+    }
+
     @Test func vocabWithoutEndOfText() throws {
         let folder = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }

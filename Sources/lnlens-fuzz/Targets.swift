@@ -1,0 +1,213 @@
+import Analysis
+import Foundation
+import GPT2
+import Tokenizer
+
+/// One parser under fuzzing. Every thrown error is a correct answer to a bad file; a target
+/// crashes only on a real bug: a trap (overflow, out-of-bounds, force unwrap), a sanitizer
+/// report, a hang or runaway memory, or a result that breaks what the parser promises its callers
+/// (checked with `precondition`).
+enum FuzzTarget: String, CaseIterable {
+    /// The bytes of a whole .safetensors file.
+    case safetensors
+    /// A config.json.
+    case config
+    /// vocab.json, a NUL byte, merges.txt.
+    case tokenizer
+    /// A tokenizer.json.
+    case tokenizerJSON = "tokenizer-json"
+    /// A prompt set (JSONL), tokenized with the GPT-2 tokenizer of models/tokenizer.
+    case prompts
+
+    /// The target named by $LNLENS_FUZZ_TARGET (main.swift sets it from the command line).
+    static let current: FuzzTarget = {
+        let name = ProcessInfo.processInfo.environment["LNLENS_FUZZ_TARGET"] ?? ""
+        guard let target = FuzzTarget(rawValue: name) else { fatalError("unknown fuzz target \"\(name)\"") }
+        return target
+    }()
+
+    /// Loads what the current target needs once, before the first input.
+    static func prepare() throws {
+        if current == .prompts { _ = try gpt2Tokenizer.get() }
+    }
+
+    func run(_ bytes: UnsafeRawBufferPointer) {
+        switch self {
+        case .safetensors: fuzzSafetensors(bytes)
+        case .config: fuzzConfig(Data(bytes))
+        case .tokenizer: fuzzTokenizer(Data(bytes))
+        case .tokenizerJSON: fuzzTokenizerJSON(Data(bytes))
+        case .prompts: fuzzPrompts(Data(bytes))
+        }
+    }
+}
+
+/// The message a user would see, built so that its code runs too.
+private func message(_ error: any Error) -> String {
+    (error as? LocalizedError)?.errorDescription ?? "\(error)"
+}
+
+// MARK: safetensors
+
+/// A scratch file for opening a valid input the way the CLI does (mmap), one per process.
+private let scratchURL = FileManager.default.temporaryDirectory
+    .appendingPathComponent("lnlens-fuzz-\(getpid()).safetensors")
+
+private func fuzzSafetensors(_ bytes: UnsafeRawBufferPointer) {
+    let layout: SafetensorsLayout
+    do {
+        layout = try SafetensorsFile.parse(bytes: bytes, file: "fuzz.safetensors")
+    } catch {
+        _ = message(error)
+        return
+    }
+    // What readers rely on: the tensors tile the data section, each as long as its shape says.
+    let dataLength = bytes.count - layout.dataStart
+    var covered = 0
+    for entry in layout.entries.values.sorted(by: { $0.dataOffsets.lowerBound < $1.dataOffsets.lowerBound }) {
+        precondition(entry.dataOffsets.lowerBound == covered || entry.byteCount == 0, "gap or overlap")
+        precondition(entry.dataOffsets.upperBound <= dataLength, "tensor beyond the file")
+        precondition(entry.elementCount * entry.dtype.byteSize == entry.byteCount, "size is not the shape's")
+        covered = max(covered, entry.dataOffsets.upperBound)
+    }
+    precondition(covered == dataLength, "data section not covered")
+
+    // A valid header: open it as a file and read every tensor, as checkpoint import does.
+    do {
+        try Data(bytes).write(to: scratchURL)
+        defer { try? FileManager.default.removeItem(at: scratchURL) }
+        let file = try SafetensorsFile(url: scratchURL)
+        precondition(file.entries == layout.entries && file.dataStart == layout.dataStart)
+        for name in file.names where file.entries[name]!.dtype.isReadable {
+            let tensor = try file.tensor(name)
+            precondition(tensor.data.count == file.entries[name]!.elementCount)
+        }
+    } catch {
+        preconditionFailure("a header that parses in memory fails from a file: \(error)")
+    }
+}
+
+// MARK: config.json
+
+private func fuzzConfig(_ data: Data) {
+    let config: GPT2Config
+    do {
+        config = try GPT2Config.parse(data, file: "config.json")
+    } catch {
+        _ = message(error)
+        return
+    }
+    // What parse promises: every size positive and within `limits`, heads dividing d_model.
+    let sizes = [
+        ("n_embd", config.dModel), ("n_layer", config.nLayers), ("n_head", config.nHeads),
+        ("n_positions", config.nCtx), ("vocab_size", config.dVocab), ("n_inner", config.dMLP),
+    ]
+    for (key, value) in sizes {
+        let limit = GPT2Config.limits.first { $0.key == key }!.max
+        precondition(value > 0 && value <= limit, "\(key) = \(value) passed the checks")
+    }
+    precondition(config.dModel % config.nHeads == 0)
+    precondition(config.layerNormEpsilon > 0 && config.layerNormEpsilon.isFinite)
+    // What checkpoint import computes from it next.
+    _ = (config.dHead, config.lnMode, config.parameterCount)
+    for untied in [false, true] {
+        for (_, shape) in Checkpoint.expectedShapes(for: config, untiedUnembedding: untied) {
+            _ = shape.reduce(1, *)
+        }
+    }
+}
+
+// MARK: Tokenizer files
+
+/// Text every fuzzed tokenizer encodes: pieces of each pre-tokenizer class, an added token, a
+/// piece long enough for the heap BPE, every ASCII character, some that are not.
+private let sampleText = "Hello world, it's me<|endoftext|> 1234 \t\n  x'll "
+    + String(repeating: "abcdefgh", count: 8) + " ¡é€😀 Ġ "
+    + String(String.UnicodeScalarView((0..<128).compactMap(Unicode.Scalar.init(_:))))
+
+/// Encodes `texts` and decodes them back, byte for byte when `roundTrip`.
+private func exercise(_ tokenizer: GPT2Tokenizer, texts: [String], roundTrip: Bool) {
+    for text in texts {
+        let ids = tokenizer.encode(text)
+        let decoded = tokenizer.decode(ids)
+        if roundTrip { precondition(Array(decoded.utf8) == Array(text.utf8), "decode(encode(text)) != text") }
+        for id in ids.prefix(8) { _ = tokenizer.id(of: tokenizer.tokenString(id)) }
+    }
+    _ = (tokenizer.vocabSize, tokenizer.endOfTextID)
+}
+
+/// Fuzz-chosen text: the input's own bytes read as UTF-8, at most 512.
+private func textOf(_ data: Data) -> String {
+    String(decoding: data.prefix(512), as: UTF8.self)
+}
+
+private func fuzzTokenizer(_ data: Data) {
+    let split = data.firstIndex(of: 0) ?? data.endIndex
+    let vocab = data[data.startIndex..<split]
+    let merges = split < data.endIndex ? data[(split + 1)...] : Data()
+    let tokenizer: GPT2Tokenizer
+    do {
+        tokenizer = try GPT2Tokenizer(vocab: Data(vocab), merges: Data(merges))
+    } catch {
+        _ = message(error)
+        return
+    }
+    // Every byte has a token and every merge result is its parts' bytes, so any text comes back.
+    exercise(tokenizer, texts: [sampleText, textOf(Data(merges)), textOf(Data(vocab))], roundTrip: true)
+}
+
+private func fuzzTokenizerJSON(_ data: Data) {
+    let tokenizer: GPT2Tokenizer
+    do {
+        tokenizer = try GPT2Tokenizer(tokenizerJSON: data)
+    } catch {
+        _ = message(error)
+        return
+    }
+    // Added tokens may reuse an id with other bytes, so no round trip here: only no crash.
+    exercise(tokenizer, texts: [sampleText, textOf(data)], roundTrip: false)
+}
+
+// MARK: Prompt sets
+
+/// GPT-2's tokenizer, loaded once: from $LNLENS_HOME/models/tokenizer, else ./models/tokenizer.
+private let gpt2Tokenizer = Result<GPT2Tokenizer, any Error> {
+    let home = ProcessInfo.processInfo.environment["LNLENS_HOME"] ?? FileManager.default.currentDirectoryPath
+    return try GPT2Tokenizer.load(directory: URL(fileURLWithPath: home).appendingPathComponent("models/tokenizer"))
+}
+
+private func fuzzPrompts(_ data: Data) {
+    let tokenizer = try! gpt2Tokenizer.get()  // loaded by prepare()
+    let set: PromptSet
+    do {
+        set = try PromptSet.parse(data: data, path: "prompts.jsonl", tokenizer: tokenizer, skipInvalid: true)
+    } catch {
+        _ = message(error)
+        return
+    }
+    for (index, example) in set.examples.enumerated() {
+        precondition(example.index == index && !example.tokens.isEmpty)
+        precondition((0..<tokenizer.vocabSize).contains(example.answerID))
+        precondition(example.corruptTokens.map { $0.count == example.tokens.count } ?? true)
+    }
+    _ = set.unknownKeys.map { $0.warning(path: set.path) }
+    _ = set.skipped.map(\.reason)
+    // A file without invalid lines loads the same without --skip-invalid, and with BOS too.
+    if set.skipped.isEmpty {
+        do {
+            let strict = try PromptSet.parse(data: data, path: "prompts.jsonl", tokenizer: tokenizer, skipInvalid: false)
+            precondition(strict.examples == set.examples)
+            let bos = try PromptSet.parse(
+                data: data, path: "prompts.jsonl", tokenizer: tokenizer, skipInvalid: false, prependBOS: true)
+            precondition(bos.examples.map { $0.tokens.count } == set.examples.map { $0.tokens.count + 1 })
+        } catch {
+            preconditionFailure("valid with --skip-invalid, invalid without: \(error)")
+        }
+    }
+    // What the dla runner does next.
+    for nCtx in [4, 1024] {
+        if let checked = try? set.checked(nCtx: nCtx, dVocab: tokenizer.vocabSize, skipInvalid: true) {
+            _ = checked.batchesByLength(maxBatch: 3)
+        }
+    }
+}
