@@ -50,23 +50,33 @@ extension GPT2Model {
             if let h = p.head, h < 0 || h >= config.nHeads { throw .headOutOfRange(hook: "patch", head: h, nHeads: config.nHeads) }
             guard p.prompt >= 0 && p.prompt < base.B else { throw .positionOutOfRange(hook: "patch prompt", position: p.prompt, length: base.B) }
         }
-        // Each patch's residual stream from where it enters, chunked to bound the batch.
+        // Before the first position where a prompt's two runs differ, every activation of the two
+        // is the same (causality): a patch there changes nothing, and a patch of every position
+        // changes only the positions from there on.
+        let firstDifference = (0..<base.B).map { b in (0..<T).first { base.tokens[b][$0] != donor.tokens[b][$0] } ?? T }
+        let baseFinal = finalAtLastPosition(base)
         var results = [[Float]](repeating: [], count: patches.count)
-        var chunk: [Int] = [], rows = 0
+        var work: [(index: Int, patch: ActivationPatch, positions: [Int])] = []
+        for (j, p) in patches.enumerated() {
+            let positions = (p.position.map { [$0] } ?? Array(0..<T)).filter { $0 >= firstDifference[p.prompt] }
+            if positions.isEmpty { results[j] = baseFinal[p.prompt] } else { work.append((j, p, positions)) }
+        }
+        // Each patch's residual stream from where it enters, chunked to bound the batch.
+        var chunk: [(index: Int, patch: ActivationPatch, positions: [Int])] = [], rows = 0
         func flush() {
             guard !chunk.isEmpty else { return }
             profile?.start()
-            let entered = enter(chunk.map { patches[$0] }, base: base, donor: donor)
+            let entered = enter(chunk.map { ($0.patch, $0.positions) }, base: base, donor: donor)
             profile?.lap("patch entry")
             let finals = continueForward(entered, base: base, profile: profile)
-            for (i, j) in chunk.enumerated() { results[j] = finals[i] }
+            for (i, item) in chunk.enumerated() { results[item.index] = finals[i] }
             chunk = []
             rows = 0
         }
-        for (j, p) in patches.enumerated() {
-            let r = T - (firstChangedPosition(p, T: T))
+        for item in work {
+            let r = T - item.positions.min()!
             if rows + r > maxRows { flush() }
-            chunk.append(j)
+            chunk.append(item)
             rows += r
         }
         flush()
@@ -78,11 +88,6 @@ extension GPT2Model {
     public func finalAtLastPosition(_ pass: ForwardPass) -> [[Float]] {
         let C = config.dModel
         return (0..<pass.B).map { b in Array(UnsafeBufferPointer(start: pass.lnF.out + (b * pass.T + pass.T - 1) * C, count: C)) }
-    }
-
-    /// The first position a patch changes at its layer.
-    func firstChangedPosition(_ p: ActivationPatch, T: Int) -> Int {
-        p.position ?? 0
     }
 
     /// A patch's residual stream at the first layer it must recompute: rows `start..<T` of
@@ -97,17 +102,17 @@ extension GPT2Model {
     /// Every patch's residual stream where it enters: block outputs and heads change resid_mid
     /// or resid_post of their block at some rows; the MLPs those changes go through run batched
     /// per layer.
-    func enter(_ patches: [ActivationPatch], base: ForwardPass, donor: ForwardPass) -> [Entered] {
+    /// `positions` are the positions each patch writes (where its two runs differ).
+    func enter(_ patches: [(ActivationPatch, [Int])], base: ForwardPass, donor: ForwardPass) -> [Entered] {
         let T = base.T, C = config.dModel
         var entered: [Entered] = []
         // resid_mid rows waiting for their block's MLP: (patch, position, row values).
         var pending: [Int: [(patch: Int, position: Int, mid: [Float])]] = [:]
-        for (j, p) in patches.enumerated() {
+        for (j, (p, positions)) in patches.enumerated() {
             let l = p.layer, b = p.prompt
             let a = base.block(l), d = donor.block(l)
             func row(_ buffer: FloatPointer, _ t: Int) -> UnsafeMutablePointer<Float> { buffer + (b * T + t) * C }
-            let positions = p.position.map { [$0] } ?? Array(0..<T)
-            let start = firstChangedPosition(p, T: T)
+            let start = positions.min()!
             if p.kind == .residPre {
                 var resid = [Float](UnsafeBufferPointer(start: row(a.residPre, start), count: (T - start) * C))
                 for t in positions { for c in 0..<C { resid[(t - start) * C + c] = row(d.residPre, t)[c] } }
@@ -126,7 +131,7 @@ extension GPT2Model {
                 }
             default:
                 // attn_out changes by Δz_h · W_O[h] at the rows the head's change reaches.
-                let (rows, dz) = headChange(p, base: base, donor: donor)
+                let (rows, dz) = headChange(p, positions: positions, base: base, donor: donor)
                 let dh = config.dHead, h = p.head!
                 var delta = [Float](repeating: 0, count: rows.count * C)
                 sgemm(M: rows.count, N: C, K: dh, A: dz, lda: dh, B: parameters.blocks[l].wO + h * dh * C, ldb: C, C: &delta, ldc: C)
@@ -148,7 +153,7 @@ extension GPT2Model {
 
     /// The rows of head `p.head`'s output that a q, k, v, z or pattern patch changes, and the change
     /// Δz (rows × dh) of that head there.
-    func headChange(_ p: ActivationPatch, base: ForwardPass, donor: ForwardPass) -> (rows: [Int], dz: [Float]) {
+    func headChange(_ p: ActivationPatch, positions: [Int], base: ForwardPass, donor: ForwardPass) -> (rows: [Int], dz: [Float]) {
         let T = base.T, C = config.dModel, dh = config.dHead, NH = config.nHeads
         let b = p.prompt, h = p.head!, l = p.layer
         let a = base.block(l), d = donor.block(l)
@@ -159,8 +164,8 @@ extension GPT2Model {
         let alpha = attentionScale(layer: l)
         var rows: [Int]
         switch p.kind {
-        case .z, .q, .pattern: rows = p.position.map { [$0] } ?? Array(0..<T)
-        default: rows = Array((p.position ?? 0)..<T)  // k, v: every query at or after the changed key
+        case .z, .q, .pattern: rows = positions
+        default: rows = Array(positions.min()!..<T)  // k, v: every query at or after the first changed key
         }
         var dz = [Float](repeating: 0, count: rows.count * dh)
         // The z a row gets from attention weights `weights` (T) over values with donor rows `donorRows`.
@@ -188,7 +193,7 @@ extension GPT2Model {
             for s in 0...t { w[s] /= sum }
             return w
         }
-        let patched = Set(p.position.map { [$0] } ?? Array(0..<T))
+        let patched = Set(positions)
         for (i, t) in rows.enumerated() {
             switch p.kind {
             case .z:
