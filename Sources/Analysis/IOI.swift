@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// Indirect-object identification prompts in the style of Wang et al. 2022 ("Interpretability in
 /// the Wild", arXiv 2211.00593): "Then, Mary and John went to the store. John gave a drink to"

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// How far an estimate is from the exact value it estimates: the one home of every error metric
 /// lnlens reports (DLA against the direct effect, AtP against activation patching).

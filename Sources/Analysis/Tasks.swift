@@ -1,35 +1,5 @@
 import Foundation
-
-/// SplitMix64 (Steele, Lea & Flood 2014; Vigna's reference C). Our own generator so that a seed
-/// gives the same prompts on every machine and Swift version: the standard library's
-/// `shuffled(using:)`/`randomElement(using:)` algorithms are not promised to stay fixed.
-public struct SplitMix64: Sendable {
-    public private(set) var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..<n` (n ≥ 1), exactly: Lemire's multiply-shift with rejection.
-    public mutating func next(below n: Int) -> Int {
-        let bound = UInt64(n)
-        var (high, low) = next().multipliedFullWidth(by: bound)
-        if low < bound {
-            let threshold = (0 &- bound) % bound
-            while low < threshold { (high, low) = next().multipliedFullWidth(by: bound) }
-        }
-        return Int(high)
-    }
-
-    /// One element of a non-empty array.
-    public mutating func pick<T>(_ items: [T]) -> T { items[next(below: items.count)] }
-}
+import Support
 
 /// A generated prompt-file line, before tokenization: the same keys as the JSONL format plus
 /// integer metadata (`set`, `template`, ...) that loaders ignore.

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// The "greater-than" task of Hanna, Liu & Variengien 2023 ("How does GPT-2 compute
 /// greater-than?", arXiv 2305.00586): "The war lasted from the year 1732 to the year 17" — the

@@ -79,15 +79,16 @@ extension GPT2Model {
         let g = options.parameterGradients
 
         // d metric / d logits.
-        var dlogits = [Float](repeating: 0, count: R * V)
+        let dlogitsArena = pass.pool?.arena(capacity: R * V) ?? Arena(capacity: R * V)
+        defer { pass.pool?.recycle(dlogitsArena) }
+        let dlogits = UnsafeMutableBufferPointer(start: dlogitsArena.base, count: R * V)
         var values: [Double]
         var total: Double
         switch metric {
         case .loss:
             guard R == N else { throw .metricNeedsLogits(metric: metric.name, positions: "all") }
-            let ce = dlogits.withUnsafeMutableBufferPointer {
-                crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: $0.baseAddress!, scale: options.metricScale)
-            }
+            let ce = crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: dlogits.baseAddress!,
+                                  scale: options.metricScale)
             (values, total) = (ce.perPrompt, ce.mean)
         case .logitDifference, .logit:
             let (answer, wrongIDs): ([Int], [Int]?) = switch metric {
@@ -115,10 +116,12 @@ extension GPT2Model {
         }
 
         let scratch = BackwardScratch(pass: pass, config: config)
+        defer { scratch.release() }
         // Unembedding: d ln_final output.
         let dLnF = scratch.dLn
         dLnF.update(repeating: 0, count: N * C)
-        dlogits.withUnsafeBufferPointer { dl in
+        do {
+            let dl = UnsafeBufferPointer(dlogits)
             if R == N {
                 unembedBackward(dx: dLnF, dwU: g?.wU, dbU: g?.bU, dlogits: dl.baseAddress!, x: pass.lnF.out, wU: parameters.wU,
                                 R: R, C: C, V: V)
@@ -278,9 +281,13 @@ final class BackwardScratch {
     let dMlpPre: FloatPointer    // (N, M)
     let dScale: FloatPointer     // (N)
 
+    let pool: ArenaPool?
+
     init(pass: ForwardPass, config: GPT2Config) {
         let N = pass.N, C = config.dModel, M = config.dMLP, att = pass.B * config.nHeads * pass.T * pass.T
-        arena = Arena(capacity: Arena.footprint([N * C, N * C, N * C, N * C, N * C, N * C, 3 * N * C, att, N * M, N * M, N]))
+        let capacity = Arena.footprint([N * C, N * C, N * C, N * C, N * C, N * C, 3 * N * C, att, N * M, N * M, N])
+        pool = pass.pool
+        arena = pass.pool?.arena(capacity: capacity) ?? Arena(capacity: capacity)
         dResid = arena.take(N * C)
         dLn = arena.take(N * C)
         dLnV = arena.take(N * C)
@@ -293,4 +300,7 @@ final class BackwardScratch {
         dMlpPre = arena.take(N * M)
         dScale = arena.take(N)
     }
+
+    /// Gives the buffers back to the pass's pool (if any).
+    func release() { pool?.recycle(arena) }
 }

@@ -367,7 +367,7 @@ extension GPT2Error {
 
 /// XXH64 (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md): a fast
 /// non-cryptographic 64-bit hash, used to identify weights by content.
-enum XXH64 {
+public enum XXH64 {
     private static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
     private static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
     private static let p3: UInt64 = 0x1656_67B1_9E37_79F9
@@ -385,7 +385,7 @@ enum XXH64 {
         UInt64(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
 
-    static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64) -> UInt64 {
+    public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64) -> UInt64 {
         let length = bytes.count
         var offset = 0
         var h: UInt64
@@ -423,7 +423,7 @@ enum XXH64 {
         return h
     }
 
-    static func hex(_ value: UInt64) -> String {
+    public static func hex(_ value: UInt64) -> String {
         let s = String(value, radix: 16)
         return String(repeating: "0", count: 16 - s.count) + s
     }

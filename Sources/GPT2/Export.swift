@@ -47,25 +47,8 @@ public enum CheckpointExport {
         let staging = parent.appendingPathComponent(".\(directory.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         do {
             try fm.createDirectory(at: staging, withIntermediateDirectories: false)
-            let json = try JSONSerialization.data(withJSONObject: configJSON(config), options: [.prettyPrinted, .sortedKeys])
-            try Files.writeAtomically(json, to: staging.appendingPathComponent("config.json"))
-            var tensors: [String: Tensor] = [:]
-            for (name, t) in parameters.checkpointTensors() where !(name == "lm_head.weight" && config.tieWordEmbeddings) {
-                tensors["transformer." + name] = t
-            }
-            if let head = tensors.removeValue(forKey: "transformer.lm_head.weight") { tensors["lm_head.weight"] = head }
-            try SafetensorsWriter.write(tensors, metadata: metadata.merging(["format": "pt"]) { a, _ in a },
-                                        to: staging.appendingPathComponent("model.safetensors")) { name in
-                precision == .f16 && tensors[name]!.rank == 2 ? .f16 : .f32
-            }
-            if let tokenizerFrom {
-                for file in ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
-                    let source = tokenizerFrom.appendingPathComponent(file)
-                    if fm.fileExists(atPath: source.path) {
-                        try fm.copyItem(at: source, to: staging.appendingPathComponent(file))
-                    }
-                }
-            }
+            try write(parameters, config: config, into: staging, tokenizerFrom: tokenizerFrom, precision: precision,
+                      metadata: metadata)
             if fm.fileExists(atPath: path) { try fm.removeItem(at: directory) }
             guard rename(staging.path, path) == 0 else {
                 throw GPT2Error.writeFailed(file: path, reason: String(cString: strerror(errno)))
@@ -74,6 +57,34 @@ public enum CheckpointExport {
             try? fm.removeItem(at: staging)
             if let e = error as? GPT2Error { throw e }
             throw GPT2Error.writeFailed(file: path, reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
+        }
+    }
+}
+
+extension CheckpointExport {
+    /// Writes the files of a Hugging Face folder (config.json, model.safetensors, the tokenizer
+    /// files of `tokenizerFrom`) into the existing folder `directory`, each atomically, replacing
+    /// files of those names.
+    public static func write(_ parameters: ModelParameters, config: GPT2Config, into directory: URL, tokenizerFrom: URL?,
+                             precision: Precision = .f32, metadata: [String: String] = [:]) throws {
+        let fm = FileManager.default
+        let json = try JSONSerialization.data(withJSONObject: configJSON(config), options: [.prettyPrinted, .sortedKeys])
+        try Files.writeAtomically(json, to: directory.appendingPathComponent("config.json"))
+        var tensors: [String: Tensor] = [:]
+        for (name, t) in parameters.checkpointTensors() where !(name == "lm_head.weight" && config.tieWordEmbeddings) {
+            tensors["transformer." + name] = t
+        }
+        if let head = tensors.removeValue(forKey: "transformer.lm_head.weight") { tensors["lm_head.weight"] = head }
+        try SafetensorsWriter.write(tensors, metadata: metadata.merging(["format": "pt"]) { a, _ in a },
+                                    to: directory.appendingPathComponent("model.safetensors")) { name in
+            precision == .f16 && tensors[name]!.rank == 2 ? .f16 : .f32
+        }
+        if let tokenizerFrom {
+            for file in ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+                let source = tokenizerFrom.appendingPathComponent(file)
+                guard fm.fileExists(atPath: source.path) else { continue }
+                try Files.writeAtomically(try Files.read(source), to: directory.appendingPathComponent(file))
+            }
         }
     }
 }

@@ -52,6 +52,9 @@ public struct ForwardOptions: Sendable {
     public var layerNorms: LayerNormPlan? = nil
     /// Accumulates the time of each phase (the benchmark's `--profile`).
     public var profile: PhaseTimes? = nil
+    /// Where the pass (and its backward) take their buffers from and give them back to when done
+    /// (training: the same shapes every step); nil: allocated and freed with the pass.
+    public var arenas: ArenaPool? = nil
 
     public init(cache: Set<HookName> = [], cachePositions: [Int]? = nil, interventions: [Intervention] = [],
                 logits: LogitPositions = .all, retainForBackward: Bool = false, layerNorms: LayerNormPlan? = nil,
@@ -116,6 +119,8 @@ public final class ForwardPass: @unchecked Sendable {
     public let B: Int, T: Int
     public var N: Int { B * T }
     let arena: Arena
+    /// The pool `arena` came from and returns to (`ForwardOptions.arenas`).
+    let pool: ArenaPool?
     public let embed: FloatPointer       // (N, C) hook_embed
     public let posEmbed: FloatPointer    // (N, C) hook_pos_embed
     public internal(set) var blocks: [BlockActivations]
@@ -155,7 +160,8 @@ public final class ForwardPass: @unchecked Sendable {
         let blockCount = retained ? cfg.nLayers : 1
         var sizes = [N * C, N * C, N * C, N * C] + lnSize + [logitRows.count * V]
         for _ in 0..<blockCount { sizes += perBlock }
-        arena = Arena(capacity: Arena.footprint(sizes))
+        pool = options.arenas
+        arena = options.arenas?.arena(capacity: Arena.footprint(sizes)) ?? Arena(capacity: Arena.footprint(sizes))
         embed = arena.take(N * C)
         posEmbed = arena.take(N * C)
         let streamA = arena.take(N * C), streamB = arena.take(N * C)
@@ -185,6 +191,8 @@ public final class ForwardPass: @unchecked Sendable {
         self.runner = runner
         self.plan = plan
     }
+
+    deinit { pool?.recycle(arena) }
 
     /// Block `l`'s activations (the reused buffers, with the residual stream in place, when not retained).
     func block(_ l: Int) -> BlockActivations {

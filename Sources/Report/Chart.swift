@@ -1,5 +1,6 @@
 import Analysis
 import Foundation
+import Support
 
 /// What a figure shows (title) and which run(s) it shows (lines under it): model, LN mode,
 /// prompt set and run id, so that a screenshot of the figure stands alone.

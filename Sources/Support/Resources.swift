@@ -3,7 +3,8 @@ import Foundation
 /// Where lnlens finds what it ships: the embedded models (`models/`, with the GPT-2 tokenizer in
 /// `models/tokenizer`) and prompt sets (`prompts/`). The first of: `$LNLENS_HOME`;
 /// `../share/lnlens` beside the executable's real path (`make install`); the checkout the
-/// executable was built in (searched upward from it); the current folder.
+/// executable was built in (searched upward from it); the current folder. The training text the
+/// embedded models were made from is in `corpus/`.
 public enum Resources {
     public static var home: URL {
         let fm = FileManager.default
@@ -29,4 +30,6 @@ public enum Resources {
     public static var models: URL { home.appendingPathComponent("models") }
     /// `prompts/` of `home`.
     public static var prompts: URL { home.appendingPathComponent("prompts") }
+    /// `corpus/` of `home` (the training and held-out text of the embedded models).
+    public static var corpus: URL { home.appendingPathComponent("corpus") }
 }

@@ -32,20 +32,21 @@ public func crossEntropy(logits: ConstFloatPointer, tokens: [[Int]], V: Int, dlo
     losses.withUnsafeMutableBufferPointer { lossPointer in
         let out = lossPointer.baseAddress!
         parallelChunks(rows, minimum: 2) { lo, hi in
+            let e = FloatPointer.allocate(capacity: V)
+            defer { e.deallocate() }
             for r in lo..<hi {
                 let b = r / (T - 1), t = r % (T - 1)
                 let row = logits + (b * T + t) * V
                 let target = tokens[b][t + 1]
-                var m = -Float.infinity
-                for v in 0..<V where row[v] > m { m = row[v] }
-                // The normaliser in Double: a Float sum over 50 000 terms drifts by ~1e-4.
-                var sum = 0.0
-                for v in 0..<V { sum += Double(expf(row[v] - m)) }
+                let m = maxFloats(row, count: V)
+                // exp(row − max) once, kept for the gradient; the normaliser summed in Double (a
+                // Float sum over 50 000 terms drifts by ~1e-4).
+                let sum = expShifted(out: e, x: row, shift: m, count: V)
                 out[r] = Double(m) + log(sum) - Double(row[target])
                 if let dlogits {
                     let g = dlogits + (b * T + t) * V
                     let inv = Float(Double(k) / sum)
-                    for v in 0..<V { g[v] += expf(row[v] - m) * inv }
+                    for v in 0..<V { g[v] += e[v] * inv }
                     g[target] -= k
                 }
             }

@@ -1,5 +1,6 @@
 import Analysis
 import GPT2
+import Support
 import TensorCore
 
 /// A GPT-2-small-shaped model with seeded random weights, made in memory: std 0.02 for

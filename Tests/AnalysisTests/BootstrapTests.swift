@@ -1,5 +1,6 @@
 import Analysis
 import Foundation
+import Support
 import Testing
 
 /// The bootstrap interval of NMAE: deterministic, around the point estimate, degenerate when

@@ -1,0 +1,191 @@
+import Foundation
+import GPT2
+import Support
+import TensorCore
+
+/// Everything that determines a training run's arithmetic (what a resume must match).
+public struct TrainingSettings: Sendable, Equatable, Codable {
+    /// Tokens per sequence (block).
+    public var seqLen: Int
+    /// Sequences per optimizer step (`--batch-tokens / --seq-len`).
+    public var sequencesPerStep: Int
+    /// Sequences per forward/backward pass; a step accumulates the gradients of its micro-batches.
+    public var microBatch: Int
+    public var steps: Int
+    public var seed: UInt64
+    public var learningRate: LearningRateSchedule
+    public var adamW: AdamWSettings
+    public var maxGradNorm: Double
+    /// Weight of the auxiliary loss on the spread of σ at `ln_f`'s input (0: none).
+    public var auxWeight: Double
+
+    public init(seqLen: Int, sequencesPerStep: Int, microBatch: Int, steps: Int, seed: UInt64,
+                learningRate: LearningRateSchedule, adamW: AdamWSettings = AdamWSettings(), maxGradNorm: Double = 1,
+                auxWeight: Double = 0) {
+        self.seqLen = seqLen
+        self.sequencesPerStep = sequencesPerStep
+        self.microBatch = microBatch
+        self.steps = steps
+        self.seed = seed
+        self.learningRate = learningRate
+        self.adamW = adamW
+        self.maxGradNorm = maxGradNorm
+        self.auxWeight = auxWeight
+    }
+
+    public var tokensPerStep: Int { seqLen * sequencesPerStep }
+}
+
+/// What one optimizer step did.
+public struct StepReport: Sendable, Equatable {
+    public var step: Int
+    /// Mean next-token cross-entropy over the step's sequences.
+    public var loss: Double
+    /// The auxiliary loss (already weighted), nil when its weight is 0.
+    public var auxLoss: Double?
+    public var learningRate: Double
+    /// Global gradient norm before clipping.
+    public var gradNorm: Double
+    /// Tokens trained on since step 0, this step included.
+    public var tokens: Int
+    public var seconds: Double
+    /// LayerNorms removed as the step began.
+    public var removals: [RemovablePath]
+}
+
+/// Trains a GPT-2 in place: AdamW on the cross-entropy of the corpus's blocks (and, when removing
+/// LayerNorm, the auxiliary loss), each step a fixed set of blocks given by the seed, gradients
+/// accumulated over micro-batches, clipped, then one AdamW step. Removing LayerNorm, each step
+/// runs with the LayerNorm plan of `layerNorms` and then folds the measured σ into it.
+///
+///     let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil)
+///     while trainer.step < settings.steps { let r = try trainer.runStep() }
+public final class Trainer {
+    public let model: GPT2Model
+    public let corpus: TokenCorpus
+    public let settings: TrainingSettings
+    public let optimizer: AdamW
+    public let gradients: ModelParameters
+    /// The LayerNorm removal's state (nil: ordinary training).
+    public internal(set) var layerNorms: FakeLayerNorms?
+    /// The next step to run (steps done so far).
+    public internal(set) var step = 0
+    var order: BlockOrder
+    /// Buffers reused from pass to pass (every step has the same shapes).
+    let arenas = ArenaPool()
+
+    public init(model: GPT2Model, corpus: TokenCorpus, settings s: TrainingSettings, layerNorms: FakeLayerNorms?) throws {
+        guard model.processing.isNone else {
+            throw TrainingError.badOption(option: "model", reason: "training needs the checkpoint's own parameters (no weight processing)")
+        }
+        guard s.seqLen >= 2 else { throw TrainingError.badOption(option: "--seq-len", reason: "must be at least 2 (a sequence predicts its next tokens)") }
+        guard s.seqLen <= model.config.nCtx else { throw TrainingError.seqLenTooLong(seqLen: s.seqLen, nCtx: model.config.nCtx) }
+        guard s.sequencesPerStep >= 1 else {
+            throw TrainingError.badOption(option: "--batch-tokens", reason: "must be at least --seq-len (\(s.seqLen))")
+        }
+        guard s.microBatch >= 1 else { throw TrainingError.badOption(option: "--micro-batch", reason: "must be at least 1") }
+        guard s.steps >= 1 else { throw TrainingError.badOption(option: "--steps", reason: "must be at least 1") }
+        let blocks = corpus.blockCount(seqLen: s.seqLen)
+        guard blocks >= s.sequencesPerStep else {
+            throw TrainingError.corpusTooSmall(file: corpus.path, tokens: corpus.tokens.count, needed: s.tokensPerStep,
+                                               sequences: s.sequencesPerStep, seqLen: s.seqLen)
+        }
+        if let ln = layerNorms, !ln.keepLN, ln.schedule.lastStep >= s.steps {
+            let last = ln.schedule.events.last!
+            throw TrainingError.scheduleTooLong(lastEvent: last.step, what: last.path.event, steps: s.steps)
+        }
+        self.model = model
+        self.corpus = corpus
+        self.settings = s
+        self.layerNorms = layerNorms
+        optimizer = AdamW(table: model.parameters.table, settings: s.adamW)
+        gradients = ModelParameters(table: model.parameters.table)
+        order = BlockOrder(blocks: blocks, seed: s.seed)
+    }
+
+    /// The sequences of step `step`, in order.
+    public func batch(at step: Int) -> [[Int]] {
+        var o = order
+        let n = settings.sequencesPerStep
+        return (0..<n).map { corpus.block(o.block(at: step * n + $0), seqLen: settings.seqLen) }
+    }
+
+    /// The LayerNorm plan of step `step` (the model's own LayerNorms when not removing any).
+    public func plan(at step: Int) -> LayerNormPlan {
+        let eps = Float(model.config.layerNormEpsilon)
+        if let layerNorms { return layerNorms.plan(at: step, eps: eps) }
+        var plan = model.layerNormPlan
+        plan.rawEps = FakeLayerNorms.sigmaEps
+        return plan
+    }
+
+    /// Forward and backward over the step's micro-batches, the gradients accumulated in
+    /// `gradients` (zeroed first); returns the step's loss and auxiliary loss and the σ measured.
+    public func accumulateGradients(step: Int, plan: LayerNormPlan) throws -> (loss: Double, aux: Double, sigmas: MeasuredSigmas) {
+        gradients.arena.base.update(repeating: 0, count: gradients.table.count)
+        let sequences = batch(at: step)
+        let total = sequences.count
+        var loss = 0.0, aux = 0.0
+        var measured = MeasuredSigmas(nLayers: model.config.nLayers)
+        var start = 0
+        while start < total {
+            let part = Array(sequences[start ..< min(total, start + settings.microBatch)])
+            start += part.count
+            let share = Double(part.count) / Double(total)
+            var forward = ForwardOptions(logits: .all, retainForBackward: true, layerNorms: plan)
+            forward.arenas = arenas
+            let pass = try model.run(part, forward)
+            var options = BackwardOptions(parameterGradients: gradients)
+            options.metricScale = Float(share)
+            if settings.auxWeight > 0 {
+                let (value, grad) = uniformNormLoss(rawScale: pass.lnF.rawScale, count: pass.N, weight: settings.auxWeight,
+                                                    scale: share)
+                aux += value * share
+                options.finalRawScaleGradient = grad
+            }
+            let result = try model.backward(pass, metric: .loss, options: options)
+            loss += result.total * share
+            measured.add(pass)
+        }
+        return (loss, aux, measured.mean())
+    }
+
+    /// Starts the σ averages from the LayerNorms' inputs on step `step`'s sequences, with every
+    /// LayerNorm real (the companion code starts them from σ measured on the training data).
+    func startSigmas(step: Int) throws {
+        let real = LayerNormPlan(uniform: .standard(eps: Float(model.config.layerNormEpsilon)), nLayers: model.config.nLayers,
+                             rawEps: FakeLayerNorms.sigmaEps)
+        var measured = MeasuredSigmas(nLayers: model.config.nLayers)
+        let sequences = batch(at: step)
+        var start = 0
+        while start < sequences.count {
+            let part = Array(sequences[start ..< min(sequences.count, start + settings.microBatch)])
+            start += part.count
+            measured.add(try model.run(part, ForwardOptions(logits: .none, retainForBackward: true, layerNorms: real)))
+        }
+        let m = measured.mean()
+        layerNorms?.ln1Sigma = m.ln1
+        layerNorms?.ln2Sigma = m.ln2
+        layerNorms?.lnFinalSigma = m.lnFinal
+    }
+
+    /// Runs step `step`: removals due, gradients, clipping, AdamW, the σ averages.
+    @discardableResult
+    public func runStep() throws -> StepReport {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let s = step
+        let removals = layerNorms?.removals(at: s) ?? []
+        let lr = settings.learningRate.rate(at: s)
+        if let ln = layerNorms, ln.lnFinalSigma == nil { try startSigmas(step: s) }
+        let (loss, aux, sigmas) = try accumulateGradients(step: s, plan: plan(at: s))
+        guard loss.isFinite, aux.isFinite else { throw TrainingError.nonFiniteLoss(step: s) }
+        let norm = clipGradientNorm(gradients, maxNorm: settings.maxGradNorm)
+        guard norm.isFinite else { throw TrainingError.nonFiniteLoss(step: s) }
+        optimizer.step(model.parameters, grads: gradients, lr: lr)
+        layerNorms?.update(measured: sigmas, step: s)
+        step += 1
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
+        return StepReport(step: s, loss: loss, auxLoss: settings.auxWeight > 0 ? aux : nil, learningRate: lr, gradNorm: norm,
+                          tokens: step * settings.tokensPerStep, seconds: seconds, removals: removals)
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+
+/// What stops `train`, `remove-ln` or `eval`: one line naming the file or option and what to do.
+public enum TrainingError: Error, LocalizedError, Equatable {
+    case corpusEmpty(file: String)
+    case corpusTooSmall(file: String, tokens: Int, needed: Int, sequences: Int, seqLen: Int)
+    case textTooShort(file: String, tokens: Int, context: Int)
+    case badOption(option: String, reason: String)
+    case scheduleTooLong(lastEvent: Int, what: String, steps: Int)
+    case seqLenTooLong(seqLen: Int, nCtx: Int)
+    case checkpointMissing(directory: String)
+    case checkpointCorrupt(file: String, reason: String)
+    case checkpointMismatch(directory: String, option: String, stored: String, now: String)
+    case vocabularyMismatch(model: String, dVocab: Int, other: String, otherVocab: Int)
+    case nonFiniteLoss(step: Int)
+
+    public var errorDescription: String? {
+        switch self {
+        case let .corpusEmpty(file):
+            "\(file): the corpus holds no text; give a UTF-8 text file (documents separated by lines <|endoftext|>)"
+        case let .corpusTooSmall(file, tokens, needed, sequences, seqLen):
+            "\(file): \(tokens) tokens is too small for one batch of \(sequences) sequences of \(seqLen) tokens (\(needed) tokens); give a larger corpus or lower --batch-tokens / --seq-len"
+        case let .textTooShort(file, tokens, context):
+            "\(file): \(tokens) tokens is shorter than one window of --context \(context) tokens; give more text or a smaller --context"
+        case let .badOption(option, reason):
+            "\(option): \(reason)"
+        case let .scheduleTooLong(lastEvent, what, steps):
+            "the LayerNorm removal schedule ends at step \(lastEvent) (\(what)) but --steps is \(steps); raise --steps above \(lastEvent) or start the schedule earlier"
+        case let .seqLenTooLong(seqLen, nCtx):
+            "--seq-len \(seqLen) is longer than the model's context (n_positions \(nCtx)); use at most \(nCtx)"
+        case let .checkpointMissing(directory):
+            "\(directory): no training checkpoint to resume from (checkpoints/step-*/state.json); run without --resume to start, or point --out at the interrupted run's folder"
+        case let .checkpointCorrupt(file, reason):
+            "\(file): the training checkpoint is unreadable (\(reason)); delete this step-* folder to resume from the one before it"
+        case let .checkpointMismatch(directory, option, stored, now):
+            "\(directory): the checkpoint was made with \(option) \(stored) but this invocation has \(now); resume with the same options"
+        case let .vocabularyMismatch(model, dVocab, other, otherVocab):
+            "\(other) has vocab_size \(otherVocab) but \(model) has \(dVocab); models compared on one text must share a tokenizer"
+        case let .nonFiniteLoss(step):
+            "the loss became NaN or infinite at step \(step); lower --lr, or resume from the last checkpoint with a smaller learning rate"
+        }
+    }
+}

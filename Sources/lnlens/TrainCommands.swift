@@ -1,0 +1,399 @@
+import ArgumentParser
+import Foundation
+import GPT2
+import Jobs
+import ResultsStore
+import Support
+import Tokenizer
+import Training
+
+/// Options `train` and `remove-ln` share: the text, the batch, the optimizer, checkpoints, output.
+struct TrainingFlags: ParsableArguments {
+    @Option(help: "Training text: UTF-8, documents separated by lines <|endoftext|> (e.g. corpus/train.txt).")
+    var corpus: String
+    @Option(help: "Folder to write: the trained model (a Hugging Face folder) and, while training, checkpoints/.")
+    var out: String
+    @Option(help: "Tokens per sequence (at most the model's n_positions).") var seqLen = 128
+    @Option(help: "Tokens per optimizer step (sequences per step = this / --seq-len).") var batchTokens = 16384
+    @Option(help: "Sequences per forward/backward pass (gradients are accumulated over a step's passes).")
+    var microBatch = 8
+    @Option(help: "Optimizer steps (remove-ln default: the schedule's last removal + 196, the paper's 300 for 12 layers).")
+    var steps: Int?
+    @Option(help: "Peak learning rate (after warm-up).") var lr: Double?
+    @Option(help: "Learning-rate floor the cosine decays to.") var minLr: Double?
+    @Option(help: "Warm-up steps (linear from 0).") var warmup: Int?
+    @Option(help: "AdamW weight decay (on embeddings and matrices).") var weightDecay = 0.01
+    @Option(help: "Clip the global gradient norm to this.") var maxGradNorm = 1.0
+    @Option(help: "Seed of the initial weights (--init) and of the order the corpus's sequences are read in.") var seed: UInt64 = 0
+    @Option(help: "Write a checkpoint every N steps (and at the end, and on Ctrl-C).") var checkpointEvery = 50
+    @Flag(help: "Continue the interrupted training whose checkpoints are in --out (same options).") var resume = false
+    @Flag(help: "With --resume: take the stored run over even if its writer on another host was heard from in the last 2 minutes.")
+    var forceResume = false
+    @Flag(help: "Replace --out if it exists.") var force = false
+    @Flag(help: "Keep --out/checkpoints/ after training ends (deleted by default).") var keepCheckpoints = false
+    @Option(help: ArgumentHelp("Storage precision of the written model: f32 or f16.", valueName: "dtype")) var dtype = "f32"
+    @Option(help: "Print a line every N steps (and at every LayerNorm removal).") var logEvery = 10
+    @Option(help: "SQLite database to store the run (one row per step) in.") var db = "results/lnlens.sqlite"
+
+    func validate() throws {
+        guard CheckpointExport.Precision(rawValue: dtype) != nil else { throw ValidationError("--dtype \(dtype): use f32 or f16") }
+        if forceResume && !resume { throw ValidationError("--force-resume goes with --resume") }
+        if resume && force { throw ValidationError("--resume continues the training in --out; --force would replace it: give one") }
+        for (name, value) in [("--seq-len", seqLen), ("--batch-tokens", batchTokens), ("--micro-batch", microBatch),
+                              ("--checkpoint-every", checkpointEvery), ("--log-every", logEvery)] where value < 1 {
+            throw ValidationError("\(name) must be at least 1")
+        }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if let warmup, warmup < 0 { throw ValidationError("--warmup must be 0 or more") }
+        if batchTokens < seqLen { throw ValidationError("--batch-tokens \(batchTokens) is less than one sequence (--seq-len \(seqLen))") }
+        if batchTokens % seqLen != 0 {
+            throw ValidationError("--batch-tokens \(batchTokens) is not a multiple of --seq-len \(seqLen); use \(batchTokens / seqLen * seqLen)")
+        }
+        for (name, value) in [("--lr", lr), ("--min-lr", minLr)] {
+            if let value, !(value >= 0 && value.isFinite) { throw ValidationError("\(name) must be a finite number ≥ 0") }
+        }
+        if let lr, let minLr, minLr > lr { throw ValidationError("--min-lr \(minLr) is above --lr \(lr)") }
+        if !(weightDecay >= 0 && weightDecay.isFinite) { throw ValidationError("--weight-decay must be a finite number ≥ 0") }
+        if !(maxGradNorm > 0 && maxGradNorm.isFinite) { throw ValidationError("--max-grad-norm must be a positive number") }
+    }
+
+    var outURL: URL { URL(fileURLWithPath: out).standardizedFileURL }
+
+    /// Prepares --out: refused when it exists (unless --force, or --resume which needs it), or
+    /// when it is, or holds, one of `inputs`.
+    func prepareOut(inputs: [String]) throws {
+        let fm = FileManager.default
+        let target = outURL.path
+        for input in inputs {
+            let p = URL(fileURLWithPath: input).standardizedFileURL.path
+            if p == target || p.hasPrefix(target + "/") {
+                throw CLIError.io("--out \(out) holds the input \(input); lnlens never overwrites an input: choose another folder")
+            }
+        }
+        var isDirectory: ObjCBool = false
+        let exists = fm.fileExists(atPath: target, isDirectory: &isDirectory)
+        if resume {
+            guard exists else { throw CLIError.io("--resume: \(out) does not exist; run without --resume to start a training there") }
+            return
+        }
+        if exists {
+            guard force else {
+                throw CLIError.io("--out \(out) already exists; pass --force to replace it, or --resume to continue the training in it")
+            }
+            guard isDirectory.boolValue else { throw CLIError.io("--out \(out) is a file, not a folder") }
+            try fm.removeItem(atPath: target)
+        }
+        try fm.createDirectory(atPath: target, withIntermediateDirectories: true)
+    }
+
+    func loadCorpus(tokenizer: GPT2Tokenizer) throws -> TokenCorpus {
+        let url = URL(fileURLWithPath: CorpusFiles.resolve(corpus))
+        return try TokenCorpus.load(url, tokenizer: tokenizer, eot: tokenizer.endOfTextID)
+    }
+
+    func settings(steps: Int, lr: Double, minLr: Double, warmup: Int, auxWeight: Double) -> TrainingSettings {
+        var adam = AdamWSettings()
+        adam.weightDecay = weightDecay
+        return TrainingSettings(seqLen: seqLen, sequencesPerStep: batchTokens / seqLen, microBatch: microBatch, steps: steps,
+                                seed: seed, learningRate: LearningRateSchedule(peak: lr, floor: minLr, warmupSteps: warmup, totalSteps: steps),
+                                adamW: adam, maxGradNorm: maxGradNorm, auxWeight: auxWeight)
+    }
+
+    /// The options as stored with the run.
+    func optionsJSON(_ extra: [String: String]) -> String {
+        var o: [String: String] = [
+            "corpus": corpus, "out": out, "seq_len": "\(seqLen)", "batch_tokens": "\(batchTokens)", "micro_batch": "\(microBatch)",
+            "weight_decay": "\(weightDecay)", "max_grad_norm": "\(maxGradNorm)", "seed": "\(seed)",
+            "checkpoint_every": "\(checkpointEvery)", "dtype": dtype, "db": db,
+        ]
+        o.merge(extra) { _, b in b }
+        return String(decoding: (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+    }
+
+    /// Runs `job` with the progress line and a log line every --log-every steps, then prints
+    /// where the model and the run are.
+    func execute(_ job: TrainJob, label: String) throws {
+        let database = try ResultsDatabase(path: db)
+        let total = job.trainer.settings.steps
+        let progress = ProgressLine(label: label, unit: "steps")
+        Interrupt.install()
+        defer { progress.finish() }
+        let id = try job.run(db: database, resume: resume) { r in
+            let rate = r.seconds > 0 ? Double(job.trainer.settings.tokensPerStep) / r.seconds : 0
+            let aux = r.auxLoss.map { String(format: " aux %.5f", $0) } ?? ""
+            let detail = String(format: "loss %.4f%@ lr %.2e |g| %.3f %.0f tok/s", r.loss, aux, r.learningRate, r.gradNorm, rate)
+            progress.update(done: r.step + 1, total: total, detail: detail)
+            if (r.step + 1) % logEvery == 0 || !r.removals.isEmpty || r.step + 1 == total {
+                let events = r.removals.isEmpty ? "" : "  [" + r.removals.map(\.event).joined(separator: "; ") + "]"
+                progress.finish()
+                print("step \(r.step + 1)/\(total)  \(detail)\(events)")
+            }
+            if Interrupt.requested { throw JobStop() }
+        }
+        print("wrote \(out); stored in \(db) as run \(id)")
+    }
+}
+
+/// The shipped text files: a path that does not exist where the command runs is looked up in
+/// `Resources.home`, a bare name in its `corpus/` (`--text heldout` is `corpus/heldout.txt`).
+enum CorpusFiles {
+    static func resolve(_ spec: String) -> String {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: spec) || spec.hasPrefix("/") { return spec }
+        var candidates = [Resources.home.appendingPathComponent(spec)]
+        if !spec.contains("/") {
+            candidates.append(Resources.corpus.appendingPathComponent(spec))
+            candidates.append(Resources.corpus.appendingPathComponent(spec + ".txt"))
+        }
+        return candidates.first { fm.fileExists(atPath: $0.path) }?.path ?? spec
+    }
+}
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a GPT-2 on a text corpus (AdamW, cosine learning rate with warm-up and floor), checkpointed and resumable.",
+        discussion: """
+            From scratch with --init CONFIG.json (transformers' initialisation, seeded) or continuing \
+            --from MODEL. The corpus is tokenized with the model's tokenizer, <|endoftext|> after each \
+            document, cut into --seq-len blocks read in a seeded order. Each step: forward and backward \
+            over --batch-tokens tokens in --micro-batch passes, global gradient clipping, one AdamW step \
+            (β 0.9/0.999, ε 1e-8, decay on embeddings and matrices). Deterministic for a seed and thread \
+            count. Every step's loss, learning rate and gradient norm is stored (a train run); \
+            checkpoints go to --out/checkpoints/ and --resume continues from the newest with identical \
+            parameters afterwards. The result is a Hugging Face folder that transformers loads.
+            """)
+
+    @Option(name: .customLong("init"), help: "config.json of a new model (trained from random weights).") var initConfig: String?
+    @Option(help: "Model folder or name to continue training.") var from: String?
+    @Option(help: "Tokenizer folder for --init (default: the embedded GPT-2 tokenizer).") var tokenizer: String?
+    @OptionGroup var flags: TrainingFlags
+
+    func validate() throws {
+        if (initConfig == nil) == (from == nil) { throw ValidationError("give one of --init CONFIG.json (a new model) or --from MODEL") }
+    }
+
+    func run() throws {
+        var model: GPT2Model
+        var modelPath: String, modelHash: String
+        var tokenizerDir: URL
+        var inputs = [CorpusFiles.resolve(flags.corpus)]
+        if let initConfig {
+            let url = URL(fileURLWithPath: initConfig)
+            let (config, range) = try InitConfig.load(url)
+            model = Initialization.gpt2(config: config, seed: flags.seed, std: range)
+            modelPath = url.path
+            modelHash = "init:" + (try Files.read(url).withUnsafeBytes { XXH64.hex(XXH64.hash($0, seed: flags.seed)) })
+            tokenizerDir = tokenizer.map { URL(fileURLWithPath: $0) } ?? Resources.models.appendingPathComponent("tokenizer")
+            inputs.append(url.path)
+        } else {
+            let loaded = try LoadedModel.load(from, processing: .none)
+            model = loaded.model
+            modelPath = loaded.checkpoint.directory.path
+            modelHash = try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash()
+            guard let dir = loaded.checkpoint.tokenizerDirectory else { throw CLIError.noTokenizer(modelPath) }
+            tokenizerDir = dir
+            inputs.append(modelPath)
+        }
+        let tok = try GPT2Tokenizer.load(directory: tokenizerDir)
+        guard tok.vocabSize <= model.config.dVocab else {
+            throw TrainingError.vocabularyMismatch(model: modelPath, dVocab: model.config.dVocab, other: tokenizerDir.path,
+                                                   otherVocab: tok.vocabSize)
+        }
+        let corpus = try flags.loadCorpus(tokenizer: tok)
+        let steps = flags.steps ?? 1000
+        let lr = flags.lr ?? 6e-4
+        let settings = flags.settings(steps: steps, lr: lr, minLr: flags.minLr ?? lr / 10,
+                                      warmup: flags.warmup ?? min(100, steps / 10), auxWeight: 0)
+        let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil)
+        try flags.prepareOut(inputs: inputs)
+        let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
+        let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
+                        "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
+        var job = TrainJob(trainer: trainer, command: StoreName.trainCommand, modelPath: modelPath, modelHash: modelHash,
+                           optionsJSON: flags.optionsJSON(["init": initConfig ?? "", "from": from ?? "", "lr": "\(lr)",
+                                                           "steps": "\(steps)"]),
+                           toolVersion: LNLensVersion.string, out: out, checkpointEvery: flags.checkpointEvery) { t in
+            try CheckpointExport.write(t.model.parameters, config: t.model.config, into: out, tokenizerFrom: tokenizerDir,
+                                       precision: precision, metadata: metadata)
+        }
+        job.keepCheckpoints = flags.keepCheckpoints
+        job.forceResume = flags.forceResume
+        print("training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokens.count.formatted()) tokens "
+              + "(\(corpus.documents) documents, \(corpus.blockCount(seqLen: settings.seqLen)) sequences of \(settings.seqLen)); "
+              + "\(steps) steps of \(settings.tokensPerStep) tokens")
+        try flags.execute(job, label: "train")
+    }
+}
+
+struct RemoveLNCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove-ln",
+        abstract: "Remove every LayerNorm by fine-tuning, as Baroni et al. 2025 do; writes the LN-free model.",
+        discussion: """
+            Each LayerNorm becomes FakeLN — (x − mean x)/σ · w + b with σ frozen — on the paper's \
+            schedule: block i's ln_2 at 20 + 2i, then ln_1 for Q/K every 2 steps, then ln_1 for V every \
+            3 steps, then ln_f (for 12 layers: 20+2i, 44+2i, 68+3i, 104; steps = 300). σ is a moving \
+            average (momentum 0.9) of the per-token sqrt(var + 1e-5), frozen when that LayerNorm goes. \
+            The loss adds 0.1 · mean((σ_t − mean σ)²) at ln_f's input. AdamW, lr 6e-4 cosine to 3e-4 \
+            after 20 warm-up steps, weight decay 0.01, clipping 1.0. The output is in the released \
+            LN-free encoding (layer_norm_epsilon 1e12, LN weights × 1e6/σ), which lnlens loads as ln-free \
+            and transformers loads as is. --keep-ln runs the same fine-tuning with nothing removed (the \
+            paper's vanilla control). Every schedule number can be set.
+            """)
+
+    @Argument(help: "The model to remove LayerNorm from (folder or name).") var model: String
+    @Flag(help: "Fine-tune identically but remove nothing (the vanilla control).") var keepLn = false
+    @Option(help: "Weight of the auxiliary loss on σ's spread at ln_f's input.") var auxWeight = 0.1
+    @Option(help: "Momentum of σ's moving average.") var momentum = 0.9
+    @Option(help: "Step at which block 0's ln_2 is removed.") var ln2Start = 20
+    @Option(help: "Steps between blocks for ln_2 (0: all blocks at once).") var ln2Gap = 2
+    @Option(help: "Step of block 0's ln_1 Q/K path (default: ln2-start + layers · ln2-gap).") var ln1qkStart: Int?
+    @Option(help: "Steps between blocks for ln_1 Q/K.") var ln1qkGap = 2
+    @Option(help: "Step of block 0's ln_1 V path (default: ln1qk-start + layers · ln1qk-gap).") var ln1vStart: Int?
+    @Option(help: "Steps between blocks for ln_1 V.") var ln1vGap = 3
+    @Option(help: "Step of ln_f (default: ln1v-start + layers · ln1v-gap).") var lnfStep: Int?
+    @OptionGroup var flags: TrainingFlags
+
+    func validate() throws {
+        for (name, value) in [("--ln2-start", ln2Start), ("--ln2-gap", ln2Gap), ("--ln1qk-gap", ln1qkGap), ("--ln1v-gap", ln1vGap),
+                              ("--ln1qk-start", ln1qkStart ?? 0), ("--ln1v-start", ln1vStart ?? 0), ("--lnf-step", lnfStep ?? 0)]
+        where value < 0 {
+            throw ValidationError("\(name) must be 0 or more")
+        }
+        if !(auxWeight >= 0 && auxWeight.isFinite) { throw ValidationError("--aux-weight must be a finite number ≥ 0") }
+        if !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1)") }
+    }
+
+    func run() throws {
+        let loaded = try LoadedModel.load(model, processing: .none)
+        let source = loaded.checkpoint.directory.path
+        guard loaded.model.lnMode == .layerNorm else {
+            throw CLIError.usage("\(source) is already LN-free (layer_norm_epsilon \(loaded.model.config.layerNormEpsilon)); remove-ln needs a model with LayerNorm")
+        }
+        guard let tokenizerDir = loaded.checkpoint.tokenizerDirectory else { throw CLIError.noTokenizer(source) }
+        let tok = try GPT2Tokenizer.load(directory: tokenizerDir)
+        let corpus = try flags.loadCorpus(tokenizer: tok)
+        let schedule = RemovalSchedule(nLayers: loaded.model.config.nLayers, ln2Start: ln2Start, ln2Gap: ln2Gap,
+                                       ln1QKStart: ln1qkStart, ln1QKGap: ln1qkGap, ln1VStart: ln1vStart, ln1VGap: ln1vGap,
+                                       lnFinalStep: lnfStep)
+        let steps = flags.steps ?? schedule.defaultTotalSteps
+        let lr = flags.lr ?? 6e-4
+        let settings = flags.settings(steps: steps, lr: lr, minLr: flags.minLr ?? 3e-4, warmup: flags.warmup ?? 20,
+                                      auxWeight: auxWeight)
+        let layerNorms = FakeLayerNorms(schedule: schedule, momentum: momentum, keepLN: keepLn)
+        let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms)
+        try flags.prepareOut(inputs: [source, corpus.path])
+        let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
+        let keep = keepLn
+        let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": keepLn ? "remove-ln --keep-ln" : "remove-ln",
+                        "source": source, "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
+        var job = TrainJob(trainer: trainer, command: StoreName.removeLNCommand, modelPath: source,
+                           modelHash: try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash(),
+                           optionsJSON: flags.optionsJSON([
+                               "model": model, "keep_ln": "\(keepLn)", "aux_weight": "\(auxWeight)", "momentum": "\(momentum)",
+                               "schedule": "\(schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ","))",
+                               "lr": "\(lr)", "steps": "\(steps)",
+                           ]),
+                           toolVersion: LNLensVersion.string, out: out, checkpointEvery: flags.checkpointEvery) { t in
+            var config = t.model.config
+            let weights = ModelParameters(table: t.model.parameters.table)
+            weights.copy(from: t.model.parameters)
+            if !keep, let ln = t.layerNorms { config = ln.encodeLNFree(weights, config: config) }
+            try CheckpointExport.write(weights, config: config, into: out, tokenizerFrom: tokenizerDir, precision: precision,
+                                       metadata: metadata)
+        }
+        job.keepCheckpoints = flags.keepCheckpoints
+        job.forceResume = flags.forceResume
+        let what = keepLn ? "fine-tuning with LayerNorm kept (--keep-ln)" : "removing \(schedule.events.count) LayerNorm paths by step \(schedule.lastStep)"
+        print("\(what): \(steps) steps of \(settings.tokensPerStep) tokens on \(corpus.tokens.count.formatted()) tokens of \(corpus.path)")
+        try flags.execute(job, label: keepLn ? "keep-ln" : "remove-ln")
+    }
+}
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Mean next-token loss of models on a text, with 95% confidence intervals, side by side and stored.",
+        discussion: """
+            The text is tokenized with the first model's tokenizer (documents separated by lines \
+            <|endoftext|>, each followed by that token) and cut into windows of --context tokens; each \
+            window predicts its tokens 2…context. The interval is mean ± 1.96·sd/√windows over the \
+            windows' losses. The paper's loss table is `lnlens eval ORIGINAL VANILLA LN-FREE --text …`.
+            """)
+
+    @Argument(help: "Models (folders or names); default: the embedded gpt2-tiny, gpt2-tiny-vanilla and gpt2-tiny-lnfree.")
+    var models: [String] = []
+    @Option(help: "Text to score (default: the held-out corpus/heldout.txt).") var text = "heldout"
+    @Option(help: "Tokens per window (default: min(128, the model's n_positions)).") var context: Int?
+    @Option(help: "Windows per forward pass.") var batch = 8
+    @Option(help: "SQLite database to store the run in.") var db = "results/lnlens.sqlite"
+    @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        if let context, context < 2 { throw ValidationError("--context must be at least 2") }
+        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+    }
+
+    var specs: [String] {
+        if !models.isEmpty { return models }
+        let names = [EmbeddedModels.defaultName, "gpt2-tiny-vanilla", EmbeddedModels.lnFreeName]
+        return names.filter { FileManager.default.fileExists(atPath: EmbeddedModels.resolve($0) + "/config.json") }
+    }
+
+    func run() throws {
+        var entries: [EvalJob.Entry] = []
+        var tokenizer: GPT2Tokenizer?
+        var modes: [String] = []
+        for spec in specs {
+            let loaded = try LoadedModel.load(spec, processing: .none)
+            if let first = entries.first, first.model.config.dVocab != loaded.model.config.dVocab {
+                throw TrainingError.vocabularyMismatch(model: first.name, dVocab: first.model.config.dVocab, other: spec,
+                                                       otherVocab: loaded.model.config.dVocab)
+            }
+            if tokenizer == nil { tokenizer = try loaded.requireTokenizer() }
+            entries.append(.init(name: spec, model: loaded.model,
+                                 hash: try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash()))
+            modes.append(loaded.model.lnMode.rawValue)
+        }
+        let tok = tokenizer!
+        let textURL = URL(fileURLWithPath: CorpusFiles.resolve(text))
+        let corpus = try TokenCorpus.load(textURL, tokenizer: tok, eot: tok.endOfTextID)
+        let window = context ?? min(128, entries.map(\.model.config.nCtx).min()!)
+        let options = ["models": specs.joined(separator: ","), "text": text, "context": "\(window)", "batch": "\(batch)", "db": db]
+        let job = EvalJob(entries: entries, text: corpus, context: window, batch: batch,
+                          optionsJSON: String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
+                          toolVersion: LNLensVersion.string)
+        let database = try ResultsDatabase(path: db)
+        let progress = ProgressLine(label: "eval", unit: "windows")
+        let (id, results) = try job.run(db: database) { name, done, total in progress.update(done: done, total: total, detail: name) }
+        progress.finish()
+        if json {
+            struct Row: Encodable {
+                let model: String, lnMode: String, loss: Double, ciLow: Double, ciHigh: Double, windows: Int, predictions: Int
+                enum CodingKeys: String, CodingKey {
+                    case model, lnMode = "ln_mode", loss, ciLow = "ci_low", ciHigh = "ci_high", windows, predictions
+                }
+            }
+            struct Out: Encodable { let runID: Int64; let text: String; let context: Int; let models: [Row]
+                enum CodingKeys: String, CodingKey { case runID = "run_id", text, context, models } }
+            return try printJSON(Out(runID: id, text: corpus.path, context: window, models: zip(zip(specs, modes), results).map {
+                Row(model: $0.0.0, lnMode: $0.0.1, loss: $0.1.loss, ciLow: $0.1.ciLow, ciHigh: $0.1.ciHigh, windows: $0.1.windows,
+                    predictions: $0.1.predictions)
+            }))
+        }
+        print("\(corpus.path): \(corpus.tokens.count.formatted()) tokens, \(results[0].windows) windows of \(window)")
+        let width = max(5, specs.map(\.count).max()!)
+        print("model".padding(toLength: width, withPad: " ", startingAt: 0) + "  ln mode     loss     95% CI")
+        for ((spec, mode), r) in zip(zip(specs, modes), results) {
+            print(spec.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + mode.padding(toLength: 10, withPad: " ", startingAt: 0)
+                  + String(format: "  %.4f   [%.4f, %.4f]", r.loss, r.ciLow, r.ciHigh))
+        }
+        if results.count > 1 {
+            for (spec, r) in zip(specs.dropFirst(), results.dropFirst()) {
+                print(String(format: "%@ − %@: %+.4f nats", spec, specs[0], r.loss - results[0].loss))
+            }
+        }
+        print("stored in \(db) as run \(id)")
+    }
+}
