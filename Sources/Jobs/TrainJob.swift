@@ -185,6 +185,7 @@ public struct EvalJob {
     /// Evaluates every model and stores one run; returns its id and the results in model order.
     public func run(db: ResultsDatabase, progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> (Int64, [EvalResult]) {
         let first = entries[0]
+        for e in entries { try Evaluation.validate(model: e.model, text: text, context: context) }
         let id = try db.beginRun(RunRecord(
             command: StoreName.evalCommand, optionsJSON: optionsJSON, modelPath: entries.map(\.name).joined(separator: " | "),
             modelHash: entries.map(\.hash).joined(separator: ","), lnMode: first.model.lnMode.rawValue, processingJSON: "{}",

@@ -50,9 +50,9 @@ public struct TokenCorpus: Sendable {
             if !doc.isEmpty { docs.append(doc) }
             current = []
         }
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            let bare = line.hasSuffix("\r") ? line.dropLast() : line
-            if bare.trimmingCharacters(in: .whitespaces) == separator { flush() } else { current.append(bare) }
+        // Lines end at any newline ("\r\n" is one Character, and a newline).
+        for line in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
+            if line.trimmingCharacters(in: .whitespaces) == separator { flush() } else { current.append(line) }
         }
         flush()
         return docs

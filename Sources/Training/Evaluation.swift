@@ -17,17 +17,24 @@ public struct EvalResult: Sendable, Equatable {
 }
 
 public enum Evaluation {
+    /// Throws the error `loss` would for this model, text and context, without running anything.
+    public static func validate(model: GPT2Model, text: TokenCorpus, context: Int) throws {
+        guard context >= 2 else { throw TrainingError.badOption(option: "--context", reason: "must be at least 2") }
+        guard context <= model.config.nCtx else {
+            throw TrainingError.badOption(option: "--context", reason: "\(context) is longer than the model's context (n_positions \(model.config.nCtx)); use at most \(model.config.nCtx)")
+        }
+        guard text.blockCount(seqLen: context) >= 1 else {
+            throw TrainingError.textTooShort(file: text.path, tokens: text.tokens.count, context: context)
+        }
+    }
+
     /// Scores `model` on `text` in non-overlapping windows of `context` tokens, `batch` windows per
     /// pass; each window predicts its tokens 2 … context from the ones before, as transformers'
     /// loss with `labels=input_ids` does; `progress(done, total)` after each pass.
     public static func loss(model: GPT2Model, text: TokenCorpus, context: Int, batch: Int = 8,
                             progress: (Int, Int) -> Void = { _, _ in }) throws -> EvalResult {
-        guard context >= 2 else { throw TrainingError.badOption(option: "--context", reason: "must be at least 2") }
-        guard context <= model.config.nCtx else {
-            throw TrainingError.badOption(option: "--context", reason: "\(context) is longer than the model's context (n_positions \(model.config.nCtx)); use at most \(model.config.nCtx)")
-        }
+        try validate(model: model, text: text, context: context)
         let n = text.blockCount(seqLen: context)
-        guard n >= 1 else { throw TrainingError.textTooShort(file: text.path, tokens: text.tokens.count, context: context) }
         var losses: [Double] = []
         var start = 0
         while start < n {

@@ -1,0 +1,113 @@
+import Foundation
+import ResultsStore
+import Testing
+
+/// `lnlens train`, `remove-ln` and `eval` through the binary: kill -9 and resume to identical
+/// weights, LayerNorm removal to a model that loads as ln-free, one-line errors for bad input.
+@Suite struct TrainCLITests {
+    typealias C = CLITests
+
+    /// A 2-layer, 32-wide GPT-2 config.
+    static func config(in dir: URL, extra: String = "") throws -> String {
+        let file = dir.appendingPathComponent("config.json")
+        try #"{"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 50257\#(extra)}"#
+            .write(to: file, atomically: true, encoding: .utf8)
+        return file.path
+    }
+
+    static let small = ["--corpus", "corpus/heldout.txt", "--seq-len", "16", "--batch-tokens", "64", "--micro-batch", "2"]
+
+    @Test func killedTrainingResumesToTheSameWeights() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = try Self.config(in: dir)
+        func args(_ out: String, _ db: String) -> [String] {
+            ["train", "--init", config] + Self.small + ["--steps", "60", "--checkpoint-every", "5", "--out", dir.appendingPathComponent(out).path,
+                                                        "--db", dir.appendingPathComponent(db).path]
+        }
+        let full = try C.run(args("full", "full.sqlite"))
+        #expect(full.status == 0, "\(full.stderr)")
+        let killedDB = dir.appendingPathComponent("killed.sqlite").path
+        let (p, _, _) = try C.start(args("killed", "killed.sqlite"))
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, p.isRunning {
+            if let db = try? ResultsDatabase.openReadOnly(path: killedDB), let n = try? db.trainSteps(runID: 1).count, n >= 13 { break }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        #expect(p.isRunning, "the training finished before it could be killed")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        #expect(try ResultsDatabase.openReadOnly(path: killedDB).run(id: 1)?.status == .running)
+        // Without --resume the folder is refused; with it the training continues.
+        try C.expectOneLineError(args("killed", "killed.sqlite"), mentions: ["already exists", "--resume"])
+        let resumed = try C.run(args("killed", "killed.sqlite") + ["--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let a = try Data(contentsOf: dir.appendingPathComponent("full/model.safetensors"))
+        let b = try Data(contentsOf: dir.appendingPathComponent("killed/model.safetensors"))
+        #expect(a == b, "the resumed training's weights differ from the uninterrupted one's")
+        let sa = try ResultsDatabase.openReadOnly(path: dir.appendingPathComponent("full.sqlite").path).trainSteps(runID: 1)
+        let sb = try ResultsDatabase.openReadOnly(path: killedDB).trainSteps(runID: 1)
+        #expect(sa.count == 60 && sa.map(\.loss) == sb.map(\.loss) && sa.map(\.gradNorm) == sb.map(\.gradNorm))
+        #expect(try ResultsDatabase.openReadOnly(path: killedDB).run(id: 1)?.status == .completed)
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("killed/checkpoints").path))
+    }
+
+    @Test func removeLNWritesAModelThatLoadsLNFree() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = dir.appendingPathComponent("r.sqlite").path
+        let base = dir.appendingPathComponent("base").path, free = dir.appendingPathComponent("free").path
+        let vanilla = dir.appendingPathComponent("vanilla").path
+        let train = try C.run(["train", "--init", try Self.config(in: dir)] + Self.small + ["--steps", "10", "--out", base, "--db", db])
+        #expect(train.status == 0, "\(train.stderr)")
+        let schedule = ["--ln2-start", "1", "--ln2-gap", "1", "--ln1qk-gap", "1", "--ln1v-gap", "1", "--steps", "9", "--warmup", "1"]
+        let remove = try C.run(["remove-ln", base] + Self.small + schedule + ["--out", free, "--db", db])
+        #expect(remove.status == 0, "\(remove.stderr)")
+        #expect(remove.stdout.contains("ln_f removed"), "\(remove.stdout)")
+        let keep = try C.run(["remove-ln", base, "--keep-ln"] + Self.small + schedule + ["--out", vanilla, "--db", db])
+        #expect(keep.status == 0, "\(keep.stderr)")
+        let inspect = try C.run(["inspect", free])
+        #expect(inspect.stdout.contains("ln-free"), "\(inspect.stdout)")
+        let eval = try C.run(["eval", base, vanilla, free, "--text", "corpus/heldout.txt", "--context", "32", "--db", db, "--json"])
+        #expect(eval.status == 0, "\(eval.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as! [String: Any]
+        let models = object["models"] as! [[String: Any]]
+        #expect(models.map { $0["ln_mode"] as! String } == ["layernorm", "layernorm", "ln-free"])
+        #expect(models.allSatisfy { ($0["ci_low"] as! Double) <= ($0["loss"] as! Double) && ($0["loss"] as! Double) <= ($0["ci_high"] as! Double) })
+        let store = try ResultsDatabase.openReadOnly(path: db)
+        #expect(try store.runs().map(\.command) == ["train", "remove-ln", "remove-ln", "eval"])
+        let events = try store.trainSteps(runID: 2).compactMap(\.event)
+        #expect(events.count == 7 && events.last == "ln_f removed", "\(events)")
+        #expect(try store.trainSteps(runID: 3).allSatisfy { $0.event == nil })
+        #expect(try store.summaries(runID: 4).filter { $0.scope == "eval" && $0.metric == "loss" }.count == 3)
+    }
+
+    @Test func badInputIsOneLine() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = dir.appendingPathComponent("r.sqlite").path
+        let out = dir.appendingPathComponent("out").path
+        let config = try Self.config(in: dir)
+        let tiny = dir.appendingPathComponent("tiny.txt")
+        try "Just a few words.\n".write(to: tiny, atomically: true, encoding: .utf8)
+        try C.expectOneLineError(["train", "--init", config, "--corpus", tiny.path, "--seq-len", "16", "--batch-tokens", "64", "--out", out, "--db", db],
+                                 mentions: ["tiny.txt", "too small for one batch"])
+        let typo = dir.appendingPathComponent("typo")
+        try FileManager.default.createDirectory(at: typo, withIntermediateDirectories: true)
+        try C.expectOneLineError(["train", "--init", try Self.config(in: typo, extra: #", "n_embed": 64"#)] + Self.small + ["--out", out, "--db", db],
+                                 mentions: ["n_embed", "did you mean \"n_embd\""])
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        try "keep me".write(toFile: out + "/note.txt", atomically: true, encoding: .utf8)
+        try C.expectOneLineError(["train", "--init", config] + Self.small + ["--out", out, "--db", db], mentions: ["already exists", "--force"])
+        #expect(try String(contentsOfFile: out + "/note.txt", encoding: .utf8) == "keep me")
+        try C.expectOneLineError(["remove-ln", "gpt2-tiny"] + Self.small + ["--steps", "30", "--out", dir.appendingPathComponent("f").path, "--db", db],
+                                 mentions: ["schedule ends at step", "--steps is 30"])
+        try C.expectOneLineError(["remove-ln", "gpt2-tiny-lnfree"] + Self.small + ["--out", dir.appendingPathComponent("g").path, "--db", db],
+                                 mentions: ["already LN-free"])
+        try C.expectOneLineError(["train", "--init", config] + Self.small + ["--seq-len", "100", "--batch-tokens", "200", "--out", dir.appendingPathComponent("h").path, "--db", db],
+                                 mentions: ["--seq-len 100", "n_positions 64"])
+        try C.expectOneLineError(["eval", "gpt2-tiny", "--text", tiny.path, "--context", "64", "--db", db], mentions: ["tiny.txt", "--context 64"])
+        let runs = FileManager.default.fileExists(atPath: db) ? try ResultsDatabase.openReadOnly(path: db).runs() : []
+        #expect(runs.isEmpty, "bad input left runs: \(runs.map(\.command))")
+    }
+}
