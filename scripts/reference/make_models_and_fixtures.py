@@ -13,13 +13,14 @@ Run with the reference venv (see scripts/reference/README.md), from the reposito
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --dla --interventions
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --processing-variants
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --gradients
+    /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --patching
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --default-models
     /tmp/refvenv/bin/python scripts/reference/make_models_and_fixtures.py --small-shape /tmp/small-shape
 
 Each fixture family is one function (`build_test_models`, `write_forward_fixtures`,
 `write_processed_weights`, `write_dla_fixtures`, `write_intervention_fixtures`,
-`write_processing_fixtures`, `write_gradient_fixtures`, `build_default_models`, `build_small_shape`); new
-families add a function and a flag in `main`.
+`write_processing_fixtures`, `write_gradient_fixtures`, `write_patching_fixtures`, `build_default_models`,
+`build_small_shape`); new families add a function and a flag in `main`.
 """
 
 from __future__ import annotations
@@ -1724,6 +1725,503 @@ def check_gradient_interventions(name: str, run: dict, probes: dict, checks: dic
 
 
 # ---------------------------------------------------------------------------------------------
+# Fixture family: activation patching, AtP and AtP* (DESIGN.md "Patching")
+
+PATCHING_DIR = REFERENCE_DIR / "patching"
+BOS_ID = 50256  # <|endoftext|>, prepended as TransformerLens's to_tokens does (the paper does this)
+# IOI-style pairs, two token lengths (15 and 13 with BOS), interleaved. Prompts 0 and 1: the IOI
+# S2 -> IO swap (one token differs); prompts 2 and 3: every name replaced (three tokens differ).
+PATCHING_PROMPTS = [
+    {"prompt": "When Mary and John went to the store, John gave a drink to", "answer": " Mary", "wrong": " John",
+     "corrupt": "When Mary and John went to the store, Mary gave a drink to", "corruption": "S2 -> IO"},
+    {"prompt": "Then Sarah and Paul talked, and Paul handed a book to", "answer": " Sarah", "wrong": " Paul",
+     "corrupt": "Then Sarah and Paul talked, and Sarah handed a book to", "corruption": "S2 -> IO"},
+    {"prompt": "When Tom and James went to the park, James gave a ball to", "answer": " Tom", "wrong": " James",
+     "corrupt": "When Dan and Sarah went to the park, Sarah gave a ball to", "corruption": "all names replaced"},
+    {"prompt": "Friends Peter and Emma arrived, and Emma gave a gift to", "answer": " Peter", "wrong": " Emma",
+     "corrupt": "Friends Bob and Alice arrived, and Alice gave a gift to", "corruption": "all names replaced"},
+]
+PATCHING_DIRECTIONS = ("denoise", "noise")
+# site -> (transformer_lens.patching function, TL activation name, index axes of the TL result)
+PATCHING_SITES = {
+    "resid_pre": ("get_act_patch_resid_pre", "resid_pre", ("layer", "pos")),
+    "resid_mid": ("get_act_patch_resid_mid", "resid_mid", ("layer", "pos")),
+    "attn_out": ("get_act_patch_attn_out", "attn_out", ("layer", "pos")),
+    "mlp_out": ("get_act_patch_mlp_out", "mlp_out", ("layer", "pos")),
+    "z": ("get_act_patch_attn_head_out_all_pos", "z", ("layer", "head")),
+    "q": ("get_act_patch_attn_head_q_all_pos", "q", ("layer", "head")),
+    "k": ("get_act_patch_attn_head_k_all_pos", "k", ("layer", "head")),
+    "v": ("get_act_patch_attn_head_v_all_pos", "v", ("layer", "head")),
+    "z_by_pos": ("get_act_patch_attn_head_out_by_pos", "z", ("layer", "pos", "head")),
+    "q_by_pos": ("get_act_patch_attn_head_q_by_pos", "q", ("layer", "pos", "head")),
+    "k_by_pos": ("get_act_patch_attn_head_k_by_pos", "k", ("layer", "pos", "head")),
+    "v_by_pos": ("get_act_patch_attn_head_v_by_pos", "v", ("layer", "pos", "head")),
+    "pattern": ("get_act_patch_attn_head_pattern_all_pos", "pattern", ("layer", "head")),
+    "pattern_by_pos": ("get_act_patch_attn_head_pattern_by_pos", "pattern", ("layer", "head", "dest_pos")),
+}
+QK_SITES = ("q", "k", "q_by_pos", "k_by_pos")
+# how AtP reduces (donor - patched) * grad of the TL hook tensor (batch axis dropped) to the index axes
+PATCHING_ATP_SUM = {
+    "resid_pre": "hook [T, d_model]: sum over d_model -> [pos]",
+    "z": "hook [T, H, d_head]: sum over pos and d_head -> [head]",
+    "z_by_pos": "hook [T, H, d_head]: sum over d_head -> [pos, head]",
+    "pattern": "hook_pattern [H, dest, src]: sum over dest and src -> [head]",
+    "pattern_by_pos": "hook_pattern [H, dest, src]: sum over src -> [head, dest_pos]",
+}
+PATCHING_QK_LIMIT_EPS = 1e-4  # donor difference scale for the QK-fix -> AtP limit check (float64)
+PATCHING_TOLERANCES = {
+    "atol": 1e-4,
+    "note": "every stored value (metric.*, <site>.activation, .atp, .atp_qkfix, .atp_graddrop, .atp_star): "
+            "|lnlens - reference| <= atol, NaN where the reference is NaN (padding). The float32 reference "
+            "is within float32_vs_float64 (self_checks) of the same computation in float64.",
+}
+
+
+def patching_metric_fn(answer_id: int, wrong_id: int):
+    """Logit difference answer - wrong at the last position of prompt 0 (batch of 1): a 0-dim tensor."""
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return logits[0, -1, answer_id] - logits[0, -1, wrong_id]
+    return metric
+
+
+def paper_cache_fwd_and_bwd(model: HookedTransformer, tokens: torch.Tensor, metric) -> tuple[float, dict, dict]:
+    """As the paper's attribution_patching_utils.get_cache_fwd_and_bwd: forward and backward TL hooks on
+    every hook whose name has no "_input", caches overwritten per call, metric(model(tokens)).backward().
+    The paper's script also turns on use_attn_in and use_hook_mlp_in (extra hook points, not read by any
+    site here); they stay off, so hook_attn_in and hook_mlp_in are skipped as well."""
+    def not_qkv_input(name: str) -> bool:
+        return "_input" not in name and not name.endswith(("hook_attn_in", "hook_mlp_in"))
+
+    model.reset_hooks()
+    cache, grad_cache = {}, {}
+
+    def forward_cache_hook(act, hook):
+        cache[hook.name] = act.detach()
+
+    def backward_cache_hook(act, hook):
+        grad_cache[hook.name] = act.detach()
+
+    model.add_hook(not_qkv_input, forward_cache_hook, "fwd")
+    model.add_hook(not_qkv_input, backward_cache_hook, "bwd")
+    value = metric(model(tokens))
+    value.backward(retain_graph=False)
+    model.reset_hooks()
+    model.zero_grad(set_to_none=True)
+    return value.item(), cache, grad_cache
+
+
+def site_hooks(model: HookedTransformer) -> list[str]:
+    """Every TL hook a patching site reads, all layers."""
+    acts = sorted({act for _, act, _ in PATCHING_SITES.values()})
+    return [transformer_lens.utils.get_act_name(a, l) for l in range(model.cfg.n_layers) for a in acts]
+
+
+def graddrop_backward(model: HookedTransformer, tokens: torch.Tensor, metric,
+                      drop_layer: int | None) -> tuple[float, dict, set]:
+    """One forward + backward of the metric with the gradient into layer drop_layer's residual-stream
+    contributions (blocks.l.hook_attn_out, blocks.l.hook_mlp_out) set to zero: forward hooks there return
+    the detached value (a stop-gradient), so nothing flows back through that layer's attention or MLP.
+    Gradients at the site hooks from TL backward hooks; a hook whose backward hook does not fire (layer
+    drop_layer's attention internals, attn_out, mlp_out) has gradient 0 by definition. drop_layer None:
+    an ordinary backward pass. Returns (metric value, {hook: grad [1, ...]}, hooks given 0)."""
+    names = site_hooks(model)
+    grads: dict[str, torch.Tensor] = {}
+    shapes: dict[str, tuple] = {}
+
+    def keep_shape(x, hook):
+        shapes[hook.name] = (tuple(x.shape), x.dtype)
+
+    def keep_grad(g, hook):
+        assert hook.name not in grads, f"{hook.name} fired twice"
+        grads[hook.name] = g.detach().clone()
+
+    def stop_gradient(x, hook):
+        return x.detach()
+
+    fwd = [(n, keep_shape) for n in names]
+    if drop_layer is not None:
+        fwd += [(f"blocks.{drop_layer}.hook_attn_out", stop_gradient), (f"blocks.{drop_layer}.hook_mlp_out", stop_gradient)]
+    model.zero_grad(set_to_none=True)
+    with model.hooks(fwd_hooks=fwd, bwd_hooks=[(n, keep_grad) for n in names]):
+        value = metric(model(tokens))
+        value.backward()
+    model.zero_grad(set_to_none=True)
+    zeroed = set()
+    for n in names:
+        if n not in grads:
+            shape, dtype = shapes[n]
+            grads[n] = torch.zeros(shape, dtype=dtype)
+            zeroed.add(n)
+    return value.item(), grads, zeroed
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, attn_scale: float) -> torch.Tensor:
+    """Causal softmax(q k^T / attn_scale) as TL computes it: q, k [T, H, d_head] -> [H, dest, src]."""
+    scores = q.permute(1, 0, 2) @ k.permute(1, 2, 0) / attn_scale
+    T = q.shape[0]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    scores = torch.where(causal, scores, torch.tensor(-torch.inf, dtype=scores.dtype))
+    return torch.softmax(scores, dim=-1)
+
+
+def qk_fix_estimate(site: str, q: torch.Tensor, k: torch.Tensor, q_donor: torch.Tensor, k_donor: torch.Tensor,
+                    grad_pattern: torch.Tensor, attn_scale: float) -> torch.Tensor:
+    """AtP* QK fix for one layer: sum over the changed entries of (A' - A) * d metric / d A, A' the
+    attention probabilities recomputed exactly with the donor query / key(s) (causal mask), A those of
+    the patched run (recomputed the same way), grad_pattern [H, dest, src] the hook_pattern gradient.
+    q, k [T, H, d_head] of the patched run, *_donor of the donor run. Returns the site's index shape
+    for one layer: q, k [H]; q_by_pos, k_by_pos [T, H]."""
+    A = attention_probs(q, k, attn_scale)
+    if site in ("q", "q_by_pos"):  # a donor query at dest t changes row t only
+        rows = ((attention_probs(q_donor, k, attn_scale) - A) * grad_pattern).sum(-1)  # [H, dest]
+        return rows.sum(-1) if site == "q" else rows.T
+    if site == "k":  # every key replaced: every row recomputed
+        return ((attention_probs(q, k_donor, attn_scale) - A) * grad_pattern).sum((1, 2))
+    assert site == "k_by_pos"  # key at src s replaced: column s of every row t >= s changes
+    T, H = q.shape[0], q.shape[1]
+    out = torch.zeros(T, H, dtype=q.dtype)
+    for s in range(T):
+        k_s = k.clone()
+        k_s[s] = k_donor[s]
+        out[s] = ((attention_probs(q, k_s, attn_scale) - A) * grad_pattern).sum((1, 2))
+    return out
+
+
+def atp_site(site: str, model: HookedTransformer, diff: dict, grads: dict, acts: dict, donor: dict,
+             qk_fix: bool) -> torch.Tensor:
+    """AtP of one site kind for every index, [layer, ...index axes]: (donor - patched) * grad summed as
+    PATCHING_ATP_SUM; with qk_fix, q/k sites use qk_fix_estimate instead (other sites unchanged)."""
+    _, act, axes = PATCHING_SITES[site]
+    out = []
+    for l in range(model.cfg.n_layers):
+        name = transformer_lens.utils.get_act_name(act, l)
+        if qk_fix and site in QK_SITES:
+            q, k = (f"blocks.{l}.attn.hook_q", f"blocks.{l}.attn.hook_k")
+            out.append(qk_fix_estimate(site, acts[q][0], acts[k][0], donor[q][0], donor[k][0],
+                                       grads[f"blocks.{l}.attn.hook_pattern"][0], model.blocks[l].attn.attn_scale))
+            continue
+        prod = (diff[name] * grads[name])[0]
+        if axes == ("layer", "pos"):
+            out.append(prod.sum(-1))  # [T, d] -> [T]
+        elif site in ("z", "q", "k", "v"):
+            out.append(prod.sum((0, 2)))  # [T, H, dh] -> [H]
+        elif axes == ("layer", "pos", "head"):
+            out.append(prod.sum(-1))  # [T, H, dh] -> [T, H]
+        elif site == "pattern":
+            out.append(prod.sum((1, 2)))  # [H, T, T] -> [H]
+        else:
+            assert site == "pattern_by_pos"
+            out.append(prod.sum(-1))  # [H, dest, src] -> [H, dest]
+    return torch.stack(out)
+
+
+def patching_one_prompt(model: HookedTransformer, clean: torch.Tensor, corrupt: torch.Tensor, answer_id: int,
+                        wrong_id: int, direction: str, checks: dict, activation: bool = True) -> dict:
+    """Everything stored for one prompt, model and direction: {'metric.clean', 'metric.corrupt',
+    site: {'activation', 'atp', 'atp_qkfix' (q/k sites), 'atp_graddrop' [L, ...], 'atp_star'}}, each
+    [...index axes] for this prompt's length. Self-check numbers are max-ed into checks."""
+    import transformer_lens.patching as tl_patching
+
+    L = model.cfg.n_layers
+    metric = patching_metric_fn(answer_id, wrong_id)
+    base, donor_tokens = (corrupt, clean) if direction == "denoise" else (clean, corrupt)
+
+    def worst(key: str, value: float) -> None:
+        checks[key] = max(checks.get(key, 0.0), value)
+
+    # metric values and the donor cache TL's patching functions read
+    with torch.no_grad():
+        m_clean = metric(model(clean))
+        m_corrupt = metric(model(corrupt))
+        _, donor_cache = model.run_with_cache(donor_tokens)
+    m_base = m_corrupt if direction == "denoise" else m_clean
+    m_donor = m_clean if direction == "denoise" else m_corrupt
+    out: dict = {"metric.clean": m_clean.detach(), "metric.corrupt": m_corrupt.detach()}
+
+    # self-check: patching resid_pre of layer 0 at every position at once turns the patched run into the
+    # donor run, so the effect is metric(donor) - metric(patched run)
+    def whole(x, hook):
+        return donor_cache[hook.name].clone()
+    with torch.no_grad():
+        m_all = metric(model.run_with_hooks(base, fwd_hooks=[("blocks.0.hook_resid_pre", whole)]))
+    worst("activation.resid_pre_layer0_all_positions_minus_metric_difference",
+          abs((m_all - m_base) - (m_donor - m_base)).item())
+    assert abs((m_all - m_base) - (m_donor - m_base)).item() < 1e-5
+
+    # activation patching with TransformerLens's own functions: metric(patched) - metric(base)
+    if activation:
+        saved_tqdm = tl_patching.tqdm
+        tl_patching.tqdm = lambda iterable, *args, **kwargs: iterable  # no progress bars
+        try:
+            for site, (fn, _, _) in PATCHING_SITES.items():
+                with torch.no_grad():
+                    patched = getattr(tl_patching, fn)(model, base, donor_cache, metric)
+                out.setdefault(site, {})["activation"] = patched - m_base
+        finally:
+            tl_patching.tqdm = saved_tqdm
+
+    # AtP as the paper's code: forward+backward on both runs, gradient of the run being patched
+    _, donor_acts, _ = paper_cache_fwd_and_bwd(model, donor_tokens, metric)
+    m_b, acts, grads = paper_cache_fwd_and_bwd(model, base, metric)
+    assert abs(m_b - m_base.item()) < 1e-5
+    names = site_hooks(model)
+    diff = {n: donor_acts[n] - acts[n] for n in names}
+    for site in PATCHING_SITES:
+        out.setdefault(site, {})["atp"] = atp_site(site, model, diff, grads, acts, donor_acts, qk_fix=False)
+        if site in QK_SITES:
+            out[site]["atp_qkfix"] = atp_site(site, model, diff, grads, acts, donor_acts, qk_fix=True)
+
+    # GradDrop: one backward per layer with that layer's residual contributions stop-gradded
+    _, plain, zeroed = graddrop_backward(model, base, metric, None)
+    assert not zeroed
+    worst("graddrop.no_drop_grads_vs_paper_atp_grads_max_abs",
+          max((plain[n] - grads[n]).abs().max().item() for n in names))
+    per_layer = {site: [] for site in PATCHING_SITES}
+    for l in range(L):
+        _, g_l, zeroed = graddrop_backward(model, base, metric, l)
+        expected = {transformer_lens.utils.get_act_name(a, l) for a in ("attn_out", "mlp_out", "q", "k", "v", "z",
+                                                                          "pattern")}
+        assert zeroed == expected, f"GradDrop layer {l}: no gradient at {sorted(zeroed)}, expected {sorted(expected)}"
+        for site in PATCHING_SITES:
+            per_layer[site].append(atp_site(site, model, diff, g_l, acts, donor_acts, qk_fix=True))
+    for site in PATCHING_SITES:
+        gd = torch.stack(per_layer[site])  # [dropped layer, layer, ...]
+        out[site]["atp_graddrop"] = gd
+        out[site]["atp_star"] = gd.abs().sum(0) / (L - 1)
+        # a site in layer m is not changed by dropping a layer l < m (its gradient comes from downstream);
+        # it is 0 when l = m unless it is a residual-stream site
+        fixed = out[site].get("atp_qkfix", out[site]["atp"])
+        for l in range(L):
+            for m in range(l + 1, L):
+                worst("graddrop.upstream_drop_changes_estimate_max_abs", (gd[l, m] - fixed[m]).abs().max().item())
+            if site not in ("resid_pre", "resid_mid"):
+                assert torch.all(gd[l, l] == 0), f"{site}: GradDrop of its own layer {l} is not 0"
+
+    # self-checks on the AtP identities (linear in the donor difference)
+    for l in range(L):
+        a = out["attn_out"]["atp"][l].sum().item()
+        zsum = out["z"]["atp"][l].sum().item()
+        worst("atp.sum_attn_out_minus_sum_z_heads_max_abs", abs(a - zsum))
+        worst("atp.attn_out_minus_z_by_pos_summed_over_heads_max_abs",
+              (out["attn_out"]["atp"][l] - out["z_by_pos"]["atp"][l].sum(-1)).abs().max().item())
+        for s in ("q", "k", "v", "z"):
+            worst("atp.all_pos_minus_by_pos_summed_over_pos_max_abs",
+                  (out[s]["atp"][l] - out[f"{s}_by_pos"]["atp"][l].sum(0)).abs().max().item())
+        worst("atp.pattern_minus_pattern_by_pos_summed_over_dest_max_abs",
+              (out["pattern"]["atp"][l] - out["pattern_by_pos"]["atp"][l].sum(-1)).abs().max().item())
+        worst("qkfix.q_minus_q_by_pos_summed_over_pos_max_abs",
+              (out["q"]["atp_qkfix"][l] - out["q_by_pos"]["atp_qkfix"][l].sum(0)).abs().max().item())
+        g_attn, g_mid = grads[f"blocks.{l}.hook_attn_out"], grads[f"blocks.{l}.hook_resid_mid"]
+        assert torch.equal(g_attn, g_mid), "attn_out's gradient is resid_mid's"
+    for key in ("atp.sum_attn_out_minus_sum_z_heads_max_abs", "atp.attn_out_minus_z_by_pos_summed_over_heads_max_abs",
+                "atp.all_pos_minus_by_pos_summed_over_pos_max_abs",
+                "atp.pattern_minus_pattern_by_pos_summed_over_dest_max_abs",
+                "qkfix.q_minus_q_by_pos_summed_over_pos_max_abs", "graddrop.upstream_drop_changes_estimate_max_abs"):
+        assert checks[key] < 1e-4, f"{key} = {checks[key]}"
+    assert checks["graddrop.no_drop_grads_vs_paper_atp_grads_max_abs"] == 0.0
+
+    # self-check: the recomputed attention probabilities are TL's, with and without a patched q / k
+    for l in range(L):
+        q, k = acts[f"blocks.{l}.attn.hook_q"][0], acts[f"blocks.{l}.attn.hook_k"][0]
+        scale = model.blocks[l].attn.attn_scale
+        worst("qkfix.recomputed_pattern_vs_tl_max_abs",
+              (attention_probs(q, k, scale) - acts[f"blocks.{l}.attn.hook_pattern"][0]).abs().max().item())
+        for which in ("q", "k"):
+            hook = f"blocks.{l}.attn.hook_{which}"
+            seen = {}
+
+            def patch(x, hook, which=which):
+                return donor_acts[hook.name].clone()
+
+            def grab(p, hook):
+                seen["p"] = p.detach().clone()
+            with torch.no_grad():
+                model.run_with_hooks(base, fwd_hooks=[(hook, patch), (f"blocks.{l}.attn.hook_pattern", grab)])
+            mine = attention_probs(donor_acts[hook][0] if which == "q" else q, donor_acts[hook][0] if which == "k" else k,
+                                   scale)
+            worst("qkfix.recomputed_donor_pattern_vs_tl_patched_run_max_abs", (mine - seen["p"][0]).abs().max().item())
+    assert checks["qkfix.recomputed_pattern_vs_tl_max_abs"] < 1e-6
+    assert checks["qkfix.recomputed_donor_pattern_vs_tl_patched_run_max_abs"] < 1e-6
+
+    # positions before the first differing token: donor == patched there, so every by-position value is 0
+    first = int((clean[0] != corrupt[0]).nonzero()[0])
+    for site, (_, _, axes) in PATCHING_SITES.items():
+        for method in ("activation", "atp", "atp_star") if activation else ("atp", "atp_star"):
+            v = out[site][method]
+            if "pos" in axes:
+                before = v[:, :first]
+            elif "dest_pos" in axes:
+                before = v[:, :, :first]
+            else:
+                continue
+            assert torch.all(before == 0), f"{site} {method}: non-zero before the first differing position"
+            worst("by_position_values_before_first_differing_token_max_abs", before.abs().max().item())
+    # the QK fix does change the q / k estimates (else the fixture would not test it)
+    for site in QK_SITES:
+        checks[f"qkfix.{site}_max_abs_change_from_atp"] = max(
+            checks.get(f"qkfix.{site}_max_abs_change_from_atp", 0.0),
+            (out[site]["atp_qkfix"] - out[site]["atp"]).abs().max().item())
+    return out
+
+
+def patching_qk_limit_check(model64: HookedTransformer, clean: torch.Tensor, corrupt: torch.Tensor, answer_id: int,
+                            wrong_id: int, direction: str) -> float:
+    """float64: with the donor q / k moved to base + eps (donor - base), the QK-fixed estimate / eps tends
+    to the AtP / eps (= AtP of the full difference). Returns max |qkfix/eps - atp| / max |atp| over sites."""
+    metric = patching_metric_fn(answer_id, wrong_id)
+    base, donor_tokens = (corrupt, clean) if direction == "denoise" else (clean, corrupt)
+    _, donor_acts, _ = paper_cache_fwd_and_bwd(model64, donor_tokens, metric)
+    _, acts, grads = paper_cache_fwd_and_bwd(model64, base, metric)
+    eps = PATCHING_QK_LIMIT_EPS
+    near = {n: acts[n] + eps * (donor_acts[n] - acts[n]) for n in site_hooks(model64)}
+    diff = {n: donor_acts[n] - acts[n] for n in near}
+    worst = 0.0
+    for site in QK_SITES:
+        atp = atp_site(site, model64, diff, grads, acts, donor_acts, qk_fix=False)
+        fixed = atp_site(site, model64, diff, grads, acts, near, qk_fix=True) / eps
+        worst = max(worst, ((fixed - atp).abs().max() / atp.abs().max()).item())
+    return worst
+
+
+def pad_nan(values: list[torch.Tensor], axes: tuple[str, ...]) -> np.ndarray:
+    """Stack per-prompt [...axes] tensors as [prompt, ...axes] float32, position axes NaN-padded to the
+    longest prompt."""
+    shape = [max(v.shape[i] for v in values) for i in range(values[0].dim())]
+    out = np.full([len(values)] + shape, np.nan, dtype=np.float32)
+    for i, v in enumerate(values):
+        out[(i,) + tuple(slice(0, n) for n in v.shape)] = numpy_f32(v)
+    return out
+
+
+def write_patching_fixtures(tokenizer: GPT2TokenizerFast) -> None:
+    """patching/{model}.{denoise|noise}.safetensors + patching/manifest.json (see the README)."""
+    PATCHING_DIR.mkdir(parents=True, exist_ok=True)
+    for f in PATCHING_DIR.iterdir():
+        if f.is_file() and (f.suffix == ".safetensors" or f.name == "manifest.json"):
+            f.unlink()
+    prompts = []
+    for i, p in enumerate(PATCHING_PROMPTS):
+        ids = [BOS_ID] + tokenizer(p["prompt"])["input_ids"]
+        cids = [BOS_ID] + tokenizer(p["corrupt"])["input_ids"]
+        a, w = tokenizer(p["answer"])["input_ids"], tokenizer(p["wrong"])["input_ids"]
+        assert len(a) == 1 and len(w) == 1, f"patching prompt {i}: answer / wrong not one token"
+        assert len(ids) == len(cids) <= TEST_SHAPE.n_positions, f"patching prompt {i}: corrupt length differs"
+        differ = [t for t in range(len(ids)) if ids[t] != cids[t]]
+        prompts.append({**p, "tokens": ids, "corrupt_tokens": cids, "answer_id": a[0], "wrong_id": w[0],
+                        "n_tokens": len(ids), "differing_positions": differ})
+    assert len({p["n_tokens"] for p in prompts}) >= 2, "patching prompts need two token lengths"
+    max_t = max(p["n_tokens"] for p in prompts)
+    checks: dict[str, dict] = {}
+    keys = None
+    metrics: dict[str, dict] = {}
+    for name in BOTH_MODELS:
+        model = load_tl(load_checkpoint(TEST_MODELS_DIR / name), processed=True)
+        model64 = copy.deepcopy(model).to(torch.float64)  # float error of the reference
+        L = model.cfg.n_layers
+        for direction in PATCHING_DIRECTIONS:
+            c = checks.setdefault(f"{name}.{direction}", {})
+            per_prompt, f64_diff = [], {}
+            for p in prompts:
+                clean = torch.tensor([p["tokens"]])
+                corrupt = torch.tensor([p["corrupt_tokens"]])
+                r = patching_one_prompt(model, clean, corrupt, p["answer_id"], p["wrong_id"], direction, c)
+                r64 = patching_one_prompt(model64, clean, corrupt, p["answer_id"], p["wrong_id"], direction, {})
+                for site, methods in r.items():
+                    if isinstance(methods, dict):
+                        for method, v in methods.items():
+                            d = (v.double() - r64[site][method]).abs().max().item()
+                            f64_diff[method] = max(f64_diff.get(method, 0.0), d)
+                    else:
+                        d = abs(methods.double() - r64[site]).item()
+                        f64_diff["metric"] = max(f64_diff.get("metric", 0.0), d)
+                c_lim = patching_qk_limit_check(model64, clean, corrupt, p["answer_id"], p["wrong_id"], direction)
+                c["qkfix.limit_eps_1e-4_rel_diff_from_atp_float64"] = max(
+                    c.get("qkfix.limit_eps_1e-4_rel_diff_from_atp_float64", 0.0), c_lim)
+                per_prompt.append(r)
+            for method, d in f64_diff.items():
+                c[f"float32_vs_float64.{method}_max_abs"] = d
+                assert d < PATCHING_TOLERANCES["atol"] / 10, f"{name} {direction}: float32 vs float64 {method} {d}"
+            assert c["qkfix.limit_eps_1e-4_rel_diff_from_atp_float64"] < 1e-3
+            for site in QK_SITES:  # the QK fix changes the q / k estimates (else the fixture would not test it)
+                assert c[f"qkfix.{site}_max_abs_change_from_atp"] > 1e-3, f"{name} {direction} {site}: QK fix is a no-op"
+            tensors = {"metric.clean": np.asarray([float(r["metric.clean"]) for r in per_prompt], np.float32),
+                       "metric.corrupt": np.asarray([float(r["metric.corrupt"]) for r in per_prompt], np.float32)}
+            for site, (_, _, axes) in PATCHING_SITES.items():
+                for method in ("activation", "atp", "atp_qkfix", "atp_graddrop", "atp_star"):
+                    if method not in per_prompt[0][site]:
+                        continue
+                    # layer is axis 0 of every per-prompt value except atp_graddrop ([dropped layer, layer, ...])
+                    tensors[f"{site}.{method}"] = pad_nan([r[site][method] for r in per_prompt], axes)
+            for k, v in tensors.items():
+                if not k.startswith("metric."):
+                    assert v.shape[0] == len(prompts) and not np.isinf(v).any()
+                    assert np.isnan(v).any() == any(ax in PATCHING_SITES[k.split(".")[0]][2] for ax in ("pos", "dest_pos"))
+            assert all(np.all(tensors[f"{s}.atp_star"][~np.isnan(tensors[f"{s}.atp_star"])] >= 0) for s in PATCHING_SITES)
+            save_numpy(tensors, str(PATCHING_DIR / f"{name}.{direction}.safetensors"))
+            keys = keys or {k: list(v.shape) for k, v in tensors.items()}
+            assert {k: list(v.shape) for k, v in tensors.items()} == keys
+            metrics[name] = {"clean": tensors["metric.clean"].tolist(), "corrupt": tensors["metric.corrupt"].tolist()}
+            print(f"  {name} {direction}: metric clean {[round(x, 4) for x in metrics[name]['clean']]}, corrupt "
+                  f"{[round(x, 4) for x in metrics[name]['corrupt']]}")
+            print("    " + "\n    ".join(f"{k} {v:.3g}" for k, v in c.items()))
+    sites_doc = {}
+    for site, (fn, act, axes) in PATCHING_SITES.items():
+        atp_sum = PATCHING_ATP_SUM.get(site) or PATCHING_ATP_SUM[
+            "resid_pre" if axes == ("layer", "pos") else "z" if axes == ("layer", "head") else "z_by_pos"]
+        sites_doc[site] = {"tl_function": f"transformer_lens.patching.{fn}", "tl_activation": act,
+                           "hook": transformer_lens.utils.get_act_name(act, 0).replace(".0.", ".{layer}."),
+                           "index_axes": ["prompt", *axes], "atp_sum": atp_sum,
+                           "atp_star": "QK fix + GradDrop" if site in QK_SITES else "GradDrop"}
+    manifest = {
+        "prompts": prompts,
+        "bos": {"id": BOS_ID, "token": "<|endoftext|>",
+                "note": "prepended to prompt and corrupt (TransformerLens to_tokens, as the paper); position 0"},
+        "models": {n: {"path": f"Tests/Fixtures/models/{n}", "ln_mode": TEST_MODEL_VARIATIONS[n]["ln_mode"],
+                       "processing": "TL defaults: fold_ln, center_writing_weights, center_unembed, fold_value_biases; "
+                                     "use_attn_result=True (load_tl)", "n_layers": TEST_SHAPE.n_layer,
+                       "n_heads": TEST_SHAPE.n_head} for n in BOTH_MODELS},
+        "files": "{model}.{direction}.safetensors, model in tiny-ln, tiny-lnfree; direction in denoise, noise",
+        "metric": "logits[0, -1, answer_id] - logits[0, -1, wrong_id], every prompt run alone (batch of 1)",
+        "directions": {
+            "denoise": "patched run = corrupt tokens, donor = clean run; effect = metric(patched) - metric(corrupt)",
+            "noise": "patched run = clean tokens, donor = corrupt run; effect = metric(patched) - metric(clean)"},
+        "sites": sites_doc,
+        "keys": keys,
+        "key_axes": {
+            "metric.clean, metric.corrupt": "[prompt]",
+            "<site>.activation, <site>.atp, <site>.atp_star": "[prompt, ...index_axes of the site]",
+            "<site>.atp_qkfix": "q, k, q_by_pos, k_by_pos only: [prompt, ...index_axes]",
+            "<site>.atp_graddrop": "[prompt, dropped_layer, ...index_axes]",
+        },
+        "padding": f"position axes (pos, dest_pos) have length {max_t} (the longest prompt); entries at positions "
+                   ">= the prompt's n_tokens are NaN",
+        "activation": "transformer_lens.patching.<tl_function>(model, patched_run_tokens, donor_cache, metric) "
+                      "- metric(patched run); donor_cache = run_with_cache(donor tokens)",
+        "atp": "paper's code (attribution_patching_utils.get_cache_fwd_and_bwd on both runs, TL backward hooks): "
+               "sum over the site's feature axis and covered positions / heads (atp_sum) of "
+               "(donor activation - patched-run activation) * d metric / d activation on the patched run",
+        "atp_qkfix": "Kramar et al. 2024 QK fix (q, k sites): sum over the changed rows t of head h and every "
+                     "source s of (A'[h,t,s] - A[h,t,s]) * dmetric/dA[h,t,s]; A = causal softmax(q k^T / "
+                     "sqrt(d_head)) of the patched run, A' = the same with the donor query at the patched "
+                     "position(s) (q: rows t = patched positions) or the donor key(s) at the patched position(s) "
+                     "(k: every row t >= a patched position); dmetric/dA = hook_pattern's gradient on the patched run",
+        "atp_graddrop": "AtP_(l), l = 0..n_layers-1: the atp formula (atp_qkfix for q/k sites) with the gradients "
+                        "of a backward pass in which blocks.l.hook_attn_out and blocks.l.hook_mlp_out are "
+                        "stop-gradded (their forward value detached): no gradient flows back through layer l's "
+                        "attention or MLP; the gradient at layer l's attn_out, mlp_out, q, k, v, z, pattern is 0, "
+                        "so AtP_(l) is 0 for every site of layer l except resid_pre / resid_mid",
+        "atp_star": "AtP*(n) = 1/(n_layers - 1) * sum_l |AtP_(l)(n)| (non-negative; estimates |effect|)",
+        "tolerances": PATCHING_TOLERANCES,
+        "generator": {"torch": torch.__version__, "transformers": transformers.__version__,
+                      "transformer_lens": tl_version(), "numpy": np.__version__,
+                      "script": "scripts/reference/make_models_and_fixtures.py --patching"},
+        "metric_values": metrics,
+        "self_checks": [{"case": k, "check": ck, "value": v} for k, cs in checks.items() for ck, v in cs.items()],
+    }
+    (PATCHING_DIR / "manifest.json").write_text(json_one_item_per_line(manifest))
+
+
+# ---------------------------------------------------------------------------------------------
 # Embedded default models
 
 DEFAULT_SHAPE = Shape(n_embd=64, n_layer=4, n_head=4, n_positions=256)
@@ -1847,11 +2345,13 @@ def main() -> None:
                         help="Tests/Fixtures/reference/processing (needs the test models)")
     parser.add_argument("--gradients", action="store_true",
                         help="Tests/Fixtures/reference/gradients (needs the test models and reference/manifest.json)")
+    parser.add_argument("--patching", action="store_true",
+                        help="Tests/Fixtures/reference/patching (needs the test models)")
     parser.add_argument("--default-models", action="store_true", help="models/gpt2-tiny{,-lnfree}")
     parser.add_argument("--small-shape", metavar="OUTDIR", type=Path, help="GPT-2-small-shaped random pair")
     args = parser.parse_args()
     everything = not (args.test_fixtures or args.dla or args.interventions or args.processing_variants
-                      or args.gradients or args.default_models or args.small_shape)
+                      or args.gradients or args.patching or args.default_models or args.small_shape)
     torch.set_num_threads(1)  # same bytes on every rerun
     torch.use_deterministic_algorithms(True)
     tokenizer = load_tokenizer()
@@ -1869,6 +2369,9 @@ def main() -> None:
     if args.gradients or everything:
         print("gradients:")
         write_gradient_fixtures(tokenizer)
+    if args.patching or everything:
+        print("patching:")
+        write_patching_fixtures(tokenizer)
     if args.default_models or everything:
         build_default_models(tokenizer)
     if args.small_shape:
