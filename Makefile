@@ -3,7 +3,7 @@ SWIFT ?= swift
 BIN := .build/release/lnlens
 DB ?= results/lnlens.sqlite
 
-.PHONY: setup build test demo bench fuzz install clean
+.PHONY: setup build test demo bench fuzz install clean models
 
 PREFIX ?= /usr/local
 
@@ -37,6 +37,11 @@ demo: build
 	echo "== lnlens report $$ids(figures of both runs)" && \
 	$(BIN) report $$ids --db $(DB) --out results/demo-report.html --force
 	@echo "open file://$(CURDIR)/results/demo-report.html in a browser (offline: everything is inside the file)"
+
+# Rebuilds the three embedded models with lnlens itself (train, remove-ln, remove-ln --keep-ln),
+# seeded, then prints the held-out loss table and DLA errors (models/README.md quotes them).
+models: build
+	scripts/models/make_models.sh $(BIN)
 
 bench: setup
 	$(SWIFT) build -c release --product lnlens-bench

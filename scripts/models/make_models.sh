@@ -1,0 +1,29 @@
+#!/bin/sh
+# Rebuilds the embedded models with lnlens itself (`make models`): gpt2-tiny trained from random
+# weights on corpus/train.txt, then gpt2-tiny-lnfree (`remove-ln`) and gpt2-tiny-vanilla
+# (`remove-ln --keep-ln`, the same fine-tuning with LayerNorm kept), all seeded, stored as F16;
+# then the loss table on corpus/heldout.txt and DLA on held-out text and the IOI prompts.
+# Everything is recorded in $DB (default results/models.sqlite). Usage: scripts/models/make_models.sh [BIN]
+set -eu
+BIN=${1:-.build/release/lnlens}
+DB=${DB:-results/models.sqlite}
+OUT=${OUT:-models}
+TRAIN_STEPS=${TRAIN_STEPS:-300}
+REMOVE_STEPS=${REMOVE_STEPS:-120}
+mkdir -p "$(dirname "$DB")"
+common="--corpus corpus/train.txt --seq-len 128 --batch-tokens 8192 --micro-batch 8 --dtype f16 --db $DB --force"
+start=$(date +%s)
+echo "== train gpt2-tiny: $TRAIN_STEPS steps of 8192 tokens, lr 3e-3 cosine to 3e-4, seed 1"
+"$BIN" train --init scripts/models/gpt2-tiny.init.json $common --steps "$TRAIN_STEPS" --lr 3e-3 --min-lr 3e-4 --warmup 30 \
+  --seed 1 --out "$OUT/gpt2-tiny"
+echo "== remove-ln gpt2-tiny -> gpt2-tiny-lnfree: $REMOVE_STEPS steps, the paper's schedule scaled to 4 layers, seed 2"
+"$BIN" remove-ln "$OUT/gpt2-tiny" $common --steps "$REMOVE_STEPS" --seed 2 --out "$OUT/gpt2-tiny-lnfree"
+echo "== remove-ln --keep-ln gpt2-tiny -> gpt2-tiny-vanilla: the same fine-tuning, LayerNorm kept"
+"$BIN" remove-ln "$OUT/gpt2-tiny" --keep-ln $common --steps "$REMOVE_STEPS" --seed 2 --out "$OUT/gpt2-tiny-vanilla"
+trained=$(date +%s)
+echo "== held-out loss (corpus/heldout.txt, windows of 128)"
+"$BIN" eval "$OUT/gpt2-tiny" "$OUT/gpt2-tiny-vanilla" "$OUT/gpt2-tiny-lnfree" --text corpus/heldout.txt --db "$DB"
+echo "== DLA vs the exact direct effect on held-out text and on the IOI prompts"
+"$BIN" dla --model "$OUT/gpt2-tiny" --model "$OUT/gpt2-tiny-lnfree" --text corpus/heldout.txt --max-tokens 8192 --db "$DB"
+"$BIN" dla --model "$OUT/gpt2-tiny" --model "$OUT/gpt2-tiny-lnfree" --prompts prompts/ioi.jsonl --db "$DB"
+echo "== training took $((trained - start)) s; everything $(( $(date +%s) - start )) s"
