@@ -103,8 +103,12 @@ public final class Trainer {
         order = BlockOrder(blocks: blocks, seed: s.seed)
     }
 
+    /// Sequences to train on instead of the corpus's (tests that replay a reference's batches).
+    var batchOverride: ((Int) -> [[Int]])?
+
     /// The sequences of step `step`, in order.
     public func batch(at step: Int) -> [[Int]] {
+        if let batchOverride { return batchOverride(step) }
         var o = order
         let n = settings.sequencesPerStep
         return (0..<n).map { corpus.block(o.block(at: step * n + $0), seqLen: settings.seqLen) }

@@ -127,6 +127,7 @@ struct TrainingFlags: ParsableArguments {
                 let events = r.removals.isEmpty ? "" : "  [" + r.removals.map(\.event).joined(separator: "; ") + "]"
                 progress.finish()
                 print("step \(r.step + 1)/\(total)  \(detail)\(events)")
+                fflush(nil)  // reach a log file (nohup, Slurm) now, not when the buffer fills
             }
             if Interrupt.requested { throw JobStop() }
         }

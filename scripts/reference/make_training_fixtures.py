@@ -95,7 +95,9 @@ WTE_HEAD_ROWS = 256
 
 
 def f32(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().to(torch.float32).cpu().numpy())
+    # A copy: for a float32 CPU tensor .numpy() shares its memory, and a parameter saved before
+    # optimizer.step() would otherwise be saved with the values of the last step.
+    return np.array(t.detach().to(torch.float32).cpu().numpy(), copy=True)
 
 
 def scalar(x: float | torch.Tensor) -> np.ndarray:
