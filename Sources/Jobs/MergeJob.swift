@@ -30,11 +30,11 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
         case let .outputIsShard(path):
             text = "\(path) is both the output and a shard database: merge into another file (e.g. merged.sqlite)"
         case let .noShardedRun(path):
-            text = "\(path) holds no sharded run (a run of `lnlens dla --shard I/N`); list its runs with `lnlens runs --db \(path)`"
+            text = "\(path) holds no sharded run (a run of `lnlens dla --shard I/N` or `lnlens patch --shard I/N`); list its runs with `lnlens runs --db \(path)`"
         case let .unknownRun(id):
             text = "--run \(id): none of the shard databases holds a sharded run with this id; list their runs with `lnlens runs --db FILE`"
         case let .notMergeable(path, id, command):
-            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla runs"
+            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla and patch runs"
         case let .doesNotBelong(path, id, field, value, otherPath, otherID, otherValue):
             text = "\(path) run \(id) is not a shard of the same run as \(otherPath) run \(otherID): its \(field) is \(value) but that one's is \(otherValue); merge only the shards of one run"
         case let .ambiguous(path, ids, shard):
@@ -57,7 +57,7 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
     }
 }
 
-/// Combines the shard runs of one logical run (`lnlens dla --shard I/N`, one database per shard)
+/// Combines the shard runs of one logical run (`lnlens dla` or `lnlens patch --shard I/N`, one database per shard)
 /// into one run of an output database, as if it had run unsharded: the same prompts and result
 /// rows under the same prompt indices, summaries recomputed from all rows with the Analysis code
 /// (NMAE over all prompts, not a mean of the shards' NMAEs), each shard's provenance in
@@ -90,14 +90,17 @@ public struct MergeJob {
     }
 
     /// What each command's merged run needs: the options that change its numbers, and its
-    /// summaries from its result rows. `patch` and `eval` add theirs here.
+    /// summaries and estimator errors recomputed from all its result rows.
     struct Recipe: Sendable {
         let resultOptionKeys: [String]
         let summaries: @Sendable ([ResultRow]) -> [SummaryRow]
+        var errors: @Sendable ([ResultRow]) -> [ErrorRow] = { _ in [] }
     }
 
     static let recipes: [String: Recipe] = [
         StoreName.dlaCommand: Recipe(resultOptionKeys: DLAJob.resultOptionKeys, summaries: { DLAJob.summaries(from: $0) }),
+        StoreName.patchCommand: Recipe(resultOptionKeys: PatchJob.resultOptionKeys, summaries: { _ in [] },
+                                       errors: { PatchJob.errors(from: $0) }),
     ]
 
     /// One sharded run found in a shard database.
@@ -296,10 +299,10 @@ public struct MergeJob {
             throw MergeError.incomplete(what: Self.describe(first), stored: owner.count, expected: first.nPrompts,
                                         firstMissing: firstMissing)
         }
-        let summaries = recipe.summaries(values)
+        let summaries = recipe.summaries(values), errors = recipe.errors(values)
         prompts.sort { $0.promptIndex < $1.promptIndex }
         let outcome = try output.recordMergedRun(record, shards: provenance, prompts: prompts, values: values,
-                                                 summaries: summaries)
+                                                 summaries: summaries, errors: errors)
         return Merged(outcome: outcome, record: record, shards: plan.shards.count,
                       summaries: try output.summaries(runID: outcome.runID))
     }

@@ -66,7 +66,7 @@ extension ResultsDatabase {
     /// The caller computes the summaries (the store does no math).
     public func recordMergedRun(
         _ run: RunRecord, shards: [ShardRow], prompts: [PromptRow], values: [ResultRow], summaries: [SummaryRow],
-        owner: ProcessIdentity = .current
+        errors: [ErrorRow] = [], owner: ProcessIdentity = .current
     ) throws -> MergeOutcome {
         try checkNewRun(run)
         func refuse(_ reason: String) -> ResultsStoreError { .invalidRun(path: path, reason: reason) }
@@ -104,6 +104,7 @@ extension ResultsDatabase {
                                arguments: [id, range.lowerBound, range.upperBound])
             }
             try Self.upsert(db, runID: id, summaries: summaries)
+            try Self.upsert(db, runID: id, errors: errors)
             let statement = try db.cachedStatement(sql: """
                 INSERT INTO run_shards (run_id, shard_index, shard_count, source_path, source_run_id, owner_host,
                                         started_at, ended_at, n_prompts)

@@ -212,18 +212,23 @@ extension ResultsDatabase {
         try write("finishing run \(runID)") { db in
             _ = try ownedRun(db, id: runID, owner: owner)
             try Self.upsert(db, runID: runID, summaries: summaries)
-            let errorStatement = try db.cachedStatement(sql: """
-                INSERT INTO estimator_errors (run_id, site, method, layer, normalized, metric, value)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (run_id, site, method, ifnull(layer, -1), normalized, metric) DO UPDATE SET value = excluded.value
-                """)
-            for e in errors {
-                try errorStatement.execute(arguments: [runID, e.site, e.method, e.layer, e.normalized ? 1 : 0, e.metric,
-                                                       e.value.isNaN ? nil : e.value])
-            }
+            try Self.upsert(db, runID: runID, errors: errors)
             try db.execute(
                 sql: "UPDATE runs SET status = ?, ended_at = ?, error = ?, heartbeat_at = ? WHERE id = ?",
                 arguments: [status.rawValue, Date(), error, Date(), runID])
+        }
+    }
+
+    /// Inserts or replaces estimator errors of a run (inside a write transaction).
+    static func upsert(_ db: Database, runID: Int64, errors: [ErrorRow]) throws {
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO estimator_errors (run_id, site, method, layer, normalized, metric, value)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (run_id, site, method, ifnull(layer, -1), normalized, metric) DO UPDATE SET value = excluded.value
+            """)
+        for e in errors {
+            try statement.execute(arguments: [runID, e.site, e.method, e.layer, e.normalized ? 1 : 0, e.metric,
+                                              e.value.isNaN ? nil : e.value])
         }
     }
 

@@ -6,10 +6,11 @@ import ResultsStore
 struct MergeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
-        abstract: "Combine the shard databases of a sharded run (dla --shard I/N) into one run, as if it had run unsharded.",
+        abstract: "Combine the shard databases of a sharded run (dla or patch --shard I/N) into one run, as if it had run unsharded.",
         discussion: """
             Each shard database is read on its own read-only connection; the merged run is written to OUT in one \
-            transaction, next to whatever OUT already holds. Its summaries are recomputed from all rows. Shards that \
+            transaction, next to whatever OUT already holds. Its summaries (dla) and estimator errors (patch) are recomputed \
+            from all rows, not averaged over shards. Shards that \
             do not belong together (another model, prompt set, result options or lnlens version, a missing or \
             repeated shard, a shard not completed) are refused. Merging the same shards again writes nothing. A \
             database holding several sharded runs (one per --model) gives one merged run per model.
@@ -41,7 +42,9 @@ struct MergeCommand: ParsableCommand {
             }
         }
         let ids = merged.map { String($0.outcome.runID) }
-        print("read with: lnlens runs --db \(output)"
-              + (ids.count == 2 ? "; lnlens diff \(ids[0]) \(ids[1]) --db \(output)" : "; lnlens query top-heads \(ids[0]) --db \(output)"))
+        let next = ids.count == 2 ? "lnlens diff \(ids[0]) \(ids[1]) --db \(output)"
+            : merged.first?.record.command == StoreName.patchCommand ? "lnlens report \(ids[0]) --db \(output) --out report.html"
+            : "lnlens query top-heads \(ids[0]) --db \(output)"
+        print("read with: lnlens runs --db \(output); \(next)")
     }
 }

@@ -320,7 +320,7 @@ import Testing
         let unsharded = folder.path("unsharded.sqlite")
         try Self.job().run(db: try ResultsDatabase(path: unsharded))
         #expect(refused(good + [unsharded])
-                == "\(unsharded) holds no sharded run (a run of `lnlens dla --shard I/N`); list its runs with `lnlens runs --db \(unsharded)`")
+                == "\(unsharded) holds no sharded run (a run of `lnlens dla --shard I/N` or `lnlens patch --shard I/N`); list its runs with `lnlens runs --db \(unsharded)`")
         #expect(refused(good, runIDs: [5])
                 == "--run 5: none of the shard databases holds a sharded run with this id; list their runs with `lnlens runs --db FILE`")
         #expect(!FileManager.default.fileExists(atPath: out))
@@ -353,5 +353,46 @@ import Testing
         #expect(try out.counts(runID: other) == synthetic.expectedCounts)
         #expect(try out.shards(runID: other).isEmpty)
         #expect(try out.runs().map(\.id) == [other, other + 1])
+    }
+
+    /// Patching shards merge as DLA shards do: the rows of one unsharded run, and the estimators'
+    /// errors recomputed over every prompt (not averaged over shards).
+    @Test func patchShardsMergedEqualOneRun() throws {
+        let folder = try Folder()
+        let repo = DLATests.fixtures.deletingLastPathComponent().deletingLastPathComponent()
+        let lines = try String(contentsOf: repo.appendingPathComponent("prompts/ioi.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(6)
+        let promptFile = URL(fileURLWithPath: folder.path("ioi6.jsonl"))
+        try (lines.joined(separator: "\n") + "\n").write(to: promptFile, atomically: true, encoding: .utf8)
+        let checkpoint = try Checkpoint.open(DLATests.fixtures.appendingPathComponent("models/tiny-ln").path)
+        let model = try GPT2Model(checkpoint: checkpoint)
+        let tok = try DLATests.tokenizer()
+        let set = try PromptSet.load(url: promptFile, tokenizer: tok, skipInvalid: false)
+        func job(_ shard: Shard?) throws -> PatchJob {
+            var job = PatchJob(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
+                               prompts: set, sites: PatchSite.defaults, methods: [.activation, .atp, .atpStar],
+                               direction: .denoise, tokenText: { tok.tokenString($0) },
+                               optionsJSON: #"{"batch_size": "1"}"#, toolVersion: "test")
+            job.batchSize = 1
+            job.chunkSize = 2
+            job.shard = shard
+            return job
+        }
+        let out = try ResultsDatabase(path: folder.path("out.sqlite"))
+        let whole = try job(nil).run(db: out)
+        let paths = try (0..<3).map { i in
+            let path = folder.path("patch-\(i).sqlite")
+            try job(try Shard(index: i, count: 3)).run(db: try ResultsDatabase(path: path))
+            return path
+        }
+        let merged = try MergeJob(outputPath: out.path, shardPaths: paths).run()
+        guard case .created(let id) = try #require(merged.first).outcome else { Issue.record("not created"); return }
+        #expect(try Stored(out, id) == Stored(out, whole))
+        let errors = try out.estimatorErrors(runID: id), wholeErrors = try out.estimatorErrors(runID: whole)
+        #expect(!errors.isEmpty && errors == wholeErrors)
+        #expect(try out.results(runID: id).count > 6 * 3)
+        #expect(try out.run(id: id)?.command == "patch")
+        // Merging again writes nothing.
+        #expect(try MergeJob(outputPath: out.path, shardPaths: paths).run().map(\.outcome) == [.alreadyMerged(id)])
     }
 }
