@@ -26,17 +26,11 @@ test: setup
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-# The main job on the embedded models: DLA vs exact direct effect for the LayerNorm model and its
-# LN-free twin over the IOI prompts, stored in $(DB), then the two runs diffed from the database
-# and drawn into results/demo-report.html.
+# The main jobs on the embedded trained pair (scripts/demo.sh): DLA vs exact direct effect and
+# activation vs attribution patching for gpt2-tiny and its LN-free twin over the IOI prompts, the
+# held-out loss table, each pair diffed from $(DB), and all of it drawn into results/demo-report.html.
 demo: build
-	$(BIN) dla --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/ioi.jsonl --db $(DB)
-	@ids=$$($(BIN) query --db $(DB) --csv --sql "SELECT id FROM runs WHERE command = 'dla' AND status = 'completed' ORDER BY id DESC LIMIT 2" | tail -n +2 | sort -n | tr '\n' ' '); \
-	echo "== lnlens diff $$ids(read back from $(DB))"; \
-	$(BIN) diff $$ids --db $(DB) && \
-	echo "== lnlens report $$ids(figures of both runs)" && \
-	$(BIN) report $$ids --db $(DB) --out results/demo-report.html --force
-	@echo "open file://$(CURDIR)/results/demo-report.html in a browser (offline: everything is inside the file)"
+	DB=$(DB) scripts/demo.sh $(BIN)
 
 # Rebuilds the three embedded models with lnlens itself (train, remove-ln, remove-ln --keep-ln),
 # seeded, then prints the held-out loss table and DLA errors (models/README.md quotes them).
@@ -48,13 +42,13 @@ bench: setup
 	.build/release/lnlens-bench
 
 # The binary and what it ships (models, prompt sets), found relative to the binary's real path:
-# PREFIX/bin/lnlens and PREFIX/share/lnlens/{models,prompts}. LNLENS_HOME still overrides.
+# PREFIX/bin/lnlens and PREFIX/share/lnlens/{models,prompts,corpus}. LNLENS_HOME still overrides.
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lnlens
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/lnlens
-	rm -rf $(DESTDIR)$(PREFIX)/share/lnlens/models $(DESTDIR)$(PREFIX)/share/lnlens/prompts
-	cp -R models prompts $(DESTDIR)$(PREFIX)/share/lnlens/
-	@echo "installed $(DESTDIR)$(PREFIX)/bin/lnlens (models and prompts in $(DESTDIR)$(PREFIX)/share/lnlens)"
+	rm -rf $(DESTDIR)$(PREFIX)/share/lnlens/models $(DESTDIR)$(PREFIX)/share/lnlens/prompts $(DESTDIR)$(PREFIX)/share/lnlens/corpus
+	cp -R models prompts corpus $(DESTDIR)$(PREFIX)/share/lnlens/
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/lnlens (models, prompts and corpus in $(DESTDIR)$(PREFIX)/share/lnlens)"
 
 # Fuzz targets for the file parsers (fuzz/README.md): libFuzzer + AddressSanitizer, built apart in
 # .build-fuzz, each run for FUZZ_SECONDS. CI runs a short smoke: FUZZ_SECONDS=6 FUZZ_CONFIG=debug.

@@ -63,6 +63,13 @@ func run() throws {
         report.measurements += try benchDLA(model: model, options: o)
     }
 
+    if wanted("training") {
+        progress("training: optimizer steps (forward, backward, clipping, AdamW) on the embedded and GPT-2 small shapes")
+        let (trainRows, trainDerived) = try benchTraining(options: o)
+        report.measurements += trainRows
+        report.derived.merge(trainDerived) { $1 }
+    }
+
     if o.profile {
         progress("profile")
         report.measurements += try benchProfile(model: model, tokens: tokens, rates: rates, options: o)

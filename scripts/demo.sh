@@ -1,0 +1,40 @@
+#!/bin/sh
+# `make demo`: the main jobs on the embedded trained pair (gpt2-tiny and its LN-free twin made by
+# `lnlens remove-ln`), every number stored in $DB and read back from it:
+#   1. DLA against the exact direct effect on the IOI prompts, both models, then `lnlens diff`;
+#   2. activation patching against AtP and AtP* on the same prompts, both models, then `lnlens diff`;
+#   3. the held-out loss of the three embedded models (original, vanilla fine-tuned, LN-free);
+#   4. one HTML report of the DLA, patching and eval runs.
+# Usage: scripts/demo.sh [BIN]   (DB defaults to results/lnlens.sqlite)
+set -eu
+BIN=${1:-.build/release/lnlens}
+DB=${DB:-results/lnlens.sqlite}
+REPORT=${REPORT:-results/demo-report.html}
+mkdir -p "$(dirname "$DB")" "$(dirname "$REPORT")"
+
+# The ids of the last two completed runs of a command, oldest first.
+last_two() {
+  "$BIN" query --db "$DB" --csv --sql "SELECT id FROM runs WHERE command = '$1' AND status = 'completed' ORDER BY id DESC LIMIT 2" \
+    | tail -n +2 | sort -n | tr '\n' ' '
+}
+
+echo "== lnlens dla: DLA vs the exact direct effect, gpt2-tiny and gpt2-tiny-lnfree, prompts/ioi.jsonl"
+"$BIN" dla --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/ioi.jsonl --db "$DB"
+dla=$(last_two dla)
+echo "== lnlens diff $dla(read back from $DB)"
+"$BIN" diff $dla --db "$DB"
+
+echo "== lnlens patch: activation patching vs AtP and AtP*, the same models and prompts"
+"$BIN" patch --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/ioi.jsonl --prepend-bos \
+  --methods activation,atp,atp-star --db "$DB"
+patch=$(last_two patch)
+echo "== lnlens diff $patch(read back from $DB)"
+"$BIN" diff $patch --db "$DB"
+
+echo "== lnlens eval: held-out loss of gpt2-tiny, gpt2-tiny-vanilla, gpt2-tiny-lnfree (corpus/heldout.txt)"
+"$BIN" eval --db "$DB"
+ev=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM runs WHERE command = 'eval' AND status = 'completed' ORDER BY id DESC LIMIT 1" | tail -n +2)
+
+echo "== lnlens report $dla$patch$ev(figures of all five runs)"
+"$BIN" report $dla $patch $ev --db "$DB" --out "$REPORT" --force
+echo "open file://$(pwd)/$REPORT in a browser (offline: everything is inside the file)"
