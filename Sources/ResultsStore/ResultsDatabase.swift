@@ -152,6 +152,17 @@ public struct ResultsDatabase: Sendable {
         return .older(done)
     }
 
+    /// The migrations an existing database has had (read-only; empty for a new or foreign file).
+    public static func appliedMigrations(path: String) throws -> [String] {
+        let queue = try DatabaseQueue(path: path, configuration: configuration(readonly: true))
+        return try queue.read { db in
+            try db.tableExists("grdb_migrations") ? try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") : []
+        }
+    }
+
+    /// Every migration, in order (`v1`, `v2`, …).
+    public static var migrationIdentifiers: [String] { migrations.map(\.identifier) }
+
     /// Creates or upgrades the schema in one exclusive transaction: concurrent first opens of a new
     /// file wait for each other (busy timeout) instead of racing to create the same tables, and a
     /// reader never sees half a schema.

@@ -14,7 +14,7 @@ struct BenchOptions {
     var only: Set<String>? = nil
 
     static let usage = """
-        usage: lnlens-bench [--warmup N] [--runs N] [--tokens T] [--layers L] [--seed S] [--profile] [--json]
+        usage: lnlens-bench [--warmup N] [--runs N] [--tokens T] [--layers L] [--seed S] [--profile] [--json] [--only LIST]
 
         Times sgemm and the GPT-2 forward pass on a GPT-2-small-shaped model with seeded random
         weights made in memory (nothing is read or written on disk). Reports min/median/max.

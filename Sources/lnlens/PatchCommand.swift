@@ -58,6 +58,9 @@ struct PatchCommand: ParsableCommand {
         if let gridNormalize, parsedGridNormalize == nil {
             throw ValidationError("--grid-normalize \(gridNormalize): give LAYER,POS, e.g. 0,11")
         }
+        if gridNormalize != nil, !(try PatchSite.parseList(sites)).contains(.residPre) {
+            throw ValidationError("--grid-normalize divides by activation patching at resid_pre: add resid_pre to --sites")
+        }
         if let shard { _ = try Shard(parsing: shard) }
     }
 
@@ -232,6 +235,11 @@ struct PatchReport: Encodable {
             if let g = gridNormalize, r.layer == g.layer, r.pos == g.position, let a = r.activation { norm[r.prompt] = a }
         }
         let label = gridNormalize.map { "activation patching at layer \($0.layer), position \($0.position)" } ?? "metric(clean) − metric(corrupt)"
+        if let g = gridNormalize, norm.isEmpty {
+            printErr("lnlens: warning: --grid-normalize \(g.layer),\(g.position): no prompt has resid_pre at layer \(g.layer), "
+                     + "position \(g.position) (\(T) tokens, layers from 0); no grid printed")
+            return
+        }
         let promptsUsed = Set(gridRows.map(\.prompt))
         let firstTokens = tokens[promptsUsed.min()!] ?? []
         for site in PatchSite.allCases.map(\.rawValue) {

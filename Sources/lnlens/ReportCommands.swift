@@ -43,7 +43,7 @@ struct ReportCommand: ParsableCommand {
             Example: lnlens report 1 2 --out results/report.html
             """)
 
-    @Argument(help: "Runs to draw, e.g. a model's dla run and its LN-free twin's (see `lnlens runs`).") var runIDs: [Int64] = []
+    @Argument(help: ArgumentHelp("Runs to draw, e.g. a model's dla run and its LN-free twin's (see `lnlens runs`).", valueName: "run-id")) var runIDs: [Int64] = []
     @Option(help: ArgumentHelp("The HTML file to write.", valueName: "FILE.html")) var out: String
     @OptionGroup var options: DrawOptions
 
@@ -67,7 +67,7 @@ struct PlotCommand: ParsableCommand {
 
     @Argument(help: ArgumentHelp("The figure: \(FigureKind.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "KIND"))
     var kind: String
-    @Argument(help: "Runs to draw (several: side by side, or on one axis for layer-nmae and loss).") var runIDs: [Int64] = []
+    @Argument(help: ArgumentHelp("Runs to draw (several: side by side, or on one axis for layer-nmae and loss).", valueName: "run-id")) var runIDs: [Int64] = []
     @Option(help: ArgumentHelp("The SVG file to write.", valueName: "FILE.svg")) var svg: String
     @OptionGroup var options: DrawOptions
 

@@ -128,8 +128,12 @@ struct MigrateCommand: ParsableCommand {
 
     func run() throws {
         guard FileManager.default.fileExists(atPath: db) else { throw ResultsStoreError.databaseNotFound(path: db) }
+        let before = (try? ResultsDatabase.appliedMigrations(path: db)) ?? []
         _ = try ResultsDatabase(path: db)
-        print("\(db): schema is current")
+        let added = ResultsDatabase.migrationIdentifiers.filter { !before.contains($0) }
+        let current = ResultsDatabase.migrationIdentifiers.last ?? "?"
+        print(added.isEmpty ? "\(db): schema is current (\(current)); nothing to do"
+              : "\(db): upgraded to \(current) (applied \(added.joined(separator: ", ")))")
     }
 }
 

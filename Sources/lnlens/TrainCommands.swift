@@ -17,11 +17,11 @@ struct TrainingFlags: ParsableArguments {
     @Option(help: "Tokens per optimizer step (sequences per step = this / --seq-len).") var batchTokens = 16384
     @Option(help: "Sequences per forward/backward pass (gradients are accumulated over a step's passes).")
     var microBatch = 8
-    @Option(help: "Optimizer steps (remove-ln default: the schedule's last removal + 196, the paper's 300 for 12 layers).")
+    @Option(help: "Optimizer steps (train: 1000; remove-ln: the schedule's last removal + 196, the paper's 300 for 12 layers).")
     var steps: Int?
-    @Option(help: "Peak learning rate (after warm-up).") var lr: Double?
-    @Option(help: "Learning-rate floor the cosine decays to.") var minLr: Double?
-    @Option(help: "Warm-up steps (linear from 0).") var warmup: Int?
+    @Option(help: "Peak learning rate after warm-up (train: 6e-4; remove-ln: 6e-4).") var lr: Double?
+    @Option(help: "Learning-rate floor the cosine decays to (train: lr/10; remove-ln: 3e-4).") var minLr: Double?
+    @Option(help: "Warm-up steps, linear from 0 (train: min(100, steps/10); remove-ln: 20).") var warmup: Int?
     @Option(help: "AdamW weight decay (on embeddings and matrices).") var weightDecay = 0.01
     @Option(help: "Clip the global gradient norm to this.") var maxGradNorm = 1.0
     @Option(help: "Seed of the initial weights (--init) and of the order the corpus's sequences are read in.") var seed: UInt64 = 0
@@ -247,7 +247,7 @@ struct RemoveLNCommand: ParsableCommand {
     @Flag(help: "Fine-tune identically but remove nothing (the vanilla control).") var keepLn = false
     @Option(help: "Weight of the auxiliary loss on σ's spread at ln_f's input.") var auxWeight = 0.1
     @Option(help: "Momentum of σ's moving average.") var momentum = 0.9
-    @Option(help: "Step at which block 0's ln_2 is removed.") var ln2Start = 20
+    @Option(help: "Step at which block 0's ln_2 is removed (0-based: steps already taken, as the paper's code counts; the log's step N is step N−1 here).") var ln2Start = 20
     @Option(help: "Steps between blocks for ln_2 (0: all blocks at once).") var ln2Gap = 2
     @Option(help: "Step of block 0's ln_1 Q/K path (default: ln2-start + layers · ln2-gap).") var ln1qkStart: Int?
     @Option(help: "Steps between blocks for ln_1 Q/K.") var ln1qkGap = 2
@@ -325,7 +325,7 @@ struct EvalCommand: ParsableCommand {
 
     @Argument(help: "Models (folders or names); default: the embedded gpt2-tiny, gpt2-tiny-vanilla and gpt2-tiny-lnfree.")
     var models: [String] = []
-    @Option(help: "Text to score (default: the held-out corpus/heldout.txt).") var text = "heldout"
+    @Option(help: "Text to score: a .txt file, or the name of one in corpus/ (heldout is corpus/heldout.txt).") var text = "heldout"
     @Option(help: "Tokens per window (default: min(128, the model's n_positions)).") var context: Int?
     @Option(help: "Windows per forward pass.") var batch = 8
     @Option(help: "SQLite database to store the run in.") var db = "results/lnlens.sqlite"
