@@ -70,6 +70,9 @@ public struct TrainJob {
                 command: command, optionsJSON: optionsJSON, modelPath: modelPath, modelHash: modelHash,
                 lnMode: trainer.model.lnMode.rawValue, processingJSON: "{}", promptSetPath: trainer.corpus.path,
                 promptSetHash: corpusHash, nPrompts: trainer.settings.steps, toolVersion: toolVersion, shard: nil))
+            // A checkpoint of step 0 at once: a run killed before its first regular checkpoint
+            // resumes too (from the start, under the same run id).
+            try TrainingCheckpoint.save(trainer, out: out, runID: runID, corpusHash: corpusHash, seconds: 0)
         }
         let id = runID
         let started = DispatchTime.now().uptimeNanoseconds

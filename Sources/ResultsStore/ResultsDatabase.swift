@@ -28,6 +28,18 @@ public struct ResultsDatabase: Sendable {
             throw ResultsStoreError.cannotOpen(path: path, reason: "cannot create its folder (\(error.localizedDescription))")
         }
         let existed = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int).map { $0 > 0 } ?? false
+        if existed, FileManager.default.fileExists(atPath: path + "-journal") {
+            // A writer killed inside a rollback-journal transaction (GRDB sets up WAL on a new file
+            // in one) left a hot journal: SQLite's own recovery rolls it back on the first read of
+            // a read-write connection. A read-only connection cannot, so do that first.
+            do {
+                try DatabaseQueue(path: path).inDatabase { db in
+                    _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
+                }
+            } catch let error as DatabaseError {
+                throw Self.openError(path: path, error)
+            }
+        }
         if existed {
             // Checked over a read-only connection: opening a pool already writes (GRDB creates and
             // drops a table to set up WAL), and nothing may be written into a damaged file.
@@ -74,7 +86,14 @@ public struct ResultsDatabase: Sendable {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
             throw ResultsStoreError.databaseNotFound(path: path)
         }
-        let deadline = Date().addingTimeInterval(busyTimeout)
+        if FileManager.default.fileExists(atPath: path + "-journal") {
+            // A writer killed inside a rollback-journal transaction (setting up WAL on a new file)
+            // left a hot journal, which only a read-write connection rolls back.
+            throw ResultsStoreError.cannotOpen(
+                path: path, reason: "a killed lnlens left an unfinished transaction in \(path)-journal; "
+                    + "recover it with `lnlens migrate --db \(path)`, then read again")
+        }
+        let started = Date(), deadline = started.addingTimeInterval(busyTimeout)
         while true {
             let queue: DatabaseQueue
             let state: SchemaState
@@ -90,8 +109,12 @@ public struct ResultsDatabase: Sendable {
             case .older(let applied): throw ResultsStoreError.olderSchema(path: path, version: applied.last ?? "none")
             case .foreign: throw ResultsStoreError.schemaNotCurrent(path: path)
             case .empty:
-                // Being created by a writer that has not committed its schema yet.
-                guard Date() < deadline else { throw ResultsStoreError.schemaNotCurrent(path: path) }
+                // Being created by a writer that has not committed its schema yet; a file still
+                // empty after 2 s is one whose writer died creating it.
+                let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+                guard Date() < deadline, size > 0 || Date().timeIntervalSince(started) < 2 else {
+                    throw ResultsStoreError.schemaNotCurrent(path: path)
+                }
                 Thread.sleep(forTimeInterval: 0.05)
             }
         }

@@ -52,6 +52,38 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("killed/checkpoints").path))
     }
 
+    /// Killed before its first regular checkpoint, a training resumes from the step-0 checkpoint
+    /// written as it starts, under the same run, to the weights of an uninterrupted run.
+    @Test func killedBeforeTheFirstCheckpointResumes() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = try Self.config(in: dir)
+        func args(_ out: String, _ db: String) -> [String] {
+            ["train", "--init", config] + Self.small + ["--steps", "12", "--checkpoint-every", "100",
+                                                        "--out", dir.appendingPathComponent(out).path,
+                                                        "--db", dir.appendingPathComponent(db).path]
+        }
+        #expect(try C.run(args("full", "full.sqlite")).status == 0)
+        let killedDB = dir.appendingPathComponent("killed.sqlite").path
+        let (p, _, _) = try C.start(args("killed", "killed.sqlite"))
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, p.isRunning {
+            if let db = try? ResultsDatabase.openReadOnly(path: killedDB), let n = try? db.trainSteps(runID: 1).count, n >= 2 { break }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        #expect(p.isRunning, "the training finished before it could be killed")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        let resumed = try C.run(args("killed", "killed.sqlite") + ["--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let a = try Data(contentsOf: dir.appendingPathComponent("full/model.safetensors"))
+        let b = try Data(contentsOf: dir.appendingPathComponent("killed/model.safetensors"))
+        #expect(a == b, "the resumed training's weights differ from the uninterrupted one's")
+        let store = try ResultsDatabase.openReadOnly(path: killedDB)
+        #expect(try store.runs().map(\.status) == [.completed])
+        #expect(try store.trainSteps(runID: 1).count == 12)
+    }
+
     @Test func removeLNWritesAModelThatLoadsLNFree() throws {
         let dir = try C.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

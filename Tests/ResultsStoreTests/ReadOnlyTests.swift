@@ -82,4 +82,37 @@ import Testing
         let json = String(decoding: try JSONEncoder().encode(result.rows[0]), as: UTF8.self)
         #expect(json == #"[null,3,2.5,"x","AP8="]"#)
     }
+
+    /// A writer killed while GRDB switched a new file to WAL leaves page 1 and a hot rollback
+    /// journal. Readers say how to recover it; the next writer rolls it back (SQLite's own
+    /// recovery) and goes on, instead of refusing the file for ever.
+    @Test func hotJournalOfAKilledWriterIsRecovered() throws {
+        let temp = TempDatabasePath()
+        defer { temp.cleanup() }
+        try FileManager.default.createDirectory(at: temp.folder, withIntermediateDirectories: true)
+        try DatabaseQueue(path: temp.path).writeWithoutTransaction { try $0.execute(sql: "PRAGMA journal_mode=WAL") }
+        // The journal header SQLite writes before changing page 1 of an empty file (as found
+        // after such a kill): magic, nRec 0, nonce, initial size 0 pages, sector 512, page 4096.
+        var journal: [UInt8] = [0xD9, 0xD5, 0x05, 0xF9, 0x20, 0xA1, 0x63, 0xD7, 0, 0, 0, 0, 0x2C, 0x76, 0x4A, 0x44,
+                                0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0x10, 0]
+        journal += [UInt8](repeating: 0, count: 512 - journal.count)
+        try Data(journal).write(to: URL(fileURLWithPath: temp.path + "-journal"))
+        let error = #expect(throws: ResultsStoreError.self) { try ResultsDatabase.openReadOnly(path: temp.path) }
+        #expect(message(error!).contains("lnlens migrate --db \(temp.path)"), "\(message(error!))")
+        let writer = try ResultsDatabase(path: temp.path)
+        _ = try SyntheticRun(label: "after", batches: 1, promptsPerBatch: 2).write(to: writer)
+        #expect(!FileManager.default.fileExists(atPath: temp.path + "-journal"))
+        #expect(try ResultsDatabase.openReadOnly(path: temp.path).runs().count == 1)
+    }
+
+    /// A file left empty by a writer killed as it created it: readers give up after 2 s, not 60.
+    @Test func emptyFileIsRefusedQuickly() throws {
+        let temp = TempDatabasePath()
+        defer { temp.cleanup() }
+        try FileManager.default.createDirectory(at: temp.folder, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: temp.path, contents: Data())
+        let start = Date()
+        #expect(throws: ResultsStoreError.self) { try ResultsDatabase.openReadOnly(path: temp.path) }
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
 }

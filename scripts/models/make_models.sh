@@ -4,22 +4,27 @@
 # (`remove-ln --keep-ln`, the same fine-tuning with LayerNorm kept), all seeded, stored as F16;
 # then the loss table on corpus/heldout.txt and DLA on held-out text and the IOI prompts.
 # Everything is recorded in $DB (default results/models.sqlite). Usage: scripts/models/make_models.sh [BIN]
+# SKIP_TRAIN=1 keeps $OUT/gpt2-tiny and rebuilds only its two twins and the tables.
 set -eu
 BIN=${1:-.build/release/lnlens}
 DB=${DB:-results/models.sqlite}
 OUT=${OUT:-models}
 TRAIN_STEPS=${TRAIN_STEPS:-300}
-REMOVE_STEPS=${REMOVE_STEPS:-120}
+REMOVE_STEPS=${REMOVE_STEPS:-100}
+REMOVE_BATCH=${REMOVE_BATCH:-4096}
 mkdir -p "$(dirname "$DB")"
-common="--corpus corpus/train.txt --seq-len 128 --batch-tokens 8192 --micro-batch 8 --dtype f16 --db $DB --force"
+common="--corpus corpus/train.txt --seq-len 128 --micro-batch 8 --dtype f16 --db $DB --force"
 start=$(date +%s)
-echo "== train gpt2-tiny: $TRAIN_STEPS steps of 8192 tokens, lr 3e-3 cosine to 3e-4, seed 1"
-"$BIN" train --init scripts/models/gpt2-tiny.init.json $common --steps "$TRAIN_STEPS" --lr 3e-3 --min-lr 3e-4 --warmup 30 \
-  --seed 1 --out "$OUT/gpt2-tiny"
-echo "== remove-ln gpt2-tiny -> gpt2-tiny-lnfree: $REMOVE_STEPS steps, the paper's schedule scaled to 4 layers, seed 2"
-"$BIN" remove-ln "$OUT/gpt2-tiny" $common --steps "$REMOVE_STEPS" --seed 2 --out "$OUT/gpt2-tiny-lnfree"
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+  echo "== train gpt2-tiny: $TRAIN_STEPS steps of 8192 tokens, lr 3e-3 cosine to 3e-4, seed 1"
+  "$BIN" train --init scripts/models/gpt2-tiny.init.json $common --batch-tokens 8192 --steps "$TRAIN_STEPS" \
+    --lr 3e-3 --min-lr 3e-4 --warmup 30 --seed 1 --out "$OUT/gpt2-tiny"
+fi
+echo "== remove-ln gpt2-tiny -> gpt2-tiny-lnfree: $REMOVE_STEPS steps of $REMOVE_BATCH tokens, the paper's schedule scaled to 4 layers (last removal at step 48), seed 2"
+"$BIN" remove-ln "$OUT/gpt2-tiny" $common --batch-tokens "$REMOVE_BATCH" --steps "$REMOVE_STEPS" --seed 2 --out "$OUT/gpt2-tiny-lnfree"
 echo "== remove-ln --keep-ln gpt2-tiny -> gpt2-tiny-vanilla: the same fine-tuning, LayerNorm kept"
-"$BIN" remove-ln "$OUT/gpt2-tiny" --keep-ln $common --steps "$REMOVE_STEPS" --seed 2 --out "$OUT/gpt2-tiny-vanilla"
+"$BIN" remove-ln "$OUT/gpt2-tiny" --keep-ln $common --batch-tokens "$REMOVE_BATCH" --steps "$REMOVE_STEPS" --seed 2 \
+  --out "$OUT/gpt2-tiny-vanilla"
 trained=$(date +%s)
 echo "== held-out loss (corpus/heldout.txt, windows of 128)"
 "$BIN" eval "$OUT/gpt2-tiny" "$OUT/gpt2-tiny-vanilla" "$OUT/gpt2-tiny-lnfree" --text corpus/heldout.txt --db "$DB"
