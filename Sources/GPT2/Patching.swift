@@ -28,6 +28,14 @@ public struct ActivationPatch: Sendable, Hashable {
 }
 
 extension GPT2Model {
+    /// Rows of patched residual stream run together: about 512 MiB of working memory (a row holds
+    /// about 16·d_model + 3·d_mlp floats on its way through a block), at most 8192 — 6,200 rows
+    /// for GPT-2 small, 3,000 for GPT-2 XL, whose 6.2 GB of weights leave less room.
+    var patchRowBudget: Int {
+        let bytesPerRow = 4 * (16 * config.dModel + 3 * config.dMLP)
+        return min(8192, max(256, (512 << 20) / bytesPerRow))
+    }
+
     /// Runs every patch and returns, per patch, the final LayerNorm's output at the last position
     /// (C floats: the logits are it · W_Uᵀ + b_U). `base` and `donor` are retained passes of the
     /// same shape (the two runs of each prompt, e.g. corrupted and clean).
@@ -40,7 +48,8 @@ extension GPT2Model {
     /// the positions before p. Patches run together as rows of one batch, joining at the layer
     /// where they enter.
     public func patchedFinal(base: ForwardPass, donor: ForwardPass, patches: [ActivationPatch],
-                             maxRows: Int = 8192, profile: PhaseTimes? = nil) throws(GPT2Error) -> [[Float]] {
+                             maxRows: Int? = nil, profile: PhaseTimes? = nil) throws(GPT2Error) -> [[Float]] {
+        let maxRows = maxRows ?? patchRowBudget
         guard base.retained, donor.retained else { throw .backwardNeedsRetainedPass }
         guard base.B == donor.B, base.T == donor.T else { throw .unequalLengths(first: base.T, other: donor.T, index: 0) }
         let T = base.T, L = config.nLayers

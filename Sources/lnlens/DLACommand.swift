@@ -99,7 +99,7 @@ struct DLACommand: ParsableCommand {
             let optionsData = try JSONSerialization.data(withJSONObject: options(context: effectiveContext, shard: shard),
                                                          options: [.sortedKeys])
             var runner = DLAJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
-                                   modelHash: try loaded.checkpoint.weightsHash(), input: input,
+                                   modelHash: try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash(), input: input,
                                    decode: { tok.decode($0) },
                                    optionsJSON: String(decoding: optionsData, as: UTF8.self),
                                    toolVersion: LNLensVersion.string)
