@@ -28,6 +28,8 @@ struct RunLabel {
     /// The model's name: a Hugging Face cache snapshot (`…/models--ORG--NAME/snapshots/REV`)
     /// as `ORG/NAME`, a folder as its last component.
     static func modelName(_ path: String) -> String {
+        // An eval run names every model it scored: `a | b | c`.
+        if path.contains(" | ") { return path.components(separatedBy: " | ").map(modelName).joined(separator: " | ") }
         let parts = path.split(separator: "/").map(String.init)
         if let i = parts.lastIndex(where: { $0.hasPrefix("models--") }) {
             return parts[i].dropFirst("models--".count).replacingOccurrences(of: "--", with: "/")

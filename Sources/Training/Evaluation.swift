@@ -37,9 +37,13 @@ public enum Evaluation {
         let n = text.blockCount(seqLen: context)
         var losses: [Double] = []
         var start = 0
+        // One set of buffers for every pass: the logits alone are batch × context × vocab floats,
+        // which mapped afresh and page-faulted in each pass cost more than the forward itself.
+        var options = ForwardOptions(logits: .all)
+        options.arenas = ArenaPool()
         while start < n {
             let windows = (start ..< min(n, start + batch)).map { text.block($0, seqLen: context) }
-            let pass = try model.run(windows, ForwardOptions(logits: .all))
+            let pass = try model.run(windows, options)
             losses += crossEntropy(logits: pass.logits, tokens: windows, V: model.config.dVocab).perPrompt
             start += windows.count
             progress(start, n)

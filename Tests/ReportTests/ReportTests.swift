@@ -262,6 +262,7 @@ import Testing
     @Test func modelNamesFromTheHubCacheReadAsOrgSlashName() {
         #expect(RunLabel.modelName("/root/.cache/huggingface/hub/models--openai-community--gpt2/snapshots/607a30d") == "openai-community/gpt2")
         #expect(RunLabel.modelName("/work/models/gpt2-tiny") == "gpt2-tiny")
+        #expect(RunLabel.modelName("/m/gpt2-tiny | /m/gpt2-tiny-lnfree") == "gpt2-tiny | gpt2-tiny-lnfree")
     }
 
     @Test func ticksAreRoundAndAxesEndOnThem() {
