@@ -37,4 +37,5 @@ ev=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM runs WHERE command = 'e
 
 echo "== lnlens report $dla$patch$ev(figures of all five runs)"
 "$BIN" report $dla $patch $ev --db "$DB" --out "$REPORT" --force
-echo "open file://$(pwd)/$REPORT in a browser (offline: everything is inside the file)"
+case "$REPORT" in /*) url="file://$REPORT" ;; *) url="file://$(pwd)/$REPORT" ;; esac
+echo "open $url in a browser (offline: everything is inside the file)"

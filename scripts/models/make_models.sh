@@ -26,6 +26,8 @@ echo "== remove-ln --keep-ln gpt2-tiny -> gpt2-tiny-vanilla: the same fine-tunin
 "$BIN" remove-ln "$OUT/gpt2-tiny" --keep-ln $common --batch-tokens "$REMOVE_BATCH" --steps "$REMOVE_STEPS" --seed 2 \
   --out "$OUT/gpt2-tiny-vanilla"
 trained=$(date +%s)
+# Each folder's README (written over by --force) from scripts/models/readme/.
+for m in gpt2-tiny gpt2-tiny-lnfree gpt2-tiny-vanilla; do cp "scripts/models/readme/$m.md" "$OUT/$m/README.md"; done
 echo "== held-out loss (corpus/heldout.txt, windows of 128)"
 "$BIN" eval "$OUT/gpt2-tiny" "$OUT/gpt2-tiny-vanilla" "$OUT/gpt2-tiny-lnfree" --text corpus/heldout.txt --db "$DB"
 echo "== DLA vs the exact direct effect on held-out text and on the IOI prompts"
