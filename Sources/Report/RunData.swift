@@ -17,7 +17,9 @@ struct RunLabel {
 
     init(_ run: RunRecord) {
         id = run.id ?? 0
-        command = run.command
+        // The vanilla control is a remove-ln run with nothing removed: say so wherever it is named.
+        let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
+        command = run.command == "remove-ln" && (options?["keep_ln"] as? String) == "true" ? "remove-ln --keep-ln" : run.command
         model = Self.modelName(run.modelPath)
         lnMode = run.lnMode
         promptSet = URL(fileURLWithPath: run.promptSetPath).lastPathComponent

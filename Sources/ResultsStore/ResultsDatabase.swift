@@ -33,7 +33,7 @@ public struct ResultsDatabase: Sendable {
             // in one) left a hot journal: SQLite's own recovery rolls it back on the first read of
             // a read-write connection. A read-only connection cannot, so do that first.
             do {
-                try DatabaseQueue(path: path).inDatabase { db in
+                try DatabaseQueue(path: path, configuration: Self.configuration(readonly: false)).inDatabase { db in
                     _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
                 }
             } catch let error as DatabaseError {
@@ -86,13 +86,6 @@ public struct ResultsDatabase: Sendable {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
             throw ResultsStoreError.databaseNotFound(path: path)
         }
-        if FileManager.default.fileExists(atPath: path + "-journal") {
-            // A writer killed inside a rollback-journal transaction (setting up WAL on a new file)
-            // left a hot journal, which only a read-write connection rolls back.
-            throw ResultsStoreError.cannotOpen(
-                path: path, reason: "a killed lnlens left an unfinished transaction in \(path)-journal; "
-                    + "recover it with `lnlens migrate --db \(path)`, then read again")
-        }
         let started = Date(), deadline = started.addingTimeInterval(busyTimeout)
         while true {
             let queue: DatabaseQueue
@@ -101,6 +94,18 @@ public struct ResultsDatabase: Sendable {
                 queue = try DatabaseQueue(path: path, configuration: configuration(readonly: true))
                 state = try queue.read(schemaState)
             } catch let error as DatabaseError {
+                if FileManager.default.fileExists(atPath: path + "-journal") {
+                    // A rollback journal: either a writer is inside its first transaction (switching
+                    // a new file to WAL; the journal goes in a moment), or one was killed there and
+                    // left a hot journal, which only a read-write connection rolls back.
+                    if Date().timeIntervalSince(started) < 2 {
+                        Thread.sleep(forTimeInterval: 0.05)
+                        continue
+                    }
+                    throw ResultsStoreError.cannotOpen(
+                        path: path, reason: "a killed lnlens left an unfinished transaction in \(path)-journal; "
+                            + "recover it with `lnlens migrate --db \(path)`, then read again")
+                }
                 throw openError(path: path, error)
             }
             switch state {

@@ -39,7 +39,7 @@
 #            byte for byte; `lnlens runs` and `lnlens dla` must open it.
 #
 # Usage: scripts/reliability/kill-trials.sh [options]
-#   -b BIN     lnlens binary                  (default /tmp/lnlens-bin/lnlens)
+#   -b BIN     lnlens binary                  (default .build/release/lnlens)
 #   -n N       dla kill trials                (default 30)
 #   -p N       patch kill trials              (default 15)
 #   -t N       train kill trials              (default 10)
@@ -54,7 +54,7 @@
 # Exit status: 0 when no failure was found, 1 otherwise. Per-trial rows: WORK/<section>/trials.tsv.
 set -u
 
-BIN=/tmp/lnlens-bin/lnlens
+BIN=.build/release/lnlens
 N_DLA=30 N_PATCH=15 N_TRAIN=10 K=4 R=3 Q=5 WORK=/tmp/reliability SEED=1 ONLY=dla,patch,train,conc,journal
 while getopts "b:n:p:t:k:r:q:w:s:o:h" opt; do
   case $opt in
