@@ -70,8 +70,6 @@ public struct Checkpoint: Sendable {
                 throw GPT2Error.nonFiniteWeights(file: s.file.url.path, tensor: s.name, count: bad, total: entry.count)
             }
             let bytesHash = try s.file.withRawBytes(s.name) { XXH64.hash($0, seed: 0) }
-            // Give the mapped pages back, as `load` does: hashing must not leave the file resident.
-            s.file.release(s.name)
             summary += Array("\(entry.name)|\(e.dtype.rawValue)|\(e.shape)|\(XXH64.hex(bytesHash))\n".utf8)
             s.file.release(s.name)
         }
