@@ -27,6 +27,19 @@ import Testing
 
     static let small = ["--corpus", corpus, "--seq-len", "16", "--batch-tokens", "64", "--micro-batch", "2"]
 
+    /// Starts `lnlens ARGS` and kills it with SIGKILL once `db` holds `steps` training steps.
+    static func killAfterSteps(_ steps: Int, _ args: [String], db: String) throws {
+        let (p, _, _) = try C.start(args)
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, p.isRunning {
+            if let store = try? ResultsDatabase.openReadOnly(path: db), let n = try? store.trainSteps(runID: 1).count, n >= steps { break }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        #expect(p.isRunning, "the training finished before it could be killed")
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
     @Test func killedTrainingResumesToTheSameWeights() throws {
         let dir = try C.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -38,15 +51,7 @@ import Testing
         let full = try C.run(args("full", "full.sqlite"))
         #expect(full.status == 0, "\(full.stderr)")
         let killedDB = dir.appendingPathComponent("killed.sqlite").path
-        let (p, _, _) = try C.start(args("killed", "killed.sqlite"))
-        let deadline = Date().addingTimeInterval(120)
-        while Date() < deadline, p.isRunning {
-            if let db = try? ResultsDatabase.openReadOnly(path: killedDB), let n = try? db.trainSteps(runID: 1).count, n >= 13 { break }
-            Thread.sleep(forTimeInterval: 0.005)
-        }
-        #expect(p.isRunning, "the training finished before it could be killed")
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        try Self.killAfterSteps(13, args("killed", "killed.sqlite"), db: killedDB)
         #expect(try ResultsDatabase.openReadOnly(path: killedDB).run(id: 1)?.status == .running)
         // Without --resume the folder is refused; with it the training continues.
         try C.expectOneLineError(args("killed", "killed.sqlite"), mentions: ["already exists", "--resume"])
@@ -75,15 +80,7 @@ import Testing
         }
         #expect(try C.run(args("full", "full.sqlite")).status == 0)
         let killedDB = dir.appendingPathComponent("killed.sqlite").path
-        let (p, _, _) = try C.start(args("killed", "killed.sqlite"))
-        let deadline = Date().addingTimeInterval(120)
-        while Date() < deadline, p.isRunning {
-            if let db = try? ResultsDatabase.openReadOnly(path: killedDB), let n = try? db.trainSteps(runID: 1).count, n >= 2 { break }
-            Thread.sleep(forTimeInterval: 0.005)
-        }
-        #expect(p.isRunning, "the training finished before it could be killed")
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        try Self.killAfterSteps(2, args("killed", "killed.sqlite"), db: killedDB)
         let resumed = try C.run(args("killed", "killed.sqlite") + ["--resume"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         let a = try Data(contentsOf: dir.appendingPathComponent("full/model.safetensors"))
