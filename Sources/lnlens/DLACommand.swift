@@ -99,7 +99,7 @@ struct DLACommand: ParsableCommand {
             let optionsData = try JSONSerialization.data(withJSONObject: options(context: effectiveContext, shard: shard),
                                                          options: [.sortedKeys])
             var runner = DLAJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
-                                   modelHash: try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash(), input: input,
+                                   modelHash: try loaded.weightsHash(), input: input,
                                    decode: { tok.decode($0) },
                                    optionsJSON: String(decoding: optionsData, as: UTF8.self),
                                    toolVersion: LNLensVersion.string)
@@ -107,13 +107,7 @@ struct DLACommand: ParsableCommand {
             runner.chunkSize = chunkSize
             runner.forceResume = forceResume
             runner.shard = shard
-            let progress = ProgressLine(label: spec, unit: "prompts")
-            Interrupt.install()
-            defer { progress.finish() }
-            let id = try runner.run(db: database, resume: resume) { done, total in
-                progress.update(done: done, total: total)
-                if Interrupt.requested { throw JobStop() }
-            }
+            let id = try ProgressLine.run(label: spec, unit: "prompts") { try runner.run(db: database, resume: resume, progress: $0) }
             runIDs.append(id)
         }
         let reports = try runIDs.map { try RunReport(db: database, runID: $0) }

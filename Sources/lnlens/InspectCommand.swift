@@ -61,7 +61,7 @@ struct InspectCommand: ParsableCommand {
             activationFunction: cfg.activationFunction,
             parameters: cfg.parameterCount, dtypes: loaded.checkpoint.dtypes.sorted(),
             tiedUnembedding: !loaded.checkpoint.hasUntiedUnembedding,
-            weightsHash: try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash(), processing: processing.options,
+            weightsHash: try loaded.weightsHash(), processing: processing.options,
             tokenizer: loaded.tokenizer != nil, blasCore: BLASInfo.coreName, hooks: hooks)
         if json { return try printJSON(report) }
         print("model       \(report.spec)")

@@ -37,13 +37,19 @@ enum EmbeddedModels {
 /// `Resources.home` (so `prompts/ioi.jsonl` works from any folder), and a bare name in its
 /// `prompts/` (`--prompts ioi` is `prompts/ioi.jsonl`).
 enum EmbeddedPrompts {
-    static func resolve(_ spec: String) -> String {
+    static func resolve(_ spec: String) -> String { ShippedFiles.resolve(spec, folder: Resources.prompts, ext: "jsonl") }
+}
+
+/// A file lnlens ships: `spec` as given when it exists (or is absolute), else under
+/// `Resources.home`, and a bare name in `folder`, with or without `.ext`.
+enum ShippedFiles {
+    static func resolve(_ spec: String, folder: URL, ext: String) -> String {
         let fm = FileManager.default
         if fm.fileExists(atPath: spec) || spec.hasPrefix("/") { return spec }
         var candidates = [Resources.home.appendingPathComponent(spec)]
         if !spec.contains("/") {
-            candidates.append(Resources.prompts.appendingPathComponent(spec))
-            candidates.append(Resources.prompts.appendingPathComponent(spec + ".jsonl"))
+            candidates.append(folder.appendingPathComponent(spec))
+            candidates.append(folder.appendingPathComponent(spec + "." + ext))
         }
         return candidates.first { fm.fileExists(atPath: $0.path) }?.path ?? spec
     }
@@ -95,6 +101,10 @@ struct LoadedModel {
         let tokenizer = try checkpoint.tokenizerDirectory.map { try GPT2Tokenizer.load(directory: $0) }
         return LoadedModel(checkpoint: checkpoint, model: model, tokenizer: tokenizer)
     }
+
+    /// XXH64 of the weights: the hash taken while loading, or (a model built another way) hashed
+    /// from the files now.
+    func weightsHash() throws -> String { try model.weightsHash ?? checkpoint.weightsHash() }
 
     /// Every file the model was read from: config, weights (and index), tokenizer files.
     var inputFiles: [String] {

@@ -92,7 +92,7 @@ struct PatchCommand: ParsableCommand {
                 "chunk_size": "\(chunkSize)", "processing": processing.options.description,
             ]
             var job = PatchJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
-                               modelHash: try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash(), prompts: set,
+                               modelHash: try loaded.weightsHash(), prompts: set,
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,
                                tokenText: { tok.tokenString($0) },
                                optionsJSON: String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
@@ -101,13 +101,7 @@ struct PatchCommand: ParsableCommand {
             job.chunkSize = chunkSize
             job.shard = shard
             job.forceResume = forceResume
-            let progress = ProgressLine(label: spec, unit: "prompts")
-            Interrupt.install()
-            defer { progress.finish() }
-            let id = try job.run(db: database, resume: resume) { done, total in
-                progress.update(done: done, total: total)
-                if Interrupt.requested { throw JobStop() }
-            }
+            let id = try ProgressLine.run(label: spec, unit: "prompts") { try job.run(db: database, resume: resume, progress: $0) }
             runIDs.append(id)
         }
         let reports = try runIDs.map { try PatchReport(db: database, runID: $0) }

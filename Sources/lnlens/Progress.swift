@@ -1,10 +1,11 @@
 import Foundation
+import Jobs
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The one progress line of long jobs (`dla`; `patch`, `train`, `eval`, `remove-ln` as they
-/// land): `label [bar] done/total unit  rate  ETA  detail` on stderr, redrawn in place, where
+/// The one progress line of long jobs (`dla`, `patch`, `train`, `remove-ln`, `eval`):
+/// `label [bar] done/total unit  rate  ETA  detail` on stderr, redrawn in place, where
 /// `detail` is what the job wants seen (training: the loss). Drawn only when stderr is a
 /// terminal, once the job has run for a second (quick jobs stay quiet), at most ten times a
 /// second and cut to the terminal's width; `finish` clears it. When stderr is not a terminal
@@ -55,6 +56,19 @@ final class ProgressLine {
                              width: Self.terminalWidth())
         write("\r" + line + "\u{1B}[K")
         shown = true
+    }
+
+    /// Runs a job stored in chunks with a progress line: `body` hands the job the per-chunk
+    /// callback, which redraws the line and, after Ctrl-C, stops the job (`JobStop`) once the
+    /// chunk being stored is in.
+    static func run<T>(label: String, unit: String, _ body: (_ chunkDone: (Int, Int) throws -> Void) throws -> T) throws -> T {
+        let progress = ProgressLine(label: label, unit: unit)
+        Interrupt.install()
+        defer { progress.finish() }
+        return try body { done, total in
+            progress.update(done: done, total: total)
+            if Interrupt.requested { throw JobStop() }
+        }
     }
 
     /// Clears the line (if one was drawn).

@@ -138,16 +138,7 @@ struct TrainingFlags: ParsableArguments {
 /// The shipped text files: a path that does not exist where the command runs is looked up in
 /// `Resources.home`, a bare name in its `corpus/` (`--text heldout` is `corpus/heldout.txt`).
 enum CorpusFiles {
-    static func resolve(_ spec: String) -> String {
-        let fm = FileManager.default
-        if fm.fileExists(atPath: spec) || spec.hasPrefix("/") { return spec }
-        var candidates = [Resources.home.appendingPathComponent(spec)]
-        if !spec.contains("/") {
-            candidates.append(Resources.corpus.appendingPathComponent(spec))
-            candidates.append(Resources.corpus.appendingPathComponent(spec + ".txt"))
-        }
-        return candidates.first { fm.fileExists(atPath: $0.path) }?.path ?? spec
-    }
+    static func resolve(_ spec: String) -> String { ShippedFiles.resolve(spec, folder: Resources.corpus, ext: "txt") }
 }
 
 struct TrainCommand: ParsableCommand {
@@ -191,7 +182,7 @@ struct TrainCommand: ParsableCommand {
             let loaded = try LoadedModel.load(from, processing: .none)
             model = loaded.model
             modelPath = loaded.checkpoint.directory.path
-            modelHash = try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash()
+            modelHash = try loaded.weightsHash()
             guard let dir = loaded.checkpoint.tokenizerDirectory else { throw CLIError.noTokenizer(modelPath) }
             tokenizerDir = dir
             inputs.append(modelPath)
@@ -290,7 +281,7 @@ struct RemoveLNCommand: ParsableCommand {
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": keepLn ? "remove-ln --keep-ln" : "remove-ln",
                         "source": source, "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
         var job = TrainJob(trainer: trainer, command: StoreName.removeLNCommand, modelPath: source,
-                           modelHash: try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash(),
+                           modelHash: try loaded.weightsHash(),
                            optionsJSON: flags.optionsJSON([
                                "model": model, "keep_ln": "\(keepLn)", "aux_weight": "\(auxWeight)", "momentum": "\(momentum)",
                                "schedule": "\(schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ","))",
@@ -354,7 +345,7 @@ struct EvalCommand: ParsableCommand {
             }
             if tokenizer == nil { tokenizer = try loaded.requireTokenizer() }
             entries.append(.init(name: spec, model: loaded.model,
-                                 hash: try loaded.model.weightsHash ?? loaded.checkpoint.weightsHash()))
+                                 hash: try loaded.weightsHash()))
             modes.append(loaded.model.lnMode.rawValue)
         }
         let tok = tokenizer!
