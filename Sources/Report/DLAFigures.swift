@@ -150,33 +150,20 @@ enum DLAFigures {
                                       : "all \(Markup.count(n)) (prompt, head) pairs"
         let heading = Heading(title: "DLA against the exact direct effect, per (prompt, head)",
                               lines: [run.label.provenance, "\(sampled) · colour: layer · dashed: DLA = DE"])
-        let plotTop = heading.height + 8, side = 300.0
-        let yScale = LinearScale.nice(range.0, range.1, range: (plotTop + side, plotTop))
-        let domain = yScale.domain
-        let left = Axes.leftWidth(yScale) + 10
-        let xScale = LinearScale(domain: domain, range: (left, left + side), step: yScale.step)
-        var svg = SVG(width: 0, height: 0)
-        heading.draw(&svg)
-        Axes.left(&svg, yScale, x: left, gridTo: left + side, label: "DLA (logit units)")
-        Axes.bottom(&svg, xScale, y: plotTop + side, gridTo: plotTop, label: "exact direct effect (logit units)")
-        svg.line(x1: xScale(domain.0), y1: yScale(domain.0), x2: xScale(domain.1), y2: yScale(domain.1),
-                 stroke: "#555555", width: 1, dash: "5 4")
+        var plot = DiagonalScatter(heading: heading, range: range, xLabel: "exact direct effect (logit units)",
+                                   yLabel: "DLA (logit units)")
         for i in shown {
             let p = run.pairs[i]
             guard p.dla.isFinite, p.directEffect.isFinite, let l = Component(name: p.component)?.headLayer else { continue }
-            svg.circle(cx: xScale(p.directEffect), cy: yScale(p.dla), r: 2, fill: ColorMap.ordered(l, of: run.layers), opacity: 0.6)
+            plot.point(x: p.directEffect, y: p.dla, color: ColorMap.ordered(l, of: run.layers))
         }
+        let side = DiagonalScatter.side
         if n == 0 {
-            svg.text("no head rows stored", x: left + side / 2, y: plotTop + side / 2, anchor: .middle, fill: SVG.muted)
+            plot.svg.text("no head rows stored", x: plot.left + side / 2, y: plot.plotTop + side / 2, anchor: .middle, fill: SVG.muted)
         } else {
-            svg.text("NMAE \(Show.percent(run.nmae.headsGlobal))", x: left + 8, y: plotTop + 16, bold: true)
+            plot.svg.text("NMAE \(Show.percent(run.nmae.headsGlobal))", x: plot.left + 8, y: plot.plotTop + 16, bold: true)
         }
-        let layers = layerEntries(run.layers)
-        let legendX = left + side + 20
-        Legend.swatches(&svg, layers, x: legendX, y: plotTop + 4, marker: .dot, title: "layer")
-        svg.width = max(heading.width, legendX + Legend.swatchesWidth(layers.map(\.label), marker: .dot, title: "layer")) + 8
-        svg.height = plotTop + side + 44
-        return svg
+        return plot.finish(legend: layerEntries(run.layers), title: "layer")
     }
 
     /// Legend rows for layers: every layer up to 16, else about 12 evenly spaced ones.

@@ -114,27 +114,14 @@ enum PatchFigures {
                                                  : "all \(Markup.count(points.count)) points"
         let heading = Heading(title: "\(quantityName(estimator)) against activation patching",
                               lines: [run.label.provenance, "per (prompt, site, layer, position) · \(sampled) · dashed: equal"])
-        let plotTop = heading.height + 8, side = 300.0
-        let yScale = LinearScale.nice(range.0, range.1, range: (plotTop + side, plotTop))
-        let domain = yScale.domain
-        let left = Axes.leftWidth(yScale) + 10
-        let xScale = LinearScale(domain: domain, range: (left, left + side), step: yScale.step)
-        var svg = SVG(width: 0, height: 0)
-        heading.draw(&svg)
-        Axes.left(&svg, yScale, x: left, gridTo: left + side, label: "\(quantityName(estimator)) estimate")
-        Axes.bottom(&svg, xScale, y: plotTop + side, gridTo: plotTop, label: "activation patching effect")
-        svg.line(x1: xScale(domain.0), y1: yScale(domain.0), x2: xScale(domain.1), y2: yScale(domain.1),
-                 stroke: "#555555", width: 1, dash: "5 4")
+        var plot = DiagonalScatter(heading: heading, range: range, xLabel: "activation patching effect",
+                                   yLabel: "\(quantityName(estimator)) estimate")
         for i in shown {
             let p = points[i]
-            svg.circle(cx: xScale(p.x), cy: yScale(p.y), r: 2, fill: ColorMap.category(p.site), opacity: 0.6)
+            plot.point(x: p.x, y: p.y, color: ColorMap.category(p.site))
         }
         let sites = StoreName.positionSites.enumerated().filter { run.values[$0.element]?[estimator] != nil }
             .map { (color: ColorMap.category($0.offset), label: $0.element) }
-        let legendX = left + side + 20
-        Legend.swatches(&svg, sites, x: legendX, y: plotTop + 4, marker: .dot, title: "site")
-        svg.width = max(heading.width, legendX + Legend.swatchesWidth(sites.map(\.label), marker: .dot, title: "site")) + 8
-        svg.height = plotTop + side + 44
-        return svg
+        return plot.finish(legend: sites, title: "site")
     }
 }
