@@ -174,7 +174,9 @@ struct PatchData {
         guard let cells = values[site]?[quantity], !cells.isEmpty else { return nil }
         var sum = [[Double]](repeating: [Double](repeating: 0, count: positions), count: layers)
         var count = [[Int]](repeating: [Int](repeating: 0, count: positions), count: layers)
-        for (cell, v) in cells {
+        // In prompt order: summed in the dictionary's (per-process) order, the means and so the
+        // colours differed in the last bits from one `report` to the next.
+        for (cell, v) in cells.sorted(by: { ($0.key.prompt, $0.key.layer, $0.key.position) < ($1.key.prompt, $1.key.layer, $1.key.position) }) {
             sum[cell.layer][cell.position] += v
             count[cell.layer][cell.position] += 1
         }
