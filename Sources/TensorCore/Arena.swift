@@ -10,11 +10,15 @@ public final class Arena: @unchecked Sendable {
 
     public init(capacity: Int) {
         self.capacity = capacity
-        base = .allocate(capacity: max(capacity, 1))
-        base.initialize(repeating: 0, count: max(capacity, 1))
+        // calloc: a large arena comes zeroed from fresh pages, with no pass of its own over
+        // them (a retained pass's arena is hundreds of MB at 8×128).
+        guard let memory = calloc(max(capacity, 1), MemoryLayout<Float>.stride) else {
+            fatalError("cannot allocate an arena of \(capacity) floats")
+        }
+        base = memory.bindMemory(to: Float.self, capacity: max(capacity, 1))
     }
 
-    deinit { base.deallocate() }
+    deinit { free(base) }
 
     /// The next `count` floats. Views are 16-float (64-byte) aligned.
     public func take(_ count: Int) -> UnsafeMutablePointer<Float> {

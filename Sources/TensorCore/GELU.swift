@@ -3,13 +3,14 @@ import Foundation
 /// GPT-2's tanh approximation of GELU (`gelu_new`) over `n` floats, split over the cores.
 ///
 /// Computed as `x / (1 + exp(-2u))`, `u = √(2/π)(x + 0.044715x³)`, the same function since
-/// `(1 + tanh u) / 2 = 1 / (1 + e^{-2u})`: glibc's `expf` is about 6× faster than its `tanhf`.
+/// `(1 + tanh u) / 2 = 1 / (1 + e^{-2u})`, with the vectorised `vectorExp` (within 2 ulp of
+/// `exp`; several times faster than glibc's `expf`, itself 6× faster than its `tanhf`).
 public func geluForward(out: FloatPointer, inp: ConstFloatPointer, n: Int) {
     let k = Float((2.0 / Double.pi).squareRoot())
     parallelChunks(n) { lo, hi in
         for i in lo..<hi {
             let v = inp[i]
-            out[i] = v / (1 + expf(-2 * k * (v + 0.044715 * v * v * v)))
+            out[i] = v / (1 + vectorExp(-2 * k * (v + 0.044715 * v * v * v)))
         }
     }
 }
@@ -22,7 +23,7 @@ public func geluBackward(dinp: FloatPointer, dout: ConstFloatPointer, inp: Const
         for i in lo..<hi {
             let x = inp[i]
             let u = k * (x + 0.044715 * x * x * x)
-            let s = 1 / (1 + expf(-2 * u))
+            let s = 1 / (1 + vectorExp(-2 * u))
             let du = k * (1 + 3 * 0.044715 * x * x)
             dinp[i] += dout[i] * (s + x * 2 * s * (1 - s) * du)
         }

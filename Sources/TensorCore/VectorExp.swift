@@ -8,32 +8,36 @@ import Foundation
 /// 50 257 tokens is most of a training step outside the matrix products. Arguments below −87.3
 /// give about 1e-38 instead of less.
 public func expShifted(out: FloatPointer, x: ConstFloatPointer, shift: Float, count: Int) -> Double {
-    let log2e: Float = 1.442_695_04, c1: Float = 0.693_359_375, c2: Float = -2.121_944_4e-4
-    let p0: Float = 1.987_569_15e-4, p1: Float = 1.398_199_95e-3, p2: Float = 8.333_451_9e-3
-    let p3: Float = 4.166_579_59e-2, p4: Float = 1.666_666_55e-1, p5: Float = 5.000_000_12e-1
-    let magic: Float = 12_582_912
-    let magicBits = magic.bitPattern
     var total = 0.0
     var start = 0
     while start < count {
         let end = min(count, start + 512)
-        for i in start..<end {
-            let v = Swift.min(Swift.max(x[i] - shift, -87.3), 88.7)
-            let t = v * log2e + magic
-            let n = t - magic
-            let r = v - n * c1 - n * c2
-            var p = p0 * r + p1
-            p = p * r + p2
-            p = p * r + p3
-            p = p * r + p4
-            p = p * r + p5
-            p = p * (r * r) + r + 1
-            out[i] = p * Float(bitPattern: (t.bitPattern &- magicBits &+ 127) &<< 23)
-        }
+        for i in start..<end { out[i] = vectorExp(x[i] - shift) }
         total += Double(sumFloats(out + start, count: end - start))
         start = end
     }
     return total
+}
+
+/// Cephes' `expf` of one float (see `expShifted`), branch-free so that a loop calling it
+/// vectorises. Arguments are clamped to [−87.3, 88.7].
+@inline(__always)
+public func vectorExp(_ x: Float) -> Float {
+    let log2e: Float = 1.442_695_04, c1: Float = 0.693_359_375, c2: Float = -2.121_944_4e-4
+    let p0: Float = 1.987_569_15e-4, p1: Float = 1.398_199_95e-3, p2: Float = 8.333_451_9e-3
+    let p3: Float = 4.166_579_59e-2, p4: Float = 1.666_666_55e-1, p5: Float = 5.000_000_12e-1
+    let magic: Float = 12_582_912
+    let v = Swift.min(Swift.max(x, -87.3), 88.7)
+    let t = v * log2e + magic
+    let n = t - magic
+    let r = v - n * c1 - n * c2
+    var p = p0 * r + p1
+    p = p * r + p2
+    p = p * r + p3
+    p = p * r + p4
+    p = p * r + p5
+    p = p * (r * r) + r + 1
+    return p * Float(bitPattern: (t.bitPattern &- magic.bitPattern &+ 127) &<< 23)
 }
 
 /// Sum of `count` floats in eight interleaved partial sums (vectorisable; the order of additions

@@ -141,7 +141,7 @@ import TensorCore
         var parallel = [Float](repeating: 0, count: big.count)
         geluForward(out: &parallel, inp: big, n: big.count)
         let k = Float((2.0 / Double.pi).squareRoot())
-        #expect(zip(parallel, big).allSatisfy { $0 == $1 / (1 + expf(-2 * k * ($1 + 0.044715 * $1 * $1 * $1))) })
+        #expect(zip(parallel, big).allSatisfy { $0 == $1 / (1 + vectorExp(-2 * k * ($1 + 0.044715 * $1 * $1 * $1))) })
     }
 
     /// Scores, softmax and values, forward and backward, through the causal mask.
