@@ -40,6 +40,8 @@ public struct BackwardOptions {
     public var finalRawScaleGradient: [Float]? = nil
     /// Multiplies the metric's gradient (a loss weight).
     public var metricScale: Float = 1
+    /// Accumulates the time of each phase of the backward (the benchmark's `--profile`).
+    public var profile: PhaseTimes? = nil
 
     public init(hookGradients: Set<HookName> = [], parameterGradients: ModelParameters? = nil, freezeLNScale: Bool = false) {
         self.hookGradients = hookGradients
@@ -77,17 +79,21 @@ extension GPT2Model {
         var runner = pass.runner
         let L = layouts(pass)
         let g = options.parameterGradients
+        let p = options.profile
+        p?.start()
 
-        // d metric / d logits.
-        let dlogitsArena = pass.pool?.arena(capacity: R * V) ?? Arena(capacity: R * V)
-        defer { pass.pool?.recycle(dlogitsArena) }
-        let dlogits = UnsafeMutableBufferPointer(start: dlogitsArena.base, count: R * V)
+        // d metric / d logits, for the logit rows it reaches (`gradRows`, indices into
+        // `pass.logitRows`): every row for the loss, each prompt's last one for a logit metric.
+        let gradRows: [Int]
         var values: [Double]
         var total: Double
+        let dlogitsArena: Arena
         switch metric {
         case .loss:
             guard R == N else { throw .metricNeedsLogits(metric: metric.name, positions: "all") }
-            let ce = crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: dlogits.baseAddress!,
+            gradRows = Array(0..<R)
+            dlogitsArena = pass.pool?.arena(capacity: R * V) ?? Arena(capacity: R * V)
+            let ce = crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: dlogitsArena.base,
                                   scale: options.metricScale)
             (values, total) = (ce.perPrompt, ce.mean)
         case .logitDifference, .logit:
@@ -109,46 +115,50 @@ extension GPT2Model {
                 Double(pass.logits[lastRows[b] * V + answer[b]]) - (wrongIDs.map { Double(pass.logits[lastRows[b] * V + $0[b]]) } ?? 0)
             }
             total = values.reduce(0, +)
+            gradRows = lastRows
+            dlogitsArena = pass.pool?.arena(capacity: pass.B * V) ?? Arena(capacity: pass.B * V)
             for b in 0..<pass.B {
-                dlogits[lastRows[b] * V + answer[b]] += options.metricScale
-                if let wrongIDs { dlogits[lastRows[b] * V + wrongIDs[b]] -= options.metricScale }
+                dlogitsArena.base[b * V + answer[b]] += options.metricScale
+                if let wrongIDs { dlogitsArena.base[b * V + wrongIDs[b]] -= options.metricScale }
             }
         }
+        defer { pass.pool?.recycle(dlogitsArena) }
 
+        p?.lap("metric")
         let scratch = BackwardScratch(pass: pass, config: config)
         defer { scratch.release() }
-        // Unembedding: d ln_final output.
+        // Unembedding: d ln_final output, through the rows the metric reaches only.
         let dLnF = scratch.dLn
         dLnF.update(repeating: 0, count: N * C)
-        do {
-            let dl = UnsafeBufferPointer(dlogits)
-            if R == N {
-                unembedBackward(dx: dLnF, dwU: g?.wU, dbU: g?.bU, dlogits: dl.baseAddress!, x: pass.lnF.out, wU: parameters.wU,
-                                R: R, C: C, V: V)
-            } else {
-                var x = [Float](repeating: 0, count: R * C), dx = [Float](repeating: 0, count: R * C)
-                for (i, r) in pass.logitRows.enumerated() {
-                    for c in 0..<C { x[i * C + c] = pass.lnF.out[r * C + c] }
-                }
-                unembedBackward(dx: &dx, dwU: g?.wU, dbU: g?.bU, dlogits: dl.baseAddress!, x: x, wU: parameters.wU,
-                                R: R, C: C, V: V)
-                for (i, r) in pass.logitRows.enumerated() {
-                    for c in 0..<C { dLnF[r * C + c] += dx[i * C + c] }
-                }
+        let rows = gradRows.map { pass.logitRows[$0] }  // rows n = b·T + t of the residual stream
+        if rows.count == N {
+            unembedBackward(dx: dLnF, dwU: g?.wU, dbU: g?.bU, dlogits: dlogitsArena.base, x: pass.lnF.out, wU: parameters.wU,
+                            R: N, C: C, V: V)
+        } else {
+            var x = [Float](repeating: 0, count: rows.count * C), dx = [Float](repeating: 0, count: rows.count * C)
+            for (i, r) in rows.enumerated() {
+                for c in 0..<C { x[i * C + c] = pass.lnF.out[r * C + c] }
+            }
+            unembedBackward(dx: &dx, dwU: g?.wU, dbU: g?.bU, dlogits: dlogitsArena.base, x: x, wU: parameters.wU,
+                            R: rows.count, C: C, V: V)
+            for (i, r) in rows.enumerated() {
+                for c in 0..<C { dLnF[r * C + c] += dx[i * C + c] }
             }
         }
+        p?.lap("unembed")
         let dResid = scratch.dResid
         dResid.update(repeating: 0, count: N * C)
         try layerNormBackward(pass.lnF, input: pass.residFinal, dOut: dLnF, dInput: dResid, w: lnFolded ? nil : parameters.lnFW,
                               dw: lnFolded ? nil : g?.lnFW, db: lnFolded ? nil : g?.lnFB, scale: pass.plan.final, freeze: options.freezeLNScale,
                               scaleHook: HookName(.lnFinalScale), normalizedHook: HookName(.lnFinalNormalized),
-                              pass, scratch, &runner)
+                              pass, scratch, &runner, p)
         if let extra = options.finalRawScaleGradient {
             extra.withUnsafeBufferPointer {
                 rawScaleBackward(dx: dResid, dRawScale: $0.baseAddress!, x: pass.residFinal, mean: pass.lnF.mean,
                                  rawScale: pass.lnF.rawScale, N: N, C: C)
             }
         }
+        p?.lap("layernorm")
         for l in stride(from: config.nLayers - 1, through: 0, by: -1) {
             try blockBackward(l, pass, scratch, &runner, options)
         }
@@ -162,6 +172,7 @@ extension GPT2Model {
             embeddingBackward(dtable: g.wE, dout: dEmbed, ids: pass.tokens.flatMap { $0 }, C: C)
             embeddingBackward(dtable: g.wPos, dout: dPos, ids: (0..<pass.B).flatMap { _ in Array(0..<pass.T) }, C: C)
         }
+        p?.lap("embed")
         return BackwardResult(metric: values, total: total, hookGradients: runner.grads)
     }
 
@@ -175,58 +186,85 @@ extension GPT2Model {
         let folded = lnFolded
         let lns = pass.plan.blocks[l]
         let drop = options.dropResidualContributions.contains(l)
+        let p = options.profile
+        func hook(_ point: HookName.Point, _ grad: FloatPointer, _ layout: HookLayout) throws(GPT2Error) {
+            try runner.backward(h(point), grad, layout)
+            p?.lap("hook gradients")
+        }
 
-        try runner.backward(h(.residPost), s.dResid, L.resid)
+        try hook(.residPost, s.dResid, L.resid)
         // MLP: d mlp_out = d resid_post (the residual add passes it to both).
         s.dMlpOut.update(from: s.dResid, count: N * C)
         if drop { s.dMlpOut.update(repeating: 0, count: N * C) }
-        try runner.backward(h(.mlpOut), s.dMlpOut, L.resid)
+        p?.lap("residual adds")
+        try hook(.mlpOut, s.dMlpOut, L.resid)
         s.dMlp.update(repeating: 0, count: N * M)
         matmulBackward(dinp: s.dMlp, dw: gw?.wOut, dbias: gw?.bOut, dout: s.dMlpOut, inp: a.mlpPost, w: w.wOut, N: N, IC: M, OC: C)
-        try runner.backward(h(.mlpPost), s.dMlp, L.mlp)
+        p?.lap("mlp out matmul")
+        try hook(.mlpPost, s.dMlp, L.mlp)
         s.dMlpPre.update(repeating: 0, count: N * M)
         geluBackward(dinp: s.dMlpPre, dout: s.dMlp, inp: a.mlpPre, n: N * M)
-        try runner.backward(h(.mlpPre), s.dMlpPre, L.mlp)
+        p?.lap("gelu_new")
+        try hook(.mlpPre, s.dMlpPre, L.mlp)
         s.dLn.update(repeating: 0, count: N * C)
         matmulBackward(dinp: s.dLn, dw: gw?.wIn, dbias: gw?.bIn, dout: s.dMlpPre, inp: a.ln2.out, w: w.wIn, N: N, IC: C, OC: M)
+        p?.lap("mlp in matmul")
         // d resid_mid = d resid_post + the ln2 path.
         try layerNormBackward(a.ln2, input: a.residMid, dOut: s.dLn, dInput: s.dResid, w: folded ? nil : w.ln2W,
                               dw: folded ? nil : gw?.ln2W, db: folded ? nil : gw?.ln2B, scale: lns.ln2,
                               freeze: options.freezeLNScale, scaleHook: h(.ln2Scale), normalizedHook: h(.ln2Normalized),
-                              pass, s, &runner)
-        try runner.backward(h(.residMid), s.dResid, L.resid)
+                              pass, s, &runner, p)
+        try hook(.residMid, s.dResid, L.resid)
 
         // Attention: d attn_out = d resid_mid.
         s.dAttnOut.update(from: s.dResid, count: N * C)
         if drop { s.dAttnOut.update(repeating: 0, count: N * C) }
-        try runner.backward(h(.attnOut), s.dAttnOut, L.resid)
+        p?.lap("residual adds")
+        try hook(.attnOut, s.dAttnOut, L.resid)
         s.dz.update(repeating: 0, count: N * C)
-        if runner.gradNames.contains(h(.result)) || pass.resultIntervened.contains(l) {
-            // Every head's output receives d attn_out.
-            var dResult = [Float](repeating: 0, count: N * NH * C)
+        if pass.resultIntervened.contains(l) {
+            // attn_out was the sum of the changed head outputs: each head's output receives
+            // d attn_out, the interventions' derivatives apply per head, then W_O per head.
+            var dResult = [Float](unsafeUninitializedCapacity: N * NH * C) { buffer, count in
+                broadcastHeads(into: buffer.baseAddress!, from: s.dAttnOut, N: N, C: C, NH: NH)
+                count = N * NH * C
+            }
             try dResult.withUnsafeMutableBufferPointer { (dr) throws(GPT2Error) in
-                for n in 0..<N { for hd in 0..<NH { (dr.baseAddress! + (n * NH + hd) * C).update(from: s.dAttnOut + n * C, count: C) } }
-                try runner.backward(h(.result), dr.baseAddress!, L.result)
+                try hook(.result, dr.baseAddress!, L.result)
                 headOutputBackward(dz: s.dz, dwO: gw?.wO, dresult: dr.baseAddress!, z: a.z, wO: w.wO, N: N, C: C, NH: NH)
             }
             if let db = gw?.bO { for n in 0..<N { for c in 0..<C { db[c] += s.dAttnOut[n * C + c] } } }
         } else {
+            // Every head's output receives d attn_out unchanged: its gradient is d attn_out per
+            // head, and one product with W_O gives d z for all heads.
+            if runner.gradNames.contains(h(.result)) {
+                runner.grads[h(.result)] = Tensor(shape: [B, T, NH, C], data: [Float](unsafeUninitializedCapacity: N * NH * C) {
+                    buffer, count in
+                    broadcastHeads(into: buffer.baseAddress!, from: s.dAttnOut, N: N, C: C, NH: NH)
+                    count = N * NH * C
+                })
+                p?.lap("hook gradients")
+            }
             matmulBackward(dinp: s.dz, dw: gw?.wO, dbias: gw?.bO, dout: s.dAttnOut, inp: a.z, w: w.wO, N: N, IC: C, OC: C)
         }
-        try runner.backward(h(.z), s.dz, L.z)
+        p?.lap("attn out matmul")
+        try hook(.z, s.dz, L.z)
         s.dqkv.update(repeating: 0, count: N * 3 * C)
         attentionValuesBackward(dpattern: s.datt, dqkv: s.dqkv, dz: s.dz, pattern: a.att, qkv: a.qkv, B: B, T: T, C: C, NH: NH)
-        try runner.backward(h(.pattern), s.datt, L.attn)
+        p?.lap("attention values")
+        try hook(.pattern, s.datt, L.attn)
         if let softmaxOut = pass.patternBeforeIntervention[l] {
             softmaxBackward(dx: s.datt, dp: s.datt, p: softmaxOut, rows: B * NH * T, cols: T)
         } else {
             softmaxBackward(dx: s.datt, dp: s.datt, p: a.att, rows: B * NH * T, cols: T)
         }
-        try runner.backward(h(.attnScores), s.datt, L.attn)
+        p?.lap("softmax")
+        try hook(.attnScores, s.datt, L.attn)
         attentionScoresBackward(dqkv: s.dqkv, datt: s.datt, qkv: a.qkv, B: B, T: T, C: C, NH: NH, alpha: attentionScale(layer: l))
-        try runner.backward(h(.q), s.dqkv, L.qkv(part: 0))
-        try runner.backward(h(.k), s.dqkv, L.qkv(part: 1))
-        try runner.backward(h(.v), s.dqkv, L.qkv(part: 2))
+        p?.lap("attention scores")
+        try hook(.q, s.dqkv, L.qkv(part: 0))
+        try hook(.k, s.dqkv, L.qkv(part: 1))
+        try hook(.v, s.dqkv, L.qkv(part: 2))
         // d resid_pre = d resid_mid + the ln1 path(s).
         s.dLn.update(repeating: 0, count: N * C)
         if let v = a.ln1V {
@@ -235,17 +273,19 @@ extension GPT2Model {
             s.dLnV.update(repeating: 0, count: N * C)
             matmulBackward(dinp: s.dLnV, dw: gw.map { $0.wQKV + 2 * C }, dbias: gw.map { $0.bQKV + 2 * C }, dout: s.dqkv + 2 * C,
                            inp: v.out, w: w.wQKV + 2 * C, N: N, IC: C, OC: C, ldw: 3 * C, lddout: 3 * C)
+            p?.lap("qkv matmul")
             try layerNormBackward(v, input: a.residPre, dOut: s.dLnV, dInput: s.dResid, w: folded ? nil : w.ln1W,
                                   dw: folded ? nil : gw?.ln1W, db: folded ? nil : gw?.ln1B, scale: lns.ln1V,
-                                  freeze: options.freezeLNScale, scaleHook: nil, normalizedHook: nil, pass, s, &runner)
+                                  freeze: options.freezeLNScale, scaleHook: nil, normalizedHook: nil, pass, s, &runner, p)
         } else {
             matmulBackward(dinp: s.dLn, dw: gw?.wQKV, dbias: gw?.bQKV, dout: s.dqkv, inp: a.ln1.out, w: w.wQKV, N: N, IC: C, OC: 3 * C)
+            p?.lap("qkv matmul")
         }
         try layerNormBackward(a.ln1, input: a.residPre, dOut: s.dLn, dInput: s.dResid, w: folded ? nil : w.ln1W,
                               dw: folded ? nil : gw?.ln1W, db: folded ? nil : gw?.ln1B, scale: lns.ln1,
                               freeze: options.freezeLNScale, scaleHook: h(.ln1Scale), normalizedHook: h(.ln1Normalized),
-                              pass, s, &runner)
-        try runner.backward(h(.residPre), s.dResid, L.resid)
+                              pass, s, &runner, p)
+        try hook(.residPre, s.dResid, L.resid)
     }
 
     /// A LayerNorm in reverse, accumulating d input into `dInput`. `dOut` (the gradient at
@@ -253,16 +293,24 @@ extension GPT2Model {
     func layerNormBackward(_ a: LayerNormActivations, input x: FloatPointer, dOut: FloatPointer, dInput: FloatPointer,
                            w: FloatPointer?, dw: FloatPointer?, db: FloatPointer?, scale: LayerNormScale, freeze: Bool,
                            scaleHook: HookName?, normalizedHook: HookName?, _ pass: ForwardPass, _ s: BackwardScratch,
-                           _ runner: inout HookRunner) throws(GPT2Error) {
+                           _ runner: inout HookRunner, _ p: PhaseTimes?) throws(GPT2Error) {
         let L = layouts(pass), N = pass.N, C = config.dModel
-        if let normalizedHook { try runner.backward(normalizedHook, dOut, L.resid) }
+        if let normalizedHook {
+            try runner.backward(normalizedHook, dOut, L.resid)
+            p?.lap("hook gradients")
+        }
         layerNormApplyBackward(dxhat: dOut, dscale: s.dScale, dw: w == nil ? nil : dw, db: w == nil ? nil : db, dout: dOut,
                                x: x, mean: a.mean, scale: a.scale, w: w, N: N, C: C)
-        if let scaleHook { try runner.backward(scaleHook, s.dScale, L.scale) }
+        p?.lap("layernorm")
+        if let scaleHook {
+            try runner.backward(scaleHook, s.dScale, L.scale)
+            p?.lap("hook gradients")
+        }
         var dependsOnInput = !freeze
         if case .fixed = scale { dependsOnInput = false }
         layerNormStatsBackward(dx: dInput, dxhat: dOut, dscale: s.dScale, x: x, mean: a.mean, scale: a.scale,
                                rawScale: a.rawScale, scaleDependsOnInput: dependsOnInput, N: N, C: C)
+        p?.lap("layernorm")
     }
 }
 

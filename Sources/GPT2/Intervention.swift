@@ -65,9 +65,10 @@ struct HookLayout {
     func extract(from buffer: UnsafePointer<Float>, positions: [Int]? = nil) -> Tensor {
         let rowLen = shape[shape.count - 1]
         guard let positions, let axis = posAxis, axis < shape.count - 1 else {
-            var out = [Float](repeating: 0, count: count)
-            out.withUnsafeMutableBufferPointer { o in
-                forEachRow { src, dst, _ in (o.baseAddress! + dst).update(from: buffer + src, count: rowLen) }
+            // Every row is written once: no zeros first.
+            let out = [Float](unsafeUninitializedCapacity: count) { o, initialized in
+                forEachRow { src, dst, _ in (o.baseAddress! + dst).initialize(from: buffer + src, count: rowLen) }
+                initialized = count
             }
             return Tensor(shape: shape, data: out)
         }

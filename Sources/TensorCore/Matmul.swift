@@ -100,6 +100,14 @@ public func headOutputBackward(dz: FloatPointer?, dwO: FloatPointer?, dresult: C
     }
 }
 
+/// `out (N, NH, C)[n, h] = x (N, C)[n]` for every head h: the gradient each head's output
+/// receives from the sum over heads.
+public func broadcastHeads(into out: FloatPointer, from x: ConstFloatPointer, N: Int, C: Int, NH: Int) {
+    for n in 0..<N {
+        for h in 0..<NH { (out + (n * NH + h) * C).update(from: x + n * C, count: C) }
+    }
+}
+
 /// `out = a + b` over `n` floats (a residual connection; its backward passes `dout` to both).
 public func residualForward(out: FloatPointer, a: ConstFloatPointer, b: ConstFloatPointer, n: Int) {
     for i in 0..<n { out[i] = a[i] + b[i] }
