@@ -17,19 +17,29 @@ func benchBackward(model: GPT2Model, tokens: [Int], options o: BenchOptions) thr
         let batch = (0..<B).map { b in tokens.map { ($0 + 7919 * b) % V } }
         let answer = Array(repeating: 11, count: B), wrong = Array(repeating: 13, count: B)
         let grads = ModelParameters(table: model.parameters.table)
+        // Each body reuses its buffers from call to call, as the trainer, `eval` and a batched
+        // job do (an `ArenaPool`): a pass's arena above 32 MiB would otherwise be mapped afresh
+        // and page-faulted in every call (1.1 GB for a retained pass at 8×128).
+        let pools = (0..<3).map { _ in ArenaPool() }
+        func forward(_ i: Int) -> ForwardOptions {
+            var f = ForwardOptions(logits: .all)
+            f.arenas = pools[i]
+            return f
+        }
         let bodies: [() throws -> Void] = [
             {
-                let pass = try model.run(batch, ForwardOptions(logits: .all))
+                let pass = try model.run(batch, forward(0))
                 withExtendedLifetime(pass) { blackHole(pass.logits[0]) }
             },
             {
-                let (_, r) = try model.gradients(batch, metric: .logitDifference(answer: answer, wrong: wrong),
+                let (_, r) = try model.gradients(batch, metric: .logitDifference(answer: answer, wrong: wrong), forward: forward(1),
                                                  backward: BackwardOptions(hookGradients: everyHook))
                 blackHole(Float(r.total))
             },
             {
                 grads.arena.zero()
-                let (_, r) = try model.gradients(batch, metric: .loss, backward: BackwardOptions(parameterGradients: grads))
+                let (_, r) = try model.gradients(batch, metric: .loss, forward: forward(2),
+                                                 backward: BackwardOptions(parameterGradients: grads))
                 blackHole(Float(r.total))
             },
         ]

@@ -33,3 +33,47 @@ func benchProfile(model: GPT2Model, tokens: [Int], rates: SgemmRates, options o:
                     gflop: phase.flops.map { $0 / 1e9 }, reference: phase.reference)
     }
 }
+
+/// Phase-by-phase timing of forward + backward (`--profile` with the backward section): the
+/// real `gradients` call, its forward and its backward each reporting to a `PhaseTimes`, for
+/// the two backward cases the backward section times (every hook's gradient of the logit
+/// difference; every parameter's gradient of the loss), at 1×T and 8×T. Hook bookkeeping is a
+/// phase of its own in the backward ("hook gradients").
+func benchBackwardProfile(model: GPT2Model, tokens: [Int], options o: BenchOptions) throws -> [Measurement] {
+    let cfg = model.config, V = cfg.dVocab
+    let everyHook = Set(HookName.all(nLayers: cfg.nLayers))
+    var rows: [Measurement] = []
+    for B in [1, 8] {
+        let batch = (0..<B).map { b in tokens.map { ($0 + 7919 * b) % V } }
+        let answer = Array(repeating: 11, count: B), wrong = Array(repeating: 13, count: B)
+        let grads = ModelParameters(table: model.parameters.table)
+        let cases: [(name: String, metric: Metric, backward: () -> BackwardOptions)] = [
+            ("hook", .logitDifference(answer: answer, wrong: wrong), { BackwardOptions(hookGradients: everyHook) }),
+            ("param", .loss, { grads.arena.zero(); return BackwardOptions(parameterGradients: grads) }),
+        ]
+        for c in cases {
+            let pool = ArenaPool()  // as the backward section: buffers reused from call to call
+            var forward: [[String: Double]] = [], backward: [[String: Double]] = []
+            for i in 0..<(max(1, o.warmup / 2) + max(3, o.runs / 3)) {
+                let f = PhaseTimes(), b = PhaseTimes()
+                var options = c.backward()
+                options.profile = b
+                var forwardOptions = ForwardOptions(logits: .all, profile: f)
+                forwardOptions.arenas = pool
+                let (_, r) = try model.gradients(batch, metric: c.metric, forward: forwardOptions, backward: options)
+                blackHole(Float(r.total))
+                if i >= max(1, o.warmup / 2) {
+                    forward.append(f.seconds)
+                    backward.append(b.seconds)
+                }
+            }
+            for (direction, runs) in [("forward", forward), ("backward", backward)] {
+                for phase in Set(runs.flatMap(\.keys)).sorted() {
+                    rows.append(Measurement(section: "profile \(B)×\(tokens.count) \(c.name)", name: "\(direction): \(phase)",
+                                            seconds: runs.map { $0[phase] ?? 0 }, cores: nil))
+                }
+            }
+        }
+    }
+    return rows
+}

@@ -73,6 +73,7 @@ func run() throws {
     if o.profile {
         progress("profile")
         report.measurements += try benchProfile(model: model, tokens: tokens, rates: rates, options: o)
+        if wanted("backward") { report.measurements += try benchBackwardProfile(model: model, tokens: tokens, options: o) }
     }
 
     let hwm = procStatusMiB("VmHWM")
