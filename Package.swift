@@ -37,7 +37,7 @@ let package = Package(
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "GPT2", "Tokenizer", "TensorCore", "Support"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "GPT2", "Tokenizer", "TensorCore", "Support"]),
-        .testTarget(name: "JobsTests", dependencies: ["Jobs", "Analysis", "GPT2", "Tokenizer", "ResultsStore"]),
+        .testTarget(name: "JobsTests", dependencies: ["Jobs", "Analysis", "GPT2", "Tokenizer", "ResultsStore", "Training"]),
         .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore", "Support", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "ResultsStore", "Analysis"]),
         .testTarget(name: "CLITests", dependencies: ["lnlens", "ResultsStore", .product(name: "GRDB", package: "GRDB.swift")]),

@@ -17,8 +17,8 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
     case missingShards(missing: [String], what: String, given: Int)
     case notCompleted(path: String, runID: Int64, shard: String, status: String)
     case changed(path: String, runID: Int64)
-    case overlapping(prompt: Int, path: String, runID: Int64, otherPath: String, otherRunID: Int64)
-    case incomplete(what: String, stored: Int, expected: Int, firstMissing: Int)
+    case overlapping(unit: String, index: Int, path: String, runID: Int64, otherPath: String, otherRunID: Int64)
+    case incomplete(what: String, unit: String, stored: Int, expected: Int, firstMissing: Int)
 
     public var errorDescription: String? {
         let text: String
@@ -30,11 +30,11 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
         case let .outputIsShard(path):
             text = "\(path) is both the output and a shard database: merge into another file (e.g. merged.sqlite)"
         case let .noShardedRun(path):
-            text = "\(path) holds no sharded run (a run of `lnlens dla --shard I/N` or `lnlens patch --shard I/N`); list its runs with `lnlens runs --db \(path)`"
+            text = "\(path) holds no sharded run (a run of `lnlens dla`, `patch` or `eval` with --shard I/N); list its runs with `lnlens runs --db \(path)`"
         case let .unknownRun(id):
             text = "--run \(id): none of the shard databases holds a sharded run with this id; list their runs with `lnlens runs --db FILE`"
         case let .notMergeable(path, id, command):
-            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla and patch runs"
+            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla, patch and eval runs"
         case let .doesNotBelong(path, id, field, value, otherPath, otherID, otherValue):
             text = "\(path) run \(id) is not a shard of the same run as \(otherPath) run \(otherID): its \(field) is \(value) but that one's is \(otherValue); merge only the shards of one run"
         case let .ambiguous(path, ids, shard):
@@ -48,20 +48,20 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
             text = "\(path) run \(id) (shard \(shard)) is \(status), not completed: finish it by repeating its command with --resume \(id) --db \(path), then merge again"
         case let .changed(path, id):
             text = "\(path) run \(id) was written to while merging: merge again once nothing writes to it"
-        case let .overlapping(prompt, path, id, otherPath, otherID):
-            text = "\(path) run \(id) and \(otherPath) run \(otherID) both hold prompt \(prompt): they are not disjoint shards of one run"
-        case let .incomplete(what, stored, expected, first):
-            text = "the shards of \(what) hold \(stored) of its \(expected) prompts (prompt \(first) is in none): a shard database is incomplete; check them with `lnlens runs --db FILE`"
+        case let .overlapping(unit, index, path, id, otherPath, otherID):
+            text = "\(path) run \(id) and \(otherPath) run \(otherID) both hold \(unit) \(index): they are not disjoint shards of one run"
+        case let .incomplete(what, unit, stored, expected, first):
+            text = "the shards of \(what) hold \(stored) of its \(expected) \(unit)s (\(unit) \(first) is in none): a shard database is incomplete; check them with `lnlens runs --db FILE`"
         }
         return text.oneLine
     }
 }
 
-/// Combines the shard runs of one logical run (`lnlens dla` or `lnlens patch --shard I/N`, one database per shard)
-/// into one run of an output database, as if it had run unsharded: the same prompts and result
-/// rows under the same prompt indices, summaries recomputed from all rows with the Analysis code
-/// (NMAE over all prompts, not a mean of the shards' NMAEs), each shard's provenance in
-/// `run_shards`. The merged run is written in one transaction; other runs of the output are not
+/// Combines the shard runs of one logical run (`lnlens dla`, `patch` or `eval --shard I/N`, one
+/// database per shard) into one run of an output database, as if it had run unsharded: the same
+/// prompts and result rows under the same prompt indices, summaries recomputed from all rows with
+/// the jobs' own code (NMAE over all prompts, not a mean of the shards' NMAEs; eval's loss over
+/// all windows), each shard's provenance in `run_shards`. The merged run is written in one transaction; other runs of the output are not
 /// touched; merging the same shards again writes nothing (`MergeOutcome.alreadyMerged`).
 ///
 /// Each shard database is opened read-only on its own connection, one at a time, so any number of
@@ -95,20 +95,32 @@ public struct MergeJob {
         let resultOptionKeys: [String]
         let summaries: @Sendable ([ResultRow]) -> [SummaryRow]
         var errors: @Sendable ([ResultRow]) -> [ErrorRow] = { _ in [] }
+        /// The runs store no prompts: their units (the indices shards split) are the result rows'
+        /// prompt indices, and every site holds each one (eval: a window's loss per model).
+        var unitsInResults = false
+        /// What a unit is called in messages.
+        var unit = "prompt"
     }
 
     static let recipes: [String: Recipe] = [
         StoreName.dlaCommand: Recipe(resultOptionKeys: DLAJob.resultOptionKeys, summaries: { DLAJob.summaries(from: $0) }),
         StoreName.patchCommand: Recipe(resultOptionKeys: PatchJob.resultOptionKeys, summaries: { _ in [] },
                                        errors: { PatchJob.errors(from: $0) }),
+        StoreName.evalCommand: Recipe(resultOptionKeys: EvalJob.resultOptionKeys, summaries: { EvalJob.summaries(from: $0) },
+                                      unitsInResults: true, unit: "window"),
     ]
+
+    /// The units (prompt indices) a shard run holds, given its stored prompts and result rows.
+    static func units(_ recipe: Recipe, prompts: [PromptRow], results: [ResultRow]) -> [Int] {
+        recipe.unitsInResults ? Set(results.map(\.promptIndex)).sorted() : prompts.map(\.promptIndex)
+    }
 
     /// One sharded run found in a shard database.
     public struct ShardRun: Sendable {
         /// The database as given on the command line.
         public var path: String
         public var record: RunRecord
-        /// Prompts stored.
+        /// Prompts stored (eval: windows).
         public var prompts: Int
         var shard: String { record.shardLabel ?? "?" }
         var id: Int64 { record.id! }
@@ -152,10 +164,13 @@ public struct MergeJob {
             if !named.isEmpty { sharded = named }
             chosen.formUnion(named.map { $0.id! })
             perFile.append(try sharded.map { record in
-                guard Self.recipes[record.command] != nil else {
+                guard let recipe = Self.recipes[record.command] else {
                     throw MergeError.notMergeable(path: path, runID: record.id!, command: record.command)
                 }
-                return ShardRun(path: path, record: record, prompts: try db.counts(runID: record.id!).prompts)
+                let prompts = recipe.unitsInResults
+                    ? Self.units(recipe, prompts: [], results: try db.results(runID: record.id!)).count
+                    : try db.counts(runID: record.id!).prompts
+                return ShardRun(path: path, record: record, prompts: prompts)
             })
         }
         if let unused = runIDs.subtracting(chosen).min() { throw MergeError.unknownRun(id: unused) }
@@ -223,16 +238,15 @@ public struct MergeJob {
         func short(_ s: String) -> String { String(s.prefix(12)) }
         var fields: [(String, String, String)] = [("command", a.command, b.command)]
         if compareModel { fields.append(("model weights hash", short(a.modelHash), short(b.modelHash))) }
-        fields += [
-            ("prompt set hash", short(a.promptSetHash), short(b.promptSetHash)),
-            ("prompt count", "\(a.nPrompts)", "\(b.nPrompts)"),
-            ("LN mode", a.lnMode, b.lnMode),
-            ("weight processing", a.processingJSON, b.processingJSON),
-        ]
+        fields.append(("prompt set hash", short(a.promptSetHash), short(b.promptSetHash)))
+        // Options before the prompt count: a text's window count follows from --context.
         let keys = recipes[b.command]?.resultOptionKeys ?? []
         let optionsA = DLAJob.resultOptions(a.optionsJSON, keys: keys), optionsB = DLAJob.resultOptions(b.optionsJSON, keys: keys)
         for key in keys { fields.append(("option \(key)", optionsA[key] ?? "unset", optionsB[key] ?? "unset")) }
         fields += [
+            ("prompt count", "\(a.nPrompts)", "\(b.nPrompts)"),
+            ("LN mode", a.lnMode, b.lnMode),
+            ("weight processing", a.processingJSON, b.processingJSON),
             ("tool version", a.toolVersion, b.toolVersion),
             ("shard count", "\(a.shardCount ?? 0)", "\(b.shardCount ?? 0)"),
         ]
@@ -285,19 +299,29 @@ public struct MergeJob {
             guard let now = try db.run(id: shard.id), now == shard.record else {
                 throw MergeError.changed(path: shard.path, runID: shard.id)
             }
-            for p in try db.prompts(runID: shard.id) {
-                if let other = owner[p.promptIndex] {
-                    throw MergeError.overlapping(prompt: p.promptIndex, path: shard.path, runID: shard.id,
+            let stored = try db.prompts(runID: shard.id), rows = try db.results(runID: shard.id)
+            for index in Self.units(recipe, prompts: stored, results: rows) {
+                if let other = owner[index] {
+                    throw MergeError.overlapping(unit: recipe.unit, index: index, path: shard.path, runID: shard.id,
                                                  otherPath: other.path, otherRunID: other.id)
                 }
-                owner[p.promptIndex] = shard
-                prompts.append(p)
+                owner[index] = shard
             }
-            values += try db.results(runID: shard.id)
+            prompts += stored
+            values += rows
         }
         if let firstMissing = (0..<first.nPrompts).first(where: { owner[$0] == nil }) {
-            throw MergeError.incomplete(what: Self.describe(first), stored: owner.count, expected: first.nPrompts,
-                                        firstMissing: firstMissing)
+            throw MergeError.incomplete(what: Self.describe(first), unit: recipe.unit, stored: owner.count,
+                                        expected: first.nPrompts, firstMissing: firstMissing)
+        }
+        if recipe.unitsInResults {
+            for (site, rows) in Dictionary(grouping: values, by: \.site).sorted(by: { $0.key < $1.key }) {
+                let held = Set(rows.map(\.promptIndex))
+                if let firstMissing = (0..<first.nPrompts).first(where: { !held.contains($0) }) {
+                    throw MergeError.incomplete(what: "\(Self.describe(first)) for \(site)", unit: recipe.unit, stored: held.count,
+                                                expected: first.nPrompts, firstMissing: firstMissing)
+                }
+            }
         }
         let summaries = recipe.summaries(values), errors = recipe.errors(values)
         prompts.sort { $0.promptIndex < $1.promptIndex }

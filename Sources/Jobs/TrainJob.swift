@@ -154,9 +154,12 @@ public struct TrainJob {
     }
 }
 
-/// An `eval` run: each model's mean next-token loss on one text, with its 95% interval, stored as
-/// `summaries` (scope `eval`, key the model as given, metrics `loss`, `ci_low`, `ci_high`,
-/// `windows`).
+/// An `eval` run: each model's next-token loss on one text, window by window. Stored: one
+/// `results` row per model and window (`prompt_index` the window's index in the whole text,
+/// `site` the model as given, quantity `loss`, no layer, position or head), and per model the
+/// `summaries` computed from those rows (scope `eval`, key the model, metrics `loss`, `ci_low`,
+/// `ci_high`, `windows`). With a `shard` the run scores only that shard's windows, under their
+/// indices in the whole text, and its summaries cover those; `MergeJob` combines the shards' runs.
 public struct EvalJob {
     public struct Entry {
         public var name: String
@@ -175,6 +178,8 @@ public struct EvalJob {
     public var batch: Int
     public var optionsJSON: String
     public var toolVersion: String
+    /// Only this shard of the text's windows (nil: all of them). Recorded with the run.
+    public var shard: Shard?
 
     public init(entries: [Entry], text: TokenCorpus, context: Int, batch: Int, optionsJSON: String, toolVersion: String) {
         self.entries = entries
@@ -185,30 +190,54 @@ public struct EvalJob {
         self.toolVersion = toolVersion
     }
 
+    /// Options (keys of `optionsJSON`) that change the stored numbers: shards merge only when
+    /// they agree on them. `batch` is among them because the windows that share a forward pass
+    /// move a window's loss in the last float digits; with `batch` 1 every window's loss is the
+    /// same in any shard, so the merged run equals the unsharded one bit for bit.
+    public static let resultOptionKeys = ["context", "batch"]
+
     /// Evaluates every model and stores one run; returns its id and the results in model order.
     public func run(db: ResultsDatabase, progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> (Int64, [EvalResult]) {
         let first = entries[0]
         for e in entries { try Evaluation.validate(model: e.model, text: text, context: context) }
+        let n = text.blockCount(seqLen: context)
+        let windows = shard.map { $0.select(Array(0..<n)) } ?? Array(0..<n)
+        if let shard, windows.isEmpty {
+            throw ShardError.invalid(source: "--shard", value: shard.description,
+                                     reason: "the text has only \(n) window\(n == 1 ? "" : "s") of \(context) tokens: use at most \(n) shards")
+        }
         let id = try db.beginRun(RunRecord(
             command: StoreName.evalCommand, optionsJSON: optionsJSON, modelPath: entries.map(\.name).joined(separator: " | "),
             modelHash: entries.map(\.hash).joined(separator: ","), lnMode: first.model.lnMode.rawValue, processingJSON: "{}",
-            promptSetPath: text.path, promptSetHash: text.hash, nPrompts: text.blockCount(seqLen: context),
-            toolVersion: toolVersion, shard: nil))
+            promptSetPath: text.path, promptSetHash: text.hash, nPrompts: n, toolVersion: toolVersion,
+            shard: shard.map { ($0.index, $0.count) }))
         var results: [EvalResult] = []
         try RunLifecycle.execute(db: db, runID: id, total: entries.count, doneCount: { results.count }, {
             for e in entries {
-                results.append(try Evaluation.loss(model: e.model, text: text, context: context, batch: batch) {
+                results.append(try Evaluation.loss(model: e.model, text: text, context: context, windows: windows, batch: batch) {
                     progress(e.name, $0, $1)
                 })
             }
-        }, finish: {
-            (zip(entries, results).flatMap { e, r in
-                [SummaryRow(scope: StoreName.scopeEval, key: e.name, metric: StoreName.loss, value: r.loss),
-                 SummaryRow(scope: StoreName.scopeEval, key: e.name, metric: StoreName.ciLow, value: r.ciLow),
-                 SummaryRow(scope: StoreName.scopeEval, key: e.name, metric: StoreName.ciHigh, value: r.ciHigh),
-                 SummaryRow(scope: StoreName.scopeEval, key: e.name, metric: "windows", value: Double(r.windows))]
-            }, [])
-        })
+            let rows = zip(entries, results).flatMap { e, r in
+                r.windowLosses.map { ResultRow(promptIndex: $0.window, site: e.name, quantity: StoreName.loss, value: $0.loss) }
+            }
+            try db.writeBatch(runID: id, prompts: [], values: rows, ranges: contiguousRanges(windows))
+        }, finish: { (Self.summaries(from: try db.results(runID: id)), []) })
         return (id, results)
+    }
+
+    /// The summaries of an eval run with these result rows (in any order): per model (`site`),
+    /// `Evaluation.summary` of its windows' losses in window order. What a run stores when it
+    /// finishes, and what `MergeJob` stores for shards merged into one run.
+    public static func summaries(from stored: [ResultRow]) -> [SummaryRow] {
+        let byModel = Dictionary(grouping: stored.filter { $0.quantity == StoreName.loss }, by: \.site)
+        return byModel.keys.sorted().flatMap { model -> [SummaryRow] in
+            let losses = byModel[model]!.sorted { $0.promptIndex < $1.promptIndex }.map(\.value)
+            let s = Evaluation.summary(losses: losses)
+            return [SummaryRow(scope: StoreName.scopeEval, key: model, metric: StoreName.loss, value: s.loss),
+                    SummaryRow(scope: StoreName.scopeEval, key: model, metric: StoreName.ciLow, value: s.ciLow),
+                    SummaryRow(scope: StoreName.scopeEval, key: model, metric: StoreName.ciHigh, value: s.ciHigh),
+                    SummaryRow(scope: StoreName.scopeEval, key: model, metric: "windows", value: Double(losses.count))]
+        }
     }
 }

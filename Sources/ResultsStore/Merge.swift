@@ -60,8 +60,9 @@ extension ResultsDatabase {
 
     /// Records a run merged from shards, complete, in one transaction: the run (status
     /// `completed`, owned by `owner`), its prompts and result rows, progress markers covering
-    /// exactly the prompts written, its summaries, and one `run_shards` row per shard. Other runs
-    /// are not touched. When a run merged from the same shards (`mergedRun`) already exists,
+    /// exactly the prompts written, its summaries, and one `run_shards` row per shard. A run that
+    /// stores no prompts (`eval`: its units are the windows of a text) has the result rows'
+    /// prompt indices as its prompts, for the markers and checks. Other runs are not touched. When a run merged from the same shards (`mergedRun`) already exists,
     /// nothing is written and that run is returned (`lnlens merge` run twice stores one run).
     /// The caller computes the summaries (the store does no math).
     public func recordMergedRun(
@@ -79,10 +80,13 @@ extension ResultsDatabase {
         if let bad = prompts.first(where: { $0.promptIndex < 0 || $0.promptIndex >= run.nPrompts || $0.nTokens <= 0 }) {
             throw refuse("prompt \(bad.promptIndex) is outside 0 ..< n_prompts \(run.nPrompts) or has no tokens")
         }
-        let promptIndices = Set(prompts.map(\.promptIndex))
-        if promptIndices.count != prompts.count { throw refuse("a prompt is given twice") }
+        if Set(prompts.map(\.promptIndex)).count != prompts.count { throw refuse("a prompt is given twice") }
+        let promptIndices = Set(prompts.isEmpty ? values.map(\.promptIndex) : prompts.map(\.promptIndex))
         if let bad = values.first(where: { !promptIndices.contains($0.promptIndex) }) {
             throw refuse("a result row names prompt \(bad.promptIndex), which is not among the merged prompts")
+        }
+        if let bad = promptIndices.filter({ $0 < 0 || $0 >= run.nPrompts }).min() {
+            throw refuse("a result row names prompt \(bad), outside 0 ..< n_prompts \(run.nPrompts)")
         }
         try Self.checkValues(values) { refuse($0) }
         return try write("recording a merged \(run.command) run") { db in

@@ -2,10 +2,22 @@ import Foundation
 import GPT2
 import TensorCore
 
-/// A model's mean next-token cross-entropy on a text, with a 95% confidence interval.
+/// One window's mean next-token cross-entropy in nats: `window` is its index in the whole text.
+public struct WindowLoss: Sendable, Equatable {
+    public var window: Int
+    public var loss: Double
+
+    public init(window: Int, loss: Double) {
+        self.window = window
+        self.loss = loss
+    }
+}
+
+/// A model's mean next-token cross-entropy on a text (or on a shard's windows of it), with a 95%
+/// confidence interval.
 public struct EvalResult: Sendable, Equatable {
-    /// Windows of `context` tokens the text was cut into (the tail that does not fill one is dropped).
-    public var windows: Int
+    /// Each window scored, in window order.
+    public var windowLosses: [WindowLoss]
     /// Next-token predictions scored: windows · (context − 1).
     public var predictions: Int
     /// Mean cross-entropy in nats over every prediction.
@@ -14,6 +26,19 @@ public struct EvalResult: Sendable, Equatable {
     /// when there is one window.
     public var ciLow: Double
     public var ciHigh: Double
+
+    /// The summary of `windowLosses` (in window order) of windows of `context` tokens.
+    public init(windowLosses: [WindowLoss], context: Int) {
+        let summary = Evaluation.summary(losses: windowLosses.map(\.loss))
+        self.windowLosses = windowLosses
+        self.predictions = windowLosses.count * (context - 1)
+        self.loss = summary.loss
+        self.ciLow = summary.ciLow
+        self.ciHigh = summary.ciHigh
+    }
+
+    /// Windows scored.
+    public var windows: Int { windowLosses.count }
 }
 
 public enum Evaluation {
@@ -28,29 +53,38 @@ public enum Evaluation {
         }
     }
 
-    /// Scores `model` on `text` in non-overlapping windows of `context` tokens, `batch` windows per
-    /// pass; each window predicts its tokens 2 … context from the ones before, as transformers'
-    /// loss with `labels=input_ids` does; `progress(done, total)` after each pass.
-    public static func loss(model: GPT2Model, text: TokenCorpus, context: Int, batch: Int = 8,
+    /// Scores `model` on `text` cut into non-overlapping windows of `context` tokens: the windows
+    /// with the indices `windows` (ascending; nil: every window), `batch` of them per pass. Each
+    /// window predicts its tokens 2 … context from the ones before, as transformers' loss with
+    /// `labels=input_ids` does; `progress(done, total)` after each pass.
+    public static func loss(model: GPT2Model, text: TokenCorpus, context: Int, windows: [Int]? = nil, batch: Int = 8,
                             progress: (Int, Int) -> Void = { _, _ in }) throws -> EvalResult {
         try validate(model: model, text: text, context: context)
-        let n = text.blockCount(seqLen: context)
-        var losses: [Double] = []
-        var start = 0
+        let selected = windows ?? Array(0..<text.blockCount(seqLen: context))
+        var losses: [WindowLoss] = []
         // One set of buffers for every pass: the logits alone are batch × context × vocab floats,
         // which mapped afresh and page-faulted in each pass cost more than the forward itself.
         var options = ForwardOptions(logits: .all)
         options.arenas = ArenaPool()
-        while start < n {
-            let windows = (start ..< min(n, start + batch)).map { text.block($0, seqLen: context) }
-            let pass = try model.run(windows, options)
-            losses += crossEntropy(logits: pass.logits, tokens: windows, V: model.config.dVocab).perPrompt
-            start += windows.count
-            progress(start, n)
+        for start in stride(from: 0, to: selected.count, by: batch) {
+            let indices = selected[start..<min(selected.count, start + batch)]
+            let tokens = indices.map { text.block($0, seqLen: context) }
+            let pass = try model.run(tokens, options)
+            let perWindow = crossEntropy(logits: pass.logits, tokens: tokens, V: model.config.dVocab).perPrompt
+            losses += zip(indices, perWindow).map { WindowLoss(window: $0, loss: $1) }
+            progress(losses.count, selected.count)
         }
+        return EvalResult(windowLosses: losses, context: context)
+    }
+
+    /// The mean of per-window losses with its 95% interval, mean ± 1.96 · sd / √n (sd the sample
+    /// standard deviation; the interval is the mean itself when n = 1). Sums run in the order
+    /// given — window order — so a run and the merge of its shards give the same doubles.
+    public static func summary(losses: [Double]) -> (loss: Double, ciLow: Double, ciHigh: Double) {
+        let n = losses.count
         let mean = losses.reduce(0, +) / Double(n)
         let variance = n > 1 ? losses.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(n - 1) : 0
         let half = 1.96 * (variance / Double(n)).squareRoot()
-        return EvalResult(windows: n, predictions: n * (context - 1), loss: mean, ciLow: mean - half, ciHigh: mean + half)
+        return (mean, mean - half, mean + half)
     }
 }

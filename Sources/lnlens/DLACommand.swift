@@ -27,8 +27,7 @@ struct DLACommand: ParsableCommand {
     @Option(help: "Prompts per forward pass.") var batchSize = 32
     @Option(help: "Prompts stored per transaction (the unit an interrupted run resumes from).") var chunkSize = 64
     @Option(help: "Heads listed by |direct effect| in the summary.") var top = 8
-    @Option(help: ArgumentHelp("Run shard I of N (0 ≤ I < N): only the prompts (text mode: the windows) whose index ≡ I mod N, stored under their indices in the whole set; combine the shards with `lnlens merge`. Default: from Slurm's SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN when they are set.", valueName: "I/N"))
-    var shard: String?
+    @OptionGroup var sharding: ShardOption
     @OptionGroup var processing: ProcessingFlags
     @Flag(help: "Print JSON (every row).") var json = false
     @Flag(help: "Print CSV (every row).") var csv = false
@@ -44,9 +43,6 @@ struct DLACommand: ParsableCommand {
         if text != nil && prependBos { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
         if text != nil && skipInvalid { throw ValidationError("--skip-invalid goes with --prompts") }
         if top < 0 { throw ValidationError("--top must not be negative") }
-        if let shard {
-            do { _ = try Shard(parsing: shard) } catch { throw ValidationError(error.localizedDescription) }
-        }
         guard let t = TextTargets(rawValue: targets) else { throw ValidationError("--targets \(targets): use next-token or paper") }
         if prompts != nil && t != .nextToken { throw ValidationError("--targets goes with --text") }
     }
@@ -68,17 +64,8 @@ struct DLACommand: ParsableCommand {
         models.isEmpty ? (resume == nil ? [EmbeddedModels.defaultName, EmbeddedModels.lnFreeName] : [EmbeddedModels.defaultName]) : models
     }
 
-    /// `--shard`, else the Slurm array task's shard, else nil (the whole input).
-    func resolvedShard() throws -> Shard? {
-        if let shard { return try Shard(parsing: shard) }
-        let environment = ProcessInfo.processInfo.environment
-        guard let fromSlurm = try Shard.slurmArrayTask(environment: environment) else { return nil }
-        printErr("note: running shard \(fromSlurm) from SLURM_ARRAY_TASK_ID=\(environment["SLURM_ARRAY_TASK_ID"]!) (pass --shard I/N to choose)")
-        return fromSlurm
-    }
-
     func run() throws {
-        let shard = try resolvedShard()
+        let shard = try sharding.resolved()
         let database = try ResultsDatabase(path: db)
         var runIDs: [Int64] = []
         for spec in modelSpecs {

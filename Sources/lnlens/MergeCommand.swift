@@ -6,11 +6,11 @@ import ResultsStore
 struct MergeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
-        abstract: "Combine the shard databases of a sharded run (dla or patch --shard I/N) into one run, as if it had run unsharded.",
+        abstract: "Combine the shard databases of a sharded run (dla, patch or eval --shard I/N) into one run, as if it had run unsharded.",
         discussion: """
             Each shard database is read on its own read-only connection; the merged run is written to OUT in one \
-            transaction, next to whatever OUT already holds. Its summaries (dla) and estimator errors (patch) are recomputed \
-            from all rows, not averaged over shards. Shards that \
+            transaction, next to whatever OUT already holds. Its summaries (dla, eval) and estimator errors (patch) are \
+            recomputed from all rows, not averaged over shards. Shards that \
             do not belong together (another model, prompt set, result options or lnlens version, a missing or \
             repeated shard, a shard not completed) are refused. Merging the same shards again writes nothing. A \
             database holding several sharded runs (one per --model) gives one merged run per model.
@@ -30,20 +30,27 @@ struct MergeCommand: ParsableCommand {
         let merged = try MergeJob(outputPath: output, shardPaths: shards, runIDs: Set(runIDs)).run()
         for m in merged {
             let r = m.record
-            let model = "\(URL(fileURLWithPath: r.modelPath).lastPathComponent) (\(r.lnMode))"
+            let eval = r.command == StoreName.evalCommand
+            // An eval run's model path lists its models as given.
+            let model = eval ? r.modelPath : "\(URL(fileURLWithPath: r.modelPath).lastPathComponent) (\(r.lnMode))"
             switch m.outcome {
             case .created(let id):
-                print("merged \(m.shards) shards of \(r.command) \(model) into run \(id) of \(output): \(r.nPrompts) prompts")
+                print("merged \(m.shards) shards of \(r.command) \(model) into run \(id) of \(output): \(r.nPrompts) \(eval ? "windows" : "prompts")")
             case .alreadyMerged(let id):
                 print("already merged: run \(id) of \(output) holds these \(m.shards) shards of \(r.command) \(model); nothing written")
             }
             if let nmae = m.summaries.first(where: { $0.scope == StoreName.scopeHeads && $0.key == "all" && $0.metric == StoreName.nmae }) {
                 print(String(format: "  DLA vs exact direct effect, NMAE over heads (all prompts): %.4f %%", nmae.value))
             }
+            for loss in m.summaries where loss.scope == StoreName.scopeEval && loss.metric == StoreName.loss {
+                print("  \(loss.key): loss " + String(format: "%.4f", loss.value) + " (all windows)")
+            }
         }
         let ids = merged.map { String($0.outcome.runID) }
-        let next = ids.count == 2 ? "lnlens diff \(ids[0]) \(ids[1]) --db \(output)"
-            : merged.first?.record.command == StoreName.patchCommand ? "lnlens report \(ids[0]) --db \(output) --out report.html"
+        let command = merged.first?.record.command
+        let next = command == StoreName.evalCommand ? "lnlens report \(ids.joined(separator: " ")) --db \(output) --out report.html"
+            : ids.count == 2 ? "lnlens diff \(ids[0]) \(ids[1]) --db \(output)"
+            : command == StoreName.patchCommand ? "lnlens report \(ids[0]) --db \(output) --out report.html"
             : "lnlens query top-heads \(ids[0]) --db \(output)"
         print("read with: lnlens runs --db \(output); \(next)")
     }

@@ -2,6 +2,7 @@ import Analysis
 import ArgumentParser
 import Foundation
 import GPT2
+import Jobs
 import Support
 import Tokenizer
 
@@ -86,6 +87,27 @@ struct ProcessingFlags: ParsableArguments {
         if noProcess { return .none }
         return ProcessingOptions(foldLN: !noFoldLn, centerWritingWeights: !noCenterWritingWeights,
                                  centerUnembed: !noCenterUnembed, foldValueBiases: !noFoldValueBiases)
+    }
+}
+
+/// `--shard I/N` of the commands whose work splits into shards (`dla`, `patch`, `eval`).
+struct ShardOption: ParsableArguments {
+    @Option(help: ArgumentHelp("Run shard I of N (0 ≤ I < N): only the prompts (text windows) whose index ≡ I mod N, stored under their indices in the whole input; combine the shards with `lnlens merge`. Default: from Slurm's SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT and SLURM_ARRAY_TASK_MIN when they are set.", valueName: "I/N"))
+    var shard: String?
+
+    func validate() throws {
+        if let shard {
+            do { _ = try Shard(parsing: shard) } catch { throw ValidationError(error.localizedDescription) }
+        }
+    }
+
+    /// `--shard`, else the Slurm array task's shard (said on stderr), else nil (the whole input).
+    func resolved() throws -> Shard? {
+        if let shard { return try Shard(parsing: shard) }
+        let environment = ProcessInfo.processInfo.environment
+        guard let fromSlurm = try Shard.slurmArrayTask(environment: environment) else { return nil }
+        printErr("note: running shard \(fromSlurm) from SLURM_ARRAY_TASK_ID=\(environment["SLURM_ARRAY_TASK_ID"]!) (pass --shard I/N to choose)")
+        return fromSlurm
     }
 }
 

@@ -34,8 +34,7 @@ struct PatchCommand: ParsableCommand {
     var forceResume = false
     @Option(help: "Prompt pairs per forward pass.") var batchSize = 16
     @Option(help: "Prompts stored per transaction (the unit an interrupted run resumes from).") var chunkSize = 32
-    @Option(help: "Run only shard I of N (prompts whose index ≡ I mod N); default: Slurm's array variables when set.")
-    var shard: String?
+    @OptionGroup var sharding: ShardOption
     @Option(help: ArgumentHelp("Normalise the printed grids per prompt by activation patching at LAYER,POS (the paper: 0,11) instead of metric(clean) − metric(corrupt).",
                                valueName: "layer,pos"))
     var gridNormalize: String?
@@ -61,7 +60,6 @@ struct PatchCommand: ParsableCommand {
         if gridNormalize != nil, !(try PatchSite.parseList(sites)).contains(.residPre) {
             throw ValidationError("--grid-normalize divides by activation patching at resid_pre: add resid_pre to --sites")
         }
-        if let shard { _ = try Shard(parsing: shard) }
     }
 
     var parsedGridNormalize: (layer: Int, position: Int)? {
@@ -78,7 +76,7 @@ struct PatchCommand: ParsableCommand {
     func run() throws {
         let database = try ResultsDatabase(path: db)
         let siteList = try PatchSite.parseList(sites), methodList = try PatchMethod.parseList(methods)
-        let shard = try self.shard.map { try Shard(parsing: $0) } ?? Shard.slurmArrayTask(environment: ProcessInfo.processInfo.environment)
+        let shard = try sharding.resolved()
         var runIDs: [Int64] = []
         for spec in modelSpecs {
             let loaded = try LoadedModel.load(spec, processing: processing.options)

@@ -311,15 +311,18 @@ struct EvalCommand: ParsableCommand {
             The text is tokenized with the first model's tokenizer (documents separated by lines \
             <|endoftext|>, each followed by that token) and cut into windows of --context tokens; each \
             window predicts its tokens 2…context. The interval is mean ± 1.96·sd/√windows over the \
-            windows' losses. The paper's loss table is `lnlens eval ORIGINAL VANILLA LN-FREE --text …`.
+            windows' losses. Each window's loss is stored per model, so that the runs of --shard I/N \
+            (windows ≡ I mod N) combine with `lnlens merge` into the run of the whole text. The paper's \
+            loss table is `lnlens eval ORIGINAL VANILLA LN-FREE --text …`.
             """)
 
     @Argument(help: "Models (folders or names); default: the embedded gpt2-tiny, gpt2-tiny-vanilla and gpt2-tiny-lnfree.")
     var models: [String] = []
     @Option(help: "Text to score: a .txt file, or the name of one in corpus/ (heldout is corpus/heldout.txt).") var text = "heldout"
     @Option(help: "Tokens per window (default: min(128, the model's n_positions)).") var context: Int?
-    @Option(help: "Windows per forward pass.") var batch = 8
+    @Option(help: "Windows per forward pass (with 1, merged shards equal an unsharded run bit for bit).") var batch = 8
     @Option(help: "SQLite database to store the run in.") var db = "results/lnlens.sqlite"
+    @OptionGroup var sharding: ShardOption
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
@@ -334,6 +337,7 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
+        let shard = try sharding.resolved()
         var entries: [EvalJob.Entry] = []
         var tokenizer: GPT2Tokenizer?
         var modes: [String] = []
@@ -352,10 +356,12 @@ struct EvalCommand: ParsableCommand {
         let textURL = URL(fileURLWithPath: CorpusFiles.resolve(text))
         let corpus = try TokenCorpus.load(textURL, tokenizer: tok, eot: tok.endOfTextID)
         let window = context ?? min(128, entries.map(\.model.config.nCtx).min()!)
-        let options = ["models": specs.joined(separator: ","), "text": text, "context": "\(window)", "batch": "\(batch)", "db": db]
-        let job = EvalJob(entries: entries, text: corpus, context: window, batch: batch,
+        var options = ["models": specs.joined(separator: ","), "text": text, "context": "\(window)", "batch": "\(batch)", "db": db]
+        if let shard { options["shard"] = shard.description }
+        var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch,
                           optionsJSON: String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
                           toolVersion: LNLensVersion.string)
+        job.shard = shard
         let database = try ResultsDatabase(path: db)
         let progress = ProgressLine(label: "eval", unit: "windows")
         let (id, results) = try job.run(db: database) { name, done, total in progress.update(done: done, total: total, detail: name) }
@@ -374,7 +380,9 @@ struct EvalCommand: ParsableCommand {
                     predictions: $0.1.predictions)
             }))
         }
-        print("\(corpus.path): \(corpus.tokens.count.formatted()) tokens, \(results[0].windows) windows of \(window)")
+        let windows = corpus.blockCount(seqLen: window)
+        print("\(corpus.path): \(corpus.tokens.count.formatted()) tokens, "
+              + (shard.map { "shard \($0): \(results[0].windows) of \(windows) windows of \(window)" } ?? "\(windows) windows of \(window)"))
         let width = max(5, specs.map(\.count).max()!)
         print("model".padding(toLength: width, withPad: " ", startingAt: 0) + "  ln mode     loss     95% CI")
         for ((spec, mode), r) in zip(zip(specs, modes), results) {
@@ -386,6 +394,10 @@ struct EvalCommand: ParsableCommand {
                 print(String(format: "%@ − %@: %+.4f nats", spec, specs[0], r.loss - results[0].loss))
             }
         }
-        print("stored in \(db) as run \(id)")
+        if let shard {
+            print("stored in \(db) as shard \(shard) (run \(id)); once all \(shard.count) shards are done, combine them with: lnlens merge OUT.sqlite SHARD.sqlite…")
+        } else {
+            print("stored in \(db) as run \(id)")
+        }
     }
 }

@@ -121,6 +121,30 @@ import Testing
         #expect(try store.summaries(runID: 4).filter { $0.scope == "eval" && $0.metric == "loss" }.count == 3)
     }
 
+    /// Two eval shards (one from --shard, one from Slurm's array variables) merged by the binary
+    /// store the rows and summaries of one unsharded run.
+    @Test func shardedEvalMergedEqualsOneRun() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let common = ["eval", "gpt2-tiny", "gpt2-tiny-lnfree", "--text", Self.corpus, "--context", "64", "--batch", "1"]
+        let full = try C.run(common + ["--db", path("full.sqlite")])
+        #expect(full.status == 0, "\(full.stderr)")
+        let s0 = try C.run(common + ["--shard", "0/2", "--db", path("s0.sqlite")])
+        #expect(s0.status == 0 && s0.stdout.contains("as shard 0/2"), "\(s0.stdout) \(s0.stderr)")
+        let s1 = try C.run(common + ["--db", path("s1.sqlite")], environment: ["SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2"])
+        #expect(s1.status == 0 && s1.stderr.contains("shard 1/2 from SLURM_ARRAY_TASK_ID=1"), "\(s1.stderr)")
+        let merged = try C.run(["merge", path("merged.sqlite"), path("s1.sqlite"), path("s0.sqlite")])
+        #expect(merged.status == 0, "\(merged.stderr)")
+        #expect(merged.stdout.contains("merged 2 shards of eval gpt2-tiny | gpt2-tiny-lnfree into run 1"), "\(merged.stdout)")
+        let a = try ResultsDatabase.openReadOnly(path: path("full.sqlite")), b = try ResultsDatabase.openReadOnly(path: path("merged.sqlite"))
+        let windows = try #require(try a.run(id: 1)).nPrompts
+        #expect(try a.results(runID: 1).count == 2 * windows && windows > 10)
+        #expect(try a.results(runID: 1) == b.results(runID: 1))
+        #expect(try a.summaries(runID: 1) == b.summaries(runID: 1))
+        #expect(try ResultsDatabase.openReadOnly(path: path("s0.sqlite")).results(runID: 1).allSatisfy { $0.promptIndex % 2 == 0 })
+    }
+
     @Test func badInputIsOneLine() throws {
         let dir = try C.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -146,6 +170,7 @@ import Testing
         try C.expectOneLineError(["train", "--init", config] + Self.small + ["--seq-len", "100", "--batch-tokens", "200", "--out", dir.appendingPathComponent("h").path, "--db", db],
                                  mentions: ["--seq-len 100", "n_positions 64"])
         try C.expectOneLineError(["eval", "gpt2-tiny", "--text", tiny.path, "--context", "64", "--db", db], mentions: ["tiny.txt", "--context 64"])
+        try C.expectOneLineError(["eval", "gpt2-tiny", "--text", Self.corpus, "--shard", "5/4", "--db", db], mentions: ["--shard 5/4"])
         let runs = FileManager.default.fileExists(atPath: db) ? try ResultsDatabase.openReadOnly(path: db).runs() : []
         #expect(runs.isEmpty, "bad input left runs: \(runs.map(\.command))")
     }

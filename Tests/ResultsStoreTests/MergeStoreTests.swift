@@ -65,4 +65,27 @@ import Testing
         #expect(try db.summaries(runID: 1) == summaries)
         #expect(try db.runsTable().rows.map { $0[6] } == [.text("merged 2"), .text("merged 2")])
     }
+
+    /// A run that stores no prompts (`eval`: a loss per window and model) is merged from its
+    /// result rows: their indices must lie in 0 ..< n_prompts, and the markers cover them.
+    @Test func mergedRunWithoutPrompts() throws {
+        let db = try ResultsDatabase.inMemory()
+        var run = sampleRun(command: "eval", nPrompts: 3)
+        let start = Date(timeIntervalSince1970: 1_700_000_000)
+        run.status = .completed
+        run.endedAt = start.addingTimeInterval(5)
+        let shards = (0..<2).map {
+            ShardRow(shardIndex: $0, shardCount: 2, sourcePath: "/e\($0).sqlite", sourceRunID: 1, ownerHost: "node",
+                     startedAt: start, endedAt: start.addingTimeInterval(5), nPrompts: 2 - $0)
+        }
+        let values = (0..<3).flatMap { w in ["a", "b"].map { ResultRow(promptIndex: w, site: $0, quantity: "loss", value: Double(w)) } }
+        #expect(throws: ResultsStoreError.invalidRun(path: ":memory:", reason: "a result row names prompt 3, outside 0 ..< n_prompts 3")) {
+            try db.recordMergedRun(run, shards: shards, prompts: [],
+                                   values: values + [ResultRow(promptIndex: 3, site: "a", quantity: "loss", value: 1)], summaries: [])
+        }
+        #expect(try db.recordMergedRun(run, shards: shards, prompts: [], values: values, summaries: []) == .created(1))
+        #expect(try db.results(runID: 1) == values)
+        #expect(try db.completedPromptIndices(runID: 1) == [0, 1, 2])
+        #expect(try db.counts(runID: 1).prompts == 0)
+    }
 }
