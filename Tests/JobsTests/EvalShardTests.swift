@@ -40,11 +40,7 @@ import Training
     /// Runs shard i/n of `job` into its own file `name-i.sqlite`; returns the paths.
     static func shards(_ n: Int, in folder: Folder, name: String = "eval",
                        job make: (Shard) throws -> EvalJob) throws -> [String] {
-        try (0..<n).map { i in
-            let path = folder.path("\(name)-\(i).sqlite")
-            _ = try make(try Shard(index: i, count: n)).run(db: try ResultsDatabase(path: path))
-            return path
-        }
+        try ShardMergeTests.shardFiles(n, in: folder, name: name) { _ = try make($0).run(db: $1) }
     }
 
     /// One window per pass, a window's loss is the same bits whichever windows are scored with

@@ -30,9 +30,15 @@ import Testing
     /// Runs shard i/n of `job` into its own file `name-i.sqlite`; returns the paths.
     static func shards(_ n: Int, in folder: Folder, name: String = "shard",
                        job make: (Shard) throws -> DLAJob) throws -> [String] {
+        try shardFiles(n, in: folder, name: name) { try make($0).run(db: $1) }
+    }
+
+    /// Runs `run(shard i/n, database)` into its own file `name-i.sqlite` for each i; returns the paths.
+    static func shardFiles(_ n: Int, in folder: Folder, name: String,
+                           run: (Shard, ResultsDatabase) throws -> Void) throws -> [String] {
         try (0..<n).map { i in
             let path = folder.path("\(name)-\(i).sqlite")
-            try make(try Shard(index: i, count: n)).run(db: try ResultsDatabase(path: path))
+            try run(try Shard(index: i, count: n), try ResultsDatabase(path: path))
             return path
         }
     }
