@@ -105,12 +105,18 @@ extension ResultsDatabase {
         }
     }
 
-    /// Every run with how much of it is stored: the table `lnlens runs` prints. `shard` is `I/N`
-    /// for a shard run, `merged N` for a run merged from N shards.
+    /// Every run with how much of it is stored: the table `lnlens runs` prints. `prompts` counts
+    /// the units `n_prompts` counts: prompts stored (`dla`, `patch`), windows scored (`eval`),
+    /// steps logged (`train`, `remove-ln`). `shard` is `I/N` for a shard run, `merged N` for a
+    /// run merged from N shards.
     public func runsTable() throws -> QueryResult {
         try query(sql: """
             SELECT r.id, r.command, r.model_path AS model, r.ln_mode,
-                   (SELECT COUNT(*) FROM run_prompts p WHERE p.run_id = r.id) AS prompts,
+                   CASE WHEN r.command = 'eval'
+                        THEN (SELECT COUNT(DISTINCT x.prompt_index) FROM results x WHERE x.run_id = r.id)
+                        WHEN r.command IN ('train', 'remove-ln')
+                        THEN (SELECT COUNT(*) FROM train_steps t WHERE t.run_id = r.id)
+                        ELSE (SELECT COUNT(*) FROM run_prompts p WHERE p.run_id = r.id) END AS prompts,
                    r.n_prompts,
                    CASE WHEN r.shard_count IS NOT NULL THEN r.shard_index || '/' || r.shard_count
                         WHEN EXISTS (SELECT 1 FROM run_shards s WHERE s.run_id = r.id)

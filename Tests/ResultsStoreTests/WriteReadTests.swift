@@ -134,4 +134,22 @@ import Testing
         #expect(try db.estimatorErrors(runID: id) == errors)
         #expect(throws: ResultsStoreError.self) { try db.writeTrainSteps(runID: id, steps: steps) }
     }
+
+    /// `lnlens runs`' `prompts` column counts what `n_prompts` counts: prompts stored for dla and
+    /// patch, windows scored for eval (each window once, however many models), steps for training.
+    @Test func runsTableCountsEachCommandsUnits() throws {
+        let db = try ResultsDatabase.inMemory()
+        let dla = try db.beginRun(sampleRun(command: "dla", nPrompts: 4))
+        try db.writeBatch(runID: dla, prompts: [PromptRow(promptIndex: 0, prompt: "a b", answer: " c", wrong: nil, nTokens: 2)],
+                          values: [ResultRow(promptIndex: 0, site: "embed", quantity: "dla", value: 1)], firstPrompt: 0, lastPrompt: 0)
+        let eval = try db.beginRun(sampleRun(command: "eval", nPrompts: 5))
+        let losses = [0, 1, 2].flatMap { w in ["m1", "m2"].map { ResultRow(promptIndex: w, site: $0, quantity: "loss", value: 5) } }
+        try db.writeBatch(runID: eval, prompts: [], values: losses, firstPrompt: 0, lastPrompt: 2)
+        let train = try db.beginRun(sampleRun(command: "train", nPrompts: 10))
+        try db.writeTrainSteps(runID: train, steps: (0..<7).map { TrainStepRow(step: $0, loss: 1, lr: 1e-4, tokens: 64 * ($0 + 1)) })
+        let table = try db.runsTable()
+        #expect(table.columns[4] == "prompts" && table.columns[5] == "n_prompts")
+        #expect(table.rows.map { $0[4] } == [.int(1), .int(3), .int(7)])
+        #expect(table.rows.map { $0[5] } == [.int(4), .int(5), .int(10)])
+    }
 }
