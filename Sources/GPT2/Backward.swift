@@ -117,10 +117,7 @@ extension GPT2Model {
             total = values.reduce(0, +)
             gradRows = lastRows
             dlogitsArena = pass.pool?.arena(capacity: pass.B * V) ?? Arena(capacity: pass.B * V)
-            for b in 0..<pass.B {
-                dlogitsArena.base[b * V + answer[b]] += options.metricScale
-                if let wrongIDs { dlogitsArena.base[b * V + wrongIDs[b]] -= options.metricScale }
-            }
+            logitDifferenceBackward(dlogits: dlogitsArena.base, answer: answer, wrong: wrongIDs, V: V, scale: options.metricScale)
         }
         defer { pass.pool?.recycle(dlogitsArena) }
 

@@ -3,17 +3,17 @@ import Foundation
 /// Logit difference at the last position: per prompt `logits[b, answer_b] − logits[b, wrong_b]`
 /// (or just `logits[b, answer_b]` without `wrong`), from `logits (B, V)` — each row the last
 /// position of one prompt. The scalar a backward pass starts from is their sum, so each prompt's
-/// gradients are its own; `dlogits (B, V)` receives ±1 at the two ids (accumulating).
+/// gradients are its own; `dlogits (B, V)` receives ±`scale` at the two ids (accumulating).
 public func logitDifferenceForward(logits: ConstFloatPointer, answer: [Int], wrong: [Int]?, V: Int) -> [Double] {
     answer.indices.map { b in
         Double(logits[b * V + answer[b]]) - (wrong.map { Double(logits[b * V + $0[b]]) } ?? 0)
     }
 }
 
-public func logitDifferenceBackward(dlogits: FloatPointer, answer: [Int], wrong: [Int]?, V: Int) {
+public func logitDifferenceBackward(dlogits: FloatPointer, answer: [Int], wrong: [Int]?, V: Int, scale: Float = 1) {
     for b in answer.indices {
-        dlogits[b * V + answer[b]] += 1
-        if let wrong { dlogits[b * V + wrong[b]] -= 1 }
+        dlogits[b * V + answer[b]] += scale
+        if let wrong { dlogits[b * V + wrong[b]] -= scale }
     }
 }
 
