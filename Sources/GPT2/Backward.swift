@@ -219,27 +219,27 @@ extension GPT2Model {
         p?.lap("residual adds")
         try hook(.attnOut, s.dAttnOut, L.resid)
         s.dz.update(repeating: 0, count: N * C)
-        if pass.resultIntervened.contains(l) {
-            // attn_out was the sum of the changed head outputs: each head's output receives
-            // d attn_out, the interventions' derivatives apply per head, then W_O per head.
-            var dResult = [Float](unsafeUninitializedCapacity: N * NH * C) { buffer, count in
+        // Each head's output receives d attn_out (attn_out is their sum): (N, NH, C).
+        func perHead() -> [Float] {
+            [Float](unsafeUninitializedCapacity: N * NH * C) { buffer, count in
                 broadcastHeads(into: buffer.baseAddress!, from: s.dAttnOut, N: N, C: C, NH: NH)
                 count = N * NH * C
             }
+        }
+        if pass.resultIntervened.contains(l) {
+            // The head outputs were changed: the interventions' derivatives apply per head, then
+            // W_O per head.
+            var dResult = perHead()
             try dResult.withUnsafeMutableBufferPointer { (dr) throws(GPT2Error) in
                 try hook(.result, dr.baseAddress!, L.result)
                 headOutputBackward(dz: s.dz, dwO: gw?.wO, dresult: dr.baseAddress!, z: a.z, wO: w.wO, N: N, C: C, NH: NH)
             }
             if let db = gw?.bO { for n in 0..<N { for c in 0..<C { db[c] += s.dAttnOut[n * C + c] } } }
         } else {
-            // Every head's output receives d attn_out unchanged: its gradient is d attn_out per
-            // head, and one product with W_O gives d z for all heads.
+            // Unchanged head outputs: hook_result's gradient is d attn_out per head, and one
+            // product with W_O gives d z for all heads.
             if runner.gradNames.contains(h(.result)) {
-                runner.grads[h(.result)] = Tensor(shape: [B, T, NH, C], data: [Float](unsafeUninitializedCapacity: N * NH * C) {
-                    buffer, count in
-                    broadcastHeads(into: buffer.baseAddress!, from: s.dAttnOut, N: N, C: C, NH: NH)
-                    count = N * NH * C
-                })
+                runner.grads[h(.result)] = Tensor(shape: [B, T, NH, C], data: perHead())
                 p?.lap("hook gradients")
             }
             matmulBackward(dinp: s.dz, dw: gw?.wO, dbias: gw?.bO, dout: s.dAttnOut, inp: a.z, w: w.wO, N: N, IC: C, OC: C)
