@@ -8,41 +8,58 @@ import TensorCore
 /// loss's). FLOPs: the forward's, plus for the hook backward the products that carry gradients
 /// to the activations (about one forward), plus for parameter gradients the products that
 /// accumulate weight gradients (about another).
+/// The two backward cases at batch size B: their batch of B prompts of `tokens`' length, and for
+/// each its metric and a fresh `BackwardOptions` per call (the parameter case zeroes its gradient
+/// buffers first). The backward section and its `--profile` both run these.
+struct BackwardCases {
+    struct Case {
+        let name: String
+        let metric: Metric
+        let options: () -> BackwardOptions
+    }
+
+    let batch: [[Int]]
+    let cases: [Case]
+
+    init(model: GPT2Model, tokens: [Int], B: Int) {
+        let V = model.config.dVocab
+        batch = (0..<B).map { b in tokens.map { ($0 + 7919 * b) % V } }
+        let answer = Array(repeating: 11, count: B), wrong = Array(repeating: 13, count: B)
+        let everyHook = Set(HookName.all(nLayers: model.config.nLayers))
+        let grads = ModelParameters(table: model.parameters.table)
+        cases = [
+            Case(name: "hook", metric: .logitDifference(answer: answer, wrong: wrong),
+                 options: { BackwardOptions(hookGradients: everyHook) }),
+            Case(name: "param", metric: .loss, options: {
+                grads.arena.zero()
+                return BackwardOptions(parameterGradients: grads)
+            }),
+        ]
+    }
+}
+
 func benchBackward(model: GPT2Model, tokens: [Int], options o: BenchOptions) throws -> ([Measurement], [String: Double]) {
     let cfg = model.config, T = tokens.count, V = cfg.dVocab
     var rows: [Measurement] = []
     var derived: [String: Double] = [:]
-    let everyHook = Set(HookName.all(nLayers: cfg.nLayers))
     for B in [1, 8] {
-        let batch = (0..<B).map { b in tokens.map { ($0 + 7919 * b) % V } }
-        let answer = Array(repeating: 11, count: B), wrong = Array(repeating: 13, count: B)
-        let grads = ModelParameters(table: model.parameters.table)
+        let inputs = BackwardCases(model: model, tokens: tokens, B: B), batch = inputs.batch
         // Each body reuses its buffers from call to call, as the trainer, `eval` and a batched
         // job do (an `ArenaPool`): a pass's arena above 32 MiB would otherwise be mapped afresh
         // and page-faulted in every call (1.1 GB for a retained pass at 8×128).
-        let pools = (0..<3).map { _ in ArenaPool() }
-        func forward(_ i: Int) -> ForwardOptions {
+        let pools = (0...inputs.cases.count).map { _ in ArenaPool() }
+        func pooled(_ i: Int) -> ForwardOptions {
             var f = ForwardOptions(logits: .all)
             f.arenas = pools[i]
             return f
         }
-        let bodies: [() throws -> Void] = [
-            {
-                let pass = try model.run(batch, forward(0))
-                withExtendedLifetime(pass) { blackHole(pass.logits[0]) }
-            },
-            {
-                let (_, r) = try model.gradients(batch, metric: .logitDifference(answer: answer, wrong: wrong), forward: forward(1),
-                                                 backward: BackwardOptions(hookGradients: everyHook))
-                blackHole(Float(r.total))
-            },
-            {
-                grads.arena.zero()
-                let (_, r) = try model.gradients(batch, metric: .loss, forward: forward(2),
-                                                 backward: BackwardOptions(parameterGradients: grads))
-                blackHole(Float(r.total))
-            },
-        ]
+        let bodies: [() throws -> Void] = [{
+            let pass = try model.run(batch, pooled(0))
+            withExtendedLifetime(pass) { blackHole(pass.logits[0]) }
+        }] + inputs.cases.enumerated().map { i, c in {
+            let (_, r) = try model.gradients(batch, metric: c.metric, forward: pooled(i + 1), backward: c.options())
+            blackHole(Float(r.total))
+        } }
         let timings = try measureInRounds(warmup: max(1, o.warmup / 2), runs: max(3, o.runs / 3), bodies)
         let forward = ForwardFLOPs(config: cfg, B: B, T: T, logitRows: B * T)
         // Hook gradients: every product's input-gradient (≈ the forward's FLOPs, the unembedding's

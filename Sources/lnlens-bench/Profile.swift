@@ -40,27 +40,19 @@ func benchProfile(model: GPT2Model, tokens: [Int], rates: SgemmRates, options o:
 /// difference; every parameter's gradient of the loss), at 1×T and 8×T. Hook bookkeeping is a
 /// phase of its own in the backward ("hook gradients").
 func benchBackwardProfile(model: GPT2Model, tokens: [Int], options o: BenchOptions) throws -> [Measurement] {
-    let cfg = model.config, V = cfg.dVocab
-    let everyHook = Set(HookName.all(nLayers: cfg.nLayers))
     var rows: [Measurement] = []
     for B in [1, 8] {
-        let batch = (0..<B).map { b in tokens.map { ($0 + 7919 * b) % V } }
-        let answer = Array(repeating: 11, count: B), wrong = Array(repeating: 13, count: B)
-        let grads = ModelParameters(table: model.parameters.table)
-        let cases: [(name: String, metric: Metric, backward: () -> BackwardOptions)] = [
-            ("hook", .logitDifference(answer: answer, wrong: wrong), { BackwardOptions(hookGradients: everyHook) }),
-            ("param", .loss, { grads.arena.zero(); return BackwardOptions(parameterGradients: grads) }),
-        ]
-        for c in cases {
+        let inputs = BackwardCases(model: model, tokens: tokens, B: B)
+        for c in inputs.cases {
             let pool = ArenaPool()  // as the backward section: buffers reused from call to call
             var forward: [[String: Double]] = [], backward: [[String: Double]] = []
             for i in 0..<(max(1, o.warmup / 2) + max(3, o.runs / 3)) {
                 let f = PhaseTimes(), b = PhaseTimes()
-                var options = c.backward()
+                var options = c.options()
                 options.profile = b
                 var forwardOptions = ForwardOptions(logits: .all, profile: f)
                 forwardOptions.arenas = pool
-                let (_, r) = try model.gradients(batch, metric: c.metric, forward: forwardOptions, backward: options)
+                let (_, r) = try model.gradients(inputs.batch, metric: c.metric, forward: forwardOptions, backward: options)
                 blackHole(Float(r.total))
                 if i >= max(1, o.warmup / 2) {
                     forward.append(f.seconds)
