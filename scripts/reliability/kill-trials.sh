@@ -117,16 +117,8 @@ kill_by() {
 }
 
 # ---------------------------------------------------------------- comparison
-# Columns compared per table (timestamps, owners, wall times and paths excluded).
-declare -A COLS=(
-  [run_prompts]="prompt_index, prompt, answer, wrong, n_tokens, corrupt, tokens_json"
-  [results]="prompt_index, site, layer, position, head, quantity, value"
-  [summaries]="scope, key, metric, value"
-  [batches_done]="first_prompt, last_prompt"
-  [estimator_errors]="site, method, layer, normalized, metric, value"
-  [train_steps]="step, loss, aux_loss, lr, grad_norm, tokens, event"
-)
-# The same columns with quote() on reals, for the hashes (quote round-trips a double).
+# Columns compared per table (timestamps, owners, wall times and paths excluded), with quote()
+# on reals: quote round-trips a double, so equal text is an equal value (for the hashes too).
 declare -A QCOLS=(
   [run_prompts]="prompt_index, prompt, answer, wrong, n_tokens, corrupt, tokens_json"
   [results]="prompt_index, site, layer, position, head, quantity, quote(value)"
@@ -169,8 +161,8 @@ compare() {
     local w; w=$(where_of "$t" "$run"); local wr; wr=$(where_of "$t" "$refrun")
     read -r n m a b < <(q "$db" "ATTACH '$ref' AS r;
       SELECT (SELECT count(*) FROM main.$t WHERE $w), (SELECT count(*) FROM r.$t WHERE $wr),
-             (SELECT count(*) FROM (SELECT ${COLS[$t]} FROM main.$t WHERE $w EXCEPT SELECT ${COLS[$t]} FROM r.$t WHERE $wr)),
-             (SELECT count(*) FROM (SELECT ${COLS[$t]} FROM r.$t WHERE $wr EXCEPT SELECT ${COLS[$t]} FROM main.$t WHERE $w));" | tr '|' ' ')
+             (SELECT count(*) FROM (SELECT ${QCOLS[$t]} FROM main.$t WHERE $w EXCEPT SELECT ${QCOLS[$t]} FROM r.$t WHERE $wr)),
+             (SELECT count(*) FROM (SELECT ${QCOLS[$t]} FROM r.$t WHERE $wr EXCEPT SELECT ${QCOLS[$t]} FROM main.$t WHERE $w));" | tr '|' ' ')
     if [ "${n:-x}" != "${m:-y}" ] || [ "${a:-1}" != 0 ] || [ "${b:-1}" != 0 ]; then
       detail+="$t: $n rows vs $m in the reference, $a not in the reference, $b missing; "
       {
