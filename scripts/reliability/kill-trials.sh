@@ -16,8 +16,8 @@
 #                       (a chunk's, the run row's, the schema's or the final one).
 #            Then, if a run row exists, `--resume ID`; else the command is run again. All result
 #            rows (run_prompts, results, summaries, batches_done; patch: estimator_errors) are
-#            compared with the reference, bit for bit (SQL EXCEPT both ways on the real values,
-#            plus a SHA-256 of the rows with quote(value), which round-trips doubles).
+#            compared with the reference, bit for bit (SQL EXCEPT both ways, plus a SHA-256 of
+#            the rows, both with quote() on reals, which round-trips doubles).
 #  2. patch  The same with lnlens patch --model gpt2-tiny --prompts prompts/ioi.jsonl
 #            --chunk-size 8 --methods activation,atp (default sites).
 #  3. train  lnlens train --init CONFIG (2 layers, 32 wide) --corpus corpus/heldout.txt --seq-len 32
