@@ -40,6 +40,6 @@ let package = Package(
         .testTarget(name: "JobsTests", dependencies: ["Jobs", "Analysis", "GPT2", "Tokenizer", "ResultsStore", "Training"]),
         .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore", "Support", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "ReportTests", dependencies: ["Report", "ResultsStore", "Analysis"]),
-        .testTarget(name: "CLITests", dependencies: ["lnlens", "ResultsStore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "CLITests", dependencies: ["lnlens", "ResultsStore", "Support", "Training", .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

@@ -11,6 +11,7 @@ public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
     /// `key` is "answer" or "wrong"; `tokens` is what the text tokenized to.
     case notOneToken(key: String, text: String, tokens: [Int])
     case corruptLengthMismatch(promptTokens: Int, corruptTokens: Int)
+    case answerIsWrong(text: String)
     /// Checked against the model: longer than its context, or a token its vocabulary lacks.
     case tooLong(tokens: Int, nCtx: Int)
     case tokenOutsideVocabulary(id: Int, dVocab: Int)
@@ -25,6 +26,7 @@ public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
         case .emptyPrompt: "the prompt is empty"
         case let .notOneToken(key, text, tokens):
             "\(key) \(Self.quoted(text)) is \(tokens.count) tokens (\(tokens)); \(key == "answer" ? "answers" : "wrong answers") must be one token"
+        case let .answerIsWrong(text): "\"answer\" and \"wrong\" are the same token (\(text.debugDescription)), so the logit difference is always 0"
         case let .corruptLengthMismatch(p, c):
             "corrupt is \(c) tokens but prompt is \(p); corrupt must tokenize to the same length as prompt"
         case let .tooLong(tokens, nCtx):
@@ -44,6 +46,7 @@ public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
         case .emptyPrompt: "give some prompt text"
         case let .notOneToken(key, _, _):
             "pick a one-token \(key) (usually with a leading space)"
+        case .answerIsWrong: "give a contrasting \"wrong\" answer"
         case .corruptLengthMismatch:
             "swap in words of equal token length"
         case .tooLong: "shorten the prompt"
@@ -76,8 +79,6 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
     case tokenizerFolderNotFound(searched: [String])
     case outputUnwritable(path: String, reason: String)
     // Runs.
-    case resumeMismatch(runID: Int64, reason: String)
-    case interrupted(runID: Int64, done: Int, total: Int)
     // Patching.
     case unknownName(option: String, name: String, known: [String])
     case patchPromptIncomplete(path: String, line: Int, missing: String)
@@ -110,14 +111,10 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
             "no tokenizer folder (vocab.json + merges.txt) found in \(searched.joined(separator: ", ")); pass --tokenizer DIR or set LNLENS_HOME to the lnlens checkout"
         case let .outputUnwritable(path, reason):
             "\(path): cannot write the output (\(reason)); check that the folder exists and is writable"
-        case let .interrupted(runID, done, total):
-            "run \(runID) interrupted with \(done) of \(total) prompts stored; continue it by repeating the command with --resume \(runID)"
         case let .unknownName(option, name, known):
             "\(option): unknown '\(name)'; use a comma-separated list of \(known.joined(separator: ", "))"
         case let .patchPromptIncomplete(path, line, missing):
             "\(path):\(line): patching needs \(missing) on every line (a contrasting one-token answer and a corrupted prompt of the same token length); add it or pass --skip-invalid"
-        case let .resumeMismatch(runID, reason):
-            "cannot resume run \(runID): \(reason); resume with the same model, prompts and options, or start a new run"
         }
     }
 }

@@ -226,6 +226,7 @@ public struct PromptSet: Sendable {
                     return .failure(.notOneToken(key: "wrong", text: wrong, tokens: wrongTokens))
                 }
                 wrongID = wrongTokens[0]
+                if wrongID == answerTokens[0] { return .failure(.answerIsWrong(text: wrong)) }
             }
             var corruptTokens: [Int]?
             if let corrupt {

@@ -92,7 +92,7 @@ extension GPT2Model {
         case .loss:
             guard R == N else { throw .metricNeedsLogits(metric: metric.name, positions: "all") }
             gradRows = Array(0..<R)
-            dlogitsArena = pass.pool?.arena(capacity: R * V) ?? Arena(capacity: R * V)
+            dlogitsArena = try allocate(R * V, pass.pool)
             let ce = crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: dlogitsArena.base,
                                   scale: options.metricScale)
             (values, total) = (ce.perPrompt, ce.mean)
@@ -116,13 +116,13 @@ extension GPT2Model {
             }
             total = values.reduce(0, +)
             gradRows = lastRows
-            dlogitsArena = pass.pool?.arena(capacity: pass.B * V) ?? Arena(capacity: pass.B * V)
+            dlogitsArena = try allocate(pass.B * V, pass.pool)
             logitDifferenceBackward(dlogits: dlogitsArena.base, answer: answer, wrong: wrongIDs, V: V, scale: options.metricScale)
         }
         defer { pass.pool?.recycle(dlogitsArena) }
 
         p?.lap("metric")
-        let scratch = BackwardScratch(pass: pass, config: config)
+        let scratch = try BackwardScratch(pass: pass, config: config)
         defer { scratch.release() }
         // Unembedding: d ln_final output, through the rows the metric reaches only.
         let dLnF = scratch.dLn
@@ -328,11 +328,17 @@ final class BackwardScratch {
 
     let pool: ArenaPool?
 
-    init(pass: ForwardPass, config: GPT2Config) {
+    /// The views of the scratch arena for B × T tokens, in the order `init` takes them.
+    static func sizes(B: Int, T: Int, config: GPT2Config) -> [Int] {
+        let N = B * T, C = config.dModel, M = config.dMLP, att = B * config.nHeads * T * T
+        return [N * C, N * C, N * C, N * C, N * C, N * C, 3 * N * C, att, N * M, N * M, N]
+    }
+
+    init(pass: ForwardPass, config: GPT2Config) throws(GPT2Error) {
         let N = pass.N, C = config.dModel, M = config.dMLP, att = pass.B * config.nHeads * pass.T * pass.T
-        let capacity = Arena.footprint([N * C, N * C, N * C, N * C, N * C, N * C, 3 * N * C, att, N * M, N * M, N])
+        let capacity = Arena.footprint(Self.sizes(B: pass.B, T: pass.T, config: config))
         pool = pass.pool
-        arena = pass.pool?.arena(capacity: capacity) ?? Arena(capacity: capacity)
+        arena = try allocate(capacity, pass.pool)
         dResid = arena.take(N * C)
         dLn = arena.take(N * C)
         dLnV = arena.take(N * C)

@@ -56,7 +56,7 @@ public enum CheckpointExport {
         } catch {
             try? fm.removeItem(at: staging)
             if let e = error as? GPT2Error { throw e }
-            throw GPT2Error.writeFailed(file: path, reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
+            throw GPT2Error.writeFailed(file: path, reason: Files.describe(error))
         }
     }
 }

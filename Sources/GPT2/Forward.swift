@@ -141,7 +141,29 @@ public final class ForwardPass: @unchecked Sendable {
     /// backward needs it, and the pattern buffer holds the changed values.
     var patternBeforeIntervention: [Int: [Float]] = [:]
 
-    init(tokens: [[Int]], config cfg: GPT2Config, options: ForwardOptions, runner: HookRunner, plan: LayerNormPlan) {
+    /// The views one pass's arena holds, in the order `init` takes them: B sequences of T tokens,
+    /// `logitRows` rows of logits, every block's activations kept (`retained`, for a backward)
+    /// or one block's reused, ln_1 planned once or twice (`splitLN1`).
+    static func arenaSizes(B: Int, T: Int, config cfg: GPT2Config, logitRows: Int, retained: Bool, splitLN1: Bool) -> [Int] {
+        let N = B * T, C = cfg.dModel, M = cfg.dMLP, V = cfg.dVocab, NH = cfg.nHeads
+        let lnSize = [N, N, N, N * C]
+        let perBlock = lnSize + (splitLN1 ? lnSize : []) + [3 * N * C, B * NH * T * T, N * C, N * C, N * C] + lnSize
+            + [N * M, N * M, N * C, N * C]
+        var sizes = [N * C, N * C, N * C, N * C] + lnSize + [logitRows * V]
+        for _ in 0..<(retained ? cfg.nLayers : 1) { sizes += perBlock }
+        return sizes
+    }
+
+    /// Bytes of the arenas of one forward pass over B × T tokens with every logit (and, with
+    /// `backward`, every activation kept, the backward's scratch and d logits): what a job checks
+    /// against the machine's memory before it starts (`MemoryBudget`).
+    public static func footprint(B: Int, T: Int, config cfg: GPT2Config, backward: Bool) -> Int {
+        var floats = Arena.footprint(arenaSizes(B: B, T: T, config: cfg, logitRows: B * T, retained: backward, splitLN1: true))
+        if backward { floats += B * T * cfg.dVocab + Arena.footprint(BackwardScratch.sizes(B: B, T: T, config: cfg)) }
+        return floats * MemoryLayout<Float>.stride
+    }
+
+    init(tokens: [[Int]], config cfg: GPT2Config, options: ForwardOptions, runner: HookRunner, plan: LayerNormPlan) throws(GPT2Error) {
         let B = tokens.count, T = tokens[0].count
         self.tokens = tokens
         self.B = B
@@ -154,14 +176,9 @@ public final class ForwardPass: @unchecked Sendable {
         }
         retained = options.retainForBackward
         let split = plan.blocks.contains { $0.ln1 != $0.ln1V }
-        let lnSize = [N, N, N, N * C]
-        let perBlock = lnSize + (split ? lnSize : []) + [3 * N * C, B * NH * T * T, N * C, N * C, N * C] + lnSize
-            + [N * M, N * M, N * C, N * C]
-        let blockCount = retained ? cfg.nLayers : 1
-        var sizes = [N * C, N * C, N * C, N * C] + lnSize + [logitRows.count * V]
-        for _ in 0..<blockCount { sizes += perBlock }
+        let sizes = Self.arenaSizes(B: B, T: T, config: cfg, logitRows: logitRows.count, retained: retained, splitLN1: split)
         pool = options.arenas
-        arena = options.arenas?.arena(capacity: Arena.footprint(sizes)) ?? Arena(capacity: Arena.footprint(sizes))
+        arena = try allocate(Arena.footprint(sizes), options.arenas)
         embed = arena.take(N * C)
         posEmbed = arena.take(N * C)
         let streamA = arena.take(N * C), streamB = arena.take(N * C)
@@ -172,7 +189,7 @@ public final class ForwardPass: @unchecked Sendable {
         lnF = ln()
         logits = arena.take(logitRows.count * V)
         var blocks: [BlockActivations] = []
-        for l in 0..<blockCount {
+        for l in 0..<(retained ? cfg.nLayers : 1) {
             let l1 = ln()
             let l1v = split ? ln() : nil
             let qkv = a.take(3 * N * C), att = a.take(B * NH * T * T), z = a.take(N * C), attnOut = a.take(N * C)
@@ -236,7 +253,7 @@ public final class GPT2Model: @unchecked Sendable {
     public init(checkpoint: Checkpoint, processing: ProcessingOptions = .all) throws {
         let table = ParameterTable(config: checkpoint.config, storedLMHead: checkpoint.hasUntiedUnembedding,
                                    separateUnembedding: !processing.isNone)
-        let parameters = ModelParameters(table: table)
+        let parameters = try ModelParameters(table: table)
         weightsHash = try checkpoint.load(into: parameters)
         parameters.process(processing)
         config = checkpoint.config
@@ -306,7 +323,7 @@ public final class GPT2Model: @unchecked Sendable {
         let plan = options.layerNorms ?? layerNormPlan
         var runner = HookRunner(cache: options.cache, cachePositions: options.cachePositions, grads: gradHooks,
                                 interventions: options.interventions)
-        let pass = ForwardPass(tokens: tokens, config: config, options: options, runner: runner, plan: plan)
+        let pass = try ForwardPass(tokens: tokens, config: config, options: options, runner: runner, plan: plan)
         let L = layouts(pass)
         let p = options.profile
         p?.start()
@@ -464,4 +481,10 @@ public final class GPT2Model: @unchecked Sendable {
                            C: C, V: V)
         }
     }
+}
+
+/// An arena for a pass (from `pool` when there is one); a machine without the memory is
+/// `GPT2Error.outOfMemory`, never an abort.
+func allocate(_ capacity: Int, _ pool: ArenaPool?) throws(GPT2Error) -> Arena {
+    do { return try Arena.make(capacity: capacity, pool: pool) } catch { throw .outOfMemory(error) }
 }

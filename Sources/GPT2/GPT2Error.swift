@@ -1,10 +1,12 @@
 import Foundation
+import TensorCore
 
 /// Everything that can go wrong in the GPT2 module: a model folder, a hub-cache name or a
 /// safetensors file; running a model (token input, hook names, interventions, gradients).
 /// Each message is one line that names the file (and tensor or key) or option and says what to do.
 public enum GPT2Error: LocalizedError, Equatable, Sendable {
     // Resolving the model spec.
+    case outOfMemory(MemoryError)
     case folderNotFound(path: String)
     case notAFolder(path: String)
     /// `holds` is nil when the cache folder does not exist.
@@ -62,6 +64,8 @@ public enum GPT2Error: LocalizedError, Equatable, Sendable {
 
     public var errorDescription: String? {
         switch self {
+        case let .outOfMemory(error):
+            return error.errorDescription ?? "out of memory"
         case .folderNotFound(let path):
             return "model folder \(path) does not exist; pass a folder holding config.json and model.safetensors, or a model name in the Hugging Face cache"
         case .notAFolder(let path):

@@ -95,9 +95,9 @@ public final class ModelParameters: @unchecked Sendable {
     public let bU: FloatPointer      // (V)
 
     /// A zero-filled copy laid out by `table`.
-    public init(table: ParameterTable) {
+    public init(table: ParameterTable) throws(MemoryError) {
         self.table = table
-        arena = Arena(capacity: table.count)
+        arena = try Arena(capacity: table.count)
         let base = arena.base
         func view(_ name: String) -> FloatPointer { base + table.entry(name)!.offset }
         wE = view("wte.weight")

@@ -72,23 +72,23 @@ extension GPT2Model {
         }
         // Each patch's residual stream from where it enters, chunked to bound the batch.
         var chunk: [(index: Int, patch: ActivationPatch, positions: [Int])] = [], rows = 0
-        func flush() {
+        func flush() throws(GPT2Error) {
             guard !chunk.isEmpty else { return }
             profile?.start()
             let entered = enter(chunk.map { ($0.patch, $0.positions) }, base: base, donor: donor)
             profile?.lap("patch entry")
-            let finals = continueForward(entered, base: base, profile: profile)
+            let finals = try continueForward(entered, base: base, profile: profile)
             for (i, item) in chunk.enumerated() { results[item.index] = finals[i] }
             chunk = []
             rows = 0
         }
         for item in work {
             let r = T - item.positions.min()!
-            if rows + r > maxRows { flush() }
+            if rows + r > maxRows { try flush() }
             chunk.append(item)
             rows += r
         }
-        flush()
+        try flush()
         return results
     }
 
@@ -241,16 +241,16 @@ extension GPT2Model {
 
     /// Runs the entered patches to the end, joining each at its layer, and returns the final
     /// LayerNorm's output at the last position of each.
-    func continueForward(_ entered: [Entered], base: ForwardPass, profile p: PhaseTimes? = nil) -> [[Float]] {
+    func continueForward(_ entered: [Entered], base: ForwardPass, profile p: PhaseTimes? = nil) throws(GPT2Error) -> [[Float]] {
         let T = base.T, C = config.dModel, M = config.dMLP, NH = config.nHeads, dh = config.dHead, L = config.nLayers
         let totalRows = entered.reduce(0) { $0 + (T - $1.start) }
         // Row offset of each patch in the batch (fixed: a patch's rows keep their place).
         var offsets: [Int] = []
         var o = 0
         for e in entered { offsets.append(o); o += T - e.start }
-        let arena = Arena(capacity: Arena.footprint([totalRows * C, 3 * totalRows, totalRows * C, 3 * totalRows * C,
+        let arena = try allocate(Arena.footprint([totalRows * C, 3 * totalRows, totalRows * C, 3 * totalRows * C,
                                                      totalRows * C, totalRows * C, totalRows * C, totalRows * C,
-                                                     3 * totalRows, totalRows * M, totalRows * M, totalRows * C, T * T]))
+                                                     3 * totalRows, totalRows * M, totalRows * M, totalRows * C, T * T]), nil)
         let resid = arena.take(totalRows * C)
         let stats = arena.take(3 * totalRows)
         let ln = arena.take(totalRows * C), qkv = arena.take(3 * totalRows * C), z = arena.take(totalRows * C)

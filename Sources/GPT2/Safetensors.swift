@@ -412,18 +412,24 @@ public enum SafetensorsWriter {
                 prefix.withUnsafeMutableBytes { $0.storeBytes(of: UInt64(headerBytes.count).littleEndian, as: UInt64.self) }
                 try handle.write(contentsOf: prefix + Data(headerBytes))
                 for name in names {
-                    let data = tensors[name]!.data
-                    if dtype(name) == .f16 {
-                        let halves = data.map { floatToHalf($0).littleEndian }
-                        try halves.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
-                        continue
+                    // In slices of 1 Mi values: no second copy of a large tensor in memory.
+                    let half = dtype(name) == .f16
+                    try tensors[name]!.data.withUnsafeBufferPointer { values in
+                        for start in stride(from: 0, to: values.count, by: 1 << 20) {
+                            let slice = UnsafeBufferPointer(rebasing: values[start..<min(values.count, start + (1 << 20))])
+                            if half {
+                                let halves = slice.map { floatToHalf($0).littleEndian }
+                                try halves.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+                            } else {
+                                #if _endian(big)
+                                let stored = slice.map { Float(bitPattern: $0.bitPattern.littleEndian) }
+                                try stored.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
+                                #else
+                                try handle.write(contentsOf: Data(UnsafeRawBufferPointer(slice)))
+                                #endif
+                            }
+                        }
                     }
-                    #if _endian(big)
-                    let stored = data.map { Float(bitPattern: $0.bitPattern.littleEndian) }
-                    #else
-                    let stored = data
-                    #endif
-                    try stored.withUnsafeBytes { try handle.write(contentsOf: Data($0)) }
                 }
             }
         } catch {

@@ -1,6 +1,7 @@
 import Analysis
 import Foundation
 import ResultsStore
+import Support
 
 /// Thrown by a job's `progress` callback to stop after the chunk just stored: the run is marked
 /// `interrupted` and can be resumed.
@@ -41,9 +42,9 @@ enum RunLifecycle {
                               forceResume: Bool) throws -> (id: Int64, done: Set<Int>, completed: Bool) {
         guard let resume else { return (try db.beginRun(run), [], false) }
         guard let record = try db.run(id: resume) else {
-            throw AnalysisError.resumeMismatch(runID: resume, reason: "there is no such run in \(db.path)")
+            throw JobError.resumeMismatch(runID: resume, reason: "there is no such run in \(db.path)")
         }
-        func mismatch(_ what: String, _ stored: String, _ now: String) -> AnalysisError {
+        func mismatch(_ what: String, _ stored: String, _ now: String) -> JobError {
             .resumeMismatch(runID: resume, reason: "its \(what) is \(stored) but this invocation has \(now)")
         }
         guard record.command == run.command else { throw mismatch("command", record.command, run.command) }
@@ -67,8 +68,10 @@ enum RunLifecycle {
 
     /// Runs `work` for run `id` with a heartbeat, and ends the run: `completed` with the summaries
     /// and errors `finish` computes, `interrupted` when `work` throws `JobStop` (then
-    /// `AnalysisError.interrupted` with what `doneCount` reports), `failed` on any other error.
-    static func execute(db: ResultsDatabase, runID: Int64, total: Int, doneCount: () -> Int, _ work: () throws -> Void,
+    /// `JobError.interrupted` with what `doneCount` reports, in `unit`, and how to resume), `failed`
+    /// on any other error.
+    static func execute(db: ResultsDatabase, runID: Int64, total: Int, unit: String = "prompts", resumeHint: String? = nil,
+                        doneCount: () -> Int, _ work: () throws -> Void,
                         finish: () throws -> (summaries: [SummaryRow], errors: [ErrorRow])) throws {
         let heartbeat = Heartbeat(db: db, runID: runID)
         defer { heartbeat.stop() }
@@ -79,9 +82,10 @@ enum RunLifecycle {
         } catch is JobStop {
             let done = doneCount()
             try? db.finishRun(runID: runID, status: .interrupted, summaries: [], error: "interrupted by the user")
-            throw AnalysisError.interrupted(runID: runID, done: done, total: total)
+            throw JobError.interrupted(runID: runID, done: done, total: total, unit: unit,
+                                       resume: resumeHint ?? "--resume \(runID)")
         } catch {
-            try? db.finishRun(runID: runID, status: .failed, summaries: [], error: error.localizedDescription)
+            try? db.finishRun(runID: runID, status: .failed, summaries: [], error: Files.describe(error))
             throw error
         }
     }

@@ -19,6 +19,7 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
     case changed(path: String, runID: Int64)
     case overlapping(unit: String, index: Int, path: String, runID: Int64, otherPath: String, otherRunID: Int64)
     case incomplete(what: String, unit: String, stored: Int, expected: Int, firstMissing: Int)
+    case damaged(path: String, problem: String)
 
     public var errorDescription: String? {
         let text: String
@@ -50,6 +51,8 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
             text = "\(path) run \(id) was written to while merging: merge again once nothing writes to it"
         case let .overlapping(unit, index, path, id, otherPath, otherID):
             text = "\(path) run \(id) and \(otherPath) run \(otherID) both hold \(unit) \(index): they are not disjoint shards of one run"
+        case let .damaged(path, problem):
+            text = "\(path) is damaged (\(problem)); nothing was merged. Redo that shard (its command with --shard and a new --db), or recover what is readable with `sqlite3 \(path) .recover | sqlite3 recovered.sqlite` and merge recovered.sqlite"
         case let .incomplete(what, unit, stored, expected, first):
             text = "the shards of \(what) hold \(stored) of its \(expected) \(unit)s (\(unit) \(first) is in none): a shard database is incomplete; check them with `lnlens runs --db FILE`"
         }
@@ -145,12 +148,15 @@ public struct MergeJob {
     /// belong together. Writes nothing.
     public func plan() throws -> [Plan] {
         guard !shardPaths.isEmpty else { throw MergeError.noShards }
-        let outputKey = Self.fileKey(outputPath)
-        var seen: [String: String] = [:]
+        let outputKey = Self.fileKey(outputPath), outputIdentity = Files.identity(outputPath)
+        var seen: [String: String] = [:], seenIdentities = Set<FileIdentity>()
         for path in shardPaths {
-            let key = Self.fileKey(path)
-            if key == outputKey { throw MergeError.outputIsShard(path: path) }
-            if seen[key] != nil { throw MergeError.givenTwice(path: path) }
+            let key = Self.fileKey(path), identity = Files.identity(path)
+            // By path and by file identity: a hard link to the output is the output.
+            if key == outputKey || (identity != nil && identity == outputIdentity) { throw MergeError.outputIsShard(path: path) }
+            if seen[key] != nil || identity.map({ !seenIdentities.insert($0).inserted }) == true {
+                throw MergeError.givenTwice(path: path)
+            }
             seen[key] = path
         }
         // Every sharded run of every database, in the order given.
@@ -158,12 +164,18 @@ public struct MergeJob {
         var chosen = Set<Int64>()
         for path in shardPaths {
             let db = try ResultsDatabase.openReadOnly(path: path)
+            // The whole file, not only the runs merged: a damaged index loses rows silently.
+            if let problems = try db.integrityProblems() {
+                throw MergeError.damaged(path: path, problem: problems.prefix(2).joined(separator: "; "))
+            }
             var sharded = try db.runs().filter { $0.shardCount != nil }
             if sharded.isEmpty { throw MergeError.noShardedRun(path: path) }
             let named = sharded.filter { runIDs.contains($0.id!) }
             if !named.isEmpty { sharded = named }
             chosen.formUnion(named.map { $0.id! })
             perFile.append(try sharded.map { record in
+                // A completed shard must still hold the rows it recorded when it completed.
+                _ = try db.verifiedRun(id: record.id!)
                 guard let recipe = Self.recipes[record.command] else {
                     throw MergeError.notMergeable(path: path, runID: record.id!, command: record.command)
                 }

@@ -24,6 +24,9 @@ public struct Shard: Hashable, Sendable, CustomStringConvertible {
     public init(parsing text: String) throws {
         func refuse(_ reason: String) -> ShardError { .invalid(source: "--shard", value: text, reason: reason) }
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        if parts.count == 2, parts.allSatisfy(Self.allDigits), Self.number(parts[0]) == nil || Self.number(parts[1]) == nil {
+            throw refuse("the numbers are out of range (at most \(Self.largest)); give I/N, e.g. --shard 0/4")
+        }
         guard parts.count == 2, let i = Self.number(parts[0]), let n = Self.number(parts[1]) else {
             throw refuse("give I/N, shard I of N with 0 ≤ I < N, e.g. --shard 0/4")
         }
@@ -55,7 +58,12 @@ public struct Shard: Hashable, Sendable, CustomStringConvertible {
         guard let idText = env["SLURM_ARRAY_TASK_ID"] else { return nil }
         func value(_ name: String) throws -> Int? {
             guard let text = env[name] else { return nil }
-            guard let v = number(Substring(text.trimmingCharacters(in: .whitespaces))) else {
+            let trimmed = Substring(text.trimmingCharacters(in: .whitespaces))
+            if allDigits(trimmed), number(trimmed) == nil {
+                throw ShardError.invalid(source: name, value: text,
+                                         reason: "out of range (at most \(largest)); run inside a Slurm array job or pass --shard I/N")
+            }
+            guard let v = number(trimmed) else {
                 throw ShardError.invalid(source: name, value: text,
                                          reason: "not a non-negative integer; run inside a Slurm array job or pass --shard I/N")
             }
@@ -89,11 +97,17 @@ public struct Shard: Hashable, Sendable, CustomStringConvertible {
         return try Shard(index: offset / step, count: count)
     }
 
-    /// Digits only (no sign, no spaces), as an Int.
+    /// The largest shard number or task id taken (18 digits: far beyond any array, and sums of
+    /// two stay inside Int).
+    static let largest = 999_999_999_999_999_999
+
+    /// Digits only (no sign, no spaces), as an Int; nil past `largest`.
     private static func number(_ s: Substring) -> Int? {
-        guard !s.isEmpty, s.count <= 18, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        guard allDigits(s), s.count <= 18 else { return nil }
         return Int(s)
     }
+
+    private static func allDigits(_ s: Substring) -> Bool { !s.isEmpty && s.allSatisfy { $0.isASCII && $0.isNumber } }
 }
 
 /// A shard that cannot be used: one line naming the option or environment variable.

@@ -7,6 +7,10 @@ public enum JobError: LocalizedError, Equatable {
     case diffRefused(runA: Int64, runB: Int64, reason: String)
     case wrongCommand(runID: Int64, command: String, expected: String, what: String)
     case unknownNamedQuery(name: String, known: [String])
+    /// A run stopped by the user (Ctrl-C) after storing `done` of `total` `unit`; `resume` is how
+    /// to continue it ("--resume 3", or training's "the same options and --resume").
+    case interrupted(runID: Int64, done: Int, total: Int, unit: String, resume: String)
+    case resumeMismatch(runID: Int64, reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -16,6 +20,10 @@ public enum JobError: LocalizedError, Equatable {
             "run \(id) is a \(command) run; \(what) needs a \(expected) run (see `lnlens runs`)"
         case let .unknownNamedQuery(name, known):
             "unknown named query '\(name)': use one of \(known.sorted().joined(separator: ", ")) or pass --sql \"SELECT …\""
+        case let .interrupted(id, done, total, unit, resume):
+            "run \(id) interrupted with \(done) of \(total) \(unit) stored; continue it by repeating the command with \(resume)"
+        case let .resumeMismatch(id, reason):
+            "cannot resume run \(id): \(reason); resume with the options it was started with, or start a new run"
         }
     }
 }
@@ -40,7 +48,7 @@ public enum StoredRuns {
         func refuse(_ reason: String) -> JobError { .diffRefused(runA: runA, runB: runB, reason: reason) }
         var records: [RunRecord] = []
         for id in [runA, runB] {
-            guard let r = try db.run(id: id) else { throw refuse("no run \(id) in \(db.path)") }
+            guard let r = try db.verifiedRun(id: id) else { throw refuse("no run \(id) in \(db.path)") }
             guard r.command == StoreName.dlaCommand else {
                 throw refuse("run \(id) is a \(r.command) run; diff compares two dla runs or two patch runs")
             }
@@ -85,7 +93,7 @@ public enum StoredRuns {
     /// Named query `top-heads RUN_ID`: heads by mean |direct effect| over prompts, with mean DLA,
     /// mean DE and NMAE (%).
     public static func topHeads(db: ResultsDatabase, runID: Int64, limit: Int) throws -> QueryResult {
-        guard let run = try db.run(id: runID) else { throw ResultsStoreError.noSuchRun(id: runID, path: db.path) }
+        guard let run = try db.verifiedRun(id: runID) else { throw ResultsStoreError.noSuchRun(id: runID, path: db.path) }
         guard run.command == StoreName.dlaCommand else {
             throw JobError.wrongCommand(runID: runID, command: run.command, expected: StoreName.dlaCommand, what: "top-heads")
         }
@@ -135,7 +143,7 @@ extension StoredRuns {
         func refuse(_ reason: String) -> JobError { .diffRefused(runA: runA, runB: runB, reason: reason) }
         var records: [RunRecord] = []
         for id in [runA, runB] {
-            guard let r = try db.run(id: id) else { throw refuse("no run \(id) in \(db.path)") }
+            guard let r = try db.verifiedRun(id: id) else { throw refuse("no run \(id) in \(db.path)") }
             guard r.command == StoreName.patchCommand else {
                 throw refuse("run \(id) is a \(r.command) run; diff compares two dla runs or two patch runs")
             }

@@ -51,7 +51,6 @@ public struct TrainJob {
                 throw TrainingError.checkpointMissing(directory: out.path)
             }
             let state = try TrainingCheckpoint.read(folder)
-            try check(state, folder: folder, corpusHash: corpusHash)
             guard let id = state.runID else {
                 throw TrainingError.checkpointCorrupt(file: folder.path, reason: "it names no stored run")
             }
@@ -60,6 +59,10 @@ public struct TrainJob {
                 throw TrainingError.checkpointMismatch(directory: out.path, option: "the stored run", stored: "\(id)",
                                                        now: "no \(command) run \(id) in \(db.path)")
             }
+            // The stored run's source and options first (they name what the user changed), then
+            // the checkpoint's own settings and corpus.
+            try checkSameTraining(record, folder: folder)
+            try check(state, folder: folder, corpusHash: corpusHash)
             if record.status == .completed { return id }
             _ = try db.claimRun(id: id, force: forceResume)
             try state.restore(into: trainer, from: folder)
@@ -71,8 +74,14 @@ public struct TrainJob {
                 lnMode: trainer.model.lnMode.rawValue, processingJSON: "{}", promptSetPath: trainer.corpus.path,
                 promptSetHash: corpusHash, nPrompts: trainer.settings.steps, toolVersion: toolVersion, shard: nil))
             // A checkpoint of step 0 at once: a run killed before its first regular checkpoint
-            // resumes too (from the start, under the same run id).
-            try TrainingCheckpoint.save(trainer, out: out, runID: runID, corpusHash: corpusHash, seconds: 0)
+            // resumes too (from the start, under the same run id). If it cannot be written (a
+            // full disk), the run is marked failed, not left running.
+            do {
+                try TrainingCheckpoint.save(trainer, out: out, runID: runID, corpusHash: corpusHash, seconds: 0)
+            } catch {
+                try? db.finishRun(runID: runID, status: .failed, summaries: [], error: Files.describe(error))
+                throw error
+            }
         }
         let id = runID
         let started = DispatchTime.now().uptimeNanoseconds
@@ -81,7 +90,8 @@ public struct TrainJob {
             try TrainingCheckpoint.save(trainer, out: out, runID: id, corpusHash: corpusHash, seconds: seconds())
         }
         var last: StepReport?
-        try RunLifecycle.execute(db: db, runID: id, total: trainer.settings.steps, doneCount: { trainer.step }, {
+        try RunLifecycle.execute(db: db, runID: id, total: trainer.settings.steps, unit: "steps",
+                                 resumeHint: "the same options and --resume", doneCount: { trainer.step }, {
             while trainer.step < trainer.settings.steps {
                 let report = try trainer.runStep()
                 last = report
@@ -101,6 +111,36 @@ public struct TrainJob {
         return id
     }
 
+    /// Options that never change the trained weights: a resume may give other values.
+    static let bookkeepingOptions: Set<String> = ["db", "out", "checkpoint_every", "log_every", "keep_checkpoints", "init", "from", "model"]
+
+    /// Refuses a resume whose source weights (`--init` config and seed, `--from` or MODEL: by
+    /// content hash) or any option that shapes the result differ from the stored run's, naming
+    /// the first such option and both values.
+    func checkSameTraining(_ record: RunRecord, folder: URL) throws {
+        func mismatch(_ option: String, _ stored: String, _ now: String) -> TrainingError {
+            .checkpointMismatch(directory: folder.path, option: option, stored: stored, now: now)
+        }
+        if record.modelHash != modelHash {
+            func describe(_ hash: String, _ path: String) -> String {
+                hash.hasPrefix("init:") ? "--init \(path) (config and seed hash \(hash.dropFirst(5).prefix(12)))"
+                    : "the weights of \(path) (hash \(hash.prefix(12)))"
+            }
+            throw mismatch("its source", describe(record.modelHash, record.modelPath), describe(modelHash, modelPath))
+        }
+        let stored = Self.options(record.optionsJSON), now = Self.options(optionsJSON)
+        for key in Set(stored.keys).union(now.keys).subtracting(Self.bookkeepingOptions).sorted()
+        where stored[key] != now[key] {
+            throw mismatch("--" + key.replacingOccurrences(of: "_", with: "-"), stored[key] ?? "(not set)", now[key] ?? "(not set)")
+        }
+    }
+
+    /// A run's stored options as strings by key (numbers and booleans written as JSON gives them).
+    static func options(_ json: String) -> [String: String] {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return [:] }
+        return object.mapValues { "\($0)" }
+    }
+
     func check(_ state: TrainingCheckpoint, folder: URL, corpusHash: String) throws {
         func mismatch(_ option: String, _ stored: String, _ now: String) -> TrainingError {
             .checkpointMismatch(directory: folder.path, option: option, stored: stored, now: now)
@@ -109,8 +149,11 @@ public struct TrainJob {
         let a = state.settings, b = trainer.settings
         if a == b {
             if let ln = trainer.layerNorms, let stored = state.layerNorms {
-                guard ln.schedule == stored.schedule, ln.keepLN == stored.keepLN, ln.momentum == stored.momentum else {
-                    throw mismatch("the LayerNorm removal schedule", "\(stored.schedule)", "\(ln.schedule)")
+                guard ln.keepLN == stored.keepLN else { throw mismatch("--keep-ln", "\(stored.keepLN)", "\(ln.keepLN)") }
+                guard ln.momentum == stored.momentum else { throw mismatch("--momentum", "\(stored.momentum)", "\(ln.momentum)") }
+                guard ln.schedule == stored.schedule else {
+                    func steps(_ f: FakeLayerNorms) -> String { f.schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ",") }
+                    throw mismatch("the LayerNorm removal schedule", steps(stored), steps(ln))
                 }
             } else if (trainer.layerNorms == nil) != (state.layerNorms == nil) {
                 throw mismatch("LayerNorm removal", state.layerNorms == nil ? "off" : "on", trainer.layerNorms == nil ? "off" : "on")
@@ -120,11 +163,13 @@ public struct TrainJob {
         let pairs: [(String, String, String)] = [
             ("--seq-len", "\(a.seqLen)", "\(b.seqLen)"), ("--batch-tokens", "\(a.tokensPerStep)", "\(b.tokensPerStep)"),
             ("--micro-batch", "\(a.microBatch)", "\(b.microBatch)"), ("--steps", "\(a.steps)", "\(b.steps)"),
-            ("--seed", "\(a.seed)", "\(b.seed)"), ("--lr", "\(a.learningRate)", "\(b.learningRate)"),
-            ("AdamW settings", "\(a.adamW)", "\(b.adamW)"), ("--max-grad-norm", "\(a.maxGradNorm)", "\(b.maxGradNorm)"),
-            ("--aux-weight", "\(a.auxWeight)", "\(b.auxWeight)"),
+            ("--seed", "\(a.seed)", "\(b.seed)"), ("--lr", "\(a.learningRate.peak)", "\(b.learningRate.peak)"),
+            ("--min-lr", "\(a.learningRate.floor)", "\(b.learningRate.floor)"),
+            ("--warmup", "\(a.learningRate.warmupSteps)", "\(b.learningRate.warmupSteps)"),
+            ("--weight-decay", "\(a.adamW.weightDecay)", "\(b.adamW.weightDecay)"),
+            ("--max-grad-norm", "\(a.maxGradNorm)", "\(b.maxGradNorm)"), ("--aux-weight", "\(a.auxWeight)", "\(b.auxWeight)"),
         ]
-        let (option, stored, now) = pairs.first { $0.1 != $0.2 } ?? ("settings", "\(a)", "\(b)")
+        let (option, stored, now) = pairs.first { $0.1 != $0.2 } ?? ("the optimizer settings", "as stored", "different ones")
         throw mismatch(option, stored, now)
     }
 
@@ -196,8 +241,18 @@ public struct EvalJob {
     /// same in any shard, so the merged run equals the unsharded one bit for bit.
     public static let resultOptionKeys = ["context", "batch"]
 
-    /// Evaluates every model and stores one run; returns its id and the results in model order.
-    public func run(db: ResultsDatabase, progress: (String, Int, Int) -> Void = { _, _, _ in }) throws -> (Int64, [EvalResult]) {
+    /// Windows per stored chunk: each chunk's rows (every model's loss on those windows) are
+    /// written in one transaction, so an interrupted run loses at most one chunk.
+    public var chunkSize = 32
+    /// `--force-resume`: take a run over whose writer on another host was heard from recently.
+    public var forceResume = false
+
+    /// Evaluates every model and stores one run (or, with `resume`, continues that stored run
+    /// from its stored chunks); returns its id and the results in model order. `progress(model,
+    /// done, total)` counts (model, window) scores; if it throws `JobStop` the run stops after the
+    /// chunk being stored, marked interrupted, and resumes to the rows of an uninterrupted run.
+    public func run(db: ResultsDatabase, resume: Int64? = nil,
+                    progress: (String, Int, Int) throws -> Void = { _, _, _ in }) throws -> (Int64, [EvalResult]) {
         let first = entries[0]
         for e in entries { try Evaluation.validate(model: e.model, text: text, context: context) }
         let n = text.blockCount(seqLen: context)
@@ -206,23 +261,45 @@ public struct EvalJob {
             throw ShardError.invalid(source: "--shard", value: shard.description,
                                      reason: "the text has only \(n) window\(n == 1 ? "" : "s") of \(context) tokens: use at most \(n) shards")
         }
-        let id = try db.beginRun(RunRecord(
-            command: StoreName.evalCommand, optionsJSON: optionsJSON, modelPath: entries.map(\.name).joined(separator: " | "),
+        let names = entries.map(\.name).joined(separator: " | ")
+        if let resume, let stored = try db.run(id: resume), stored.command == StoreName.evalCommand, stored.modelPath != names {
+            // Rows are keyed by the model as given: the same models must be named the same way.
+            throw JobError.resumeMismatch(runID: resume, reason: "its models are \(stored.modelPath) but this invocation has \(names)")
+        }
+        let (id, done, completed) = try RunLifecycle.beginOrResume(db: db, run: RunRecord(
+            command: StoreName.evalCommand, optionsJSON: optionsJSON, modelPath: names,
             modelHash: entries.map(\.hash).joined(separator: ","), lnMode: first.model.lnMode.rawValue, processingJSON: "{}",
             promptSetPath: text.path, promptSetHash: text.hash, nPrompts: n, toolVersion: toolVersion,
-            shard: shard.map { ($0.index, $0.count) }))
-        var results: [EvalResult] = []
-        try RunLifecycle.execute(db: db, runID: id, total: entries.count, doneCount: { results.count }, {
-            for e in entries {
-                results.append(try Evaluation.loss(model: e.model, text: text, context: context, windows: windows, batch: batch) {
-                    progress(e.name, $0, $1)
-                })
-            }
-            let rows = zip(entries, results).flatMap { e, r in
-                r.windowLosses.map { ResultRow(promptIndex: $0.window, site: e.name, quantity: StoreName.loss, value: $0.loss) }
-            }
-            try db.writeBatch(runID: id, prompts: [], values: rows, ranges: contiguousRanges(windows))
-        }, finish: { (Self.summaries(from: try db.results(runID: id)), []) })
+            shard: shard.map { ($0.index, $0.count) }), resume: resume, resultOptionKeys: Self.resultOptionKeys,
+            forceResume: forceResume)
+        if !completed {
+            let total = windows.count * entries.count
+            var scored = windows.filter(done.contains).count * entries.count
+            try RunLifecycle.execute(db: db, runID: id, total: windows.count, unit: "windows", resumeHint: "--resume \(id)",
+                                     doneCount: { ((try? db.completedPromptIndices(runID: id)) ?? done).count }, {
+                for chunkStart in stride(from: 0, to: windows.count, by: chunkSize) {
+                    let chunk = windows[chunkStart..<min(windows.count, chunkStart + chunkSize)].filter { !done.contains($0) }
+                    if chunk.isEmpty { continue }
+                    var rows: [ResultRow] = []
+                    for e in entries {
+                        let before = scored
+                        let r = try Evaluation.loss(model: e.model, text: text, context: context, windows: chunk, batch: batch) { d, _ in
+                            try? progress(e.name, before + d, total)
+                        }
+                        scored += chunk.count
+                        rows += r.windowLosses.map { ResultRow(promptIndex: $0.window, site: e.name, quantity: StoreName.loss, value: $0.loss) }
+                    }
+                    try db.writeBatch(runID: id, prompts: [], values: rows, ranges: contiguousRanges(chunk))
+                    try progress(entries.last!.name, scored, total)
+                }
+            }, finish: { (Self.summaries(from: try db.results(runID: id)), []) })
+        }
+        // The results from what is stored: a resumed run's earlier chunks included.
+        let byModel = Dictionary(grouping: try db.results(runID: id).filter { $0.quantity == StoreName.loss }, by: \.site)
+        let results = entries.map { e in
+            EvalResult(windowLosses: (byModel[e.name] ?? []).sorted { $0.promptIndex < $1.promptIndex }
+                .map { WindowLoss(window: $0.promptIndex, loss: $0.value) }, context: context)
+        }
         return (id, results)
     }
 

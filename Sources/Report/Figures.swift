@@ -40,7 +40,7 @@ public enum Figures {
         var seen = Set<Int64>()
         return try ids.map { id in
             guard seen.insert(id).inserted else { throw ReportError.duplicateRun(id: id) }
-            guard let run = try db.run(id: id) else { throw ResultsStoreError.noSuchRun(id: id, path: db.path) }
+            guard let run = try db.verifiedRun(id: id) else { throw ResultsStoreError.noSuchRun(id: id, path: db.path) }
             return run
         }
     }

@@ -108,6 +108,7 @@ extension ResultsDatabase {
                                arguments: [id, range.lowerBound, range.upperBound])
             }
             try Self.upsert(db, runID: id, summaries: summaries)
+            try Self.recordStoredCounts(db, runID: id)
             try Self.upsert(db, runID: id, errors: errors)
             let statement = try db.cachedStatement(sql: """
                 INSERT INTO run_shards (run_id, shard_index, shard_count, source_path, source_run_id, owner_host,

@@ -75,6 +75,16 @@ extension ResultsDatabase {
     /// `timeout` seconds is interrupted and reported.
     public func query(sql: String, arguments: StatementArguments = StatementArguments(),
                       timeout: TimeInterval? = nil) throws -> QueryResult {
+        var result = QueryResult(columns: [], rows: [])
+        try query(sql: sql, arguments: arguments, timeout: timeout, columns: { result.columns = $0 }) { result.rows.append($0) }
+        return result
+    }
+
+    /// `query`, streamed: `columns` once, then `row` for each row as SQLite produces it, so that a
+    /// result of any size is printed in constant memory. `timeout` bounds the whole statement,
+    /// the time spent in `row` (printing) included.
+    public func query(sql: String, arguments: StatementArguments = StatementArguments(), timeout: TimeInterval? = nil,
+                      columns: ([String]) throws -> Void, row: ([Cell]) throws -> Void) throws {
         let reader = self.reader
         let timer = timeout.map { seconds in
             let t = DispatchSource.makeTimerSource(queue: .global())
@@ -85,15 +95,20 @@ extension ResultsDatabase {
         }
         defer { timer?.cancel() }
         do {
-            return try reader.read { db in
-                let statement = try db.makeStatement(sql: sql)
+            try reader.read { db in
+                let statement: Statement
+                do {
+                    statement = try db.makeStatement(sql: sql)
+                } catch let error as DatabaseError where (error.message ?? "").contains("Multiple statements") {
+                    throw ResultsStoreError.querySQL(path: path, message: "one statement only: give a single SELECT (run several queries one by one)")
+                }
                 if !statement.isReadonly { throw ResultsStoreError.queryWrites(path: path) }
                 try statement.setArguments(arguments)
-                let columns = statement.columnNames
-                let rows = try Row.fetchAll(statement).map { row in
-                    (0..<row.count).map { Cell(row[$0] as DatabaseValue) }
+                try columns(statement.columnNames)
+                let cursor = try Row.fetchCursor(statement)
+                while let r = try cursor.next() {
+                    try row((0..<r.count).map { Cell(r[$0] as DatabaseValue) })
                 }
-                return QueryResult(columns: columns, rows: rows)
             }
         } catch let error as DatabaseError {
             switch error.resultCode {

@@ -12,6 +12,31 @@ extension ResultsDatabase {
         try read("reading run \(id)") { db in try RunRecord.fetchOne(db, key: id) }
     }
 
+    /// One run, after checking that a completed run still holds the result and prompt rows it
+    /// recorded when it completed (`check/stored/…`; runs of older lnlens have no record and pass):
+    /// readers that draw, diff or merge a run call this, so that a damaged or edited file is an
+    /// error instead of silently fewer rows. nil when there is no run with that id.
+    public func verifiedRun(id: Int64) throws -> RunRecord? {
+        try read("checking run \(id)") { db in
+            guard let run = try RunRecord.fetchOne(db, key: id) else { return nil }
+            guard run.status == .completed else { return run }
+            let recorded = try Row.fetchAll(db, sql: """
+                SELECT metric, value FROM summaries WHERE run_id = ? AND scope = ? AND key = ?
+                """, arguments: [id, StoreName.scopeCheck, StoreName.storedCounts])
+            let stored = try Self.storedCounts(db, runID: id)
+            for row in recorded {
+                let metric: String = row[0]
+                guard let value: Double = row[1] else { continue }
+                let now = metric == StoreName.storedResults ? stored.results : metric == StoreName.storedPrompts ? stored.prompts : nil
+                if let now, Double(now) != value {
+                    throw ResultsStoreError.rowsLost(id: id, path: path, table: metric == StoreName.storedResults ? "results" : "run_prompts",
+                                                     holds: now, recorded: Int(value))
+                }
+            }
+            return run
+        }
+    }
+
     /// The prompt indices whose chunks are stored (from `batches_done`), for resuming.
     public func completedPromptIndices(runID: Int64) throws -> Set<Int> {
         try read("reading progress of run \(runID)") { db in
@@ -69,7 +94,11 @@ extension ResultsDatabase {
             _ = try Self.runRow(db, id: runID, path: path)
             return try Row.fetchAll(
                 db,
-                sql: "SELECT scope, key, metric, value FROM summaries WHERE run_id = ? ORDER BY scope, key, metric",
+                // Not the stored-row counts (`check/stored/…`): bookkeeping for `verifiedRun`, not a result.
+                sql: """
+                    SELECT scope, key, metric, value FROM summaries WHERE run_id = ? AND NOT (scope = 'check' AND key = 'stored')
+                    ORDER BY scope, key, metric
+                    """,
                 arguments: [runID]
             ).map { row in
                 let value: Double? = try row.decode(atIndex: 3)
@@ -131,7 +160,8 @@ extension ResultsDatabase {
         try read("counting rows of run \(runID)") { db in
             _ = try Self.runRow(db, id: runID, path: path)
             func count(_ table: String) throws -> Int {
-                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table) WHERE run_id = ?", arguments: [runID]) ?? 0
+                let bookkeeping = table == "summaries" ? " AND NOT (scope = 'check' AND key = 'stored')" : ""
+                return try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM \(table) WHERE run_id = ?\(bookkeeping)", arguments: [runID]) ?? 0
             }
             return RunCounts(
                 prompts: try count("run_prompts"), results: try count("results"),

@@ -26,6 +26,10 @@ public enum StoreName {
     /// `summaries.metric` of `dla` runs (scopes `heads`/`all` and `layer`): the bounds of the
     /// bootstrap 95% confidence interval of that NMAE (1,000 resamples of (prompt, head) pairs).
     public static let nmaeCILow = "nmae_ci_low", nmaeCIHigh = "nmae_ci_high"
+    /// `summaries` scope `check`, key `stored`: how many `results` and `run_prompts` rows a run
+    /// held when it completed (metrics `results`, `prompts`), so that a reader or `merge` can tell
+    /// a file that lost rows since (damage, hand edits) from an intact one.
+    public static let storedCounts = "stored", storedResults = "results", storedPrompts = "prompts"
 }
 
 /// Names of patching, training and evaluation rows as `lnlens report` reads them.

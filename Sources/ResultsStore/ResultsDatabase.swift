@@ -11,11 +11,15 @@ public struct ResultsDatabase: Sendable {
     let reader: any DatabaseReader
     /// nil when opened read-only.
     let writer: (any DatabaseWriter)?
+    /// The migrations this opening applied (in its one exclusive transaction): empty when the
+    /// schema was current already, also when another process migrated it a moment before.
+    public private(set) var migrationsApplied: [String] = []
 
     /// Opens (creating it and its parent folder if needed) the database at `path` for writing, in
     /// WAL mode. An existing file must pass SQLite's `quick_check` first (a damaged database is
     /// refused, never written into); then it is migrated to the current schema.
     public init(path: String) throws {
+        try Self.checkFilePath(path)
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
@@ -82,6 +86,7 @@ public struct ResultsDatabase: Sendable {
     /// file is an error naming it; it is never created. A database that another process is
     /// creating right now is waited for (up to the busy timeout).
     public static func openReadOnly(path: String) throws -> ResultsDatabase {
+        try checkFilePath(path)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
             throw ResultsStoreError.databaseNotFound(path: path)
@@ -91,7 +96,7 @@ public struct ResultsDatabase: Sendable {
             let queue: DatabaseQueue
             let state: SchemaState
             do {
-                queue = try DatabaseQueue(path: path, configuration: configuration(readonly: true))
+                queue = try DatabaseQueue(path: readOnlyLocation(path), configuration: configuration(readonly: true))
                 state = try queue.read(schemaState)
             } catch let error as DatabaseError {
                 if FileManager.default.fileExists(atPath: path + "-journal") {
@@ -125,12 +130,37 @@ public struct ResultsDatabase: Sendable {
         }
     }
 
+    /// Where a reader opens `path`: the file itself, or — when this process may not write the file
+    /// or its folder and no writer is at work (no `-wal` or `-journal` beside it) — SQLite's URI
+    /// with `immutable=1`, which reads a WAL database without creating its `-shm` file (a read-only
+    /// connection would have to, and fail with "attempt to write a readonly database").
+    static func readOnlyLocation(_ path: String) -> String {
+        let fm = FileManager.default
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        guard access(path, W_OK) != 0 || access(folder, W_OK) != 0,
+              !fm.fileExists(atPath: path + "-wal"), !fm.fileExists(atPath: path + "-journal") else { return path }
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "?#%")
+        let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+        return "file:" + (absolute.addingPercentEncoding(withAllowedCharacters: allowed) ?? absolute) + "?immutable=1"
+    }
+
+    /// Results live in a file: an empty path, `:memory:` or a SQLite URI (`file:…`) is refused
+    /// (SQLite would make a temporary or in-memory database whose results vanish at exit, or a
+    /// folder named `file:`).
+    static func checkFilePath(_ path: String) throws {
+        if path.isEmpty || path == ":memory:" || path.hasPrefix("file:") {
+            throw ResultsStoreError.cannotOpen(path: path.isEmpty ? "''" : path,
+                                               reason: "lnlens keeps results in a database file, not in memory or a URI")
+        }
+    }
+
     private init(path: String, writer: any DatabaseWriter) throws {
         self.path = path
         self.reader = writer
         self.writer = writer
         do {
-            try writer.writeWithoutTransaction { db in try Self.migrate(db, path: path) }
+            migrationsApplied = try writer.writeWithoutTransaction { db in try Self.migrate(db, path: path) }
         } catch let error as DatabaseError {
             throw Self.openError(path: path, error)
         }
@@ -194,7 +224,9 @@ public struct ResultsDatabase: Sendable {
     /// Creates or upgrades the schema in one exclusive transaction: concurrent first opens of a new
     /// file wait for each other (busy timeout) instead of racing to create the same tables, and a
     /// reader never sees half a schema.
-    static func migrate(_ db: Database, path: String) throws {
+    @discardableResult
+    static func migrate(_ db: Database, path: String) throws -> [String] {
+        var appliedNow: [String] = []
         try db.inTransaction(.exclusive) {
             switch try schemaState(db) {
             case .current: return .commit
@@ -207,12 +239,14 @@ public struct ResultsDatabase: Sendable {
             for migration in migrations where !applied.contains(migration.identifier) {
                 try db.execute(sql: migration.sql)
                 try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES (?)", arguments: [migration.identifier])
+                appliedNow.append(migration.identifier)
             }
             if let problem = try String.fetchAll(db, sql: "PRAGMA foreign_key_check").first {
                 throw ResultsStoreError.damaged(path: path, problem: "foreign key check after migration: \(problem)")
             }
             return .commit
         }
+        return appliedNow
     }
 
     // MARK: Integrity

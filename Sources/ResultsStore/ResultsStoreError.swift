@@ -24,6 +24,7 @@ public enum ResultsStoreError: LocalizedError, Equatable, Sendable {
     case runOwned(id: Int64, path: String, owner: ProcessIdentity, silentFor: Double, sameHost: Bool)
     case runTakenOver(id: Int64, path: String, owner: ProcessIdentity)
     case sqlite(path: String, operation: String, message: String)
+    case rowsLost(id: Int64, path: String, table: String, holds: Int, recorded: Int)
 
     public var errorDescription: String? {
         let text: String
@@ -69,6 +70,8 @@ public enum ResultsStoreError: LocalizedError, Equatable, Sendable {
                 : "run \(id) in \(path) is being written by process \(owner.pid) on host \(owner.host) (\(age)); a run has one writer: wait for it, or if that process is dead, resume after \(Int(ResultsDatabase.staleAfter)) s of silence or with --force-resume"
         case .runTakenOver(let id, let path, let owner):
             text = "run \(id) in \(path) is now written by process \(owner.pid) on \(owner.host), which resumed it; this process stops writing to it"
+        case .rowsLost(let id, let path, let table, let holds, let recorded):
+            text = "run \(id) in \(path) holds \(holds) \(table) rows but recorded \(recorded) when it completed: the file was damaged or edited since; check it with `lnlens runs --verify --db \(path)` and redo the run or restore the file"
         case .sqlite(let path, let operation, let message):
             text = "results database \(path): \(operation) failed: \(message)"
         }

@@ -213,10 +213,28 @@ extension ResultsDatabase {
             _ = try ownedRun(db, id: runID, owner: owner)
             try Self.upsert(db, runID: runID, summaries: summaries)
             try Self.upsert(db, runID: runID, errors: errors)
+            if status == .completed { try Self.recordStoredCounts(db, runID: runID) }
             try db.execute(
                 sql: "UPDATE runs SET status = ?, ended_at = ?, error = ?, heartbeat_at = ? WHERE id = ?",
                 arguments: [status.rawValue, Date(), error, Date(), runID])
         }
+    }
+
+    /// Records how many result and prompt rows the run holds now (summaries `check/stored/…`),
+    /// inside the transaction that completes it.
+    static func recordStoredCounts(_ db: Database, runID: Int64) throws {
+        let (results, prompts) = try storedCounts(db, runID: runID)
+        try upsert(db, runID: runID, summaries: [
+            SummaryRow(scope: StoreName.scopeCheck, key: StoreName.storedCounts, metric: StoreName.storedResults, value: Double(results)),
+            SummaryRow(scope: StoreName.scopeCheck, key: StoreName.storedCounts, metric: StoreName.storedPrompts, value: Double(prompts)),
+        ])
+    }
+
+    /// The run's `results` and `run_prompts` rows as the readers find them (through the keys).
+    static func storedCounts(_ db: Database, runID: Int64) throws -> (results: Int, prompts: Int) {
+        let results = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM results WHERE run_id = ?", arguments: [runID]) ?? 0
+        let prompts = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM run_prompts WHERE run_id = ?", arguments: [runID]) ?? 0
+        return (results, prompts)
     }
 
     /// Inserts or replaces estimator errors of a run (inside a write transaction).

@@ -31,11 +31,41 @@ public enum Files {
         }
     }
 
+    /// Any error as one line, Foundation's file errors in words ("disk full writing F",
+    /// "permission denied: F") instead of their Cocoa domain and code.
+    public static func describe(_ error: any Error) -> String {
+        if let problem = error as? FileProblem { return problem.description }
+        let ns = error as NSError
+        guard ns.domain == NSCocoaErrorDomain || ns.domain == NSPOSIXErrorDomain else {
+            return ((error as? LocalizedError)?.errorDescription ?? "\(error)").oneLine
+        }
+        var code: Int32?
+        if ns.domain == NSPOSIXErrorDomain { code = Int32(ns.code) }
+        else if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain { code = Int32(u.code) }
+        let path = ns.userInfo[NSFilePathErrorKey] as? String ?? (ns.userInfo[NSURLErrorKey] as? URL)?.path
+        let full = code == ENOSPC || (code == nil && ns.code == NSFileWriteOutOfSpaceError)
+        if full { return path.map { "disk full writing \($0)" } ?? "disk full" }
+        let reason: String
+        if let code, code != 0 {
+            reason = code == EDQUOT ? "disk quota exceeded" : code == EROFS ? "read-only file system" : errnoReason(code)
+        } else {
+            switch ns.code {
+            case NSFileWriteNoPermissionError, NSFileReadNoPermissionError: reason = "permission denied"
+            case NSFileNoSuchFileError, NSFileReadNoSuchFileError: reason = "does not exist"
+            case NSFileWriteFileExistsError: reason = "already exists"
+            case NSFileWriteVolumeReadOnlyError: reason = "read-only file system"
+            default: reason = "input/output error"
+            }
+        }
+        return path.map { "\(reason): \($0)" } ?? reason
+    }
+
     static func errnoReason(_ code: Int32) -> String {
         switch code {
         case ENOENT: "does not exist"
         case EACCES: "permission denied"
         case ENOTDIR: "has a file where a folder is expected in its path"
+        case ENOSPC: "disk full"
         default: String(cString: strerror(code))
         }
     }
@@ -48,17 +78,59 @@ public enum Files {
         return FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
     }
 
-    /// Checks that `output` may be written: it must not be any of `inputs` (compared by file
-    /// identity) and, unless `force`, must not exist yet. `option` names the flag in messages.
+    /// Where `path` really is: every symlink and `..` resolved (realpath(3)). For a path that
+    /// does not exist yet, its nearest existing ancestor is resolved and the rest appended.
+    public static func resolvedPath(_ path: String) -> String {
+        let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+        var head = absolute, tail: [String] = []
+        while true {
+            if let real = realpath(head, nil) {
+                defer { free(real) }
+                let base = String(cString: real)
+                return tail.isEmpty ? base : (base == "/" ? "" : base) + "/" + tail.reversed().joined(separator: "/")
+            }
+            let url = URL(fileURLWithPath: head)
+            let parent = url.deletingLastPathComponent().path
+            if parent == head { return absolute }
+            tail.append(url.lastPathComponent)
+            head = parent
+        }
+    }
+
+    /// The file type of what is at `path` without following a final symlink ("a FIFO", …), or nil
+    /// when nothing is there. Regular files, folders and symlinks give nil too: the callers only
+    /// need to name the kinds they refuse.
+    static func specialKind(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        switch st.st_mode & S_IFMT {
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFIFO: return "a FIFO"
+        case S_IFSOCK: return "a socket"
+        default: return nil
+        }
+    }
+
+    /// Checks that the file `output` may be written: it must not be any of `inputs` (compared by
+    /// resolved path and by file identity, so symlinks and hard links count), must be a regular
+    /// file if it exists (`--force` never replaces a device, FIFO, socket or folder), and, unless
+    /// `force`, must not exist yet. `option` names the flag in messages.
     public static func checkOutput(_ output: String, option: String, inputs: [String], force: Bool) throws(FileProblem) {
         let target = identity(output)
-        if let target {
-            for input in inputs where identity(input) == target {
+        let resolved = resolvedPath(output)
+        for input in inputs {
+            if (target != nil && identity(input) == target) || resolvedPath(input) == resolved {
                 throw FileProblem("\(option) \(output) is \(input == output ? "one of this command's inputs" : "the same file as the input \(input)"); lnlens never overwrites an input: choose another file")
             }
+        }
+        if target != nil {
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory), isDirectory.boolValue {
                 throw FileProblem("\(option) \(output) is a folder; give a file name")
+            }
+            if let kind = specialKind(output) {
+                throw FileProblem("\(option) \(output) is \(kind), not a regular file; lnlens writes regular files only: give a file name")
             }
             if !force { throw FileProblem("\(option) \(output) already exists; pass --force to replace it") }
         }
@@ -66,6 +138,63 @@ public enum Files {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw FileProblem("\(option) \(output): the folder \(folder) does not exist")
+        }
+    }
+
+    /// Checks that the folder `output` may be written (created, or replaced when `force`): it must
+    /// not be, lie above, or hold a hard link to any of `inputs` (files or folders, compared by
+    /// resolved path and by file identity, so symlinks and hard links count), and what exists
+    /// there must be a folder. `option` names the flag in messages.
+    public static func checkOutputFolder(_ output: String, option: String, inputs: [String], force: Bool) throws(FileProblem) {
+        let resolved = resolvedPath(output)
+        let target = identity(output)
+        for input in inputs {
+            let r = resolvedPath(input)
+            if r == resolved || (target != nil && identity(input) == target) {
+                throw FileProblem("\(option) \(output) is the input \(input); lnlens never overwrites an input: choose another folder")
+            }
+            if r.hasPrefix(resolved == "/" ? "/" : resolved + "/") || isAncestor(target, of: r) {
+                throw FileProblem("\(option) \(output) holds the input \(input); lnlens never overwrites an input: choose another folder")
+            }
+        }
+        guard target != nil else { return }
+        var isDirectory: ObjCBool = false
+        _ = FileManager.default.fileExists(atPath: output, isDirectory: &isDirectory)
+        guard isDirectory.boolValue else {
+            throw FileProblem("\(option) \(output) is \(specialKind(output) ?? "a file"), not a folder; give a folder name")
+        }
+        if !force { return }
+        // Files in the folder that are hard links to an input's files would be replaced in place by
+        // no writer of lnlens (each writes a new file and renames it), but refuse them all the same:
+        // the folder is about to be deleted, and with it the user's second name for the input.
+        var inputFiles = Set<FileIdentity>()
+        for input in inputs { for f in filesAt(input) { if let id = identity(f) { inputFiles.insert(id) } } }
+        for f in filesAt(output) where identity(f).map(inputFiles.contains) == true {
+            throw FileProblem("\(option) \(output) holds \(URL(fileURLWithPath: f).lastPathComponent), a hard link to an input's file; lnlens never overwrites an input: choose another folder")
+        }
+    }
+
+    /// Whether the folder with identity `folder` is one of the ancestors of the resolved path `path`.
+    private static func isAncestor(_ folder: FileIdentity?, of path: String) -> Bool {
+        guard let folder else { return false }
+        var url = URL(fileURLWithPath: path).deletingLastPathComponent()
+        while true {
+            if identity(url.path) == folder { return true }
+            let parent = url.deletingLastPathComponent()
+            if parent.path == url.path { return false }
+            url = parent
+        }
+    }
+
+    /// The regular files at `path`: itself if it is one, its direct entries if it is a folder.
+    private static func filesAt(_ path: String) -> [String] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return [] }
+        guard isDirectory.boolValue else { return [path] }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        return entries.map { path + "/" + $0 }.filter { p in
+            var d: ObjCBool = false
+            return FileManager.default.fileExists(atPath: p, isDirectory: &d) && !d.boolValue
         }
     }
 
@@ -85,7 +214,8 @@ public enum Files {
         } catch {
             try? handle.close()
             unlink(temporary.path)
-            throw FileProblem((error as? LocalizedError)?.errorDescription ?? "\(error)")
+            let reason = describe(error)
+            throw FileProblem(reason.hasPrefix("disk full") ? "disk full writing \(output.path)" : reason)
         }
         guard rename(temporary.path, output.path) == 0 else {
             let reason = errnoReason(errno)

@@ -8,14 +8,25 @@ public final class Arena: @unchecked Sendable {
     public let capacity: Int
     public private(set) var used = 0
 
-    public init(capacity: Int) {
+    /// Throws `MemoryError` when the machine does not have the memory (checked first: Linux
+    /// lends what it does not have), or when the allocation fails.
+    public init(capacity: Int) throws(MemoryError) {
         self.capacity = capacity
+        let (bytes, overflow) = max(capacity, 1).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+        if overflow { throw MemoryError(bytes: Int.max, available: nil) }
+        try MemoryBudget.check(bytes: bytes)
         // calloc: a large arena comes zeroed from fresh pages, with no pass of its own over
         // them (a retained pass's arena is hundreds of MB at 8×128).
         guard let memory = calloc(max(capacity, 1), MemoryLayout<Float>.stride) else {
-            fatalError("cannot allocate an arena of \(capacity) floats")
+            throw MemoryError(bytes: bytes, available: nil)
         }
         base = memory.bindMemory(to: Float.self, capacity: max(capacity, 1))
+    }
+
+    /// A zero-filled arena of `capacity` floats, recycled from `pool` when there is one.
+    public static func make(capacity: Int, pool: ArenaPool?) throws(MemoryError) -> Arena {
+        if let pool { return try pool.arena(capacity: capacity) }
+        return try Arena(capacity: capacity)
     }
 
     deinit { free(base) }
@@ -53,11 +64,11 @@ public final class ArenaPool: @unchecked Sendable {
     public init() {}
 
     /// A zero-filled arena of exactly `capacity` floats, recycled when one is free.
-    public func arena(capacity: Int) -> Arena {
+    public func arena(capacity: Int) throws(MemoryError) -> Arena {
         lock.lock()
         let recycled = free[capacity]?.popLast()
         lock.unlock()
-        guard let recycled else { return Arena(capacity: capacity) }
+        guard let recycled else { return try Arena(capacity: capacity) }
         recycled.reset()
         return recycled
     }

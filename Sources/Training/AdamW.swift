@@ -25,10 +25,10 @@ public final class AdamW {
     /// Steps taken (t of the bias corrections).
     public internal(set) var steps: Int = 0
 
-    public init(table: ParameterTable, settings: AdamWSettings) {
+    public init(table: ParameterTable, settings: AdamWSettings) throws {
         self.settings = settings
-        m = ModelParameters(table: table)
-        v = ModelParameters(table: table)
+        m = try ModelParameters(table: table)
+        v = try ModelParameters(table: table)
     }
 
     /// Whether `entry` is decayed.

@@ -23,7 +23,8 @@ public struct TokenCorpus: Sendable {
 
     /// Reads and tokenizes `url`. `eot` is the end-of-text id appended after every document.
     public static func load(_ url: URL, tokenizer: GPT2Tokenizer, eot: Int) throws -> TokenCorpus {
-        let data = try Files.read(url)
+        let data: Data
+        do { data = try Files.read(url) } catch { throw TrainingError.unreadable(file: url.path, reason: error.description) }
         guard let text = String(data: data, encoding: .utf8) else {
             throw TrainingError.badOption(option: url.path, reason: "the corpus is not UTF-8 text")
         }

@@ -9,9 +9,9 @@ import Support
 public enum Initialization {
     public static let std = 0.02
 
-    public static func gpt2(config: GPT2Config, seed: UInt64, std: Double = Initialization.std) -> GPT2Model {
+    public static func gpt2(config: GPT2Config, seed: UInt64, std: Double = Initialization.std) throws -> GPT2Model {
         let table = ParameterTable(config: config, storedLMHead: false, separateUnembedding: false)
-        let parameters = ModelParameters(table: table)
+        let parameters = try ModelParameters(table: table)
         for (i, entry) in table.checkpointEntries.enumerated() {
             let p = parameters.arena.base + entry.offset
             let name = entry.name

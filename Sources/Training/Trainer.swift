@@ -98,8 +98,8 @@ public final class Trainer {
         self.corpus = corpus
         self.settings = s
         self.layerNorms = layerNorms
-        optimizer = AdamW(table: model.parameters.table, settings: s.adamW)
-        gradients = ModelParameters(table: model.parameters.table)
+        optimizer = try AdamW(table: model.parameters.table, settings: s.adamW)
+        gradients = try ModelParameters(table: model.parameters.table)
         order = BlockOrder(blocks: blocks, seed: s.seed)
     }
 

@@ -3,6 +3,7 @@ import Foundation
 /// What stops `train`, `remove-ln` or `eval`: one line naming the file or option and what to do.
 public enum TrainingError: Error, LocalizedError, Equatable {
     case corpusEmpty(file: String)
+    case unreadable(file: String, reason: String)
     case corpusTooSmall(file: String, tokens: Int, needed: Int, sequences: Int, seqLen: Int)
     case textTooShort(file: String, tokens: Int, context: Int)
     case badOption(option: String, reason: String)
@@ -16,6 +17,8 @@ public enum TrainingError: Error, LocalizedError, Equatable {
 
     public var errorDescription: String? {
         switch self {
+        case let .unreadable(file, reason):
+            "\(file) \(reason): give a UTF-8 text file (documents separated by lines <|endoftext|>)"
         case let .corpusEmpty(file):
             "\(file): the corpus holds no text; give a UTF-8 text file (documents separated by lines <|endoftext|>)"
         case let .corpusTooSmall(file, tokens, needed, sequences, seqLen):
@@ -37,7 +40,7 @@ public enum TrainingError: Error, LocalizedError, Equatable {
         case let .vocabularyMismatch(model, dVocab, other, otherVocab):
             "\(other) has vocab_size \(otherVocab) but \(model) has \(dVocab); models compared on one text must share a tokenizer"
         case let .nonFiniteLoss(step):
-            "the loss became NaN or infinite at step \(step); lower --lr, or resume from the last checkpoint with a smaller learning rate"
+            "the loss became NaN or infinite at step \(step); start the training again with a lower --lr (and --force to replace --out): a resume keeps the options, so it would diverge again"
         }
     }
 }

@@ -26,7 +26,7 @@ struct BackwardCases {
         batch = (0..<B).map { b in tokens.map { ($0 + 7919 * b) % V } }
         let answer = Array(repeating: 11, count: B), wrong = Array(repeating: 13, count: B)
         let everyHook = Set(HookName.all(nLayers: model.config.nLayers))
-        let grads = ModelParameters(table: model.parameters.table)
+        let grads = try! ModelParameters(table: model.parameters.table)
         cases = [
             Case(name: "hook", metric: .logitDifference(answer: answer, wrong: wrong),
                  options: { BackwardOptions(hookGradients: everyHook) }),

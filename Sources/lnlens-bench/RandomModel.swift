@@ -15,7 +15,7 @@ enum RandomModel {
     /// it exactly as a loaded checkpoint is (`processing`).
     static func make(config: GPT2Config, seed: UInt64, processing: ProcessingOptions = .all) throws -> GPT2Model {
         let table = ParameterTable(config: config, storedLMHead: false, separateUnembedding: !processing.isNone)
-        let parameters = ModelParameters(table: table)
+        let parameters = try ModelParameters(table: table)
         for (i, entry) in table.checkpointEntries.enumerated() {
             // One stream per tensor, so a tensor's values do not depend on the order of requests.
             var rng = SplitMix64(seed: seed &+ 0x9E37_79B9 &* UInt64(i + 1))

@@ -22,7 +22,7 @@ func benchTraining(options o: BenchOptions) throws -> ([Measurement], [String: D
     for shape in shapes {
         let reset = resetPeakRSS()
         let before = procStatusMiB("VmRSS") ?? 0
-        let model = Initialization.gpt2(config: shape.config, seed: o.seed)
+        let model = try Initialization.gpt2(config: shape.config, seed: o.seed)
         // Random ids, enough blocks for every timed step to read new ones.
         var rng = SplitMix64(seed: o.seed &+ 17)
         let steps = 1 + max(3, o.runs / 3)

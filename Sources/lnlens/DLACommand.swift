@@ -66,7 +66,14 @@ struct DLACommand: ParsableCommand {
 
     func run() throws {
         let shard = try sharding.resolved()
-        let database = try ResultsDatabase(path: db)
+        // Opened once the first model and its inputs have passed their checks: a bad prompt
+        // file must not leave a new, empty database behind.
+        var opened: ResultsDatabase?
+        func store() throws -> ResultsDatabase {
+            if let opened { return opened }
+            opened = try ResultsDatabase(path: db)
+            return opened!
+        }
         var runIDs: [Int64] = []
         for spec in modelSpecs {
             let loaded = try LoadedModel.load(spec, processing: processing.options)
@@ -94,9 +101,10 @@ struct DLACommand: ParsableCommand {
             runner.chunkSize = chunkSize
             runner.forceResume = forceResume
             runner.shard = shard
-            let id = try ProgressLine.run(label: spec, unit: "prompts") { try runner.run(db: database, resume: resume, progress: $0) }
+            let id = try ProgressLine.run(label: spec, unit: "prompts") { try runner.run(db: try store(), resume: resume, progress: $0) }
             runIDs.append(id)
         }
+        let database = try store()
         let reports = try runIDs.map { try RunReport(db: database, runID: $0) }
         if json {
             try printJSON(["runs": reports])
@@ -253,6 +261,12 @@ enum Interrupt {
     static var requested: Bool { flag != 0 }
 
     static func install() {
+        // A parent may have started lnlens with SIGINT blocked (the mask is inherited: test
+        // runners, some job launchers); then Ctrl-C would stay pending and never stop the run.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigprocmask(SIG_UNBLOCK, &set, nil)
         signal(SIGINT) { _ in
             Interrupt.flag = 1
             signal(SIGINT, SIG_DFL)

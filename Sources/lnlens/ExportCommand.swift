@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GPT2
+import Support
 
 /// `lnlens export`: a model saved again as a clean Hugging Face folder.
 struct ExportCommand: ParsableCommand {
@@ -26,9 +27,11 @@ struct ExportCommand: ParsableCommand {
     func run() throws {
         let loaded = try LoadedModel.load(model, processing: .none)
         let target = URL(fileURLWithPath: out).standardizedFileURL
-        if target.path == loaded.checkpoint.directory.standardizedFileURL.path {
-            throw CLIError.io("--out \(out) is the model's own folder; lnlens never overwrites an input: choose another folder")
-        }
+        var inputs = [loaded.checkpoint.directory.path] + loaded.inputFiles
+        if let tokenizer = loaded.checkpoint.tokenizerDirectory { inputs.append(tokenizer.path) }
+        do {
+            try Files.checkOutputFolder(out, option: "--out", inputs: inputs, force: force)
+        } catch { throw CLIError.io(error.description) }
         try loaded.model.save(to: target, tokenizerFrom: loaded.checkpoint.tokenizerDirectory,
                               precision: CheckpointExport.Precision(rawValue: dtype)!,
                               metadata: ["lnlens_version": LNLensVersion.string, "source": loaded.checkpoint.directory.path],

@@ -4,11 +4,33 @@ import Foundation
 import GPT2
 import Jobs
 import Support
+import TensorCore
 import Tokenizer
 
 /// The tool's version, recorded with every run.
 enum LNLensVersion {
     static let string = "0.1.0"
+
+    /// `lnlens --version`: the version, the git commit of the checkout lnlens runs from (when it
+    /// runs from one: `LNLENS_HOME` or the folder the binary was built in) and the OpenBLAS kernel.
+    static var full: String {
+        "lnlens \(string) (commit \(commit ?? "unknown: not run from a git checkout")); OpenBLAS kernel \(BLASInfo.coreName)"
+    }
+
+    /// `git rev-parse --short HEAD` in `Resources.home`, or nil.
+    static var commit: String? {
+        let git = Process()
+        git.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        git.arguments = ["git", "-C", Resources.home.path, "rev-parse", "--short=12", "HEAD"]
+        let out = Pipe()
+        git.standardOutput = out
+        git.standardError = FileHandle.nullDevice
+        guard (try? git.run()) != nil else { return nil }
+        git.waitUntilExit()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        return git.terminationStatus == 0 && !text.isEmpty ? text : nil
+    }
 }
 
 /// The embedded default models, found under `Resources.home`.

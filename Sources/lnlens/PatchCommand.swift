@@ -74,7 +74,14 @@ struct PatchCommand: ParsableCommand {
     }
 
     func run() throws {
-        let database = try ResultsDatabase(path: db)
+        // Opened once the first model and its inputs have passed their checks: a bad prompt
+        // file must not leave a new, empty database behind.
+        var opened: ResultsDatabase?
+        func store() throws -> ResultsDatabase {
+            if let opened { return opened }
+            opened = try ResultsDatabase(path: db)
+            return opened!
+        }
         let siteList = try PatchSite.parseList(sites), methodList = try PatchMethod.parseList(methods)
         let shard = try sharding.resolved()
         var runIDs: [Int64] = []
@@ -99,9 +106,10 @@ struct PatchCommand: ParsableCommand {
             job.chunkSize = chunkSize
             job.shard = shard
             job.forceResume = forceResume
-            let id = try ProgressLine.run(label: spec, unit: "prompts") { try job.run(db: database, resume: resume, progress: $0) }
+            let id = try ProgressLine.run(label: spec, unit: "prompts") { try job.run(db: try store(), resume: resume, progress: $0) }
             runIDs.append(id)
         }
+        let database = try store()
         let reports = try runIDs.map { try PatchReport(db: database, runID: $0) }
         if json { return try printJSON(["runs": reports]) }
         if csv {
@@ -200,6 +208,10 @@ struct PatchReport: Encodable {
         let meanClean = prompts.map(\.cleanMetric).reduce(0, +) / Double(max(n, 1))
         let meanCorrupt = prompts.map(\.corruptMetric).reduce(0, +) / Double(max(n, 1))
         print("\(modelName) (\(lnMode)) — run \(runID), \(n) prompt pairs, \(direction)")
+        if n == 0 {
+            print("  no prompt pairs in this run (an empty shard: fewer valid prompts than shards): nothing to summarise")
+            return
+        }
         print(String(format: "  logit difference: clean %.4f, corrupt %.4f (means over prompts)", meanClean, meanCorrupt))
         print("  estimators against activation patching (all layers; raw values; atp_star against |activation|):")
         print("    site            method     NMAE %   pearson  spearman   sign   top10  top5%")

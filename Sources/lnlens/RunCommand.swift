@@ -129,7 +129,7 @@ struct RunCommand: ParsableCommand {
             var backward = BackwardOptions(hookGradients: wanted)
             backward.freezeLNScale = freezeLnScale
             if paramGrads != nil {
-                parameterGrads = ModelParameters(table: gpt.parameters.table)
+                parameterGrads = try ModelParameters(table: gpt.parameters.table)
                 backward.parameterGradients = parameterGrads
             }
             let (pass, result) = try gpt.gradients([ids], metric: m,

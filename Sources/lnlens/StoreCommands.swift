@@ -16,6 +16,41 @@ struct ReadOptions: ParsableArguments {
 
     func open() throws -> ResultsDatabase { try ResultsDatabase.openReadOnly(path: db) }
 
+    /// Runs `sql` and prints its rows as they come (constant memory, whatever the result's size):
+    /// JSON objects or CSV lines one by one; a table aligned on its first 1,000 rows.
+    func stream(_ database: ResultsDatabase, sql: String, timeout: TimeInterval?) throws {
+        let out = BufferedOutput()
+        defer { out.flush() }
+        var names: [String] = [], count = 0
+        var head: [[Cell]] = [], widths: [Int] = []
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        func tableLine(_ values: [String]) -> String { alignedLine(values, widths) }
+        try database.query(sql: sql, timeout: timeout, columns: { columns in
+            names = columns
+            if csv { out.write(columns.map(csvField).joined(separator: ",") + "\n") }
+            if json { out.write("[") }
+        }) { row in
+            if json {
+                let object = Dictionary(uniqueKeysWithValues: zip(names, row))
+                out.write((count == 0 ? "\n  " : ",\n  ") + String(decoding: try encoder.encode(object), as: UTF8.self))
+            } else if csv {
+                out.write(row.map { csvField(cellText($0, fullPrecision: true)) }.joined(separator: ",") + "\n")
+            } else if head.count < 1000 && widths.isEmpty {
+                head.append(row)
+            } else {
+                if widths.isEmpty { widths = tableWidths(names, head); out.write(tableHeader(names, widths)); head.forEach { out.write(tableLine($0.map { cellText($0) }) + "\n") } }
+                out.write(tableLine(row.map { cellText($0) }) + "\n")
+            }
+            count += 1
+        }
+        if json { out.write(count == 0 ? "]\n" : "\n]\n") }
+        if !json && !csv {
+            if widths.isEmpty { printTable(QueryResult(columns: names, rows: head)) }
+        }
+    }
+
     func print(_ result: QueryResult) throws {
         if json {
             let objects = result.rows.map { Dictionary(uniqueKeysWithValues: zip(result.columns, $0)) }
@@ -41,19 +76,55 @@ func cellText(_ c: Cell, fullPrecision: Bool = false) -> String {
 
 /// A plain aligned table.
 func printTable(_ result: QueryResult) {
-    let cells = result.rows.map { $0.map { cellText($0) } }
-    var widths = result.columns.map(\.count)
-    for row in cells { for (i, c) in row.enumerated() where i < widths.count { widths[i] = min(60, max(widths[i], c.count)) } }
-    func line(_ values: [String]) -> String {
-        zip(values, widths).map { v, w in
-            let s = v.count > w ? String(v.prefix(w - 1)) + "…" : v
-            return s.padding(toLength: w, withPad: " ", startingAt: 0)
-        }.joined(separator: "  ")
+    let widths = tableWidths(result.columns, result.rows)
+    print(tableHeader(result.columns, widths), terminator: "")
+    for row in result.rows { print(alignedLine(row.map { cellText($0) }, widths)) }
+    if result.rows.isEmpty { print("(no rows)") }
+}
+
+/// Column widths (at most 60) that fit the names and `rows`.
+func tableWidths(_ columns: [String], _ rows: [[Cell]]) -> [Int] {
+    var widths = columns.map(\.count)
+    for row in rows { for (i, c) in row.enumerated() where i < widths.count { widths[i] = min(60, max(widths[i], cellText(c).count)) } }
+    return widths
+}
+
+/// The column names and their underlines, two lines.
+func tableHeader(_ columns: [String], _ widths: [Int]) -> String {
+    alignedLine(columns, widths) + "\n" + alignedLine(widths.map { String(repeating: "-", count: $0) }, widths) + "\n"
+}
+
+/// One table line: each value padded or cut (with …) to its width. Control characters in stored
+/// text (a path holding ESC, say) are shown escaped, never sent to the terminal.
+func alignedLine(_ values: [String], _ widths: [Int]) -> String {
+    zip(values, widths).map { v, w in
+        let shown = displaySafe(v)
+        let s = shown.count > w ? String(shown.prefix(max(0, w - 1))) + "…" : shown
+        return s.padding(toLength: w, withPad: " ", startingAt: 0)
+    }.joined(separator: "  ")
+}
+
+/// `text` with C0/C1 control characters and DEL written as `\u{1b}`, so that what a database
+/// holds cannot move the cursor, recolour or retitle the user's terminal.
+func displaySafe(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: isControl) else { return text }
+    return text.unicodeScalars.map { isControl($0) ? "\\u{\(String($0.value, radix: 16))}" : String($0) }.joined()
+}
+
+private func isControl(_ s: Unicode.Scalar) -> Bool { s.value < 0x20 || (0x7F...0x9F).contains(s.value) }
+
+/// Standard output through a 64 KB buffer (print's line buffering is slow for a million rows).
+final class BufferedOutput {
+    private var buffer = Data()
+    func write(_ text: String) {
+        buffer.append(contentsOf: text.utf8)
+        if buffer.count >= 1 << 16 { flush() }
     }
-    print(line(result.columns))
-    print(line(widths.map { String(repeating: "-", count: $0) }))
-    for row in cells { print(line(row)) }
-    if cells.isEmpty { print("(no rows)") }
+    func flush() {
+        guard !buffer.isEmpty else { return }
+        FileHandle.standardOutput.write(buffer)
+        buffer.removeAll(keepingCapacity: true)
+    }
 }
 
 struct RunsCommand: ParsableCommand {
@@ -111,7 +182,7 @@ struct QueryCommand: ParsableCommand {
 
     func run() throws {
         let db = try read.open()
-        if let sql { return try read.print(try db.query(sql: sql, timeout: timeout)) }
+        if let sql { return try read.stream(db, sql: sql, timeout: timeout) }
         switch words[0] {
         case "runs": try read.print(try db.runsTable())
         case "nmae": try read.print(try StoredRuns.nmaeTable(db: db))
@@ -128,9 +199,9 @@ struct MigrateCommand: ParsableCommand {
 
     func run() throws {
         guard FileManager.default.fileExists(atPath: db) else { throw ResultsStoreError.databaseNotFound(path: db) }
-        let before = (try? ResultsDatabase.appliedMigrations(path: db)) ?? []
-        _ = try ResultsDatabase(path: db)
-        let added = ResultsDatabase.migrationIdentifiers.filter { !before.contains($0) }
+        // What this process applied, decided inside the migration's exclusive transaction: of two
+        // concurrent migrates, the second finds the schema current.
+        let added = try ResultsDatabase(path: db).migrationsApplied
         let current = ResultsDatabase.migrationIdentifiers.last ?? "?"
         print(added.isEmpty ? "\(db): schema is current (\(current)); nothing to do"
               : "\(db): upgraded to \(current) (applied \(added.joined(separator: ", ")))")

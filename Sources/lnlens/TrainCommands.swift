@@ -4,6 +4,7 @@ import GPT2
 import Jobs
 import ResultsStore
 import Support
+import TensorCore
 import Tokenizer
 import Training
 
@@ -53,7 +54,10 @@ struct TrainingFlags: ParsableArguments {
             if let value, !(value >= 0 && value.isFinite) { throw ValidationError("\(name) must be a finite number ≥ 0") }
         }
         if let lr, let minLr, minLr > lr { throw ValidationError("--min-lr \(minLr) is above --lr \(lr)") }
-        if !(weightDecay >= 0 && weightDecay.isFinite) { throw ValidationError("--weight-decay must be a finite number ≥ 0") }
+        if let lr, lr > 1 { throw ValidationError("--lr \(lr) is above 1: AdamW diverges at once; GPT-2 fine-tuning uses about 6e-4") }
+        if !(weightDecay >= 0 && weightDecay <= 1) {
+            throw ValidationError("--weight-decay \(weightDecay) must be in [0, 1] (decoupled decay shrinks each weight by lr · decay per step; 0.01 is usual)")
+        }
         if !(maxGradNorm > 0 && maxGradNorm.isFinite) { throw ValidationError("--max-grad-norm must be a positive number") }
     }
 
@@ -64,14 +68,10 @@ struct TrainingFlags: ParsableArguments {
     func prepareOut(inputs: [String]) throws {
         let fm = FileManager.default
         let target = outURL.path
-        for input in inputs {
-            let p = URL(fileURLWithPath: input).standardizedFileURL.path
-            if p == target || p.hasPrefix(target + "/") {
-                throw CLIError.io("--out \(out) holds the input \(input); lnlens never overwrites an input: choose another folder")
-            }
-        }
-        var isDirectory: ObjCBool = false
-        let exists = fm.fileExists(atPath: target, isDirectory: &isDirectory)
+        do {
+            try Files.checkOutputFolder(out, option: "--out", inputs: inputs + [db], force: force || resume)
+        } catch { throw CLIError.io(error.description) }
+        let exists = fm.fileExists(atPath: target)
         if resume {
             guard exists else { throw CLIError.io("--resume: \(out) does not exist; run without --resume to start a training there") }
             return
@@ -80,10 +80,16 @@ struct TrainingFlags: ParsableArguments {
             guard force else {
                 throw CLIError.io("--out \(out) already exists; pass --force to replace it, or --resume to continue the training in it")
             }
-            guard isDirectory.boolValue else { throw CLIError.io("--out \(out) is a file, not a folder") }
             try fm.removeItem(atPath: target)
         }
         try fm.createDirectory(atPath: target, withIntermediateDirectories: true)
+    }
+
+    /// Refuses, before the corpus is read, a training whose gradients, AdamW moments and one
+    /// micro-batch's forward and backward would not fit in the memory the machine has.
+    func checkMemory(_ model: GPT2Model) throws {
+        let parameters = model.parameters.table.count * MemoryLayout<Float>.stride
+        try MemoryBudget.check(bytes: 3 * parameters + ForwardPass.footprint(B: microBatch, T: seqLen, config: model.config, backward: true))
     }
 
     func loadCorpus(tokenizer: GPT2Tokenizer) throws -> TokenCorpus {
@@ -173,7 +179,7 @@ struct TrainCommand: ParsableCommand {
         if let initConfig {
             let url = URL(fileURLWithPath: initConfig)
             let (config, range) = try InitConfig.load(url)
-            model = Initialization.gpt2(config: config, seed: flags.seed, std: range)
+            model = try Initialization.gpt2(config: config, seed: flags.seed, std: range)
             modelPath = url.path
             modelHash = "init:" + (try Files.read(url).withUnsafeBytes { XXH64.hex(XXH64.hash($0, seed: flags.seed)) })
             tokenizerDir = tokenizer.map { URL(fileURLWithPath: $0) } ?? Resources.models.appendingPathComponent("tokenizer")
@@ -192,13 +198,14 @@ struct TrainCommand: ParsableCommand {
             throw TrainingError.vocabularyMismatch(model: modelPath, dVocab: model.config.dVocab, other: tokenizerDir.path,
                                                    otherVocab: tok.vocabSize)
         }
+        try flags.checkMemory(model)
         let corpus = try flags.loadCorpus(tokenizer: tok)
         let steps = flags.steps ?? 1000
         let lr = flags.lr ?? 6e-4
         let settings = flags.settings(steps: steps, lr: lr, minLr: flags.minLr ?? lr / 10,
                                       warmup: flags.warmup ?? min(100, steps / 10), auxWeight: 0)
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil)
-        try flags.prepareOut(inputs: inputs)
+        try flags.prepareOut(inputs: inputs + [tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
                         "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
@@ -265,6 +272,7 @@ struct RemoveLNCommand: ParsableCommand {
         }
         guard let tokenizerDir = loaded.checkpoint.tokenizerDirectory else { throw CLIError.noTokenizer(source) }
         let tok = try GPT2Tokenizer.load(directory: tokenizerDir)
+        try flags.checkMemory(loaded.model)
         let corpus = try flags.loadCorpus(tokenizer: tok)
         let schedule = RemovalSchedule(nLayers: loaded.model.config.nLayers, ln2Start: ln2Start, ln2Gap: ln2Gap,
                                        ln1QKStart: ln1qkStart, ln1QKGap: ln1qkGap, ln1VStart: ln1vStart, ln1VGap: ln1vGap,
@@ -275,7 +283,7 @@ struct RemoveLNCommand: ParsableCommand {
                                       auxWeight: auxWeight)
         let layerNorms = FakeLayerNorms(schedule: schedule, momentum: momentum, keepLN: keepLn)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms)
-        try flags.prepareOut(inputs: [source, corpus.path])
+        try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
         let keep = keepLn
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": keepLn ? "remove-ln --keep-ln" : "remove-ln",
@@ -289,7 +297,7 @@ struct RemoveLNCommand: ParsableCommand {
                            ]),
                            toolVersion: LNLensVersion.string, out: out, checkpointEvery: flags.checkpointEvery) { t in
             var config = t.model.config
-            let weights = ModelParameters(table: t.model.parameters.table)
+            let weights = try ModelParameters(table: t.model.parameters.table)
             weights.copy(from: t.model.parameters)
             if !keep, let ln = t.layerNorms { config = ln.encodeLNFree(weights, config: config) }
             try CheckpointExport.write(weights, config: config, into: out, tokenizerFrom: tokenizerDir, precision: precision,
@@ -322,12 +330,24 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Tokens per window (default: min(128, the model's n_positions)).") var context: Int?
     @Option(help: "Windows per forward pass (with 1, merged shards equal an unsharded run bit for bit).") var batch = 8
     @Option(help: "SQLite database to store the run in.") var db = "results/lnlens.sqlite"
+    @Option(help: "Windows per stored chunk (each chunk is one transaction; an interrupted run loses at most one).")
+    var chunkSize = 32
+    @Option(help: "Continue the interrupted eval run with this id (same models, text and options).") var resume: Int64?
+    @Flag(help: "With --resume: take the stored run over even if its writer on another host was heard from in the last 2 minutes.")
+    var forceResume = false
     @OptionGroup var sharding: ShardOption
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
+        if let resume, resume < 1 { throw ValidationError("--resume \(resume): give a run id (1, 2, …; see lnlens runs)") }
+        if forceResume && resume == nil { throw ValidationError("--force-resume goes with --resume RUN_ID") }
+        var seen = Set<String>()
+        for model in models where !seen.insert(model).inserted {
+            throw ValidationError("the model \(model) is given twice: give each model once (its losses are stored under its name)")
+        }
     }
 
     var specs: [String] {
@@ -356,16 +376,28 @@ struct EvalCommand: ParsableCommand {
         let textURL = URL(fileURLWithPath: CorpusFiles.resolve(text))
         let corpus = try TokenCorpus.load(textURL, tokenizer: tok, eot: tok.endOfTextID)
         let window = context ?? min(128, entries.map(\.model.config.nCtx).min()!)
+        // One pass of --batch windows (every logit kept), before any run is recorded.
+        let passWindows = max(1, min(batch, corpus.blockCount(seqLen: window)))
+        try MemoryBudget.check(bytes: entries.map { ForwardPass.footprint(B: passWindows, T: window, config: $0.model.config, backward: false) }.max()!)
         var options = ["models": specs.joined(separator: ","), "text": text, "context": "\(window)", "batch": "\(batch)", "db": db]
         if let shard { options["shard"] = shard.description }
         var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch,
                           optionsJSON: String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
                           toolVersion: LNLensVersion.string)
         job.shard = shard
+        job.chunkSize = chunkSize
+        job.forceResume = forceResume
         let database = try ResultsDatabase(path: db)
-        let progress = ProgressLine(label: "eval", unit: "windows")
-        let (id, results) = try job.run(db: database) { name, done, total in progress.update(done: done, total: total, detail: name) }
-        progress.finish()
+        let progress = ProgressLine(label: "eval", unit: "window scores")
+        Interrupt.install()
+        let (id, results): (Int64, [EvalResult])
+        do {
+            defer { progress.finish() }
+            (id, results) = try job.run(db: database, resume: resume) { name, done, total in
+                progress.update(done: done, total: total, detail: name)
+                if Interrupt.requested { throw JobStop() }
+            }
+        }
         if json {
             struct Row: Encodable {
                 let model: String, lnMode: String, loss: Double, ciLow: Double, ciHigh: Double, windows: Int, predictions: Int

@@ -113,7 +113,7 @@ import Testing
         let checkpoint = try Checkpoint.open(Fixtures.model(c.model).path)
         let model = try GPT2Model(checkpoint: checkpoint, processing: .none)
         let ref = try SafetensorsFile(url: Fixtures.reference("gradients/\(c.file)"))
-        let grads = ModelParameters(table: model.parameters.table)
+        let grads = try ModelParameters(table: model.parameters.table)
         let (_, result) = try model.gradients(c.tokens, metric: Self.metric(c.metric, answer: c.answerIDs, wrong: c.wrongIDs),
                                               backward: BackwardOptions(parameterGradients: grads))
         let label = "\(c.model) \(c.metric)"

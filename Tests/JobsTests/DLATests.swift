@@ -146,12 +146,12 @@ import Tokenizer
     @Test func resumeRefusesChangedOptions() throws {
         func runner(_ options: String) throws -> DLAJob { try Self.runner(model: "tiny-ln", optionsJSON: options) }
         let db = try ResultsDatabase.inMemory()
-        #expect(throws: AnalysisError.interrupted(runID: 1, done: 4, total: 8)) {
+        #expect(throws: JobError.interrupted(runID: 1, done: 4, total: 8, unit: "prompts", resume: "--resume 1")) {
             try runner(#"{"prepend_bos": "false", "db": "a"}"#).run(db: db) { done, _ in
                 if done >= 4 { throw JobStop() }
             }
         }
-        #expect(throws: AnalysisError.resumeMismatch(runID: 1, reason: "its option prepend_bos is false but this invocation has true")) {
+        #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its option prepend_bos is false but this invocation has true")) {
             try runner(#"{"prepend_bos": "true", "db": "a"}"#).run(db: db, resume: 1)
         }
         // Options that do not change the numbers (here the database path) may differ.
@@ -209,7 +209,7 @@ import Tokenizer
         defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + s) } }
         let runner = try Self.runner(model: "tiny-ln")
         // Interrupt after the first stored chunk.
-        #expect(throws: AnalysisError.interrupted(runID: 1, done: 4, total: 8)) {
+        #expect(throws: JobError.interrupted(runID: 1, done: 4, total: 8, unit: "prompts", resume: "--resume 1")) {
             let db = try ResultsDatabase(path: path)
             _ = try runner.run(db: db) { done, _ in if done >= 4 { throw JobStop() } }
         }

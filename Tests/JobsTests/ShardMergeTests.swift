@@ -139,14 +139,14 @@ import Testing
         let db = try ResultsDatabase(path: folder.path("s.sqlite"))
         var job = try Self.job(shard: shard)
         job.chunkSize = 2
-        #expect(throws: AnalysisError.interrupted(runID: 1, done: 2, total: 4)) {
+        #expect(throws: JobError.interrupted(runID: 1, done: 2, total: 4, unit: "prompts", resume: "--resume 1")) {
             try job.run(db: db) { done, _ in if done >= 2 { throw JobStop() } }
         }
         #expect(try db.completedPromptIndices(runID: 1) == [1, 3])
-        #expect(throws: AnalysisError.resumeMismatch(runID: 1, reason: "its shard (--shard) is 1/2 but this invocation has 0/2")) {
+        #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its shard (--shard) is 1/2 but this invocation has 0/2")) {
             try Self.job(shard: try Shard(index: 0, count: 2)).run(db: db, resume: 1)
         }
-        #expect(throws: AnalysisError.resumeMismatch(runID: 1, reason: "its shard (--shard) is 1/2 but this invocation has none")) {
+        #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its shard (--shard) is 1/2 but this invocation has none")) {
             try Self.job().run(db: db, resume: 1)
         }
         job.chunkSize = 4
@@ -317,7 +317,7 @@ import Testing
                 == "\(good[3]) is both the output and a shard database: merge into another file (e.g. merged.sqlite)")
         // An interrupted shard.
         let stopped = folder.path("stopped-2.sqlite")
-        #expect(throws: AnalysisError.self) {
+        #expect(throws: JobError.self) {
             try Self.job(shard: try Shard(index: 2, count: 4)).run(db: try ResultsDatabase(path: stopped)) { _, _ in throw JobStop() }
         }
         #expect(refused([good[0], good[1], stopped, good[3]])

@@ -74,7 +74,7 @@ import TensorCore
         let tokens = t.batch(at: 100)
         let fake = try t.model.run(tokens, ForwardOptions(logits: .all, layerNorms: ln.plan(at: 9, eps: 1e-5)))
 
-        let weights = ModelParameters(table: t.model.parameters.table)
+        let weights = try ModelParameters(table: t.model.parameters.table)
         weights.copy(from: t.model.parameters)
         let config = ln.encodeLNFree(weights, config: t.model.config)
         let folder = try temporaryFolder("lnfree")

@@ -107,7 +107,7 @@ import Testing
         settings.weightDecay = c.weight_decay["w"]!
         // w lives at the start of a decayed (rank-2) tensor, b at the start of an undecayed one;
         // the rest of both stays as it is (zero gradient).
-        let params = ModelParameters(table: model.parameters.table), grads = ModelParameters(table: model.parameters.table)
+        let params = try ModelParameters(table: model.parameters.table), grads = try ModelParameters(table: model.parameters.table)
         params.copy(from: model.parameters)
         grads.arena.base.update(repeating: 0, count: grads.table.count)
         let w = params.table.entry("h.0.attn.c_attn.weight")!, b = params.table.entry("h.0.ln_1.bias")!
@@ -120,7 +120,7 @@ import Testing
         }
         put(params, w, try ref.floats("init.w"))
         put(params, b, try ref.floats("init.b"))
-        let optimizer = AdamW(table: params.table, settings: settings)
+        let optimizer = try AdamW(table: params.table, settings: settings)
         for (t, lr) in c.lr_per_step.enumerated() {
             put(grads, w, try ref.floats("grad.w.step\(t + 1)"))
             put(grads, b, try ref.floats("grad.b.step\(t + 1)"))
@@ -221,7 +221,7 @@ import Testing
         let L = model.config.nLayers, C = model.config.dModel, V = model.config.dVocab, T = c.tokens[0].count
         let plan = Self.plan(c.plans[planName]!, nLayers: L)
         let pass = try model.run(c.tokens, ForwardOptions(logits: .all, retainForBackward: true, layerNorms: plan))
-        let grads = ModelParameters(table: model.parameters.table)
+        let grads = try ModelParameters(table: model.parameters.table)
         grads.arena.base.update(repeating: 0, count: grads.table.count)
         var options = BackwardOptions(parameterGradients: grads)
         let (aux, auxGradient) = uniformNormLoss(rawScale: pass.lnF.rawScale, count: pass.N, weight: 0.1)
@@ -275,7 +275,7 @@ import Testing
             ln.ln2Sigma[b] = sigma("h.\(b).ln_2")
         }
         ln.lnFinalSigma = sigma("ln_f")
-        let weights = ModelParameters(table: model.parameters.table)
+        let weights = try ModelParameters(table: model.parameters.table)
         weights.copy(from: model.parameters)
         let config = ln.encodeLNFree(weights, config: model.config)
         let folder = try temporaryFolder("lnfree-ref")
