@@ -1,7 +1,8 @@
 #!/bin/sh
 # `make demo`: the main jobs on the embedded trained pair (gpt2-tiny and its LN-free twin made by
 # `lnlens remove-ln`), every number stored in $DB and read back from it:
-#   1. DLA against the exact direct effect on the IOI prompts, both models, then `lnlens diff`;
+#   1. DLA against the exact direct effect on prompts/topic.jsonl (sea or drawing room: a task the
+#      embedded models do; the IOI sets are for real GPT-2, see models/README.md), both models, then `lnlens diff`;
 #   2. activation patching against AtP and AtP* on the same prompts, both models, then `lnlens diff`;
 #   3. the held-out loss of the three embedded models (original, vanilla fine-tuned, LN-free);
 #   4. one HTML report of the DLA, patching and eval runs.
@@ -18,14 +19,14 @@ last_two() {
     | tail -n +2 | sort -n | tr '\n' ' '
 }
 
-echo "== lnlens dla: DLA vs the exact direct effect, gpt2-tiny and gpt2-tiny-lnfree, prompts/ioi.jsonl"
-"$BIN" dla --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/ioi.jsonl --db "$DB"
+echo "== lnlens dla: DLA vs the exact direct effect, gpt2-tiny and gpt2-tiny-lnfree, prompts/topic.jsonl"
+"$BIN" dla --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/topic.jsonl --db "$DB"
 dla=$(last_two dla)
 echo "== lnlens diff $dla(read back from $DB)"
 "$BIN" diff $dla --db "$DB"
 
 echo "== lnlens patch: activation patching vs AtP and AtP*, the same models and prompts"
-"$BIN" patch --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/ioi.jsonl --prepend-bos \
+"$BIN" patch --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/topic.jsonl --prepend-bos \
   --methods activation,atp,atp-star --db "$DB"
 patch=$(last_two patch)
 echo "== lnlens diff $patch(read back from $DB)"

@@ -179,7 +179,7 @@ public struct PromptSet: Sendable {
     /// The keys a line is read for.
     public static let readKeys = ["prompt", "answer", "wrong", "corrupt"]
     /// Keys that carry metadata and are ignored without a warning (besides `_…`).
-    public static let metadataKeys = ["set", "template", "year", "meta"]
+    public static let metadataKeys = ["set", "template", "year", "sea", "meta"]
 
     private static func validate(
         lineBytes: Data, line: Int, index: Int, tokenizer: some TextEncoder, prependBOS: Bool,

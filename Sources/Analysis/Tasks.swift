@@ -60,12 +60,14 @@ func jsonString(_ s: String) -> String {
 public enum PromptTask: String, CaseIterable, Sendable {
     case ioi
     case greaterThan = "greater-than"
+    case topic
 
     /// `n` records for `seed`; the same inputs give the same records on every machine.
     public func generate(n: Int, seed: UInt64, tokenizer: some TextEncoder) throws -> [PromptRecord] {
         switch self {
         case .ioi: try IOIGenerator(seed: seed).generate(n: n, tokenizer: tokenizer)
         case .greaterThan: try GreaterThanGenerator(seed: seed).generate(n: n, tokenizer: tokenizer)
+        case .topic: try TopicGenerator(seed: seed).generate(n: n, tokenizer: tokenizer)
         }
     }
 }

@@ -13,7 +13,7 @@ struct PromptsCommand: ParsableCommand {
             Generated sets are deterministic: the same --n and --seed give the same bytes on every \
             machine. Each line is {"prompt", "answer", "wrong", "corrupt", ...}; see prompts/README.md.
             """,
-        subcommands: [IOI.self, GreaterThan.self, Check.self])
+        subcommands: [IOI.self, GreaterThan.self, Topic.self, Check.self])
 
     struct IOI: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -28,6 +28,13 @@ struct PromptsCommand: ParsableCommand {
             abstract: "Year-span prompts (Hanna et al. 2023): answer a two-digit year above the start year, corrupt = the XX01 baseline.")
         @OptionGroup var options: GenerationOptions
         func run() throws { try options.generate(.greaterThan) }
+    }
+
+    struct Topic: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Sea or drawing room (the embedded models' task): nine nouns of Moby-Dick or of Austen, then \", and the\"; corrupt = the other world's list.")
+        @OptionGroup var options: GenerationOptions
+        func run() throws { try options.generate(.topic) }
     }
 
     struct Check: ParsableCommand {

@@ -146,7 +146,7 @@ extension PromptTestSupport {
     }
 
     /// prompts/README.md's commands regenerate the committed files byte for byte.
-    @Test(arguments: [PromptTask.ioi, .greaterThan])
+    @Test(arguments: PromptTask.allCases)
     func committedFilesAreReproducible(task: PromptTask) throws {
         let tokenizer = try PromptTestSupport.gpt2Tokenizer.get()
         let committed = try String(

@@ -2,7 +2,8 @@
 # Rebuilds the embedded models with lnlens itself (`make models`): gpt2-tiny trained from random
 # weights on corpus/train.txt, then gpt2-tiny-lnfree (`remove-ln`) and gpt2-tiny-vanilla
 # (`remove-ln --keep-ln`, the same fine-tuning with LayerNorm kept), all seeded, stored as F16;
-# then the loss table on corpus/heldout.txt and DLA on held-out text and the IOI prompts.
+# then the loss table on corpus/heldout.txt, DLA on held-out text and the IOI and topic prompts, and the
+# task check of models/README.md ("Tasks").
 # Everything is recorded in $DB (default results/models.sqlite). Usage: scripts/models/make_models.sh [BIN]
 # SKIP_TRAIN=1 keeps $OUT/gpt2-tiny and rebuilds only its two twins and the tables.
 set -eu
@@ -33,4 +34,11 @@ echo "== held-out loss (corpus/heldout.txt, windows of 128)"
 echo "== DLA vs the exact direct effect on held-out text and on the IOI prompts"
 "$BIN" dla --model "$OUT/gpt2-tiny" --model "$OUT/gpt2-tiny-lnfree" --text corpus/heldout.txt --max-tokens 8192 --db "$DB"
 "$BIN" dla --model "$OUT/gpt2-tiny" --model "$OUT/gpt2-tiny-lnfree" --prompts prompts/ioi.jsonl --db "$DB"
+"$BIN" dla --model "$OUT/gpt2-tiny" --model "$OUT/gpt2-tiny-lnfree" --prompts prompts/topic.jsonl --db "$DB"
+echo "== task check: does each model do the task? (patch with BOS at resid_pre, read by scripts/models/task_check.py)"
+for task in topic ioi paper_ioi greater-than; do
+  "$BIN" patch --model "$OUT/gpt2-tiny" --model "$OUT/gpt2-tiny-lnfree" --model "$OUT/gpt2-tiny-vanilla" \
+    --prompts "prompts/$task.jsonl" --prepend-bos --sites resid_pre --methods activation --json --db "$DB" \
+    | python3 scripts/models/task_check.py "$task"
+done
 echo "== training took $((trained - start)) s; everything $(( $(date +%s) - start )) s"
