@@ -253,6 +253,9 @@ struct RunReport: Encodable {
         print(cell("") + reports.map { cell($0.modelName) }.joined())
         print(cell("ln mode") + reports.map { cell($0.lnMode) }.joined())
         print(cell("run") + reports.map { cell("\($0.runID)") }.joined())
+        if reports.contains(where: { $0.task != nil }) {
+            print(cell("task check") + reports.map { cell($0.task.map { $0.passed == false ? "FAILED" : "passed" } ?? "-") }.joined())
+        }
         print(cell("heads (all)") + reports.map { cell(String(format: "%.4f", $0.nmaeHeadsGlobal)) }.joined())
         let layers = Set(reports.flatMap { $0.nmaePerLayer.keys }).sorted { layerKey($0) < layerKey($1) }
         for l in layers {
