@@ -28,7 +28,7 @@ public enum AttributionInput: Sendable {
                 AttributionUnit(tokens: ex.tokens, targets: [
                     .init(prompt: ex.index, position: ex.tokens.count - 1, answerID: ex.answerID, wrongID: ex.wrongID,
                           text: ex.prompt, answer: ex.answer, wrong: ex.wrong),
-                ])
+                ], corruptTokens: ex.corruptTokens)
             }
         case .text(let text, .lastTokenOfWindow):
             return text.windows.enumerated().map { i, w in
@@ -78,4 +78,7 @@ public struct AttributionUnit: Sendable {
     }
     public var tokens: [Int]
     public var targets: [Target]
+    /// The prompt's corrupted version (prompt sets with `corrupt`; same length as `tokens`): its
+    /// logit difference gives the task check's clean − corrupt gap.
+    public var corruptTokens: [Int]? = nil
 }

@@ -62,6 +62,9 @@ public struct DLADiff: Codable, Sendable, Equatable {
     public var rankMoves: [Head]
     /// Heads whose mean DE has opposite signs in A and B, largest |meanDEB − meanDEA| first.
     public var signFlips: [Head]
+    /// Each side's task check (nil: not measured, e.g. text input or prompts without `wrong`).
+    public var taskA: TaskCheck? = nil
+    public var taskB: TaskCheck? = nil
 
     public enum Refusal: Error, Equatable {
         case differentHeads(Int, Int)

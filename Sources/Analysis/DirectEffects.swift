@@ -47,6 +47,9 @@ public struct BatchAttribution: Sendable {
     public var componentsSumMaxAbsError: Double { perTargetSumError.map(\.error).max() ?? 0 }
     /// The same check per target.
     public var perTargetSumError: [(prompt: Int, error: Double)]
+    /// The logit difference answer − wrong of each target that has a wrong answer and is its
+    /// sequence's last position (prompt sets): the task metric of the clean run.
+    public var logitDifferences: [(prompt: Int, value: Double)] = []
 }
 
 /// Direct logit attribution against the exact direct effect (DESIGN.md, "Definitions").
@@ -75,7 +78,13 @@ public enum DirectLogitAttribution {
         let positions = Array(Set(targets.map(\.position))).sorted()
         let pass = try model.run(tokens, ForwardOptions(cache: hooks(nLayers: model.config.nLayers),
                                                         cachePositions: positions, logits: .none))
-        return attribute(model: model, cache: pass.cache, positions: positions, targets: targets)
+        var out = attribute(model: model, cache: pass.cache, positions: positions, targets: targets)
+        let finals = model.finalAtLastPosition(pass), last = tokens[0].count - 1
+        for t in targets where t.position == last {
+            guard let wrong = t.wrongID else { continue }
+            out.logitDifferences.append((t.prompt, LogitDifference(model: model, answer: t.answerID, wrong: wrong)(finals[t.row])))
+        }
+        return out
     }
 
     /// Attributes every target from a forward cache holding `hooks(nLayers:)` at `positions`.
@@ -196,33 +205,67 @@ public struct NMAESummary: Sendable, Codable, Equatable {
     }
 }
 
-/// Bootstrap confidence intervals (`Metrics.bootstrapNMAE`) of the head NMAE: over every
-/// (prompt, head) pair, and per layer over that layer's pairs (the paper's per-layer figure).
-/// Pairs are taken in (prompt, component) order whatever the order of `rows`, so the same rows
-/// give the same intervals.
+/// Bootstrap confidence intervals of the head NMAE: over every (prompt, head) pair, per layer
+/// over that layer's pairs (the paper's per-layer figure), and per head over its prompts.
+/// `crossed` (default) resamples the set's heads and its prompts independently
+/// (`Metrics.bootstrapNMAECrossed`, heads in (layer, head) order, prompts ascending), as the
+/// paper's `run_analysis.py` does; `pairs` resamples (prompt, head) pairs taken in (prompt,
+/// component) order (`Metrics.bootstrapNMAE`). Each set has its own generator from `seed`, so
+/// the same rows give the same intervals whatever their order.
 public struct NMAEIntervals: Sendable, Codable, Equatable {
     public var headsGlobal: ConfidenceInterval
     /// Per layer `L{l}`.
     public var perLayer: [String: ConfidenceInterval]
+    /// Per head `L{l}H{h}`.
+    public var perHead: [String: ConfidenceInterval]
 
     /// Intervals read back from where they were stored.
-    public init(headsGlobal: ConfidenceInterval, perLayer: [String: ConfidenceInterval]) {
+    public init(headsGlobal: ConfidenceInterval, perLayer: [String: ConfidenceInterval],
+                perHead: [String: ConfidenceInterval] = [:]) {
         self.headsGlobal = headsGlobal
         self.perLayer = perLayer
+        self.perHead = perHead
     }
 
-    public init(rows: [ComponentAttribution], resamples: Int = Metrics.bootstrapResamples,
+    public init(rows: [ComponentAttribution], scheme: BootstrapScheme = .crossed, resamples: Int = Metrics.bootstrapResamples,
                 seed: UInt64 = Metrics.bootstrapSeed, level: Double = 0.95) {
         let heads = rows.compactMap { r -> (prompt: Int, component: Component, row: ComponentAttribution)? in
             guard let c = Component(name: r.component), c.headLayer != nil else { return nil }
             return (r.prompt, c, r)
         }.sorted { ($0.prompt, $0.component) < ($1.prompt, $1.component) }
-        func interval(_ pairs: [ComponentAttribution]) -> ConfidenceInterval {
-            Metrics.bootstrapNMAE(pairs.map(\.dla), pairs.map(\.directEffect), resamples: resamples, seed: seed, level: level)
+        let prompts = Array(Set(heads.map(\.prompt))).sorted()
+        let promptSlot = Dictionary(uniqueKeysWithValues: prompts.enumerated().map { ($1, $0) })
+        func interval(_ pairs: [(prompt: Int, component: Component, row: ComponentAttribution)]) -> ConfidenceInterval {
+            switch scheme {
+            case .pairs:
+                return Metrics.bootstrapNMAE(pairs.map(\.row.dla), pairs.map(\.row.directEffect), resamples: resamples, seed: seed,
+                                             level: level)
+            case .crossed:
+                let members = Array(Set(pairs.map(\.component))).sorted()
+                let slot = Dictionary(uniqueKeysWithValues: members.enumerated().map { ($1, $0) })
+                var absError = [Double](repeating: 0, count: members.count * prompts.count), absExact = absError
+                for p in pairs {
+                    let cell = slot[p.component]! * prompts.count + promptSlot[p.prompt]!
+                    absError[cell] = abs(p.row.dla - p.row.directEffect)
+                    absExact[cell] = abs(p.row.directEffect)
+                }
+                // Only the prompts this set has: every prompt of a run has every head.
+                let used = Set(pairs.map(\.prompt))
+                let columns = prompts.indices.filter { used.contains(prompts[$0]) }
+                if columns.count < prompts.count {
+                    func keep(_ m: [Double]) -> [Double] { members.indices.flatMap { i in columns.map { m[i * prompts.count + $0] } } }
+                    absError = keep(absError)
+                    absExact = keep(absExact)
+                }
+                return Metrics.bootstrapNMAECrossed(absError: absError, absExact: absExact, rows: members.count,
+                                                    prompts: columns.count, resamples: resamples, seed: seed, level: level)
+            }
         }
-        headsGlobal = interval(heads.map(\.row))
+        headsGlobal = interval(heads)
         perLayer = Dictionary(grouping: heads, by: { $0.component.headLayer! })
-            .reduce(into: [:]) { out, group in out["L\(group.key)"] = interval(group.value.map(\.row)) }
+            .reduce(into: [:]) { out, group in out["L\(group.key)"] = interval(group.value) }
+        perHead = Dictionary(grouping: heads, by: \.component)
+            .reduce(into: [:]) { out, group in out[group.key.description] = interval(group.value) }
     }
 }
 

@@ -96,6 +96,17 @@ public struct ConfidenceInterval: Sendable, Codable, Equatable {
     }
 }
 
+/// How the NMAE bootstrap resamples a set of (prompt, head) pairs.
+public enum BootstrapScheme: String, Sendable, Codable, CaseIterable {
+    /// Heads and prompts resampled independently (the paper's `run_analysis.py`): the interval
+    /// also covers which heads the model happens to have. The default.
+    case crossed
+    /// (prompt, head) pairs resampled as one population (what lnlens did before it had the
+    /// crossed scheme): narrower, as it takes every pair as independent although the pairs of one
+    /// head (and of one prompt) are alike.
+    case pairs
+}
+
 extension Metrics {
     /// Resamples of the NMAE bootstrap (the paper's figure uses 1,000).
     public static let bootstrapResamples = 1000
@@ -125,6 +136,50 @@ extension Metrics {
                 mag += absExact[i]
             }
             values.append(nmae(sumAbsError: err, sumAbsExact: mag, count: n))
+        }
+        values.sort()
+        return ConfidenceInterval(low: quantile(sorted: values, (1 - level) / 2),
+                                  high: quantile(sorted: values, (1 + level) / 2))
+    }
+
+    /// Percentile-bootstrap interval of the NMAE of a block of (row, prompt) cells, rows and
+    /// prompts resampled independently ("crossed", as the paper's `run_analysis.py` does for its
+    /// heads and samples): `resamples` times, draw `rows` row indices and then `prompts` prompt
+    /// indices with replacement (SplitMix64 from `seed`, `next(below:)`), and take the NMAE of the
+    /// rows × prompts block they select, every selected cell counted as often as its row and its
+    /// prompt were drawn. Quantiles as `bootstrapNMAE`. `absError` and `absExact` are row-major
+    /// (rows, prompts): |estimate − exact| and |exact| of each cell (a missing cell: 0 in both).
+    /// NaN bounds without cells.
+    public static func bootstrapNMAECrossed(absError: [Double], absExact: [Double], rows: Int, prompts: Int,
+                                            resamples: Int = bootstrapResamples, seed: UInt64 = bootstrapSeed,
+                                            level: Double = 0.95) -> ConfidenceInterval {
+        precondition(absError.count == rows * prompts && absExact.count == rows * prompts)
+        precondition(resamples > 0 && level > 0 && level < 1)
+        guard rows > 0, prompts > 0 else { return ConfidenceInterval(low: .nan, high: .nan) }
+        var rng = SplitMix64(seed: seed)
+        var rowCount = [Int](repeating: 0, count: rows), promptCount = [Int](repeating: 0, count: prompts)
+        var drawn: [(prompt: Int, times: Double)] = []
+        var values: [Double] = []
+        values.reserveCapacity(resamples)
+        for _ in 0..<resamples {
+            for i in 0..<rows { rowCount[i] = 0 }
+            for j in 0..<prompts { promptCount[j] = 0 }
+            for _ in 0..<rows { rowCount[rng.next(below: rows)] += 1 }
+            for _ in 0..<prompts { promptCount[rng.next(below: prompts)] += 1 }
+            drawn.removeAll(keepingCapacity: true)
+            for j in 0..<prompts where promptCount[j] > 0 { drawn.append((j, Double(promptCount[j]))) }
+            var err = 0.0, mag = 0.0
+            for i in 0..<rows where rowCount[i] > 0 {
+                var e = 0.0, m = 0.0
+                let base = i * prompts
+                for (j, times) in drawn {
+                    e += times * absError[base + j]
+                    m += times * absExact[base + j]
+                }
+                err += Double(rowCount[i]) * e
+                mag += Double(rowCount[i]) * m
+            }
+            values.append(nmae(sumAbsError: err, sumAbsExact: mag, count: rows * prompts))
         }
         values.sort()
         return ConfidenceInterval(low: quantile(sorted: values, (1 - level) / 2),

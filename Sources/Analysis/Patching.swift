@@ -170,7 +170,7 @@ public enum Patching {
     /// Runs the methods over every index of `sites` for each prompt of `batch`.
     public static func run(model: GPT2Model, batch: Batch, sites: [PatchSite], methods: Set<PatchMethod>,
                            direction: PatchDirection) throws -> [PromptPatching] {
-        let cfg = model.config, B = batch.clean.count, T = batch.clean[0].count, C = cfg.dModel, L = cfg.nLayers
+        let cfg = model.config, B = batch.clean.count, T = batch.clean[0].count, L = cfg.nLayers
         let indices = sites.flatMap { SiteIndex.all($0, nLayers: L, nHeads: cfg.nHeads, T: T) }
         let patchedTokens = direction == .denoise ? batch.corrupt : batch.clean
         let donorTokens = direction == .denoise ? batch.clean : batch.corrupt
@@ -193,15 +193,9 @@ public enum Patching {
         }
         let donor = try model.run(donorTokens, ForwardOptions(cache: hooks, logits: .none, retainForBackward: true))
 
-        // u = W_U[:, answer] − W_U[:, wrong] and the bias difference, per prompt.
-        let w = model.parameters
-        let u: [[Float]] = (0..<B).map { b in (0..<C).map { w.wU[batch.answer[b] * C + $0] - w.wU[batch.wrong[b] * C + $0] } }
-        let du: [Double] = (0..<B).map { Double(w.bU[batch.answer[$0]]) - Double(w.bU[batch.wrong[$0]]) }
-        func metricOf(_ x: [Float], prompt b: Int) -> Double {
-            var s = du[b]
-            for c in 0..<C { s += Double(x[c]) * Double(u[b][c]) }
-            return s
-        }
+        // The logit difference of each prompt, from the final LayerNorm's output at the last position.
+        let logitDifference = (0..<B).map { LogitDifference(model: model, answer: batch.answer[$0], wrong: batch.wrong[$0]) }
+        func metricOf(_ x: [Float], prompt b: Int) -> Double { logitDifference[b](x) }
         let patchedMetric = model.finalAtLastPosition(patched).enumerated().map { metricOf($1, prompt: $0) }
         let donorMetric = model.finalAtLastPosition(donor).enumerated().map { metricOf($1, prompt: $0) }
 

@@ -42,12 +42,22 @@ public struct DLAJob {
     /// Only this shard of the input's units (nil: all of them). Recorded with the run; a run
     /// resumes only with the same shard.
     public var shard: Shard?
+    /// The task check's `--min-gap` (prompt sets with `wrong`); recorded in the options as `min_gap`.
+    public var minGap = TaskCheck.defaultMinGap
+    /// How the NMAE intervals resample; recorded in the options as `bootstrap`.
+    public var bootstrap = BootstrapScheme.crossed
 
     /// Options (keys of `optionsJSON`) that change the stored numbers: a run resumes only with
     /// the same values. Batch and chunk sizes are among them because they decide which prompts
     /// share a matrix product, which moves results in the last float digits.
     public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "context", "max_tokens", "targets",
-                                          "batch_size", "chunk_size"]
+                                          "batch_size", "chunk_size", "min_gap", "bootstrap"]
+
+    /// The `--min-gap` and `--bootstrap` a run was made with (the defaults for runs that predate them).
+    public static func settings(optionsJSON: String) -> (minGap: Double, bootstrap: BootstrapScheme) {
+        (RunOptions.number(optionsJSON, "min_gap") ?? TaskCheck.defaultMinGap,
+         RunOptions.string(optionsJSON, "bootstrap").flatMap(BootstrapScheme.init(rawValue:)) ?? .crossed)
+    }
 
     /// The values of `keys` (default: `resultOptionKeys`) in an options JSON object, as text.
     static func resultOptions(_ json: String, keys: [String] = resultOptionKeys) -> [String: String] {
@@ -74,7 +84,9 @@ public struct DLAJob {
         let total = units.reduce(0) { $0 + $1.targets.count }
         let (runID, done, completed) = try RunLifecycle.beginOrResume(
             db: db,
-            run: RunRecord(command: StoreName.dlaCommand, optionsJSON: optionsJSON, modelPath: modelPath, modelHash: modelHash,
+            run: RunRecord(command: StoreName.dlaCommand,
+                           optionsJSON: RunOptions.setting(optionsJSON, ["min_gap": minGap, "bootstrap": bootstrap.rawValue]),
+                           modelPath: modelPath, modelHash: modelHash,
                            lnMode: model.lnMode.rawValue, processingJSON: processingJSON, promptSetPath: input.path,
                            promptSetHash: input.contentHash, nPrompts: input.count, toolVersion: toolVersion,
                            shard: shard.map { ($0.index, $0.count) }),
@@ -85,7 +97,7 @@ public struct DLAJob {
             return units.reduce(0) { $0 + $1.targets.filter { stored.contains($0.prompt) }.count }
         }, {
             try runChunks(db: db, runID: runID, units: units, done: done, total: total, progress: progress)
-        }, finish: { (try summaries(db: db, runID: runID), []) })
+        }, finish: { (Self.summaries(from: try db.results(runID: runID), minGap: minGap, bootstrap: bootstrap), []) })
         return runID
     }
 
@@ -136,6 +148,7 @@ public struct DLAJob {
                         values.append(ResultRow(promptIndex: err.prompt, site: Component.residPost.site.name,
                                                 quantity: StoreName.componentsSumError, value: err.error))
                     }
+                    values += try taskMetricRows(batch: batch, clean: out.logitDifferences)
                 }
             }
             // One marker per run of consecutive indices: a shard's chunk skips the other shards' prompts.
@@ -154,18 +167,30 @@ public struct DLAJob {
         return max(1, min(batchSize, memoryBudget / max(1, perSequence)))
     }
 
-    /// NMAE over heads (global, per head, per layer) with bootstrap 95% intervals (global, per
-    /// layer) and the decomposition check, from the stored rows.
-    func summaries(db: ResultsDatabase, runID: Int64) throws -> [SummaryRow] {
-        Self.summaries(from: try db.results(runID: runID))
+    /// The task metric rows of a batch of prompt-set units: each target's clean logit difference,
+    /// and, for prompts with `corrupt`, that of the corrupted prompt (one more forward pass).
+    func taskMetricRows(batch: [AttributionUnit], clean: [(prompt: Int, value: Double)]) throws -> [ResultRow] {
+        var rows = clean.map { ResultRow(promptIndex: $0.prompt, site: StoreName.metricSite, quantity: StoreName.clean, value: $0.value) }
+        let paired = batch.filter { u in u.corruptTokens != nil && u.targets.count == 1 && u.targets[0].wrongID != nil }
+        guard !paired.isEmpty else { return rows }
+        let pass = try model.run(paired.map { $0.corruptTokens! }, ForwardOptions(logits: .none))
+        let values = LogitDifference.values(model: model, pass: pass, answer: paired.map { $0.targets[0].answerID },
+                                            wrong: paired.map { $0.targets[0].wrongID! })
+        for (u, v) in zip(paired, values) {
+            rows.append(ResultRow(promptIndex: u.targets[0].prompt, site: StoreName.metricSite, quantity: StoreName.corrupt, value: v))
+        }
+        return rows
     }
 
     /// The summaries of a dla run with these result rows (in any order): what a run stores when it
-    /// finishes, and what `MergeJob` stores for shards merged into one run.
-    public static func summaries(from stored: [ResultRow]) -> [SummaryRow] {
+    /// finishes, and what `MergeJob` stores for shards merged into one run. NMAE over heads
+    /// (global, per head, per layer) with bootstrap 95% intervals, the decomposition check, and
+    /// the task check (prompt sets with `wrong`).
+    public static func summaries(from stored: [ResultRow], minGap: Double = TaskCheck.defaultMinGap,
+                                 bootstrap: BootstrapScheme = .crossed) -> [SummaryRow] {
         let rows = attributions(from: stored)
         let nmae = NMAESummary(rows: rows)
-        let intervals = NMAEIntervals(rows: rows)
+        let intervals = NMAEIntervals(rows: rows, scheme: bootstrap)
         func withInterval(_ scope: String, _ key: String, _ value: Double, _ ci: ConfidenceInterval?) -> [SummaryRow] {
             [SummaryRow(scope: scope, key: key, metric: StoreName.nmae, value: value)]
                 + (ci.map {
@@ -174,15 +199,15 @@ public struct DLAJob {
                 } ?? [])
         }
         var out = withInterval(StoreName.scopeHeads, "all", nmae.headsGlobal, intervals.headsGlobal)
-        out += nmae.perHead.sorted { $0.key < $1.key }.map {
-            SummaryRow(scope: StoreName.scopeHead, key: $0.key, metric: StoreName.nmae, value: $0.value)
+        out += nmae.perHead.sorted { $0.key < $1.key }.flatMap {
+            withInterval(StoreName.scopeHead, $0.key, $0.value, intervals.perHead[$0.key])
         }
         out += nmae.perLayer.sorted { $0.key < $1.key }.flatMap {
             withInterval(StoreName.scopeLayer, $0.key, $0.value, intervals.perLayer[$0.key])
         }
         let check = stored.filter { $0.quantity == StoreName.componentsSumError }.map(\.value).max() ?? 0
         out.append(SummaryRow(scope: StoreName.scopeCheck, key: "components_sum", metric: "max_abs_error", value: check))
-        return out
+        return out + (taskCheck(from: stored, minGap: minGap)?.summaryRows ?? [])
     }
 
     /// Pairs stored `dla` and `direct_effect` rows back into attributions, in (prompt, component) order.

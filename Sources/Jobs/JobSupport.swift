@@ -90,3 +90,48 @@ enum RunLifecycle {
         }
     }
 }
+
+/// Reading and completing a run's `options_json` (a JSON object).
+enum RunOptions {
+    static func object(_ json: String) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
+    }
+
+    /// `json` with `values` set (JSON numbers, strings, booleans), keys sorted.
+    static func setting(_ json: String, _ values: [String: Any]) -> String {
+        var object = object(json)
+        for (k, v) in values { object[k] = v }
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return json }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The number under `key`, stored as a JSON number or as its text; nil when absent.
+    static func number(_ json: String, _ key: String) -> Double? {
+        switch object(json)[key] {
+        case let n as NSNumber: n.doubleValue
+        case let s as String: Double(s)
+        default: nil
+        }
+    }
+
+    /// The text under `key`; nil when absent or not text.
+    static func string(_ json: String, _ key: String) -> String? { object(json)[key] as? String }
+}
+
+/// The task check of a run from its stored rows: the `metric` site's `clean` and `corrupt`
+/// values (nil when there are none: text input, prompts without `wrong`).
+func taskCheck(from stored: [ResultRow], minGap: Double) -> TaskCheck? {
+    var clean: [Int: Double] = [:], corrupt: [Int: Double] = [:]
+    for r in stored where r.site == StoreName.metricSite {
+        if r.quantity == StoreName.clean { clean[r.promptIndex] = r.value }
+        if r.quantity == StoreName.corrupt { corrupt[r.promptIndex] = r.value }
+    }
+    return clean.isEmpty ? nil : TaskCheck(clean: clean, corrupt: corrupt, minGap: minGap)
+}
+
+extension TaskCheck {
+    /// As `summaries` rows.
+    var summaryRows: [SummaryRow] {
+        summaryValues.map { SummaryRow(scope: $0.scope, key: $0.key, metric: $0.metric, value: $0.value) }
+    }
+}

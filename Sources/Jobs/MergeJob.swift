@@ -93,11 +93,11 @@ public struct MergeJob {
     }
 
     /// What each command's merged run needs: the options that change its numbers, and its
-    /// summaries and estimator errors recomputed from all its result rows.
+    /// summaries and estimator errors recomputed from all its result rows (and its options).
     struct Recipe: Sendable {
         let resultOptionKeys: [String]
-        let summaries: @Sendable ([ResultRow]) -> [SummaryRow]
-        var errors: @Sendable ([ResultRow]) -> [ErrorRow] = { _ in [] }
+        let summaries: @Sendable ([ResultRow], _ optionsJSON: String) -> [SummaryRow]
+        var errors: @Sendable ([ResultRow], _ optionsJSON: String) -> [ErrorRow] = { _, _ in [] }
         /// The runs store no prompts: their units (the indices shards split) are the result rows'
         /// prompt indices, and every site holds each one (eval: a window's loss per model).
         var unitsInResults = false
@@ -106,10 +106,14 @@ public struct MergeJob {
     }
 
     static let recipes: [String: Recipe] = [
-        StoreName.dlaCommand: Recipe(resultOptionKeys: DLAJob.resultOptionKeys, summaries: { DLAJob.summaries(from: $0) }),
-        StoreName.patchCommand: Recipe(resultOptionKeys: PatchJob.resultOptionKeys, summaries: { _ in [] },
-                                       errors: { PatchJob.errors(from: $0) }),
-        StoreName.evalCommand: Recipe(resultOptionKeys: EvalJob.resultOptionKeys, summaries: { EvalJob.summaries(from: $0) },
+        StoreName.dlaCommand: Recipe(resultOptionKeys: DLAJob.resultOptionKeys, summaries: { rows, options in
+            let (minGap, bootstrap) = DLAJob.settings(optionsJSON: options)
+            return DLAJob.summaries(from: rows, minGap: minGap, bootstrap: bootstrap)
+        }),
+        StoreName.patchCommand: Recipe(resultOptionKeys: PatchJob.resultOptionKeys,
+                                       summaries: { PatchJob.summaries(from: $0, minGap: PatchJob.minGap(optionsJSON: $1)) },
+                                       errors: { PatchJob.errors(from: $0, minGap: PatchJob.minGap(optionsJSON: $1)) }),
+        StoreName.evalCommand: Recipe(resultOptionKeys: EvalJob.resultOptionKeys, summaries: { rows, _ in EvalJob.summaries(from: rows) },
                                       unitsInResults: true, unit: "window"),
     ]
 
@@ -335,7 +339,7 @@ public struct MergeJob {
                 }
             }
         }
-        let summaries = recipe.summaries(values), errors = recipe.errors(values)
+        let summaries = recipe.summaries(values, first.optionsJSON), errors = recipe.errors(values, first.optionsJSON)
         prompts.sort { $0.promptIndex < $1.promptIndex }
         let outcome = try output.recordMergedRun(record, shards: provenance, prompts: prompts, values: values,
                                                  summaries: summaries, errors: errors)

@@ -23,6 +23,9 @@ public struct PatchJob {
     public var chunkSize = 32
     public var shard: Shard?
     public var forceResume = false
+    /// Prompts whose |metric(clean) − metric(corrupt)| is below this leave the estimator errors
+    /// (`TaskCheck`); recorded in the run's options as `min_gap`.
+    public var minGap = TaskCheck.defaultMinGap
 
     public init(model: GPT2Model, modelPath: String, modelHash: String, prompts: PromptSet, sites: [PatchSite],
                 methods: [PatchMethod], direction: PatchDirection, tokenText: @escaping @Sendable (Int) -> String,
@@ -41,10 +44,15 @@ public struct PatchJob {
 
     /// Options that change the stored numbers: a run resumes only with the same values.
     public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "sites", "methods", "direction", "batch_size",
-                                          "chunk_size"]
+                                          "chunk_size", "min_gap"]
 
     /// `results.site` and quantities of the per-prompt metric rows.
-    public static let metricSite = "metric", cleanQuantity = "clean", corruptQuantity = "corrupt"
+    public static let metricSite = StoreName.metricSite, cleanQuantity = StoreName.clean, corruptQuantity = StoreName.corrupt
+
+    /// The `--min-gap` a run was made with (`TaskCheck.defaultMinGap` for runs that predate it).
+    public static func minGap(optionsJSON: String) -> Double {
+        RunOptions.number(optionsJSON, "min_gap") ?? TaskCheck.defaultMinGap
+    }
 
     var processingJSON: String {
         let encoder = JSONEncoder()
@@ -60,7 +68,8 @@ public struct PatchJob {
         let examples = shard.map { $0.select(prompts.examples) } ?? prompts.examples
         let (runID, done, completed) = try RunLifecycle.beginOrResume(
             db: db,
-            run: RunRecord(command: StoreName.patchCommand, optionsJSON: optionsJSON, modelPath: modelPath,
+            run: RunRecord(command: StoreName.patchCommand, optionsJSON: RunOptions.setting(optionsJSON, ["min_gap": minGap]),
+                           modelPath: modelPath,
                            modelHash: modelHash, lnMode: model.lnMode.rawValue, processingJSON: processingJSON,
                            promptSetPath: prompts.path, promptSetHash: prompts.contentHash, nPrompts: prompts.examples.count,
                            toolVersion: toolVersion, shard: shard.map { ($0.index, $0.count) }),
@@ -80,7 +89,10 @@ public struct PatchJob {
                 finished += chunk.filter { !done.contains($0.index) }.count
                 try progress(finished, examples.count)
             }
-        }, finish: { ([], Self.errors(from: try db.results(runID: runID))) })
+        }, finish: {
+            let stored = try db.results(runID: runID)
+            return (Self.summaries(from: stored, minGap: minGap), Self.errors(from: stored, minGap: minGap))
+        })
         return runID
     }
 
@@ -103,6 +115,8 @@ public struct PatchJob {
                     values.append(ResultRow(promptIndex: ex.index, site: Self.metricSite, quantity: Self.cleanQuantity, value: r.cleanMetric))
                     values.append(ResultRow(promptIndex: ex.index, site: Self.metricSite, quantity: Self.corruptQuantity,
                                             value: r.corruptMetric))
+                    values.append(ResultRow(promptIndex: ex.index, site: Self.metricSite, quantity: StoreName.firstDiff,
+                                            value: Double(firstDifferingPosition(ex.tokens, ex.corruptTokens!))))
                     for row in r.rows {
                         let i = row.index
                         for (quantity, value) in [(StoreName.activation, row.activation), (StoreName.atp, row.atp),
@@ -118,15 +132,27 @@ public struct PatchJob {
         return (promptRows, values)
     }
 
+    /// The task check of a patch run's stored rows, as `summaries` rows (what a completed run
+    /// stores, and what a merge of shards recomputes).
+    public static func summaries(from stored: [ResultRow], minGap: Double) -> [SummaryRow] {
+        taskCheck(from: stored, minGap: minGap)?.summaryRows ?? []
+    }
+
     /// The estimators' errors from a run's stored rows (what a completed run stores, and what a
-    /// merge of shards recomputes).
-    public static func errors(from stored: [ResultRow]) -> [ErrorRow] {
-        var gaps: [Int: Double] = [:], clean: [Int: Double] = [:], corrupt: [Int: Double] = [:]
+    /// merge of shards recomputes): prompts whose |gap| is below `minGap` left out, structural
+    /// zeros (positions before the prompt's `first_diff`) left out of all but NMAE.
+    public static func errors(from stored: [ResultRow], minGap: Double) -> [ErrorRow] {
+        var gaps: [Int: Double] = [:], clean: [Int: Double] = [:], corrupt: [Int: Double] = [:], firstDiff: [Int: Int] = [:]
         struct Key: Hashable { let prompt: Int; let site: String; let layer: Int; let position: Int?; let head: Int? }
         var activation: [Key: Double] = [:], estimates: [Key: [String: Double]] = [:]
         for r in stored {
             if r.site == metricSite {
-                if r.quantity == cleanQuantity { clean[r.promptIndex] = r.value } else { corrupt[r.promptIndex] = r.value }
+                switch r.quantity {
+                case cleanQuantity: clean[r.promptIndex] = r.value
+                case corruptQuantity: corrupt[r.promptIndex] = r.value
+                case StoreName.firstDiff: firstDiff[r.promptIndex] = Int(r.value)
+                default: break
+                }
                 continue
             }
             guard let layer = r.layer else { continue }
@@ -137,10 +163,14 @@ public struct PatchJob {
         let samples = activation.keys.sorted {
             ($0.prompt, $0.site, $0.layer, $0.position ?? -1, $0.head ?? -1) < ($1.prompt, $1.site, $1.layer, $1.position ?? -1, $1.head ?? -1)
         }.map { k in
-            EstimatorError.Sample(prompt: k.prompt, site: k.site, layer: k.layer, activation: activation[k]!,
-                                  estimates: estimates[k] ?? [:])
+            // A position before the first differing token (for pattern_by_pos: the destination). A
+            // site over all positions is 0 by construction only when the prompts are the same:
+            // left to the exact-zero rule.
+            let structural: Bool? = k.position.flatMap { p in firstDiff[k.prompt].map { p < $0 } }
+            return EstimatorError.Sample(prompt: k.prompt, site: k.site, layer: k.layer, activation: activation[k]!,
+                                         estimates: estimates[k] ?? [:], structuralZero: structural)
         }
-        return EstimatorError.errors(samples, gaps: gaps).map {
+        return EstimatorError.errors(samples, gaps: gaps, minGap: minGap).map {
             ErrorRow(site: $0.site, method: $0.method, layer: $0.layer, normalized: $0.normalized, metric: $0.metric, value: $0.value)
         }
     }

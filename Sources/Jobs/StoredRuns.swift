@@ -38,6 +38,19 @@ public enum StoredRuns {
         "top-heads": "top-heads RUN_ID [--limit N] — heads of a dla run by mean |direct effect|, with mean DLA, mean DE and NMAE (%); default limit 20",
     ]
 
+    /// The task check of a `dla` or `patch` run: as stored in its summaries, else (unfinished
+    /// runs, runs stored before lnlens measured it) computed from its `metric` rows with the
+    /// run's `--min-gap`; nil when it has none (text input, prompts without `wrong`).
+    public static func taskCheck(db: ResultsDatabase, run: RunRecord) throws -> TaskCheck? {
+        let stored = try db.summaries(runID: run.id!).map {
+            TaskCheck.SummaryValue(scope: $0.scope, key: $0.key, metric: $0.metric, value: $0.value)
+        }
+        if let check = TaskCheck(summaryValues: stored) { return check }
+        let minGap = run.command == StoreName.patchCommand ? PatchJob.minGap(optionsJSON: run.optionsJSON)
+            : DLAJob.settings(optionsJSON: run.optionsJSON).minGap
+        return Jobs.taskCheck(from: try db.results(runID: run.id!, site: StoreName.metricSite), minGap: minGap)
+    }
+
     /// The DLA rows of a run (any status), as attributions.
     public static func attributions(db: ResultsDatabase, runID: Int64) throws -> [ComponentAttribution] {
         DLAJob.attributions(from: try db.results(runID: runID))
@@ -64,9 +77,12 @@ public enum StoredRuns {
         }
         let rowsA = try attributions(db: db, runID: runA), rowsB = try attributions(db: db, runID: runB)
         do {
-            return try DLADiff(a: side(ra), rowsA: rowsA, b: side(rb), rowsB: rowsB, promptSetHash: ra.promptSetHash,
-                               nPrompts: ra.nPrompts, top: top)
-        } catch {
+            var diff = try DLADiff(a: side(ra), rowsA: rowsA, b: side(rb), rowsB: rowsB, promptSetHash: ra.promptSetHash,
+                                   nPrompts: ra.nPrompts, top: top)
+            diff.taskA = try taskCheck(db: db, run: ra)
+            diff.taskB = try taskCheck(db: db, run: rb)
+            return diff
+        } catch let error as DLADiff.Refusal {
             switch error {
             case .differentHeads(let a, let b):
                 throw refuse("the runs have different heads (\(a) vs \(b)); diff compares one architecture")
@@ -129,6 +145,9 @@ public struct PatchDiff: Codable, Sendable {
     public var b: Side
     public var promptSetHash: String
     public var entries: [Entry]
+    /// Each side's task check (nil: not measured).
+    public var taskA: TaskCheck?
+    public var taskB: TaskCheck?
 
     /// NMAE of `method` at `site` (all layers, raw values) in A and B.
     public func nmae(site: String, method: String, normalized: Bool = false) -> (Double?, Double?) {
@@ -169,6 +188,7 @@ extension StoredRuns {
                          a: finite(ea[key]), b: finite(eb[key]))
         }
         func side(_ r: RunRecord) -> PatchDiff.Side { .init(runID: r.id!, modelPath: r.modelPath, lnMode: r.lnMode, status: r.status.rawValue) }
-        return PatchDiff(a: side(ra), b: side(rb), promptSetHash: ra.promptSetHash, entries: entries)
+        return PatchDiff(a: side(ra), b: side(rb), promptSetHash: ra.promptSetHash, entries: entries,
+                         taskA: try taskCheck(db: db, run: ra), taskB: try taskCheck(db: db, run: rb))
     }
 }

@@ -14,6 +14,8 @@ struct RunLabel {
     let nPrompts: Int
     /// Prompts with rows stored (may be fewer than `nPrompts` for an unfinished run).
     var storedPrompts: Int?
+    /// The run's task check (`TaskNote`), shown beside every figure of the run.
+    var task: TaskCheck?
 
     init(_ run: RunRecord) {
         id = run.id ?? 0
@@ -46,11 +48,12 @@ struct RunLabel {
             s += " · \(status.rawValue)"
             if let storedPrompts { s += " (\(storedPrompts) of \(nPrompts) prompts stored)" }
         }
+        if let note = TaskNote.note(task) { s += " · \(note)" }
         return s
     }
 
-    /// `run 3 · gpt2-tiny · layernorm`.
-    var short: String { "run \(id) · \(model) · \(lnMode)" }
+    /// `run 3 · gpt2-tiny · layernorm` (and `· task check failed` when it did).
+    var short: String { "run \(id) · \(model) · \(lnMode)" + (task?.passed == false ? " · task check failed" : "") }
 }
 
 /// A `dla` run's head rows read back: DLA and direct effect per (prompt, head), NMAE per head and
@@ -69,6 +72,7 @@ struct DLAData {
 
     init(db: ResultsDatabase, run: RunRecord) throws {
         label = RunLabel(run)
+        label.task = try TaskNote.check(db: db, run: run)
         let id = run.id!
         struct Key: Hashable, Comparable {
             let prompt: Int, layer: Int, head: Int
@@ -107,7 +111,9 @@ struct DLAData {
             }
         }
         intervalsStored = fromStore != nil
-        intervals = fromStore ?? NMAEIntervals(rows: pairs)
+        let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
+        let scheme = (options?["bootstrap"] as? String).flatMap(BootstrapScheme.init(rawValue:)) ?? .crossed
+        intervals = fromStore ?? NMAEIntervals(rows: pairs, scheme: scheme)
     }
 }
 
@@ -137,6 +143,7 @@ struct PatchData {
 
     init(db: ResultsDatabase, run: RunRecord) throws {
         label = RunLabel(run)
+        label.task = try TaskNote.check(db: db, run: run)
         let id = run.id!
         var values: [String: [String: [Cell: Double]]] = [:]
         var prompts = Set<Int>()

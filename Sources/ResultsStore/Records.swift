@@ -23,13 +23,19 @@ public enum StoreName {
     public static let scopeHeads = "heads", scopeHead = "head", scopeLayer = "layer", scopeCheck = "check"
     /// `summaries.metric`: NMAE in percent.
     public static let nmae = "nmae"
-    /// `summaries.metric` of `dla` runs (scopes `heads`/`all` and `layer`): the bounds of the
-    /// bootstrap 95% confidence interval of that NMAE (1,000 resamples of (prompt, head) pairs).
+    /// `summaries.metric` of `dla` runs (scopes `heads`/`all`, `layer` and `head`): the bounds of
+    /// the bootstrap 95% confidence interval of that NMAE (1,000 resamples; heads and prompts
+    /// resampled independently, or (prompt, head) pairs with `--bootstrap pairs`).
     public static let nmaeCILow = "nmae_ci_low", nmaeCIHigh = "nmae_ci_high"
     /// `summaries` scope `check`, key `stored`: how many `results` and `run_prompts` rows a run
     /// held when it completed (metrics `results`, `prompts`), so that a reader or `merge` can tell
     /// a file that lost rows since (damage, hand edits) from an intact one.
     public static let storedCounts = "stored", storedResults = "results", storedPrompts = "prompts"
+    /// `results.site` of the per-prompt task metric rows of `dla` (prompt sets with `wrong`) and
+    /// `patch` runs, layer, position and head NULL. Quantities: `clean` and `corrupt`, the logit
+    /// difference answer − wrong at the last position of the unpatched clean and corrupted runs;
+    /// `first_diff` (`patch`), the first position where the two prompts' tokens differ.
+    public static let metricSite = "metric", clean = "clean", corrupt = "corrupt", firstDiff = "first_diff"
 }
 
 /// Names of patching, training and evaluation rows as `lnlens report` reads them.

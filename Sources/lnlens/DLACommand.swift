@@ -27,6 +27,12 @@ struct DLACommand: ParsableCommand {
     @Option(help: "Prompts per forward pass.") var batchSize = 32
     @Option(help: "Prompts stored per transaction (the unit an interrupted run resumes from).") var chunkSize = 64
     @Option(help: "Heads listed by |direct effect| in the summary.") var top = 8
+    @Option(help: ArgumentHelp("Task check (prompt sets with wrong): the model does the task when its mean |clean − corrupt| logit difference (without corrupt prompts: its mean clean one) is at least this; prompts below it are named.",
+                               valueName: "logits"))
+    var minGap = TaskCheck.defaultMinGap
+    @Option(help: ArgumentHelp("How the NMAE's 95% intervals resample: crossed (heads and prompts independently, as the paper) or pairs ((prompt, head) pairs).",
+                               valueName: "crossed|pairs"))
+    var bootstrap = BootstrapScheme.crossed.rawValue
     @OptionGroup var sharding: ShardOption
     @OptionGroup var processing: ProcessingFlags
     @Flag(help: "Print JSON (every row).") var json = false
@@ -43,6 +49,8 @@ struct DLACommand: ParsableCommand {
         if text != nil && prependBos { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
         if text != nil && skipInvalid { throw ValidationError("--skip-invalid goes with --prompts") }
         if top < 0 { throw ValidationError("--top must not be negative") }
+        if !(minGap >= 0 && minGap.isFinite) { throw ValidationError("--min-gap \(minGap): give a number of logits ≥ 0, e.g. 0.5") }
+        if BootstrapScheme(rawValue: bootstrap) == nil { throw ValidationError("--bootstrap \(bootstrap): use crossed or pairs") }
         guard let t = TextTargets(rawValue: targets) else { throw ValidationError("--targets \(targets): use next-token or paper") }
         if prompts != nil && t != .nextToken { throw ValidationError("--targets goes with --text") }
     }
@@ -101,11 +109,14 @@ struct DLACommand: ParsableCommand {
             runner.chunkSize = chunkSize
             runner.forceResume = forceResume
             runner.shard = shard
+            runner.minGap = minGap
+            runner.bootstrap = BootstrapScheme(rawValue: bootstrap)!
             let id = try ProgressLine.run(label: spec, unit: "prompts") { try runner.run(db: try store(), resume: resume, progress: $0) }
             runIDs.append(id)
         }
         let database = try store()
         let reports = try runIDs.map { try RunReport(db: database, runID: $0) }
+        for r in reports { if let w = r.task?.warning(model: r.modelName) { printErr("lnlens: warning: " + w) } }
         if json {
             try printJSON(["runs": reports])
         } else if csv {
@@ -141,10 +152,16 @@ struct RunReport: Encodable {
     let nmaePerLayer: [String: Double]
     let componentsSumMaxAbsError: Double
     let rows: [ComponentAttribution]
+    /// The 95% interval of `nmaeHeadsGlobal` and how it was resampled (nil when not stored).
+    let nmaeHeadsGlobalCI: ConfidenceInterval?
+    let bootstrap: String
+    /// The run's task check (`StoredRuns.taskCheck`; nil for text input and prompts without wrong).
+    let task: TaskCheck?
 
     enum CodingKeys: String, CodingKey {
-        case runID = "run_id", model, lnMode = "ln_mode", nPrompts = "n_prompts"
+        case runID = "run_id", model, lnMode = "ln_mode", nPrompts = "n_prompts", task
         case nmaeHeadsGlobal = "nmae_heads_global", nmaePerHead = "nmae_per_head", nmaePerLayer = "nmae_per_layer"
+        case nmaeHeadsGlobalCI = "nmae_heads_global_ci", bootstrap
         case componentsSumMaxAbsError = "components_sum_max_abs_error", rows
     }
 
@@ -156,6 +173,9 @@ struct RunReport: Encodable {
         try c.encode(model, forKey: .model)
         try c.encode(lnMode, forKey: .lnMode)
         try c.encode(nPrompts, forKey: .nPrompts)
+        try c.encode(task, forKey: .task)
+        try c.encode(nmaeHeadsGlobalCI.map { [finite($0.low), finite($0.high)] }, forKey: .nmaeHeadsGlobalCI)
+        try c.encode(bootstrap, forKey: .bootstrap)
         try c.encode(finite(nmaeHeadsGlobal), forKey: .nmaeHeadsGlobal)
         try c.encode(nmaePerHead.mapValues(finite), forKey: .nmaePerHead)
         try c.encode(nmaePerLayer.mapValues(finite), forKey: .nmaePerLayer)
@@ -179,6 +199,12 @@ struct RunReport: Encodable {
         nmaePerLayer = pick(StoreName.scopeLayer)
         componentsSumMaxAbsError = summaries.first { $0.scope == StoreName.scopeCheck }?.value ?? .nan
         rows = try StoredRuns.attributions(db: db, runID: runID)
+        func global(_ metric: String) -> Double? {
+            summaries.first { $0.scope == StoreName.scopeHeads && $0.key == "all" && $0.metric == metric }?.value
+        }
+        nmaeHeadsGlobalCI = global(StoreName.nmaeCILow).flatMap { low in global(StoreName.nmaeCIHigh).map { ConfidenceInterval(low: low, high: $0) } }
+        bootstrap = DLAJob.settings(optionsJSON: run.optionsJSON).bootstrap.rawValue
+        task = try StoredRuns.taskCheck(db: db, run: run)
     }
 
     var modelName: String { URL(fileURLWithPath: model).lastPathComponent }
@@ -186,7 +212,9 @@ struct RunReport: Encodable {
     func printSummary(top: Int) {
         let covered = Set(rows.map(\.prompt)).count
         print("\(modelName) (\(lnMode)) — run \(runID), " + (shard.map { "shard \($0): \(covered) of \(nPrompts) prompts" } ?? "\(nPrompts) prompts"))
-        print(String(format: "  DLA vs exact direct effect, NMAE over heads: %.4f %%", nmaeHeadsGlobal))
+        if let task { print("  " + task.line() + (task.passed == false ? " — TASK CHECK FAILED" : "")) }
+        print(String(format: "  DLA vs exact direct effect, NMAE over heads: %.4f %%", nmaeHeadsGlobal)
+              + (nmaeHeadsGlobalCI.map { String(format: " (95 %% CI %.4f–%.4f, %@ bootstrap)", $0.low, $0.high, bootstrap) } ?? ""))
         print("  per layer: " + nmaePerLayer.sorted { layerKey($0.key) < layerKey($1.key) }
             .map { String(format: "%@ %.3f%%", $0.key, $0.value) }.joined(separator: "  "))
         print(String(format: "  components sum to the final residual stream: max |error| %.2e", componentsSumMaxAbsError))
@@ -233,6 +261,9 @@ struct RunReport: Encodable {
         print(cell("") + reports.map { cell($0.modelName) }.joined())
         print(cell("ln mode") + reports.map { cell($0.lnMode) }.joined())
         print(cell("run") + reports.map { cell("\($0.runID)") }.joined())
+        if reports.contains(where: { $0.task != nil }) {
+            print(cell("task check") + reports.map { cell($0.task.map { $0.passed == false ? "FAILED" : "passed" } ?? "-") }.joined())
+        }
         print(cell("heads (all)") + reports.map { cell(String(format: "%.4f", $0.nmaeHeadsGlobal)) }.joined())
         let layers = Set(reports.flatMap { $0.nmaePerLayer.keys }).sorted { layerKey($0) < layerKey($1) }
         for l in layers {

@@ -38,6 +38,9 @@ struct PatchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Normalise the printed grids per prompt by activation patching at LAYER,POS (the paper: 0,11) instead of metric(clean) − metric(corrupt).",
                                valueName: "layer,pos"))
     var gridNormalize: String?
+    @Option(help: ArgumentHelp("Prompts whose |metric(clean) − metric(corrupt)| is below this many logits are left out of the estimator errors and normalised grids (0: keep all).",
+                               valueName: "logits"))
+    var minGap = TaskCheck.defaultMinGap
     @OptionGroup var processing: ProcessingFlags
     @Flag(help: "Print JSON (every row).") var json = false
     @Flag(help: "Print CSV (every row).") var csv = false
@@ -48,6 +51,7 @@ struct PatchCommand: ParsableCommand {
         if forceResume && resume == nil { throw ValidationError("--force-resume goes with --resume RUN_ID") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
+        if !(minGap >= 0 && minGap.isFinite) { throw ValidationError("--min-gap \(minGap): give a number of logits ≥ 0, e.g. 0.5") }
         if PatchDirection(rawValue: direction) == nil { throw ValidationError("--direction \(direction): use denoise or noise") }
         _ = try PatchSite.parseList(sites)
         let m = try PatchMethod.parseList(methods)
@@ -106,11 +110,13 @@ struct PatchCommand: ParsableCommand {
             job.chunkSize = chunkSize
             job.shard = shard
             job.forceResume = forceResume
+            job.minGap = minGap
             let id = try ProgressLine.run(label: spec, unit: "prompts") { try job.run(db: try store(), resume: resume, progress: $0) }
             runIDs.append(id)
         }
         let database = try store()
         let reports = try runIDs.map { try PatchReport(db: database, runID: $0) }
+        for r in reports { if let w = r.task?.warning(model: r.modelName) { printErr("lnlens: warning: " + w) } }
         if json { return try printJSON(["runs": reports]) }
         if csv {
             print("run_id,model,ln_mode,prompt,site,layer,pos,head,activation,atp,atp_star")
@@ -161,8 +167,10 @@ struct PatchReport: Encodable {
     let rows: [Row]
     let allErrors: [ErrorRow]
     let tokens: [Int: [String]]
+    /// The run's task check (`StoredRuns.taskCheck`).
+    let task: TaskCheck?
 
-    enum CodingKeys: String, CodingKey { case runID = "run_id", model, lnMode = "ln_mode", direction, prompts, errors, rows }
+    enum CodingKeys: String, CodingKey { case runID = "run_id", model, lnMode = "ln_mode", direction, task, prompts, errors, rows }
 
     init(db: ResultsDatabase, runID: Int64) throws {
         guard let run = try db.run(id: runID) else { throw CLIError.usage("no run \(runID) in \(db.path)") }
@@ -177,7 +185,8 @@ struct PatchReport: Encodable {
         var values: [Key: [String: Double]] = [:]
         for r in stored {
             if r.site == PatchJob.metricSite {
-                if r.quantity == PatchJob.cleanQuantity { clean[r.promptIndex] = r.value } else { corrupt[r.promptIndex] = r.value }
+                if r.quantity == PatchJob.cleanQuantity { clean[r.promptIndex] = r.value }
+                if r.quantity == PatchJob.corruptQuantity { corrupt[r.promptIndex] = r.value }
             } else if let layer = r.layer {
                 values[Key(prompt: r.promptIndex, site: r.site, layer: layer, pos: r.position, head: r.head), default: [:]][r.quantity] = r.value
             }
@@ -194,11 +203,12 @@ struct PatchReport: Encodable {
         }
         allErrors = try db.estimatorErrors(runID: runID)
         var errors: [String: [String: [String: Double?]]] = [:]
-        for e in allErrors where e.layer == nil && !e.normalized && e.metric != "n" {
+        for e in allErrors where e.layer == nil && !e.normalized && e.metric != "n" && e.metric != "n_structural_zeros" {
             errors[e.site, default: [:]][e.method, default: [:]][e.metric] = e.value.isFinite ? e.value : nil
         }
         self.errors = errors
         tokens = Dictionary(uniqueKeysWithValues: try db.prompts(runID: runID).compactMap { p in p.tokens.map { (p.promptIndex, $0) } })
+        task = try StoredRuns.taskCheck(db: db, run: run)
     }
 
     var modelName: String { URL(fileURLWithPath: model).lastPathComponent }
@@ -213,16 +223,24 @@ struct PatchReport: Encodable {
             return
         }
         print(String(format: "  logit difference: clean %.4f, corrupt %.4f (means over prompts)", meanClean, meanCorrupt))
-        print("  estimators against activation patching (all layers; raw values; atp_star against |activation|):")
-        print("    site            method     NMAE %   pearson  spearman   sign   top10  top5%")
+        if let task {
+            print("  " + task.line() + (task.passed == false ? " — TASK CHECK FAILED" : ""))
+        }
+        let left = task.map { $0.smallGap.isEmpty ? "" : "; \($0.smallGap.count) prompts below --min-gap left out" } ?? ""
+        print("  estimators against activation patching (all layers; raw values; atp_star against |activation|\(left)):")
+        print("    site            method     NMAE %   pearson  spearman   sign   top10  top5%        n  zeros")
         let siteOrder = PatchSite.allCases.map(\.rawValue)
         for site in errors.keys.sorted(by: { (siteOrder.firstIndex(of: $0) ?? 99) < (siteOrder.firstIndex(of: $1) ?? 99) }) {
             for method in errors[site]!.keys.sorted() {
                 let e = errors[site]![method]!
                 func v(_ k: String, _ f: String) -> String { (e[k] ?? nil).map { String(format: f, $0) } ?? "      -" }
+                func count(_ metric: String) -> String {
+                    let value = allErrors.first { $0.site == site && $0.method == method && $0.layer == nil && !$0.normalized && $0.metric == metric }?.value
+                    return value.map { String(format: "%7.0f", $0) } ?? "      -"
+                }
                 print("    " + padded(site, 15) + " " + padded(method, 9) + v("nmae", "%8.2f") + "  " + v("pearson", "%7.3f") + "  "
                       + v("spearman", "%7.3f") + "  " + v("sign_agreement", "%5.2f") + "  " + v("topk_recall_10", "%5.2f") + "  "
-                      + v("topk_recall_5pct", "%5.2f"))
+                      + v("topk_recall_5pct", "%5.2f") + "  " + count("n") + "  " + count("n_structural_zeros"))
             }
         }
         printGrids(gridNormalize: gridNormalize)
@@ -244,15 +262,25 @@ struct PatchReport: Encodable {
                      + "position \(g.position) (\(T) tokens, layers from 0); no grid printed")
             return
         }
-        let promptsUsed = Set(gridRows.map(\.prompt))
-        let firstTokens = tokens[promptsUsed.min()!] ?? []
+        // Prompts below --min-gap are left out: their divisor is near 0 or their effects noise.
+        let leftOut = Set(task?.smallGap ?? []).intersection(gridRows.map(\.prompt))
+        let promptsUsed = Set(gridRows.map(\.prompt)).subtracting(leftOut)
+        if !leftOut.isEmpty {
+            print("  grids leave out \(leftOut.count) prompt\(leftOut.count == 1 ? "" : "s") of \(T) tokens below --min-gap \(String(format: "%g", task!.minGap)): "
+                  + TaskCheck.list(leftOut.sorted(), names: 12))
+        }
+        guard let firstPrompt = promptsUsed.min() else {
+            print("  no grid: every prompt of \(T) tokens is below --min-gap")
+            return
+        }
+        let firstTokens = tokens[firstPrompt] ?? []
         for site in PatchSite.allCases.map(\.rawValue) {
             let siteRows = gridRows.filter { $0.site == site }
             guard !siteRows.isEmpty else { continue }
             let layers = Set(siteRows.map(\.layer)).sorted()
             for (method, pick) in [("activation", \Row.activation), ("atp", \Row.atp)] as [(String, KeyPath<Row, Double?>)] {
                 var sum = [Int: [Int: Double]](), count = [Int: [Int: Int]]()
-                for r in siteRows {
+                for r in siteRows where promptsUsed.contains(r.prompt) {
                     guard let v = r[keyPath: pick] else { continue }
                     let d = gridNormalize == nil ? gaps[r.prompt] : norm[r.prompt]
                     guard let d, d != 0, d.isFinite else { continue }
@@ -285,6 +313,7 @@ struct PatchReport: Encodable {
                 for v in values { line += padded(v.map { String(format: "%.2f", $0) } ?? "-", 28) }
                 if values.count == 2, let a = values[0], let b = values[1] {
                     line += b < a ? "better without LN" : (b > a ? "worse without LN" : "same")
+                    if reports.contains(where: { $0.task?.passed == false }) { line += " (not meaningful: a task check failed)" }
                 }
                 print(line)
             }

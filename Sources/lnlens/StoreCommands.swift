@@ -232,6 +232,7 @@ struct DiffCommand: ParsableCommand {
         func pct(_ v: Double?) -> String { v.map { String(format: "%9.4f", $0) } ?? "        -" }
         print("A: \(name(d.a))")
         print("B: \(name(d.b))")
+        printTaskChecks(d.taskA, d.taskB)
         print("prompts compared: \(d.promptsCompared) of \(d.nPrompts) (prompt set \(d.promptSetHash.prefix(12)))")
         print("")
         print("NMAE %, DLA vs exact direct effect          A          B")
@@ -258,9 +259,10 @@ struct DiffCommand: ParsableCommand {
         func name(_ s: PatchDiff.Side) -> String { "run \(s.runID) \(URL(fileURLWithPath: s.modelPath).lastPathComponent) (\(s.lnMode))" }
         print("A: \(name(d.a))")
         print("B: \(name(d.b))")
+        printTaskChecks(d.taskA, d.taskB)
         print("estimators against activation patching, all layers (raw | normalised by metric(clean) − metric(corrupt)):")
         print("  site            method     metric              A          B     |        A          B")
-        let rows = d.entries.filter { $0.layer == nil && $0.metric != "n" }
+        let rows = d.entries.filter { $0.layer == nil && $0.metric != "n" && $0.metric != "n_structural_zeros" }
         let keys = Set(rows.map { "\($0.site)|\($0.method)|\($0.metric)" })
         let order = ["nmae", "pearson", "spearman", "sign_agreement", "topk_recall_10", "topk_recall_5pct"]
         for key in keys.sorted(by: { a, b in
@@ -278,9 +280,28 @@ struct DiffCommand: ParsableCommand {
         }
         for site in Set(rows.map(\.site)).sorted() {
             let (a, b) = d.nmae(site: site, method: "atp")
-            guard let a, let b else { continue }
+            guard let a, let b else {
+                print("\(site): AtP NMAE undefined in \(a == nil && b == nil ? "A and B" : a == nil ? "A" : "B") (no prompt at or above --min-gap, or no AtP rows)")
+                continue
+            }
             let verdict = b < a ? "AtP got more accurate without LayerNorm" : (b > a ? "AtP got less accurate without LayerNorm" : "no change")
-            print(String(format: "%@: AtP NMAE %.2f %% (A) → %.2f %% (B): %@", site, a, b, verdict))
+            let failed = d.taskA?.passed == false || d.taskB?.passed == false
+            print(String(format: "%@: AtP NMAE %.2f %% (A) → %.2f %% (B): %@", site, a, b, verdict)
+                  + (failed ? " — not a finding: a task check failed" : ""))
+        }
+    }
+
+    /// Each side's task check, one line each, and a warning when either side failed it.
+    func printTaskChecks(_ a: TaskCheck?, _ b: TaskCheck?) {
+        for (side, check) in [("A", a), ("B", b)] {
+            guard let check else { print("task check \(side): not measured"); continue }
+            print("task check \(side): " + (check.passed == false ? "FAILED (\(check.failures.joined(separator: "; "))); " : "passed; ")
+                  + check.summary(names: 8))
+        }
+        let failed = [("A", a), ("B", b)].filter { $0.1?.passed == false }.map(\.0)
+        if !failed.isEmpty {
+            let who = failed.count == 2 ? "runs A and B failed their task checks" : "run \(failed[0]) failed its task check"
+            printErr("lnlens: warning: \(who): differences between these runs measure noise")
         }
     }
 }

@@ -216,7 +216,7 @@ import Testing
                                     mentions: ["missing.sqlite"])
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("missing.sqlite").path))
         let rows = try ResultsDatabase.openReadOnly(path: db).results(runID: 1)
-        #expect(rows.count == 200 * (2 + 4 * 6) * 2 + 200)  // dla + DE per component, plus the sum check
+        #expect(rows.count == 200 * (2 + 4 * 6) * 2 + 200 + 200 * 2)  // dla + DE per component, the sum check, clean and corrupt metric
     }
 
     /// kill -9 in the middle of a run; --resume ends with exactly the rows of an uninterrupted run.
@@ -277,7 +277,7 @@ import Testing
         let runs = try store.runs()
         #expect(runs.count == 2 && runs.allSatisfy { $0.status == .completed })
         for run in runs {
-            #expect(try store.results(runID: run.id!).count == 200 * (2 + 4 * 6) * 2 + 200)
+            #expect(try store.results(runID: run.id!).count == 200 * (2 + 4 * 6) * 2 + 200 + 200 * 2)
         }
         let diff = try Self.run(["diff", "\(runs[0].id!)", "\(runs[1].id!)", "--db", db, "--json"])
         #expect(diff.status == 0, "\(diff.stderr)")

@@ -26,7 +26,10 @@ import Testing
         let runs = object["runs"] as! [[String: Any]]
         #expect(runs.count == 2)
         for run in runs {
-            #expect(Set(run.keys) == ["run_id", "model", "ln_mode", "direction", "prompts", "errors", "rows"])
+            #expect(Set(run.keys) == ["run_id", "model", "ln_mode", "direction", "task", "prompts", "errors", "rows"])
+            let task = run["task"] as! [String: Any]
+            #expect(Set(task.keys) == ["prompts", "mean_clean", "fraction_correct", "mean_abs_gap", "median_abs_gap", "min_gap",
+                                       "small_gap_prompts", "small_gap_gaps", "passed"])
             #expect(run["direction"] as? String == "denoise")
             let prompts = run["prompts"] as! [[String: Any]]
             #expect(prompts.count == 8 && Set(prompts[0].keys) == ["prompt", "clean_metric", "corrupt_metric"])
@@ -47,6 +50,36 @@ import Testing
         let row = (((try JSONSerialization.jsonObject(with: Data(plain.stdout.utf8)) as! [String: Any])["runs"] as! [[String: Any]])[0]["rows"]
                    as! [[String: Any]])[0]
         #expect(!row.keys.contains("atp_star"))
+    }
+
+    /// A prompt set with zero-gap prompts (corrupt = prompt): the task check names them, they
+    /// leave the errors and grids, and the model failing the task gets one warning line.
+    @Test func zeroGapPromptsAreNamedAndLeftOut() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let lines = try String(contentsOf: C.repo.appendingPathComponent("prompts/ioi.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(4).enumerated().map { i, line -> String in
+                guard i % 2 == 1 else { return String(line) }
+                var object = try! JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+                object["corrupt"] = object["prompt"]
+                return String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+            }
+        let file = dir.appendingPathComponent("zero.jsonl")
+        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        let db = dir.appendingPathComponent("r.sqlite").path
+        let args = ["patch", "--model", "gpt2-tiny", "--prompts", file.path, "--db", db, "--sites", "resid_pre", "--min-gap", "0.0001"]
+        let r = try C.run(args)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("2 of 4 prompts below --min-gap 0.0001 (1, 3)"), "\(r.stdout)")
+        #expect(r.stdout.contains("2 prompts below --min-gap left out"), "\(r.stdout)")
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("gpt2-tiny does not do this task"), "\(r.stderr)")
+        let json = try C.run(args + ["--json"])
+        let run = ((try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as! [String: Any])["runs"] as! [[String: Any]])[0]
+        let task = run["task"] as! [String: Any]
+        #expect(task["small_gap_prompts"] as? [Int] == [1, 3] && task["passed"] as? Bool == false && task["prompts"] as? Int == 4)
+        try C.expectOneLineError(args + ["--min-gap", "-1"], mentions: ["--min-gap"])
+        try C.expectOneLineError(["dla", "--prompts", file.path, "--db", db, "--bootstrap", "sideways"], mentions: ["--bootstrap", "crossed"])
+        try C.expectOneLineError(["dla", "--prompts", file.path, "--db", db, "--min-gap", "nan"], mentions: ["--min-gap"])
     }
 
     @Test func badInputIsOneLine() throws {
@@ -100,7 +133,8 @@ import Testing
         let db = dir.appendingPathComponent("r.sqlite").path
         let prompts = try Self.prompts(in: dir)
         let starts = try ["gpt2-tiny", "gpt2-tiny-lnfree"].map {
-            try C.start(["patch", "--model", $0, "--prompts", prompts, "--db", db, "--sites", "resid_pre,attn_out", "--chunk-size", "2"])
+            try C.start(["patch", "--model", $0, "--prompts", prompts, "--db", db, "--sites", "resid_pre,attn_out", "--chunk-size", "2",
+                         "--min-gap", "0"])
         }
         for (p, o, e) in starts {
             _ = o.fileHandleForReading.readDataToEndOfFile()
@@ -113,6 +147,9 @@ import Testing
         let diff = try C.run(["diff", "1", "2", "--db", db])
         #expect(diff.status == 0, "\(diff.stderr)")
         #expect(diff.stdout.contains("AtP NMAE"), "\(diff.stdout)")
+        // The embedded models do not do IOI: diff says so beside its verdict, and warns once.
+        #expect(diff.stdout.contains("task check A: FAILED") && diff.stdout.contains("not a finding: a task check failed"), "\(diff.stdout)")
+        #expect(diff.stderr.split(separator: "\n").count == 1 && diff.stderr.contains("runs A and B failed their task checks"), "\(diff.stderr)")
         let json = try C.run(["diff", "1", "2", "--db", db, "--json"])
         #expect(json.status == 0 && json.stdout.contains("\"entries\""))
         try C.expectOneLineError(["diff", "1", "3", "--db", db], mentions: ["no run 3"])

@@ -93,8 +93,8 @@ import Tokenizer
         #expect(perPrompt.count == 8)
     }
 
-    /// A finished run stores the bootstrap 95% interval of its NMAE over all heads and per layer,
-    /// recomputable from its rows.
+    /// A finished run stores the bootstrap 95% interval of its NMAE over all heads, per layer and
+    /// per head (crossed: heads and prompts resampled independently), recomputable from its rows.
     @Test(arguments: ["tiny-ln", "tiny-lnfree"])
     func storesBootstrapIntervals(model name: String) throws {
         let (db, id) = try Self.storedRun(model: name)
@@ -106,15 +106,17 @@ import Tokenizer
         let rows = DLAJob.attributions(from: try db.results(runID: id))
         let expected = NMAEIntervals(rows: rows)
         let keys = [(StoreName.scopeHeads, "all")] + expected.perLayer.keys.sorted().map { (StoreName.scopeLayer, $0) }
-        #expect(keys.count == 3)
+            + expected.perHead.keys.sorted().map { (StoreName.scopeHead, $0) }
+        #expect(keys.count == 1 + 2 + 8)
         for (scope, key) in keys {
             let low = try value(scope, key, StoreName.nmaeCILow), high = try value(scope, key, StoreName.nmaeCIHigh)
             let nmae = try value(scope, key, StoreName.nmae)
-            let ci = key == "all" ? expected.headsGlobal : expected.perLayer[key]!
+            let ci = scope == StoreName.scopeHeads ? expected.headsGlobal
+                : scope == StoreName.scopeLayer ? expected.perLayer[key]! : expected.perHead[key]!
             #expect(low == ci.low && high == ci.high)
             #expect(low <= nmae && nmae <= high, "\(scope)/\(key): \(low) \(nmae) \(high)")
         }
-        #expect(!summaries.contains { $0.scope == StoreName.scopeHead && $0.metric != StoreName.nmae })
+        #expect(try db.run(id: id)?.optionsJSON.contains("\"bootstrap\":\"crossed\"") == true)
     }
 
     /// For the LN-free model DLA and the direct effect are one linear function: equal to float error.

@@ -185,6 +185,33 @@ import Testing
         #expect(scatter.contains("AtP against activation patching") && !scatter.contains("AtP* against"))
     }
 
+    /// Every figure of a run carries its task check: computed from the run's metric rows when it
+    /// stored none (here a model at 50 % correct: failed), read from its summaries when it did.
+    @Test func figuresCarryTheRunsTaskCheck() throws {
+        let db = try ResultsDatabase.inMemory()
+        let metric = [0.1, -0.2, 0.05, -0.1].enumerated().flatMap { p, clean in
+            [ResultRow(promptIndex: p, site: StoreName.metricSite, quantity: StoreName.clean, value: clean),
+             ResultRow(promptIndex: p, site: StoreName.metricSite, quantity: StoreName.corrupt, value: 0)]
+        }
+        let patch = try SyntheticRuns.patch(db, sites: ["resid_pre"], estimators: [StoreName.atp], extraRows: metric)
+        for kind in [FigureKind.patchMap, .patchScatter] {
+            let texts = try Self.elements(try Self.parse(try Figures.svg(kind, db: db, runIDs: [patch])), "text").compactMap(\.stringValue)
+            #expect(texts.contains { $0.contains("run \(patch) · task check failed: 50 % correct, under 75 %") }, "\(kind): \(texts)")
+        }
+        let check = TaskCheck(clean: [0: 2, 1: 3], corrupt: [0: 0, 1: 0.5], minGap: 0.5)
+        let summaries = check.summaryValues.map { SummaryRow(scope: $0.scope, key: $0.key, metric: $0.metric, value: $0.value) }
+        let dla = try SyntheticRuns.dla(db, summaries: summaries)
+        for kind in [FigureKind.headNMAE, .dlaScatter] {
+            let texts = try Self.elements(try Self.parse(try Figures.svg(kind, db: db, runIDs: [dla])), "text").compactMap(\.stringValue)
+            #expect(texts.contains { $0.contains("run \(dla) · task: 100 % correct, mean logit difference 2.5, mean |clean − corrupt| 2.25") },
+                    "\(kind): \(texts)")
+        }
+        let plain = try SyntheticRuns.dla(db)
+        #expect(!(try Figures.svg(.headNMAE, db: db, runIDs: [plain])).contains("task"))
+        let html = try HTMLReport.html(db: db, runIDs: [patch, dla])
+        #expect(html.contains("task check failed") && html.contains("task: 100 % correct"))
+    }
+
     @Test func errorTableComesFromEstimatorErrors() throws {
         let db = try ResultsDatabase.inMemory()
         let id = try SyntheticRuns.patch(db, sites: ["resid_pre"], estimators: [StoreName.atp])

@@ -463,7 +463,7 @@ conc_trials() {
       fail "resume-live $i: second process exit $rc, $lines stderr line(s): $(head -2 "$td/second.err" | tr '\n' ' ')"
     fi
     [ $orc = 0 ] || fail "resume-live $i: the owner exited $orc: $(tail -1 "$td/owner.err")"
-    compare "$db" "$id" "$dir/ref-patch.sqlite" 1 run_prompts results batches_done estimator_errors
+    compare "$db" "$id" "$dir/ref-patch.sqlite" 1 run_prompts results summaries batches_done estimator_errors
     [ "$CMP" = identical ] && inc conc.live_resume_owner_identical || fail "resume-live $i: owner's rows: $CMP_DETAIL"
     echo "$i rc=$rc lines=$lines took_ms=$took owner_rc=$orc rows=$CMP msg=$(head -1 "$td/second.err")" >> "$dir/resume-live.txt"
     log "resume-live $i: second exit $rc in ${took} ms ($lines line): $(head -1 "$td/second.err" | cut -c1-110)…"
