@@ -55,16 +55,8 @@ public struct DLAJob {
 
     /// The `--min-gap` and `--bootstrap` a run was made with (the defaults for runs that predate them).
     public static func settings(optionsJSON: String) -> (minGap: Double, bootstrap: BootstrapScheme) {
-        (RunOptions.number(optionsJSON, "min_gap") ?? TaskCheck.defaultMinGap,
+        (PatchJob.minGap(optionsJSON: optionsJSON),
          RunOptions.string(optionsJSON, "bootstrap").flatMap(BootstrapScheme.init(rawValue:)) ?? .crossed)
-    }
-
-    /// The values of `keys` (default: `resultOptionKeys`) in an options JSON object, as text.
-    static func resultOptions(_ json: String, keys: [String] = resultOptionKeys) -> [String: String] {
-        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
-        var out: [String: String] = [:]
-        for key in keys { if let v = object[key] { out[key] = "\(v)" } }
-        return out
     }
 
     var processingJSON: String {

@@ -26,14 +26,6 @@ final class Heartbeat: @unchecked Sendable {
 
 /// Starting, resuming and ending a stored run: the rules every job shares.
 enum RunLifecycle {
-    /// The values of `keys` in an options JSON object, as text (what must match for a resume).
-    static func options(_ json: String, keys: [String]) -> [String: String] {
-        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
-        var out: [String: String] = [:]
-        for key in keys { if let v = object[key] { out[key] = "\(v)" } }
-        return out
-    }
-
     /// Records `run` as a new run, or — with `resume` — checks that the stored run is the same
     /// computation (command, weights, input, its size, shard, processing, and the options in
     /// `resultOptionKeys`) and claims it for this process. Returns the run's id, the prompt indices
@@ -56,7 +48,7 @@ enum RunLifecycle {
         let storedShard = record.shardLabel ?? "none", nowShard = run.shardLabel ?? "none"
         guard storedShard == nowShard else { throw mismatch("shard (--shard)", storedShard, nowShard) }
         guard record.processingJSON == run.processingJSON else { throw mismatch("processing", record.processingJSON, run.processingJSON) }
-        let stored = options(record.optionsJSON, keys: resultOptionKeys), now = options(run.optionsJSON, keys: resultOptionKeys)
+        let stored = RunOptions.values(record.optionsJSON, keys: resultOptionKeys), now = RunOptions.values(run.optionsJSON, keys: resultOptionKeys)
         guard stored == now else {
             let key = Set(stored.keys).union(now.keys).sorted().first { stored[$0] != now[$0] }!
             throw mismatch("option \(key)", stored[key] ?? "unset", now[key] ?? "unset")
@@ -92,13 +84,22 @@ enum RunLifecycle {
 }
 
 /// Reading and completing a run's `options_json` (a JSON object).
-enum RunOptions {
+public enum RunOptions {
+    /// The options object of a run (empty when `json` is not one: a hand-edited or damaged row).
     static func object(_ json: String) -> [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
     }
 
+    /// The options as text by key (all of them, or only `keys`): what resume and merge compare.
+    public static func values(_ json: String, keys: [String]? = nil) -> [String: String] {
+        let object = object(json)
+        var out: [String: String] = [:]
+        for key in keys ?? Array(object.keys) { if let v = object[key] { out[key] = "\(v)" } }
+        return out
+    }
+
     /// `json` with `values` set (JSON numbers, strings, booleans), keys sorted.
-    static func setting(_ json: String, _ values: [String: Any]) -> String {
+    public static func setting(_ json: String, _ values: [String: Any]) -> String {
         var object = object(json)
         for (k, v) in values { object[k] = v }
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return json }
@@ -106,7 +107,7 @@ enum RunOptions {
     }
 
     /// The number under `key`, stored as a JSON number or as its text; nil when absent.
-    static func number(_ json: String, _ key: String) -> Double? {
+    public static func number(_ json: String, _ key: String) -> Double? {
         switch object(json)[key] {
         case let n as NSNumber: n.doubleValue
         case let s as String: Double(s)
@@ -115,7 +116,7 @@ enum RunOptions {
     }
 
     /// The text under `key`; nil when absent or not text.
-    static func string(_ json: String, _ key: String) -> String? { object(json)[key] as? String }
+    public static func string(_ json: String, _ key: String) -> String? { object(json)[key] as? String }
 }
 
 /// The task check of a run from its stored rows: the `metric` site's `clean` and `corrupt`

@@ -51,7 +51,9 @@ public struct PatchJob {
 
     /// The `--min-gap` a run was made with (`TaskCheck.defaultMinGap` for runs that predate it).
     public static func minGap(optionsJSON: String) -> Double {
-        RunOptions.number(optionsJSON, "min_gap") ?? TaskCheck.defaultMinGap
+        // A stored value that no lnlens writes (negative, NaN: a hand-edited row) reads as the default.
+        guard let gap = RunOptions.number(optionsJSON, "min_gap"), gap.isFinite, gap >= 0 else { return TaskCheck.defaultMinGap }
+        return gap
     }
 
     var processingJSON: String {

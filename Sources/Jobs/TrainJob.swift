@@ -128,17 +128,11 @@ public struct TrainJob {
             }
             throw mismatch("its source", describe(record.modelHash, record.modelPath), describe(modelHash, modelPath))
         }
-        let stored = Self.options(record.optionsJSON), now = Self.options(optionsJSON)
+        let stored = RunOptions.values(record.optionsJSON), now = RunOptions.values(optionsJSON)
         for key in Set(stored.keys).union(now.keys).subtracting(Self.bookkeepingOptions).sorted()
         where stored[key] != now[key] {
             throw mismatch("--" + key.replacingOccurrences(of: "_", with: "-"), stored[key] ?? "(not set)", now[key] ?? "(not set)")
         }
-    }
-
-    /// A run's stored options as strings by key (numbers and booleans written as JSON gives them).
-    static func options(_ json: String) -> [String: String] {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return [:] }
-        return object.mapValues { "\($0)" }
     }
 
     func check(_ state: TrainingCheckpoint, folder: URL, corpusHash: String) throws {

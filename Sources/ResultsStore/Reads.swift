@@ -25,8 +25,8 @@ extension ResultsDatabase {
                 """, arguments: [id, StoreName.scopeCheck, StoreName.storedCounts])
             let stored = try Self.storedCounts(db, runID: id)
             for row in recorded {
-                let metric: String = row[0]
-                guard let value: Double = row[1] else { continue }
+                let metric: String = try row.decode(atIndex: 0)
+                guard let value: Double = try row.decode(atIndex: 1) else { continue }
                 let now = metric == StoreName.storedResults ? stored.results : metric == StoreName.storedPrompts ? stored.prompts : nil
                 if let now, Double(now) != value {
                     throw ResultsStoreError.rowsLost(id: id, path: path, table: metric == StoreName.storedResults ? "results" : "run_prompts",
