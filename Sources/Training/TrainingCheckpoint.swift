@@ -65,13 +65,49 @@ public struct TrainingCheckpoint: Codable, Equatable {
     /// Reads the state of checkpoint folder `url`.
     public static func read(_ url: URL) throws -> TrainingCheckpoint {
         let file = url.appendingPathComponent(stateFile)
+        let data: Data
+        do { data = try Files.read(file) } catch { throw TrainingError.checkpointCorrupt(file: file.path, reason: error.description) }
+        return try decode(data, file: file.path)
+    }
+
+    /// A `state.json`'s checkpoint, refused (`checkpointCorrupt` naming `file`) unless it is one
+    /// lnlens could have written: steps within the run, counts not negative, every σ finite and
+    /// positive, one σ slot per layer, a schedule within the steps. A resume then never indexes
+    /// past an array or trains from a negative step.
+    public static func decode(_ data: Data, file: String) throws -> TrainingCheckpoint {
+        let state: TrainingCheckpoint
         do {
-            return try JSONDecoder().decode(TrainingCheckpoint.self, from: try Files.read(file))
-        } catch let e as FileProblem {
-            throw TrainingError.checkpointCorrupt(file: file.path, reason: e.localizedDescription)
+            state = try JSONDecoder().decode(TrainingCheckpoint.self, from: data)
         } catch {
-            throw TrainingError.checkpointCorrupt(file: file.path, reason: "\(error)")
+            throw TrainingError.checkpointCorrupt(file: file, reason: "not a checkpoint state (\(String(describing: error).oneLine.prefix(160)))")
         }
+        if let problem = state.problem {
+            throw TrainingError.checkpointCorrupt(file: file, reason: problem)
+        }
+        return state
+    }
+
+    /// What makes this state one lnlens never writes, or nil.
+    var problem: String? {
+        let s = settings
+        if s.seqLen < 1 || s.sequencesPerStep < 1 || s.microBatch < 1 || s.steps < 1 { return "its batch settings are not positive" }
+        if !(0...s.steps).contains(stepsDone) { return "step \(stepsDone) is outside the run's 0…\(s.steps)" }
+        if adamSteps < 0 || adamSteps > stepsDone { return "AdamW's step count \(adamSteps) does not fit step \(stepsDone)" }
+        if !(seconds.isFinite && seconds >= 0) { return "its time \(seconds) is not a duration" }
+        let lr = s.learningRate
+        if !([lr.peak, lr.floor, s.maxGradNorm, s.auxWeight, s.adamW.weightDecay].allSatisfy { $0.isFinite && $0 >= 0 })
+            || lr.warmupSteps < 0 || lr.totalSteps < 1 {
+            return "its optimizer settings are out of range"
+        }
+        if let ln = layerNorms {
+            let n = ln.schedule.nLayers
+            if n < 1 || ln.ln1Sigma.count != n || ln.ln2Sigma.count != n { return "its σ arrays do not match its \(n) layers" }
+            let sigmas = (ln.ln1Sigma + ln.ln2Sigma + [ln.lnFinalSigma]).compactMap { $0 }
+            if !sigmas.allSatisfy({ $0.isFinite && $0 > 0 }) { return "a σ is not a positive number" }
+            if !(ln.momentum >= 0 && ln.momentum < 1) { return "its σ momentum \(ln.momentum) is outside [0, 1)" }
+            if ln.schedule.events.contains(where: { $0.step < 0 }) { return "its removal schedule has a negative step" }
+        }
+        return nil
     }
 
     /// Loads the parameters and moments of checkpoint folder `url` into `trainer` and sets its
