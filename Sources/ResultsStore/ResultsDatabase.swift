@@ -84,8 +84,9 @@ public struct ResultsDatabase: Sendable {
 
     /// Opens an existing database for reading only (`runs`, `query`, `diff`, `report`). A missing
     /// file is an error naming it; it is never created. A database that another process is
-    /// creating right now is waited for (up to the busy timeout).
-    public static func openReadOnly(path: String) throws -> ResultsDatabase {
+    /// creating right now is waited for (up to the busy timeout) unless `waitForWriter` is false
+    /// (the fuzz target: a file no process writes).
+    public static func openReadOnly(path: String, waitForWriter: Bool = true) throws -> ResultsDatabase {
         try checkFilePath(path)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
@@ -103,7 +104,7 @@ public struct ResultsDatabase: Sendable {
                     // A rollback journal: either a writer is inside its first transaction (switching
                     // a new file to WAL; the journal goes in a moment), or one was killed there and
                     // left a hot journal, which only a read-write connection rolls back.
-                    if Date().timeIntervalSince(started) < 2 {
+                    if waitForWriter, Date().timeIntervalSince(started) < 2 {
                         Thread.sleep(forTimeInterval: 0.05)
                         continue
                     }
@@ -122,7 +123,7 @@ public struct ResultsDatabase: Sendable {
                 // Being created by a writer that has not committed its schema yet; a file still
                 // empty after 2 s is one whose writer died creating it.
                 let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-                guard Date() < deadline, size > 0 || Date().timeIntervalSince(started) < 2 else {
+                guard waitForWriter, Date() < deadline, size > 0 || Date().timeIntervalSince(started) < 2 else {
                     throw ResultsStoreError.schemaNotCurrent(path: path)
                 }
                 Thread.sleep(forTimeInterval: 0.05)

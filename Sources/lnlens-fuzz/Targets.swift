@@ -1,7 +1,10 @@
 import Analysis
 import Foundation
 import GPT2
+import Jobs
+import ResultsStore
 import Tokenizer
+import Training
 
 /// One parser under fuzzing. Every thrown error is a correct answer to a bad file; a target
 /// crashes only on a real bug: a trap (overflow, out-of-bounds, force unwrap), a sanitizer
@@ -18,6 +21,12 @@ enum FuzzTarget: String, CaseIterable {
     case tokenizerJSON = "tokenizer-json"
     /// A prompt set (JSONL), tokenized with the GPT-2 tokenizer of models/tokenizer.
     case prompts
+    /// A run's options JSON (`runs.options_json`), read as resume, merge and the reports read it.
+    case runOptions = "run-options"
+    /// A training checkpoint's state.json.
+    case checkpoint
+    /// A whole results database file (damaged pages, hand edits), read as every reader reads it.
+    case sqlite
 
     /// The target named by $LNLENS_FUZZ_TARGET (main.swift sets it from the command line).
     static let current: FuzzTarget = {
@@ -38,6 +47,9 @@ enum FuzzTarget: String, CaseIterable {
         case .tokenizer: fuzzTokenizer(Data(bytes))
         case .tokenizerJSON: fuzzTokenizerJSON(Data(bytes))
         case .prompts: fuzzPrompts(Data(bytes))
+        case .runOptions: fuzzRunOptions(Data(bytes))
+        case .checkpoint: fuzzCheckpoint(Data(bytes))
+        case .sqlite: fuzzSQLite(Data(bytes))
         }
     }
 }
@@ -209,5 +221,72 @@ private func fuzzPrompts(_ data: Data) {
         if let checked = try? set.checked(nCtx: nCtx, dVocab: tokenizer.vocabSize, skipInvalid: true) {
             _ = checked.batchesByLength(maxBatch: 3)
         }
+    }
+}
+
+// MARK: run options
+
+private func fuzzRunOptions(_ data: Data) {
+    let json = String(decoding: data, as: UTF8.self)
+    let all = RunOptions.values(json)
+    for keys in [DLAJob.resultOptionKeys, PatchJob.resultOptionKeys, EvalJob.resultOptionKeys] {
+        let some = RunOptions.values(json, keys: keys)
+        precondition(some.allSatisfy { all[$0.key] == $0.value }, "a key's value depends on which keys are asked for")
+    }
+    let gap = PatchJob.minGap(optionsJSON: json)
+    precondition(gap.isFinite && gap >= 0, "min_gap \(gap) read from \(json.prefix(80))")
+    precondition(DLAJob.settings(optionsJSON: json).minGap == gap)
+    // What merge writes back must read back with the same values.
+    let rewritten = RunOptions.setting(json, ["db": "merged.sqlite"])
+    let again = RunOptions.values(rewritten)
+    precondition(all.isEmpty || again.filter { $0.key != "db" } == all.filter { $0.key != "db" }, "merge's rewrite changed an option")
+}
+
+// MARK: training checkpoint
+
+private func fuzzCheckpoint(_ data: Data) {
+    guard let state = try? TrainingCheckpoint.decode(data, file: "state.json") else { return }
+    // A checkpoint that decodes is one a resume can continue without indexing past an array.
+    precondition((0...state.settings.steps).contains(state.stepsDone) && state.adamSteps >= 0 && state.seconds >= 0)
+    if let ln = state.layerNorms {
+        precondition(ln.ln1Sigma.count == ln.schedule.nLayers && ln.ln2Sigma.count == ln.schedule.nLayers)
+        for step in [0, state.stepsDone, state.settings.steps - 1] {
+            _ = ln.removals(at: step)
+            _ = ln.plan(at: step, eps: 1e-5)
+        }
+    }
+    _ = state.settings.learningRate.rate(at: state.stepsDone)
+}
+
+// MARK: results database
+
+/// The database file of one input (in memory-backed /dev/shm when there is one).
+private let databaseURL: URL = {
+    let shm = URL(fileURLWithPath: "/dev/shm")
+    let folder = FileManager.default.fileExists(atPath: shm.path) ? shm : FileManager.default.temporaryDirectory
+    return folder.appendingPathComponent("lnlens-fuzz-\(getpid()).sqlite")
+}()
+
+private func fuzzSQLite(_ data: Data) {
+    let path = databaseURL.path
+    for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) }
+    guard (try? data.write(to: databaseURL)) != nil else { return }
+    defer { for suffix in ["", "-wal", "-shm", "-journal"] { unlink(path + suffix) } }
+    guard let db = try? ResultsDatabase.openReadOnly(path: path, waitForWriter: false) else { return }
+    _ = try? db.integrityProblems()
+    _ = try? db.runsTable()
+    guard let runs = try? db.runs() else { return }
+    for run in runs.prefix(4) {
+        guard let id = run.id else { continue }
+        _ = try? db.verifiedRun(id: id)
+        _ = try? db.counts(runID: id)
+        _ = try? db.summaries(runID: id)
+        _ = try? db.results(runID: id)
+        _ = try? db.prompts(runID: id)
+        _ = try? db.trainSteps(runID: id)
+        _ = try? db.completedPromptIndices(runID: id)
+        _ = try? db.shards(runID: id)
+        _ = try? db.estimatorErrors(runID: id)
+        _ = PatchJob.minGap(optionsJSON: run.optionsJSON)
     }
 }
