@@ -34,6 +34,15 @@
 #            and Q times: a dla run is killed mid-run and two `--resume ID` start at once (exactly
 #            one may take it over; the run must end `completed` with the reference's rows).
 #            Every log of the whole script is searched for "locked" and "busy".
+#  6. eval   lnlens eval gpt2-tiny gpt2-tiny-lnfree --text corpus/heldout.txt --context 64 --batch 1
+#            --chunk-size 16, interrupted with SIGINT (Ctrl-C) at a random moment in [0, 1.1·D]: it must
+#            exit 130 naming `--resume ID` (or 0 when it had ended), the run marked interrupted;
+#            then `--resume ID`; results and summaries compared with the reference, bit for bit.
+#  7. mismatch A short training is killed (SIGKILL) after its first checkpoint, then resumed with one
+#            result-shaping thing changed (the --init config, --from another model, --dtype,
+#            --seq-len, --lr, --seed, --weight-decay, --batch-tokens); each must be refused
+#            (non-zero, one line naming the option) with the checkpoint and run untouched; then the
+#            same options resume to the reference's model.safetensors, byte for byte.
 #  5. journal What a writer killed while a new database file is switched to WAL can leave (page 1
 #            of a WAL database plus a hot rollback journal; seen once in 30 dla trials), rebuilt
 #            byte for byte; `lnlens runs` and `lnlens dla` must open it.
@@ -46,19 +55,20 @@
 #   -k K       concurrent dla writers         (default 4)
 #   -r R       concurrency rounds             (default 3)
 #   -q Q       resume-while-running and double-resume trials (each; default 5)
+#   -e N       eval Ctrl-C trials             (default 10)
 #   -w WORK    work folder                    (default /tmp/reliability; its section folders are replaced)
 #   -s SEED    seed of the random delays      (default 1; timings still vary from run to run)
-#   -o LIST    only these sections, comma-separated: dla,patch,train,conc,journal (default all)
+#   -o LIST    only these sections, comma-separated: dla,patch,train,conc,journal,eval,mismatch (default all)
 # Run from the repository root (or set LNLENS_HOME) so that models/ and prompts/ are found.
 # Needs bash, sqlite3, awk, sha256sum, cmp, Linux /proc. Every lnlens runs under `nice -n 10`.
 # Exit status: 0 when no failure was found, 1 otherwise. Per-trial rows: WORK/<section>/trials.tsv.
 set -u
 
 BIN=.build/release/lnlens
-N_DLA=30 N_PATCH=15 N_TRAIN=10 K=4 R=3 Q=5 WORK=/tmp/reliability SEED=1 ONLY=dla,patch,train,conc,journal
-while getopts "b:n:p:t:k:r:q:w:s:o:h" opt; do
+N_DLA=30 N_PATCH=15 N_TRAIN=10 N_EVAL=10 K=4 R=3 Q=5 WORK=/tmp/reliability SEED=1 ONLY=dla,patch,train,conc,journal,eval,mismatch
+while getopts "b:n:p:t:e:k:r:q:w:s:o:h" opt; do
   case $opt in
-    b) BIN=$OPTARG ;; n) N_DLA=$OPTARG ;; p) N_PATCH=$OPTARG ;; t) N_TRAIN=$OPTARG ;;
+    b) BIN=$OPTARG ;; n) N_DLA=$OPTARG ;; p) N_PATCH=$OPTARG ;; t) N_TRAIN=$OPTARG ;; e) N_EVAL=$OPTARG ;;
     k) K=$OPTARG ;; r) R=$OPTARG ;; q) Q=$OPTARG ;; w) WORK=$OPTARG ;; s) SEED=$OPTARG ;; o) ONLY=$OPTARG ;;
     h|*) sed -n '2,/^set -u/p' "$0" | sed '$d'; exit 2 ;;
   esac
@@ -528,6 +538,85 @@ journal_check() {
   log "hot journal: runs exit $r1, dla exit $r2"
 }
 
+# ---------------------------------------------------------------- 6: eval, Ctrl-C
+eval_trials() {
+  local n=$1 dir=$WORK/eval; rm -rf "$dir"; mkdir -p "$dir"
+  local tsv=$dir/trials.tsv
+  printf 'trial\tdelay_ms\trc\tstatus_after\tstored_after\tresume_rc\trows\tdetail\n' > "$tsv"
+  local args=(eval gpt2-tiny gpt2-tiny-lnfree --text corpus/heldout.txt --context 64 --batch 1 --chunk-size 16)
+  log "eval: reference run"
+  local t0; t0=$(now_ms)
+  ln_ "${args[@]}" --db "$dir/ref.sqlite" > "$dir/ref.out" 2> "$dir/ref.err" || { fail "eval reference failed: $(tail -1 "$dir/ref.err")"; return; }
+  local D=$(( $(now_ms) - t0 )); S[eval.ref_ms]=$D
+  local i
+  for i in $(seq 1 "$n"); do
+    local td=$dir/trial-$(printf %03d "$i"); mkdir -p "$td"
+    local db=$td/db.sqlite; rand $(( D * 11 / 10 )); local delay=$RND
+    "${NICE[@]}" "$BIN" "${args[@]}" --db "$db" > "$td/run.out" 2> "$td/run.err" &
+    local pid=$!
+    msleep "$delay"; kill -INT "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null; local rc=$?
+    inc eval.trials
+    local st stored rrc="-"
+    st=$(q "$db" "SELECT status FROM runs WHERE id = 1" 2>/dev/null); stored=$(q "$db" "SELECT count(*) FROM results WHERE run_id = 1" 2>/dev/null)
+    case $rc in
+      130) inc eval.interrupted
+           grep -q -- "--resume 1" "$td/run.err" || fail "eval trial $i: exit 130 without the resume hint: $(tail -1 "$td/run.err")"
+           [ "$st" = interrupted ] || fail "eval trial $i: exit 130 but the run is ${st:-missing}" ;;
+      0) inc eval.ended_first ;;
+      *) if [ -z "$st" ]; then inc eval.before_row; else fail "eval trial $i: exit $rc: $(tail -1 "$td/run.err")"; fi ;;
+    esac
+    if [ -n "$st" ] && [ "$st" != completed ]; then
+      ln_ "${args[@]}" --db "$db" --resume 1 > "$td/resume.out" 2> "$td/resume.err"; rrc=$?
+      inc eval.resumes
+      [ "$rrc" = 0 ] || fail "eval trial $i: resume exited $rrc: $(tail -1 "$td/resume.err")"
+    elif [ -z "$st" ]; then
+      ln_ "${args[@]}" --db "$db" > "$td/rerun.out" 2> "$td/rerun.err"; rrc=$?
+    fi
+    compare "$db" 1 "$dir/ref.sqlite" 1 results summaries
+    if [ "$CMP" = identical ]; then inc eval.identical; else inc eval.mismatch; fail "eval trial $i (${delay} ms): $CMP_DETAIL"; fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$i" "$delay" "$rc" "${st:-none}" "${stored:-0}" "$rrc" "$CMP" "$CMP_DETAIL" >> "$tsv"
+    log "eval trial $i: SIGINT at ${delay} ms -> exit $rc, ${st:-no run} with ${stored:-0} rows; resume rc=$rrc; rows=$CMP"
+  done
+}
+
+# ---------------------------------------------------------------- 7: train resume with other options
+mismatch_trials() {
+  local dir=$WORK/mismatch; rm -rf "$dir"; mkdir -p "$dir"
+  printf '{"model_type":"gpt2","n_embd":32,"n_layer":2,"n_head":4,"n_positions":64,"vocab_size":50257}\n' > "$dir/config.json"
+  printf '{"model_type":"gpt2","n_embd":32,"n_layer":2,"n_head":2,"n_positions":64,"vocab_size":50257}\n' > "$dir/other.json"
+  local base=(--corpus corpus/heldout.txt --seq-len 32 --batch-tokens 256 --micro-batch 4 --steps 30 --checkpoint-every 5)
+  ln_ train --init "$dir/config.json" "${base[@]}" --out "$dir/ref-out" --db "$dir/ref.sqlite" > /dev/null 2> "$dir/ref.err" \
+    || { fail "mismatch reference failed: $(tail -1 "$dir/ref.err")"; return; }
+  local db=$dir/db.sqlite out=$dir/out
+  "${NICE[@]}" "$BIN" train --init "$dir/config.json" "${base[@]}" --out "$out" --db "$db" > /dev/null 2> "$dir/run.err" &
+  local pid=$! waited=0
+  while [ ! -e "$out/checkpoints/step-000005/state.json" ] && [ $waited -lt 600 ]; do msleep 50; waited=$(( waited + 1 )); done
+  kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  local before; before=$(cat "$out"/checkpoints/*/state.json | sha256sum | cut -c1-16)
+  local rows_before; rows_before=$(table_hash "$db" 1 train_steps)
+  local name change
+  for change in "init:--init $dir/other.json" "from:--from gpt2-tiny" "dtype:--dtype f16" "seq-len:--seq-len 16" "lr:--lr 1e-3" \
+                "seed:--seed 7" "weight-decay:--weight-decay 0.1" "batch-tokens:--batch-tokens 512"; do
+    name=${change%%:*}
+    local extra; read -r -a extra <<< "${change#*:}"
+    local source=(--init "$dir/config.json"); case $name in init|from) source=() ;; esac
+    local err=$dir/refused-$name.err
+    ln_ train "${source[@]}" "${base[@]}" "${extra[@]}" --out "$out" --db "$db" --resume > /dev/null 2> "$err"; local rc=$?
+    inc mismatch.trials
+    local lines; lines=$(wc -l < "$err")
+    local what=--$name; [ "$name" = init ] || [ "$name" = from ] && what="its source"
+    if [ "$rc" != 0 ] && [ "$lines" = 1 ] && grep -q -- "$what" "$err"; then inc mismatch.refused; else fail "mismatch $name: rc=$rc, $lines line(s): $(head -2 "$err" | tr '\n' ' ')"; fi
+    log "mismatch $name: rc=$rc: $(head -1 "$err")"
+  done
+  local after; after=$(cat "$out"/checkpoints/*/state.json | sha256sum | cut -c1-16)
+  [ "$before" = "$after" ] && inc mismatch.checkpoint_untouched || fail "mismatch: a refused resume changed the checkpoint"
+  [ "$rows_before" = "$(table_hash "$db" 1 train_steps)" ] && inc mismatch.rows_untouched || fail "mismatch: a refused resume changed the stored steps"
+  ln_ train --init "$dir/config.json" "${base[@]}" --out "$out" --db "$db" --resume > /dev/null 2> "$dir/resume.err" \
+    || fail "mismatch: the same options did not resume: $(tail -1 "$dir/resume.err")"
+  if cmp -s "$out/model.safetensors" "$dir/ref-out/model.safetensors"; then S[mismatch.final]="identical to the reference"; else S[mismatch.final]=differs; fail "mismatch: resumed model differs"; fi
+}
+
 # ---------------------------------------------------------------- main
 START=$(now_ms)
 log "lnlens: $BIN (sha256 $(sha256sum < "$BIN" | cut -c1-16), repo $(git rev-parse --short HEAD 2>/dev/null)); work: $WORK; seed $SEED"
@@ -536,6 +625,8 @@ want patch && prompt_trials patch "$N_PATCH" "${PATCH_ARGS[@]}"
 want train && train_trials "$N_TRAIN"
 want conc && conc_trials
 want journal && journal_check
+want eval && eval_trials "$N_EVAL"
+want mismatch && mismatch_trials
 
 v() { echo "${S[$1]:-0}"; }
 {
@@ -606,6 +697,24 @@ if want journal; then
   echo
   echo "[hot rollback journal] a new database's WAL set-up killed half-way (rebuilt byte for byte)"
   printf '  %-34s %s\n' "lnlens runs" "${S[journal.runs]:-}" "lnlens dla" "${S[journal.dla]:-}"
+fi
+if want eval; then
+  echo
+  echo "[eval] Ctrl-C (SIGINT) at a random moment, then --resume; reference $(v eval.ref_ms) ms"
+  printf '  %-34s %s\n' "trials" "$(v eval.trials)" \
+    "stopped: exit 130, run interrupted" "$(v eval.interrupted)" \
+    "ended before the signal (exit 0)" "$(v eval.ended_first)" \
+    "stopped before the run row existed" "$(v eval.before_row)" \
+    "resumed" "$(v eval.resumes)" \
+    "results+summaries identical" "$(v eval.identical) (mismatches $(v eval.mismatch))"
+fi
+if want mismatch; then
+  echo
+  echo "[mismatch] a killed training resumed with one option changed"
+  printf '  %-34s %s\n' "resumes with a change" "$(v mismatch.trials)" \
+    "refused in one line naming it" "$(v mismatch.refused)" \
+    "checkpoint / stored steps untouched" "$(v mismatch.checkpoint_untouched) / $(v mismatch.rows_untouched)" \
+    "then the same options" "${S[mismatch.final]:-}"
 fi
 echo
 if [ ${#FAILURES[@]} = 0 ]; then echo "failures: none"; else echo "failures: ${#FAILURES[@]}"; printf '  - %s\n' "${FAILURES[@]}"; fi
