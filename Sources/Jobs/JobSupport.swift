@@ -91,11 +91,22 @@ public enum RunOptions {
     }
 
     /// The options as text by key (all of them, or only `keys`): what resume and merge compare.
+    /// A string is itself; anything else its canonical JSON (`true`, `128`, `0.0006`, objects with
+    /// sorted keys), so that the same value reads the same however it was parsed: a number or a
+    /// boolean matches the same value stored as text by older lnlens ("128", "true").
     public static func values(_ json: String, keys: [String]? = nil) -> [String: String] {
         let object = object(json)
         var out: [String: String] = [:]
-        for key in keys ?? Array(object.keys) { if let v = object[key] { out[key] = "\(v)" } }
+        for key in keys ?? Array(object.keys) { if let v = object[key] { out[key] = text(v) } }
         return out
+    }
+
+    static func text(_ value: Any) -> String {
+        if let s = value as? String { return s }
+        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys]) else {
+            return "\(value)"
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// `json` with `values` set (JSON numbers, strings, booleans), keys sorted.
