@@ -232,8 +232,9 @@ public struct EvalJob {
     /// Options (keys of `optionsJSON`) that change the stored numbers: shards merge only when
     /// they agree on them. `batch` is among them because the windows that share a forward pass
     /// move a window's loss in the last float digits; with `batch` 1 every window's loss is the
-    /// same in any shard, so the merged run equals the unsharded one bit for bit.
-    public static let resultOptionKeys = ["context", "batch"]
+    /// same in any shard, so the merged run equals the unsharded one bit for bit. `chunk_size`
+    /// too: a pass never spans two chunks, so the chunks decide which windows share one.
+    public static let resultOptionKeys = ["context", "batch", "chunk_size"]
 
     /// Windows per stored chunk: each chunk's rows (every model's loss on those windows) are
     /// written in one transaction, so an interrupted run loses at most one chunk.
