@@ -121,17 +121,24 @@ public struct TrainJob {
         func mismatch(_ option: String, _ stored: String, _ now: String) -> TrainingError {
             .checkpointMismatch(directory: folder.path, option: option, stored: stored, now: now)
         }
-        if record.modelHash != modelHash {
-            func describe(_ hash: String, _ path: String) -> String {
-                hash.hasPrefix("init:") ? "--init \(path) (config and seed hash \(hash.dropFirst(5).prefix(12)))"
-                    : "the weights of \(path) (hash \(hash.prefix(12)))"
-            }
+        func describe(_ hash: String, _ path: String) -> String {
+            hash.hasPrefix("init:") ? "--init \(path) (config and seed hash \(hash.dropFirst(5).prefix(12)))"
+                : "the weights of \(path) (hash \(hash.prefix(12)))"
+        }
+        let sourceDiffers = record.modelHash != modelHash
+        let bothInit = record.modelHash.hasPrefix("init:") && modelHash.hasPrefix("init:")
+        // Another model explains every option that follows from it (its schedule): name it first.
+        // Two --init sources differ in their hash also when only --seed does: name the option first.
+        if sourceDiffers && !bothInit {
             throw mismatch("its source", describe(record.modelHash, record.modelPath), describe(modelHash, modelPath))
         }
         let stored = RunOptions.values(record.optionsJSON), now = RunOptions.values(optionsJSON)
         for key in Set(stored.keys).union(now.keys).subtracting(Self.bookkeepingOptions).sorted()
         where stored[key] != now[key] {
             throw mismatch("--" + key.replacingOccurrences(of: "_", with: "-"), stored[key] ?? "(not set)", now[key] ?? "(not set)")
+        }
+        if sourceDiffers {
+            throw mismatch("its source", describe(record.modelHash, record.modelPath), describe(modelHash, modelPath))
         }
     }
 
