@@ -59,14 +59,6 @@ public struct DLAJob {
          RunOptions.string(optionsJSON, "bootstrap").flatMap(BootstrapScheme.init(rawValue:)) ?? .crossed)
     }
 
-    /// The values of `keys` (default: `resultOptionKeys`) in an options JSON object, as text.
-    static func resultOptions(_ json: String, keys: [String] = resultOptionKeys) -> [String: String] {
-        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
-        var out: [String: String] = [:]
-        for key in keys { if let v = object[key] { out[key] = "\(v)" } }
-        return out
-    }
-
     var processingJSON: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys  // stable text: resume compares it

@@ -26,14 +26,6 @@ final class Heartbeat: @unchecked Sendable {
 
 /// Starting, resuming and ending a stored run: the rules every job shares.
 enum RunLifecycle {
-    /// The values of `keys` in an options JSON object, as text (what must match for a resume).
-    static func options(_ json: String, keys: [String]) -> [String: String] {
-        let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
-        var out: [String: String] = [:]
-        for key in keys { if let v = object[key] { out[key] = "\(v)" } }
-        return out
-    }
-
     /// Records `run` as a new run, or — with `resume` — checks that the stored run is the same
     /// computation (command, weights, input, its size, shard, processing, and the options in
     /// `resultOptionKeys`) and claims it for this process. Returns the run's id, the prompt indices
@@ -56,7 +48,8 @@ enum RunLifecycle {
         let storedShard = record.shardLabel ?? "none", nowShard = run.shardLabel ?? "none"
         guard storedShard == nowShard else { throw mismatch("shard (--shard)", storedShard, nowShard) }
         guard record.processingJSON == run.processingJSON else { throw mismatch("processing", record.processingJSON, run.processingJSON) }
-        let stored = options(record.optionsJSON, keys: resultOptionKeys), now = options(run.optionsJSON, keys: resultOptionKeys)
+        let stored = RunOptions.values(record.optionsJSON, keys: resultOptionKeys)
+        let now = RunOptions.values(run.optionsJSON, keys: resultOptionKeys)
         guard stored == now else {
             let key = Set(stored.keys).union(now.keys).sorted().first { stored[$0] != now[$0] }!
             throw mismatch("option \(key)", stored[key] ?? "unset", now[key] ?? "unset")
@@ -92,7 +85,7 @@ enum RunLifecycle {
 }
 
 /// Reading and completing a run's `options_json` (a JSON object).
-enum RunOptions {
+public enum RunOptions {
     static func object(_ json: String) -> [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
     }
@@ -116,6 +109,50 @@ enum RunOptions {
 
     /// The text under `key`; nil when absent or not text.
     static func string(_ json: String, _ key: String) -> String? { object(json)[key] as? String }
+
+    /// The values of `keys` (nil: every key) in an options JSON object, each as `canonical` text:
+    /// what must match for a resume or a merge.
+    static func values(_ json: String, keys: [String]? = nil) -> [String: String] {
+        let object = object(json)
+        var out: [String: String] = [:]
+        for key in keys ?? Array(object.keys) { if let v = object[key] { out[key] = canonical(v) } }
+        return out
+    }
+
+    /// An option value as text that does not depend on how it was stored: runs before schema v3
+    /// wrote numbers and booleans as strings ("8", "true"), later ones as JSON numbers and
+    /// booleans (8, true), and Foundation prints a JSON `true` as "1". Booleans read `true` or
+    /// `false`, integral numbers as integers (8.0 and "8" read "8"), other numbers in Swift's
+    /// shortest round-trip form ("0.0006" and 6e-4 read "0.0006"), other text as it is.
+    static func canonical(_ value: Any) -> String {
+        switch JSONKind(value) {
+        case .bool: return (value as? Bool) == true ? "true" : "false"
+        case .integer(let i): return String(i)
+        case .number(let d): return (value as? UInt64).map(String.init) ?? canonical(number: d)
+        case .string:
+            let s = value as! String
+            if s == "true" || s == "false" { return s }
+            if let i = Int(s) { return String(i) }
+            if let u = UInt64(s) { return String(u) }
+            if s.first.map({ $0.isNumber || $0 == "-" || $0 == "." }) == true, let d = Double(s), d.isFinite { return canonical(number: d) }
+            return s
+        case .null: return "null"
+        case .array, .object:
+            let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])
+            return data.map { String(decoding: $0, as: UTF8.self) } ?? "\(value)"
+        }
+    }
+
+    static func canonical(number d: Double) -> String {
+        d.isFinite && d == d.rounded() && abs(d) < 9e15 ? String(Int64(d)) : "\(d)"
+    }
+
+    /// `options` as the `options_json` text a run stores: keys sorted; values JSON numbers,
+    /// booleans, strings or objects as given (schema v3 and later: never numbers as strings).
+    public static func json(_ options: [String: Any]) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
 }
 
 /// The task check of a run from its stored rows: the `metric` site's `clean` and `corrupt`

@@ -257,7 +257,7 @@ public struct MergeJob {
         fields.append(("prompt set hash", short(a.promptSetHash), short(b.promptSetHash)))
         // Options before the prompt count: a text's window count follows from --context.
         let keys = recipes[b.command]?.resultOptionKeys ?? []
-        let optionsA = DLAJob.resultOptions(a.optionsJSON, keys: keys), optionsB = DLAJob.resultOptions(b.optionsJSON, keys: keys)
+        let optionsA = RunOptions.values(a.optionsJSON, keys: keys), optionsB = RunOptions.values(b.optionsJSON, keys: keys)
         for key in keys { fields.append(("option \(key)", optionsA[key] ?? "unset", optionsB[key] ?? "unset")) }
         fields += [
             ("prompt count", "\(a.nPrompts)", "\(b.nPrompts)"),

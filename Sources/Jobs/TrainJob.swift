@@ -135,11 +135,8 @@ public struct TrainJob {
         }
     }
 
-    /// A run's stored options as strings by key (numbers and booleans written as JSON gives them).
-    static func options(_ json: String) -> [String: String] {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return [:] }
-        return object.mapValues { "\($0)" }
-    }
+    /// A run's stored options as text by key (`RunOptions.canonical`: "8" and 8 read the same).
+    static func options(_ json: String) -> [String: String] { RunOptions.values(json) }
 
     func check(_ state: TrainingCheckpoint, folder: URL, corpusHash: String) throws {
         func mismatch(_ option: String, _ stored: String, _ now: String) -> TrainingError {

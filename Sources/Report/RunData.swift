@@ -21,7 +21,7 @@ struct RunLabel {
         id = run.id ?? 0
         // The vanilla control is a remove-ln run with nothing removed: say so wherever it is named.
         let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
-        command = run.command == "remove-ln" && (options?["keep_ln"] as? String) == "true" ? "remove-ln --keep-ln" : run.command
+        command = run.command == "remove-ln" && (options?["keep_ln"] as? Bool) == true ? "remove-ln --keep-ln" : run.command
         model = Self.modelName(run.modelPath)
         lnMode = run.lnMode
         promptSet = URL(fileURLWithPath: run.promptSetPath).lastPathComponent

@@ -56,13 +56,13 @@ struct DLACommand: ParsableCommand {
     }
 
     /// Every option of this invocation, as stored with the run (`context` as actually used).
-    func options(context effectiveContext: Int, shard: Shard?) -> [String: String] {
-        var o = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": "\(batchSize)", "chunk_size": "\(chunkSize)",
-                 "skip_invalid": "\(skipInvalid)", "prepend_bos": "\(prependBos)", "processing": processing.options.description]
+    func options(context effectiveContext: Int, shard: Shard?) -> [String: Any] {
+        var o: [String: Any] = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": batchSize, "chunk_size": chunkSize,
+                                "skip_invalid": skipInvalid, "prepend_bos": prependBos, "processing": processing.stored]
         if let prompts { o["prompts"] = prompts }
         if let shard { o["shard"] = shard.description }
         if let text {
-            o["text"] = text; o["context"] = "\(effectiveContext)"; o["max_tokens"] = maxTokens.map(String.init) ?? "all"
+            o["text"] = text; o["context"] = effectiveContext; o["max_tokens"] = maxTokens.map { $0 as Any } ?? "all"
             o["targets"] = targets
         }
         return o
@@ -98,12 +98,10 @@ struct DLACommand: ParsableCommand {
                                                    context: effectiveContext, maxTokens: maxTokens),
                               TextTargets(rawValue: targets)!)
             }
-            let optionsData = try JSONSerialization.data(withJSONObject: options(context: effectiveContext, shard: shard),
-                                                         options: [.sortedKeys])
             var runner = DLAJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                    modelHash: try loaded.weightsHash(), input: input,
                                    decode: { tok.decode($0) },
-                                   optionsJSON: String(decoding: optionsData, as: UTF8.self),
+                                   optionsJSON: RunOptions.json(options(context: effectiveContext, shard: shard)),
                                    toolVersion: LNLensVersion.string)
             runner.batchSize = batchSize
             runner.chunkSize = chunkSize

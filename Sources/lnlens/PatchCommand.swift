@@ -94,17 +94,17 @@ struct PatchCommand: ParsableCommand {
             let tok = try loaded.requireTokenizer()
             let set = try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos)
                 .requiringPairs(skipInvalid: skipInvalid)
-            let options: [String: String] = [
+            let options: [String: Any] = [
                 "models": modelSpecs.joined(separator: ","), "db": db, "prompts": prompts, "sites": siteList.map(\.rawValue).joined(separator: ","),
                 "methods": methodList.map(\.rawValue).joined(separator: ","), "direction": direction,
-                "prepend_bos": "\(prependBos)", "skip_invalid": "\(skipInvalid)", "batch_size": "\(batchSize)",
-                "chunk_size": "\(chunkSize)", "processing": processing.options.description,
+                "prepend_bos": prependBos, "skip_invalid": skipInvalid, "batch_size": batchSize,
+                "chunk_size": chunkSize, "processing": processing.stored,
             ]
             var job = PatchJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                modelHash: try loaded.weightsHash(), prompts: set,
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,
                                tokenText: { tok.tokenString($0) },
-                               optionsJSON: String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
+                               optionsJSON: RunOptions.json(options),
                                toolVersion: LNLensVersion.string)
             job.batchSize = batchSize
             job.chunkSize = chunkSize
