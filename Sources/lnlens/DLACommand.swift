@@ -19,7 +19,9 @@ struct DLACommand: ParsableCommand {
     @Option(help: ArgumentHelp("Text mode: next-token (every position, its actual next token) or paper (the last position of each window, to the token there, as the paper's code does).", valueName: "next-token|paper"))
     var targets = "next-token"
     @Flag(help: "Skip and count invalid prompt lines instead of stopping at the first.") var skipInvalid = false
-    @Flag(help: "Put <|endoftext|> first in every prompt.") var prependBos = false
+    @Flag(inversion: .prefixedNo,
+          help: "Put <|endoftext|> first in every prompt, as TransformerLens's to_tokens and `lnlens patch` do (default with --prompts; --no-prepend-bos: the prompts as they are; text windows are always cut from the text as it is).")
+    var prependBos: Bool?
     @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
     @Option(help: "Continue an interrupted run (one --model, same prompts and options).") var resume: Int64?
     @Flag(help: "With --resume: take the run over even if its writer on another host was heard from in the last 2 minutes.")
@@ -46,7 +48,7 @@ struct DLACommand: ParsableCommand {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
         if prompts != nil && (maxTokens != nil) { throw ValidationError("--max-tokens goes with --text") }
-        if text != nil && prependBos { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
+        if text != nil && prependBos == true { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
         if text != nil && skipInvalid { throw ValidationError("--skip-invalid goes with --prompts") }
         if top < 0 { throw ValidationError("--top must not be negative") }
         if !(minGap >= 0 && minGap.isFinite) { throw ValidationError("--min-gap \(minGap): give a number of logits ≥ 0, e.g. 0.5") }
@@ -58,7 +60,7 @@ struct DLACommand: ParsableCommand {
     /// Every option of this invocation, as stored with the run (`context` as actually used).
     func options(context effectiveContext: Int, shard: Shard?) -> [String: Any] {
         var o: [String: Any] = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": batchSize, "chunk_size": chunkSize,
-                                "skip_invalid": skipInvalid, "prepend_bos": prependBos, "processing": processing.stored]
+                                "skip_invalid": skipInvalid, "prepend_bos": bos, "processing": processing.stored]
         if let prompts { o["prompts"] = prompts }
         if let shard { o["shard"] = shard.description }
         if let text {
@@ -67,6 +69,9 @@ struct DLACommand: ParsableCommand {
         }
         return o
     }
+
+    /// Whether the prompts get `<|endoftext|>` first: yes unless --no-prepend-bos; never in text mode.
+    var bos: Bool { prependBos ?? (text == nil) }
 
     var modelSpecs: [String] {
         models.isEmpty ? (resume == nil ? [EmbeddedModels.defaultName, EmbeddedModels.lnFreeName] : [EmbeddedModels.defaultName]) : models
@@ -92,7 +97,7 @@ struct DLACommand: ParsableCommand {
                 printErr("note: --context \(context) is longer than \(spec)'s n_positions; using \(effectiveContext)")
             }
             if let prompts {
-                input = .prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos))
+                input = .prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: bos))
             } else {
                 input = .text(try TextPrompts.load(url: URL(fileURLWithPath: EmbeddedPrompts.resolve(text!)), tokenizer: tok,
                                                    context: effectiveContext, maxTokens: maxTokens),

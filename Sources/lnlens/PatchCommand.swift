@@ -26,7 +26,9 @@ struct PatchCommand: ParsableCommand {
     @Option(help: "Comma-separated methods: activation, atp, atp-star.") var methods = "activation,atp"
     @Option(help: ArgumentHelp("denoise (clean into corrupted) or noise (corrupted into clean).", valueName: "direction"))
     var direction = "denoise"
-    @Flag(help: "Put <|endoftext|> first in every prompt (as TransformerLens's to_tokens does).") var prependBos = false
+    @Flag(inversion: .prefixedNo,
+          help: "Put <|endoftext|> first in both prompts, as TransformerLens's to_tokens and the paper do (default; --no-prepend-bos: the prompts as they are).")
+    var prependBos = true
     @Flag(help: "Skip and count invalid prompt lines instead of stopping at the first.") var skipInvalid = false
     @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
     @Option(help: "Continue an interrupted run (one --model, same prompts and options).") var resume: Int64?
