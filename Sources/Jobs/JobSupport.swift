@@ -86,7 +86,8 @@ enum RunLifecycle {
 
 /// Reading and completing a run's `options_json` (a JSON object).
 public enum RunOptions {
-    static func object(_ json: String) -> [String: Any] {
+    /// The options as a JSON object (empty when not one).
+    public static func object(_ json: String) -> [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
     }
 

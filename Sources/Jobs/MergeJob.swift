@@ -273,7 +273,7 @@ public struct MergeJob {
 
     /// "gpt2-tiny (model hash 1a2b3c4d5e6f)", for messages.
     static func describe(_ r: RunRecord) -> String {
-        "\(r.command) run of \(URL(fileURLWithPath: r.modelPath).lastPathComponent) (model hash \(r.modelHash.prefix(12)))"
+        "\(r.command) run of \(ModelPath.shortName(r.modelPath)) (model hash \(r.modelHash.prefix(12)))"
     }
 
     /// The same file however it is spelled (relative, `..`, symbolic links).
