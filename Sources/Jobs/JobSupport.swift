@@ -95,8 +95,7 @@ public enum RunOptions {
     static func setting(_ json: String, _ values: [String: Any]) -> String {
         var object = object(json)
         for (k, v) in values { object[k] = v }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return json }
-        return String(decoding: data, as: UTF8.self)
+        return Self.json(object)
     }
 
     /// The number under `key`, stored as a JSON number or as its text; nil when absent.
