@@ -1,6 +1,7 @@
 #!/bin/sh
 # `make demo`: the main jobs on the embedded trained pair (gpt2-tiny and its LN-free twin made by
 # `lnlens remove-ln`), every number stored in $DB and read back from it:
+# (`dla` and `patch` put <|endoftext|> first in every prompt by default, as TransformerLens does.)
 #   1. DLA against the exact direct effect on prompts/topic.jsonl (sea or drawing room: a task the
 #      embedded models do; the IOI sets are for real GPT-2, see models/README.md), both models, then `lnlens diff`;
 #   2. activation patching against AtP and AtP* on the same prompts, both models, then `lnlens diff`;

@@ -2,8 +2,9 @@ import Foundation
 
 /// Comparison of two DLA runs on the same prompt set (`lnlens diff A B`), computed from their
 /// rows over the prompts stored in both. NMAE values are in percent (`Metrics.nmae`; nil when
-/// undefined); a layer's NMAE is over that layer's heads. Ranks are by mean direct effect over
-/// prompts, 1 = largest, ties averaged.
+/// undefined); a layer's NMAE is over that layer's heads. Ranks are by mean |direct effect| over
+/// prompts (how much a head matters, whichever way it pushes: `lnlens query top-heads`'s order),
+/// 1 = largest, ties averaged.
 public struct DLADiff: Codable, Sendable, Equatable {
     /// One side of the diff: which run, and its NMAE over all heads.
     public struct Side: Codable, Sendable, Equatable {
@@ -13,6 +14,11 @@ public struct DLADiff: Codable, Sendable, Equatable {
         public var lnMode: String
         public var status: String
         public var headNMAE: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case runID = "run_id", modelPath = "model_path", modelHash = "model_hash", lnMode = "ln_mode", status
+            case headNMAE = "head_nmae"
+        }
 
         public init(runID: Int64, modelPath: String, modelHash: String, lnMode: String, status: String) {
             self.runID = runID
@@ -27,6 +33,7 @@ public struct DLADiff: Codable, Sendable, Equatable {
         public var layer: Int
         public var nmaeA: Double?
         public var nmaeB: Double?
+        enum CodingKeys: String, CodingKey { case layer, nmaeA = "nmae_a", nmaeB = "nmae_b" }
     }
 
     public struct Head: Codable, Sendable, Equatable {
@@ -40,10 +47,20 @@ public struct DLADiff: Codable, Sendable, Equatable {
         public var meanDLAB: Double
         public var meanDEA: Double
         public var meanDEB: Double
+        /// Mean |direct effect| over prompts: what the ranks order.
+        public var meanAbsDEA: Double
+        public var meanAbsDEB: Double
         public var rankA: Double
         public var rankB: Double
         /// rankB − rankA: positive means the head fell in B.
         public var rankShift: Double
+
+        enum CodingKeys: String, CodingKey {
+            case component, layer, head, nmaeA = "nmae_a", nmaeB = "nmae_b"
+            case meanDLAA = "mean_dla_a", meanDLAB = "mean_dla_b", meanDEA = "mean_de_a", meanDEB = "mean_de_b"
+            case meanAbsDEA = "mean_abs_de_a", meanAbsDEB = "mean_abs_de_b"
+            case rankA = "rank_a", rankB = "rank_b", rankShift = "rank_shift"
+        }
     }
 
     public var a: Side
@@ -56,7 +73,7 @@ public struct DLADiff: Codable, Sendable, Equatable {
     public var layers: [Layer]
     /// By layer, then head.
     public var heads: [Head]
-    /// Spearman rank correlation of the heads' mean DE between A and B (nil if undefined).
+    /// Spearman rank correlation of the heads' mean |DE| between A and B (nil if undefined).
     public var spearman: Double?
     /// Heads whose rank moved most, largest |rankShift| first (moved heads only), at most `top`.
     public var rankMoves: [Head]
@@ -65,6 +82,11 @@ public struct DLADiff: Codable, Sendable, Equatable {
     /// Each side's task check (nil: not measured, e.g. text input or prompts without `wrong`).
     public var taskA: TaskCheck? = nil
     public var taskB: TaskCheck? = nil
+
+    enum CodingKeys: String, CodingKey {
+        case a, b, promptSetHash = "prompt_set_hash", nPrompts = "n_prompts", promptsCompared = "prompts_compared"
+        case layers, heads, spearman, rankMoves = "rank_moves", signFlips = "sign_flips", taskA = "task_a", taskB = "task_b"
+    }
 
     public enum Refusal: Error, Equatable {
         case differentHeads(Int, Int)
@@ -97,6 +119,7 @@ public struct DLADiff: Codable, Sendable, Equatable {
             }
             var meanDLA: Double { n == 0 ? 0 : dla / Double(n) }
             var meanDE: Double { n == 0 ? 0 : de / Double(n) }
+            var meanAbsDE: Double { n == 0 ? 0 : mag / Double(n) }
             static func nmae(_ s: [Stats]) -> Double? {
                 let v = Metrics.nmae(sumAbsError: s.reduce(0) { $0 + $1.err }, sumAbsExact: s.reduce(0) { $0 + $1.mag },
                                      count: s.reduce(0) { $0 + $1.n })
@@ -105,14 +128,15 @@ public struct DLADiff: Codable, Sendable, Equatable {
         }
         let order = pairsA.keys.sorted()
         let statsA = order.map { Stats(pairsA[$0]!, common) }, statsB = order.map { Stats(pairsB[$0]!, common) }
-        let ranksA = Metrics.ranks(statsA.map(\.meanDE), descending: true)
-        let ranksB = Metrics.ranks(statsB.map(\.meanDE), descending: true)
+        let ranksA = Metrics.ranks(statsA.map(\.meanAbsDE), descending: true)
+        let ranksB = Metrics.ranks(statsB.map(\.meanAbsDE), descending: true)
         let rows: [Head] = order.indices.map { i in
             guard case let .head(l, h) = order[i] else { fatalError("heads only") }
             return Head(component: order[i].description, layer: l, head: h,
                         nmaeA: Stats.nmae([statsA[i]]), nmaeB: Stats.nmae([statsB[i]]),
                         meanDLAA: statsA[i].meanDLA, meanDLAB: statsB[i].meanDLA,
                         meanDEA: statsA[i].meanDE, meanDEB: statsB[i].meanDE,
+                        meanAbsDEA: statsA[i].meanAbsDE, meanAbsDEB: statsB[i].meanAbsDE,
                         rankA: ranksA[i], rankB: ranksB[i], rankShift: ranksB[i] - ranksA[i])
         }
         layers = Set(rows.map(\.layer)).sorted().map { layer in

@@ -66,12 +66,23 @@ public struct DLAJob {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// What the run counts (its prompt indices, the unit of `progress`): prompts, text positions
+    /// (`--text`), or windows (`--text --targets paper`).
+    public var unit: String {
+        switch input {
+        case .prompts: "prompts"
+        case .text(_, .nextToken): "positions"
+        case .text(_, .lastTokenOfWindow): "windows"
+        }
+    }
+
     /// Starts a new run (or continues `resume`) and returns its id once it is complete.
-    /// `progress(done, total)` is called after each stored chunk; if it throws `JobStop`, the run stops
-    /// there, marked interrupted (any other error: failed); either can be resumed.
+    /// `progress(done, total)` is called after each stored chunk, in `unit`s; if it throws
+    /// `JobStop`, the run stops there, marked interrupted (any other error: failed); either can be
+    /// resumed. `phase` names the last step, the summaries (NMAE and its bootstrap intervals).
     @discardableResult
     public func run(db: ResultsDatabase, resume: Int64? = nil,
-                    progress: (Int, Int) throws -> Void = { _, _ in }) throws -> Int64 {
+                    progress: (Int, Int) throws -> Void = { _, _ in }, phase: (String) -> Void = { _ in }) throws -> Int64 {
         let units = shard.map { $0.select(input.units) } ?? input.units
         let total = units.reduce(0) { $0 + $1.targets.count }
         let (runID, done, completed) = try RunLifecycle.beginOrResume(
@@ -84,12 +95,15 @@ public struct DLAJob {
                            shard: shard.map { ($0.index, $0.count) }),
             resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)
         if completed { return runID }
-        try RunLifecycle.execute(db: db, runID: runID, total: total, doneCount: {
+        try RunLifecycle.execute(db: db, runID: runID, total: total, unit: unit, doneCount: {
             let stored = (try? db.completedPromptIndices(runID: runID)) ?? []
             return units.reduce(0) { $0 + $1.targets.filter { stored.contains($0.prompt) }.count }
         }, {
             try runChunks(db: db, runID: runID, units: units, done: done, total: total, progress: progress)
-        }, finish: { (Self.summaries(from: try db.results(runID: runID), minGap: minGap, bootstrap: bootstrap), []) })
+        }, finish: {
+            phase("summarising (NMAE, \(Metrics.bootstrapResamples.formatted()) bootstrap resamples)")
+            return (Self.summaries(from: try db.results(runID: runID), minGap: minGap, bootstrap: bootstrap), [])
+        })
         return runID
     }
 

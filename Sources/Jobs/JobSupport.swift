@@ -48,7 +48,8 @@ enum RunLifecycle {
         let storedShard = record.shardLabel ?? "none", nowShard = run.shardLabel ?? "none"
         guard storedShard == nowShard else { throw mismatch("shard (--shard)", storedShard, nowShard) }
         guard record.processingJSON == run.processingJSON else { throw mismatch("processing", record.processingJSON, run.processingJSON) }
-        let stored = RunOptions.values(record.optionsJSON, keys: resultOptionKeys), now = RunOptions.values(run.optionsJSON, keys: resultOptionKeys)
+        let stored = RunOptions.values(record.optionsJSON, keys: resultOptionKeys)
+        let now = RunOptions.values(run.optionsJSON, keys: resultOptionKeys)
         guard stored == now else {
             let key = Set(stored.keys).union(now.keys).sorted().first { stored[$0] != now[$0] }!
             throw mismatch("option \(key)", stored[key] ?? "unset", now[key] ?? "unset")
@@ -86,35 +87,15 @@ enum RunLifecycle {
 /// Reading and completing a run's `options_json` (a JSON object).
 public enum RunOptions {
     /// The options object of a run (empty when `json` is not one: a hand-edited or damaged row).
-    static func object(_ json: String) -> [String: Any] {
+    public static func object(_ json: String) -> [String: Any] {
         (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] ?? [:]
-    }
-
-    /// The options as text by key (all of them, or only `keys`): what resume and merge compare.
-    /// A string is itself; anything else its canonical JSON (`true`, `128`, `0.0006`, objects with
-    /// sorted keys), so that the same value reads the same however it was parsed: a number or a
-    /// boolean matches the same value stored as text by older lnlens ("128", "true").
-    public static func values(_ json: String, keys: [String]? = nil) -> [String: String] {
-        let object = object(json)
-        var out: [String: String] = [:]
-        for key in keys ?? Array(object.keys) { if let v = object[key] { out[key] = text(v) } }
-        return out
-    }
-
-    static func text(_ value: Any) -> String {
-        if let s = value as? String { return s }
-        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys]) else {
-            return "\(value)"
-        }
-        return String(decoding: data, as: UTF8.self)
     }
 
     /// `json` with `values` set (JSON numbers, strings, booleans), keys sorted.
     public static func setting(_ json: String, _ values: [String: Any]) -> String {
         var object = object(json)
         for (k, v) in values { object[k] = v }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return json }
-        return String(decoding: data, as: UTF8.self)
+        return Self.json(object)
     }
 
     /// The number under `key`, stored as a JSON number or as its text; nil when absent.
@@ -128,6 +109,50 @@ public enum RunOptions {
 
     /// The text under `key`; nil when absent or not text.
     public static func string(_ json: String, _ key: String) -> String? { object(json)[key] as? String }
+
+    /// The values of `keys` (nil: every key) in an options JSON object, each as `canonical` text:
+    /// what must match for a resume or a merge.
+    public static func values(_ json: String, keys: [String]? = nil) -> [String: String] {
+        let object = object(json)
+        var out: [String: String] = [:]
+        for key in keys ?? Array(object.keys) { if let v = object[key] { out[key] = canonical(v) } }
+        return out
+    }
+
+    /// An option value as text that does not depend on how it was stored: runs before schema v3
+    /// wrote numbers and booleans as strings ("8", "true"), later ones as JSON numbers and
+    /// booleans (8, true), and Foundation prints a JSON `true` as "1". Booleans read `true` or
+    /// `false`, integral numbers as integers (8.0 and "8" read "8"), other numbers in Swift's
+    /// shortest round-trip form ("0.0006" and 6e-4 read "0.0006"), other text as it is.
+    static func canonical(_ value: Any) -> String {
+        switch JSONKind(value) {
+        case .bool: return (value as? Bool) == true ? "true" : "false"
+        case .integer(let i): return String(i)
+        case .number(let d): return (value as? UInt64).map(String.init) ?? canonical(number: d)
+        case .string:
+            let s = value as! String
+            if s == "true" || s == "false" { return s }
+            if let i = Int(s) { return String(i) }
+            if let u = UInt64(s) { return String(u) }
+            if s.first.map({ $0.isNumber || $0 == "-" || $0 == "." }) == true, let d = Double(s), d.isFinite { return canonical(number: d) }
+            return s
+        case .null: return "null"
+        case .array, .object:
+            let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])
+            return data.map { String(decoding: $0, as: UTF8.self) } ?? "\(value)"
+        }
+    }
+
+    static func canonical(number d: Double) -> String {
+        d.isFinite && d == d.rounded() && abs(d) < 9e15 ? String(Int64(d)) : "\(d)"
+    }
+
+    /// `options` as the `options_json` text a run stores: keys sorted; values JSON numbers,
+    /// booleans, strings or objects as given (schema v3 and later: never numbers as strings).
+    public static func json(_ options: [String: Any]) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
 }
 
 /// The task check of a run from its stored rows: the `metric` site's `clean` and `corrupt`

@@ -93,10 +93,11 @@ public struct MergeJob {
     }
 
     /// What each command's merged run needs: the options that change its numbers, and its
-    /// summaries and estimator errors recomputed from all its result rows (and its options).
+    /// summaries and estimator errors recomputed from all its result rows (and its options, and
+    /// what the first shard's summaries record of its models: eval's per-model LN modes).
     struct Recipe: Sendable {
         let resultOptionKeys: [String]
-        let summaries: @Sendable ([ResultRow], _ optionsJSON: String) -> [SummaryRow]
+        let summaries: @Sendable ([ResultRow], _ optionsJSON: String, _ shardSummaries: [SummaryRow]) -> [SummaryRow]
         var errors: @Sendable ([ResultRow], _ optionsJSON: String) -> [ErrorRow] = { _, _ in [] }
         /// The runs store no prompts: their units (the indices shards split) are the result rows'
         /// prompt indices, and every site holds each one (eval: a window's loss per model).
@@ -106,14 +107,15 @@ public struct MergeJob {
     }
 
     static let recipes: [String: Recipe] = [
-        StoreName.dlaCommand: Recipe(resultOptionKeys: DLAJob.resultOptionKeys, summaries: { rows, options in
+        StoreName.dlaCommand: Recipe(resultOptionKeys: DLAJob.resultOptionKeys, summaries: { rows, options, _ in
             let (minGap, bootstrap) = DLAJob.settings(optionsJSON: options)
             return DLAJob.summaries(from: rows, minGap: minGap, bootstrap: bootstrap)
         }),
         StoreName.patchCommand: Recipe(resultOptionKeys: PatchJob.resultOptionKeys,
-                                       summaries: { PatchJob.summaries(from: $0, minGap: PatchJob.minGap(optionsJSON: $1)) },
+                                       summaries: { rows, options, _ in PatchJob.summaries(from: rows, minGap: PatchJob.minGap(optionsJSON: options)) },
                                        errors: { PatchJob.errors(from: $0, minGap: PatchJob.minGap(optionsJSON: $1)) }),
-        StoreName.evalCommand: Recipe(resultOptionKeys: EvalJob.resultOptionKeys, summaries: { rows, _ in EvalJob.summaries(from: rows) },
+        StoreName.evalCommand: Recipe(resultOptionKeys: EvalJob.resultOptionKeys,
+                                      summaries: { rows, _, shard in EvalJob.summaries(from: rows, lnModes: EvalJob.lnModes(from: shard)) },
                                       unitsInResults: true, unit: "window"),
     ]
 
@@ -271,7 +273,7 @@ public struct MergeJob {
 
     /// "gpt2-tiny (model hash 1a2b3c4d5e6f)", for messages.
     static func describe(_ r: RunRecord) -> String {
-        "\(r.command) run of \(URL(fileURLWithPath: r.modelPath).lastPathComponent) (model hash \(r.modelHash.prefix(12)))"
+        "\(r.command) run of \(ModelPath.shortName(r.modelPath)) (model hash \(r.modelHash.prefix(12)))"
     }
 
     /// The same file however it is spelled (relative, `..`, symbolic links).
@@ -310,6 +312,7 @@ public struct MergeJob {
         // One shard at a time, each on its own read-only connection.
         var prompts: [PromptRow] = [], values: [ResultRow] = []
         var owner: [Int: ShardRun] = [:]
+        var firstSummaries: [SummaryRow] = []
         for shard in plan.shards {
             let db = try ResultsDatabase.openReadOnly(path: shard.path)
             guard let now = try db.run(id: shard.id), now == shard.record else {
@@ -325,6 +328,7 @@ public struct MergeJob {
             }
             prompts += stored
             values += rows
+            if shard.id == plan.shards[0].id && shard.path == plan.shards[0].path { firstSummaries = try db.summaries(runID: shard.id) }
         }
         if let firstMissing = (0..<first.nPrompts).first(where: { owner[$0] == nil }) {
             throw MergeError.incomplete(what: Self.describe(first), unit: recipe.unit, stored: owner.count,
@@ -339,7 +343,7 @@ public struct MergeJob {
                 }
             }
         }
-        let summaries = recipe.summaries(values, first.optionsJSON), errors = recipe.errors(values, first.optionsJSON)
+        let summaries = recipe.summaries(values, first.optionsJSON, firstSummaries), errors = recipe.errors(values, first.optionsJSON)
         prompts.sort { $0.promptIndex < $1.promptIndex }
         let outcome = try output.recordMergedRun(record, shards: provenance, prompts: prompts, values: values,
                                                  summaries: summaries, errors: errors)

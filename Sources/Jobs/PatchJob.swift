@@ -66,7 +66,7 @@ public struct PatchJob {
     /// `progress(done, total)` after each stored chunk may throw `JobStop`.
     @discardableResult
     public func run(db: ResultsDatabase, resume: Int64? = nil,
-                    progress: (Int, Int) throws -> Void = { _, _ in }) throws -> Int64 {
+                    progress: (Int, Int) throws -> Void = { _, _ in }, phase: (String) -> Void = { _ in }) throws -> Int64 {
         let examples = shard.map { $0.select(prompts.examples) } ?? prompts.examples
         let (runID, done, completed) = try RunLifecycle.beginOrResume(
             db: db,
@@ -92,6 +92,7 @@ public struct PatchJob {
                 try progress(finished, examples.count)
             }
         }, finish: {
+            phase("summarising (task check, estimator errors)")
             let stored = try db.results(runID: runID)
             return (Self.summaries(from: stored, minGap: minGap), Self.errors(from: stored, minGap: minGap))
         })

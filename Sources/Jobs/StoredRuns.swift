@@ -131,6 +131,7 @@ public struct PatchDiff: Codable, Sendable {
         public var modelPath: String
         public var lnMode: String
         public var status: String
+        enum CodingKeys: String, CodingKey { case runID = "run_id", modelPath = "model_path", lnMode = "ln_mode", status }
     }
     public struct Entry: Codable, Sendable {
         public var site: String
@@ -148,6 +149,10 @@ public struct PatchDiff: Codable, Sendable {
     /// Each side's task check (nil: not measured).
     public var taskA: TaskCheck?
     public var taskB: TaskCheck?
+
+    enum CodingKeys: String, CodingKey {
+        case a, b, promptSetHash = "prompt_set_hash", entries, taskA = "task_a", taskB = "task_b"
+    }
 
     /// NMAE of `method` at `site` (all layers, raw values) in A and B.
     public func nmae(site: String, method: String, normalized: Bool = false) -> (Double?, Double?) {

@@ -294,7 +294,7 @@ public struct EvalJob {
                     try db.writeBatch(runID: id, prompts: [], values: rows, ranges: contiguousRanges(chunk))
                     try progress(entries.last!.name, scored, total)
                 }
-            }, finish: { (Self.summaries(from: try db.results(runID: id)), []) })
+            }, finish: { (Self.summaries(from: try db.results(runID: id), lnModes: lnModes), []) })
         }
         // The results from what is stored: a resumed run's earlier chunks included.
         let byModel = Dictionary(grouping: try db.results(runID: id).filter { $0.quantity == StoreName.loss }, by: \.site)
@@ -305,10 +305,16 @@ public struct EvalJob {
         return (id, results)
     }
 
+    /// Each model's LN mode (`runs.ln_mode` values) by its name as given.
+    var lnModes: [String: String] {
+        Dictionary(entries.map { ($0.name, $0.model.lnMode.rawValue) }, uniquingKeysWith: { a, _ in a })
+    }
+
     /// The summaries of an eval run with these result rows (in any order): per model (`site`),
-    /// `Evaluation.summary` of its windows' losses in window order. What a run stores when it
-    /// finishes, and what `MergeJob` stores for shards merged into one run.
-    public static func summaries(from stored: [ResultRow]) -> [SummaryRow] {
+    /// `Evaluation.summary` of its windows' losses in window order, and the model's LN mode
+    /// (`ln_free` 1 or 0) when `lnModes` names it. What a run stores when it finishes, and what
+    /// `MergeJob` stores for shards merged into one run.
+    public static func summaries(from stored: [ResultRow], lnModes: [String: String] = [:]) -> [SummaryRow] {
         let byModel = Dictionary(grouping: stored.filter { $0.quantity == StoreName.loss }, by: \.site)
         return byModel.keys.sorted().flatMap { model -> [SummaryRow] in
             let losses = byModel[model]!.sorted { $0.promptIndex < $1.promptIndex }.map(\.value)
@@ -317,6 +323,17 @@ public struct EvalJob {
                     SummaryRow(scope: StoreName.scopeEval, key: model, metric: StoreName.ciLow, value: s.ciLow),
                     SummaryRow(scope: StoreName.scopeEval, key: model, metric: StoreName.ciHigh, value: s.ciHigh),
                     SummaryRow(scope: StoreName.scopeEval, key: model, metric: "windows", value: Double(losses.count))]
+                + (lnModes[model].map { [SummaryRow(scope: StoreName.scopeEval, key: model, metric: StoreName.lnFree,
+                                                    value: $0 == "ln-free" ? 1 : 0)] } ?? [])
         }
+    }
+
+    /// The LN modes an eval run's summaries record (`ln_free`), by model.
+    public static func lnModes(from summaries: [SummaryRow]) -> [String: String] {
+        var out: [String: String] = [:]
+        for s in summaries where s.scope == StoreName.scopeEval && s.metric == StoreName.lnFree {
+            out[s.key] = s.value == 1 ? "ln-free" : "layernorm"
+        }
+        return out
     }
 }

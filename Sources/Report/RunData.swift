@@ -1,6 +1,7 @@
 import Analysis
 import Foundation
 import ResultsStore
+import Support
 
 /// A run as every figure names it: model, LN mode, prompt set, run id (and its state when it
 /// did not complete).
@@ -21,7 +22,7 @@ struct RunLabel {
         id = run.id ?? 0
         // The vanilla control is a remove-ln run with nothing removed: say so wherever it is named.
         let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
-        command = run.command == "remove-ln" && (options?["keep_ln"] as? String) == "true" ? "remove-ln --keep-ln" : run.command
+        command = run.command == "remove-ln" && (options?["keep_ln"] as? Bool) == true ? "remove-ln --keep-ln" : run.command
         model = Self.modelName(run.modelPath)
         lnMode = run.lnMode
         promptSet = URL(fileURLWithPath: run.promptSetPath).lastPathComponent
@@ -31,15 +32,7 @@ struct RunLabel {
 
     /// The model's name: a Hugging Face cache snapshot (`…/models--ORG--NAME/snapshots/REV`)
     /// as `ORG/NAME`, a folder as its last component.
-    static func modelName(_ path: String) -> String {
-        // An eval run names every model it scored: `a | b | c`.
-        if path.contains(" | ") { return path.components(separatedBy: " | ").map(modelName).joined(separator: " | ") }
-        let parts = path.split(separator: "/").map(String.init)
-        if let i = parts.lastIndex(where: { $0.hasPrefix("models--") }) {
-            return parts[i].dropFirst("models--".count).replacingOccurrences(of: "--", with: "/")
-        }
-        return parts.last ?? path
-    }
+    static func modelName(_ path: String) -> String { ModelPath.shortName(path) }
 
     /// `gpt2-tiny · layernorm · ioi.jsonl · run 3`, with the state of an unfinished run.
     var provenance: String {

@@ -127,6 +127,7 @@ extension ResultsDatabase {
     public func runsTable() throws -> QueryResult {
         try query(sql: """
             SELECT r.id, r.command, r.model_path AS model, r.ln_mode,
+                   replace(r.prompt_set_path, rtrim(r.prompt_set_path, replace(r.prompt_set_path, '/', '')), '') AS prompt_set,
                    CASE WHEN r.command = 'eval'
                         THEN (SELECT COUNT(DISTINCT x.prompt_index) FROM results x WHERE x.run_id = r.id)
                         WHEN r.command IN ('train', 'remove-ln')

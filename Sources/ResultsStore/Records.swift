@@ -46,8 +46,9 @@ extension StoreName {
     /// estimates of attribution patching and AtP*.
     public static let activation = "activation", atp = "atp", atpStar = "atp_star"
     /// `summaries.scope` of `eval` runs, key the model evaluated: metrics `loss` (mean next-token
-    /// cross-entropy) and the bounds `ci_low`, `ci_high` of its 95% confidence interval.
-    public static let scopeEval = "eval", loss = "loss", ciLow = "ci_low", ciHigh = "ci_high"
+    /// cross-entropy) and the bounds `ci_low`, `ci_high` of its 95% confidence interval; `ln_free`
+    /// that model's LN mode (1: `ln-free`, 0: `layernorm`; `runs.ln_mode` holds the first model's).
+    public static let scopeEval = "eval", loss = "loss", ciLow = "ci_low", ciHigh = "ci_high", lnFree = "ln_free"
 }
 
 /// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and

@@ -145,4 +145,33 @@ extension Schema {
           PRIMARY KEY (run_id, shard_index)
         ) WITHOUT ROWID;
         """
+
+    /// Options as JSON values: runs written before it stored numbers and booleans as strings
+    /// ("8", "true") and the weight processing as one string ("fold_ln=true center_writing_weights=true
+    /// …"); this rewrites those values of the options lnlens stores as numbers or booleans (the
+    /// keys listed) into JSON numbers and booleans, and `processing` into an object of booleans.
+    /// Any other value is kept as it is.
+    static let v3 = """
+        UPDATE runs SET options_json = (
+          SELECT json_group_object(key, CASE
+            WHEN type = 'text' AND key = 'processing' AND atom GLOB 'fold_ln=*' THEN json_object(
+              'center_unembed', json(CASE WHEN instr(atom, 'center_unembed=true') THEN 'true' ELSE 'false' END),
+              'center_writing_weights', json(CASE WHEN instr(atom, 'center_writing_weights=true') THEN 'true' ELSE 'false' END),
+              'fold_ln', json(CASE WHEN instr(atom, 'fold_ln=true') THEN 'true' ELSE 'false' END),
+              'fold_value_biases', json(CASE WHEN instr(atom, 'fold_value_biases=true') THEN 'true' ELSE 'false' END))
+            WHEN type = 'text' AND key IN ('aux_weight', 'batch', 'batch_size', 'batch_tokens', 'checkpoint_every', 'chunk_size',
+                                           'context', 'keep_ln', 'lr', 'max_grad_norm', 'max_tokens', 'micro_batch', 'min_gap',
+                                           'momentum', 'prepend_bos', 'seed', 'seq_len', 'skip_invalid', 'steps', 'weight_decay')
+                 AND CASE WHEN atom IN ('true', 'false') THEN 1
+                          WHEN atom = '' OR atom GLOB '*[^0-9eE.+-]*' THEN 0
+                          WHEN json_valid(atom) THEN json_type(atom) IN ('integer', 'real')
+                          ELSE 0 END
+              THEN json(atom)
+            WHEN type = 'true' THEN json('true')
+            WHEN type = 'false' THEN json('false')
+            WHEN type IN ('object', 'array') THEN json(value)
+            ELSE value END)
+          FROM json_each(runs.options_json))
+        WHERE json_type(options_json) = 'object';
+        """
 }

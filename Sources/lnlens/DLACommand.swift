@@ -4,6 +4,7 @@ import Foundation
 import GPT2
 import Jobs
 import ResultsStore
+import Support
 
 struct DLACommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,7 +20,9 @@ struct DLACommand: ParsableCommand {
     @Option(help: ArgumentHelp("Text mode: next-token (every position, its actual next token) or paper (the last position of each window, to the token there, as the paper's code does).", valueName: "next-token|paper"))
     var targets = "next-token"
     @Flag(help: "Skip and count invalid prompt lines instead of stopping at the first.") var skipInvalid = false
-    @Flag(help: "Put <|endoftext|> first in every prompt.") var prependBos = false
+    @Flag(inversion: .prefixedNo,
+          help: "Put <|endoftext|> first in every prompt, as TransformerLens's to_tokens and `lnlens patch` do (default with --prompts; --no-prepend-bos: the prompts as they are; text windows are always cut from the text as it is).")
+    var prependBos: Bool?
     @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
     @Option(help: "Continue an interrupted run (one --model, same prompts and options).") var resume: Int64?
     @Flag(help: "With --resume: take the run over even if its writer on another host was heard from in the last 2 minutes.")
@@ -46,7 +49,7 @@ struct DLACommand: ParsableCommand {
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
         if prompts != nil && (maxTokens != nil) { throw ValidationError("--max-tokens goes with --text") }
-        if text != nil && prependBos { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
+        if text != nil && prependBos == true { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
         if text != nil && skipInvalid { throw ValidationError("--skip-invalid goes with --prompts") }
         if top < 0 { throw ValidationError("--top must not be negative") }
         if !(minGap >= 0 && minGap.isFinite) { throw ValidationError("--min-gap \(minGap): give a number of logits ≥ 0, e.g. 0.5") }
@@ -56,17 +59,20 @@ struct DLACommand: ParsableCommand {
     }
 
     /// Every option of this invocation, as stored with the run (`context` as actually used).
-    func options(context effectiveContext: Int, shard: Shard?) -> [String: String] {
-        var o = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": "\(batchSize)", "chunk_size": "\(chunkSize)",
-                 "skip_invalid": "\(skipInvalid)", "prepend_bos": "\(prependBos)", "processing": processing.options.description]
+    func options(context effectiveContext: Int, shard: Shard?) -> [String: Any] {
+        var o: [String: Any] = ["models": modelSpecs.joined(separator: ","), "db": db, "batch_size": batchSize, "chunk_size": chunkSize,
+                                "skip_invalid": skipInvalid, "prepend_bos": bos, "processing": processing.stored]
         if let prompts { o["prompts"] = prompts }
         if let shard { o["shard"] = shard.description }
         if let text {
-            o["text"] = text; o["context"] = "\(effectiveContext)"; o["max_tokens"] = maxTokens.map(String.init) ?? "all"
+            o["text"] = text; o["context"] = effectiveContext; o["max_tokens"] = maxTokens.map { $0 as Any } ?? "all"
             o["targets"] = targets
         }
         return o
     }
+
+    /// Whether the prompts get `<|endoftext|>` first: yes unless --no-prepend-bos; never in text mode.
+    var bos: Bool { prependBos ?? (text == nil) }
 
     var modelSpecs: [String] {
         models.isEmpty ? (resume == nil ? [EmbeddedModels.defaultName, EmbeddedModels.lnFreeName] : [EmbeddedModels.defaultName]) : models
@@ -92,18 +98,16 @@ struct DLACommand: ParsableCommand {
                 printErr("note: --context \(context) is longer than \(spec)'s n_positions; using \(effectiveContext)")
             }
             if let prompts {
-                input = .prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos))
+                input = .prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: bos))
             } else {
                 input = .text(try TextPrompts.load(url: URL(fileURLWithPath: EmbeddedPrompts.resolve(text!)), tokenizer: tok,
                                                    context: effectiveContext, maxTokens: maxTokens),
                               TextTargets(rawValue: targets)!)
             }
-            let optionsData = try JSONSerialization.data(withJSONObject: options(context: effectiveContext, shard: shard),
-                                                         options: [.sortedKeys])
             var runner = DLAJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                    modelHash: try loaded.weightsHash(), input: input,
                                    decode: { tok.decode($0) },
-                                   optionsJSON: String(decoding: optionsData, as: UTF8.self),
+                                   optionsJSON: RunOptions.json(options(context: effectiveContext, shard: shard)),
                                    toolVersion: LNLensVersion.string)
             runner.batchSize = batchSize
             runner.chunkSize = chunkSize
@@ -111,19 +115,27 @@ struct DLACommand: ParsableCommand {
             runner.shard = shard
             runner.minGap = minGap
             runner.bootstrap = BootstrapScheme(rawValue: bootstrap)!
-            let id = try ProgressLine.run(label: spec, unit: "prompts") { try runner.run(db: try store(), resume: resume, progress: $0) }
+            let id = try ProgressLine.run(label: spec, unit: runner.unit) {
+                try runner.run(db: try store(), resume: resume, progress: $0, phase: $1)
+            }
             runIDs.append(id)
         }
         let database = try store()
+        let reading = ProgressLine(label: "dla", unit: "runs")
+        reading.phase("reading \(runIDs.count == 1 ? "the run" : "the \(runIDs.count) runs") back from \(db)")
         let reports = try runIDs.map { try RunReport(db: database, runID: $0) }
+        reading.finish()
         for r in reports { if let w = r.task?.warning(model: r.modelName) { printErr("lnlens: warning: " + w) } }
         if json {
             try printJSON(["runs": reports])
         } else if csv {
-            print("run_id,model,ln_mode,prompt,component,dla,direct_effect")
+            print("run_id,model,model_name,ln_mode,prompt,component,site,layer,pos,head,dla,direct_effect")
             for r in reports {
                 for row in r.rows {
-                    print("\(r.runID),\(csvField(r.model)),\(r.lnMode),\(row.prompt),\(row.component),\(row.dla),\(row.directEffect)")
+                    let s = RunReport.Row(row)
+                    func i(_ v: Int?) -> String { v.map(String.init) ?? "" }
+                    print("\(r.runID),\(csvField(r.model)),\(csvField(r.modelName)),\(r.lnMode),\(row.prompt),\(row.component),"
+                          + "\(s.site),\(i(s.layer)),,\(i(s.head)),\(row.dla),\(row.directEffect)")
                 }
             }
         } else {
@@ -157,9 +169,37 @@ struct RunReport: Encodable {
     let bootstrap: String
     /// The run's task check (`StoredRuns.taskCheck`; nil for text input and prompts without wrong).
     let task: TaskCheck?
+    /// What `nPrompts` counts: prompts, text positions (`--text`) or windows (`--targets paper`).
+    let unit: String
+
+    /// One row of `--json`: the component by name and as the database keys it (`site`, `layer`,
+    /// `head`; `pos` null: DLA attributes the final residual stream at the target position).
+    struct Row: Encodable {
+        let prompt: Int, component: String, site: String, layer: Int?, pos: Int?, head: Int?
+        let dla: Double, directEffect: Double
+        enum CodingKeys: String, CodingKey { case prompt, component, site, layer, pos, head, dla, directEffect = "direct_effect" }
+
+        init(_ a: ComponentAttribution) {
+            let site: (name: String, layer: Int?, head: Int?) = Component(name: a.component)?.site ?? (a.component, nil, nil)
+            (prompt, component, self.site, layer, pos, head) = (a.prompt, a.component, site.name, site.layer, nil, site.head)
+            (dla, directEffect) = (a.dla, a.directEffect)
+        }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(prompt, forKey: .prompt)
+            try c.encode(component, forKey: .component)
+            try c.encode(site, forKey: .site)
+            try c.encode(layer, forKey: .layer)  // null, not absent, like the database's NULL
+            try c.encode(pos, forKey: .pos)
+            try c.encode(head, forKey: .head)
+            try c.encode(dla, forKey: .dla)
+            try c.encode(directEffect, forKey: .directEffect)
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
-        case runID = "run_id", model, lnMode = "ln_mode", nPrompts = "n_prompts", task
+        case runID = "run_id", model, modelName = "model_name", lnMode = "ln_mode", nPrompts = "n_prompts", task
         case nmaeHeadsGlobal = "nmae_heads_global", nmaePerHead = "nmae_per_head", nmaePerLayer = "nmae_per_layer"
         case nmaeHeadsGlobalCI = "nmae_heads_global_ci", bootstrap
         case componentsSumMaxAbsError = "components_sum_max_abs_error", rows
@@ -171,6 +211,7 @@ struct RunReport: Encodable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(runID, forKey: .runID)
         try c.encode(model, forKey: .model)
+        try c.encode(modelName, forKey: .modelName)
         try c.encode(lnMode, forKey: .lnMode)
         try c.encode(nPrompts, forKey: .nPrompts)
         try c.encode(task, forKey: .task)
@@ -180,7 +221,7 @@ struct RunReport: Encodable {
         try c.encode(nmaePerHead.mapValues(finite), forKey: .nmaePerHead)
         try c.encode(nmaePerLayer.mapValues(finite), forKey: .nmaePerLayer)
         try c.encode(finite(componentsSumMaxAbsError), forKey: .componentsSumMaxAbsError)
-        try c.encode(rows, forKey: .rows)
+        try c.encode(rows.map(Row.init), forKey: .rows)
     }
 
     init(db: ResultsDatabase, runID: Int64) throws {
@@ -205,25 +246,27 @@ struct RunReport: Encodable {
         nmaeHeadsGlobalCI = global(StoreName.nmaeCILow).flatMap { low in global(StoreName.nmaeCIHigh).map { ConfidenceInterval(low: low, high: $0) } }
         bootstrap = DLAJob.settings(optionsJSON: run.optionsJSON).bootstrap.rawValue
         task = try StoredRuns.taskCheck(db: db, run: run)
+        let options = RunOptions.object(run.optionsJSON)
+        unit = options["text"] == nil ? "prompts" : (options["targets"] as? String == TextTargets.lastTokenOfWindow.rawValue ? "windows" : "positions")
     }
 
-    var modelName: String { URL(fileURLWithPath: model).lastPathComponent }
+    var modelName: String { ModelPath.shortName(model) }
 
     func printSummary(top: Int) {
         let covered = Set(rows.map(\.prompt)).count
-        print("\(modelName) (\(lnMode)) — run \(runID), " + (shard.map { "shard \($0): \(covered) of \(nPrompts) prompts" } ?? "\(nPrompts) prompts"))
+        print("\(modelName) (\(lnMode)) — run \(runID), " + (shard.map { "shard \($0): \(covered) of \(nPrompts) \(unit)" } ?? "\(nPrompts) \(unit)"))
         if let task { print("  " + task.line() + (task.passed == false ? " — TASK CHECK FAILED" : "")) }
-        print(String(format: "  DLA vs exact direct effect, NMAE over heads: %.4f %%", nmaeHeadsGlobal)
-              + (nmaeHeadsGlobalCI.map { String(format: " (95 %% CI %.4f–%.4f, %@ bootstrap)", $0.low, $0.high, bootstrap) } ?? ""))
+        print("  DLA vs exact direct effect, NMAE over heads: \(nmaeText(nmaeHeadsGlobal)) %"
+              + (nmaeHeadsGlobalCI.map { " (95 % CI \(nmaeText($0.low))–\(nmaeText($0.high)), \(bootstrap) bootstrap)" } ?? ""))
         print("  per layer: " + nmaePerLayer.sorted { layerKey($0.key) < layerKey($1.key) }
-            .map { String(format: "%@ %.3f%%", $0.key, $0.value) }.joined(separator: "  "))
+            .map { "\($0.key) \(nmaeText($0.value)) %" }.joined(separator: "  "))
         print(String(format: "  components sum to the final residual stream: max |error| %.2e", componentsSumMaxAbsError))
         // Heads by mean |direct effect| over prompts (as `lnlens query top-heads`).
-        print("  heads with the largest direct effects (mean |DE| over prompts):")
+        print("  heads with the largest direct effects (mean |DE| over \(unit)):")
         print("    head     mean |DE|    mean DE    mean DLA     NMAE %")
         for h in HeadEffect.ranked(rows).prefix(top) {
-            print("    " + padded(h.component, 7) + String(format: " %9.4f  %9.4f   %9.4f   %8.3f", h.meanAbsDE, h.meanDE, h.meanDLA,
-                         nmaePerHead[h.component] ?? .nan))
+            print("    " + padded(h.component, 7) + String(format: " %9.4f  %9.4f   %9.4f  ", h.meanAbsDE, h.meanDE, h.meanDLA)
+                  + rightAligned(nmaeText(nmaePerHead[h.component]), 9))
         }
         printGrid()
         print("")
@@ -248,7 +291,7 @@ struct RunReport: Encodable {
             for h in 0..<nHeads {
                 guard let v = nmaePerHead["L\(l)H\(h)"] else { line += "      -"; continue }
                 let shade = v < 1 ? "░" : v < 10 ? "▒" : v < 50 ? "▓" : "█"
-                line += v >= 999.5 ? "  \(shade)>999" : String(format: " %@%5.1f", shade, v)
+                line += " " + shade + rightAligned(nmaeText(v, compact: true), 5)
             }
             print(line)
         }
@@ -264,10 +307,10 @@ struct RunReport: Encodable {
         if reports.contains(where: { $0.task != nil }) {
             print(cell("task check") + reports.map { cell($0.task.map { $0.passed == false ? "FAILED" : "passed" } ?? "-") }.joined())
         }
-        print(cell("heads (all)") + reports.map { cell(String(format: "%.4f", $0.nmaeHeadsGlobal)) }.joined())
+        print(cell("heads (all)") + reports.map { cell(nmaeText($0.nmaeHeadsGlobal)) }.joined())
         let layers = Set(reports.flatMap { $0.nmaePerLayer.keys }).sorted { layerKey($0) < layerKey($1) }
         for l in layers {
-            print(cell(l) + reports.map { cell($0.nmaePerLayer[l].map { String(format: "%.4f", $0) } ?? "-") }.joined())
+            print(cell(l) + reports.map { cell(nmaeText($0.nmaePerLayer[l])) }.joined())
         }
     }
 }
@@ -278,6 +321,24 @@ private func layerKey(_ s: String) -> Int { Int(s.dropFirst()) ?? 0 }
 /// `s` padded with spaces on the right to `width` (Foundation's `%-7@` does not pad on Linux).
 func padded(_ s: String, _ width: Int) -> String {
     s.count >= width ? s : s + String(repeating: " ", count: width - s.count)
+}
+
+/// An NMAE (%) as the CLI prints it everywhere: 4 decimals from 0.01 up, below that 3 significant
+/// digits in exponent form, so that the LN-free model's 8.2e-13 % is not printed as 0.0000 %
+/// (exactly 0 stays 0.0000); "-" when undefined. `compact` (the per-head grid's cells, 5
+/// characters): 1 decimal from 0.1 up, else 1 significant digit (`8e-13`), `>999` above 999.
+func nmaeText(_ value: Double?, compact: Bool = false) -> String {
+    guard let v = value, v.isFinite else { return "-" }
+    if compact {
+        if v >= 999.95 { return ">999" }
+        return abs(v) >= 0.1 || v == 0 ? String(format: "%.1f", v) : String(format: "%.0e", v)
+    }
+    return abs(v) >= 0.01 || v == 0 ? String(format: "%.4f", v) : String(format: "%.2e", v)
+}
+
+/// `s` padded with spaces on the left to `width` (numbers in table columns).
+func rightAligned(_ s: String, _ width: Int) -> String {
+    s.count >= width ? s : String(repeating: " ", count: width - s.count) + s
 }
 
 /// Quotes a CSV field when it needs it.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Jobs
 import ResultsStore
+import Support
 
 struct MergeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,7 +33,7 @@ struct MergeCommand: ParsableCommand {
             let r = m.record
             let eval = r.command == StoreName.evalCommand
             // An eval run's model path lists its models as given.
-            let model = eval ? r.modelPath : "\(URL(fileURLWithPath: r.modelPath).lastPathComponent) (\(r.lnMode))"
+            let model = eval ? r.modelPath : "\(ModelPath.shortName(r.modelPath)) (\(r.lnMode))"
             switch m.outcome {
             case .created(let id):
                 print("merged \(m.shards) shards of \(r.command) \(model) into run \(id) of \(output): \(r.nPrompts) \(eval ? "windows" : "prompts")")
@@ -40,7 +41,7 @@ struct MergeCommand: ParsableCommand {
                 print("already merged: run \(id) of \(output) holds these \(m.shards) shards of \(r.command) \(model); nothing written")
             }
             if let nmae = m.summaries.first(where: { $0.scope == StoreName.scopeHeads && $0.key == "all" && $0.metric == StoreName.nmae }) {
-                print(String(format: "  DLA vs exact direct effect, NMAE over heads (all prompts): %.4f %%", nmae.value))
+                print("  DLA vs exact direct effect, NMAE over heads (all prompts): \(nmaeText(nmae.value)) %")
             }
             for loss in m.summaries where loss.scope == StoreName.scopeEval && loss.metric == StoreName.loss {
                 print("  \(loss.key): loss " + String(format: "%.4f", loss.value) + " (all windows)")

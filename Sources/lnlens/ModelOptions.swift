@@ -110,6 +110,13 @@ struct ProcessingFlags: ParsableArguments {
         return ProcessingOptions(foldLN: !noFoldLn, centerWritingWeights: !noCenterWritingWeights,
                                  centerUnembed: !noCenterUnembed, foldValueBiases: !noFoldValueBiases)
     }
+
+    /// The switches as stored in a run's options (`processing`): a JSON object of booleans.
+    var stored: [String: Bool] {
+        let o = options
+        return ["fold_ln": o.foldLN, "center_writing_weights": o.centerWritingWeights, "center_unembed": o.centerUnembed,
+                "fold_value_biases": o.foldValueBiases]
+    }
 }
 
 /// `--shard I/N` of the commands whose work splits into shards (`dla`, `patch`, `eval`).

@@ -4,6 +4,7 @@ import Foundation
 import GPT2
 import Jobs
 import ResultsStore
+import Support
 
 struct PatchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,7 +27,9 @@ struct PatchCommand: ParsableCommand {
     @Option(help: "Comma-separated methods: activation, atp, atp-star.") var methods = "activation,atp"
     @Option(help: ArgumentHelp("denoise (clean into corrupted) or noise (corrupted into clean).", valueName: "direction"))
     var direction = "denoise"
-    @Flag(help: "Put <|endoftext|> first in every prompt (as TransformerLens's to_tokens does).") var prependBos = false
+    @Flag(inversion: .prefixedNo,
+          help: "Put <|endoftext|> first in both prompts, as TransformerLens's to_tokens and the paper do (default; --no-prepend-bos: the prompts as they are).")
+    var prependBos = true
     @Flag(help: "Skip and count invalid prompt lines instead of stopping at the first.") var skipInvalid = false
     @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
     @Option(help: "Continue an interrupted run (one --model, same prompts and options).") var resume: Int64?
@@ -94,37 +97,42 @@ struct PatchCommand: ParsableCommand {
             let tok = try loaded.requireTokenizer()
             let set = try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos)
                 .requiringPairs(skipInvalid: skipInvalid)
-            let options: [String: String] = [
+            let options: [String: Any] = [
                 "models": modelSpecs.joined(separator: ","), "db": db, "prompts": prompts, "sites": siteList.map(\.rawValue).joined(separator: ","),
                 "methods": methodList.map(\.rawValue).joined(separator: ","), "direction": direction,
-                "prepend_bos": "\(prependBos)", "skip_invalid": "\(skipInvalid)", "batch_size": "\(batchSize)",
-                "chunk_size": "\(chunkSize)", "processing": processing.options.description,
+                "prepend_bos": prependBos, "skip_invalid": skipInvalid, "batch_size": batchSize,
+                "chunk_size": chunkSize, "processing": processing.stored,
             ]
             var job = PatchJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                modelHash: try loaded.weightsHash(), prompts: set,
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,
                                tokenText: { tok.tokenString($0) },
-                               optionsJSON: String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
+                               optionsJSON: RunOptions.json(options),
                                toolVersion: LNLensVersion.string)
             job.batchSize = batchSize
             job.chunkSize = chunkSize
             job.shard = shard
             job.forceResume = forceResume
             job.minGap = minGap
-            let id = try ProgressLine.run(label: spec, unit: "prompts") { try job.run(db: try store(), resume: resume, progress: $0) }
+            let id = try ProgressLine.run(label: spec, unit: "prompt pairs") {
+                try job.run(db: try store(), resume: resume, progress: $0, phase: $1)
+            }
             runIDs.append(id)
         }
         let database = try store()
+        let reading = ProgressLine(label: "patch", unit: "runs")
+        reading.phase("reading \(runIDs.count == 1 ? "the run" : "the \(runIDs.count) runs") back from \(db)")
         let reports = try runIDs.map { try PatchReport(db: database, runID: $0) }
+        reading.finish()
         for r in reports { if let w = r.task?.warning(model: r.modelName) { printErr("lnlens: warning: " + w) } }
         if json { return try printJSON(["runs": reports]) }
         if csv {
-            print("run_id,model,ln_mode,prompt,site,layer,pos,head,activation,atp,atp_star")
+            print("run_id,model,model_name,ln_mode,prompt,site,layer,pos,head,activation,atp,atp_star")
             for r in reports {
                 for row in r.rows {
                     func f(_ v: Double?) -> String { v.map { "\($0)" } ?? "" }
                     func i(_ v: Int?) -> String { v.map(String.init) ?? "" }
-                    print("\(r.runID),\(csvField(r.model)),\(r.lnMode),\(row.prompt),\(row.site),\(row.layer),\(i(row.pos)),\(i(row.head)),\(f(row.activation)),\(f(row.atp)),\(f(row.atpStar))")
+                    print("\(r.runID),\(csvField(r.model)),\(csvField(r.modelName)),\(r.lnMode),\(row.prompt),\(row.site),\(row.layer),\(i(row.pos)),\(i(row.head)),\(f(row.activation)),\(f(row.atp)),\(f(row.atpStar))")
                 }
             }
             return
@@ -170,7 +178,22 @@ struct PatchReport: Encodable {
     /// The run's task check (`StoredRuns.taskCheck`).
     let task: TaskCheck?
 
-    enum CodingKeys: String, CodingKey { case runID = "run_id", model, lnMode = "ln_mode", direction, task, prompts, errors, rows }
+    enum CodingKeys: String, CodingKey {
+        case runID = "run_id", model, modelName = "model_name", lnMode = "ln_mode", direction, task, prompts, errors, rows
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(runID, forKey: .runID)
+        try c.encode(model, forKey: .model)
+        try c.encode(modelName, forKey: .modelName)
+        try c.encode(lnMode, forKey: .lnMode)
+        try c.encode(direction, forKey: .direction)
+        try c.encode(task, forKey: .task)
+        try c.encode(prompts, forKey: .prompts)
+        try c.encode(errors, forKey: .errors)
+        try c.encode(rows, forKey: .rows)
+    }
 
     init(db: ResultsDatabase, runID: Int64) throws {
         guard let run = try db.run(id: runID) else { throw CLIError.usage("no run \(runID) in \(db.path)") }
@@ -211,7 +234,7 @@ struct PatchReport: Encodable {
         task = try StoredRuns.taskCheck(db: db, run: run)
     }
 
-    var modelName: String { URL(fileURLWithPath: model).lastPathComponent }
+    var modelName: String { ModelPath.shortName(model) }
 
     func printSummary(gridNormalize: (layer: Int, position: Int)?) {
         let n = prompts.count
@@ -238,7 +261,7 @@ struct PatchReport: Encodable {
                     let value = allErrors.first { $0.site == site && $0.method == method && $0.layer == nil && !$0.normalized && $0.metric == metric }?.value
                     return value.map { String(format: "%7.0f", $0) } ?? "      -"
                 }
-                print("    " + padded(site, 15) + " " + padded(method, 9) + v("nmae", "%8.2f") + "  " + v("pearson", "%7.3f") + "  "
+                print("    " + padded(site, 15) + " " + padded(method, 9) + rightAligned(nmaeText(e["nmae"] ?? nil), 9) + " " + v("pearson", "%7.3f") + "  "
                       + v("spearman", "%7.3f") + "  " + v("sign_agreement", "%5.2f") + "  " + v("topk_recall_10", "%5.2f") + "  "
                       + v("topk_recall_5pct", "%5.2f") + "  " + count("n") + "  " + count("n_structural_zeros"))
             }
@@ -310,7 +333,7 @@ struct PatchReport: Encodable {
             for method in methods {
                 let values = reports.map { $0.errors[site]?[method]?["nmae"] ?? nil }
                 var line = "    " + padded(site, 15) + " " + padded(method, 9)
-                for v in values { line += padded(v.map { String(format: "%.2f", $0) } ?? "-", 28) }
+                for v in values { line += padded(nmaeText(v), 28) }
                 if values.count == 2, let a = values[0], let b = values[1] {
                     line += b < a ? "better without LN" : (b > a ? "worse without LN" : "same")
                     if reports.contains(where: { $0.task?.passed == false }) { line += " (not meaningful: a task check failed)" }

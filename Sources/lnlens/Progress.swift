@@ -8,8 +8,10 @@ import Glibc
 /// `label [bar] done/total unit  rate  ETA  detail` on stderr, redrawn in place, where
 /// `detail` is what the job wants seen (training: the loss). Drawn only when stderr is a
 /// terminal, once the job has run for a second (quick jobs stay quiet), at most ten times a
-/// second and cut to the terminal's width; `finish` clears it. When stderr is not a terminal
-/// nothing at all is written, so logs and pipes get only the command's own output.
+/// second and cut to the terminal's width; `finish` clears it. `phase` names a last step that
+/// counts nothing (summaries, reading the runs back), so a long one is not a silent full bar.
+/// When stderr is not a terminal nothing at all is written, so logs and pipes get only the
+/// command's own output.
 ///
 ///     let progress = ProgressLine(label: spec, unit: "prompts")
 ///     defer { progress.finish() }
@@ -25,6 +27,8 @@ final class ProgressLine {
     /// starts with work already done).
     private var baseline: (done: Int, time: TimeInterval)?
     private var lastDraw: TimeInterval = -.infinity
+    /// The last count reported (`phase` shows it).
+    private var last: (done: Int, total: Int)?
     private(set) var shown = false
     /// Where the line goes (stderr; tests capture it).
     private let write: (String) -> Void
@@ -43,6 +47,7 @@ final class ProgressLine {
     /// Reports `done` of `total` units; `detail` is appended as is.
     func update(done: Int, total: Int, detail: String? = nil) {
         guard enabled else { return }
+        last = (done, total)
         let now = clock()
         if baseline == nil { baseline = (done, now) }
         let finished = done >= total
@@ -58,17 +63,29 @@ final class ProgressLine {
         shown = true
     }
 
+    /// Shows `text` as what the job does now, after the count it reached (the bar stays where
+    /// it was), at once: a step that counts nothing may take long.
+    func phase(_ text: String) {
+        guard enabled else { return }
+        let line = last.map { Self.text(label: label, unit: unit, done: $0.done, total: $0.total, rate: nil, detail: text,
+                                        width: Self.terminalWidth()) }
+            ?? Self.cut("\(label) \(text)", width: Self.terminalWidth())
+        write("\r" + line + "\u{1B}[K")
+        shown = true
+    }
+
     /// Runs a job stored in chunks with a progress line: `body` hands the job the per-chunk
     /// callback, which redraws the line and, after Ctrl-C, stops the job (`JobStop`) once the
-    /// chunk being stored is in.
-    static func run<T>(label: String, unit: String, _ body: (_ chunkDone: (Int, Int) throws -> Void) throws -> T) throws -> T {
+    /// chunk being stored is in, and the callback that names its last step (`phase`).
+    static func run<T>(label: String, unit: String,
+                       _ body: (_ chunkDone: (Int, Int) throws -> Void, _ phase: (String) -> Void) throws -> T) throws -> T {
         let progress = ProgressLine(label: label, unit: unit)
         Interrupt.install()
         defer { progress.finish() }
-        return try body { done, total in
+        return try body({ done, total in
             progress.update(done: done, total: total)
             if Interrupt.requested { throw JobStop() }
-        }
+        }, { progress.phase($0) })
     }
 
     /// Clears the line (if one was drawn).
@@ -90,7 +107,11 @@ final class ProgressLine {
             if done < total { parts.append("ETA " + duration(Double(total - done) / rate)) }
         }
         if let detail, !detail.isEmpty { parts.append(detail) }
-        let line = parts.joined(separator: "  ")
+        return cut(parts.joined(separator: "  "), width: width)
+    }
+
+    /// `line` cut to `width − 1` characters, ending in … when cut.
+    static func cut(_ line: String, width: Int) -> String {
         let limit = max(10, width - 1)
         return line.count <= limit ? line : String(line.prefix(limit - 1)) + "…"
     }

@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import Jobs
 import ResultsStore
+import Support
 
 /// `--db PATH` and the output format switches of the read-only commands.
 struct ReadOptions: ParsableArguments {
@@ -228,8 +229,8 @@ struct DiffCommand: ParsableCommand {
         if let a = try store.run(id: runA), a.command == StoreName.patchCommand { return try patchDiff(store) }
         let d = try StoredRuns.dlaDiff(db: store, runA: runA, runB: runB, top: top)
         if json { return try printJSON(d) }
-        func name(_ s: DLADiff.Side) -> String { "run \(s.runID) \(URL(fileURLWithPath: s.modelPath).lastPathComponent) (\(s.lnMode))" }
-        func pct(_ v: Double?) -> String { v.map { String(format: "%9.4f", $0) } ?? "        -" }
+        func name(_ s: DLADiff.Side) -> String { "run \(s.runID) \(ModelPath.shortName(s.modelPath)) (\(s.lnMode))" }
+        func pct(_ v: Double?) -> String { rightAligned(nmaeText(v), 9) }
         print("A: \(name(d.a))")
         print("B: \(name(d.b))")
         printTaskChecks(d.taskA, d.taskB)
@@ -239,12 +240,14 @@ struct DiffCommand: ParsableCommand {
         print("  heads (all)                       " + pct(d.a.headNMAE) + "  " + pct(d.b.headNMAE))
         for l in d.layers { print(String(format: "  layer %-3d                         ", l.layer) + pct(l.nmaeA) + "  " + pct(l.nmaeB)) }
         print("")
-        print("rank correlation (Spearman) of head mean direct effects: " + (d.spearman.map { String(format: "%.4f", $0) } ?? "-"))
+        print("rank correlation (Spearman) of the heads' mean |direct effect|: " + (d.spearman.map { String(format: "%.4f", $0) } ?? "-"))
         func headLine(_ h: DLADiff.Head) -> String {
-            "  " + padded(h.component, 7) + String(format: " DE %9.4f → %9.4f   rank %5.1f → %5.1f   NMAE %@ → %@", h.meanDEA, h.meanDEB,
-                   h.rankA, h.rankB, pct(h.nmaeA), pct(h.nmaeB))
+            "  " + padded(h.component, 7)
+                + String(format: " |DE| %8.4f → %8.4f   rank %5.1f → %5.1f   DE %9.4f → %9.4f", h.meanAbsDEA, h.meanAbsDEB,
+                         h.rankA, h.rankB, h.meanDEA, h.meanDEB)
+                + "   NMAE \(pct(h.nmaeA)) → \(pct(h.nmaeB))"
         }
-        print("heads whose rank (by mean direct effect) moved most:")
+        print("heads whose rank (by mean |direct effect|: 1 = the head that matters most) moved most:")
         for h in d.rankMoves { print(headLine(h)) }
         print(d.signFlips.isEmpty ? "no head's mean direct effect changed sign"
               : "heads whose mean direct effect changed sign (\(d.signFlips.count)):")
@@ -256,7 +259,7 @@ struct DiffCommand: ParsableCommand {
     func patchDiff(_ store: ResultsDatabase) throws {
         let d = try StoredRuns.patchDiff(db: store, runA: runA, runB: runB)
         if json { return try printJSON(d) }
-        func name(_ s: PatchDiff.Side) -> String { "run \(s.runID) \(URL(fileURLWithPath: s.modelPath).lastPathComponent) (\(s.lnMode))" }
+        func name(_ s: PatchDiff.Side) -> String { "run \(s.runID) \(ModelPath.shortName(s.modelPath)) (\(s.lnMode))" }
         print("A: \(name(d.a))")
         print("B: \(name(d.b))")
         printTaskChecks(d.taskA, d.taskB)
@@ -272,7 +275,9 @@ struct DiffCommand: ParsableCommand {
             let p = key.split(separator: "|").map(String.init)
             func v(_ normalized: Bool) -> (String, String) {
                 let e = rows.first { $0.site == p[0] && $0.method == p[1] && $0.metric == p[2] && $0.normalized == normalized }
-                func f(_ x: Double?) -> String { x.map { String(format: "%9.3f", $0) } ?? "        -" }
+                func f(_ x: Double?) -> String {
+                    p[2] == "nmae" ? rightAligned(nmaeText(x), 9) : x.map { String(format: "%9.3f", $0) } ?? "        -"
+                }
                 return (f(e?.a), f(e?.b))
             }
             let (ra, rb) = v(false), (na, nb) = v(true)
@@ -286,7 +291,7 @@ struct DiffCommand: ParsableCommand {
             }
             let verdict = b < a ? "AtP got more accurate without LayerNorm" : (b > a ? "AtP got less accurate without LayerNorm" : "no change")
             let failed = d.taskA?.passed == false || d.taskB?.passed == false
-            print(String(format: "%@: AtP NMAE %.2f %% (A) → %.2f %% (B): %@", site, a, b, verdict)
+            print("\(site): AtP NMAE \(nmaeText(a)) % (A) → \(nmaeText(b)) % (B): \(verdict)"
                   + (failed ? " — not a finding: a task check failed" : ""))
         }
     }

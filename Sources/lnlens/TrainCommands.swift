@@ -106,14 +106,14 @@ struct TrainingFlags: ParsableArguments {
     }
 
     /// The options as stored with the run.
-    func optionsJSON(_ extra: [String: String]) -> String {
-        var o: [String: String] = [
-            "corpus": corpus, "out": out, "seq_len": "\(seqLen)", "batch_tokens": "\(batchTokens)", "micro_batch": "\(microBatch)",
-            "weight_decay": "\(weightDecay)", "max_grad_norm": "\(maxGradNorm)", "seed": "\(seed)",
-            "checkpoint_every": "\(checkpointEvery)", "dtype": dtype, "db": db,
+    func optionsJSON(_ extra: [String: Any]) -> String {
+        var o: [String: Any] = [
+            "corpus": corpus, "out": out, "seq_len": seqLen, "batch_tokens": batchTokens, "micro_batch": microBatch,
+            "weight_decay": weightDecay, "max_grad_norm": maxGradNorm, "seed": seed,
+            "checkpoint_every": checkpointEvery, "dtype": dtype, "db": db,
         ]
         o.merge(extra) { _, b in b }
-        return String(decoding: (try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+        return RunOptions.json(o)
     }
 
     /// Runs `job` with the progress line and a log line every --log-every steps, then prints
@@ -210,8 +210,7 @@ struct TrainCommand: ParsableCommand {
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
                         "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
         var job = TrainJob(trainer: trainer, command: StoreName.trainCommand, modelPath: modelPath, modelHash: modelHash,
-                           optionsJSON: flags.optionsJSON(["init": initConfig ?? "", "from": from ?? "", "lr": "\(lr)",
-                                                           "steps": "\(steps)"]),
+                           optionsJSON: flags.optionsJSON(["init": initConfig ?? "", "from": from ?? "", "lr": lr, "steps": steps]),
                            toolVersion: LNLensVersion.string, out: out, checkpointEvery: flags.checkpointEvery) { t in
             try CheckpointExport.write(t.model.parameters, config: t.model.config, into: out, tokenizerFrom: tokenizerDir,
                                        precision: precision, metadata: metadata)
@@ -291,9 +290,9 @@ struct RemoveLNCommand: ParsableCommand {
         var job = TrainJob(trainer: trainer, command: StoreName.removeLNCommand, modelPath: source,
                            modelHash: try loaded.weightsHash(),
                            optionsJSON: flags.optionsJSON([
-                               "model": model, "keep_ln": "\(keepLn)", "aux_weight": "\(auxWeight)", "momentum": "\(momentum)",
-                               "schedule": "\(schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ","))",
-                               "lr": "\(lr)", "steps": "\(steps)",
+                               "model": model, "keep_ln": keepLn, "aux_weight": auxWeight, "momentum": momentum,
+                               "schedule": schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ","),
+                               "lr": lr, "steps": steps,
                            ]),
                            toolVersion: LNLensVersion.string, out: out, checkpointEvery: flags.checkpointEvery) { t in
             var config = t.model.config
@@ -379,10 +378,10 @@ struct EvalCommand: ParsableCommand {
         // One pass of --batch windows (every logit kept), before any run is recorded.
         let passWindows = max(1, min(batch, corpus.blockCount(seqLen: window)))
         try MemoryBudget.check(bytes: entries.map { ForwardPass.footprint(B: passWindows, T: window, config: $0.model.config, backward: false) }.max()!)
-        var options = ["models": specs.joined(separator: ","), "text": text, "context": "\(window)", "batch": "\(batch)", "chunk_size": "\(chunkSize)", "db": db]
+        var options: [String: Any] = ["models": specs.joined(separator: ","), "text": text, "context": window, "batch": batch, "chunk_size": chunkSize, "db": db]
         if let shard { options["shard"] = shard.description }
         var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch,
-                          optionsJSON: String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
+                          optionsJSON: RunOptions.json(options),
                           toolVersion: LNLensVersion.string)
         job.shard = shard
         job.chunkSize = chunkSize

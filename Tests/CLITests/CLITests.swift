@@ -88,7 +88,8 @@ import Testing
             try FileManager.default.copyItem(at: Self.repo.appendingPathComponent("models/tokenizer/\(f)"),
                                              to: model.appendingPathComponent(f))
         }
-        let r = try Self.run(["dla", "--model", model.path, "--prompts",
+        // The reference is TransformerLens without BOS (default_prepend_bos False).
+        let r = try Self.run(["dla", "--model", model.path, "--no-prepend-bos", "--prompts",
                               Self.fixtures.appendingPathComponent("reference/dla/prompts.jsonl").path,
                               "--db", dir.appendingPathComponent("r.sqlite").path, "--json"])
         #expect(r.status == 0, "\(r.stderr)")

@@ -26,7 +26,7 @@ import Testing
         let runs = object["runs"] as! [[String: Any]]
         #expect(runs.count == 2)
         for run in runs {
-            #expect(Set(run.keys) == ["run_id", "model", "ln_mode", "direction", "task", "prompts", "errors", "rows"])
+            #expect(Set(run.keys) == ["run_id", "model", "model_name", "ln_mode", "direction", "task", "prompts", "errors", "rows"])
             let task = run["task"] as! [String: Any]
             #expect(Set(task.keys) == ["prompts", "mean_clean", "fraction_correct", "mean_abs_gap", "median_abs_gap", "min_gap",
                                        "small_gap_prompts", "small_gap_gaps", "passed"])

@@ -40,4 +40,26 @@ import Testing
         #expect(written[1].contains("100/100 prompts  33.3 prompts/s") && !written[1].contains("ETA"))
         #expect(written[2] == "\r\u{1B}[K")
     }
+
+    /// A last step that counts nothing (dla's summaries, reading runs back) is named at once on
+    /// the line, after the count reached, so a full bar is never left silent.
+    @Test func phaseNamesTheLastStep() {
+        var now = 0.0
+        var written: [String] = []
+        let progress = ProgressLine(label: "gpt2-tiny", unit: "positions", enabled: true, clock: { now }, write: { written.append($0) })
+        progress.update(done: 8192, total: 8192)   // within the first second: not drawn
+        progress.phase("summarising (NMAE)")
+        #expect(written.count == 1)
+        #expect(written[0].hasPrefix("\rgpt2-tiny ████████████████████ 8192/8192 positions  summarising (NMAE)"),
+                "\(written[0].debugDescription)")
+        progress.finish()
+        #expect(written.last == "\r\u{1B}[K")
+        let reading = ProgressLine(label: "dla", unit: "runs", enabled: true, clock: { now }, write: { written.append($0) })
+        reading.phase("reading the 2 runs back from r.sqlite")
+        #expect(written.last!.hasPrefix("\rdla reading the 2 runs back from r.sqlite"))
+        let quiet = ProgressLine(label: "dla", unit: "runs", enabled: false, clock: { now }, write: { written.append($0) })
+        let before = written.count
+        quiet.phase("x")
+        #expect(written.count == before)
+    }
 }

@@ -161,6 +161,29 @@ import Tokenizer
         #expect(try db.run(id: 1)?.status == .completed)
     }
 
+    /// Options are compared by value, not by how they were stored: a run recorded with strings
+    /// (as lnlens wrote them before schema v3) resumes with the same values given as JSON numbers
+    /// and booleans, and is refused with another value, named as the user wrote it (a JSON
+    /// `true` is not shown as Foundation's "1").
+    @Test func resumeComparesOptionsByValue() throws {
+        func runner(_ options: String) throws -> DLAJob { try Self.runner(model: "tiny-ln", optionsJSON: options) }
+        let db = try ResultsDatabase.inMemory()
+        let old = #"{"prepend_bos": "true", "skip_invalid": "false", "batch_size": "3", "chunk_size": "4", "db": "a"}"#
+        #expect(throws: JobError.self) {
+            try runner(old).run(db: db) { done, _ in if done >= 4 { throw JobStop() } }
+        }
+        #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its option prepend_bos is true but this invocation has false")) {
+            try runner(#"{"prepend_bos": false, "skip_invalid": false, "batch_size": 3, "chunk_size": 4}"#).run(db: db, resume: 1)
+        }
+        #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its option batch_size is 3 but this invocation has 8")) {
+            try runner(#"{"prepend_bos": true, "skip_invalid": false, "batch_size": 8.0, "chunk_size": 4}"#).run(db: db, resume: 1)
+        }
+        #expect(try runner(#"{"prepend_bos": true, "skip_invalid": false, "batch_size": 3.0, "chunk_size": 4}"#).run(db: db, resume: 1) == 1)
+        #expect(try db.run(id: 1)?.status == .completed)
+        let (whole, id) = try Self.storedRun(model: "tiny-ln")
+        #expect(try db.results(runID: 1) == whole.results(runID: id))
+    }
+
     /// Prompts the model cannot run are errors naming the line, or skipped with --skip-invalid.
     @Test func promptsCheckedAgainstTheModel() throws {
         let tok = try Self.tokenizer()

@@ -82,16 +82,22 @@ struct HandMade {
             #expect(abs(diff.heads[h].meanDEB - HandMade.meanDEB[h]) < 1e-12)
             #expect(abs(diff.heads[h].meanDLAA - (1.5 * HandMade.meanDEA[h] + 0.1 * Double(h))) < 1e-12)
         }
-        // Ranks by mean DE, by hand: A = 1, 2, 4, 3; B = 2, 4, 1, 3.
-        #expect(diff.heads.map(\.rankA) == [1, 2, 4, 3])
-        #expect(diff.heads.map(\.rankB) == [2, 4, 1, 3])
-        // Spearman = 1 − 6 Σd² / (n(n² − 1)), d = (−1, −2, 3, 0): 1 − 6·14/60 = −0.4.
-        #expect(close(diff.spearman, -0.4))
-        #expect(diff.rankMoves.map(\.component) == ["L1H0", "L0H1", "L0H0"])
-        #expect(diff.rankMoves.map(\.rankShift) == [-3, 2, 1])
+        // Ranks by mean |DE| (how much a head matters, whichever way it pushes), by hand: DE = mean
+        // + (−1, 0.5, 0.5). A: |DE| means 3, 1, 2, 0.8333 → ranks 1, 3, 2, 4 (L1H0, mean DE −2,
+        // ranks second: by signed DE it would be last). B: 2, 1, 4, 0.7333 → ranks 2, 3, 1, 4.
+        for h in 0..<4 {
+            let absA = HandMade.spread.map { abs(HandMade.meanDEA[h] + $0) }.reduce(0, +) / 3
+            #expect(abs(diff.heads[h].meanAbsDEA - absA) < 1e-12)
+        }
+        #expect(diff.heads.map(\.rankA) == [1, 3, 2, 4])
+        #expect(diff.heads.map(\.rankB) == [2, 3, 1, 4])
+        // Spearman = 1 − 6 Σd² / (n(n² − 1)), d = (1, 0, −1, 0): 1 − 6·2/60 = 0.8.
+        #expect(close(diff.spearman, 0.8))
+        #expect(diff.rankMoves.map(\.component) == ["L0H0", "L1H0"])
+        #expect(diff.rankMoves.map(\.rankShift) == [1, -1])
         // Signs flip for L0H1 (1 → −1) and L1H0 (−2 → 4); the larger change first.
         #expect(diff.signFlips.map(\.component) == ["L1H0", "L0H1"])
-        #expect(try StoredRuns.dlaDiff(db: db, runA: a, runB: b, top: 1).rankMoves.map(\.component) == ["L1H0"])
+        #expect(try StoredRuns.dlaDiff(db: db, runA: a, runB: b, top: 1).rankMoves.map(\.component) == ["L0H0"])
 
         let json = try JSONEncoder().encode(diff)
         #expect(try JSONDecoder().decode(DLADiff.self, from: json) == diff)

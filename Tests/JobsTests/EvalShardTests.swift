@@ -71,8 +71,12 @@ import Training
         #expect(single.loss == 2.5 && single.ciLow == 2.5 && single.ciHigh == 2.5)
     }
 
-    /// The unsharded run stores each window's loss per model and summaries computed from them;
-    /// N shards merged store the same rows and the same summaries, bit for bit.
+    /// Each test checkpoint's LN mode, as the run records it per model.
+    static let lnModes = ["tiny-ln": "layernorm", "tiny-lnfree": "ln-free"]
+
+    /// The unsharded run stores each window's loss per model and summaries computed from them,
+    /// with each model's LN mode (`ln_free`); N shards merged store the same rows and the same
+    /// summaries, bit for bit.
     @Test(arguments: [3, 4])
     func shardsMergedEqualOneRun(count: Int) throws {
         let folder = try Folder()
@@ -84,12 +88,12 @@ import Training
         #expect(before.results.count == 2 * n)
         #expect(before.results.allSatisfy { $0.quantity == "loss" && $0.layer == nil && $0.position == nil && $0.head == nil })
         #expect(before.results.filter { $0.site == "tiny-ln" }.map(\.promptIndex) == Array(0..<n))
-        #expect(before.summaries == EvalJob.summaries(from: before.results).sorted { ($0.key, $0.metric) < ($1.key, $1.metric) })
+        #expect(before.summaries == EvalJob.summaries(from: before.results, lnModes: Self.lnModes).sorted { ($0.key, $0.metric) < ($1.key, $1.metric) })
         // The results the job returns are the stored ones.
         for (name, r) in zip(["tiny-ln", "tiny-lnfree"], results) {
             #expect(r.windowLosses.map(\.loss) == before.results.filter { $0.site == name }.map(\.value))
             let stored = Dictionary(uniqueKeysWithValues: before.summaries.filter { $0.key == name }.map { ($0.metric, $0.value) })
-            #expect(stored == ["loss": r.loss, "ci_low": r.ciLow, "ci_high": r.ciHigh, "windows": Double(n)])
+            #expect(stored == ["loss": r.loss, "ci_low": r.ciLow, "ci_high": r.ciHigh, "windows": Double(n), "ln_free": name == "tiny-lnfree" ? 1 : 0])
         }
 
         let paths = try Self.shards(count, in: folder) { try Self.job(shard: $0) }
@@ -107,6 +111,7 @@ import Training
         guard case .created(let id) = merged[0].outcome else { Issue.record("not created: \(merged[0].outcome)"); return }
         let stored = try Stored(out, id)
         #expect(stored == before)
+        #expect(EvalJob.lnModes(from: stored.summaries) == Self.lnModes)
         #expect(stored.summaries.map(\.value.bitPattern) == before.summaries.map(\.value.bitPattern))
         #expect(try Stored(out, whole) == before)
         print("eval, \(count) shards merged: \(stored.results.count) rows, \(stored.summaries.count) summaries equal the unsharded run's")
@@ -131,7 +136,7 @@ import Training
         let worst = zip(merged.results, whole.results).map { abs($0.value - $1.value) }.max()!
         print("eval, batch 8: merged vs unsharded max |diff| \(worst)")
         #expect(worst < 1e-5)
-        #expect(merged.summaries == EvalJob.summaries(from: merged.results).sorted { ($0.key, $0.metric) < ($1.key, $1.metric) })
+        #expect(merged.summaries == EvalJob.summaries(from: merged.results, lnModes: Self.lnModes).sorted { ($0.key, $0.metric) < ($1.key, $1.metric) })
         for (a, b) in zip(merged.summaries, whole.summaries) { #expect(abs(a.value - b.value) < 1e-5, "\(a.key) \(a.metric)") }
     }
 

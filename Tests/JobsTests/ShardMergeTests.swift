@@ -273,6 +273,22 @@ import Testing
 
     /// Shards that do not belong together, missing, repeated or unfinished are refused with one
     /// line naming the file; nothing is written to the output.
+    /// Shards whose options were stored as strings (before schema v3) and as JSON numbers and
+    /// booleans merge when the values agree, and are refused when they do not, named by value.
+    @Test func shardsMergeWhateverTheOptionsAreStoredAs() throws {
+        let folder = try Folder()
+        let old = #"{"batch_size": "1", "prepend_bos": "true", "skip_invalid": "false"}"#
+        let new = #"{"batch_size": 1, "prepend_bos": true, "skip_invalid": false}"#
+        let paths = try Self.shards(2, in: folder) { try Self.job(shard: $0, options: $0.index == 0 ? old : new) }
+        let merged = try MergeJob(outputPath: folder.path("out.sqlite"), shardPaths: paths).run()
+        #expect(merged.count == 1 && merged[0].outcome == .created(1))
+        let other = try Self.shards(2, in: folder, name: "other") {
+            try Self.job(shard: $0, options: $0.index == 0 ? old : #"{"batch_size": 1, "prepend_bos": false, "skip_invalid": false}"#)
+        }
+        let error = #expect(throws: MergeError.self) { try MergeJob(outputPath: folder.path("out2.sqlite"), shardPaths: other).run() }
+        #expect(Self.message(error).contains("its option prepend_bos is false but that one's is true"), "\(Self.message(error))")
+    }
+
     @Test func refusals() throws {
         let folder = try Folder()
         let good = try Self.shards(4, in: folder) { try Self.job(shard: $0) }

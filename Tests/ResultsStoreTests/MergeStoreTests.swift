@@ -63,7 +63,7 @@ import Testing
         #expect(try db.run(id: 1)?.status == .completed)
         #expect(try db.completedPromptIndices(runID: 1) == [0, 1])
         #expect(try db.summaries(runID: 1) == summaries)
-        #expect(try db.runsTable().rows.map { $0[6] } == [.text("merged 2"), .text("merged 2")])
+        #expect(try db.runsTable().rows.map { $0[7] } == [.text("merged 2"), .text("merged 2")])
     }
 
     /// A run that stores no prompts (`eval`: a loss per window and model) is merged from its

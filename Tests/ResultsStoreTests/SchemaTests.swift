@@ -14,7 +14,7 @@ import Testing
             #expect(names.contains(table), "missing table \(table)")
         }
         let applied = try db.query(sql: "SELECT identifier FROM grdb_migrations")
-        #expect(applied.rows == [[.text("v1")], [.text("v2")]])
+        #expect(applied.rows == [[.text("v1")], [.text("v2")], [.text("v3")]])
         let columns = try db.query(sql: "SELECT name FROM pragma_table_info('results') ORDER BY cid")
         #expect(columns.rows.map { $0[0].description }
                 == ["run_id", "prompt_index", "site", "layer", "position", "head", "quantity", "value"])

@@ -148,8 +148,21 @@ import Testing
         let train = try db.beginRun(sampleRun(command: "train", nPrompts: 10))
         try db.writeTrainSteps(runID: train, steps: (0..<7).map { TrainStepRow(step: $0, loss: 1, lr: 1e-4, tokens: 64 * ($0 + 1)) })
         let table = try db.runsTable()
-        #expect(table.columns[4] == "prompts" && table.columns[5] == "n_prompts")
-        #expect(table.rows.map { $0[4] } == [.int(1), .int(3), .int(7)])
-        #expect(table.rows.map { $0[5] } == [.int(4), .int(5), .int(10)])
+        #expect(table.columns[5] == "prompts" && table.columns[6] == "n_prompts")
+        #expect(table.rows.map { $0[5] } == [.int(1), .int(3), .int(7)])
+        #expect(table.rows.map { $0[6] } == [.int(4), .int(5), .int(10)])
+    }
+
+    /// `lnlens runs` names each run's prompt set (or text) by its file name.
+    @Test func runsTableShowsThePromptSet() throws {
+        let db = try ResultsDatabase.inMemory()
+        for path in ["prompts/ioi.jsonl", "/data/sets/paper_ioi.jsonl", "heldout", "/tmp/a b/topic.jsonl"] {
+            var run = sampleRun()
+            run.promptSetPath = path
+            _ = try db.beginRun(run)
+        }
+        let table = try db.runsTable()
+        #expect(Array(table.columns.prefix(5)) == ["id", "command", "model", "ln_mode", "prompt_set"])
+        #expect(table.rows.map { $0[4] } == [.text("ioi.jsonl"), .text("paper_ioi.jsonl"), .text("heldout"), .text("topic.jsonl")])
     }
 }
