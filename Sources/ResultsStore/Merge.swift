@@ -52,10 +52,19 @@ extension ResultsDatabase {
     }
 
     static func shardRow(_ row: Row) throws -> ShardRow {
-        ShardRow(shardIndex: try row.decode(forColumn: "shard_index"), shardCount: try row.decode(forColumn: "shard_count"),
+        func date(_ row: Row, _ column: String) throws -> Date? {
+            let value: DatabaseValue = row[column] ?? .null
+            if value.isNull { return nil }
+            guard let date = StoredDate.decode(value) else {
+                throw ResultsStoreError.sqlite(path: "run_shards", operation: "reading \(column)",
+                                               message: "\(value.description.prefix(40)) is not a date")
+            }
+            return date
+        }
+        return ShardRow(shardIndex: try row.decode(forColumn: "shard_index"), shardCount: try row.decode(forColumn: "shard_count"),
                  sourcePath: try row.decode(forColumn: "source_path"), sourceRunID: try row.decode(forColumn: "source_run_id"),
-                 ownerHost: try row.decode(forColumn: "owner_host"), startedAt: try row.decode(forColumn: "started_at"),
-                 endedAt: try row.decode(forColumn: "ended_at"), nPrompts: try row.decode(forColumn: "n_prompts"))
+                 ownerHost: try row.decode(forColumn: "owner_host"), startedAt: try date(row, "started_at") ?? Date(timeIntervalSince1970: 0),
+                 endedAt: try date(row, "ended_at"), nPrompts: try row.decode(forColumn: "n_prompts"))
     }
 
     /// Records a run merged from shards, complete, in one transaction: the run (status

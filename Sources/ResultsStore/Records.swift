@@ -55,6 +55,7 @@ extension StoreName {
 /// which process writes it. `id` is nil until the run is recorded.
 public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "runs"
+    public static var databaseDateDecodingStrategy: DatabaseDateDecodingStrategy { .custom(StoredDate.decode) }
 
     public var id: Int64?
     public var command: String
@@ -292,4 +293,29 @@ public struct RunCounts: Codable, Sendable, Equatable {
     public var results: Int
     public var summaries: Int
     public var batches: Int
+}
+
+/// Dates as the store reads them back: what GRDB writes ("YYYY-MM-DD HH:MM:SS.SSS", UTC) and
+/// its other short forms go to GRDB's parser; anything else (a damaged or hand-edited cell, such
+/// as a run of digits long enough to overflow GRDB's parser, which traps) reads as no date, so the
+/// row is refused with a decoding error instead of stopping the process.
+enum StoredDate {
+    static func decode(_ value: DatabaseValue) -> Date? {
+        guard case .string(let text) = value.storage else { return Date.fromDatabaseValue(value) }
+        guard isDateText(text) else { return nil }
+        return Date.fromDatabaseValue(value)
+    }
+
+    /// `YYYY-MM-DD`, optionally followed by ` HH:MM`, `:SS` and `.` with up to 9 digits (or `T`).
+    static func isDateText(_ text: String) -> Bool {
+        let b = Array(text.utf8)
+        func digits(_ range: Range<Int>) -> Bool { range.upperBound <= b.count && b[range].allSatisfy { (0x30...0x39).contains($0) } }
+        guard b.count >= 10, b.count <= 29, digits(0..<4), b[4] == 0x2D, digits(5..<7), b[7] == 0x2D, digits(8..<10) else { return false }
+        if b.count == 10 { return true }
+        guard b.count >= 16, b[10] == 0x20 || b[10] == 0x54, digits(11..<13), b[13] == 0x3A, digits(14..<16) else { return false }
+        if b.count == 16 { return true }
+        guard b.count >= 19, b[16] == 0x3A, digits(17..<19) else { return false }
+        if b.count == 19 { return true }
+        return b[19] == 0x2E && b.count > 20 && digits(20..<b.count)
+    }
 }
