@@ -356,7 +356,8 @@ struct EvalCommand: ParsableCommand {
         let textURL = URL(fileURLWithPath: CorpusFiles.resolve(text))
         let corpus = try TokenCorpus.load(textURL, tokenizer: tok, eot: tok.endOfTextID)
         let window = context ?? min(128, entries.map(\.model.config.nCtx).min()!)
-        var options = ["models": specs.joined(separator: ","), "text": text, "context": "\(window)", "batch": "\(batch)", "db": db]
+        var options = ["models": specs.joined(separator: ","), "ln_modes": modes.joined(separator: ","), "text": text,
+                       "context": "\(window)", "batch": "\(batch)", "db": db]
         if let shard { options["shard"] = shard.description }
         var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch,
                           optionsJSON: String(decoding: try JSONSerialization.data(withJSONObject: options, options: [.sortedKeys]), as: UTF8.self),
