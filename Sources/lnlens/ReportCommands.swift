@@ -88,6 +88,9 @@ struct PlotCommand: ParsableCommand {
             throw ValidationError("unknown figure '\(kind)': use one of \(FigureKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if runIDs.isEmpty { throw ValidationError("give at least one RUN_ID (list them with `lnlens runs`)") }
+        if !svg.lowercased().hasSuffix(".svg") {
+            throw ValidationError("--svg \(svg): plot writes SVG; give a file name ending in .svg (convert it to PNG afterwards if needed)")
+        }
     }
 
     func run() throws {
