@@ -88,7 +88,8 @@ enum Legend {
         var widest = SVG.textWidth(label, size: SVG.smallSize)
         for v in values {
             var text = Ticks.label(v, step: step)
-            if scale.clipped && v == values.last { text = "≥ " + text }
+            if scale.clipped && v == values.last && v == scale.high { text = "≥ " + text }
+            if scale.clipped && scale.kind == .diverging && v == values.first && v == scale.low { text = "≤ " + text }
             svg.line(x1: x + barWidth, y1: axis(v), x2: x + barWidth + 3, y2: axis(v), stroke: SVG.axis)
             svg.text(text, x: x + barWidth + 5, y: axis(v), size: SVG.smallSize, middle: true)
             widest = max(widest, barWidth + 5 + SVG.textWidth(text, size: SVG.smallSize))
@@ -158,6 +159,18 @@ enum Layout {
         return out
     }
 
+    /// Figures one below the other, left-aligned, `gap` px apart.
+    static func stacked(_ panels: [SVG], gap: Double = 28) -> SVG {
+        var out = SVG(width: panels.map(\.width).max() ?? 0, height: 0)
+        var y = 0.0
+        for (i, p) in panels.enumerated() {
+            out.place(p, x: 0, y: y)
+            y += p.height + (i < panels.count - 1 ? gap : 0)
+        }
+        out.height = y
+        return out
+    }
+
     /// A padded copy: `svg` drawn with `margin` px of white around it.
     static func padded(_ svg: SVG, margin: Double = 12) -> SVG {
         var out = SVG(width: svg.width + 2 * margin, height: svg.height + 2 * margin)
@@ -195,6 +208,11 @@ enum Show {
     /// `95% CI 11.80–12.91 %`.
     static func interval(_ ci: ConfidenceInterval) -> String {
         "95% CI \(percent(ci.low).replacingOccurrences(of: " %", with: ""))–\(percent(ci.high))"
+    }
+
+    /// A count as an integer with thousands separators (`13,856`).
+    static func count(_ v: Double) -> String {
+        v.isFinite && abs(v) < 1e15 ? Markup.count(Int(v.rounded())) : Markup.number(v)
     }
 
     /// A value short enough for a heatmap cell: `0.0`, `9.9`, `123`, `≥1k`.

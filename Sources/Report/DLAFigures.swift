@@ -135,34 +135,36 @@ enum DLAFigures {
 
     // MARK: Scatter
 
-    /// One scatter per run, side by side, on the same axes so that the runs compare.
+    /// One scatter per run, side by side, on the same axes so that the runs compare: symmetric
+    /// about 0 and fitted to the points drawn (the largest |value| of any run plus 5 %).
     static func scatter(_ runs: [DLAData]) -> SVG {
-        let values = runs.flatMap { $0.pairs.flatMap { [$0.dla, $0.directEffect] } }.filter(\.isFinite)
-        let range = (values.min() ?? 0, values.max() ?? 1)
-        return Layout.sideBySide(runs.map { scatterPanel($0, range: range) })
+        let samples = runs.map { Sample.indices(count: $0.pairs.count, limit: maxPoints) }
+        let drawn = zip(runs, samples).flatMap { run, shown in shown.flatMap { [run.pairs[$0].dla, run.pairs[$0].directEffect] } }
+        let domain = DiagonalScatter.symmetricDomain(drawn)
+        return Layout.sideBySide(zip(runs, samples).map { scatterPanel($0, shown: $1, domain: domain) })
     }
 
-    /// `range`: the smallest and largest value to show on both axes.
-    static func scatterPanel(_ run: DLAData, range: (Double, Double)) -> SVG {
+    /// `shown`: the pairs drawn; `domain`: the values both axes show.
+    static func scatterPanel(_ run: DLAData, shown: [Int], domain: (Double, Double)) -> SVG {
         let n = run.pairs.count
-        let shown = Sample.indices(count: n, limit: maxPoints)
         let sampled = shown.count < n ? "\(Markup.count(shown.count)) of \(Markup.count(n)) (prompt, head) pairs, seeded sample"
                                       : "all \(Markup.count(n)) (prompt, head) pairs"
         let heading = Heading(title: "DLA against the exact direct effect, per (prompt, head)",
                               lines: [run.label.provenance, "\(sampled) · colour: layer · dashed: DLA = DE"])
-        var plot = DiagonalScatter(heading: heading, range: range, xLabel: "exact direct effect (logit units)",
+        var plot = DiagonalScatter(heading: heading, domain: domain, xLabel: "exact direct effect (logit units)",
                                    yLabel: "DLA (logit units)")
-        for i in shown {
-            let p = run.pairs[i]
-            guard p.dla.isFinite, p.directEffect.isFinite, let l = Component(name: p.component)?.headLayer else { continue }
-            plot.point(x: p.directEffect, y: p.dla, color: ColorMap.ordered(l, of: run.layers))
-        }
         let side = DiagonalScatter.side
         if n == 0 {
             plot.svg.text("no head rows stored", x: plot.left + side / 2, y: plot.plotTop + side / 2, anchor: .middle, fill: SVG.muted)
         } else {
             plot.svg.text("NMAE \(Show.percent(run.nmae.headsGlobal))", x: plot.left + 8, y: plot.plotTop + 16, bold: true)
         }
+        plot.points(shown.compactMap { i in
+            let p = run.pairs[i]
+            guard p.dla.isFinite, p.directEffect.isFinite, let l = Component(name: p.component)?.headLayer else { return nil }
+            return (p.directEffect, p.dla, ColorMap.ordered(l, of: run.layers),
+                    "prompt \(p.prompt) \(p.component): DE \(Markup.number(p.directEffect)), DLA \(Markup.number(p.dla))")
+        })
         return plot.finish(legend: layerEntries(run.layers), title: "layer")
     }
 

@@ -7,6 +7,7 @@ public enum FigureKind: String, CaseIterable, Sendable {
     case layerNMAE = "layer-nmae"
     case dlaScatter = "dla-scatter"
     case patchMap = "patch-map"
+    case patchHeadMap = "patch-head-map"
     case patchScatter = "patch-scatter"
     case loss
 
@@ -16,8 +17,9 @@ public enum FigureKind: String, CaseIterable, Sendable {
         case .headNMAE: "dla runs: layer × head heatmap of per-head NMAE, side by side on one colour scale"
         case .layerNMAE: "dla runs: per-layer NMAE with bootstrap 95% intervals, all runs on one axis"
         case .dlaScatter: "dla runs: DLA against the exact direct effect per (prompt, head), coloured by layer"
-        case .patchMap: "patch runs: layer × position maps per site, activation patching beside each estimator"
-        case .patchScatter: "patch runs: each estimator against activation patching, coloured by site"
+        case .patchMap: "patch runs: layer × position maps per site and prompt template, activation patching beside each estimator"
+        case .patchHeadMap: "patch runs: layer × head maps of the z, q, k, v and pattern sites, activation patching beside each estimator"
+        case .patchScatter: "patch runs: AtP against activation patching, AtP* against |activation patching|, coloured by site"
         case .loss: "train / remove-ln runs: loss per step with the LayerNorm removal steps marked"
         }
     }
@@ -26,9 +28,21 @@ public enum FigureKind: String, CaseIterable, Sendable {
     var commands: [String] {
         switch self {
         case .headNMAE, .layerNMAE, .dlaScatter: [StoreName.dlaCommand]
-        case .patchMap, .patchScatter: [StoreName.patchCommand]
+        case .patchMap, .patchHeadMap, .patchScatter: [StoreName.patchCommand]
         case .loss: [StoreName.trainCommand, StoreName.removeLNCommand]
         }
+    }
+}
+
+/// How a figure is drawn, where the CLI lets the user choose.
+public struct FigureOptions: Sendable {
+    /// Templates drawn per position site in the patching maps (the largest first); 0 for all.
+    public var templates: Int
+    /// Templates drawn unless `--templates` says otherwise.
+    public static let defaultTemplates = 2
+
+    public init(templates: Int = defaultTemplates) {
+        self.templates = templates
     }
 }
 
@@ -47,7 +61,8 @@ public enum Figures {
 
     /// One figure of `runIDs` as a standalone SVG file: refused when a run is of another command
     /// or has nothing for this figure.
-    public static func svg(_ kind: FigureKind, db: ResultsDatabase, runIDs: [Int64]) throws -> String {
+    public static func svg(_ kind: FigureKind, db: ResultsDatabase, runIDs: [Int64],
+                           options: FigureOptions = FigureOptions()) throws -> String {
         let runs = try records(db: db, ids: runIDs)
         for run in runs where !kind.commands.contains(run.command) {
             throw ReportError.wrongCommand(kind: kind.rawValue, runID: run.id!, command: run.command, expected: kind.commands)
@@ -65,18 +80,26 @@ public enum Figures {
             }
             figure = kind == .headNMAE ? DLAFigures.headNMAE(data) : kind == .layerNMAE ? DLAFigures.layerNMAE(data)
                 : DLAFigures.scatter(data)
-        case .patchMap, .patchScatter:
-            let data = try runs.map { run in
+        case .patchMap, .patchHeadMap, .patchScatter:
+            var data: [PatchData] = []
+            for run in runs {
                 let d = try PatchData(db: db, run: run)
-                if d.sites.isEmpty {
+                if kind == .patchMap && d.positionSites.isEmpty {
                     throw refuse(run, "has no activation-patching rows at \(StoreName.positionSites.joined(separator: ", "))")
+                }
+                if kind == .patchHeadMap && d.headSites.isEmpty {
+                    throw refuse(run, "has no activation-patching rows at \(PatchData.headSites.joined(separator: ", "))")
                 }
                 if kind == .patchScatter && !d.sites.contains(where: { !d.estimators(site: $0).isEmpty }) {
                     throw refuse(run, "has no atp or atp_star rows beside its activation-patching rows")
                 }
-                return d
+                data.append(d)
             }
-            figure = Layout.sideBySide(data.map(kind == .patchMap ? PatchFigures.maps : PatchFigures.scatter))
+            switch kind {
+            case .patchMap: figure = PatchFigures.positionMaps(data, templates: options.templates)
+            case .patchHeadMap: figure = PatchFigures.headMaps(data)
+            default: figure = PatchFigures.scatter(data)
+            }
         case .loss:
             let data = try runs.map { run in
                 let d = try TrainingData(db: db, run: run)

@@ -9,7 +9,7 @@ public enum HTMLReport {
     /// Heads listed in each DLA run's table.
     static let topHeads = 10
 
-    public static func html(db: ResultsDatabase, runIDs: [Int64]) throws -> String {
+    public static func html(db: ResultsDatabase, runIDs: [Int64], options: FigureOptions = FigureOptions()) throws -> String {
         let runs = try Figures.records(db: db, ids: runIDs)
         let dla = try runs.filter { $0.command == StoreName.dlaCommand }.map { try DLAData(db: db, run: $0) }
         let patch = try runs.filter { $0.command == StoreName.patchCommand }.map { try PatchData(db: db, run: $0) }
@@ -25,7 +25,7 @@ public enum HTMLReport {
                        note: true)
         page.table(runsTable(runs, dla: dla, patch: patch, training: training))
         if !dla.isEmpty { dlaSection(&page, dla) }
-        for run in patch { patchSection(&page, run) }
+        if !patch.isEmpty { patchSection(&page, patch, options: options) }
         if !training.isEmpty { trainingSection(&page, training) }
         for run in other {
             page.heading("Run \(run.id!): \(run.command)")
@@ -83,9 +83,10 @@ public enum HTMLReport {
         page.raw("<div class=\"tables\">")
         for run in drawn {
             var table = Table(columns: ["head", "mean |DE|", "mean DE", "mean DLA", "NMAE %"], textColumns: [0])
-            for h in run.ranked.prefix(topHeads) {
-                table.rows.append([h.component, Markup.number(h.meanAbsDE), Markup.number(h.meanDE), Markup.number(h.meanDLA),
-                                   Markup.fixed(h.nmae, 2)])
+            let heads = Array(run.ranked.prefix(topHeads))
+            let format = NumberFormat(for: heads.flatMap { [$0.meanAbsDE, $0.meanDE, $0.meanDLA, $0.nmae] })
+            for h in heads {
+                table.rows.append([h.component, format(h.meanAbsDE), format(h.meanDE), format(h.meanDLA), format(h.nmae)])
             }
             page.raw("<div>")
             page.paragraph("Heads with the largest direct effects", strong: true)
@@ -96,34 +97,54 @@ public enum HTMLReport {
         page.raw("</div>")
     }
 
-    static func patchSection(_ page: inout Page, _ run: PatchData) {
-        page.heading("Patching: \(run.label.provenance)")
-        if run.sites.isEmpty {
-            page.paragraph("No activation-patching rows at \(StoreName.positionSites.joined(separator: ", ")): no maps.", note: true)
-        } else {
-            page.figure(PatchFigures.maps(run), label: "patching maps of run \(run.label.id)")
-            if run.sites.contains(where: { !run.estimators(site: $0).isEmpty }) {
-                page.figure(PatchFigures.scatter(run), label: "estimates against activation patching, run \(run.label.id)")
-            }
-        }
-        let all = run.errors.filter { $0.layer == nil }, perLayer = run.errors.filter { $0.layer != nil }
-        if run.errors.isEmpty {
-            page.paragraph("No estimator errors stored for this run.", note: true)
-            return
-        }
-        page.paragraph("Estimators against activation patching (all layers)", strong: true)
-        page.paragraph(run.label.provenance + " · normalised: values divided by metric(clean) − metric(corrupt) per prompt",
+    /// The patch runs together, so that their maps share colour scales: per position site the
+    /// layer × position maps per template, the layer × head maps, the scatters; then each run's
+    /// estimator errors.
+    static func patchSection(_ page: inout Page, _ runs: [PatchData], options: FigureOptions) {
+        page.heading("Activation patching against attribution patching")
+        page.paragraph("Effects on the metric logit[answer] − logit[wrong] at the last position (logit diff). AtP estimates the "
+                       + "signed effect and is drawn beside activation patching on one diverging scale; AtP* estimates |effect| "
+                       + "and is drawn beside |activation patching| on one sequential scale. Every run below shares those scales.",
                        note: true)
-        page.table(errorTable(all, withLayer: false))
-        if !perLayer.isEmpty {
-            page.raw("<details><summary>per layer (\(perLayer.count) rows)</summary>")
-            page.table(errorTable(perLayer, withLayer: true))
-            page.raw("</details>")
+        for run in runs where run.sites.isEmpty {
+            page.paragraph("\(run.label.provenance): no activation-patching rows at \(PatchData.drawnSites.joined(separator: ", ")): no maps.",
+                           note: true)
+        }
+        let drawn = runs.filter { !$0.sites.isEmpty }
+        let ids = drawn.map { "\($0.label.id)" }.joined(separator: ", ")
+        for site in StoreName.positionSites where drawn.contains(where: { $0.positionSites.contains(site) }) {
+            page.figure(PatchFigures.positionMaps(drawn, site: site, templates: options.templates),
+                        label: "\(site) patching maps of run\(drawn.count > 1 ? "s" : "") \(ids)")
+        }
+        if drawn.contains(where: { !$0.headSites.isEmpty }) {
+            page.figure(PatchFigures.headMaps(drawn), label: "per-head patching maps of run\(drawn.count > 1 ? "s" : "") \(ids)")
+        }
+        let estimated = drawn.filter { run in run.sites.contains { !run.estimators(site: $0).isEmpty } }
+        if !estimated.isEmpty {
+            page.figure(PatchFigures.scatter(estimated), label: "estimates against activation patching, run\(estimated.count > 1 ? "s" : "") \(ids)")
+        }
+        for run in runs {
+            let all = run.errors.filter { $0.layer == nil }, perLayer = run.errors.filter { $0.layer != nil }
+            if run.errors.isEmpty {
+                page.paragraph("\(run.label.provenance): no estimator errors stored.", note: true)
+                continue
+            }
+            page.paragraph("Estimators against activation patching (all layers)", strong: true)
+            page.paragraph(run.label.provenance + " · AtP* against |activation patching| · normalised: values divided by "
+                           + "metric(clean) − metric(corrupt) per prompt", note: true)
+            page.table(errorTable(all, withLayer: false))
+            if !perLayer.isEmpty {
+                page.raw("<details><summary>per layer (\(perLayer.count) rows)</summary>")
+                page.table(errorTable(perLayer, withLayer: true))
+                page.raw("</details>")
+            }
         }
     }
 
     /// Metrics of `estimator_errors` in reading order; unknown ones follow alphabetically.
     static let errorMetrics = ["nmae", "pearson", "spearman", "sign_agreement", "topk_recall_10", "topk_recall_5pct", "n"]
+    /// Metrics that count something: printed as integers, outside the table's number format.
+    static let countMetrics: Set<String> = ["n"]
 
     static func errorTable(_ rows: [ErrorRow], withLayer: Bool) -> Table {
         let present = Set(rows.map(\.metric))
@@ -131,7 +152,7 @@ public enum HTMLReport {
         struct Key: Hashable, Comparable {
             let site: String, method: String, layer: Int, normalized: Bool
             static func < (a: Key, b: Key) -> Bool {
-                let order = StoreName.positionSites
+                let order = PatchSite.allCases.map(\.rawValue)
                 func rank(_ s: String) -> Int { order.firstIndex(of: s) ?? order.count }
                 return (rank(a.site), a.site, a.method, a.layer, a.normalized ? 1 : 0)
                     < (rank(b.site), b.site, b.method, b.layer, b.normalized ? 1 : 0)
@@ -140,11 +161,13 @@ public enum HTMLReport {
         let grouped = Dictionary(grouping: rows) { Key(site: $0.site, method: $0.method, layer: $0.layer ?? -1, normalized: $0.normalized) }
         var table = Table(columns: ["site", "estimator"] + (withLayer ? ["layer"] : []) + ["values"] + metrics,
                           textColumns: withLayer ? [0, 1, 3] : [0, 1, 2])
+        // Three decimals at least: correlations and recalls near 1 differ in the third.
+        let format = NumberFormat(for: rows.filter { !countMetrics.contains($0.metric) }.map(\.value), minDecimals: 3)
         for key in grouped.keys.sorted() {
             let values = Dictionary(grouped[key]!.map { ($0.metric, $0.value) }, uniquingKeysWith: { a, _ in a })
             table.rows.append([key.site, PatchFigures.quantityName(key.method)] + (withLayer ? ["L\(key.layer)"] : [])
                               + [key.normalized ? "normalised" : "raw"]
-                              + metrics.map { m in values[m].map { m == "n" ? Markup.number($0, digits: 9) : Markup.number($0) } ?? "" })
+                              + metrics.map { m in values[m].map { countMetrics.contains(m) ? Show.count($0) : format($0) } ?? "" })
         }
         return table
     }
@@ -172,15 +195,18 @@ public enum HTMLReport {
         let known = [StoreName.loss, StoreName.ciLow, StoreName.ciHigh]
         let extra = Set(evals.flatMap { $0.1.metrics.keys }).subtracting(known).sorted()
         if !evals.isEmpty {
-            var table = Table(columns: ["run", "evaluated", "corpus", "loss", "95% CI"] + extra, textColumns: [1, 2])
+            var table = Table(columns: ["run", "model", "LN mode", "corpus", "loss (nats)", "95% CI"] + extra, textColumns: [1, 2, 3])
+            // Counts (windows, tokens) as integers; everything else as the losses are.
+            let counts = Set(extra.filter { m in evals.allSatisfy { e in e.1.metrics[m].map { $0 == $0.rounded() } ?? true } })
+            let format = NumberFormat(decimals: 4)
             for (run, e) in evals {
                 let ci = [e.metrics[StoreName.ciLow], e.metrics[StoreName.ciHigh]]
-                table.rows.append(["\(run.label.id)", e.key, run.label.promptSet,
-                                   e.metrics[StoreName.loss].map { Markup.fixed($0, 4) } ?? "",
-                                   ci.contains(nil) ? "" : "\(Markup.fixed(ci[0]!, 4))–\(Markup.fixed(ci[1]!, 4))"]
-                                  + extra.map { e.metrics[$0].map { Markup.number($0) } ?? "" })
+                table.rows.append(["\(run.label.id)", e.key, e.lnMode ?? "not recorded", run.label.promptSet,
+                                   e.metrics[StoreName.loss].map(format.callAsFunction) ?? "",
+                                   ci.contains(nil) ? "" : "\(format(ci[0]!))–\(format(ci[1]!))"]
+                                  + extra.map { m in e.metrics[m].map { counts.contains(m) ? Show.count($0) : format($0) } ?? "" })
             }
-            page.paragraph("Evaluation loss (summaries of scope eval)", strong: true)
+            page.paragraph("Evaluation loss (summaries of scope eval), the models in the order the command was given them", strong: true)
             page.table(table)
         }
         for run in runs where run.label.command == StoreName.evalCommand && run.evals.isEmpty {

@@ -110,29 +110,63 @@ struct DLAData {
     }
 }
 
-/// A `patch` run read back: per site and quantity the (prompt, layer, position) values, the
-/// prompts' tokens, and the estimator errors. Only the sites of `StoreName.positionSites` are
-/// read (per-head sites such as `z` are not drawn yet).
+/// A `patch` run read back: per site and quantity the (prompt, layer, position or head) values,
+/// the prompts grouped into templates, the per-prompt divisor when the run asked for the paper's
+/// normalised grid (`--grid-normalize L,P`), and the estimator errors.
 struct PatchData {
+    /// One stored value's place: `index` is the position at a position site, the head at a head site.
     struct Cell: Hashable {
-        let prompt: Int, layer: Int, position: Int
+        let prompt: Int, layer: Int, index: Int
+    }
+
+    /// `--grid-normalize L,P`: each prompt's values divided by its activation patching effect at
+    /// `resid_pre`, layer L, position P.
+    struct Normalization: Equatable {
+        let layer: Int, position: Int
+
+        /// From a run's `options_json` (`"grid_normalize": "0,11"`); nil when absent or unreadable.
+        init?(optionsJSON: String) {
+            let options = (try? JSONSerialization.jsonObject(with: Data(optionsJSON.utf8))) as? [String: Any]
+            let parts: [Int]
+            if let text = options?["grid_normalize"] as? String {
+                parts = text.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            } else if let list = options?["grid_normalize"] as? [Int] {
+                parts = list
+            } else {
+                return nil
+            }
+            guard parts.count == 2, parts.allSatisfy({ $0 >= 0 }) else { return nil }
+            layer = parts[0]
+            position = parts[1]
+        }
+
+        /// `activation patching at resid_pre L0, position 11`.
+        var description: String { "activation patching at resid_pre L\(layer), position \(position)" }
     }
 
     var label: RunLabel
-    /// site → quantity → value per cell, for the sites of `StoreName.positionSites`.
+    /// site → quantity → value per cell, for the position sites and the head sites.
     let values: [String: [String: [Cell: Double]]]
-    /// Column labels `token_i` (from the first prompt's tokens) when every prompt has the same
-    /// number of tokens; else nil.
-    let tokenLabels: [String]?
-    /// Every prompt has the same number of tokens (a shared template): position i means the same
-    /// slot in each, so averaging over prompts per position is meaningful.
-    let sharedLength: Bool
-    let positions: Int
+    /// The prompts with rows, grouped so that position k plays one part in each (largest first).
+    let templates: [PromptTemplate]
     let layers: Int
+    let heads: Int
     let errors: [ErrorRow]
+    let normalization: Normalization?
+    /// Per prompt, what its values are divided by when normalised: 1 without normalisation;
+    /// absent for a prompt whose divisor is 0 or not stored (it is left out of normalised maps).
+    let divisors: [Int: Double]
+    /// Every prompt with rows, ascending.
+    let prompts: [Int]
+    /// Prompts left out of the maps because their divisor is 0 or missing.
+    let withoutDivisor: [Int]
 
     /// Quantities in drawing order: activation patching first, then each estimator present.
     static let quantities = [StoreName.activation, StoreName.atp, StoreName.atpStar]
+    /// Sites patched per (layer, head) over all positions: drawn as layer × head maps.
+    static let headSites = PatchSite.allCases.filter { $0.hasHead && !$0.hasPosition }.map(\.rawValue)
+    /// Every site the report draws, in drawing order.
+    static let drawnSites = StoreName.positionSites + headSites
 
     init(db: ResultsDatabase, run: RunRecord) throws {
         label = RunLabel(run)
@@ -140,78 +174,111 @@ struct PatchData {
         let id = run.id!
         var values: [String: [String: [Cell: Double]]] = [:]
         var prompts = Set<Int>()
-        for site in StoreName.positionSites {
+        var heads = 0
+        for site in Self.drawnSites {
+            let perHead = Self.headSites.contains(site)
             for r in try db.results(runID: id, site: site) {
-                guard let l = r.layer, let p = r.position, r.head == nil else { continue }
-                values[site, default: [:]][r.quantity, default: [:]][Cell(prompt: r.promptIndex, layer: l, position: p)] = r.value
+                guard let l = r.layer, let index = perHead ? r.head : r.position,
+                      perHead ? r.position == nil : r.head == nil else { continue }
+                values[site, default: [:]][r.quantity, default: [:]][Cell(prompt: r.promptIndex, layer: l, index: index)] = r.value
                 prompts.insert(r.promptIndex)
+                if perHead { heads = max(heads, index + 1) }
             }
         }
         self.values = values
-        let cells = values.values.flatMap { $0.values.flatMap(\.keys) }
-        layers = (cells.map(\.layer).max() ?? -1) + 1
-        positions = (cells.map(\.position).max() ?? -1) + 1
+        layers = (values.values.flatMap { $0.values.flatMap { $0.keys.map(\.layer) } }.max() ?? -1) + 1
+        self.heads = heads
         label.storedPrompts = prompts.count
-        let stored = try db.prompts(runID: id).filter { prompts.contains($0.promptIndex) }
-        let lengths = Set(stored.map { $0.tokens?.count ?? $0.nTokens })
-        sharedLength = lengths.count <= 1
-        if lengths.count == 1, let tokens = stored.first?.tokens, tokens.count >= positions {
-            tokenLabels = tokens.enumerated().map { "\(Self.visible($0.element))_\($0.offset)" }
-        } else {
-            tokenLabels = nil
-        }
+        templates = PromptTemplates.group(try db.prompts(runID: id).filter { prompts.contains($0.promptIndex) })
         errors = try db.estimatorErrors(runID: id)
-    }
-
-    /// A token as a label: spaces kept, line breaks and tabs shown as `\n`, `\t`.
-    static func visible(_ token: String) -> String {
-        token.replacingOccurrences(of: "\n", with: "\\n").replacingOccurrences(of: "\t", with: "\\t")
-            .replacingOccurrences(of: "\r", with: "\\r")
-    }
-
-    /// Layer × position means over prompts of one site and quantity (NaN where nothing is stored).
-    func grid(site: String, quantity: String) -> [[Double]]? {
-        guard let cells = values[site]?[quantity], !cells.isEmpty else { return nil }
-        var sum = [[Double]](repeating: [Double](repeating: 0, count: positions), count: layers)
-        var count = [[Int]](repeating: [Int](repeating: 0, count: positions), count: layers)
-        // In prompt order: summed in the dictionary's (per-process) order, the means and so the
-        // colours differed in the last bits from one `report` to the next.
-        for (cell, v) in cells.sorted(by: { ($0.key.prompt, $0.key.layer, $0.key.position) < ($1.key.prompt, $1.key.layer, $1.key.position) }) {
-            sum[cell.layer][cell.position] += v
-            count[cell.layer][cell.position] += 1
+        normalization = Normalization(optionsJSON: run.optionsJSON)
+        var divisors: [Int: Double] = [:]
+        if let n = normalization {
+            let anchor = values["resid_pre"]?[StoreName.activation] ?? [:]
+            for p in prompts {
+                if let d = anchor[Cell(prompt: p, layer: n.layer, index: n.position)], d != 0, d.isFinite { divisors[p] = d }
+            }
+        } else {
+            for p in prompts { divisors[p] = 1 }
         }
-        return (0..<layers).map { l -> [Double] in
-            (0..<positions).map { p -> Double in count[l][p] == 0 ? Double.nan : sum[l][p] / Double(count[l][p]) }
-        }
+        self.divisors = divisors
+        self.prompts = prompts.sorted()
+        withoutDivisor = prompts.filter { divisors[$0] == nil }.sorted()
     }
 
-    /// Sites with activation-patching rows, in `positionSites` order.
-    var sites: [String] { StoreName.positionSites.filter { values[$0]?[StoreName.activation]?.isEmpty == false } }
+    /// Mean over `prompts` of each (layer, index) value of one site and quantity, its magnitude
+    /// when `absolute`, divided by each prompt's divisor when `normalized` (prompts without one
+    /// left out); `width` indices per layer. NaN where no prompt has a value. Summed in prompt
+    /// order, so the same rows give the same bits.
+    func grid(site: String, quantity: String, prompts: [Int], width: Int, absolute: Bool = false,
+              normalized: Bool = false) -> [[Double]] {
+        let cells = values[site]?[quantity] ?? [:]
+        var sum = [[Double]](repeating: [Double](repeating: 0, count: width), count: layers)
+        var count = [[Int]](repeating: [Int](repeating: 0, count: width), count: layers)
+        for p in prompts.sorted() {
+            let d = normalized ? divisors[p] : 1
+            guard let d else { continue }
+            for l in 0..<layers {
+                for i in 0..<width {
+                    guard let v = cells[Cell(prompt: p, layer: l, index: i)] else { continue }
+                    sum[l][i] += absolute ? abs(v / d) : v / d
+                    count[l][i] += 1
+                }
+            }
+        }
+        var means = [[Double]](repeating: [Double](repeating: .nan, count: width), count: layers)
+        for l in 0..<layers {
+            for i in 0..<width where count[l][i] > 0 { means[l][i] = sum[l][i] / Double(count[l][i]) }
+        }
+        return means
+    }
+
+    /// Position sites with activation-patching rows, in `positionSites` order.
+    var positionSites: [String] { StoreName.positionSites.filter { values[$0]?[StoreName.activation]?.isEmpty == false } }
+
+    /// Head sites (z, q, k, v, pattern) with activation-patching rows.
+    var headSites: [String] { Self.headSites.filter { values[$0]?[StoreName.activation]?.isEmpty == false } }
+
+    /// Every drawn site with activation-patching rows.
+    var sites: [String] { positionSites + headSites }
 
     /// Estimators with rows at `site`.
     func estimators(site: String) -> [String] {
         Self.quantities.dropFirst().filter { values[site]?[$0]?.isEmpty == false }
     }
+
 }
 
 /// A `train`, `remove-ln` or `eval` run read back: its steps and its `eval` summaries.
 struct TrainingData {
     struct Eval {
         let key: String
+        /// The model's LN mode, when the run recorded it (`ln_modes` in its options; a run of one
+        /// model: its `ln_mode`).
+        let lnMode: String?
         let metrics: [String: Double]
     }
 
     var label: RunLabel
     let steps: [TrainStepRow]
-    /// `summaries` rows of scope `eval`, one per key (the model evaluated), in key order.
+    /// `summaries` rows of scope `eval`, one per key (the model evaluated), in the order the
+    /// command was given the models (`model_path` is them joined by ` | `).
     let evals: [Eval]
 
     init(db: ResultsDatabase, run: RunRecord) throws {
         label = RunLabel(run)
         steps = try db.trainSteps(runID: run.id!)
         let rows = try db.summaries(runID: run.id!).filter { $0.scope == StoreName.scopeEval }
-        evals = Dictionary(grouping: rows, by: \.key).sorted { $0.key < $1.key }.map { key, rows in
-            Eval(key: key, metrics: Dictionary(rows.map { ($0.metric, $0.value) }, uniquingKeysWith: { a, _ in a }))
+        let given = run.modelPath.components(separatedBy: " | ")
+        let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
+        let modes = (options?["ln_modes"] as? String)?.components(separatedBy: ",")
+        func rank(_ key: String) -> Int { given.firstIndex(of: key) ?? given.count }
+        evals = Dictionary(grouping: rows, by: \.key).sorted { (rank($0.key), $0.key) < (rank($1.key), $1.key) }.map { key, rows in
+            let i = given.firstIndex(of: key)
+            var mode = i.flatMap { i in modes.flatMap { $0.count == given.count ? $0[i] : nil } }
+            // Without `ln_modes`, `ln_mode` is the first model's.
+            if mode == nil && (i == 0 || given.count == 1) { mode = run.lnMode }
+            return Eval(key: key, lnMode: mode, metrics: Dictionary(rows.map { ($0.metric, $0.value) }, uniquingKeysWith: { a, _ in a }))
         }
     }
 }

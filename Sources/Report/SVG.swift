@@ -80,6 +80,14 @@ struct SVG {
         elements.append("<text\(attrs)>\(tip)\(Markup.escape(s))</text>")
     }
 
+    /// Starts a group whose children share `fillOpacity` (saves repeating it on thousands of
+    /// points); `endGroup` closes it.
+    mutating func beginGroup(fillOpacity: Double) {
+        elements.append("<g fill-opacity=\"\(Self.c(fillOpacity))\">")
+    }
+
+    mutating func endGroup() { elements.append("</g>") }
+
     /// Draws `child` with its origin at (x, y).
     mutating func place(_ child: SVG, x: Double, y: Double) {
         elements.append("<g transform=\"translate(\(Self.c(x)) \(Self.c(y)))\">")

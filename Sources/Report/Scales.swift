@@ -1,3 +1,4 @@
+import Analysis
 import Foundation
 
 /// A linear map from data values to px.
@@ -153,9 +154,24 @@ struct ColorScale {
     }
 
     /// Symmetric about 0 with the largest |value| at the ends.
-    static func diverging(maxAbs: Double) -> ColorScale {
+    static func diverging(maxAbs: Double, clipped: Bool = false) -> ColorScale {
         let m = maxAbs > 0 && maxAbs.isFinite ? maxAbs : 1
-        return ColorScale(kind: .diverging, low: -m, high: m)
+        return ColorScale(kind: .diverging, low: -m, high: m, clipped: clipped)
+    }
+
+    /// A scale for every value of `values` (one scale shared by the panels they come from): up to
+    /// the largest |value|, rounded up to a tick. When a few values lie far out (the largest above
+    /// `outlierFactor` times the 98th percentile of the nonzero |values|) the scale stops at that
+    /// percentile instead, so that one outlying cell does not wash out every other; those cells
+    /// take the end colour, their value in the tooltip, and the legend says `≥` (`≤`).
+    static func fitted(_ values: [Double], kind: Kind, outlierFactor: Double = 3) -> ColorScale {
+        let magnitudes = values.filter(\.isFinite).map(abs).filter { $0 > 0 }.sorted()
+        guard let top = magnitudes.last else { return kind == .diverging ? .diverging(maxAbs: 1) : .sequential(high: 1) }
+        let p98 = Metrics.quantile(sorted: magnitudes, 0.98)
+        let clipped = top > outlierFactor * p98
+        let high = Ticks.nice(0, clipped ? p98 : top, count: 4).1
+        return kind == .diverging ? .diverging(maxAbs: high, clipped: clipped && top > high)
+            : .sequential(high: high, clipped: clipped && top > high)
     }
 
     func rgb(_ v: Double) -> RGB {

@@ -32,7 +32,7 @@ enum TrainingFigures {
                                       range: (left, left + plotW))
         var svg = SVG(width: 0, height: 0)
         heading.draw(&svg)
-        Axes.left(&svg, yScale, x: left, gridTo: left + plotW, label: "loss")
+        Axes.left(&svg, yScale, x: left, gridTo: left + plotW, label: "loss (nats)")
         Axes.bottom(&svg, xScale, y: plotTop + plotH, gridTo: nil, label: "step")
         for (i, kind) in kinds.enumerated() {
             svg.text(kind, x: left - 6, y: stripTop + (Double(i) + 0.5) * rowH, anchor: .end, size: SVG.smallSize, middle: true)

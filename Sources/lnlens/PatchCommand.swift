@@ -97,12 +97,14 @@ struct PatchCommand: ParsableCommand {
             let tok = try loaded.requireTokenizer()
             let set = try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos)
                 .requiringPairs(skipInvalid: skipInvalid)
-            let options: [String: Any] = [
+            var options: [String: Any] = [
                 "models": modelSpecs.joined(separator: ","), "db": db, "prompts": prompts, "sites": siteList.map(\.rawValue).joined(separator: ","),
                 "methods": methodList.map(\.rawValue).joined(separator: ","), "direction": direction,
                 "prepend_bos": prependBos, "skip_invalid": skipInvalid, "batch_size": batchSize,
                 "chunk_size": chunkSize, "processing": processing.stored,
             ]
+            // Only printing and `report` use it (not a result option: a resume may change it).
+            if let g = parsedGridNormalize { options["grid_normalize"] = "\(g.layer),\(g.position)" }
             var job = PatchJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                modelHash: try loaded.weightsHash(), prompts: set,
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,

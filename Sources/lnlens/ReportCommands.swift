@@ -8,6 +8,15 @@ import Support
 struct DrawOptions: ParsableArguments {
     @Option(help: "SQLite database to read.") var db = "results/lnlens.sqlite"
     @Flag(help: "Replace the output file if it exists.") var force = false
+    @Option(help: ArgumentHelp("Prompt templates drawn per site in the layer × position patching maps, the largest first (0: all).",
+                               valueName: "n"))
+    var templates = FigureOptions.defaultTemplates
+
+    var figureOptions: FigureOptions { FigureOptions(templates: templates) }
+
+    func validate() throws {
+        if templates < 0 { throw ValidationError("--templates \(templates): give 0 (all) or a positive number") }
+    }
 
     /// Opens the database read-only and checks that `output` may be written (not the database,
     /// not an existing file without --force, in an existing folder) before any work is done.
@@ -37,9 +46,12 @@ struct ReportCommand: ParsableCommand {
         abstract: "Write one self-contained HTML file (inline SVG figures, nothing fetched) of stored runs, side by side.",
         discussion: """
             dla runs: per-head NMAE heatmaps, per-layer NMAE with bootstrap 95% intervals, DLA against the exact \
-            direct effect, the heads with the largest direct effects. patch runs: layer × position maps of activation \
-            patching beside each estimator, estimate against activation patching, the estimator errors. train, \
-            remove-ln and eval runs: the loss curve with LayerNorm removals marked, and the loss tables.
+            direct effect, the heads with the largest direct effects. patch runs (drawn together, on shared colour \
+            scales): per site and prompt template layer × position maps of activation patching beside AtP, and of \
+            |activation patching| beside AtP*; layer × head maps of the z, q, k, v and pattern sites; AtP against \
+            activation patching and AtP* against |activation patching|; the estimator errors. train, remove-ln and \
+            eval runs: the loss curve with LayerNorm removals marked, and the loss tables. Hover a cell or a point \
+            for its value.
             Example: lnlens report 1 2 --out results/report.html
             """)
 
@@ -53,7 +65,7 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         let database = try options.open(output: out, option: "--out")
-        try options.write(try HTMLReport.html(db: database, runIDs: runIDs), to: out)
+        try options.write(try HTMLReport.html(db: database, runIDs: runIDs, options: options.figureOptions), to: out)
         print("wrote \(out) (run\(runIDs.count > 1 ? "s" : "") \(runIDs.map(String.init).joined(separator: ", ")))")
     }
 }
@@ -63,7 +75,7 @@ struct PlotCommand: ParsableCommand {
         commandName: "plot",
         abstract: "Write one figure of stored runs as a standalone SVG file (for a paper).",
         discussion: "Kinds:\n" + FigureKind.allCases.map { "  \($0.rawValue): \($0.summary)" }.joined(separator: "\n")
-            + "\nExample: lnlens plot head-nmae 1 2 --svg head-nmae.svg")
+            + "\nExample: lnlens plot head-nmae 1 2 --svg head-nmae.svg; lnlens plot patch-map 3 4 --templates 4 --svg maps.svg")
 
     @Argument(help: ArgumentHelp("The figure: \(FigureKind.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "KIND"))
     var kind: String
@@ -76,11 +88,14 @@ struct PlotCommand: ParsableCommand {
             throw ValidationError("unknown figure '\(kind)': use one of \(FigureKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if runIDs.isEmpty { throw ValidationError("give at least one RUN_ID (list them with `lnlens runs`)") }
+        if !svg.lowercased().hasSuffix(".svg") {
+            throw ValidationError("--svg \(svg): plot writes SVG; give a file name ending in .svg (convert it to PNG afterwards if needed)")
+        }
     }
 
     func run() throws {
         let database = try options.open(output: svg, option: "--svg")
-        try options.write(try Figures.svg(FigureKind(rawValue: kind)!, db: database, runIDs: runIDs), to: svg)
+        try options.write(try Figures.svg(FigureKind(rawValue: kind)!, db: database, runIDs: runIDs, options: options.figureOptions), to: svg)
         print("wrote \(svg) (\(kind) of run\(runIDs.count > 1 ? "s" : "") \(runIDs.map(String.init).joined(separator: ", ")))")
     }
 }

@@ -378,7 +378,7 @@ struct EvalCommand: ParsableCommand {
         // One pass of --batch windows (every logit kept), before any run is recorded.
         let passWindows = max(1, min(batch, corpus.blockCount(seqLen: window)))
         try MemoryBudget.check(bytes: entries.map { ForwardPass.footprint(B: passWindows, T: window, config: $0.model.config, backward: false) }.max()!)
-        var options: [String: Any] = ["models": specs.joined(separator: ","), "text": text, "context": window, "batch": batch, "chunk_size": chunkSize, "db": db]
+        var options: [String: Any] = ["models": specs.joined(separator: ","), "ln_modes": modes.joined(separator: ","), "text": text, "context": window, "batch": batch, "chunk_size": chunkSize, "db": db]
         if let shard { options["shard"] = shard.description }
         var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch,
                           optionsJSON: RunOptions.json(options),

@@ -64,5 +64,11 @@ import Testing
         try CLITests.expectOneLineError(["plot", "loss", "2", "--db", db, "--svg", dir.appendingPathComponent("m.svg").path],
                                         mentions: ["run 2 is a dla run"])
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("m.svg").path))
+        // plot writes SVG only: another extension is refused before anything is written.
+        let png = dir.appendingPathComponent("heads.png").path
+        try CLITests.expectOneLineError(["plot", "head-nmae", "1", "--db", db, "--svg", png], mentions: ["--svg \(png)", "ending in .svg"])
+        #expect(!FileManager.default.fileExists(atPath: png))
+        try CLITests.expectOneLineError(["plot", "head-nmae", "1", "--db", db, "--svg", svg, "--force", "--templates", "-1"],
+                                        mentions: ["--templates -1"])
     }
 }

@@ -5,14 +5,16 @@ import ResultsStore
 /// `eval` commands do not exist yet; these rows follow the schema they will write).
 enum SyntheticRuns {
     static func record(_ command: String, model: String = "models/gpt2-tiny", lnMode: String = "layernorm",
-                       promptSet: String = "prompts/ioi.jsonl", nPrompts: Int) -> RunRecord {
-        RunRecord(command: command, optionsJSON: "{}", modelPath: model, modelHash: "hash-\(model)", lnMode: lnMode,
+                       promptSet: String = "prompts/ioi.jsonl", nPrompts: Int, options: String = "{}") -> RunRecord {
+        RunRecord(command: command, optionsJSON: options, modelPath: model, modelHash: "hash-\(model)", lnMode: lnMode,
                   processingJSON: "{}", promptSetPath: promptSet, promptSetHash: "set-\(promptSet)", nPrompts: nPrompts,
                   toolVersion: "test")
     }
 
     /// A deterministic value in [-1, 1) from integers.
-    static func wobble(_ values: Int...) -> Double {
+    static func wobble(_ values: Int...) -> Double { wobble(values) }
+
+    static func wobble(_ values: [Int]) -> Double {
         var h: UInt64 = 0x9E37_79B9_7F4A_7C15
         for v in values { h = (h ^ UInt64(bitPattern: Int64(v))) &* 0xBF58_476D_1CE4_E5B9; h ^= h >> 31 }
         return Double(h % 2000) / 1000 - 1
@@ -44,27 +46,59 @@ enum SyntheticRuns {
 
     static let tokens = ["<|endoftext|>", "When", " Mary", " and", " John", " went", " to", " the", " store", ",", " John",
                          " gave", " a", " drink", " to"]
+    /// The other IOI order of `tokens` (the subject first): the same length, another template.
+    static let swapped = ["<|endoftext|>", "When", " John", " and", " Mary", " went", " to", " the", " store", ",", " John",
+                          " gave", " a", " drink", " to"]
 
-    /// A patch run: `sites` × layers × positions for activation patching and `estimators`, per
-    /// prompt; the prompts share a template (same tokens count) unless `sharedTemplate` is false.
+    /// A (prompt, site, layer, position) whose activation-patching effect `patch` sets to 0.
+    struct PatchCell: Hashable {
+        let prompt: Int, site: String, layer: Int, position: Int
+    }
+
+    /// A patch run: `sites` × layers × positions (and `headSites` × layers × heads) for activation
+    /// patching and `estimators`, per prompt, every value times `scale` (0 at `zeroed`). With `templates: 2` the odd
+    /// prompts have the subject first (`swapped`); without `sharedTemplate` prompt p has p tokens
+    /// fewer. `options` is stored as the run's `options_json`.
     static func patch(_ db: ResultsDatabase, layers: Int = 3, prompts: Int = 4, sites: [String] = StoreName.positionSites,
-                      estimators: [String] = [StoreName.atp, StoreName.atpStar], sharedTemplate: Bool = true,
-                      withErrors: Bool = true, extraRows: [ResultRow] = []) throws -> Int64 {
-        let id = try db.beginRun(record(StoreName.patchCommand, nPrompts: prompts))
+                      headSites: [String] = [], heads: Int = 4,
+                      estimators: [String] = [StoreName.atp, StoreName.atpStar], sharedTemplate: Bool = true, templates: Int = 1,
+                      withErrors: Bool = true, extraRows: [ResultRow] = [], scale: Double = 1, options: String = "{}",
+                      model: String = "models/gpt2-tiny", lnFree: Bool = false,
+                      zeroed: Set<PatchCell> = []) throws -> Int64 {
+        let id = try db.beginRun(record(StoreName.patchCommand, model: model, lnMode: lnFree ? "ln-free" : "layernorm",
+                                        nPrompts: prompts, options: options))
         var rows: [ResultRow] = extraRows, promptRows: [PromptRow] = []
+        func estimates(_ effect: Double, _ k: Int, _ salt: Int...) -> Double {
+            let e = effect * (0.8 + 0.1 * Double(k)) + 0.02 * scale * wobble(salt + [k])
+            return estimators[k] == StoreName.atpStar ? abs(e) : e
+        }
         for p in 0..<prompts {
-            let toks = sharedTemplate ? tokens : Array(tokens.prefix(tokens.count - p))
+            let base = templates == 2 && p % 2 == 1 ? swapped : tokens
+            let toks = sharedTemplate ? base : Array(base.prefix(base.count - p))
             promptRows.append(PromptRow(promptIndex: p, prompt: toks.joined(), answer: " Mary", wrong: " John",
                                         nTokens: toks.count, corrupt: "corrupt \(p)", tokens: toks))
             for site in sites {
                 for l in 0..<layers {
                     for pos in 0..<toks.count {
-                        let effect = (pos == 2 || pos == toks.count - 1 ? 1.0 : 0.1) * wobble(p, l, pos, site.count)
+                        let zero = zeroed.contains(PatchCell(prompt: p, site: site, layer: l, position: pos))
+                        let effect = zero ? 0 : scale * (pos == 2 || pos == toks.count - 1 ? 1.0 : 0.1) * wobble(p, l, pos, site.count)
                         rows.append(ResultRow(promptIndex: p, site: site, layer: l, position: pos, quantity: StoreName.activation,
                                               value: effect))
                         for (k, e) in estimators.enumerated() {
                             rows.append(ResultRow(promptIndex: p, site: site, layer: l, position: pos, quantity: e,
-                                                  value: effect * (0.8 + 0.1 * Double(k)) + 0.02 * wobble(pos, l, p, k)))
+                                                  value: estimates(effect, k, pos, l, p)))
+                        }
+                    }
+                }
+            }
+            for site in headSites {
+                for l in 0..<layers {
+                    for h in 0..<heads {
+                        let effect = scale * 0.5 * wobble(p, l, h, site.count, 7)
+                        rows.append(ResultRow(promptIndex: p, site: site, layer: l, head: h, quantity: StoreName.activation, value: effect))
+                        for (k, e) in estimators.enumerated() {
+                            rows.append(ResultRow(promptIndex: p, site: site, layer: l, head: h, quantity: e,
+                                                  value: estimates(effect, k, h, l, p, 7)))
                         }
                     }
                 }
@@ -109,7 +143,7 @@ enum SyntheticRuns {
 
     /// An eval run with `eval` summaries for one model.
     static func eval(_ db: ResultsDatabase, key: String = "gpt2-tiny-lnfree") throws -> Int64 {
-        let id = try db.beginRun(record(StoreName.evalCommand, model: "models/\(key)", lnMode: "ln-free",
+        let id = try db.beginRun(record(StoreName.evalCommand, model: key, lnMode: "ln-free",
                                         promptSet: "corpus/heldout.txt", nPrompts: 100))
         try db.finishRun(runID: id, status: .completed, summaries: [
             SummaryRow(scope: StoreName.scopeEval, key: key, metric: StoreName.loss, value: 3.0797),
@@ -117,6 +151,22 @@ enum SyntheticRuns {
             SummaryRow(scope: StoreName.scopeEval, key: key, metric: StoreName.ciHigh, value: 3.11),
             SummaryRow(scope: StoreName.scopeEval, key: key, metric: "tokens", value: 51200),
         ], error: nil)
+        return id
+    }
+
+    /// An eval run of several models as `lnlens eval` stores it: `model_path` the models as given
+    /// joined by ` | `, `ln_mode` the first one's, `ln_modes` in the options when `recordModes`.
+    static func evalOfModels(_ db: ResultsDatabase, _ models: [(name: String, lnMode: String, loss: Double)],
+                             recordModes: Bool = true) throws -> Int64 {
+        let options = recordModes ? #"{"ln_modes": "\#(models.map(\.lnMode).joined(separator: ","))"}"# : "{}"
+        let id = try db.beginRun(record(StoreName.evalCommand, model: models.map(\.name).joined(separator: " | "),
+                                        lnMode: models[0].lnMode, promptSet: "corpus/heldout.txt", nPrompts: 100, options: options))
+        try db.finishRun(runID: id, status: .completed, summaries: models.flatMap { m in [
+            SummaryRow(scope: StoreName.scopeEval, key: m.name, metric: StoreName.loss, value: m.loss),
+            SummaryRow(scope: StoreName.scopeEval, key: m.name, metric: StoreName.ciLow, value: m.loss - 0.03),
+            SummaryRow(scope: StoreName.scopeEval, key: m.name, metric: StoreName.ciHigh, value: m.loss + 0.03),
+            SummaryRow(scope: StoreName.scopeEval, key: m.name, metric: "windows", value: 100),
+        ] }, error: nil)
         return id
     }
 }
