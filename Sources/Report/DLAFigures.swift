@@ -71,13 +71,22 @@ enum DLAFigures {
 
     // MARK: Per-layer NMAE with intervals
 
+    /// What the runs' bootstrap resampled, in words.
+    static func bootstrapText(_ runs: [DLAData]) -> String {
+        let schemes = Set(runs.map(\.bootstrap))
+        if schemes == [.pairs] { return "(prompt, head) pairs" }
+        if schemes == [.crossed] { return "heads and prompts drawn independently (crossed, as the paper's analysis)" }
+        return "heads and prompts (crossed) or (prompt, head) pairs, as each run was made"
+    }
+
     /// Every run's per-layer NMAE on one axis, each point with its bootstrap 95% interval.
     static func layerNMAE(_ runs: [DLAData]) -> SVG {
         let sets = Array(Set(runs.map(\.label.promptSet))).sorted().joined(separator: ", ")
         let ids = runs.map { "\($0.label.id)" }.joined(separator: ", ")
         let heading = Heading(
             title: "Per-layer NMAE (%) of DLA vs exact direct effect, bootstrap 95% CI",
-            lines: ["\(sets) · run\(runs.count > 1 ? "s" : "") \(ids) · \(Markup.count(Metrics.bootstrapResamples)) resamples of (prompt, head) pairs"])
+            lines: ["\(sets) · run\(runs.count > 1 ? "s" : "") \(ids) · \(Markup.count(Metrics.bootstrapResamples)) resamples of "
+                    + bootstrapText(runs)])
         let layers = runs.map(\.layers).max() ?? 0
         var highest = 1.0
         for run in runs {

@@ -71,7 +71,7 @@ public enum HTMLReport {
         page.heading("Direct logit attribution against the exact direct effect")
         page.paragraph("NMAE = mean |DLA − DE| / mean |DE| × 100 over (prompt, head) pairs; DE is the exact direct effect "
                        + "(the final LayerNorm recomputed without the head). Intervals: percentile bootstrap, "
-                       + "\(Markup.count(Metrics.bootstrapResamples)) resamples of (prompt, head) pairs.", note: true)
+                       + "\(Markup.count(Metrics.bootstrapResamples)) resamples of \(DLAFigures.bootstrapText(runs)).", note: true)
         let drawn = runs.filter { !$0.pairs.isEmpty }
         for run in runs where run.pairs.isEmpty {
             page.paragraph("\(run.label.provenance): no head rows stored, nothing to draw.", note: true)

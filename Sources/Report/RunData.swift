@@ -61,6 +61,8 @@ struct DLAData {
     let nmae: NMAESummary
     let intervals: NMAEIntervals
     let intervalsStored: Bool
+    /// How the intervals resampled (a run of older lnlens with stored intervals: pairs).
+    let bootstrap: BootstrapScheme
     let ranked: [HeadEffect]
 
     init(db: ResultsDatabase, run: RunRecord) throws {
@@ -105,7 +107,8 @@ struct DLAData {
         }
         intervalsStored = fromStore != nil
         let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
-        let scheme = (options?["bootstrap"] as? String).flatMap(BootstrapScheme.init(rawValue:)) ?? .crossed
+        let scheme = (options?["bootstrap"] as? String).flatMap(BootstrapScheme.init(rawValue:)) ?? (fromStore != nil ? .pairs : .crossed)
+        bootstrap = scheme
         intervals = fromStore ?? NMAEIntervals(rows: pairs, scheme: scheme)
     }
 }
