@@ -57,7 +57,7 @@ enum PatchFigures {
         if let n = normalized {
             let left = runs.map { "\($0.withoutDivisor.count)" }.joined(separator: ", ")
             lines.append("each prompt's values divided by its \(n.description) (the paper's grid; the runs' --grid-normalize); "
-                         + "prompts where that is 0 left out: \(left)")
+                         + "prompts where that is 0 or whose clean − corrupt gap is below --min-gap left out: \(left)")
         } else if runs.contains(where: { $0.normalization != nil }) {
             lines.append("raw values: the runs were given different --grid-normalize, so none is applied")
         }

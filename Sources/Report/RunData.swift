@@ -161,7 +161,7 @@ struct PatchData {
     let divisors: [Int: Double]
     /// Every prompt with rows, ascending.
     let prompts: [Int]
-    /// Prompts left out of the maps because their divisor is 0 or missing.
+    /// Prompts left out of normalised maps: divisor 0 or missing, or below the run's --min-gap.
     let withoutDivisor: [Int]
 
     /// Quantities in drawing order: activation patching first, then each estimator present.
@@ -197,8 +197,10 @@ struct PatchData {
         normalization = Normalization(optionsJSON: run.optionsJSON)
         var divisors: [Int: Double] = [:]
         if let n = normalization {
+            // As the printed grid: prompts below the run's --min-gap are left out of normalised maps too.
+            let smallGap = Set(label.task?.smallGap ?? [])
             let anchor = values["resid_pre"]?[StoreName.activation] ?? [:]
-            for p in prompts {
+            for p in prompts where !smallGap.contains(p) {
                 if let d = anchor[Cell(prompt: p, layer: n.layer, index: n.position)], d != 0, d.isFinite { divisors[p] = d }
             }
         } else {

@@ -311,6 +311,21 @@ import Testing
         #expect(texts.filter { $0 == "effect (logit diff)" }.count == 1)
     }
 
+    /// As the printed grid, a normalised map leaves out the prompts below the run's --min-gap too.
+    @Test func normalisedMapsLeaveOutSmallGapPrompts() throws {
+        let db = try ResultsDatabase.inMemory()
+        // Prompt 1's clean − corrupt gap is 0.1, under the default --min-gap 0.5; the others' is 3.
+        let metric = (0..<4).flatMap { p in
+            [ResultRow(promptIndex: p, site: StoreName.metricSite, quantity: StoreName.clean, value: p == 1 ? 0.1 : 2),
+             ResultRow(promptIndex: p, site: StoreName.metricSite, quantity: StoreName.corrupt, value: p == 1 ? 0 : -1)]
+        }
+        let id = try SyntheticRuns.patch(db, layers: 2, sites: ["resid_pre"], extraRows: metric, options: #"{"grid_normalize": "0,2"}"#,
+                                         zeroed: [.init(prompt: 3, site: "resid_pre", layer: 0, position: 2)])
+        let data = try PatchData(db: db, run: try #require(try db.run(id: id)))
+        #expect(data.label.task?.smallGap == [1])
+        #expect(data.withoutDivisor == [1, 3])
+    }
+
     /// A run stored with `--grid-normalize L,P` is drawn as the paper's grid: each prompt's values
     /// divided by its activation patching at resid_pre (L, P), prompts where that is 0 left out.
     @Test func patchMapsFollowTheRunsGridNormalize() throws {
