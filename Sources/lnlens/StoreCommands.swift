@@ -29,7 +29,7 @@ struct ReadOptions: ParsableArguments {
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         func tableLine(_ values: [String]) -> String { alignedLine(values, widths) }
         try database.query(sql: sql, timeout: timeout, columns: { columns in
-            names = columns
+            names = uniqueNames(columns)
             if csv { out.write(columns.map(csvField).joined(separator: ",") + "\n") }
             if json { out.write("[") }
         }) { row in
@@ -54,7 +54,7 @@ struct ReadOptions: ParsableArguments {
 
     func print(_ result: QueryResult) throws {
         if json {
-            let objects = result.rows.map { Dictionary(uniqueKeysWithValues: zip(result.columns, $0)) }
+            let objects = result.rows.map { Dictionary(uniqueKeysWithValues: zip(uniqueNames(result.columns), $0)) }
             return try printJSON(objects)
         }
         if csv {
@@ -63,6 +63,17 @@ struct ReadOptions: ParsableArguments {
             return
         }
         printTable(result)
+    }
+}
+
+/// Column names as JSON keys: a name given twice (`SELECT a.id, b.id …`) gets `:2`, `:3` …
+func uniqueNames(_ columns: [String]) -> [String] {
+    var used = Set<String>()
+    return columns.map { name in
+        var candidate = name, k = 1
+        while used.contains(candidate) { k += 1; candidate = "\(name):\(k)" }
+        used.insert(candidate)
+        return candidate
     }
 }
 

@@ -287,6 +287,11 @@ import Training
         let json = try C.run(["query", "--db", db, "--json", "--sql", "SELECT id, command FROM runs"])
         let parsed = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
         #expect(parsed?.first?["command"] as? String == "dla")
+        // A column name given twice is one key each, not a crash.
+        let twice = try C.run(["query", "--db", db, "--json", "--sql", "SELECT 1 AS a, 2 AS a, 3 AS \"a:2\""])
+        #expect(twice.status == 0, "\(twice.stderr)")
+        let keys = (try JSONSerialization.jsonObject(with: Data(twice.stdout.utf8)) as? [[String: Any]])?.first.map { Set($0.keys) }
+        #expect(keys == ["a", "a:2", "a:2:2"] || keys?.count == 3, "\(twice.stdout)")
     }
 
     // MARK: 14: readers open files they may not write
