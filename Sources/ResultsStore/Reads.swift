@@ -40,12 +40,17 @@ extension ResultsDatabase {
     /// The prompt indices whose chunks are stored (from `batches_done`), for resuming.
     public func completedPromptIndices(runID: Int64) throws -> Set<Int> {
         try read("reading progress of run \(runID)") { db in
-            _ = try Self.runRow(db, id: runID, path: path)
+            let run = try Self.runRow(db, id: runID, path: path)
             var done = Set<Int>()
             let rows = try Row.fetchAll(
                 db, sql: "SELECT first_prompt, last_prompt FROM batches_done WHERE run_id = ?", arguments: [runID])
             for row in rows {
                 let first: Int = try row.decode(atIndex: 0), last: Int = try row.decode(atIndex: 1)
+                // A range lnlens never writes (a damaged or edited row) is an error, not a trap or a
+                // set of 2^63 indices (found by the sqlite fuzz target).
+                guard first >= 0, first <= last, last < max(run.nPrompts, 0) else {
+                    throw ResultsStoreError.damaged(path: path, problem: "batches_done of run \(runID) holds \(first)…\(last), outside its \(run.nPrompts) prompts")
+                }
                 done.formUnion(first...last)
             }
             return done
