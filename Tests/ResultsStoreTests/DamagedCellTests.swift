@@ -24,4 +24,17 @@ import Testing
         #expect(throws: ResultsStoreError.self) { _ = try db.runs() }
         #expect(throws: ResultsStoreError.self) { _ = try db.verifiedRun(id: 1) }
     }
+
+    @Test func aBatchRangeThatIsNotOneIsRefused() throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("lnlens-damaged-\(UUID().uuidString).sqlite")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fuzz/corpus/sqlite/dla.sqlite"), to: url)
+        try DatabaseQueue(path: url.path).write { db in
+            try db.execute(sql: "PRAGMA ignore_check_constraints = ON")  // as a damaged page can
+            try db.execute(sql: "UPDATE batches_done SET first_prompt = 5, last_prompt = 2")
+        }
+        let db = try ResultsDatabase.openReadOnly(path: url.path)
+        #expect(throws: ResultsStoreError.self) { _ = try db.completedPromptIndices(runID: 1) }
+    }
 }
