@@ -55,7 +55,11 @@ extension StoreName {
 /// which process writes it. `id` is nil until the run is recorded.
 public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
     public static let databaseTableName = "runs"
-    public static var databaseDateDecodingStrategy: DatabaseDateDecodingStrategy { .custom(StoredDate.decode) }
+    /// Every date column through `StoredDate` (the requirement GRDB reads is this function; a
+    /// static property of the same name would be ignored and leave GRDB's trapping parser in place).
+    public static func databaseDateDecodingStrategy(for column: String) -> DatabaseDateDecodingStrategy {
+        .custom(StoredDate.decode)
+    }
 
     public var id: Int64?
     public var command: String

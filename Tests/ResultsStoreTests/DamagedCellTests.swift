@@ -25,6 +25,23 @@ import Testing
         #expect(throws: ResultsStoreError.self) { _ = try db.verifiedRun(id: 1) }
     }
 
+    /// A byte that is not ASCII where GRDB's parser expects a digit overflows its `Int8`
+    /// arithmetic (the sqlite fuzz target's third find): each date column of `runs` is refused.
+    @Test(arguments: ["started_at", "ended_at", "heartbeat_at"])
+    func aDateWithANonASCIIByteIsRefused(column: String) throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("lnlens-damaged-\(UUID().uuidString).sqlite")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("fuzz/corpus/sqlite/dla.sqlite"), to: url)
+        try DatabaseQueue(path: url.path).write { db in
+            // "2026-12-04 1\u{9b}:00": the byte 0x9b where the hour's second digit stands.
+            try db.execute(sql: "UPDATE runs SET \(column) = CAST(X'323032362D31322D303420319B3A3030' AS TEXT)")
+        }
+        let db = try ResultsDatabase.openReadOnly(path: url.path)
+        #expect(throws: ResultsStoreError.self) { _ = try db.runs() }
+        #expect(throws: ResultsStoreError.self) { _ = try db.verifiedRun(id: 1) }
+    }
+
     @Test func aBatchRangeThatIsNotOneIsRefused() throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("lnlens-damaged-\(UUID().uuidString).sqlite")
         defer { try? FileManager.default.removeItem(at: url) }
