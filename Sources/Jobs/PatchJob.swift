@@ -146,8 +146,8 @@ public struct PatchJob {
     /// zeros (positions before the prompt's `first_diff`) left out of all but NMAE.
     public static func errors(from stored: [ResultRow], minGap: Double) -> [ErrorRow] {
         var gaps: [Int: Double] = [:], clean: [Int: Double] = [:], corrupt: [Int: Double] = [:], firstDiff: [Int: Int] = [:]
-        struct Key: Hashable { let prompt: Int; let site: String; let layer: Int; let position: Int?; let head: Int? }
-        var activation: [Key: Double] = [:], estimates: [Key: [String: Double]] = [:]
+        struct Key: Hashable { let prompt: Int; let site: PatchSite; let layer: Int; let position: Int?; let head: Int? }
+        var activation: [Key: Double] = [:], estimates: [Key: [PatchMethod: Double]] = [:]
         for r in stored {
             if r.site == metricSite {
                 switch r.quantity {
@@ -158,13 +158,14 @@ public struct PatchJob {
                 }
                 continue
             }
-            guard let layer = r.layer else { continue }
-            let key = Key(prompt: r.promptIndex, site: r.site, layer: layer, position: r.position, head: r.head)
-            if r.quantity == StoreName.activation { activation[key] = r.value } else { estimates[key, default: [:]][r.quantity] = r.value }
+            guard let layer = r.layer, let site = PatchSite(rawValue: r.site), let method = PatchMethod(rawValue: r.quantity) else { continue }
+            let key = Key(prompt: r.promptIndex, site: site, layer: layer, position: r.position, head: r.head)
+            if method == .activation { activation[key] = r.value } else { estimates[key, default: [:]][method] = r.value }
         }
         for (p, c) in clean { if let x = corrupt[p] { gaps[p] = c - x } }
         let samples = activation.keys.sorted {
-            ($0.prompt, $0.site, $0.layer, $0.position ?? -1, $0.head ?? -1) < ($1.prompt, $1.site, $1.layer, $1.position ?? -1, $1.head ?? -1)
+            ($0.prompt, $0.site.rawValue, $0.layer, $0.position ?? -1, $0.head ?? -1)
+                < ($1.prompt, $1.site.rawValue, $1.layer, $1.position ?? -1, $1.head ?? -1)
         }.map { k in
             // A position before the first differing token (for pattern_by_pos: the destination). A
             // site over all positions is 0 by construction only when the prompts are the same:
@@ -174,7 +175,8 @@ public struct PatchJob {
                                          estimates: estimates[k] ?? [:], structuralZero: structural)
         }
         return EstimatorError.errors(samples, gaps: gaps, minGap: minGap).map {
-            ErrorRow(site: $0.site, method: $0.method, layer: $0.layer, normalized: $0.normalized, metric: $0.metric, value: $0.value)
+            ErrorRow(site: $0.site.rawValue, method: $0.method.rawValue, layer: $0.layer, normalized: $0.normalized,
+                     metric: $0.metric.rawValue, value: $0.value)
         }
     }
 }
