@@ -87,7 +87,7 @@ public enum DirectLogitAttribution {
                                  targets: [AttributionTarget]) -> BatchAttribution {
         let cfg = model.config, w = model.parameters
         let C = cfg.dModel, NH = cfg.nHeads, dh = cfg.dHead, P = positions.count
-        let scale = model.layerNormScale
+        let scale = model.layerNormScale, rawEps = model.layerNormPlan.rawEps
         var rows: [ComponentAttribution] = []
         rows.reserveCapacity(targets.count * (2 + cfg.nLayers * (NH + 2)))
         var sumErrors: [(prompt: Int, error: Double)] = []
@@ -129,7 +129,7 @@ public enum DirectLogitAttribution {
                 var mean = 0.0, sc = 0.0
                 x.withUnsafeBufferPointer { xp in
                     layerNormStats(mean: &mean, scale: &sc, rawScale: nil, x: xp.baseAddress!, N: 1, C: C, mode: scale,
-                                   rawEps: 1e-5)
+                                   rawEps: rawEps)
                     layerNormApply(out: &normalized, x: xp.baseAddress!, mean: &mean, scale: &sc, w: nil, b: nil, N: 1, C: C)
                 }
                 var dot = 0.0

@@ -137,19 +137,29 @@ public struct PromptSet: Sendable {
     /// error naming the file and line, or (with `skipInvalid`) skipped and counted. Indices are
     /// renumbered among the examples kept.
     public func checked(nCtx: Int, dVocab: Int, skipInvalid: Bool) throws -> PromptSet {
-        var out = self
-        out.examples = []
-        for ex in examples {
-            var problem: PromptProblem?
+        try keeping(skipInvalid: skipInvalid) { ex in
+            let problem: PromptProblem
             if ex.tokens.count > nCtx {
                 problem = .tooLong(tokens: ex.tokens.count, nCtx: nCtx)
             } else if let bad = (ex.tokens + (ex.corruptTokens ?? []) + [ex.answerID] + (ex.wrongID.map { [$0] } ?? []))
                 .first(where: { $0 < 0 || $0 >= dVocab }) {
                 problem = .tokenOutsideVocabulary(id: bad, dVocab: dVocab)
+            } else {
+                return nil
             }
-            if let problem {
-                guard skipInvalid else { throw AnalysisError.invalidPrompt(path: path, line: ex.line, problem: problem) }
-                out.skipped.append(SkippedLine(line: ex.line, problem: problem))
+            return (problem, .invalidPrompt(path: path, line: ex.line, problem: problem))
+        }
+    }
+
+    /// The examples in which `problem` finds nothing, renumbered; for the others the error it
+    /// gives, or (with `skipInvalid`) a skipped line with its problem.
+    func keeping(skipInvalid: Bool, _ problem: (PromptExample) -> (PromptProblem, AnalysisError)?) throws -> PromptSet {
+        var out = self
+        out.examples = []
+        for ex in examples {
+            if let (reason, error) = problem(ex) {
+                guard skipInvalid else { throw error }
+                out.skipped.append(SkippedLine(line: ex.line, problem: reason))
                 continue
             }
             var kept = ex
@@ -190,7 +200,7 @@ public struct PromptSet: Sendable {
             object = try JSONSerialization.jsonObject(with: lineBytes, options: [])
         } catch {
             let text = String(decoding: lineBytes.prefix(40), as: UTF8.self)
-            return .failure(.badJSON(reason: "starts with \(PromptProblem.quoted(text))"))
+            return .failure(.badJSON(reason: "starts with \(JSONText.quoted(text))"))
         }
         guard let dict = object as? [String: Any] else { return .failure(.notAnObject) }
         for key in dict.keys where !readKeys.contains(key) && !metadataKeys.contains(key) && !key.hasPrefix("_") {
@@ -253,21 +263,9 @@ extension PromptSet {
     /// length. Others are an error naming the file and line, or (with `skipInvalid`) skipped and
     /// counted; indices are renumbered among the examples kept.
     public func requiringPairs(skipInvalid: Bool) throws -> PromptSet {
-        var out = self
-        out.examples = []
-        for ex in examples {
-            let missing = ex.wrongID == nil ? "\"wrong\"" : (ex.corruptTokens == nil ? "\"corrupt\"" : nil)
-            if let missing {
-                guard skipInvalid else { throw AnalysisError.patchPromptIncomplete(path: path, line: ex.line, missing: missing) }
-                out.skipped.append(SkippedLine(line: ex.line, problem: .missingKey(missing.trimmingCharacters(in: ["\""]))))
-                continue
-            }
-            var kept = ex
-            kept.index = out.examples.count
-            out.examples.append(kept)
+        try keeping(skipInvalid: skipInvalid) { ex in
+            guard let missing = ex.wrongID == nil ? "wrong" : (ex.corruptTokens == nil ? "corrupt" : nil) else { return nil }
+            return (.missingKey(missing), .patchPromptIncomplete(path: path, line: ex.line, missing: "\"\(missing)\""))
         }
-        if out.examples.isEmpty { throw AnalysisError.noValidPrompts(path: path, skipped: out.skipped.count) }
-        out.skipped.sort { $0.line < $1.line }
-        return out
     }
 }

@@ -59,13 +59,6 @@ public struct DLAJob {
          RunOptions.string(optionsJSON, "bootstrap").flatMap(BootstrapScheme.init(rawValue:)) ?? .crossed)
     }
 
-    var processingJSON: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys  // stable text: resume compares it
-        let data = (try? encoder.encode(model.processing)) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
-
     /// What the run counts (its prompt indices, the unit of `progress`): prompts, text positions
     /// (`--text`), or windows (`--text --targets paper`).
     public var unit: String {
@@ -90,7 +83,7 @@ public struct DLAJob {
             run: RunRecord(command: StoreName.dlaCommand,
                            optionsJSON: RunOptions.setting(optionsJSON, ["min_gap": minGap, "bootstrap": bootstrap.rawValue]),
                            modelPath: modelPath, modelHash: modelHash,
-                           lnMode: model.lnMode.rawValue, processingJSON: processingJSON, promptSetPath: input.path,
+                           lnMode: model.lnMode.rawValue, processingJSON: model.processing.json, promptSetPath: input.path,
                            promptSetHash: input.contentHash, nPrompts: input.count, toolVersion: toolVersion,
                            shard: shard.map { ($0.index, $0.count) }),
             resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)

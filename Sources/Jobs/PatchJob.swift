@@ -56,12 +56,6 @@ public struct PatchJob {
         return gap
     }
 
-    var processingJSON: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        return String(decoding: (try? encoder.encode(model.processing)) ?? Data("{}".utf8), as: UTF8.self)
-    }
-
     /// Starts a run (or continues `resume`) and returns its id once it is complete;
     /// `progress(done, total)` after each stored chunk may throw `JobStop`.
     @discardableResult
@@ -72,7 +66,7 @@ public struct PatchJob {
             db: db,
             run: RunRecord(command: StoreName.patchCommand, optionsJSON: RunOptions.setting(optionsJSON, ["min_gap": minGap]),
                            modelPath: modelPath,
-                           modelHash: modelHash, lnMode: model.lnMode.rawValue, processingJSON: processingJSON,
+                           modelHash: modelHash, lnMode: model.lnMode.rawValue, processingJSON: model.processing.json,
                            promptSetPath: prompts.path, promptSetHash: prompts.contentHash, nPrompts: prompts.examples.count,
                            toolVersion: toolVersion, shard: shard.map { ($0.index, $0.count) }),
             resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)
