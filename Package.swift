@@ -32,6 +32,7 @@ let package = Package(
         // Fuzz targets for the file parsers; `make fuzz` builds them with -sanitize=fuzzer (fuzz/README.md).
         .target(name: "CLibFuzzer"),
         .executableTarget(name: "lnlens-fuzz", dependencies: ["CLibFuzzer", "GPT2", "Tokenizer", "Analysis", "Jobs", "ResultsStore", "Training"]),
+        .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], resources: []),
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// What is wrong with one line of a prompt file. The same value is the error (without
 /// `--skip-invalid`) and the recorded reason of a skipped line (with it).
@@ -25,7 +26,7 @@ public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
         case let .wrongType(key, expected): "key \"\(key)\" must be \(expected)"
         case .emptyPrompt: "the prompt is empty"
         case let .notOneToken(key, text, tokens):
-            "\(key) \(Self.quoted(text)) is \(tokens.count) tokens (\(tokens)); \(key == "answer" ? "answers" : "wrong answers") must be one token"
+            "\(key) \(JSONText.quoted(text)) is \(tokens.count) tokens (\(tokens)); \(key == "answer" ? "answers" : "wrong answers") must be one token"
         case let .answerIsWrong(text): "\"answer\" and \"wrong\" are the same token (\(text.debugDescription)), so the logit difference is always 0"
         case let .corruptLengthMismatch(p, c):
             "corrupt is \(c) tokens but prompt is \(p); corrupt must tokenize to the same length as prompt"
@@ -52,11 +53,6 @@ public enum PromptProblem: Equatable, Sendable, CustomStringConvertible {
         case .tooLong: "shorten the prompt"
         case .tokenOutsideVocabulary: "use a model whose tokenizer matches its vocabulary"
         }
-    }
-
-    static func quoted(_ s: String) -> String {
-        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n") + "\""
     }
 }
 

@@ -1,7 +1,8 @@
 /// A component of the final residual stream (DESIGN.md, "Definitions"): the one place where
 /// component names (`L3H2`, `L3_bO`, `L3_mlp`) are made and parsed, and mapped to the sites the
 /// results store keys rows by (`result` layer 3 head 2, `b_O` layer 3, `mlp_out` layer 3).
-public enum Component: Hashable, Sendable, Comparable, CustomStringConvertible {
+/// Encoded as its name (`"L3H2"`), as prompt fixtures and `--json` rows write it.
+public enum Component: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
     case embed
     case posEmbed
     /// Head h of layer l: its `z · W_O` (`blocks.l.attn.hook_result`, b_O excluded).
@@ -44,11 +45,7 @@ public enum Component: Hashable, Sendable, Comparable, CustomStringConvertible {
         case "resid_post": self = .residPost
         default:
             guard name.first == "L" else { return nil }
-            let body = name.dropFirst()
-            func number(_ s: Substring) -> Int? {
-                guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-                return Int(s)
-            }
+            let body = name.dropFirst(), number = Component.number
             if let h = body.firstIndex(of: "H"), let l = number(body[..<h]), let head = number(body[body.index(after: h)...]) {
                 self = .head(layer: l, head: head)
             } else if body.hasSuffix("_bO"), let l = number(body.dropLast(3)) {
@@ -86,10 +83,30 @@ public enum Component: Hashable, Sendable, Comparable, CustomStringConvertible {
         }
     }
 
+    public init(from decoder: Decoder) throws {
+        let name = try decoder.singleValueContainer().decode(String.self)
+        guard let c = Component(name: name) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "'\(name)' is not a component (embed, pos_embed, L3H2, L3_bO, L3_mlp, resid_post)"))
+        }
+        self = c
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(description)
+    }
+
     /// The layer of a head; nil for other components.
     public var headLayer: Int? {
         if case let .head(l, _) = self { return l }
         return nil
+    }
+
+    /// Digits only (no sign, no spaces), as `description` writes a layer or head.
+    fileprivate static func number(_ s: Substring) -> Int? {
+        guard !s.isEmpty, s.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return Int(s)
     }
 
     /// Production order: embeddings, then per layer its heads, b_O, MLP; the check last.
@@ -105,5 +122,40 @@ public enum Component: Hashable, Sendable, Comparable, CustomStringConvertible {
             }
         }
         return key(a) < key(b)
+    }
+}
+
+/// The heads an NMAE over heads is taken over: all of them, one layer's, or one head. Its
+/// `description` is the key the store's `summaries` rows carry (`all`, `L3`, `L3H2`).
+public enum HeadSet: Hashable, Sendable, CustomStringConvertible {
+    case all
+    case layer(Int)
+    case head(layer: Int, head: Int)
+
+    public var description: String {
+        switch self {
+        case .all: "all"
+        case let .layer(l): "L\(l)"
+        case let .head(l, h): Component.head(layer: l, head: h).description
+        }
+    }
+
+    /// Parses a key as `description` writes it; nil for anything else.
+    public init?(key: String) {
+        if key == "all" {
+            self = .all
+        } else if key.first == "L", let l = Component.number(key.dropFirst()) {
+            self = .layer(l)
+        } else if case let .head(l, h)? = Component(name: key) {
+            self = .head(layer: l, head: h)
+        } else {
+            return nil
+        }
+    }
+
+    /// The head, as a component; nil for the other sets.
+    public var component: Component? {
+        if case let .head(l, h) = self { return .head(layer: l, head: h) }
+        return nil
     }
 }

@@ -37,8 +37,8 @@ public struct DLADiff: Codable, Sendable, Equatable {
     }
 
     public struct Head: Codable, Sendable, Equatable {
-        /// `L{l}H{h}`.
-        public var component: String
+        /// Encoded as `L{l}H{h}`.
+        public var component: Component
         public var layer: Int
         public var head: Int
         public var nmaeA: Double?
@@ -99,10 +99,7 @@ public struct DLADiff: Codable, Sendable, Equatable {
         typealias Pairs = [Component: [Int: (dla: Double, de: Double)]]
         func heads(_ rows: [ComponentAttribution]) -> Pairs {
             var out: Pairs = [:]
-            for r in rows {
-                guard let c = Component(name: r.component), c.headLayer != nil else { continue }
-                out[c, default: [:]][r.prompt] = (r.dla, r.directEffect)
-            }
+            for r in rows where r.component.headLayer != nil { out[r.component, default: [:]][r.prompt] = (r.dla, r.directEffect) }
             return out
         }
         let pairsA = heads(rowsA), pairsB = heads(rowsB)
@@ -132,7 +129,7 @@ public struct DLADiff: Codable, Sendable, Equatable {
         let ranksB = Metrics.ranks(statsB.map(\.meanAbsDE), descending: true)
         let rows: [Head] = order.indices.map { i in
             guard case let .head(l, h) = order[i] else { fatalError("heads only") }
-            return Head(component: order[i].description, layer: l, head: h,
+            return Head(component: order[i], layer: l, head: h,
                         nmaeA: Stats.nmae([statsA[i]]), nmaeB: Stats.nmae([statsB[i]]),
                         meanDLAA: statsA[i].meanDLA, meanDLAB: statsB[i].meanDLA,
                         meanDEA: statsA[i].meanDE, meanDEB: statsB[i].meanDE,

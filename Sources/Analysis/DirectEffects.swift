@@ -23,11 +23,11 @@ public struct AttributionTarget: Sendable {
 /// DLA and exact direct effect of one component for one prompt.
 public struct ComponentAttribution: Sendable, Codable, Equatable {
     public var prompt: Int
-    public var component: String
+    public var component: Component
     public var dla: Double
     public var directEffect: Double
 
-    public init(prompt: Int, component: String, dla: Double, directEffect: Double) {
+    public init(prompt: Int, component: Component, dla: Double, directEffect: Double) {
         self.prompt = prompt
         self.component = component
         self.dla = dla
@@ -60,11 +60,6 @@ public struct BatchAttribution: Sendable {
 /// `DE_c = f(r) − f(r − c)` with `f(x) = LN_final(x) · u` recomputed (in Double). For an LN-free
 /// model both are the same linear function of `c`.
 public enum DirectLogitAttribution {
-    /// Component names in the order rows are produced.
-    public static func componentNames(nLayers: Int, nHeads: Int) -> [String] {
-        Component.all(nLayers: nLayers, nHeads: nHeads).map(\.description)
-    }
-
     /// The hooks DLA reads: every component's output and the final LayerNorm's input and scale.
     public static func hooks(nLayers: Int) -> Set<HookName> {
         var hooks: Set<HookName> = [.embed(), .posEmbed(), HookName(.lnFinalScale), .block(nLayers - 1, .residPost)]
@@ -92,7 +87,7 @@ public enum DirectLogitAttribution {
                                  targets: [AttributionTarget]) -> BatchAttribution {
         let cfg = model.config, w = model.parameters
         let C = cfg.dModel, NH = cfg.nHeads, dh = cfg.dHead, P = positions.count
-        let scale = model.layerNormScale
+        let scale = model.layerNormScale, rawEps = model.layerNormPlan.rawEps
         var rows: [ComponentAttribution] = []
         rows.reserveCapacity(targets.count * (2 + cfg.nLayers * (NH + 2)))
         var sumErrors: [(prompt: Int, error: Double)] = []
@@ -134,7 +129,7 @@ public enum DirectLogitAttribution {
                 var mean = 0.0, sc = 0.0
                 x.withUnsafeBufferPointer { xp in
                     layerNormStats(mean: &mean, scale: &sc, rawScale: nil, x: xp.baseAddress!, N: 1, C: C, mode: scale,
-                                   rawEps: 1e-5)
+                                   rawEps: rawEps)
                     layerNormApply(out: &normalized, x: xp.baseAddress!, mean: &mean, scale: &sc, w: nil, b: nil, N: 1, C: C)
                 }
                 var dot = 0.0
@@ -154,7 +149,7 @@ public enum DirectLogitAttribution {
                 }
                 dla /= s
                 let de = fr - f(shifted)
-                rows.append(ComponentAttribution(prompt: target.prompt, component: component.description, dla: dla, directEffect: de))
+                rows.append(ComponentAttribution(prompt: target.prompt, component: component, dla: dla, directEffect: de))
             }
             add(.embed, (0..<C).map { Double(embed[n * C + $0]) })
             add(.posEmbed, (0..<C).map { Double(pos[n * C + $0]) })
@@ -176,26 +171,26 @@ public enum DirectLogitAttribution {
 
 /// NMAE of DLA against the direct effect (`Metrics.nmae`) over heads: all of them, each head,
 /// each layer's heads.
-public struct NMAESummary: Sendable, Codable, Equatable {
+public struct NMAESummary: Sendable, Equatable {
     /// Over every (prompt, head) pair, as the paper's code reports it.
     public var headsGlobal: Double
-    /// Per head `L{l}H{h}`, over prompts.
-    public var perHead: [String: Double]
-    /// Per layer `L{l}`, over (prompt, head of that layer).
-    public var perLayer: [String: Double]
+    /// Per head, over prompts.
+    public var perHead: [Component: Double]
+    /// Per layer, over (prompt, head of that layer).
+    public var perLayer: [Int: Double]
 
     public init(rows: [ComponentAttribution]) {
         struct Sums { var err = 0.0, mag = 0.0, n = 0 }
-        var head: [String: Sums] = [:], layer: [String: Sums] = [:], all = Sums()
+        var head: [Component: Sums] = [:], layer: [Int: Sums] = [:], all = Sums()
         func add(_ s: inout Sums, _ r: ComponentAttribution) {
             s.err += abs(r.dla - r.directEffect)
             s.mag += abs(r.directEffect)
             s.n += 1
         }
         for r in rows {
-            guard let l = Component(name: r.component)?.headLayer else { continue }
+            guard let l = r.component.headLayer else { continue }
             add(&head[r.component, default: Sums()], r)
-            add(&layer["L\(l)", default: Sums()], r)
+            add(&layer[l, default: Sums()], r)
             add(&all, r)
         }
         func nmae(_ s: Sums) -> Double { Metrics.nmae(sumAbsError: s.err, sumAbsExact: s.mag, count: s.n) }
@@ -212,16 +207,16 @@ public struct NMAESummary: Sendable, Codable, Equatable {
 /// paper's `run_analysis.py` does; `pairs` resamples (prompt, head) pairs taken in (prompt,
 /// component) order (`Metrics.bootstrapNMAE`). Each set has its own generator from `seed`, so
 /// the same rows give the same intervals whatever their order.
-public struct NMAEIntervals: Sendable, Codable, Equatable {
+public struct NMAEIntervals: Sendable, Equatable {
     public var headsGlobal: ConfidenceInterval
-    /// Per layer `L{l}`.
-    public var perLayer: [String: ConfidenceInterval]
-    /// Per head `L{l}H{h}`.
-    public var perHead: [String: ConfidenceInterval]
+    /// Per layer.
+    public var perLayer: [Int: ConfidenceInterval]
+    /// Per head.
+    public var perHead: [Component: ConfidenceInterval]
 
     /// Intervals read back from where they were stored.
-    public init(headsGlobal: ConfidenceInterval, perLayer: [String: ConfidenceInterval],
-                perHead: [String: ConfidenceInterval] = [:]) {
+    public init(headsGlobal: ConfidenceInterval, perLayer: [Int: ConfidenceInterval],
+                perHead: [Component: ConfidenceInterval] = [:]) {
         self.headsGlobal = headsGlobal
         self.perLayer = perLayer
         self.perHead = perHead
@@ -230,8 +225,7 @@ public struct NMAEIntervals: Sendable, Codable, Equatable {
     public init(rows: [ComponentAttribution], scheme: BootstrapScheme = .crossed, resamples: Int = Metrics.bootstrapResamples,
                 seed: UInt64 = Metrics.bootstrapSeed, level: Double = 0.95) {
         let heads = rows.compactMap { r -> (prompt: Int, component: Component, row: ComponentAttribution)? in
-            guard let c = Component(name: r.component), c.headLayer != nil else { return nil }
-            return (r.prompt, c, r)
+            r.component.headLayer == nil ? nil : (r.prompt, r.component, r)
         }.sorted { ($0.prompt, $0.component) < ($1.prompt, $1.component) }
         let prompts = Array(Set(heads.map(\.prompt))).sorted()
         let promptSlot = Dictionary(uniqueKeysWithValues: prompts.enumerated().map { ($1, $0) })
@@ -263,9 +257,8 @@ public struct NMAEIntervals: Sendable, Codable, Equatable {
         }
         headsGlobal = interval(heads)
         perLayer = Dictionary(grouping: heads, by: { $0.component.headLayer! })
-            .reduce(into: [:]) { out, group in out["L\(group.key)"] = interval(group.value) }
-        perHead = Dictionary(grouping: heads, by: \.component)
-            .reduce(into: [:]) { out, group in out[group.key.description] = interval(group.value) }
+            .mapValues(interval)
+        perHead = Dictionary(grouping: heads, by: \.component).mapValues(interval)
     }
 }
 
@@ -282,16 +275,12 @@ public struct HeadEffect: Sendable, Codable, Equatable {
     public var nmae: Double
     public var prompts: Int
 
-    /// `L{l}H{h}`.
-    public var component: String { Component.head(layer: layer, head: head).description }
+    public var component: Component { .head(layer: layer, head: head) }
 
     /// Every head of `rows`, largest mean |direct effect| first (ties: by layer, then head).
     public static func ranked(_ rows: [ComponentAttribution]) -> [HeadEffect] {
         var byHead: [Component: [ComponentAttribution]] = [:]
-        for r in rows {
-            guard let c = Component(name: r.component), c.headLayer != nil else { continue }
-            byHead[c, default: []].append(r)
-        }
+        for r in rows where r.component.headLayer != nil { byHead[r.component, default: []].append(r) }
         return byHead.map { c, rows in
             guard case let .head(l, h) = c else { fatalError("heads only") }
             let n = Double(rows.count)

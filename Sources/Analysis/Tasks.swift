@@ -22,38 +22,17 @@ public struct PromptRecord: Sendable, Equatable {
     /// One JSON line, formatted byte for byte like Python's `json.dumps` (", " and ": "
     /// separators, non-ASCII as \uXXXX), the format of prompts/paper_ioi.jsonl. No newline.
     public var jsonLine: String {
-        var fields = [("prompt", jsonString(prompt)), ("answer", jsonString(answer))]
-        if let wrong { fields.append(("wrong", jsonString(wrong))) }
-        if let corrupt { fields.append(("corrupt", jsonString(corrupt))) }
+        var fields = [("prompt", JSONText.literal(prompt)), ("answer", JSONText.literal(answer))]
+        if let wrong { fields.append(("wrong", JSONText.literal(wrong))) }
+        if let corrupt { fields.append(("corrupt", JSONText.literal(corrupt))) }
         for key in extra.keys.sorted() { fields.append((key, String(extra[key]!))) }
-        return "{" + fields.map { "\(jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
+        return "{" + fields.map { "\(JSONText.literal($0.0)): \($0.1)" }.joined(separator: ", ") + "}"
     }
 }
 
 /// Renders records as JSONL: one `jsonLine` per record, each ended by "\n".
 public func renderJSONL(_ records: [PromptRecord]) -> String {
     records.map { $0.jsonLine + "\n" }.joined()
-}
-
-/// A JSON string literal with Python's `json.dumps` escaping (ensure_ascii).
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for unit in s.utf16 {
-        switch unit {
-        case 0x22: out += "\\\""
-        case 0x5C: out += "\\\\"
-        case 0x0A: out += "\\n"
-        case 0x0D: out += "\\r"
-        case 0x09: out += "\\t"
-        case 0x08: out += "\\b"
-        case 0x0C: out += "\\f"
-        case 0x20..<0x7F: out.unicodeScalars.append(Unicode.Scalar(UInt8(unit)))
-        default:
-            let hex = String(unit, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        }
-    }
-    return out + "\""
 }
 
 /// The generated tasks `lnlens prompts` knows.

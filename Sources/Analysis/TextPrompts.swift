@@ -61,6 +61,6 @@ public struct TextPrompts: Sendable {
             budget -= length - 1
             start += context
         }
-        return TextPrompts(path: path, contentHash: sha256Hex(data), totalTokens: tokens.count, windows: windows)
+        return TextPrompts(path: path, contentHash: SHA256.hex(data), totalTokens: tokens.count, windows: windows)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import TensorCore
 
 /// A GPT-2 checkpoint opened from a Hugging Face-layout folder and verified strictly.
@@ -364,69 +365,5 @@ extension GPT2Error {
         case let .misshapenTensor(f, t, e, found, _): .misshapenTensor(file: f, tensor: t, expected: e, found: found, more: more)
         default: self
         }
-    }
-}
-
-/// XXH64 (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md): a fast
-/// non-cryptographic 64-bit hash, used to identify weights by content.
-public enum XXH64 {
-    private static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
-    private static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
-    private static let p3: UInt64 = 0x1656_67B1_9E37_79F9
-    private static let p4: UInt64 = 0x85EB_CA77_C2B2_AE63
-    private static let p5: UInt64 = 0x27D4_EB2F_1656_67C5
-
-    @inline(__always) private static func rotl(_ x: UInt64, _ r: UInt64) -> UInt64 { (x << r) | (x >> (64 - r)) }
-    @inline(__always) private static func round(_ acc: UInt64, _ input: UInt64) -> UInt64 {
-        rotl(acc &+ input &* p2, 31) &* p1
-    }
-    @inline(__always) private static func merge(_ acc: UInt64, _ value: UInt64) -> UInt64 {
-        (acc ^ round(0, value)) &* p1 &+ p4
-    }
-    @inline(__always) private static func word(_ p: UnsafeRawBufferPointer, _ offset: Int) -> UInt64 {
-        UInt64(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-    }
-
-    public static func hash(_ bytes: UnsafeRawBufferPointer, seed: UInt64) -> UInt64 {
-        let length = bytes.count
-        var offset = 0
-        var h: UInt64
-        if length >= 32 {
-            var v1 = seed &+ p1 &+ p2, v2 = seed &+ p2, v3 = seed, v4 = seed &- p1
-            while offset + 32 <= length {
-                v1 = round(v1, word(bytes, offset))
-                v2 = round(v2, word(bytes, offset + 8))
-                v3 = round(v3, word(bytes, offset + 16))
-                v4 = round(v4, word(bytes, offset + 24))
-                offset += 32
-            }
-            h = rotl(v1, 1) &+ rotl(v2, 7) &+ rotl(v3, 12) &+ rotl(v4, 18)
-            h = merge(merge(merge(merge(h, v1), v2), v3), v4)
-        } else {
-            h = seed &+ p5
-        }
-        h = h &+ UInt64(length)
-        while offset + 8 <= length {
-            h = rotl(h ^ round(0, word(bytes, offset)), 27) &* p1 &+ p4
-            offset += 8
-        }
-        if offset + 4 <= length {
-            let w = UInt64(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
-            h = rotl(h ^ (w &* p1), 23) &* p2 &+ p3
-            offset += 4
-        }
-        while offset < length {
-            h = rotl(h ^ (UInt64(bytes[offset]) &* p5), 11) &* p1
-            offset += 1
-        }
-        h ^= h >> 33; h = h &* p2
-        h ^= h >> 29; h = h &* p3
-        h ^= h >> 32
-        return h
-    }
-
-    public static func hex(_ value: UInt64) -> String {
-        let s = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - s.count) + s
     }
 }

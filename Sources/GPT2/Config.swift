@@ -12,6 +12,8 @@ public struct GPT2Config: Decodable, Sendable, Equatable {
     public var dVocab: Int        // vocab_size
     public var dMLP: Int          // n_inner ?? 4 * n_embd
     public var layerNormEpsilon: Double
+    /// GPT-2's LayerNorm epsilon (transformers' default): `sqrt(var + 1e-5)`.
+    public static let defaultLayerNormEpsilon = 1e-5
     public var activationFunction: String
     public var tieWordEmbeddings: Bool
     public var scaleAttnWeights: Bool
@@ -39,7 +41,7 @@ public struct GPT2Config: Decodable, Sendable, Equatable {
         }
         dVocab = try c.decode(Int.self, forKey: .vocabSize)
         dMLP = try c.decodeIfPresent(Int.self, forKey: .nInner) ?? 4 * dModel
-        layerNormEpsilon = try c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon) ?? 1e-5
+        layerNormEpsilon = try c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon) ?? Self.defaultLayerNormEpsilon
         activationFunction = try c.decodeIfPresent(String.self, forKey: .activationFunction) ?? "gelu_new"
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? true
         scaleAttnWeights = try c.decodeIfPresent(Bool.self, forKey: .scaleAttnWeights) ?? true
@@ -47,7 +49,7 @@ public struct GPT2Config: Decodable, Sendable, Equatable {
     }
 
     public init(dModel: Int, nLayers: Int, nHeads: Int, nCtx: Int, dVocab: Int, dMLP: Int? = nil,
-                layerNormEpsilon: Double = 1e-5) {
+                layerNormEpsilon: Double = defaultLayerNormEpsilon) {
         self.dModel = dModel
         self.nLayers = nLayers
         self.nHeads = nHeads

@@ -28,6 +28,14 @@ public struct ProcessingOptions: Sendable, Codable, Equatable, CustomStringConve
         case centerUnembed = "center_unembed", foldValueBiases = "fold_value_biases"
     }
 
+    /// The switches as a run records them (`runs.processing_json`): a JSON object with sorted
+    /// keys, so that the same switches give the same text (resume and merge compare it).
+    public var json: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: (try? encoder.encode(self)) ?? Data("{}".utf8), as: UTF8.self)
+    }
+
     public var description: String {
         "fold_ln=\(foldLN) center_writing_weights=\(centerWritingWeights) center_unembed=\(centerUnembed) fold_value_biases=\(foldValueBiases)"
     }

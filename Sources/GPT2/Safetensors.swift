@@ -168,35 +168,10 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// Tensor `name` converted to Float32, row-major in stored order.
     public func floats(_ name: String) throws -> [Float] {
-        let e = try entry(name)
-        guard e.dtype.isReadable else {
-            throw GPT2Error.unsupportedDType(file: url.path, tensor: name, dtype: e.dtype.rawValue)
-        }
-        let n = e.elementCount
-        return try withRawBytes(name) { raw in
-            [Float](unsafeUninitializedCapacity: n) { out, count in
-                switch e.dtype {
-                case .f32:
-                    // Little-endian file, little-endian host: a plain copy (source may be unaligned).
-                    if n > 0 { memcpy(out.baseAddress!, raw.baseAddress!, n * 4) }
-                    #if _endian(big)
-                    for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: out[i].bitPattern)) }
-                    #endif
-                case .f16:
-                    let table = halfToFloatTable
-                    for i in 0..<n {
-                        out[i] = table[Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))]
-                    }
-                case .bf16:
-                    for i in 0..<n {
-                        let h = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                        out[i] = Float(bitPattern: UInt32(h) << 16)
-                    }
-                default:
-                    break  // excluded by isReadable above
-                }
-                count = n
-            }
+        let n = try entry(name).elementCount
+        return try [Float](unsafeUninitializedCapacity: n) { out, count in
+            if let base = out.baseAddress { try read(name, into: base) }
+            count = n
         }
     }
 
@@ -376,7 +351,7 @@ public enum SafetensorsWriter {
         var header = "{"
         var fields: [String] = []
         if !metadata.isEmpty {
-            let pairs = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            let pairs = metadata.keys.sorted().map { "\(JSONText.literal($0)):\(JSONText.literal(metadata[$0]!))" }
             fields.append("\"__metadata__\":{" + pairs.joined(separator: ",") + "}")
         }
         let names = tensors.keys.sorted()
@@ -398,7 +373,7 @@ public enum SafetensorsWriter {
             }
             let shape = t.shape.map(String.init).joined(separator: ",")
             let size = type.byteSize * t.data.count
-            fields.append("\(jsonString(name)):{\"dtype\":\"\(type.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}")
+            fields.append("\(JSONText.literal(name)):{\"dtype\":\"\(type.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}")
             offset += size
         }
         header += fields.joined(separator: ",") + "}"
@@ -435,22 +410,5 @@ public enum SafetensorsWriter {
         } catch {
             throw GPT2Error.writeFailed(file: path, reason: error.description)
         }
-    }
-
-    /// A JSON string literal for `s`.
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

@@ -59,13 +59,6 @@ public struct DLAJob {
          RunOptions.string(optionsJSON, "bootstrap").flatMap(BootstrapScheme.init(rawValue:)) ?? .crossed)
     }
 
-    var processingJSON: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys  // stable text: resume compares it
-        let data = (try? encoder.encode(model.processing)) ?? Data("{}".utf8)
-        return String(decoding: data, as: UTF8.self)
-    }
-
     /// What the run counts (its prompt indices, the unit of `progress`): prompts, text positions
     /// (`--text`), or windows (`--text --targets paper`).
     public var unit: String {
@@ -90,7 +83,7 @@ public struct DLAJob {
             run: RunRecord(command: StoreName.dlaCommand,
                            optionsJSON: RunOptions.setting(optionsJSON, ["min_gap": minGap, "bootstrap": bootstrap.rawValue]),
                            modelPath: modelPath, modelHash: modelHash,
-                           lnMode: model.lnMode.rawValue, processingJSON: processingJSON, promptSetPath: input.path,
+                           lnMode: model.lnMode.rawValue, processingJSON: model.processing.json, promptSetPath: input.path,
                            promptSetHash: input.contentHash, nPrompts: input.count, toolVersion: toolVersion,
                            shard: shard.map { ($0.index, $0.count) }),
             resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)
@@ -144,7 +137,7 @@ public struct DLAJob {
                     let out = try DirectLogitAttribution.attribute(model: model, tokens: batch.map(\.tokens),
                                                                    targets: targets)
                     for r in out.rows {
-                        let site = Component(name: r.component)!.site
+                        let site = r.component.site
                         values.append(ResultRow(promptIndex: r.prompt, site: site.name, layer: site.layer, head: site.head,
                                                 quantity: StoreName.dla, value: r.dla))
                         values.append(ResultRow(promptIndex: r.prompt, site: site.name, layer: site.layer, head: site.head,
@@ -197,19 +190,22 @@ public struct DLAJob {
         let rows = attributions(from: stored)
         let nmae = NMAESummary(rows: rows)
         let intervals = NMAEIntervals(rows: rows, scheme: bootstrap)
-        func withInterval(_ scope: String, _ key: String, _ value: Double, _ ci: ConfidenceInterval?) -> [SummaryRow] {
-            [SummaryRow(scope: scope, key: key, metric: StoreName.nmae, value: value)]
+        func withInterval(_ scope: String, _ heads: HeadSet, _ value: Double, _ ci: ConfidenceInterval?) -> [SummaryRow] {
+            let key = heads.description
+            return [SummaryRow(scope: scope, key: key, metric: StoreName.nmae, value: value)]
                 + (ci.map {
                     [SummaryRow(scope: scope, key: key, metric: StoreName.nmaeCILow, value: $0.low),
                      SummaryRow(scope: scope, key: key, metric: StoreName.nmaeCIHigh, value: $0.high)]
                 } ?? [])
         }
-        var out = withInterval(StoreName.scopeHeads, "all", nmae.headsGlobal, intervals.headsGlobal)
-        out += nmae.perHead.sorted { $0.key < $1.key }.flatMap {
-            withInterval(StoreName.scopeHead, $0.key, $0.value, intervals.perHead[$0.key])
+        // Keys in the order of their stored strings (L0H0, L0H1, L0H10, …), as runs always stored them.
+        var out = withInterval(StoreName.scopeHeads, .all, nmae.headsGlobal, intervals.headsGlobal)
+        out += nmae.perHead.sorted { $0.key.description < $1.key.description }.flatMap {
+            guard case let .head(l, h) = $0.key else { return [SummaryRow]() }
+            return withInterval(StoreName.scopeHead, .head(layer: l, head: h), $0.value, intervals.perHead[$0.key])
         }
-        out += nmae.perLayer.sorted { $0.key < $1.key }.flatMap {
-            withInterval(StoreName.scopeLayer, $0.key, $0.value, intervals.perLayer[$0.key])
+        out += nmae.perLayer.sorted { HeadSet.layer($0.key).description < HeadSet.layer($1.key).description }.flatMap {
+            withInterval(StoreName.scopeLayer, .layer($0.key), $0.value, intervals.perLayer[$0.key])
         }
         let check = stored.filter { $0.quantity == StoreName.componentsSumError }.map(\.value).max() ?? 0
         out.append(SummaryRow(scope: StoreName.scopeCheck, key: "components_sum", metric: "max_abs_error", value: check))
@@ -227,7 +223,7 @@ public struct DLAJob {
         }
         return dla.keys.sorted { ($0.prompt, $0.component) < ($1.prompt, $1.component) }.compactMap { key -> ComponentAttribution? in
             guard let a = dla[key], let e = de[key] else { return nil }
-            return ComponentAttribution(prompt: key.prompt, component: key.component.description, dla: a, directEffect: e)
+            return ComponentAttribution(prompt: key.prompt, component: key.component, dla: a, directEffect: e)
         }
     }
 }

@@ -56,12 +56,6 @@ public struct PatchJob {
         return gap
     }
 
-    var processingJSON: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        return String(decoding: (try? encoder.encode(model.processing)) ?? Data("{}".utf8), as: UTF8.self)
-    }
-
     /// Starts a run (or continues `resume`) and returns its id once it is complete;
     /// `progress(done, total)` after each stored chunk may throw `JobStop`.
     @discardableResult
@@ -72,7 +66,7 @@ public struct PatchJob {
             db: db,
             run: RunRecord(command: StoreName.patchCommand, optionsJSON: RunOptions.setting(optionsJSON, ["min_gap": minGap]),
                            modelPath: modelPath,
-                           modelHash: modelHash, lnMode: model.lnMode.rawValue, processingJSON: processingJSON,
+                           modelHash: modelHash, lnMode: model.lnMode.rawValue, processingJSON: model.processing.json,
                            promptSetPath: prompts.path, promptSetHash: prompts.contentHash, nPrompts: prompts.examples.count,
                            toolVersion: toolVersion, shard: shard.map { ($0.index, $0.count) }),
             resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)
@@ -146,8 +140,8 @@ public struct PatchJob {
     /// zeros (positions before the prompt's `first_diff`) left out of all but NMAE.
     public static func errors(from stored: [ResultRow], minGap: Double) -> [ErrorRow] {
         var gaps: [Int: Double] = [:], clean: [Int: Double] = [:], corrupt: [Int: Double] = [:], firstDiff: [Int: Int] = [:]
-        struct Key: Hashable { let prompt: Int; let site: String; let layer: Int; let position: Int?; let head: Int? }
-        var activation: [Key: Double] = [:], estimates: [Key: [String: Double]] = [:]
+        struct Key: Hashable { let prompt: Int; let site: PatchSite; let layer: Int; let position: Int?; let head: Int? }
+        var activation: [Key: Double] = [:], estimates: [Key: [PatchMethod: Double]] = [:]
         for r in stored {
             if r.site == metricSite {
                 switch r.quantity {
@@ -158,13 +152,14 @@ public struct PatchJob {
                 }
                 continue
             }
-            guard let layer = r.layer else { continue }
-            let key = Key(prompt: r.promptIndex, site: r.site, layer: layer, position: r.position, head: r.head)
-            if r.quantity == StoreName.activation { activation[key] = r.value } else { estimates[key, default: [:]][r.quantity] = r.value }
+            guard let layer = r.layer, let site = PatchSite(rawValue: r.site), let method = PatchMethod(rawValue: r.quantity) else { continue }
+            let key = Key(prompt: r.promptIndex, site: site, layer: layer, position: r.position, head: r.head)
+            if method == .activation { activation[key] = r.value } else { estimates[key, default: [:]][method] = r.value }
         }
         for (p, c) in clean { if let x = corrupt[p] { gaps[p] = c - x } }
         let samples = activation.keys.sorted {
-            ($0.prompt, $0.site, $0.layer, $0.position ?? -1, $0.head ?? -1) < ($1.prompt, $1.site, $1.layer, $1.position ?? -1, $1.head ?? -1)
+            ($0.prompt, $0.site.rawValue, $0.layer, $0.position ?? -1, $0.head ?? -1)
+                < ($1.prompt, $1.site.rawValue, $1.layer, $1.position ?? -1, $1.head ?? -1)
         }.map { k in
             // A position before the first differing token (for pattern_by_pos: the destination). A
             // site over all positions is 0 by construction only when the prompts are the same:
@@ -174,7 +169,8 @@ public struct PatchJob {
                                          estimates: estimates[k] ?? [:], structuralZero: structural)
         }
         return EstimatorError.errors(samples, gaps: gaps, minGap: minGap).map {
-            ErrorRow(site: $0.site, method: $0.method, layer: $0.layer, normalized: $0.normalized, metric: $0.metric, value: $0.value)
+            ErrorRow(site: $0.site.rawValue, method: $0.method.rawValue, layer: $0.layer, normalized: $0.normalized,
+                     metric: $0.metric.rawValue, value: $0.value)
         }
     }
 }

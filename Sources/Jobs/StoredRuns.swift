@@ -117,7 +117,7 @@ public enum StoredRuns {
         return QueryResult(
             columns: ["component", "layer", "head", "mean_abs_de", "mean_dla", "mean_de", "nmae", "prompts"],
             rows: heads.prefix(limit).map { h in
-                [.text(h.component), .int(Int64(h.layer)), .int(Int64(h.head)), .double(h.meanAbsDE), .double(h.meanDLA),
+                [.text(h.component.description), .int(Int64(h.layer)), .int(Int64(h.head)), .double(h.meanAbsDE), .double(h.meanDLA),
                  .double(h.meanDE), h.nmae.isFinite ? .double(h.nmae) : .null, .int(Int64(h.prompts))]
             })
     }

@@ -48,9 +48,9 @@ enum DLAFigures {
             let y = top + Double(l) * cell
             svg.text("L\(l)", x: left - 6, y: y + cell / 2, anchor: .end, size: SVG.smallSize, middle: true)
             for h in 0..<run.heads {
-                let name = Component.head(layer: l, head: h).description
+                let head = Component.head(layer: l, head: h), name = head.description
                 let x = left + Double(h) * cell
-                guard let v = run.nmae.perHead[name], let s = stats[name] else {
+                guard let v = run.nmae.perHead[head], let s = stats[head] else {
                     svg.rect(x: x, y: y, width: cell, height: cell, fill: "#eeeeee", stroke: "#ffffff", title: "\(name): no rows stored")
                     continue
                 }
@@ -114,11 +114,11 @@ enum DLAFigures {
             let dx = (Double(i) - Double(runs.count - 1) / 2) * spread
             var points: [(Double, Double)] = []
             for l in 0..<run.layers {
-                guard let v = run.nmae.perLayer["L\(l)"], v.isFinite else { continue }
+                guard let v = run.nmae.perLayer[l], v.isFinite else { continue }
                 let x = left + (Double(l) + 0.5) * band + dx
                 points.append((x, yScale(v)))
                 let tip = "\(run.label.short), L\(l): NMAE \(Show.percent(v))"
-                if let ci = run.intervals.perLayer["L\(l)"], ci.low.isFinite, ci.high.isFinite {
+                if let ci = run.intervals.perLayer[l], ci.low.isFinite, ci.high.isFinite {
                     let (y0, y1) = (yScale(ci.low), yScale(min(ci.high, yDomain.1)))
                     svg.line(x1: x, y1: y0, x2: x, y2: y1, stroke: color, width: 1.5)
                     svg.line(x1: x - 4, y1: y0, x2: x + 4, y2: y0, stroke: color, width: 1.5)
@@ -170,7 +170,7 @@ enum DLAFigures {
         }
         plot.points(shown.compactMap { i in
             let p = run.pairs[i]
-            guard p.dla.isFinite, p.directEffect.isFinite, let l = Component(name: p.component)?.headLayer else { return nil }
+            guard p.dla.isFinite, p.directEffect.isFinite, let l = p.component.headLayer else { return nil }
             return (p.directEffect, p.dla, ColorMap.ordered(l, of: run.layers),
                     "prompt \(p.prompt) \(p.component): DE \(Markup.number(p.directEffect)), DLA \(Markup.number(p.dla))")
         })

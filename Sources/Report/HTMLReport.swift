@@ -86,7 +86,7 @@ public enum HTMLReport {
             let heads = Array(run.ranked.prefix(topHeads))
             let format = NumberFormat(for: heads.flatMap { [$0.meanAbsDE, $0.meanDE, $0.meanDLA, $0.nmae] })
             for h in heads {
-                table.rows.append([h.component, format(h.meanAbsDE), format(h.meanDE), format(h.meanDLA), format(h.nmae)])
+                table.rows.append([h.component.description, format(h.meanAbsDE), format(h.meanDE), format(h.meanDLA), format(h.nmae)])
             }
             page.raw("<div>")
             page.paragraph("Heads with the largest direct effects", strong: true)
@@ -142,9 +142,9 @@ public enum HTMLReport {
     }
 
     /// Metrics of `estimator_errors` in reading order; unknown ones follow alphabetically.
-    static let errorMetrics = ["nmae", "pearson", "spearman", "sign_agreement", "topk_recall_10", "topk_recall_5pct", "n"]
+    static let errorMetrics = (ErrorMetric.quality + [.n]).map(\.rawValue)
     /// Metrics that count something: printed as integers, outside the table's number format.
-    static let countMetrics: Set<String> = ["n"]
+    static let countMetrics: Set<String> = [ErrorMetric.n.rawValue]
 
     static func errorTable(_ rows: [ErrorRow], withLayer: Bool) -> Table {
         let present = Set(rows.map(\.metric))

@@ -81,8 +81,7 @@ struct DLAData {
         }
         let keys = dla.keys.filter { de[$0] != nil }.sorted()
         pairs = keys.map {
-            ComponentAttribution(prompt: $0.prompt, component: Component.head(layer: $0.layer, head: $0.head).description,
-                                 dla: dla[$0]!, directEffect: de[$0]!)
+            ComponentAttribution(prompt: $0.prompt, component: .head(layer: $0.layer, head: $0.head), dla: dla[$0]!, directEffect: de[$0]!)
         }
         layers = (keys.map(\.layer).max() ?? -1) + 1
         heads = (keys.map(\.head).max() ?? -1) + 1
@@ -91,16 +90,17 @@ struct DLAData {
         ranked = HeadEffect.ranked(pairs)
 
         let summaries = try db.summaries(runID: id)
-        func stored(_ scope: String, _ key: String) -> ConfidenceInterval? {
+        func stored(_ scope: String, _ heads: HeadSet) -> ConfidenceInterval? {
+            let key = heads.description
             let low = summaries.first { $0.scope == scope && $0.key == key && $0.metric == StoreName.nmaeCILow }?.value
             let high = summaries.first { $0.scope == scope && $0.key == key && $0.metric == StoreName.nmaeCIHigh }?.value
             guard let low, let high else { return nil }
             return ConfidenceInterval(low: low, high: high)
         }
         var fromStore: NMAEIntervals?
-        if run.status == .completed, let global = stored(StoreName.scopeHeads, "all") {
-            var perLayer: [String: ConfidenceInterval] = [:]
-            for key in nmae.perLayer.keys { perLayer[key] = stored(StoreName.scopeLayer, key) }
+        if run.status == .completed, let global = stored(StoreName.scopeHeads, .all) {
+            var perLayer: [Int: ConfidenceInterval] = [:]
+            for l in nmae.perLayer.keys { perLayer[l] = stored(StoreName.scopeLayer, .layer(l)) }
             if perLayer.count == nmae.perLayer.count {
                 fromStore = NMAEIntervals(headsGlobal: global, perLayer: perLayer)
             }

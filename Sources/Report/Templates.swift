@@ -1,5 +1,6 @@
 import Foundation
 import ResultsStore
+import Support
 
 /// Prompts of a patch run whose position k plays the same part in every one of them, so that a
 /// mean over them per position means something: a layer × position map is drawn per template,
@@ -91,11 +92,9 @@ enum PromptTemplates {
             .map(\.element)
     }
 
-    /// A token as a label: spaces kept, line breaks and tabs shown as `\n`, `\t`.
-    static func visible(_ token: String) -> String {
-        token.replacingOccurrences(of: "\n", with: "\\n").replacingOccurrences(of: "\t", with: "\\t")
-            .replacingOccurrences(of: "\r", with: "\\r")
-    }
+    /// A token as a label: spaces kept, line breaks, tabs and other control characters shown
+    /// escaped (`\n`, `\t`).
+    static func visible(_ token: String) -> String { JSONText.escaped(token) }
 
     static func shortened(_ label: String) -> String {
         label.count > 16 ? String(label.prefix(15)) + "…" : label

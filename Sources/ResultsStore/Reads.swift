@@ -59,105 +59,73 @@ extension ResultsDatabase {
 
     /// The run's prompts, by index.
     public func prompts(runID: Int64) throws -> [PromptRow] {
-        try read("reading prompts of run \(runID)") { db in
-            _ = try Self.runRow(db, id: runID, path: path)
-            return try Row.fetchAll(
-                db, sql: "SELECT * FROM run_prompts WHERE run_id = ? ORDER BY prompt_index", arguments: [runID]
-            ).map { row in
-                let tokensJSON: String? = try row.decode(forColumn: "tokens_json")
-                return PromptRow(
-                    promptIndex: try row.decode(forColumn: "prompt_index"), prompt: try row.decode(forColumn: "prompt"),
-                    answer: try row.decode(forColumn: "answer"), wrong: try row.decode(forColumn: "wrong"),
-                    nTokens: try row.decode(forColumn: "n_tokens"), corrupt: try row.decode(forColumn: "corrupt"),
-                    tokens: try tokensJSON.map { try JSONDecoder().decode([String].self, from: Data($0.utf8)) })
-            }
+        try runRows("prompts", runID: runID, sql: "SELECT * FROM run_prompts WHERE run_id = ? ORDER BY prompt_index") { row in
+            let tokensJSON: String? = try row.decode(forColumn: "tokens_json")
+            return PromptRow(
+                promptIndex: try row.decode(forColumn: "prompt_index"), prompt: try row.decode(forColumn: "prompt"),
+                answer: try row.decode(forColumn: "answer"), wrong: try row.decode(forColumn: "wrong"),
+                nTokens: try row.decode(forColumn: "n_tokens"), corrupt: try row.decode(forColumn: "corrupt"),
+                tokens: try tokensJSON.map { try JSONDecoder().decode([String].self, from: Data($0.utf8)) })
         }
     }
 
     /// The run's result rows, optionally of one site and/or quantity, ordered by prompt, site,
     /// layer, position, head, quantity (absent layer/position/head first).
     public func results(runID: Int64, site: String? = nil, quantity: String? = nil) throws -> [ResultRow] {
-        try read("reading results of run \(runID)") { db in
-            _ = try Self.runRow(db, id: runID, path: path)
-            var sql = "SELECT prompt_index, site, layer, position, head, quantity, value FROM results WHERE run_id = ?"
-            var arguments: StatementArguments = [runID]
-            if let site { sql += " AND site = ?"; arguments += [site] }
-            if let quantity { sql += " AND quantity = ?"; arguments += [quantity] }
-            sql += " ORDER BY prompt_index, site, ifnull(layer, -1), ifnull(position, -1), ifnull(head, -1), quantity"
-            return try Row.fetchAll(db, sql: sql, arguments: arguments).map {
-                ResultRow(
-                    promptIndex: try $0.decode(atIndex: 0), site: try $0.decode(atIndex: 1), layer: try $0.decode(atIndex: 2),
-                    position: try $0.decode(atIndex: 3), head: try $0.decode(atIndex: 4), quantity: try $0.decode(atIndex: 5),
-                    value: try $0.decode(atIndex: 6))
-            }
+        var sql = "SELECT prompt_index, site, layer, position, head, quantity, value FROM results WHERE run_id = ?"
+        var arguments: StatementArguments = [runID]
+        if let site { sql += " AND site = ?"; arguments += [site] }
+        if let quantity { sql += " AND quantity = ?"; arguments += [quantity] }
+        sql += " ORDER BY prompt_index, site, ifnull(layer, -1), ifnull(position, -1), ifnull(head, -1), quantity"
+        return try runRows("results", runID: runID, sql: sql, arguments: arguments) {
+            ResultRow(
+                promptIndex: try $0.decode(atIndex: 0), site: try $0.decode(atIndex: 1), layer: try $0.decode(atIndex: 2),
+                position: try $0.decode(atIndex: 3), head: try $0.decode(atIndex: 4), quantity: try $0.decode(atIndex: 5),
+                value: try $0.decode(atIndex: 6))
         }
     }
 
     /// The run's summaries, ordered by scope, key, metric. NULL values come back as NaN.
     public func summaries(runID: Int64) throws -> [SummaryRow] {
-        try read("reading summaries of run \(runID)") { db in
-            _ = try Self.runRow(db, id: runID, path: path)
-            return try Row.fetchAll(
-                db,
-                // Not the stored-row counts (`check/stored/…`): bookkeeping for `verifiedRun`, not a result.
-                sql: """
-                    SELECT scope, key, metric, value FROM summaries WHERE run_id = ? AND NOT (scope = 'check' AND key = 'stored')
-                    ORDER BY scope, key, metric
-                    """,
-                arguments: [runID]
-            ).map { row in
-                let value: Double? = try row.decode(atIndex: 3)
-                return SummaryRow(
-                    scope: try row.decode(atIndex: 0), key: try row.decode(atIndex: 1),
-                    metric: try row.decode(atIndex: 2), value: value ?? .nan)
-            }
+        // Not the stored-row counts (`check/stored/…`): bookkeeping for `verifiedRun`, not a result.
+        try runRows("summaries", runID: runID, sql: """
+            SELECT scope, key, metric, value FROM summaries WHERE run_id = ? AND NOT (scope = 'check' AND key = 'stored')
+            ORDER BY scope, key, metric
+            """) { row in
+            let value: Double? = try row.decode(atIndex: 3)
+            return SummaryRow(
+                scope: try row.decode(atIndex: 0), key: try row.decode(atIndex: 1),
+                metric: try row.decode(atIndex: 2), value: value ?? .nan)
         }
     }
 
     /// The run's estimator errors, ordered by site, method, layer (all layers first), normalised, metric.
     public func estimatorErrors(runID: Int64) throws -> [ErrorRow] {
-        try read("reading estimator errors of run \(runID)") { db in
-            _ = try Self.runRow(db, id: runID, path: path)
-            return try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT site, method, layer, normalized, metric, value FROM estimator_errors WHERE run_id = ?
-                    ORDER BY site, method, ifnull(layer, -1), normalized, metric
-                    """,
-                arguments: [runID]
-            ).map { row in
-                let value: Double? = try row.decode(atIndex: 5)
-                let normalized: Int = try row.decode(atIndex: 3)
-                return ErrorRow(site: try row.decode(atIndex: 0), method: try row.decode(atIndex: 1),
-                                layer: try row.decode(atIndex: 2), normalized: normalized != 0,
-                                metric: try row.decode(atIndex: 4), value: value ?? .nan)
-            }
+        try runRows("estimator errors", runID: runID, sql: """
+            SELECT site, method, layer, normalized, metric, value FROM estimator_errors WHERE run_id = ?
+            ORDER BY site, method, ifnull(layer, -1), normalized, metric
+            """) { row in
+            let value: Double? = try row.decode(atIndex: 5)
+            let normalized: Int = try row.decode(atIndex: 3)
+            return ErrorRow(site: try row.decode(atIndex: 0), method: try row.decode(atIndex: 1),
+                            layer: try row.decode(atIndex: 2), normalized: normalized != 0,
+                            metric: try row.decode(atIndex: 4), value: value ?? .nan)
         }
     }
 
     /// The optimizer steps of a training run, by step.
     public func trainSteps(runID: Int64) throws -> [TrainStepRow] {
-        try read("reading training steps of run \(runID)") { db in
-            _ = try Self.runRow(db, id: runID, path: path)
-            return try Row.fetchAll(
-                db, sql: "SELECT * FROM train_steps WHERE run_id = ? ORDER BY step", arguments: [runID]
-            ).map { row in
-                TrainStepRow(step: try row.decode(forColumn: "step"), loss: try row.decode(forColumn: "loss"),
-                             auxLoss: try row.decode(forColumn: "aux_loss"), lr: try row.decode(forColumn: "lr"),
-                             gradNorm: try row.decode(forColumn: "grad_norm"), tokens: try row.decode(forColumn: "tokens"),
-                             seconds: try row.decode(forColumn: "seconds"), event: try row.decode(forColumn: "event"))
-            }
+        try runRows("training steps", runID: runID, sql: "SELECT * FROM train_steps WHERE run_id = ? ORDER BY step") { row in
+            TrainStepRow(step: try row.decode(forColumn: "step"), loss: try row.decode(forColumn: "loss"),
+                         auxLoss: try row.decode(forColumn: "aux_loss"), lr: try row.decode(forColumn: "lr"),
+                         gradNorm: try row.decode(forColumn: "grad_norm"), tokens: try row.decode(forColumn: "tokens"),
+                         seconds: try row.decode(forColumn: "seconds"), event: try row.decode(forColumn: "event"))
         }
     }
 
     /// The shards a merged run was made from, by shard index.
     public func shards(runID: Int64) throws -> [ShardRow] {
-        try read("reading shards of run \(runID)") { db in
-            _ = try Self.runRow(db, id: runID, path: path)
-            return try Row.fetchAll(
-                db, sql: "SELECT * FROM run_shards WHERE run_id = ? ORDER BY shard_index", arguments: [runID]
-            ).map(Self.shardRow)
-        }
+        try runRows("shards", runID: runID, sql: "SELECT * FROM run_shards WHERE run_id = ? ORDER BY shard_index", Self.shardRow)
     }
 
     /// How many prompts, results, summaries and chunks of the run are stored.
@@ -171,6 +139,16 @@ extension ResultsDatabase {
             return RunCounts(
                 prompts: try count("run_prompts"), results: try count("results"),
                 summaries: try count("summaries"), batches: try count("batches_done"))
+        }
+    }
+
+    /// The rows of run `runID` (an error when there is no such run) that `sql` selects (with
+    /// `arguments`, by default the run id), each made into a record by `record`.
+    func runRows<T>(_ what: String, runID: Int64, sql: String, arguments: StatementArguments? = nil,
+                    _ record: (Row) throws -> T) throws -> [T] {
+        try read("reading \(what) of run \(runID)") { db in
+            _ = try Self.runRow(db, id: runID, path: path)
+            return try Row.fetchAll(db, sql: sql, arguments: arguments ?? [runID]).map(record)
         }
     }
 

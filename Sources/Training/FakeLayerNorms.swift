@@ -8,7 +8,8 @@ import TensorCore
 /// LayerNorm is FakeLN: `(x − mean x) / σ · w + b`. `ln_1` has one σ for its two paths, tracked
 /// while either path is still real, as in the companion code where both paths share one module.
 public struct FakeLayerNorms: Sendable, Equatable, Codable {
-    public static let sigmaEps: Float = 1e-5
+    /// The σ's epsilon: GPT-2's LayerNorm epsilon, as the companion code measures σ.
+    public static let sigmaEps = Float(GPT2Config.defaultLayerNormEpsilon)
 
     public var schedule: RemovalSchedule
     public var momentum: Double

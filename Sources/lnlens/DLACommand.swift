@@ -180,8 +180,8 @@ struct RunReport: Encodable {
         enum CodingKeys: String, CodingKey { case prompt, component, site, layer, pos, head, dla, directEffect = "direct_effect" }
 
         init(_ a: ComponentAttribution) {
-            let site: (name: String, layer: Int?, head: Int?) = Component(name: a.component)?.site ?? (a.component, nil, nil)
-            (prompt, component, self.site, layer, pos, head) = (a.prompt, a.component, site.name, site.layer, nil, site.head)
+            let site = a.component.site
+            (prompt, component, self.site, layer, pos, head) = (a.prompt, a.component.description, site.name, site.layer, nil, site.head)
             (dla, directEffect) = (a.dla, a.directEffect)
         }
 
@@ -265,8 +265,8 @@ struct RunReport: Encodable {
         print("  heads with the largest direct effects (mean |DE| over \(unit)):")
         print("    head     mean |DE|    mean DE    mean DLA     NMAE %")
         for h in HeadEffect.ranked(rows).prefix(top) {
-            print("    " + padded(h.component, 7) + String(format: " %9.4f  %9.4f   %9.4f  ", h.meanAbsDE, h.meanDE, h.meanDLA)
-                  + rightAligned(nmaeText(nmaePerHead[h.component]), 9))
+            print("    " + padded(h.component.description, 7) + String(format: " %9.4f  %9.4f   %9.4f  ", h.meanAbsDE, h.meanDE, h.meanDLA)
+                  + rightAligned(nmaeText(nmaePerHead[h.component.description]), 9))
         }
         printGrid()
         print("")
@@ -274,8 +274,8 @@ struct RunReport: Encodable {
 
     /// Layer × head grid of per-head NMAE, shaded so the eye finds the bad heads.
     func printGrid() {
-        let heads = nmaePerHead.keys.compactMap { Component(name: $0) }.compactMap { c -> (Int, Int)? in
-            if case let .head(l, h) = c { return (l, h) }
+        let heads = nmaePerHead.keys.compactMap { key -> (Int, Int)? in
+            if case let .head(l, h)? = HeadSet(key: key) { return (l, h) }
             return nil
         }
         let layers = Set(heads.map(\.0)).sorted()
@@ -289,7 +289,7 @@ struct RunReport: Encodable {
         for l in layers {
             var line = "    " + padded("L\(l)", 3) + " "
             for h in 0..<nHeads {
-                guard let v = nmaePerHead["L\(l)H\(h)"] else { line += "      -"; continue }
+                guard let v = nmaePerHead[HeadSet.head(layer: l, head: h).description] else { line += "      -"; continue }
                 let shade = v < 1 ? "░" : v < 10 ? "▒" : v < 50 ? "▓" : "█"
                 line += " " + shade + rightAligned(nmaeText(v, compact: true), 5)
             }
@@ -316,7 +316,10 @@ struct RunReport: Encodable {
 }
 
 /// `L12` → 12, for sorting layer keys numerically.
-private func layerKey(_ s: String) -> Int { Int(s.dropFirst()) ?? 0 }
+private func layerKey(_ s: String) -> Int {
+    if case let .layer(l)? = HeadSet(key: s) { return l }
+    return 0
+}
 
 /// `s` padded with spaces on the right to `width` (Foundation's `%-7@` does not pad on Linux).
 func padded(_ s: String, _ width: Int) -> String {

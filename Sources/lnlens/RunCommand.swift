@@ -180,12 +180,12 @@ struct RunCommand: ParsableCommand {
         }
         if json { return try printJSON(Output(tokens: ids, top: top, metric: metricValue)) }
         print("model   \(loaded.checkpoint.directory.path) (\(gpt.lnMode.rawValue))")
-        print("tokens  \(ids.count): \(ids.map { quoted(tok.tokenString($0)) }.joined(separator: " "))")
+        print("tokens  \(ids.count): \(ids.map { JSONText.quoted(tok.tokenString($0)) }.joined(separator: " "))")
         if let metricValue { print("metric  \(metricValue.name) = \(metricValue.value)") }
         print("next token, top \(topK):")
         print("  rank      id  token                    logit      prob")
         for (i, c) in top.enumerated() {
-            let shown = quoted(c.token).padding(toLength: 20, withPad: " ", startingAt: 0)
+            let shown = JSONText.quoted(c.token).padding(toLength: 20, withPad: " ", startingAt: 0)
             print(String(format: "  %4d  %6d  ", i + 1, c.id) + shown + String(format: "  %9.4f  %8.5f", c.logit, c.prob))
         }
     }

@@ -253,7 +253,7 @@ struct DiffCommand: ParsableCommand {
         print("")
         print("rank correlation (Spearman) of the heads' mean |direct effect|: " + (d.spearman.map { String(format: "%.4f", $0) } ?? "-"))
         func headLine(_ h: DLADiff.Head) -> String {
-            "  " + padded(h.component, 7)
+            "  " + padded(h.component.description, 7)
                 + String(format: " |DE| %8.4f → %8.4f   rank %5.1f → %5.1f   DE %9.4f → %9.4f", h.meanAbsDEA, h.meanAbsDEB,
                          h.rankA, h.rankB, h.meanDEA, h.meanDEB)
                 + "   NMAE \(pct(h.nmaeA)) → \(pct(h.nmaeB))"
@@ -278,7 +278,7 @@ struct DiffCommand: ParsableCommand {
         print("  site            method     metric              A          B     |        A          B")
         let rows = d.entries.filter { $0.layer == nil && $0.metric != "n" && $0.metric != "n_structural_zeros" }
         let keys = Set(rows.map { "\($0.site)|\($0.method)|\($0.metric)" })
-        let order = ["nmae", "pearson", "spearman", "sign_agreement", "topk_recall_10", "topk_recall_5pct"]
+        let order = ErrorMetric.quality.map(\.rawValue)
         for key in keys.sorted(by: { a, b in
             let x = a.split(separator: "|"), y = b.split(separator: "|")
             return (x[0], x[1], order.firstIndex(of: String(x[2])) ?? 9) < (y[0], y[1], order.firstIndex(of: String(y[2])) ?? 9)

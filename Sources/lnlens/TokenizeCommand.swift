@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Support
 
 struct TokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,23 +30,8 @@ struct TokenizeCommand: ParsableCommand {
         if json { return try printJSON(Output(tokens: ids, strings: strings)) }
         print("\(ids.count) tokens")
         for (i, (id, s)) in zip(ids, strings).enumerated() {
-            print(String(format: "%4d  %6d  ", i, id) + quoted(s))
+            print(String(format: "%4d  %6d  ", i, id) + JSONText.quoted(s))
         }
     }
 }
 
-/// A token string shown with its spaces and control characters visible.
-func quoted(_ s: String) -> String {
-    var out = "\""
-    for ch in s.unicodeScalars {
-        switch ch {
-        case "\n": out += "\\n"
-        case "\t": out += "\\t"
-        case "\r": out += "\\r"
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        default: out.unicodeScalars.append(ch)
-        }
-    }
-    return out + "\""
-}

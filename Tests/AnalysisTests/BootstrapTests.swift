@@ -54,26 +54,26 @@ import Testing
         var rows: [ComponentAttribution] = []
         let (estimate, exact) = Self.pairs(60)
         for i in 0..<60 {
-            rows.append(ComponentAttribution(prompt: i / 6, component: "L\(i % 2)H\(i % 3)", dla: estimate[i], directEffect: exact[i]))
+            rows.append(ComponentAttribution(prompt: i / 6, component: .head(layer: i % 2, head: i % 3), dla: estimate[i], directEffect: exact[i]))
         }
-        rows.append(ComponentAttribution(prompt: 0, component: "L0_mlp", dla: 5, directEffect: 1))
+        rows.append(ComponentAttribution(prompt: 0, component: .mlp(layer: 0), dla: 5, directEffect: 1))
         let forward = NMAEIntervals(rows: rows), backward = NMAEIntervals(rows: rows.reversed())
         #expect(forward == backward)
-        #expect(Set(forward.perLayer.keys) == ["L0", "L1"])
+        #expect(Set(forward.perLayer.keys) == [0, 1])
         let summary = NMAESummary(rows: rows)
         for (layer, ci) in forward.perLayer { #expect(ci.low <= summary.perLayer[layer]! && summary.perLayer[layer]! <= ci.high) }
     }
 
     @Test func headsAreRankedByMeanAbsoluteDirectEffect() {
         let rows = [
-            ComponentAttribution(prompt: 0, component: "L0H1", dla: 1, directEffect: -2),
-            ComponentAttribution(prompt: 1, component: "L0H1", dla: 1, directEffect: 2),
-            ComponentAttribution(prompt: 0, component: "L1H0", dla: 1, directEffect: 1),
-            ComponentAttribution(prompt: 0, component: "L0H0", dla: 0, directEffect: 1),
-            ComponentAttribution(prompt: 0, component: "embed", dla: 9, directEffect: 9),
+            ComponentAttribution(prompt: 0, component: .head(layer: 0, head: 1), dla: 1, directEffect: -2),
+            ComponentAttribution(prompt: 1, component: .head(layer: 0, head: 1), dla: 1, directEffect: 2),
+            ComponentAttribution(prompt: 0, component: .head(layer: 1, head: 0), dla: 1, directEffect: 1),
+            ComponentAttribution(prompt: 0, component: .head(layer: 0, head: 0), dla: 0, directEffect: 1),
+            ComponentAttribution(prompt: 0, component: .embed, dla: 9, directEffect: 9),
         ]
         let ranked = HeadEffect.ranked(rows)
-        #expect(ranked.map(\.component) == ["L0H1", "L0H0", "L1H0"])
+        #expect(ranked.map(\.component.description) == ["L0H1", "L0H0", "L1H0"])
         #expect(ranked[0].meanAbsDE == 2 && ranked[0].meanDE == 0 && ranked[0].meanDLA == 1 && ranked[0].prompts == 2)
         #expect(ranked[0].nmae == 100)
     }

@@ -96,7 +96,7 @@ extension PromptTestSupport {
 
     @Test func jsonEscapingFollowsPython() {
         // json.dumps('a"b\\c\n\té\u{1F600}\x7f') in Python
-        #expect(jsonString("a\"b\\c\n\té\u{1F600}\u{7F}") == #""a\"b\\c\n\t\u00e9\ud83d\ude00\u007f""#)
+        #expect(JSONText.literal("a\"b\\c\n\té\u{1F600}\u{7F}") == #""a\"b\\c\n\t\u00e9\ud83d\ude00\u007f""#)
     }
 }
 

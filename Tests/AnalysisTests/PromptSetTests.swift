@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import Testing
 
 @testable import Analysis
@@ -92,7 +93,7 @@ private func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int
         let second = set.examples[1]
         #expect(second.index == 1 && second.line == 3)  // the blank line 2 is skipped
         #expect(second.wrong == nil && second.wrongID == nil && second.corruptTokens == nil)
-        #expect(set.contentHash == sha256Hex(Data(text.utf8)))
+        #expect(set.contentHash == SHA256.hex(Data(text.utf8)))
     }
 
     @Test func prependBOSPutsEndOfTextFirstInBothRuns() throws {
@@ -207,13 +208,6 @@ private func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int
         #expect(set.batchesByLength(maxBatch: 10).map { $0.map(\.index) } == [[1, 4], [0, 2, 3, 5]])
         for batch in batches { #expect(Set(batch.map(\.tokens.count)).count == 1) }
     }
-
-    /// Vectors from Python's hashlib.
-    @Test func sha256MatchesHashlib() {
-        #expect(sha256Hex(Data()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        #expect(sha256Hex(Data("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        #expect(sha256Hex(Data(repeating: UInt8(ascii: "a"), count: 1000)) == "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
-    }
 }
 
 @Suite struct TextPromptsTests {
@@ -231,7 +225,7 @@ private func problem(of line: String, prefixLines: Int = 0) throws -> (line: Int
             #expect(w.tokens.count <= 8 && w.tokens.count >= 2)
             #expect(Array(w.targets) == Array(all[w.firstTokenIndex + 1..<w.firstTokenIndex + w.tokens.count]))
         }
-        #expect(prompts.contentHash == sha256Hex(Data(text.utf8)))
+        #expect(prompts.contentHash == SHA256.hex(Data(text.utf8)))
     }
 
     @Test func maxTokensCutsTheLastWindowExactly() throws {

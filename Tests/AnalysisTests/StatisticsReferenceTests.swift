@@ -47,8 +47,8 @@ import Testing
         for rows in [ref.rows, ref.rows.reversed()] {
             let got = NMAEIntervals(rows: rows, scheme: scheme)
             var all: [String: ConfidenceInterval] = ["all": got.headsGlobal]
-            for (k, v) in got.perLayer { all[k] = v }
-            for (k, v) in got.perHead { all[k] = v }
+            for (k, v) in got.perLayer { all[HeadSet.layer(k).description] = v }
+            for (k, v) in got.perHead { all[k.description] = v }
             #expect(Set(all.keys) == Set(expected.keys))
             for (key, bounds) in expected {
                 let ci = try #require(all[key])
@@ -87,7 +87,8 @@ import Testing
 
     static func samples(_ ref: Errors, marked: Bool) -> [EstimatorError.Sample] {
         ref.samples.map { s in
-            EstimatorError.Sample(prompt: s.prompt, site: s.site, layer: s.layer, activation: s.activation, estimates: ["atp": s.atp],
+            EstimatorError.Sample(prompt: s.prompt, site: PatchSite(rawValue: s.site)!, layer: s.layer, activation: s.activation,
+                                  estimates: [.atp: s.atp],
                                   structuralZero: marked ? s.position < ref.first_diff[s.prompt] : nil)
         }
     }
@@ -100,10 +101,10 @@ import Testing
         let ref = try Self.load("estimator_errors.json", as: Errors.self)
         let gaps = Dictionary(uniqueKeysWithValues: ref.clean.indices.map { ($0, ref.clean[$0] - ref.corrupt[$0]) })
         let got = EstimatorError.errors(Self.samples(ref, marked: marked), gaps: gaps, minGap: ref.min_gap)
-        #expect(Set(got.map(\.metric)) == Set(EstimatorError.metrics))
+        #expect(Set(got.map(\.metric)) == Set(ErrorMetric.allCases))
         for e in ref.expected {
             func value(_ metric: String) throws -> Double {
-                try #require(got.first { $0.layer == e.layer && $0.normalized == e.normalized && $0.metric == metric }?.value)
+                try #require(got.first { $0.layer == e.layer && $0.normalized == e.normalized && $0.metric.rawValue == metric }?.value)
             }
             let pairs: [(String, Double)] = [("nmae", e.nmae), ("n", e.n), ("n_structural_zeros", e.n_structural_zeros),
                                              ("pearson", e.pearson), ("spearman", e.spearman), ("sign_agreement", e.sign_agreement),

@@ -105,14 +105,14 @@ import Tokenizer
         }
         let rows = DLAJob.attributions(from: try db.results(runID: id))
         let expected = NMAEIntervals(rows: rows)
-        let keys = [(StoreName.scopeHeads, "all")] + expected.perLayer.keys.sorted().map { (StoreName.scopeLayer, $0) }
-            + expected.perHead.keys.sorted().map { (StoreName.scopeHead, $0) }
+        let keys: [(String, HeadSet, ConfidenceInterval)] = [(StoreName.scopeHeads, .all, expected.headsGlobal)]
+            + expected.perLayer.sorted { $0.key < $1.key }.map { (StoreName.scopeLayer, .layer($0.key), $0.value) }
+            + expected.perHead.sorted { $0.key < $1.key }.map { (StoreName.scopeHead, HeadSet(key: $0.key.description)!, $0.value) }
         #expect(keys.count == 1 + 2 + 8)
-        for (scope, key) in keys {
+        for (scope, heads, ci) in keys {
+            let key = heads.description
             let low = try value(scope, key, StoreName.nmaeCILow), high = try value(scope, key, StoreName.nmaeCIHigh)
             let nmae = try value(scope, key, StoreName.nmae)
-            let ci = scope == StoreName.scopeHeads ? expected.headsGlobal
-                : scope == StoreName.scopeLayer ? expected.perLayer[key]! : expected.perHead[key]!
             #expect(low == ci.low && high == ci.high)
             #expect(low <= nmae && nmae <= high, "\(scope)/\(key): \(low) \(nmae) \(high)")
         }

@@ -74,7 +74,7 @@ struct HandMade {
             #expect(close(diff.layers[layer].nmaeA, HandMade.nmae(va, heads: [2 * layer, 2 * layer + 1])))
             #expect(close(diff.layers[layer].nmaeB, HandMade.nmae(vb, heads: [2 * layer, 2 * layer + 1])))
         }
-        #expect(diff.heads.map(\.component) == HandMade.heads)
+        #expect(diff.heads.map(\.component.description) == HandMade.heads)
         for h in 0..<4 {
             #expect(close(diff.heads[h].nmaeA, HandMade.nmae(va, heads: [h])))
             #expect(close(diff.heads[h].nmaeB, HandMade.nmae(vb, heads: [h])))
@@ -93,11 +93,11 @@ struct HandMade {
         #expect(diff.heads.map(\.rankB) == [2, 3, 1, 4])
         // Spearman = 1 − 6 Σd² / (n(n² − 1)), d = (1, 0, −1, 0): 1 − 6·2/60 = 0.8.
         #expect(close(diff.spearman, 0.8))
-        #expect(diff.rankMoves.map(\.component) == ["L0H0", "L1H0"])
+        #expect(diff.rankMoves.map(\.component.description) == ["L0H0", "L1H0"])
         #expect(diff.rankMoves.map(\.rankShift) == [1, -1])
         // Signs flip for L0H1 (1 → −1) and L1H0 (−2 → 4); the larger change first.
-        #expect(diff.signFlips.map(\.component) == ["L1H0", "L0H1"])
-        #expect(try StoredRuns.dlaDiff(db: db, runA: a, runB: b, top: 1).rankMoves.map(\.component) == ["L0H0"])
+        #expect(diff.signFlips.map(\.component.description) == ["L1H0", "L0H1"])
+        #expect(try StoredRuns.dlaDiff(db: db, runA: a, runB: b, top: 1).rankMoves.map(\.component.description) == ["L0H0"])
 
         let json = try JSONEncoder().encode(diff)
         #expect(try JSONDecoder().decode(DLADiff.self, from: json) == diff)

@@ -142,7 +142,7 @@ import Testing
         }
         #expect(seen.count == 12)
         for (head, value) in expected {
-            let title = try #require(seen[head], "no cell for \(head)")
+            let title = try #require(seen[head.description], "no cell for \(head)")
             #expect(title.contains("NMAE \(Markup.number(value)) %"), "\(title)")
         }
         let texts = try Self.texts(doc)
@@ -160,7 +160,7 @@ import Testing
         #expect(scale.high >= (a.nmae.perHead.values.max() ?? 0))
         // An LN-free run alone still gets a 0–1 % scale: its heads are pale, not dark.
         #expect(DLAFigures.headScale([b]).high == 1)
-        #expect(DLAFigures.headScale([b]).color(b.nmae.perHead["L0H0"]!) == ColorMap.sequentialStops[0].hex)
+        #expect(DLAFigures.headScale([b]).color(b.nmae.perHead[.head(layer: 0, head: 0)]!) == ColorMap.sequentialStops[0].hex)
     }
 
     @Test func layerNMAEUsesStoredIntervalsAndSaysWhenComputed() throws {
@@ -179,7 +179,7 @@ import Testing
         #expect(titles.count == 6)
         #expect(titles.filter { $0.contains("95% CI 0.50–99.50 %") }.count == 3)
         let computed = NMAEIntervals(rows: try DLAData(db: db, run: try #require(try db.run(id: without))).pairs)
-        #expect(titles.contains { $0.contains(Show.interval(computed.perLayer["L1"]!)) })
+        #expect(titles.contains { $0.contains(Show.interval(computed.perLayer[1]!)) })
         let texts = try Self.texts(doc)
         #expect(texts.contains { $0.contains("run \(withStored)") && $0.contains("1.25–98.50 %") && !$0.contains("computed now") })
         #expect(texts.contains { $0.contains("run \(without)") && $0.contains("computed now, not stored") })

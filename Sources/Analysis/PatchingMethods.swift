@@ -30,31 +30,23 @@ public enum PatchSite: String, CaseIterable, Sendable, Codable {
     }
 
     /// The hook whose activation the site patches.
-    public var point: HookName.Point {
-        switch self {
-        case .residPre: .residPre
-        case .residMid: .residMid
-        case .attnOut: .attnOut
-        case .mlpOut: .mlpOut
-        case .z, .zByPos: .z
-        case .q, .qByPos: .q
-        case .k, .kByPos: .k
-        case .v, .vByPos: .v
-        case .pattern, .patternByPos: .pattern
-        }
-    }
+    public var point: HookName.Point { target.point }
 
-    var patchKind: ActivationPatch.Kind {
+    var patchKind: ActivationPatch.Kind { target.kind }
+
+    /// The hook and the engine's patch kind of each site (the `_by_pos` sites patch the same hook
+    /// at one position).
+    private var target: (point: HookName.Point, kind: ActivationPatch.Kind) {
         switch self {
-        case .residPre: .residPre
-        case .residMid: .residMid
-        case .attnOut: .attnOut
-        case .mlpOut: .mlpOut
-        case .z, .zByPos: .z
-        case .q, .qByPos: .q
-        case .k, .kByPos: .k
-        case .v, .vByPos: .v
-        case .pattern, .patternByPos: .pattern
+        case .residPre: (.residPre, .residPre)
+        case .residMid: (.residMid, .residMid)
+        case .attnOut: (.attnOut, .attnOut)
+        case .mlpOut: (.mlpOut, .mlpOut)
+        case .z, .zByPos: (.z, .z)
+        case .q, .qByPos: (.q, .q)
+        case .k, .kByPos: (.k, .k)
+        case .v, .vByPos: (.v, .v)
+        case .pattern, .patternByPos: (.pattern, .pattern)
         }
     }
 
