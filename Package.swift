@@ -19,9 +19,9 @@ let package = Package(
         .target(name: "GPT2", dependencies: ["TensorCore", "Support"]),
         .target(name: "Analysis", dependencies: ["GPT2", "Tokenizer", "TensorCore", "Support"]),
         .target(name: "Training", dependencies: ["GPT2", "TensorCore", "Tokenizer", "Support"]),
-        .target(name: "Jobs", dependencies: ["Analysis", "GPT2", "ResultsStore", "Support", "Training", "Tokenizer"]),
+        .target(name: "Jobs", dependencies: ["Analysis", "GPT2", "ResultsStore", "Support", "TensorCore", "Training", "Tokenizer"]),
         .target(name: "ResultsStore", dependencies: ["Support", .product(name: "GRDB", package: "GRDB.swift")]),
-        .target(name: "Report", dependencies: ["Analysis", "ResultsStore", "Support"]),
+        .target(name: "Report", dependencies: ["Analysis", "Jobs", "ResultsStore", "Support"]),
         .executableTarget(
             name: "lnlens",
             dependencies: [
@@ -40,7 +40,7 @@ let package = Package(
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "GPT2", "Tokenizer", "TensorCore", "Support"]),
         .testTarget(name: "JobsTests", dependencies: ["Jobs", "Analysis", "GPT2", "Tokenizer", "ResultsStore", "Training"]),
         .testTarget(name: "ResultsStoreTests", dependencies: ["ResultsStore", "Support", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "ReportTests", dependencies: ["Report", "ResultsStore", "Analysis"]),
+        .testTarget(name: "ReportTests", dependencies: ["Report", "ResultsStore", "Analysis", "Jobs"]),
         .testTarget(name: "CLITests", dependencies: ["lnlens", "ResultsStore", "Support", "Training", .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

@@ -19,21 +19,31 @@ public struct DLAJob {
     public var input: AttributionInput
     /// Decodes token ids for the stored prompt text in text mode.
     public var decode: @Sendable ([Int]) -> String
-    public var optionsJSON: String
+    /// Recorded with the run; its computation (batch and chunk sizes, `--min-gap`, `--bootstrap`)
+    /// is what the job does.
+    public var options: DLAOptions
     public var toolVersion: String
-    public var batchSize = 32
-    public var chunkSize = 64
+    /// Prompts per forward pass (`options`' `batch_size`).
+    public var batchSize: Int {
+        get { options.computation.batchSize ?? 32 }
+        set { options.computation.batchSize = newValue }
+    }
+    /// Prompts stored per transaction (`options`' `chunk_size`).
+    public var chunkSize: Int {
+        get { options.computation.chunkSize ?? 64 }
+        set { options.computation.chunkSize = newValue }
+    }
     /// Bytes one forward batch may keep in activations (see `effectiveBatchSize`).
     public var memoryBudget = 2 << 30
 
     public init(model: GPT2Model, modelPath: String, modelHash: String, input: AttributionInput,
-                decode: @escaping @Sendable ([Int]) -> String, optionsJSON: String, toolVersion: String) {
+                decode: @escaping @Sendable ([Int]) -> String, options: DLAOptions = DLAOptions(), toolVersion: String) {
         self.model = model
         self.modelPath = modelPath
         self.modelHash = modelHash
         self.input = input
         self.decode = decode
-        self.optionsJSON = optionsJSON
+        self.options = options
         self.toolVersion = toolVersion
     }
 
@@ -42,21 +52,15 @@ public struct DLAJob {
     /// Only this shard of the input's units (nil: all of them). Recorded with the run; a run
     /// resumes only with the same shard.
     public var shard: Shard?
-    /// The task check's `--min-gap` (prompt sets with `wrong`); recorded in the options as `min_gap`.
-    public var minGap = TaskCheck.defaultMinGap
-    /// How the NMAE intervals resample; recorded in the options as `bootstrap`.
-    public var bootstrap = BootstrapScheme.crossed
-
-    /// Options (keys of `optionsJSON`) that change the stored numbers: a run resumes only with
-    /// the same values. Batch and chunk sizes are among them because they decide which prompts
-    /// share a matrix product, which moves results in the last float digits.
-    public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "context", "max_tokens", "targets",
-                                          "batch_size", "chunk_size", "min_gap", "bootstrap"]
-
-    /// The `--min-gap` and `--bootstrap` a run was made with (the defaults for runs that predate them).
-    public static func settings(optionsJSON: String) -> (minGap: Double, bootstrap: BootstrapScheme) {
-        (PatchJob.minGap(optionsJSON: optionsJSON),
-         RunOptions.string(optionsJSON, "bootstrap").flatMap(BootstrapScheme.init(rawValue:)) ?? .crossed)
+    /// The task check's `--min-gap` (prompt sets with `wrong`); always recorded in the options.
+    public var minGap: Double {
+        get { options.minGap }
+        set { options.computation.minGap = newValue }
+    }
+    /// How the NMAE intervals resample; always recorded in the options.
+    public var bootstrap: BootstrapScheme {
+        get { options.bootstrap ?? .crossed }
+        set { options.computation.bootstrap = newValue.rawValue }
     }
 
     /// What the run counts (its prompt indices, the unit of `progress`): prompts, text positions
@@ -78,17 +82,18 @@ public struct DLAJob {
                     progress: (Int, Int) throws -> Void = { _, _ in }, phase: (String) -> Void = { _ in }) throws -> Int64 {
         let units = shard.map { $0.select(input.units) } ?? input.units
         let total = units.reduce(0) { $0 + $1.targets.count }
+        var recorded = options
+        (recorded.computation.minGap, recorded.computation.bootstrap) = (minGap, bootstrap.rawValue)
         let (runID, done, completed) = try RunLifecycle.beginOrResume(
             db: db,
-            run: RunRecord(command: StoreName.dlaCommand,
-                           optionsJSON: RunOptions.setting(optionsJSON, ["min_gap": minGap, "bootstrap": bootstrap.rawValue]),
+            run: RunRecord(command: StoreName.dlaCommand, optionsJSON: recorded.json,
                            modelPath: modelPath, modelHash: modelHash,
                            lnMode: model.lnMode.rawValue, processingJSON: model.processing.json, promptSetPath: input.path,
                            promptSetHash: input.contentHash, nPrompts: input.count, toolVersion: toolVersion,
                            shard: shard.map { ($0.index, $0.count) }),
-            resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)
+            options: DLAOptions.self, resume: resume, forceResume: forceResume)
         if completed { return runID }
-        try RunLifecycle.execute(db: db, runID: runID, total: total, unit: unit, doneCount: {
+        try RunLifecycle.execute(db: db, runID: runID, total: total, unit: unit, resume: "--resume \(runID)", doneCount: {
             let stored = (try? db.completedPromptIndices(runID: runID)) ?? []
             return units.reduce(0) { $0 + $1.targets.filter { stored.contains($0.prompt) }.count }
         }, {

@@ -96,7 +96,10 @@ public struct MergeJob {
     /// summaries and estimator errors recomputed from all its result rows (and its options, and
     /// what the first shard's summaries record of its models: eval's per-model LN modes).
     struct Recipe: Sendable {
-        let resultOptionKeys: [String]
+        /// `O.sameComputation` of two shards' stored options.
+        let sameComputation: @Sendable (String, String) -> OptionDifference?
+        /// The shards' options as the merged run's (`ShardOptions.merged`).
+        let mergedOptions: @Sendable (_ optionsJSON: String, _ output: String) -> String
         let summaries: @Sendable ([ResultRow], _ optionsJSON: String, _ shardSummaries: [SummaryRow]) -> [SummaryRow]
         var errors: @Sendable ([ResultRow], _ optionsJSON: String) -> [ErrorRow] = { _, _ in [] }
         /// The runs store no prompts: their units (the indices shards split) are the result rows'
@@ -104,17 +107,25 @@ public struct MergeJob {
         var unitsInResults = false
         /// What a unit is called in messages.
         var unit = "prompt"
+
+        init<O: ShardOptions>(_: O.Type, summaries: @escaping @Sendable ([ResultRow], O, [SummaryRow]) -> [SummaryRow],
+                              errors: @escaping @Sendable ([ResultRow], O) -> [ErrorRow] = { _, _ in [] },
+                              unitsInResults: Bool = false, unit: String = "prompt") {
+            sameComputation = { O.sameComputation($0, $1) }
+            mergedOptions = { O(json: $0).merged(into: $1).json }
+            self.summaries = { summaries($0, O(json: $1), $2) }
+            self.errors = { errors($0, O(json: $1)) }
+            (self.unitsInResults, self.unit) = (unitsInResults, unit)
+        }
     }
 
     static let recipes: [String: Recipe] = [
-        StoreName.dlaCommand: Recipe(resultOptionKeys: DLAJob.resultOptionKeys, summaries: { rows, options, _ in
-            let (minGap, bootstrap) = DLAJob.settings(optionsJSON: options)
-            return DLAJob.summaries(from: rows, minGap: minGap, bootstrap: bootstrap)
+        StoreName.dlaCommand: Recipe(DLAOptions.self, summaries: { rows, options, _ in
+            DLAJob.summaries(from: rows, minGap: options.minGap, bootstrap: options.bootstrap ?? .crossed)
         }),
-        StoreName.patchCommand: Recipe(resultOptionKeys: PatchJob.resultOptionKeys,
-                                       summaries: { rows, options, _ in PatchJob.summaries(from: rows, minGap: PatchJob.minGap(optionsJSON: options)) },
-                                       errors: { PatchJob.errors(from: $0, minGap: PatchJob.minGap(optionsJSON: $1)) }),
-        StoreName.evalCommand: Recipe(resultOptionKeys: EvalJob.resultOptionKeys,
+        StoreName.patchCommand: Recipe(PatchOptions.self, summaries: { rows, options, _ in PatchJob.summaries(from: rows, minGap: options.minGap) },
+                                       errors: { PatchJob.errors(from: $0, minGap: $1.minGap) }),
+        StoreName.evalCommand: Recipe(EvalOptions.self,
                                       summaries: { rows, _, shard in EvalJob.summaries(from: rows, lnModes: EvalJob.lnModes(from: shard)) },
                                       unitsInResults: true, unit: "window"),
     ]
@@ -258,9 +269,9 @@ public struct MergeJob {
         if compareModel { fields.append(("model weights hash", short(a.modelHash), short(b.modelHash))) }
         fields.append(("prompt set hash", short(a.promptSetHash), short(b.promptSetHash)))
         // Options before the prompt count: a text's window count follows from --context.
-        let keys = recipes[b.command]?.resultOptionKeys ?? []
-        let optionsA = RunOptions.values(a.optionsJSON, keys: keys), optionsB = RunOptions.values(b.optionsJSON, keys: keys)
-        for key in keys { fields.append(("option \(key)", optionsA[key] ?? "unset", optionsB[key] ?? "unset")) }
+        if let d = recipes[b.command]?.sameComputation(a.optionsJSON, b.optionsJSON) {
+            fields.append(("option \(d.key)", d.a ?? "unset", d.b ?? "unset"))
+        }
         fields += [
             ("prompt count", "\(a.nPrompts)", "\(b.nPrompts)"),
             ("LN mode", a.lnMode, b.lnMode),
@@ -298,7 +309,7 @@ public struct MergeJob {
                      endedAt: s.record.endedAt, nPrompts: s.prompts)
         }
         var record = RunRecord(
-            command: first.command, optionsJSON: mergedOptions(first.optionsJSON), modelPath: first.modelPath,
+            command: first.command, optionsJSON: recipe.mergedOptions(first.optionsJSON, outputPath), modelPath: first.modelPath,
             modelHash: first.modelHash, lnMode: first.lnMode, processingJSON: first.processingJSON,
             promptSetPath: first.promptSetPath, promptSetHash: first.promptSetHash, nPrompts: first.nPrompts,
             toolVersion: first.toolVersion, shard: nil, startedAt: plan.shards.map(\.record.startedAt).min()!)
@@ -349,14 +360,5 @@ public struct MergeJob {
                                                  summaries: summaries, errors: errors)
         return Merged(outcome: outcome, record: record, shards: plan.shards.count,
                       summaries: try output.summaries(runID: outcome.runID))
-    }
-
-    /// The shards' options as the merged run's: without `shard`, with the output as `db`.
-    func mergedOptions(_ json: String) -> String {
-        guard var object = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any] else { return json }
-        object["shard"] = nil
-        if object["db"] != nil { object["db"] = outputPath }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return json }
-        return String(decoding: data, as: UTF8.self)
     }
 }

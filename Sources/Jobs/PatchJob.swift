@@ -17,19 +17,31 @@ public struct PatchJob {
     public var direction: PatchDirection
     /// Token strings of ids, stored with each prompt (map column labels).
     public var tokenText: @Sendable (Int) -> String
-    public var optionsJSON: String
+    /// Recorded with the run; its batch and chunk sizes and `--min-gap` are what the job does.
+    public var options: PatchOptions
     public var toolVersion: String
-    public var batchSize = 16
-    public var chunkSize = 32
+    /// Prompt pairs per forward pass (`options`' `batch_size`).
+    public var batchSize: Int {
+        get { options.computation.batchSize ?? 16 }
+        set { options.computation.batchSize = newValue }
+    }
+    /// Prompts stored per transaction (`options`' `chunk_size`).
+    public var chunkSize: Int {
+        get { options.computation.chunkSize ?? 32 }
+        set { options.computation.chunkSize = newValue }
+    }
     public var shard: Shard?
     public var forceResume = false
     /// Prompts whose |metric(clean) − metric(corrupt)| is below this leave the estimator errors
-    /// (`TaskCheck`); recorded in the run's options as `min_gap`.
-    public var minGap = TaskCheck.defaultMinGap
+    /// (`TaskCheck`); always recorded in the run's options.
+    public var minGap: Double {
+        get { options.minGap }
+        set { options.computation.minGap = newValue }
+    }
 
     public init(model: GPT2Model, modelPath: String, modelHash: String, prompts: PromptSet, sites: [PatchSite],
                 methods: [PatchMethod], direction: PatchDirection, tokenText: @escaping @Sendable (Int) -> String,
-                optionsJSON: String, toolVersion: String) {
+                options: PatchOptions = PatchOptions(), toolVersion: String) {
         self.model = model
         self.modelPath = modelPath
         self.modelHash = modelHash
@@ -38,23 +50,12 @@ public struct PatchJob {
         self.methods = methods
         self.direction = direction
         self.tokenText = tokenText
-        self.optionsJSON = optionsJSON
+        self.options = options
         self.toolVersion = toolVersion
     }
 
-    /// Options that change the stored numbers: a run resumes only with the same values.
-    public static let resultOptionKeys = ["prepend_bos", "skip_invalid", "sites", "methods", "direction", "batch_size",
-                                          "chunk_size", "min_gap"]
-
     /// `results.site` and quantities of the per-prompt metric rows.
     public static let metricSite = StoreName.metricSite, cleanQuantity = StoreName.clean, corruptQuantity = StoreName.corrupt
-
-    /// The `--min-gap` a run was made with (`TaskCheck.defaultMinGap` for runs that predate it).
-    public static func minGap(optionsJSON: String) -> Double {
-        // A stored value that no lnlens writes (negative, NaN: a hand-edited row) reads as the default.
-        guard let gap = RunOptions.number(optionsJSON, "min_gap"), gap.isFinite, gap >= 0 else { return TaskCheck.defaultMinGap }
-        return gap
-    }
 
     /// Starts a run (or continues `resume`) and returns its id once it is complete;
     /// `progress(done, total)` after each stored chunk may throw `JobStop`.
@@ -62,16 +63,22 @@ public struct PatchJob {
     public func run(db: ResultsDatabase, resume: Int64? = nil,
                     progress: (Int, Int) throws -> Void = { _, _ in }, phase: (String) -> Void = { _ in }) throws -> Int64 {
         let examples = shard.map { $0.select(prompts.examples) } ?? prompts.examples
+        var recorded = options
+        recorded.computation.minGap = minGap
+        recorded.computation.sites = sites.map(\.rawValue).joined(separator: ",")
+        recorded.computation.methods = methods.map(\.rawValue).joined(separator: ",")
+        recorded.computation.direction = direction.rawValue
         let (runID, done, completed) = try RunLifecycle.beginOrResume(
             db: db,
-            run: RunRecord(command: StoreName.patchCommand, optionsJSON: RunOptions.setting(optionsJSON, ["min_gap": minGap]),
+            run: RunRecord(command: StoreName.patchCommand, optionsJSON: recorded.json,
                            modelPath: modelPath,
                            modelHash: modelHash, lnMode: model.lnMode.rawValue, processingJSON: model.processing.json,
                            promptSetPath: prompts.path, promptSetHash: prompts.contentHash, nPrompts: prompts.examples.count,
                            toolVersion: toolVersion, shard: shard.map { ($0.index, $0.count) }),
-            resume: resume, resultOptionKeys: Self.resultOptionKeys, forceResume: forceResume)
+            options: PatchOptions.self, resume: resume, forceResume: forceResume)
         if completed { return runID }
-        try RunLifecycle.execute(db: db, runID: runID, total: examples.count, doneCount: {
+        try RunLifecycle.execute(db: db, runID: runID, total: examples.count, unit: "prompts", resume: "--resume \(runID)",
+                                 doneCount: {
             let stored = (try? db.completedPromptIndices(runID: runID)) ?? []
             return examples.filter { stored.contains($0.index) }.count
         }, {

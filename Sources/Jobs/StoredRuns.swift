@@ -2,42 +2,9 @@ import Analysis
 import Foundation
 import ResultsStore
 
-/// Errors of reading runs back for comparison or named queries. One line each.
-public enum JobError: LocalizedError, Equatable {
-    case diffRefused(runA: Int64, runB: Int64, reason: String)
-    case wrongCommand(runID: Int64, command: String, expected: String, what: String)
-    case unknownNamedQuery(name: String, known: [String])
-    /// A run stopped by the user (Ctrl-C) after storing `done` of `total` `unit`; `resume` is how
-    /// to continue it ("--resume 3", or training's "the same options and --resume").
-    case interrupted(runID: Int64, done: Int, total: Int, unit: String, resume: String)
-    case resumeMismatch(runID: Int64, reason: String)
-
-    public var errorDescription: String? {
-        switch self {
-        case let .diffRefused(a, b, reason):
-            "cannot diff runs \(a) and \(b): \(reason)"
-        case let .wrongCommand(id, command, expected, what):
-            "run \(id) is a \(command) run; \(what) needs a \(expected) run (see `lnlens runs`)"
-        case let .unknownNamedQuery(name, known):
-            "unknown named query '\(name)': use one of \(known.sorted().joined(separator: ", ")) or pass --sql \"SELECT …\""
-        case let .interrupted(id, done, total, unit, resume):
-            "run \(id) interrupted with \(done) of \(total) \(unit) stored; continue it by repeating the command with \(resume)"
-        case let .resumeMismatch(id, reason):
-            "cannot resume run \(id): \(reason); resume with the options it was started with, or start a new run"
-        }
-    }
-}
-
 /// Stored runs read back and summarised with the analysis module's metrics (the store does no
 /// math): `diff` of two DLA runs and the named queries.
 public enum StoredRuns {
-    /// The named queries of `lnlens query NAME`: name → what it shows.
-    public static let namedQueries: [String: String] = [
-        "runs": "runs — every run: id, command, model, LN mode, prompts stored / planned, shard, status, times",
-        "nmae": "nmae — per dla run: id, model, LN mode, NMAE (%) over all heads from the stored rows, prompts stored, status",
-        "top-heads": "top-heads RUN_ID [--limit N] — heads of a dla run by mean |direct effect|, with mean DLA, mean DE and NMAE (%); default limit 20",
-    ]
-
     /// The task check of a `dla` or `patch` run: as stored in its summaries, else (unfinished
     /// runs, runs stored before lnlens measured it) computed from its `metric` rows with the
     /// run's `--min-gap`; nil when it has none (text input, prompts without `wrong`).
@@ -46,8 +13,8 @@ public enum StoredRuns {
             TaskCheck.SummaryValue(scope: $0.scope, key: $0.key, metric: $0.metric, value: $0.value)
         }
         if let check = TaskCheck(summaryValues: stored) { return check }
-        let minGap = run.command == StoreName.patchCommand ? PatchJob.minGap(optionsJSON: run.optionsJSON)
-            : DLAJob.settings(optionsJSON: run.optionsJSON).minGap
+        let minGap = run.command == StoreName.patchCommand ? PatchOptions(json: run.optionsJSON).minGap
+            : DLAOptions(json: run.optionsJSON).minGap
         return Jobs.taskCheck(from: try db.results(runID: run.id!, site: StoreName.metricSite), minGap: minGap)
     }
 
@@ -56,13 +23,13 @@ public enum StoredRuns {
         DLAJob.attributions(from: try db.results(runID: runID))
     }
 
-    /// `lnlens diff A B` for two DLA runs on the same prompt set.
-    public static func dlaDiff(db: ResultsDatabase, runA: Int64, runB: Int64, top: Int) throws -> DLADiff {
+    /// Runs A and B of `diff`: both stored, verified, of `command`, on the same prompt set.
+    static func diffedRuns(db: ResultsDatabase, runA: Int64, runB: Int64, command: String) throws -> (RunRecord, RunRecord) {
         func refuse(_ reason: String) -> JobError { .diffRefused(runA: runA, runB: runB, reason: reason) }
         var records: [RunRecord] = []
         for id in [runA, runB] {
             guard let r = try db.verifiedRun(id: id) else { throw refuse("no run \(id) in \(db.path)") }
-            guard r.command == StoreName.dlaCommand else {
+            guard r.command == command else {
                 throw refuse("run \(id) is a \(r.command) run; diff compares two dla runs or two patch runs")
             }
             records.append(r)
@@ -71,6 +38,13 @@ public enum StoredRuns {
         if ra.promptSetHash != rb.promptSetHash {
             throw refuse("different prompt sets (\(ra.promptSetPath) hash \(ra.promptSetHash.prefix(12)) vs \(rb.promptSetPath) hash \(rb.promptSetHash.prefix(12)))")
         }
+        return (ra, rb)
+    }
+
+    /// `lnlens diff A B` for two DLA runs on the same prompt set.
+    public static func dlaDiff(db: ResultsDatabase, runA: Int64, runB: Int64, top: Int) throws -> DLADiff {
+        func refuse(_ reason: String) -> JobError { .diffRefused(runA: runA, runB: runB, reason: reason) }
+        let (ra, rb) = try diffedRuns(db: db, runA: runA, runB: runB, command: StoreName.dlaCommand)
         if ra.nPrompts != rb.nPrompts { throw refuse("different numbers of prompts (\(ra.nPrompts) vs \(rb.nPrompts))") }
         func side(_ r: RunRecord) -> DLADiff.Side {
             .init(runID: r.id!, modelPath: r.modelPath, modelHash: r.modelHash, lnMode: r.lnMode, status: r.status.rawValue)
@@ -165,18 +139,7 @@ extension StoredRuns {
     /// `lnlens diff A B` for two patch runs on the same prompt set.
     public static func patchDiff(db: ResultsDatabase, runA: Int64, runB: Int64) throws -> PatchDiff {
         func refuse(_ reason: String) -> JobError { .diffRefused(runA: runA, runB: runB, reason: reason) }
-        var records: [RunRecord] = []
-        for id in [runA, runB] {
-            guard let r = try db.verifiedRun(id: id) else { throw refuse("no run \(id) in \(db.path)") }
-            guard r.command == StoreName.patchCommand else {
-                throw refuse("run \(id) is a \(r.command) run; diff compares two dla runs or two patch runs")
-            }
-            records.append(r)
-        }
-        let (ra, rb) = (records[0], records[1])
-        if ra.promptSetHash != rb.promptSetHash {
-            throw refuse("different prompt sets (\(ra.promptSetPath) hash \(ra.promptSetHash.prefix(12)) vs \(rb.promptSetPath) hash \(rb.promptSetHash.prefix(12)))")
-        }
+        let (ra, rb) = try diffedRuns(db: db, runA: runA, runB: runB, command: StoreName.patchCommand)
         func errors(_ id: Int64) throws -> [String: Double] {
             var out: [String: Double] = [:]
             for e in try db.estimatorErrors(runID: id) { out["\(e.site)|\(e.method)|\(e.layer ?? -1)|\(e.normalized)|\(e.metric)"] = e.value }

@@ -15,7 +15,7 @@ public struct TrainJob {
     public var command: String
     public var modelPath: String
     public var modelHash: String
-    public var optionsJSON: String
+    public var options: TrainOptions
     public var toolVersion: String
     /// The output folder (checkpoints under `checkpoints/`, the model written by `export`).
     public var out: URL
@@ -25,17 +25,36 @@ public struct TrainJob {
     /// Writes the trained model into `out` (called once, after the last step).
     public var export: (Trainer) throws -> Void
 
-    public init(trainer: Trainer, command: String, modelPath: String, modelHash: String, optionsJSON: String,
+    public init(trainer: Trainer, command: String, modelPath: String, modelHash: String, options: TrainOptions,
                 toolVersion: String, out: URL, checkpointEvery: Int, export: @escaping (Trainer) throws -> Void) {
         self.trainer = trainer
         self.command = command
         self.modelPath = modelPath
         self.modelHash = modelHash
-        self.optionsJSON = optionsJSON
+        self.options = options
         self.toolVersion = toolVersion
         self.out = out
         self.checkpointEvery = checkpointEvery
         self.export = export
+    }
+
+    /// Prepares the output folder of a training: refused when it is, or holds, one of `inputs`;
+    /// one that exists is kept with `resume` (which needs it), replaced with `force`, else
+    /// refused; a missing one is created.
+    public static func prepareOutput(_ out: String, inputs: [String], force: Bool, resume: Bool) throws {
+        let fm = FileManager.default
+        let target = URL(fileURLWithPath: out).standardizedFileURL.path
+        try Files.checkOutputFolder(out, option: "--out", inputs: inputs, force: force || resume)
+        let exists = fm.fileExists(atPath: target)
+        if resume {
+            guard exists else { throw JobError.nothingToResume(path: out) }
+            return
+        }
+        if exists {
+            guard force else { throw JobError.outputExists(path: out) }
+            try fm.removeItem(atPath: target)
+        }
+        try fm.createDirectory(atPath: target, withIntermediateDirectories: true)
     }
 
     /// Runs (or with `resume`, continues from `out`'s newest checkpoint) to the last step and
@@ -56,7 +75,7 @@ public struct TrainJob {
             }
             let record = try db.run(id: id)
             guard let record, record.command == command else {
-                throw TrainingError.checkpointMismatch(directory: out.path, option: "the stored run", stored: "\(id)",
+                throw JobError.trainingMismatch(directory: out.path, option: "the stored run", stored: "\(id)",
                                                        now: "no \(command) run \(id) in \(db.path)")
             }
             // The stored run's source and options first (they name what the user changed), then
@@ -70,7 +89,7 @@ public struct TrainJob {
             secondsBefore = state.seconds
         } else {
             runID = try db.beginRun(RunRecord(
-                command: command, optionsJSON: optionsJSON, modelPath: modelPath, modelHash: modelHash,
+                command: command, optionsJSON: options.json, modelPath: modelPath, modelHash: modelHash,
                 lnMode: trainer.model.lnMode.rawValue, processingJSON: "{}", promptSetPath: trainer.corpus.path,
                 promptSetHash: corpusHash, nPrompts: trainer.settings.steps, toolVersion: toolVersion, shard: nil))
             // A checkpoint of step 0 at once: a run killed before its first regular checkpoint
@@ -91,7 +110,7 @@ public struct TrainJob {
         }
         var last: StepReport?
         try RunLifecycle.execute(db: db, runID: id, total: trainer.settings.steps, unit: "steps",
-                                 resumeHint: "the same options and --resume", doneCount: { trainer.step }, {
+                                 resume: "the same options and --resume", doneCount: { trainer.step }, {
             while trainer.step < trainer.settings.steps {
                 let report = try trainer.runStep()
                 last = report
@@ -111,15 +130,12 @@ public struct TrainJob {
         return id
     }
 
-    /// Options that never change the trained weights: a resume may give other values.
-    static let bookkeepingOptions: Set<String> = ["db", "out", "checkpoint_every", "log_every", "keep_checkpoints", "init", "from", "model"]
-
     /// Refuses a resume whose source weights (`--init` config and seed, `--from` or MODEL: by
     /// content hash) or any option that shapes the result differ from the stored run's, naming
     /// the first such option and both values.
     func checkSameTraining(_ record: RunRecord, folder: URL) throws {
-        func mismatch(_ option: String, _ stored: String, _ now: String) -> TrainingError {
-            .checkpointMismatch(directory: folder.path, option: option, stored: stored, now: now)
+        func mismatch(_ option: String, _ stored: String, _ now: String) -> JobError {
+            .trainingMismatch(directory: folder.path, option: option, stored: stored, now: now)
         }
         func describe(_ hash: String, _ path: String) -> String {
             hash.hasPrefix("init:") ? "--init \(path) (config and seed hash \(hash.dropFirst(5).prefix(12)))"
@@ -132,10 +148,8 @@ public struct TrainJob {
         if sourceDiffers && !bothInit {
             throw mismatch("its source", describe(record.modelHash, record.modelPath), describe(modelHash, modelPath))
         }
-        let stored = RunOptions.values(record.optionsJSON), now = RunOptions.values(optionsJSON)
-        for key in Set(stored.keys).union(now.keys).subtracting(Self.bookkeepingOptions).sorted()
-        where stored[key] != now[key] {
-            throw mismatch("--" + key.replacingOccurrences(of: "_", with: "-"), stored[key] ?? "(not set)", now[key] ?? "(not set)")
+        if let d = TrainOptions.sameComputation(TrainOptions(json: record.optionsJSON), options) {
+            throw mismatch("--" + d.key.replacingOccurrences(of: "_", with: "-"), d.a ?? "(not set)", d.b ?? "(not set)")
         }
         if sourceDiffers {
             throw mismatch("its source", describe(record.modelHash, record.modelPath), describe(modelHash, modelPath))
@@ -143,8 +157,8 @@ public struct TrainJob {
     }
 
     func check(_ state: TrainingCheckpoint, folder: URL, corpusHash: String) throws {
-        func mismatch(_ option: String, _ stored: String, _ now: String) -> TrainingError {
-            .checkpointMismatch(directory: folder.path, option: option, stored: stored, now: now)
+        func mismatch(_ option: String, _ stored: String, _ now: String) -> JobError {
+            .trainingMismatch(directory: folder.path, option: option, stored: stored, now: now)
         }
         guard state.corpusHash == corpusHash else { throw mismatch("--corpus (tokens hash)", state.corpusHash, corpusHash) }
         let a = state.settings, b = trainer.settings
@@ -222,26 +236,21 @@ public struct EvalJob {
     public var text: TokenCorpus
     public var context: Int
     public var batch: Int
-    public var optionsJSON: String
+    /// Recorded with the run, its computation set to the job's `context`, `batch` and `chunkSize`.
+    public var options: EvalOptions
     public var toolVersion: String
     /// Only this shard of the text's windows (nil: all of them). Recorded with the run.
     public var shard: Shard?
 
-    public init(entries: [Entry], text: TokenCorpus, context: Int, batch: Int, optionsJSON: String, toolVersion: String) {
+    public init(entries: [Entry], text: TokenCorpus, context: Int, batch: Int, options: EvalOptions = EvalOptions(),
+                toolVersion: String) {
         self.entries = entries
         self.text = text
         self.context = context
         self.batch = batch
-        self.optionsJSON = optionsJSON
+        self.options = options
         self.toolVersion = toolVersion
     }
-
-    /// Options (keys of `optionsJSON`) that change the stored numbers: shards merge only when
-    /// they agree on them. `batch` is among them because the windows that share a forward pass
-    /// move a window's loss in the last float digits; with `batch` 1 every window's loss is the
-    /// same in any shard, so the merged run equals the unsharded one bit for bit. `chunk_size`
-    /// too: a pass never spans two chunks, so the chunks decide which windows share one.
-    public static let resultOptionKeys = ["context", "batch", "chunk_size"]
 
     /// Windows per stored chunk: each chunk's rows (every model's loss on those windows) are
     /// written in one transaction, so an interrupted run loses at most one chunk.
@@ -268,16 +277,17 @@ public struct EvalJob {
             // Rows are keyed by the model as given: the same models must be named the same way.
             throw JobError.resumeMismatch(runID: resume, reason: "its models are \(stored.modelPath) but this invocation has \(names)")
         }
+        var recorded = options
+        recorded.computation = .init(context: context, batch: batch, chunkSize: chunkSize)
         let (id, done, completed) = try RunLifecycle.beginOrResume(db: db, run: RunRecord(
-            command: StoreName.evalCommand, optionsJSON: optionsJSON, modelPath: names,
+            command: StoreName.evalCommand, optionsJSON: recorded.json, modelPath: names,
             modelHash: entries.map(\.hash).joined(separator: ","), lnMode: first.model.lnMode.rawValue, processingJSON: "{}",
             promptSetPath: text.path, promptSetHash: text.hash, nPrompts: n, toolVersion: toolVersion,
-            shard: shard.map { ($0.index, $0.count) }), resume: resume, resultOptionKeys: Self.resultOptionKeys,
-            forceResume: forceResume)
+            shard: shard.map { ($0.index, $0.count) }), options: EvalOptions.self, resume: resume, forceResume: forceResume)
         if !completed {
             let total = windows.count * entries.count
             var scored = windows.filter(done.contains).count * entries.count
-            try RunLifecycle.execute(db: db, runID: id, total: windows.count, unit: "windows", resumeHint: "--resume \(id)",
+            try RunLifecycle.execute(db: db, runID: id, total: windows.count, unit: "windows", resume: "--resume \(id)",
                                      doneCount: { ((try? db.completedPromptIndices(runID: id)) ?? done).count }, {
                 for chunkStart in stride(from: 0, to: windows.count, by: chunkSize) {
                     let chunk = windows[chunkStart..<min(windows.count, chunkStart + chunkSize)].filter { !done.contains($0) }

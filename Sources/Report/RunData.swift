@@ -1,5 +1,6 @@
 import Analysis
 import Foundation
+import Jobs
 import ResultsStore
 import Support
 
@@ -21,8 +22,8 @@ struct RunLabel {
     init(_ run: RunRecord) {
         id = run.id ?? 0
         // The vanilla control is a remove-ln run with nothing removed: say so wherever it is named.
-        let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
-        command = run.command == "remove-ln" && (options?["keep_ln"] as? Bool) == true ? "remove-ln --keep-ln" : run.command
+        let keepLN = run.command == StoreName.removeLNCommand && TrainOptions(json: run.optionsJSON).computation.keepLN == true
+        command = keepLN ? "remove-ln --keep-ln" : run.command
         model = Self.modelName(run.modelPath)
         lnMode = run.lnMode
         promptSet = URL(fileURLWithPath: run.promptSetPath).lastPathComponent
@@ -106,8 +107,7 @@ struct DLAData {
             }
         }
         intervalsStored = fromStore != nil
-        let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
-        let scheme = (options?["bootstrap"] as? String).flatMap(BootstrapScheme.init(rawValue:)) ?? (fromStore != nil ? .pairs : .crossed)
+        let scheme = DLAOptions(json: run.optionsJSON).bootstrap ?? (fromStore != nil ? .pairs : .crossed)
         bootstrap = scheme
         intervals = fromStore ?? NMAEIntervals(rows: pairs, scheme: scheme)
     }
@@ -129,18 +129,8 @@ struct PatchData {
 
         /// From a run's `options_json` (`"grid_normalize": "0,11"`); nil when absent or unreadable.
         init?(optionsJSON: String) {
-            let options = (try? JSONSerialization.jsonObject(with: Data(optionsJSON.utf8))) as? [String: Any]
-            let parts: [Int]
-            if let text = options?["grid_normalize"] as? String {
-                parts = text.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            } else if let list = options?["grid_normalize"] as? [Int] {
-                parts = list
-            } else {
-                return nil
-            }
-            guard parts.count == 2, parts.allSatisfy({ $0 >= 0 }) else { return nil }
-            layer = parts[0]
-            position = parts[1]
+            guard let point = PatchOptions(json: optionsJSON).record.gridNormalize else { return nil }
+            (layer, position) = (point.layer, point.position)
         }
 
         /// `activation patching at resid_pre L0, position 11`.
@@ -217,25 +207,12 @@ struct PatchData {
     /// order, so the same rows give the same bits.
     func grid(site: String, quantity: String, prompts: [Int], width: Int, absolute: Bool = false,
               normalized: Bool = false) -> [[Double]] {
-        let cells = values[site]?[quantity] ?? [:]
-        var sum = [[Double]](repeating: [Double](repeating: 0, count: width), count: layers)
-        var count = [[Int]](repeating: [Int](repeating: 0, count: width), count: layers)
-        for p in prompts.sorted() {
-            let d = normalized ? divisors[p] : 1
-            guard let d else { continue }
-            for l in 0..<layers {
-                for i in 0..<width {
-                    guard let v = cells[Cell(prompt: p, layer: l, index: i)] else { continue }
-                    sum[l][i] += absolute ? abs(v / d) : v / d
-                    count[l][i] += 1
-                }
-            }
+        let cells = Dictionary(grouping: values[site]?[quantity] ?? [:], by: { $0.key.prompt })
+        let samples = prompts.sorted().flatMap { p in
+            (cells[p] ?? []).map { (prompt: p, layer: $0.key.layer, index: $0.key.index, value: $0.value) }
         }
-        var means = [[Double]](repeating: [Double](repeating: .nan, count: width), count: layers)
-        for l in 0..<layers {
-            for i in 0..<width where count[l][i] > 0 { means[l][i] = sum[l][i] / Double(count[l][i]) }
-        }
-        return means
+        let means = CellMeans.means(samples, divisor: { normalized ? divisors[$0] : 1 }, absolute: absolute)
+        return (0..<layers).map { l in (0..<width).map { means[l]?[$0] ?? .nan } }
     }
 
     /// Position sites with activation-patching rows, in `positionSites` order.
@@ -275,8 +252,7 @@ struct TrainingData {
         steps = try db.trainSteps(runID: run.id!)
         let rows = try db.summaries(runID: run.id!).filter { $0.scope == StoreName.scopeEval }
         let given = run.modelPath.components(separatedBy: " | ")
-        let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
-        let modes = (options?["ln_modes"] as? String)?.components(separatedBy: ",")
+        let modes = EvalOptions(json: run.optionsJSON).record.lnModes?.components(separatedBy: ",")
         func rank(_ key: String) -> Int { given.firstIndex(of: key) ?? given.count }
         evals = Dictionary(grouping: rows, by: \.key).sorted { (rank($0.key), $0.key) < (rank($1.key), $1.key) }.map { key, rows in
             let i = given.firstIndex(of: key)

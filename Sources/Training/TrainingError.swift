@@ -11,7 +11,6 @@ public enum TrainingError: Error, LocalizedError, Equatable {
     case seqLenTooLong(seqLen: Int, nCtx: Int)
     case checkpointMissing(directory: String)
     case checkpointCorrupt(file: String, reason: String)
-    case checkpointMismatch(directory: String, option: String, stored: String, now: String)
     case vocabularyMismatch(model: String, dVocab: Int, other: String, otherVocab: Int)
     case nonFiniteLoss(step: Int)
 
@@ -35,8 +34,6 @@ public enum TrainingError: Error, LocalizedError, Equatable {
             "\(directory): no training checkpoint to resume from (checkpoints/step-*/state.json); run without --resume to start, or point --out at the interrupted run's folder"
         case let .checkpointCorrupt(file, reason):
             "\(file): the training checkpoint is unreadable (\(reason)); delete this step-* folder to resume from the one before it"
-        case let .checkpointMismatch(directory, option, stored, now):
-            "\(directory): the checkpoint was made with \(option) \(stored) but this invocation has \(now); resume with the same options"
         case let .vocabularyMismatch(model, dVocab, other, otherVocab):
             "\(other) has vocab_size \(otherVocab) but \(model) has \(dVocab); models compared on one text must share a tokenizer"
         case let .nonFiniteLoss(step):

@@ -34,7 +34,7 @@ func benchDLA(model: GPT2Model, options o: BenchOptions, prompts n: Int = 64) th
             round += 1
             let db = try ResultsDatabase(path: dir.appendingPathComponent("r\(round).sqlite").path)
             var runner = DLAJob(model: model, modelPath: "bench", modelHash: "bench", input: .prompts(set),
-                                   decode: { tok.decode($0) }, optionsJSON: "{}", toolVersion: "bench")
+                                   decode: { tok.decode($0) }, toolVersion: "bench")
             runner.batchSize = 32
             _ = try runner.run(db: db)
         },

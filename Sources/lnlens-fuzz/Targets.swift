@@ -228,18 +228,28 @@ private func fuzzPrompts(_ data: Data) {
 
 private func fuzzRunOptions(_ data: Data) {
     let json = String(decoding: data, as: UTF8.self)
-    let all = RunOptions.values(json)
-    for keys in [DLAJob.resultOptionKeys, PatchJob.resultOptionKeys, EvalJob.resultOptionKeys] {
-        let some = RunOptions.values(json, keys: keys)
-        precondition(some.allSatisfy { all[$0.key] == $0.value }, "a key's value depends on which keys are asked for")
-    }
-    let gap = PatchJob.minGap(optionsJSON: json)
+    check(DLAOptions.self, json)
+    check(PatchOptions.self, json)
+    check(EvalOptions.self, json)
+    check(TrainOptions.self, json)
+    let gap = PatchOptions(json: json).minGap
     precondition(gap.isFinite && gap >= 0, "min_gap \(gap) read from \(json.prefix(80))")
-    precondition(DLAJob.settings(optionsJSON: json).minGap == gap)
-    // What merge writes back must read back with the same values.
-    let rewritten = RunOptions.setting(json, ["db": "merged.sqlite"])
-    let again = RunOptions.values(rewritten)
-    precondition(all.isEmpty || again.filter { $0.key != "db" } == all.filter { $0.key != "db" }, "merge's rewrite changed an option")
+    precondition(DLAOptions(json: json).minGap == gap)
+}
+
+/// Whatever `json` holds, the options read from it are the same computation as themselves, and
+/// what merge and a resume write back reads back as the same options.
+private func check<O: ShardOptions>(_: O.Type, _ json: String) {
+    let options = O(json: json)
+    precondition(O.sameComputation(options, options) == nil, "options differ from themselves")
+    let merged = options.merged(into: "merged.sqlite")
+    precondition(O(json: merged.json) == merged, "merge's rewrite does not read back")
+    precondition(O.sameComputation(merged, options) == nil, "merge's rewrite changed the computation")
+}
+
+private func check(_: TrainOptions.Type, _ json: String) {
+    let options = TrainOptions(json: json)
+    precondition(TrainOptions(json: options.json) == options, "stored training options do not read back")
 }
 
 // MARK: training checkpoint
@@ -287,6 +297,6 @@ private func fuzzSQLite(_ data: Data) {
         _ = try? db.completedPromptIndices(runID: id)
         _ = try? db.shards(runID: id)
         _ = try? db.estimatorErrors(runID: id)
-        _ = PatchJob.minGap(optionsJSON: run.optionsJSON)
+        _ = PatchOptions(json: run.optionsJSON).minGap
     }
 }

@@ -57,29 +57,27 @@ struct LNLens: ParsableCommand {
         do {
             var command = try parseAsRoot(Self.joiningNegativeValues(arguments))
             try command.run()
-        } catch let error as JobError {
-            printErr("lnlens: error: \(error.errorDescription ?? String(describing: error))")
-            // 130 (128 + SIGINT) for a run the user stopped, as a shell reports a process killed by Ctrl-C.
-            if case .interrupted = error { Foundation.exit(130) }
-            Foundation.exit(1)
-        } catch let error where memoryError(error) != nil {
-            printErr("lnlens: error: \(memoryError(error)!.errorDescription!); \(memoryHint(arguments.first ?? ""))")
-            Foundation.exit(1)
-        } catch let error as NSError where [NSCocoaErrorDomain, NSPOSIXErrorDomain].contains(error.domain) {
-            printErr("lnlens: error: \(Files.describe(error))")
-            Foundation.exit(1)
-        } catch let error as LocalizedError {
-            // Our own errors: one line naming what was wrong and what to do, non-zero exit
-            // (Foundation's file errors in words, not as a Cocoa domain and code).
-            printErr("lnlens: error: \(Files.describe(error))")
-            Foundation.exit(1)
         } catch {
-            // Help and version requests print as usual; usage errors get one line, like ours.
-            let code = exitCode(for: error)
-            if code == .success { exit(withError: error) }
-            let message = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
-            printErr("lnlens: error: \(message) (see 'lnlens help')")
-            Foundation.exit(code.rawValue)
+            guard let message = message(error, command: arguments.first ?? "") else { exit(withError: error) }
+            printErr("lnlens: error: \(message)")
+            Foundation.exit(ExitStatus.of(error) ?? exitCode(for: error).rawValue)
+        }
+    }
+
+    /// The one line printed for `error`, or nil for a help or version request (printed as usual,
+    /// exit 0). Memory refusals add what to lower; Foundation's file errors are put in words; the
+    /// parser's own usage errors keep their first line and point at the help (exit 64).
+    static func message(_ error: any Error, command: String) -> String? {
+        switch error {
+        case let error as JobError: return error.errorDescription ?? String(describing: error)
+        case let error where memoryError(error) != nil: return "\(memoryError(error)!.errorDescription!); \(memoryHint(command))"
+        case let error as NSError where [NSCocoaErrorDomain, NSPOSIXErrorDomain].contains(error.domain): return Files.describe(error)
+        case let error as LocalizedError: return Files.describe(error)
+        case let error as FileProblem: return error.description
+        default:
+            if exitCode(for: error) == .success { return nil }
+            let first = self.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            return "\(first) (see 'lnlens help')"
         }
     }
 }

@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import GPT2
 import Jobs
+import ResultsStore
 import Support
 import TensorCore
 import Tokenizer
@@ -194,15 +195,36 @@ enum CLIError: LocalizedError {
     }
 }
 
-/// Prints a Codable value as pretty, key-sorted JSON on stdout.
-func printJSON<T: Encodable>(_ value: T) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+/// The results database of `dla` and `patch`, opened when the first run is recorded: a bad
+/// prompt file must not leave a new, empty database behind.
+final class LazyDatabase {
+    let path: String
+    private var opened: ResultsDatabase?
+
+    init(path: String) { self.path = path }
+
+    func open() throws -> ResultsDatabase {
+        if let opened { return opened }
+        opened = try ResultsDatabase(path: path)
+        return opened!
+    }
+
+    /// The runs `ids` read back with `read`, saying so on the progress line (`label`).
+    func readBack<T>(_ ids: [Int64], label: String, _ read: (ResultsDatabase, Int64) throws -> T) throws -> [T] {
+        let database = try open()
+        let reading = ProgressLine(label: label, unit: "runs")
+        reading.phase("reading \(ids.count == 1 ? "the run" : "the \(ids.count) runs") back from \(path)")
+        defer { reading.finish() }
+        return try ids.map { try read(database, $0) }
+    }
 }
 
-/// Writes to standard error (progress, warnings) without touching stdout.
-func printErr(_ s: String, terminator: String = "\n") {
-    FileHandle.standardError.write(Data((s + terminator).utf8))
+/// The last line of `dla` and `patch`: where the runs are, and what to do next with them.
+func printStored(_ runIDs: [Int64], db: String, shard: Shard?) {
+    let runs = "run\(runIDs.count > 1 ? "s" : "") \(runIDs.map(String.init).joined(separator: ", "))"
+    if let shard {
+        print("stored in \(db) as shard \(shard) (\(runs)); once all \(shard.count) shards are done, combine them with: lnlens merge OUT.sqlite SHARD.sqlite…")
+    } else {
+        print("stored in \(db) as \(runs)" + (runIDs.count == 2 ? "; compare them with: lnlens diff \(runIDs[0]) \(runIDs[1]) --db \(db)" : ""))
+    }
 }

@@ -69,26 +69,14 @@ struct PatchCommand: ParsableCommand {
         }
     }
 
-    var parsedGridNormalize: (layer: Int, position: Int)? {
-        guard let g = gridNormalize else { return nil }
-        let parts = g.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard parts.count == 2, parts.allSatisfy({ $0 >= 0 }) else { return nil }
-        return (parts[0], parts[1])
-    }
+    var parsedGridNormalize: GridPoint? { gridNormalize.flatMap(GridPoint.init(storedText:)) }
 
     var modelSpecs: [String] {
         models.isEmpty ? (resume == nil ? [EmbeddedModels.defaultName, EmbeddedModels.lnFreeName] : [EmbeddedModels.defaultName]) : models
     }
 
     func run() throws {
-        // Opened once the first model and its inputs have passed their checks: a bad prompt
-        // file must not leave a new, empty database behind.
-        var opened: ResultsDatabase?
-        func store() throws -> ResultsDatabase {
-            if let opened { return opened }
-            opened = try ResultsDatabase(path: db)
-            return opened!
-        }
+        let store = LazyDatabase(path: db)
         let siteList = try PatchSite.parseList(sites), methodList = try PatchMethod.parseList(methods)
         let shard = try sharding.resolved()
         var runIDs: [Int64] = []
@@ -97,148 +85,52 @@ struct PatchCommand: ParsableCommand {
             let tok = try loaded.requireTokenizer()
             let set = try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos)
                 .requiringPairs(skipInvalid: skipInvalid)
-            var options: [String: Any] = [
-                "models": modelSpecs.joined(separator: ","), "db": db, "prompts": prompts, "sites": siteList.map(\.rawValue).joined(separator: ","),
-                "methods": methodList.map(\.rawValue).joined(separator: ","), "direction": direction,
-                "prepend_bos": prependBos, "skip_invalid": skipInvalid, "batch_size": batchSize,
-                "chunk_size": chunkSize, "processing": processing.stored,
-            ]
-            // Only printing and `report` use it (not a result option: a resume may change it).
-            if let g = parsedGridNormalize { options["grid_normalize"] = "\(g.layer),\(g.position)" }
             var job = PatchJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                modelHash: try loaded.weightsHash(), prompts: set,
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,
-                               tokenText: { tok.tokenString($0) },
-                               optionsJSON: RunOptions.json(options),
-                               toolVersion: LNLensVersion.string)
-            job.batchSize = batchSize
-            job.chunkSize = chunkSize
-            job.shard = shard
-            job.forceResume = forceResume
-            job.minGap = minGap
-            let id = try ProgressLine.run(label: spec, unit: "prompt pairs") {
-                try job.run(db: try store(), resume: resume, progress: $0, phase: $1)
-            }
-            runIDs.append(id)
+                               tokenText: { tok.tokenString($0) }, options: options, toolVersion: LNLensVersion.string)
+            (job.shard, job.forceResume) = (shard, forceResume)
+            runIDs.append(try ProgressLine.run(label: spec, unit: "prompt pairs") {
+                try job.run(db: try store.open(), resume: resume, progress: $0, phase: $1)
+            })
         }
-        let database = try store()
-        let reading = ProgressLine(label: "patch", unit: "runs")
-        reading.phase("reading \(runIDs.count == 1 ? "the run" : "the \(runIDs.count) runs") back from \(db)")
-        let reports = try runIDs.map { try PatchReport(db: database, runID: $0) }
-        reading.finish()
+        let reports = try store.readBack(runIDs, label: "patch") { try PatchRunReport(db: $0, runID: $1) }
         for r in reports { if let w = r.task?.warning(model: r.modelName) { printErr("lnlens: warning: " + w) } }
         if json { return try printJSON(["runs": reports]) }
-        if csv {
-            print("run_id,model,model_name,ln_mode,prompt,site,layer,pos,head,activation,atp,atp_star")
-            for r in reports {
-                for row in r.rows {
-                    func f(_ v: Double?) -> String { v.map { "\($0)" } ?? "" }
-                    func i(_ v: Int?) -> String { v.map(String.init) ?? "" }
-                    print("\(r.runID),\(csvField(r.model)),\(csvField(r.modelName)),\(r.lnMode),\(row.prompt),\(row.site),\(row.layer),\(i(row.pos)),\(i(row.head)),\(f(row.activation)),\(f(row.atp)),\(f(row.atpStar))")
-                }
-            }
-            return
-        }
+        if csv { return PatchRunReport.printCSV(reports) }
         for r in reports { r.printSummary(gridNormalize: parsedGridNormalize) }
-        if reports.count > 1 { PatchReport.printSideBySide(reports) }
-        print("stored in \(db) as run\(runIDs.count > 1 ? "s" : "") \(runIDs.map(String.init).joined(separator: ", "))"
-              + (runIDs.count == 2 ? "; compare them with: lnlens diff \(runIDs[0]) \(runIDs[1]) --db \(db)" : ""))
+        if reports.count > 1 { PatchRunReport.printSideBySide(reports) }
+        printStored(runIDs, db: db, shard: nil)
+    }
+
+    /// The options stored with each run (the job adds sites, methods and direction).
+    var options: PatchOptions {
+        var options = PatchOptions()
+        (options.record.models, options.record.db, options.record.prompts) = (modelSpecs.joined(separator: ","), db, prompts)
+        (options.computation.prependBOS, options.computation.skipInvalid) = (prependBos, skipInvalid)
+        (options.computation.batchSize, options.computation.chunkSize) = (batchSize, chunkSize)
+        (options.computation.minGap, options.record.processing) = (minGap, processing.stored)
+        options.record.gridNormalize = parsedGridNormalize
+        return options
     }
 }
 
-/// One stored patch run, read back for printing (`--json` in the shape of the README).
-struct PatchReport: Encodable {
-    struct Prompt: Encodable {
-        let prompt: Int
-        let cleanMetric: Double
-        let corruptMetric: Double
-        enum CodingKeys: String, CodingKey { case prompt, cleanMetric = "clean_metric", corruptMetric = "corrupt_metric" }
-    }
-    struct Row: Encodable {
-        let prompt: Int, site: String, layer: Int, pos: Int?, head: Int?
-        let activation: Double?, atp: Double?, atpStar: Double?
-        enum CodingKeys: String, CodingKey { case prompt, site, layer, pos, head, activation, atp, atpStar = "atp_star" }
-        func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(prompt, forKey: .prompt)
-            try c.encode(site, forKey: .site)
-            try c.encode(layer, forKey: .layer)
-            try c.encode(pos, forKey: .pos)
-            try c.encode(head, forKey: .head)
-            try c.encode(activation, forKey: .activation)
-            try c.encode(atp, forKey: .atp)
-            try c.encodeIfPresent(atpStar, forKey: .atpStar)
-        }
-    }
-    let runID: Int64, model: String, lnMode: String, direction: String
-    let prompts: [Prompt]
-    /// site → method → metric → value (all layers, raw values).
-    let errors: [String: [String: [String: Double?]]]
-    let rows: [Row]
-    let allErrors: [ErrorRow]
-    let tokens: [Int: [String]]
-    /// The run's task check (`StoredRuns.taskCheck`).
-    let task: TaskCheck?
-
-    enum CodingKeys: String, CodingKey {
-        case runID = "run_id", model, modelName = "model_name", lnMode = "ln_mode", direction, task, prompts, errors, rows
-    }
-
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(runID, forKey: .runID)
-        try c.encode(model, forKey: .model)
-        try c.encode(modelName, forKey: .modelName)
-        try c.encode(lnMode, forKey: .lnMode)
-        try c.encode(direction, forKey: .direction)
-        try c.encode(task, forKey: .task)
-        try c.encode(prompts, forKey: .prompts)
-        try c.encode(errors, forKey: .errors)
-        try c.encode(rows, forKey: .rows)
-    }
-
-    init(db: ResultsDatabase, runID: Int64) throws {
-        guard let run = try db.run(id: runID) else { throw CLIError.usage("no run \(runID) in \(db.path)") }
-        self.runID = runID
-        model = run.modelPath
-        lnMode = run.lnMode
-        let options = (try? JSONSerialization.jsonObject(with: Data(run.optionsJSON.utf8))) as? [String: Any]
-        direction = options?["direction"] as? String ?? "denoise"
-        let stored = try db.results(runID: runID)
-        var clean: [Int: Double] = [:], corrupt: [Int: Double] = [:]
-        struct Key: Hashable { let prompt: Int, site: String, layer: Int, pos: Int?, head: Int? }
-        var values: [Key: [String: Double]] = [:]
-        for r in stored {
-            if r.site == PatchJob.metricSite {
-                if r.quantity == PatchJob.cleanQuantity { clean[r.promptIndex] = r.value }
-                if r.quantity == PatchJob.corruptQuantity { corrupt[r.promptIndex] = r.value }
-            } else if let layer = r.layer {
-                values[Key(prompt: r.promptIndex, site: r.site, layer: layer, pos: r.position, head: r.head), default: [:]][r.quantity] = r.value
+extension PatchRunReport {
+    /// `--csv`: every row of every run.
+    static func printCSV(_ reports: [PatchRunReport]) {
+        print("run_id,model,model_name,ln_mode,prompt,site,layer,pos,head,activation,atp,atp_star")
+        for r in reports {
+            for row in r.rows {
+                func f(_ v: Double?) -> String { v.map { "\($0)" } ?? "" }
+                func i(_ v: Int?) -> String { v.map(String.init) ?? "" }
+                print("\(r.runID),\(csvField(r.model)),\(csvField(r.modelName)),\(r.lnMode),\(row.prompt),\(row.site),\(row.layer),\(i(row.pos)),\(i(row.head)),\(f(row.activation)),\(f(row.atp)),\(f(row.atpStar))")
             }
         }
-        prompts = clean.keys.sorted().map { Prompt(prompt: $0, cleanMetric: clean[$0]!, corruptMetric: corrupt[$0] ?? .nan) }
-        let order = PatchSite.allCases.map(\.rawValue)
-        rows = values.keys.sorted {
-            ($0.prompt, order.firstIndex(of: $0.site) ?? 99, $0.layer, $0.pos ?? -1, $0.head ?? -1)
-                < ($1.prompt, order.firstIndex(of: $1.site) ?? 99, $1.layer, $1.pos ?? -1, $1.head ?? -1)
-        }.map { k in
-            let v = values[k]!
-            return Row(prompt: k.prompt, site: k.site, layer: k.layer, pos: k.pos, head: k.head, activation: v[StoreName.activation],
-                       atp: v[StoreName.atp], atpStar: v[StoreName.atpStar])
-        }
-        allErrors = try db.estimatorErrors(runID: runID)
-        var errors: [String: [String: [String: Double?]]] = [:]
-        for e in allErrors where e.layer == nil && !e.normalized && e.metric != "n" && e.metric != "n_structural_zeros" {
-            errors[e.site, default: [:]][e.method, default: [:]][e.metric] = e.value.isFinite ? e.value : nil
-        }
-        self.errors = errors
-        tokens = Dictionary(uniqueKeysWithValues: try db.prompts(runID: runID).compactMap { p in p.tokens.map { (p.promptIndex, $0) } })
-        task = try StoredRuns.taskCheck(db: db, run: run)
     }
+}
 
-    var modelName: String { ModelPath.shortName(model) }
-
-    func printSummary(gridNormalize: (layer: Int, position: Int)?) {
+extension PatchRunReport {
+    func printSummary(gridNormalize: GridPoint?) {
         let n = prompts.count
         let meanClean = prompts.map(\.cleanMetric).reduce(0, +) / Double(max(n, 1))
         let meanCorrupt = prompts.map(\.corruptMetric).reduce(0, +) / Double(max(n, 1))
@@ -273,60 +165,33 @@ struct PatchReport: Encodable {
     }
 
     /// Layer × position grids of the position sites: means over prompts of equal length.
-    func printGrids(gridNormalize: (layer: Int, position: Int)?) {
-        let lengths = Dictionary(grouping: rows.filter { $0.pos != nil && $0.head == nil }, by: { tokens[$0.prompt]?.count ?? 0 })
-        guard let (T, gridRows) = lengths.max(by: { $0.value.count < $1.value.count }), T > 0 else { return }
-        let gaps: [Int: Double] = Dictionary(uniqueKeysWithValues: prompts.map { ($0.prompt, $0.cleanMetric - $0.corruptMetric) })
-        var norm: [Int: Double] = [:]
-        for r in gridRows where r.site == "resid_pre" {
-            if let g = gridNormalize, r.layer == g.layer, r.pos == g.position, let a = r.activation { norm[r.prompt] = a }
-        }
-        let label = gridNormalize.map { "activation patching at layer \($0.layer), position \($0.position)" } ?? "metric(clean) − metric(corrupt)"
-        if let g = gridNormalize, norm.isEmpty {
+    /// Layer × position grids of the position sites (`positionMaps`).
+    func printGrids(gridNormalize: GridPoint?) {
+        guard let grids = positionMaps(normalize: gridNormalize) else { return }
+        let T = grids.length
+        if let g = gridNormalize, grids.anchorMissing {
             printErr("lnlens: warning: --grid-normalize \(g.layer),\(g.position): no prompt has resid_pre at layer \(g.layer), "
                      + "position \(g.position) (\(T) tokens, layers from 0); no grid printed")
             return
         }
-        // Prompts below --min-gap are left out: their divisor is near 0 or their effects noise.
-        let leftOut = Set(task?.smallGap ?? []).intersection(gridRows.map(\.prompt))
-        let promptsUsed = Set(gridRows.map(\.prompt)).subtracting(leftOut)
-        if !leftOut.isEmpty {
-            print("  grids leave out \(leftOut.count) prompt\(leftOut.count == 1 ? "" : "s") of \(T) tokens below --min-gap \(String(format: "%g", task!.minGap)): "
-                  + TaskCheck.list(leftOut.sorted(), names: 12))
+        if !grids.leftOut.isEmpty {
+            print("  grids leave out \(grids.leftOut.count) prompt\(grids.leftOut.count == 1 ? "" : "s") of \(T) tokens below --min-gap \(String(format: "%g", task!.minGap)): "
+                  + TaskCheck.list(grids.leftOut, names: 12))
         }
-        guard let firstPrompt = promptsUsed.min() else {
+        guard grids.promptsUsed > 0 else {
             print("  no grid: every prompt of \(T) tokens is below --min-gap")
             return
         }
-        let firstTokens = tokens[firstPrompt] ?? []
-        for site in PatchSite.allCases.map(\.rawValue) {
-            let siteRows = gridRows.filter { $0.site == site }
-            guard !siteRows.isEmpty else { continue }
-            let layers = Set(siteRows.map(\.layer)).sorted()
-            for (method, pick) in [("activation", \Row.activation), ("atp", \Row.atp)] as [(String, KeyPath<Row, Double?>)] {
-                var sum = [Int: [Int: Double]](), count = [Int: [Int: Int]]()
-                for r in siteRows where promptsUsed.contains(r.prompt) {
-                    guard let v = r[keyPath: pick] else { continue }
-                    let d = gridNormalize == nil ? gaps[r.prompt] : norm[r.prompt]
-                    guard let d, d != 0, d.isFinite else { continue }
-                    sum[r.layer, default: [:]][r.pos!, default: 0] += v / d
-                    count[r.layer, default: [:]][r.pos!, default: 0] += 1
-                }
-                guard !sum.isEmpty else { continue }
-                print("  \(site), \(method), mean over \(promptsUsed.count) prompts of \(T) tokens, normalised by \(label):")
-                print("        " + (0..<T).map { String(firstTokens[safe: $0]?.prefix(6) ?? "\($0)").padding(toLength: 7, withPad: " ", startingAt: 0) }.joined())
-                for l in layers {
-                    var line = "    " + padded("L\(l)", 4)
-                    for p in 0..<T {
-                        if let s = sum[l]?[p], let c = count[l]?[p], c > 0 { line += String(format: "%7.2f", s / Double(c)) } else { line += "      -" }
-                    }
-                    print(line)
-                }
+        for map in grids.maps {
+            print("  \(map.site), \(map.method), mean over \(grids.promptsUsed) prompts of \(T) tokens, normalised by \(grids.normalizedBy):")
+            print("        " + (0..<T).map { String(grids.firstTokens[safe: $0]?.prefix(6) ?? "\($0)").padding(toLength: 7, withPad: " ", startingAt: 0) }.joined())
+            for l in map.layers {
+                print("    " + padded("L\(l)", 4) + (0..<T).map { p in map.means[l]?[p].map { String(format: "%7.2f", $0) } ?? "      -" }.joined())
             }
         }
     }
 
-    static func printSideBySide(_ reports: [PatchReport]) {
+    static func printSideBySide(_ reports: [PatchRunReport]) {
         print("side by side: estimator NMAE % against activation patching (all layers, raw values):")
         let sites = Set(reports.flatMap { $0.errors.keys }).sorted()
         print("    site            method   " + reports.map { padded("\($0.modelName) (\($0.lnMode))", 28) }.joined())
@@ -344,8 +209,4 @@ struct PatchReport: Encodable {
             }
         }
     }
-}
-
-extension Array {
-    subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
 }

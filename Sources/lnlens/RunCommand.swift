@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GPT2
+import Jobs
 import Support
 import TensorCore
 
@@ -81,9 +82,7 @@ struct RunCommand: ParsableCommand {
         }
     }
 
-    struct Candidate: Encodable { let id: Int; let token: String; let logit: Float; let prob: Float }
-    struct MetricValue: Encodable { let name: String; let value: Double }
-    struct Output: Encodable { let tokens: [Int]; let top: [Candidate]; let metric: MetricValue? }
+    struct Output: Encodable { let tokens: [Int]; let top: [RunJob.Candidate]; let metric: RunJob.MetricValue? }
 
     /// Refuses an output path that is one of the model's files, or that exists without --force.
     func checkOutput(_ path: String, option: String, model: LoadedModel) throws {
@@ -103,85 +102,35 @@ struct RunCommand: ParsableCommand {
         return ids[0]
     }
 
+    /// `--metric` with its tokens.
+    func parsedMetric(_ loaded: LoadedModel) throws -> (name: String, metric: Metric)? {
+        guard let metric else { return nil }
+        switch metric {
+        case "logit-diff":
+            return (metric, .logitDifference(answer: [try singleToken(answer!, option: "--answer", loaded: loaded)],
+                                             wrong: [try singleToken(wrong!, option: "--wrong", loaded: loaded)]))
+        case "logit": return (metric, .logit(answer: [try singleToken(answer!, option: "--answer", loaded: loaded)]))
+        default: return (metric, .loss)
+        }
+    }
+
     func run() throws {
         let loaded = try LoadedModel.load(model, processing: processing.options)
-        let gpt = loaded.model
         let tok = try loaded.requireTokenizer()
-        let ids = try loaded.tokens(for: prompt, prependBOS: prependBos)
-        let wanted = try HookPattern.resolve(hooks, nLayers: gpt.config.nLayers)
+        var job = RunJob(model: loaded.model, tokens: try loaded.tokens(for: prompt, prependBOS: prependBos),
+                         hooks: try HookPattern.resolve(hooks, nLayers: loaded.model.config.nLayers))
         for (option, path) in [("--cache", cache), ("--grad-cache", gradCache), ("--param-grads", paramGrads)] {
             if let path { try checkOutput(path, option: option, model: loaded) }
         }
-
-        let V = gpt.config.dVocab
-        var logits: Tensor
-        var cached: [HookName: Tensor]
-        var metricValue: MetricValue?
-        var hookGrads: [HookName: Tensor] = [:]
-        var parameterGrads: ModelParameters?
-        if let metric {
-            let m: Metric = switch metric {
-            case "logit-diff": .logitDifference(answer: [try singleToken(answer!, option: "--answer", loaded: loaded)],
-                                                wrong: [try singleToken(wrong!, option: "--wrong", loaded: loaded)])
-            case "logit": .logit(answer: [try singleToken(answer!, option: "--answer", loaded: loaded)])
-            default: .loss
-            }
-            var backward = BackwardOptions(hookGradients: wanted)
-            backward.freezeLNScale = freezeLnScale
-            if paramGrads != nil {
-                parameterGrads = try ModelParameters(table: gpt.parameters.table)
-                backward.parameterGradients = parameterGrads
-            }
-            let (pass, result) = try gpt.gradients([ids], metric: m,
-                                                   forward: ForwardOptions(cache: cache == nil ? [] : wanted, logits: cache == nil ? .last : .all),
-                                                   backward: backward)
-            logits = pass.logitsTensor(V: V)
-            cached = pass.cache
-            hookGrads = result.hookGradients
-            metricValue = MetricValue(name: metric, value: result.total)
-        } else {
-            let out = try gpt.forward([ids], cache: wanted, logits: cache == nil ? .last : .all)
-            logits = out.logits
-            cached = out.cache
-        }
-        let last = Array(logits.data[(logits.count - V)...])
-        let probs = softmax(last)
-        let order = (0..<V).sorted { last[$0] > last[$1] || (last[$0] == last[$1] && $0 < $1) }
-        let top = order.prefix(topK).map { Candidate(id: $0, token: tok.tokenString($0), logit: last[$0], prob: probs[$0]) }
-
-        var meta = ["model": loaded.checkpoint.directory.path, "ln_mode": gpt.lnMode.rawValue,
-                    "processing": gpt.processing.description, "tokens": ids.map(String.init).joined(separator: ","),
-                    "lnlens_version": LNLensVersion.string]
-        if let metricValue {
-            meta["metric"] = metricValue.name
-            meta["metric_value"] = "\(metricValue.value)"
-            meta["freeze_ln_scale"] = "\(freezeLnScale)"
-            if let answer { meta["answer"] = answer }
-            if let wrong { meta["wrong"] = wrong }
-        }
-        let grads = Dictionary(uniqueKeysWithValues: hookGrads.map { ("\($0.key)_grad", $0.value) })
-        if let cache {
-            var tensors = Dictionary(uniqueKeysWithValues: cached.map { ($0.key.description, $0.value) })
-            tensors["logits"] = logits
-            tensors.merge(grads) { a, _ in a }
-            try SafetensorsWriter.write(tensors, metadata: meta, to: URL(fileURLWithPath: cache))
-            printErr("wrote \(tensors.count) tensors (\(cached.count) hooks\(grads.isEmpty ? "" : ", \(grads.count) gradients") + logits) to \(cache)")
-        }
-        if let gradCache {
-            try SafetensorsWriter.write(grads, metadata: meta, to: URL(fileURLWithPath: gradCache))
-            printErr("wrote \(grads.count) hook gradients to \(gradCache)")
-        }
-        if let paramGrads, let parameterGrads {
-            let checkpoint = loaded.checkpoint
-            var tensors: [String: Tensor] = [:]
-            for (name, t) in parameterGrads.checkpointTensors() { tensors[checkpoint.storedName(name)] = t }
-            try SafetensorsWriter.write(tensors, metadata: meta, to: URL(fileURLWithPath: paramGrads))
-            printErr("wrote \(tensors.count) parameter gradients to \(paramGrads)")
-        }
-        if json { return try printJSON(Output(tokens: ids, top: top, metric: metricValue)) }
-        print("model   \(loaded.checkpoint.directory.path) (\(gpt.lnMode.rawValue))")
-        print("tokens  \(ids.count): \(ids.map { JSONText.quoted(tok.tokenString($0)) }.joined(separator: " "))")
-        if let metricValue { print("metric  \(metricValue.name) = \(metricValue.value)") }
+        (job.cacheActivations, job.freezeLNScale, job.parameterGradients) = (cache != nil, freezeLnScale, paramGrads != nil)
+        job.metric = try parsedMetric(loaded)
+        let result = try job.run()
+        try write(result, loaded: loaded, tokens: job.tokens)
+        let top = result.top(topK, tokenString: tok.tokenString)
+        if json { return try printJSON(Output(tokens: job.tokens, top: top, metric: result.metric)) }
+        print("model   \(loaded.checkpoint.directory.path) (\(loaded.model.lnMode.rawValue))")
+        print("tokens  \(job.tokens.count): \(job.tokens.map { JSONText.quoted(tok.tokenString($0)) }.joined(separator: " "))")
+        if let metric = result.metric { print("metric  \(metric.name) = \(metric.value)") }
         print("next token, top \(topK):")
         print("  rank      id  token                    logit      prob")
         for (i, c) in top.enumerated() {
@@ -189,12 +138,35 @@ struct RunCommand: ParsableCommand {
             print(String(format: "  %4d  %6d  ", i + 1, c.id) + shown + String(format: "  %9.4f  %8.5f", c.logit, c.prob))
         }
     }
-}
 
-/// Probabilities from logits, computed in Double for accuracy.
-func softmax(_ logits: [Float]) -> [Float] {
-    let m = logits.max() ?? 0
-    let e = logits.map { exp(Double($0 - m)) }
-    let s = e.reduce(0, +)
-    return e.map { Float($0 / s) }
+    /// Writes --cache, --grad-cache and --param-grads, each with the run's metadata, saying so on stderr.
+    func write(_ result: RunJob.Result, loaded: LoadedModel, tokens: [Int]) throws {
+        let gpt = loaded.model
+        var meta = ["model": loaded.checkpoint.directory.path, "ln_mode": gpt.lnMode.rawValue,
+                    "processing": gpt.processing.description, "tokens": tokens.map(String.init).joined(separator: ","),
+                    "lnlens_version": LNLensVersion.string]
+        if let metric = result.metric {
+            meta["metric"] = metric.name
+            meta["metric_value"] = "\(metric.value)"
+            meta["freeze_ln_scale"] = "\(freezeLnScale)"
+            if let answer { meta["answer"] = answer }
+            if let wrong { meta["wrong"] = wrong }
+        }
+        let grads = result.namedHookGradients
+        if let cache {
+            let tensors = result.cacheTensors
+            try SafetensorsWriter.write(tensors, metadata: meta, to: URL(fileURLWithPath: cache))
+            printErr("wrote \(tensors.count) tensors (\(result.cached.count) hooks\(grads.isEmpty ? "" : ", \(grads.count) gradients") + logits) to \(cache)")
+        }
+        if let gradCache {
+            try SafetensorsWriter.write(grads, metadata: meta, to: URL(fileURLWithPath: gradCache))
+            printErr("wrote \(grads.count) hook gradients to \(gradCache)")
+        }
+        if let paramGrads, let parameters = result.parameterGradients {
+            var tensors: [String: Tensor] = [:]
+            for (name, t) in parameters.checkpointTensors() { tensors[loaded.checkpoint.storedName(name)] = t }
+            try SafetensorsWriter.write(tensors, metadata: meta, to: URL(fileURLWithPath: paramGrads))
+            printErr("wrote \(tensors.count) parameter gradients to \(paramGrads)")
+        }
+    }
 }

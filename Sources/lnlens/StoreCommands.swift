@@ -157,49 +157,74 @@ struct RunsCommand: ParsableCommand {
     }
 }
 
+/// `lnlens query --sql "SELECT …"`, and the named queries as its subcommands. The options of
+/// `query` (`--db`, `--json`, `--csv`) may come before or after a named query's name.
 struct QueryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
         abstract: "Read the results database: a named query or --sql \"SELECT …\" (the database is opened read-only).",
-        discussion: "Named queries:\n" + StoredRuns.namedQueries.keys.sorted().map { "  " + StoredRuns.namedQueries[$0]! }.joined(separator: "\n"))
+        subcommands: [RunsQuery.self, NMAEQuery.self, TopHeadsQuery.self])
 
-    @Argument(help: "A named query and its arguments: runs, nmae, or top-heads RUN_ID.")
-    var words: [String] = []
     @Option(help: "Any SQL statement that only reads.") var sql: String?
-    @Option(help: "Rows of top-heads (default 20).") var limit: Int?
     @Option(help: "Stop a statement that runs longer than this many seconds.") var timeout: Double = 60
     @OptionGroup var read: ReadOptions
 
     func validate() throws {
-        if (sql == nil) == words.isEmpty {
-            throw ValidationError("give a named query (\(StoredRuns.namedQueries.keys.sorted().joined(separator: ", "))) or --sql \"SELECT …\"")
-        }
-        if let limit, limit < 1 { throw ValidationError("--limit \(limit): give a positive number of rows") }
         if !(timeout > 0) { throw ValidationError("--timeout \(timeout): give a positive number of seconds") }
-        if sql == nil {
-            let name = words[0], rest = Array(words.dropFirst())
-            switch name {
-            case "runs", "nmae":
-                if !rest.isEmpty { throw ValidationError("named query \(name) takes no arguments, got '\(rest.joined(separator: " "))'") }
-                if limit != nil { throw ValidationError("--limit goes with top-heads") }
-            case "top-heads":
-                guard rest.count == 1, Int64(rest[0]) != nil else {
-                    throw ValidationError("usage: lnlens query top-heads RUN_ID [--limit N]")
-                }
-            default:
-                throw JobError.unknownNamedQuery(name: name, known: Array(StoredRuns.namedQueries.keys))
-            }
-        }
     }
 
     func run() throws {
-        let db = try read.open()
-        if let sql { return try read.stream(db, sql: sql, timeout: timeout) }
-        switch words[0] {
-        case "runs": try read.print(try db.runsTable())
-        case "nmae": try read.print(try StoredRuns.nmaeTable(db: db))
-        default: try read.print(try StoredRuns.topHeads(db: db, runID: Int64(words[1])!, limit: limit ?? 20))
+        guard let sql else {
+            throw ValidationError("give a named query (runs, nmae, top-heads RUN_ID) or --sql \"SELECT …\"")
         }
+        try read.stream(try read.open(), sql: sql, timeout: timeout)
+    }
+
+    /// A named query's options: `query`'s own; refused with --sql.
+    static func options(_ query: QueryCommand) throws -> ReadOptions {
+        if query.sql != nil { throw ValidationError("give a named query or --sql \"SELECT …\", not both") }
+        return query.read
+    }
+}
+
+struct RunsQuery: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runs", abstract: "Every run: id, command, model, LN mode, prompts stored / planned, shard, status, times.")
+    @ParentCommand var query: QueryCommand
+
+    func run() throws {
+        let read = try QueryCommand.options(query)
+        try read.print(try read.open().runsTable())
+    }
+}
+
+struct NMAEQuery: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "nmae",
+        abstract: "Per dla run: id, model, LN mode, NMAE (%) over all heads from the stored rows, prompts stored, status.")
+    @ParentCommand var query: QueryCommand
+
+    func run() throws {
+        let read = try QueryCommand.options(query)
+        try read.print(try StoredRuns.nmaeTable(db: read.open()))
+    }
+}
+
+struct TopHeadsQuery: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "top-heads",
+        abstract: "Heads of a dla run by mean |direct effect|, with mean DLA, mean DE and NMAE (%).")
+    @Argument(help: ArgumentHelp("The dla run.", valueName: "run-id")) var runID: Int64
+    @Option(help: "Rows to list.") var limit = 20
+    @ParentCommand var query: QueryCommand
+
+    func validate() throws {
+        if limit < 1 { throw ValidationError("--limit \(limit): give a positive number of rows") }
+    }
+
+    func run() throws {
+        let read = try QueryCommand.options(query)
+        try read.print(try StoredRuns.topHeads(db: read.open(), runID: runID, limit: limit))
     }
 }
 

@@ -14,17 +14,17 @@ struct TrainingFlags: ParsableArguments {
     var corpus: String
     @Option(help: "Folder to write: the trained model (a Hugging Face folder) and, while training, checkpoints/.")
     var out: String
-    @Option(help: "Tokens per sequence (at most the model's n_positions).") var seqLen = 128
-    @Option(help: "Tokens per optimizer step (sequences per step = this / --seq-len).") var batchTokens = 16384
+    @Option(help: "Tokens per sequence (at most the model's n_positions).") var seqLen = TrainingRecipe.seqLen
+    @Option(help: "Tokens per optimizer step (sequences per step = this / --seq-len).") var batchTokens = TrainingRecipe.batchTokens
     @Option(help: "Sequences per forward/backward pass (gradients are accumulated over a step's passes).")
-    var microBatch = 8
+    var microBatch = TrainingRecipe.microBatch
     @Option(help: "Optimizer steps (train: 1000; remove-ln: the schedule's last removal + 196, the paper's 300 for 12 layers).")
     var steps: Int?
     @Option(help: "Peak learning rate after warm-up (train: 6e-4; remove-ln: 6e-4).") var lr: Double?
     @Option(help: "Learning-rate floor the cosine decays to (train: lr/10; remove-ln: 3e-4).") var minLr: Double?
     @Option(help: "Warm-up steps, linear from 0 (train: min(100, steps/10); remove-ln: 20).") var warmup: Int?
-    @Option(help: "AdamW weight decay (on embeddings and matrices).") var weightDecay = 0.01
-    @Option(help: "Clip the global gradient norm to this.") var maxGradNorm = 1.0
+    @Option(help: "AdamW weight decay (on embeddings and matrices).") var weightDecay = TrainingRecipe.weightDecay
+    @Option(help: "Clip the global gradient norm to this.") var maxGradNorm = TrainingRecipe.maxGradNorm
     @Option(help: "Seed of the initial weights (--init) and of the order the corpus's sequences are read in.") var seed: UInt64 = 0
     @Option(help: "Write a checkpoint every N steps (and at the end, and on Ctrl-C).") var checkpointEvery = 50
     @Flag(help: "Continue the interrupted training whose checkpoints are in --out (same options).") var resume = false
@@ -63,26 +63,9 @@ struct TrainingFlags: ParsableArguments {
 
     var outURL: URL { URL(fileURLWithPath: out).standardizedFileURL }
 
-    /// Prepares --out: refused when it exists (unless --force, or --resume which needs it), or
-    /// when it is, or holds, one of `inputs`.
+    /// Prepares --out (`TrainJob.prepareOutput`); the database is an input too.
     func prepareOut(inputs: [String]) throws {
-        let fm = FileManager.default
-        let target = outURL.path
-        do {
-            try Files.checkOutputFolder(out, option: "--out", inputs: inputs + [db], force: force || resume)
-        } catch { throw CLIError.io(error.description) }
-        let exists = fm.fileExists(atPath: target)
-        if resume {
-            guard exists else { throw CLIError.io("--resume: \(out) does not exist; run without --resume to start a training there") }
-            return
-        }
-        if exists {
-            guard force else {
-                throw CLIError.io("--out \(out) already exists; pass --force to replace it, or --resume to continue the training in it")
-            }
-            try fm.removeItem(atPath: target)
-        }
-        try fm.createDirectory(atPath: target, withIntermediateDirectories: true)
+        try TrainJob.prepareOutput(out, inputs: inputs + [db], force: force, resume: resume)
     }
 
     /// Refuses, before the corpus is read, a training whose gradients, AdamW moments and one
@@ -97,23 +80,20 @@ struct TrainingFlags: ParsableArguments {
         return try TokenCorpus.load(url, tokenizer: tokenizer, eot: tokenizer.endOfTextID)
     }
 
-    func settings(steps: Int, lr: Double, minLr: Double, warmup: Int, auxWeight: Double) -> TrainingSettings {
-        var adam = AdamWSettings()
-        adam.weightDecay = weightDecay
-        return TrainingSettings(seqLen: seqLen, sequencesPerStep: batchTokens / seqLen, microBatch: microBatch, steps: steps,
-                                seed: seed, learningRate: LearningRateSchedule(peak: lr, floor: minLr, warmupSteps: warmup, totalSteps: steps),
-                                adamW: adam, maxGradNorm: maxGradNorm, auxWeight: auxWeight)
+    func settings(_ recipe: TrainingRecipe, auxWeight: Double) -> TrainingSettings {
+        recipe.settings(seqLen: seqLen, batchTokens: batchTokens, microBatch: microBatch, seed: seed, weightDecay: weightDecay,
+                        maxGradNorm: maxGradNorm, auxWeight: auxWeight)
     }
 
-    /// The options as stored with the run.
-    func optionsJSON(_ extra: [String: Any]) -> String {
-        var o: [String: Any] = [
-            "corpus": corpus, "out": out, "seq_len": seqLen, "batch_tokens": batchTokens, "micro_batch": microBatch,
-            "weight_decay": weightDecay, "max_grad_norm": maxGradNorm, "seed": seed,
-            "checkpoint_every": checkpointEvery, "dtype": dtype, "db": db,
-        ]
-        o.merge(extra) { _, b in b }
-        return RunOptions.json(o)
+    /// The options as stored with the run, with the `lr` and `steps` of the recipe used.
+    func options(_ recipe: TrainingRecipe) -> TrainOptions {
+        let (lr, steps) = (recipe.lr, recipe.steps)
+        var o = TrainOptions()
+        (o.computation.corpus, o.computation.seqLen, o.computation.batchTokens) = (corpus, seqLen, batchTokens)
+        (o.computation.microBatch, o.computation.weightDecay, o.computation.maxGradNorm) = (microBatch, weightDecay, maxGradNorm)
+        (o.computation.seed, o.computation.dtype, o.computation.lr, o.computation.steps) = (seed, dtype, lr, steps)
+        (o.record.out, o.record.checkpointEvery, o.record.db) = (out, checkpointEvery, db)
+        return o
     }
 
     /// Runs `job` with the progress line and a log line every --log-every steps, then prints
@@ -200,17 +180,17 @@ struct TrainCommand: ParsableCommand {
         }
         try flags.checkMemory(model)
         let corpus = try flags.loadCorpus(tokenizer: tok)
-        let steps = flags.steps ?? 1000
-        let lr = flags.lr ?? 6e-4
-        let settings = flags.settings(steps: steps, lr: lr, minLr: flags.minLr ?? lr / 10,
-                                      warmup: flags.warmup ?? min(100, steps / 10), auxWeight: 0)
+        let recipe = TrainingRecipe.train(steps: flags.steps, lr: flags.lr, minLr: flags.minLr, warmup: flags.warmup)
+        let settings = flags.settings(recipe, auxWeight: 0)
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil)
         try flags.prepareOut(inputs: inputs + [tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
                         "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
+        var options = flags.options(recipe)
+        (options.record.initConfig, options.record.from) = (initConfig ?? "", from ?? "")
         var job = TrainJob(trainer: trainer, command: StoreName.trainCommand, modelPath: modelPath, modelHash: modelHash,
-                           optionsJSON: flags.optionsJSON(["init": initConfig ?? "", "from": from ?? "", "lr": lr, "steps": steps]),
+                           options: options,
                            toolVersion: LNLensVersion.string, out: out, checkpointEvery: flags.checkpointEvery) { t in
             try CheckpointExport.write(t.model.parameters, config: t.model.config, into: out, tokenizerFrom: tokenizerDir,
                                        precision: precision, metadata: metadata)
@@ -219,7 +199,7 @@ struct TrainCommand: ParsableCommand {
         job.forceResume = flags.forceResume
         print("training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokens.count.formatted()) tokens "
               + "(\(corpus.documents) documents, \(corpus.blockCount(seqLen: settings.seqLen)) sequences of \(settings.seqLen)); "
-              + "\(steps) steps of \(settings.tokensPerStep) tokens")
+              + "\(recipe.steps) steps of \(settings.tokensPerStep) tokens")
         try flags.execute(job, label: "train")
     }
 }
@@ -242,14 +222,14 @@ struct RemoveLNCommand: ParsableCommand {
 
     @Argument(help: "The model to remove LayerNorm from (folder or name).") var model: String
     @Flag(help: "Fine-tune identically but remove nothing (the vanilla control).") var keepLn = false
-    @Option(help: "Weight of the auxiliary loss on σ's spread at ln_f's input.") var auxWeight = 0.1
-    @Option(help: "Momentum of σ's moving average.") var momentum = 0.9
-    @Option(help: "Step at which block 0's ln_2 is removed (0-based: steps already taken, as the paper's code counts; the log's step N is step N−1 here).") var ln2Start = 20
-    @Option(help: "Steps between blocks for ln_2 (0: all blocks at once).") var ln2Gap = 2
+    @Option(help: "Weight of the auxiliary loss on σ's spread at ln_f's input.") var auxWeight = TrainingRecipe.auxWeight
+    @Option(help: "Momentum of σ's moving average.") var momentum = TrainingRecipe.momentum
+    @Option(help: "Step at which block 0's ln_2 is removed (0-based: steps already taken, as the paper's code counts; the log's step N is step N−1 here).") var ln2Start = TrainingRecipe.paperSchedule.ln2Start
+    @Option(help: "Steps between blocks for ln_2 (0: all blocks at once).") var ln2Gap = TrainingRecipe.paperSchedule.ln2Gap
     @Option(help: "Step of block 0's ln_1 Q/K path (default: ln2-start + layers · ln2-gap).") var ln1qkStart: Int?
-    @Option(help: "Steps between blocks for ln_1 Q/K.") var ln1qkGap = 2
+    @Option(help: "Steps between blocks for ln_1 Q/K.") var ln1qkGap = TrainingRecipe.paperSchedule.ln1QKGap
     @Option(help: "Step of block 0's ln_1 V path (default: ln1qk-start + layers · ln1qk-gap).") var ln1vStart: Int?
-    @Option(help: "Steps between blocks for ln_1 V.") var ln1vGap = 3
+    @Option(help: "Steps between blocks for ln_1 V.") var ln1vGap = TrainingRecipe.paperSchedule.ln1VGap
     @Option(help: "Step of ln_f (default: ln1v-start + layers · ln1v-gap).") var lnfStep: Int?
     @OptionGroup var flags: TrainingFlags
 
@@ -276,10 +256,9 @@ struct RemoveLNCommand: ParsableCommand {
         let schedule = RemovalSchedule(nLayers: loaded.model.config.nLayers, ln2Start: ln2Start, ln2Gap: ln2Gap,
                                        ln1QKStart: ln1qkStart, ln1QKGap: ln1qkGap, ln1VStart: ln1vStart, ln1VGap: ln1vGap,
                                        lnFinalStep: lnfStep)
-        let steps = flags.steps ?? schedule.defaultTotalSteps
-        let lr = flags.lr ?? 6e-4
-        let settings = flags.settings(steps: steps, lr: lr, minLr: flags.minLr ?? 3e-4, warmup: flags.warmup ?? 20,
-                                      auxWeight: auxWeight)
+        let recipe = TrainingRecipe.removeLN(schedule: schedule, steps: flags.steps, lr: flags.lr, minLr: flags.minLr,
+                                             warmup: flags.warmup)
+        let settings = flags.settings(recipe, auxWeight: auxWeight)
         let layerNorms = FakeLayerNorms(schedule: schedule, momentum: momentum, keepLN: keepLn)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms)
         try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
@@ -287,13 +266,12 @@ struct RemoveLNCommand: ParsableCommand {
         let keep = keepLn
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": keepLn ? "remove-ln --keep-ln" : "remove-ln",
                         "source": source, "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
+        var options = flags.options(recipe)
+        (options.record.model, options.computation.keepLN) = (model, keepLn)
+        (options.computation.auxWeight, options.computation.momentum) = (auxWeight, momentum)
+        options.computation.schedule = schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ",")
         var job = TrainJob(trainer: trainer, command: StoreName.removeLNCommand, modelPath: source,
-                           modelHash: try loaded.weightsHash(),
-                           optionsJSON: flags.optionsJSON([
-                               "model": model, "keep_ln": keepLn, "aux_weight": auxWeight, "momentum": momentum,
-                               "schedule": schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ","),
-                               "lr": lr, "steps": steps,
-                           ]),
+                           modelHash: try loaded.weightsHash(), options: options,
                            toolVersion: LNLensVersion.string, out: out, checkpointEvery: flags.checkpointEvery) { t in
             var config = t.model.config
             let weights = try ModelParameters(table: t.model.parameters.table)
@@ -305,7 +283,7 @@ struct RemoveLNCommand: ParsableCommand {
         job.keepCheckpoints = flags.keepCheckpoints
         job.forceResume = flags.forceResume
         let what = keepLn ? "fine-tuning with LayerNorm kept (--keep-ln)" : "removing \(schedule.events.count) LayerNorm paths by step \(schedule.lastStep)"
-        print("\(what): \(steps) steps of \(settings.tokensPerStep) tokens on \(corpus.tokens.count.formatted()) tokens of \(corpus.path)")
+        print("\(what): \(recipe.steps) steps of \(settings.tokensPerStep) tokens on \(corpus.tokens.count.formatted()) tokens of \(corpus.path)")
         try flags.execute(job, label: keepLn ? "keep-ln" : "remove-ln")
     }
 }
@@ -355,11 +333,10 @@ struct EvalCommand: ParsableCommand {
         return names.filter { FileManager.default.fileExists(atPath: EmbeddedModels.resolve($0) + "/config.json") }
     }
 
-    func run() throws {
-        let shard = try sharding.resolved()
-        var entries: [EvalJob.Entry] = []
+    /// Each model as the job takes it, with its LN mode, and the first one's tokenizer.
+    func loadModels() throws -> (entries: [EvalJob.Entry], modes: [String], tokenizer: GPT2Tokenizer) {
+        var entries: [EvalJob.Entry] = [], modes: [String] = []
         var tokenizer: GPT2Tokenizer?
-        var modes: [String] = []
         for spec in specs {
             let loaded = try LoadedModel.load(spec, processing: .none)
             if let first = entries.first, first.model.config.dVocab != loaded.model.config.dVocab {
@@ -367,25 +344,26 @@ struct EvalCommand: ParsableCommand {
                                                        otherVocab: loaded.model.config.dVocab)
             }
             if tokenizer == nil { tokenizer = try loaded.requireTokenizer() }
-            entries.append(.init(name: spec, model: loaded.model,
-                                 hash: try loaded.weightsHash()))
+            entries.append(.init(name: spec, model: loaded.model, hash: try loaded.weightsHash()))
             modes.append(loaded.model.lnMode.rawValue)
         }
-        let tok = tokenizer!
-        let textURL = URL(fileURLWithPath: CorpusFiles.resolve(text))
-        let corpus = try TokenCorpus.load(textURL, tokenizer: tok, eot: tok.endOfTextID)
+        return (entries, modes, tokenizer!)
+    }
+
+    func run() throws {
+        let shard = try sharding.resolved()
+        let (entries, modes, tok) = try loadModels()
+        let corpus = try TokenCorpus.load(URL(fileURLWithPath: CorpusFiles.resolve(text)), tokenizer: tok, eot: tok.endOfTextID)
         let window = context ?? min(128, entries.map(\.model.config.nCtx).min()!)
         // One pass of --batch windows (every logit kept), before any run is recorded.
         let passWindows = max(1, min(batch, corpus.blockCount(seqLen: window)))
         try MemoryBudget.check(bytes: entries.map { ForwardPass.footprint(B: passWindows, T: window, config: $0.model.config, backward: false) }.max()!)
-        var options: [String: Any] = ["models": specs.joined(separator: ","), "ln_modes": modes.joined(separator: ","), "text": text, "context": window, "batch": batch, "chunk_size": chunkSize, "db": db]
-        if let shard { options["shard"] = shard.description }
-        var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch,
-                          optionsJSON: RunOptions.json(options),
+        var options = EvalOptions()
+        (options.record.models, options.record.lnModes) = (specs.joined(separator: ","), modes.joined(separator: ","))
+        (options.record.text, options.record.db, options.record.shard) = (text, db, shard?.description)
+        var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch, options: options,
                           toolVersion: LNLensVersion.string)
-        job.shard = shard
-        job.chunkSize = chunkSize
-        job.forceResume = forceResume
+        (job.shard, job.chunkSize, job.forceResume) = (shard, chunkSize, forceResume)
         let database = try ResultsDatabase(path: db)
         let progress = ProgressLine(label: "eval", unit: "window scores")
         Interrupt.install()
@@ -397,38 +375,44 @@ struct EvalCommand: ParsableCommand {
                 if Interrupt.requested { throw JobStop() }
             }
         }
-        if json {
-            struct Row: Encodable {
-                let model: String, lnMode: String, loss: Double, ciLow: Double, ciHigh: Double, windows: Int, predictions: Int
-                enum CodingKeys: String, CodingKey {
-                    case model, lnMode = "ln_mode", loss, ciLow = "ci_low", ciHigh = "ci_high", windows, predictions
-                }
-            }
-            struct Out: Encodable { let runID: Int64; let text: String; let context: Int; let models: [Row]
-                enum CodingKeys: String, CodingKey { case runID = "run_id", text, context, models } }
-            return try printJSON(Out(runID: id, text: corpus.path, context: window, models: zip(zip(specs, modes), results).map {
-                Row(model: $0.0.0, lnMode: $0.0.1, loss: $0.1.loss, ciLow: $0.1.ciLow, ciHigh: $0.1.ciHigh, windows: $0.1.windows,
-                    predictions: $0.1.predictions)
-            }))
-        }
+        let rows = zip(zip(specs, modes), results).map { Row(model: $0.0.0, lnMode: $0.0.1, result: $0.1) }
+        if json { return try printJSON(Output(runID: id, text: corpus.path, context: window, models: rows)) }
         let windows = corpus.blockCount(seqLen: window)
         print("\(corpus.path): \(corpus.tokens.count.formatted()) tokens, "
               + (shard.map { "shard \($0): \(results[0].windows) of \(windows) windows of \(window)" } ?? "\(windows) windows of \(window)"))
-        let width = max(5, specs.map(\.count).max()!)
-        print("model".padding(toLength: width, withPad: " ", startingAt: 0) + "  ln mode     loss     95% CI")
-        for ((spec, mode), r) in zip(zip(specs, modes), results) {
-            print(spec.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + mode.padding(toLength: 10, withPad: " ", startingAt: 0)
-                  + String(format: "  %.4f   [%.4f, %.4f]", r.loss, r.ciLow, r.ciHigh))
-        }
-        if results.count > 1 {
-            for (spec, r) in zip(specs.dropFirst(), results.dropFirst()) {
-                print(String(format: "%@ − %@: %+.4f nats", spec, specs[0], r.loss - results[0].loss))
-            }
-        }
+        Self.printTable(rows)
         if let shard {
             print("stored in \(db) as shard \(shard) (run \(id)); once all \(shard.count) shards are done, combine them with: lnlens merge OUT.sqlite SHARD.sqlite…")
         } else {
             print("stored in \(db) as run \(id)")
         }
+    }
+
+    /// One model's result, as `--json` prints it.
+    struct Row: Encodable {
+        let model: String, lnMode: String, loss: Double, ciLow: Double, ciHigh: Double, windows: Int, predictions: Int
+        enum CodingKeys: String, CodingKey {
+            case model, lnMode = "ln_mode", loss, ciLow = "ci_low", ciHigh = "ci_high", windows, predictions
+        }
+        init(model: String, lnMode: String, result r: EvalResult) {
+            (self.model, self.lnMode) = (model, lnMode)
+            (loss, ciLow, ciHigh, windows, predictions) = (r.loss, r.ciLow, r.ciHigh, r.windows, r.predictions)
+        }
+    }
+
+    struct Output: Encodable {
+        let runID: Int64, text: String, context: Int, models: [Row]
+        enum CodingKeys: String, CodingKey { case runID = "run_id", text, context, models }
+    }
+
+    /// The loss table, and each model's difference from the first.
+    static func printTable(_ rows: [Row]) {
+        let width = max(5, rows.map(\.model.count).max()!)
+        print("model".padding(toLength: width, withPad: " ", startingAt: 0) + "  ln mode     loss     95% CI")
+        for r in rows {
+            print(r.model.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + r.lnMode.padding(toLength: 10, withPad: " ", startingAt: 0)
+                  + String(format: "  %.4f   [%.4f, %.4f]", r.loss, r.ciLow, r.ciHigh))
+        }
+        for r in rows.dropFirst() { print(String(format: "%@ − %@: %+.4f nats", r.model, rows[0].model, r.loss - rows[0].loss)) }
     }
 }

@@ -30,14 +30,14 @@ import Tokenizer
     /// Runs the whole `dla` job (batching, storage, summaries) on an in-memory database.
     /// A runner over the fixture prompts: batches of 3 (several per length, more than one
     /// length) stored in chunks of 4.
-    static func runner(model name: String, optionsJSON: String = "{}") throws -> DLAJob {
+    static func runner(model name: String, options: DLAOptions = DLAOptions()) throws -> DLAJob {
         let checkpoint = try Checkpoint.open(fixtures.appendingPathComponent("models/\(name)").path)
         let model = try GPT2Model(checkpoint: checkpoint)
         let tok = try tokenizer()
         let set = try PromptSet.load(url: fixtures.appendingPathComponent("reference/dla/prompts.jsonl"),
                                      tokenizer: tok, skipInvalid: false)
         var runner = DLAJob(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
-                               input: .prompts(set), decode: { tok.decode($0) }, optionsJSON: optionsJSON,
+                               input: .prompts(set), decode: { tok.decode($0) }, options: options,
                                toolVersion: "test")
         runner.batchSize = 3
         runner.chunkSize = 4
@@ -146,19 +146,39 @@ import Tokenizer
 
     /// A run resumes only with the options that change its numbers unchanged.
     @Test func resumeRefusesChangedOptions() throws {
-        func runner(_ options: String) throws -> DLAJob { try Self.runner(model: "tiny-ln", optionsJSON: options) }
+        func runner(prependBOS: Bool, db: String) throws -> DLAJob {
+            var options = DLAOptions()
+            (options.computation.prependBOS, options.record.db) = (prependBOS, db)
+            return try Self.runner(model: "tiny-ln", options: options)
+        }
         let db = try ResultsDatabase.inMemory()
         #expect(throws: JobError.interrupted(runID: 1, done: 4, total: 8, unit: "prompts", resume: "--resume 1")) {
-            try runner(#"{"prepend_bos": "false", "db": "a"}"#).run(db: db) { done, _ in
+            try runner(prependBOS: false, db: "a").run(db: db) { done, _ in
                 if done >= 4 { throw JobStop() }
             }
         }
         #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its option prepend_bos is false but this invocation has true")) {
-            try runner(#"{"prepend_bos": "true", "db": "a"}"#).run(db: db, resume: 1)
+            try runner(prependBOS: true, db: "a").run(db: db, resume: 1)
+        }
+        var batched = try runner(prependBOS: false, db: "a")
+        batched.batchSize = 8
+        #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its option batch_size is 3 but this invocation has 8")) {
+            try batched.run(db: db, resume: 1)
         }
         // Options that do not change the numbers (here the database path) may differ.
-        #expect(try runner(#"{"prepend_bos": "false", "db": "b"}"#).run(db: db, resume: 1) == 1)
+        #expect(try runner(prependBOS: false, db: "b").run(db: db, resume: 1) == 1)
         #expect(try db.run(id: 1)?.status == .completed)
+    }
+
+    /// The run `job` records, with `optionsJSON` as its options.
+    static func record(_ job: DLAJob, optionsJSON: String, shard: Shard? = nil) throws -> RunRecord {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return RunRecord(command: StoreName.dlaCommand, optionsJSON: optionsJSON, modelPath: job.modelPath, modelHash: job.modelHash,
+                         lnMode: job.model.lnMode.rawValue,
+                         processingJSON: String(decoding: try encoder.encode(job.model.processing), as: UTF8.self),
+                         promptSetPath: job.input.path, promptSetHash: job.input.contentHash, nPrompts: job.input.count,
+                         toolVersion: job.toolVersion, shard: shard.map { ($0.index, $0.count) })
     }
 
     /// Options are compared by value, not by how they were stored: a run recorded with strings
@@ -166,19 +186,23 @@ import Tokenizer
     /// and booleans, and is refused with another value, named as the user wrote it (a JSON
     /// `true` is not shown as Foundation's "1").
     @Test func resumeComparesOptionsByValue() throws {
-        func runner(_ options: String) throws -> DLAJob { try Self.runner(model: "tiny-ln", optionsJSON: options) }
+        func runner(prependBOS: Bool) throws -> DLAJob {
+            var options = DLAOptions()
+            (options.computation.prependBOS, options.computation.skipInvalid) = (prependBOS, false)
+            return try Self.runner(model: "tiny-ln", options: options)
+        }
         let db = try ResultsDatabase.inMemory()
-        let old = #"{"prepend_bos": "true", "skip_invalid": "false", "batch_size": "3", "chunk_size": "4", "db": "a"}"#
-        #expect(throws: JobError.self) {
-            try runner(old).run(db: db) { done, _ in if done >= 4 { throw JobStop() } }
-        }
+        let old = #"{"prepend_bos": "true", "skip_invalid": "false", "batch_size": "3.0", "chunk_size": "4", "db": "a", "min_gap": "0.5", "bootstrap": "crossed"}"#
+        #expect(try db.beginRun(try Self.record(try runner(prependBOS: true), optionsJSON: old)) == 1)
         #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its option prepend_bos is true but this invocation has false")) {
-            try runner(#"{"prepend_bos": false, "skip_invalid": false, "batch_size": 3, "chunk_size": 4}"#).run(db: db, resume: 1)
+            try runner(prependBOS: false).run(db: db, resume: 1)
         }
+        var batched = try runner(prependBOS: true)
+        batched.batchSize = 8
         #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its option batch_size is 3 but this invocation has 8")) {
-            try runner(#"{"prepend_bos": true, "skip_invalid": false, "batch_size": 8.0, "chunk_size": 4}"#).run(db: db, resume: 1)
+            try batched.run(db: db, resume: 1)
         }
-        #expect(try runner(#"{"prepend_bos": true, "skip_invalid": false, "batch_size": 3.0, "chunk_size": 4}"#).run(db: db, resume: 1) == 1)
+        #expect(try runner(prependBOS: true).run(db: db, resume: 1) == 1)
         #expect(try db.run(id: 1)?.status == .completed)
         let (whole, id) = try Self.storedRun(model: "tiny-ln")
         #expect(try db.results(runID: 1) == whole.results(runID: id))

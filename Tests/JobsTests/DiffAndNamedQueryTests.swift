@@ -166,7 +166,6 @@ struct HandMade {
         #expect(throws: ResultsStoreError.noSuchRun(id: 9, path: ":memory:")) { try StoredRuns.topHeads(db: db, runID: 9, limit: 1) }
         let wrong = #expect(throws: JobError.self) { try StoredRuns.topHeads(db: db, runID: patch, limit: 1) }
         #expect(message(wrong!) == "run \(patch) is a patch run; top-heads needs a dla run (see `lnlens runs`)")
-        #expect(Set(StoredRuns.namedQueries.keys) == ["runs", "nmae", "top-heads"])
     }
 }
 

@@ -31,8 +31,7 @@ import Training
             let (model, hash) = try model(name)
             return EvalJob.Entry(name: name, model: model, hash: hash)
         }
-        var job = EvalJob(entries: entries, text: text, context: context, batch: batch,
-                          optionsJSON: #"{"context": "\#(context)", "batch": "\#(batch)"}"#, toolVersion: "test")
+        var job = EvalJob(entries: entries, text: text, context: context, batch: batch, toolVersion: "test")
         job.shard = shard
         return job
     }
@@ -45,7 +44,7 @@ import Training
 
     /// One window per pass, a window's loss is the same bits whichever windows are scored with
     /// it; with several per pass the windows that share it move the loss in the last digits
-    /// (which is why `batch` is among `EvalJob.resultOptionKeys`).
+    /// (which is why `batch` is in `EvalOptions.Computation`).
     @Test(arguments: ["tiny-ln", "tiny-lnfree"])
     func windowLossesAndTheBatch(model name: String) throws {
         let (model, _) = try Self.model(name)

@@ -19,8 +19,9 @@ import Testing
     /// The DLA job over the fixture prompts (8 of them), one prompt per batch unless told: then
     /// every prompt's numbers are the same whichever prompts share its chunk.
     static func job(model: String = "tiny-ln", shard: Shard? = nil, batchSize: Int = 1, toolVersion: String = "test",
-                    options: String = #"{"batch_size": "1"}"#) throws -> DLAJob {
-        var job = try DLATests.runner(model: model, optionsJSON: options)
+                    prependBOS: Bool? = nil) throws -> DLAJob {
+        var job = try DLATests.runner(model: model)
+        job.options.computation.prependBOS = prependBOS
         job.batchSize = batchSize
         job.shard = shard
         job.toolVersion = toolVersion
@@ -149,7 +150,6 @@ import Testing
         #expect(throws: JobError.resumeMismatch(runID: 1, reason: "its shard (--shard) is 1/2 but this invocation has none")) {
             try Self.job().run(db: db, resume: 1)
         }
-        job.chunkSize = 4
         #expect(try job.run(db: db, resume: 1) == 1)
         #expect(try Stored(db, 1).results == Stored(reference, referenceID).results)
         #expect(try db.run(id: 1)?.status == .completed)
@@ -199,10 +199,9 @@ import Testing
     /// moves values in the last float digits only; the summaries are those of the merged rows.
     @Test func batchedShardsMatchToFloatPrecision() throws {
         let folder = try Folder()
-        let options = #"{"batch_size": "3"}"#
         let reference = try ResultsDatabase.inMemory()
-        let whole = try Stored(reference, try Self.job(batchSize: 3, options: options).run(db: reference))
-        let paths = try Self.shards(4, in: folder) { try Self.job(shard: $0, batchSize: 3, options: options) }
+        let whole = try Stored(reference, try Self.job(batchSize: 3).run(db: reference))
+        let paths = try Self.shards(4, in: folder) { try Self.job(shard: $0, batchSize: 3) }
         let out = try ResultsDatabase(path: folder.path("out.sqlite"))
         let id = try MergeJob(outputPath: out.path, shardPaths: paths).run()[0].outcome.runID
         let merged = try Stored(out, id)
@@ -277,14 +276,23 @@ import Testing
     /// booleans merge when the values agree, and are refused when they do not, named by value.
     @Test func shardsMergeWhateverTheOptionsAreStoredAs() throws {
         let folder = try Folder()
-        let old = #"{"batch_size": "1", "prepend_bos": "true", "skip_invalid": "false"}"#
-        let new = #"{"batch_size": 1, "prepend_bos": true, "skip_invalid": false}"#
-        let paths = try Self.shards(2, in: folder) { try Self.job(shard: $0, options: $0.index == 0 ? old : new) }
+        let old = #"{"batch_size": "1", "chunk_size": "4.0", "prepend_bos": "true", "min_gap": "0.5", "bootstrap": "crossed"}"#
+        // Shard 0 recorded with the old options, shard 1 by the job (JSON numbers and booleans).
+        func shards(_ name: String, prependBOS: Bool) throws -> [String] {
+            try Self.shardFiles(2, in: folder, name: name) { shard, db in
+                let job = try Self.job(shard: shard, prependBOS: shard.index == 0 ? true : prependBOS)
+                if shard.index == 0 {
+                    let id = try db.beginRun(try DLATests.record(job, optionsJSON: old, shard: shard))
+                    try job.run(db: db, resume: id)
+                } else {
+                    try job.run(db: db)
+                }
+            }
+        }
+        let paths = try shards("shard", prependBOS: true)
         let merged = try MergeJob(outputPath: folder.path("out.sqlite"), shardPaths: paths).run()
         #expect(merged.count == 1 && merged[0].outcome == .created(1))
-        let other = try Self.shards(2, in: folder, name: "other") {
-            try Self.job(shard: $0, options: $0.index == 0 ? old : #"{"batch_size": 1, "prepend_bos": false, "skip_invalid": false}"#)
-        }
+        let other = try shards("other", prependBOS: false)
         let error = #expect(throws: MergeError.self) { try MergeJob(outputPath: folder.path("out2.sqlite"), shardPaths: other).run() }
         #expect(Self.message(error).contains("its option prepend_bos is false but that one's is true"), "\(Self.message(error))")
     }
@@ -312,7 +320,7 @@ import Testing
         #expect(refused([good[0], good[1], lnFree, good[3]])
                 == "\(lnFree) run 1 is not a shard of the same run as \(good[0]) run 1: its model weights hash is \(hashFree) but that one's is \(hashLN); merge only the shards of one run")
         // Options that change the numbers, and another lnlens.
-        let batched = try shard(1, 4, "batched-1.sqlite") { try Self.job(shard: $0, batchSize: 2, options: #"{"batch_size": "2"}"#) }
+        let batched = try shard(1, 4, "batched-1.sqlite") { try Self.job(shard: $0, batchSize: 2) }
         #expect(refused([good[0], batched, good[2], good[3]])
                 == "\(batched) run 1 is not a shard of the same run as \(good[0]) run 1: its option batch_size is 2 but that one's is 1; merge only the shards of one run")
         let newer = try shard(3, 4, "newer-3.sqlite") { try Self.job(shard: $0, toolVersion: "9.9.9") }
@@ -394,7 +402,7 @@ import Testing
             var job = PatchJob(model: model, modelPath: checkpoint.directory.path, modelHash: try checkpoint.weightsHash(),
                                prompts: set, sites: PatchSite.defaults, methods: [.activation, .atp, .atpStar],
                                direction: .denoise, tokenText: { tok.tokenString($0) },
-                               optionsJSON: #"{"batch_size": "1"}"#, toolVersion: "test")
+                               toolVersion: "test")
             job.batchSize = 1
             job.chunkSize = 2
             job.shard = shard

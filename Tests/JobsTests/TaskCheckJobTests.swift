@@ -34,7 +34,7 @@ import Testing
         var job = PatchJob(model: try GPT2Model(checkpoint: checkpoint), modelPath: checkpoint.directory.path,
                            modelHash: try checkpoint.weightsHash(), prompts: set, sites: [.residPre, .z],
                            methods: [.activation, .atp], direction: .denoise, tokenText: { tok.tokenString($0) },
-                           optionsJSON: "{}", toolVersion: "test")
+                           toolVersion: "test")
         job.batchSize = 1
         job.minGap = minGap
         return job
@@ -109,7 +109,7 @@ import Testing
         func dla(_ minGap: Double) throws -> Int64 {
             var job = DLAJob(model: try GPT2Model(checkpoint: checkpoint), modelPath: checkpoint.directory.path,
                              modelHash: try checkpoint.weightsHash(), input: .prompts(set), decode: { tok.decode($0) },
-                             optionsJSON: "{}", toolVersion: "test")
+                             toolVersion: "test")
             job.batchSize = 3
             job.minGap = minGap
             return try job.run(db: db)
