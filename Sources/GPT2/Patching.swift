@@ -29,10 +29,11 @@ public struct ActivationPatch: Sendable, Hashable {
 
 extension GPT2Model {
     /// Rows of patched residual stream run together: about 512 MiB of working memory (a row holds
-    /// about 16·d_model + 3·d_mlp floats on its way through a block), at most 8192 — 6,200 rows
-    /// for GPT-2 small, 3,000 for GPT-2 XL, whose 6.2 GB of weights leave less room.
-    var patchRowBudget: Int {
-        let bytesPerRow = 4 * (16 * config.dModel + 3 * config.dMLP)
+    /// about 16·d_model + 3·d_mlp floats on its way through a block, and NH·T attention scores),
+    /// at most 8192 — 5,300 rows for GPT-2 small on 15 tokens, 2,600 for GPT-2 XL, whose 6.2 GB of
+    /// weights leave less room.
+    func patchRowBudget(T: Int) -> Int {
+        let bytesPerRow = 4 * (16 * config.dModel + 3 * config.dMLP + config.nHeads * T)
         return min(8192, max(256, (512 << 20) / bytesPerRow))
     }
 
@@ -43,13 +44,13 @@ extension GPT2Model {
     /// Causality makes it cheap: a patch at (layer l, position p) changes nothing before layer l
     /// or before position p. So a patch enters where its change does — for a block output or a head,
     /// the changed rows of layer l only (a head's change is added to attn_out through its W_O
-    /// rows, and the MLP recomputed for those rows); for resid_pre, layer l itself — and from
-    /// there only positions ≥ p are recomputed, attending to the base pass's keys and values for
-    /// the positions before p. Patches run together as rows of one batch, joining at the layer
-    /// where they enter.
+    /// rows, and the MLP half of the block run on those rows); for resid_pre, layer l itself — and
+    /// from there the forward's own blocks run on positions ≥ p only, attending to the base pass's
+    /// keys and values for the positions before p. Patches run together as rows of one batch,
+    /// joining at the layer where they enter.
     public func patchedFinal(base: ForwardPass, donor: ForwardPass, patches: [ActivationPatch],
                              maxRows: Int? = nil, profile: PhaseTimes? = nil) throws(GPT2Error) -> [[Float]] {
-        let maxRows = maxRows ?? patchRowBudget
+        let maxRows = maxRows ?? patchRowBudget(T: base.T)
         guard base.retained, donor.retained else { throw .backwardNeedsRetainedPass }
         guard base.B == donor.B, base.T == donor.T else { throw .unequalLengths(first: base.T, other: donor.T, index: 0) }
         let T = base.T, L = config.nLayers
@@ -70,14 +71,16 @@ extension GPT2Model {
             let positions = (p.position.map { [$0] } ?? Array(0..<T)).filter { $0 >= firstDifference[p.prompt] }
             if positions.isEmpty { results[j] = baseFinal[p.prompt] } else { work.append((j, p, positions)) }
         }
+        // The patched rows have no hooks of their own: the runner only times them.
+        var runner = HookRunner(profile: profile)
         // Each patch's residual stream from where it enters, chunked to bound the batch.
         var chunk: [(index: Int, patch: ActivationPatch, positions: [Int])] = [], rows = 0
         func flush() throws(GPT2Error) {
             guard !chunk.isEmpty else { return }
-            profile?.start()
-            let entered = enter(chunk.map { ($0.patch, $0.positions) }, base: base, donor: donor)
-            profile?.lap("patch entry")
-            let finals = try continueForward(entered, base: base, profile: profile)
+            var (entered, pending) = enter(chunk.map { ($0.patch, $0.positions) }, base: base, donor: donor)
+            runner.endPhase("patch entry")
+            try runMLPs(pending, into: &entered, base: base, &runner)
+            let finals = try rowForward(entered, base: base, &runner)
             for (i, item) in chunk.enumerated() { results[item.index] = finals[i] }
             chunk = []
             rows = 0
@@ -108,15 +111,17 @@ extension GPT2Model {
         var resid: [Float]   // (T − start, C)
     }
 
-    /// Every patch's residual stream where it enters: block outputs and heads change resid_mid
-    /// or resid_post of their block at some rows; the MLPs those changes go through run batched
-    /// per layer.
+    /// resid_mid rows of block l waiting for its MLP half, per layer: (patch, position, row values).
+    typealias PendingMLP = [Int: [(patch: Int, position: Int, mid: [Float])]]
+
+    /// Every patch's residual stream where it enters: resid_pre patches at their layer; block
+    /// outputs and heads at the next layer, as the base's resid_post with the rows they change
+    /// — mlp_out's directly, the others' as resid_mid rows still to go through the MLP (`pending`).
     /// `positions` are the positions each patch writes (where its two runs differ).
-    func enter(_ patches: [(ActivationPatch, [Int])], base: ForwardPass, donor: ForwardPass) -> [Entered] {
+    func enter(_ patches: [(ActivationPatch, [Int])], base: ForwardPass, donor: ForwardPass) -> ([Entered], PendingMLP) {
         let T = base.T, C = config.dModel
         var entered: [Entered] = []
-        // resid_mid rows waiting for their block's MLP: (patch, position, row values).
-        var pending: [Int: [(patch: Int, position: Int, mid: [Float])]] = [:]
+        var pending: PendingMLP = [:]
         for (j, (p, positions)) in patches.enumerated() {
             let l = p.layer, b = p.prompt
             let a = base.block(l), d = donor.block(l)
@@ -150,14 +155,26 @@ extension GPT2Model {
             }
             entered.append(Entered(prompt: b, layer: l + 1, start: start, resid: post))
         }
+        return (entered, pending)
+    }
+
+    /// Runs the pending resid_mid rows of each layer through that block's MLP half (the forward's
+    /// own, on just those rows) and writes the resid_post rows into their patches' streams.
+    func runMLPs(_ pending: PendingMLP, into entered: inout [Entered], base: ForwardPass,
+                 _ runner: inout HookRunner) throws(GPT2Error) {
+        let C = config.dModel
         for (l, items) in pending {
-            let out = mlpRows(items.flatMap(\.mid), rows: items.count, layer: l, plan: base.plan.blocks[l], rawEps: base.plan.rawEps)
+            let pass = try RowPass(N: items.count, scores: 0, splitLN1: false, config: config)
+            let a = pass.block(0)
+            for (i, item) in items.enumerated() {
+                item.mid.withUnsafeBufferPointer { (a.residMid + i * C).update(from: $0.baseAddress!, count: C) }
+            }
+            try mlp(l, a, pass.rows(items.count, segments: []), base.plan.blocks[l].ln2, rawEps: base.plan.rawEps, &runner)
             for (i, item) in items.enumerated() {
                 let start = entered[item.patch].start
-                for c in 0..<C { entered[item.patch].resid[(item.position - start) * C + c] = out[i * C + c] }
+                for c in 0..<C { entered[item.patch].resid[(item.position - start) * C + c] = a.residPost[i * C + c] }
             }
         }
-        return entered
     }
 
     /// The rows of head `p.head`'s output that a q, k, v, z or pattern patch changes, and the change
@@ -168,7 +185,7 @@ extension GPT2Model {
         let a = base.block(l), d = donor.block(l)
         let qkv = a.qkv + b * T * 3 * C, donorQKV = d.qkv + b * T * 3 * C
         let pattern = a.att + (b * NH + h) * T * T, donorPattern = d.att + (b * NH + h) * T * T
-        func vec(_ base: FloatPointer, _ t: Int, part: Int) -> FloatPointer { base + t * 3 * C + part * C + h * dh }
+        func vec(_ base: FloatPointer, _ t: Int, part: Int) -> ConstFloatPointer { ConstFloatPointer(base + t * 3 * C + part * C + h * dh) }
         let zBase = { (t: Int) in a.z + (b * T + t) * C + h * dh }
         let alpha = attentionScale(layer: l)
         var rows: [Int]
@@ -177,9 +194,9 @@ extension GPT2Model {
         default: rows = Array(positions.min()!..<T)  // k, v: every query at or after the first changed key
         }
         var dz = [Float](repeating: 0, count: rows.count * dh)
-        // The z a row gets from attention weights `weights` (T) over values with donor rows `donorRows`.
+        // The z a row gets from attention weights `weights` over values with donor rows `donorValues`.
         func z(_ weights: [Float], donorValues: Set<Int>, into i: Int) {
-            for s in 0..<T where weights[s] != 0 {
+            for s in weights.indices where weights[s] != 0 {
                 let v = donorValues.contains(s) ? vec(donorQKV, s, part: 2) : vec(qkv, s, part: 2)
                 for e in 0..<dh { dz[i * dh + e] += weights[s] * v[e] }
             }
@@ -187,20 +204,9 @@ extension GPT2Model {
         }
         // Attention weights of query row t with the query, or the keys at `donorKeys`, from the donor.
         func weights(row t: Int, donorQuery: Bool, donorKeys: Set<Int>) -> [Float] {
-            let q = donorQuery ? vec(donorQKV, t, part: 0) : vec(qkv, t, part: 0)
-            var w = [Float](repeating: 0, count: T)
-            var m = -Float.infinity
-            for s in 0...t {
-                let k = donorKeys.contains(s) ? vec(donorQKV, s, part: 1) : vec(qkv, s, part: 1)
-                var dot: Float = 0
-                for e in 0..<dh { dot += q[e] * k[e] }
-                w[s] = alpha * dot
-                m = max(m, w[s])
-            }
-            var sum: Float = 0
-            for s in 0...t { w[s] = expf(w[s] - m); sum += w[s] }
-            for s in 0...t { w[s] /= sum }
-            return w
+            attentionRow(query: donorQuery ? vec(donorQKV, t, part: 0) : vec(qkv, t, part: 0),
+                         keys: { s in donorKeys.contains(s) ? vec(donorQKV, s, part: 1) : vec(qkv, s, part: 1) },
+                         count: t + 1, dh: dh, alpha: alpha)
         }
         let patched = Set(positions)
         for (i, t) in rows.enumerated() {
@@ -222,125 +228,75 @@ extension GPT2Model {
         return (rows, dz)
     }
 
-    /// resid_post of block `l` for rows of resid_mid (rows × C): ln_2, the MLP, the residual add.
-    func mlpRows(_ mid: [Float], rows R: Int, layer l: Int, plan: LayerNormPlan.Block, rawEps: Float) -> [Float] {
-        guard R > 0 else { return [] }
-        let C = config.dModel, M = config.dMLP, w = parameters.blocks[l]
-        var mean = [Float](repeating: 0, count: R), scale = mean, raw = mean
-        var normalized = [Float](repeating: 0, count: R * C), pre = [Float](repeating: 0, count: R * M)
-        var post = pre, out = [Float](repeating: 0, count: R * C)
-        layerNormStats(mean: &mean, scale: &scale, rawScale: &raw, x: mid, N: R, C: C, mode: plan.ln2, rawEps: rawEps)
-        layerNormApply(out: &normalized, x: mid, mean: mean, scale: scale, w: lnFolded ? nil : w.ln2W, b: lnFolded ? nil : w.ln2B,
-                       N: R, C: C)
-        matmulForward(out: &pre, inp: normalized, w: w.wIn, bias: w.bIn, N: R, IC: C, OC: M)
-        geluForward(out: &post, inp: pre, n: R * M)
-        matmulForward(out: &out, inp: post, w: w.wOut, bias: w.bOut, N: R, IC: M, OC: C)
-        for i in 0..<(R * C) { out[i] += mid[i] }
+    /// Runs the entered patches' rows through the blocks from the layer each enters at — the
+    /// forward's own `block`, each patch's rows attending to the base pass's keys and values
+    /// before its first row — and returns the final LayerNorm's output at each patch's last row.
+    func rowForward(_ entered: [Entered], base: ForwardPass, _ runner: inout HookRunner) throws(GPT2Error) -> [[Float]] {
+        let T = base.T, C = config.dModel, L = config.nLayers, NH = config.nHeads
+        // In the order they enter: the rows a block runs are the batch's first ones.
+        let order = entered.indices.sorted { (entered[$0].layer, $0) < (entered[$1].layer, $1) }
+        var offsets = [0]
+        for i in order { offsets.append(offsets.last! + T - entered[i].start) }
+        let N = offsets.last!
+        let pass = try RowPass(N: N, scores: NH * N * T, splitLN1: base.plan.blocks.contains { $0.ln1 != $0.ln1V }, config: config)
+        var joined = 0
+        func join(upTo layer: Int, into stream: FloatPointer) {
+            while joined < order.count && entered[order[joined]].layer <= layer {
+                entered[order[joined]].resid.withUnsafeBufferPointer {
+                    (stream + offsets[joined] * C).update(from: $0.baseAddress!, count: $0.count)
+                }
+                joined += 1
+            }
+            runner.endPhase("patch entry")
+        }
+        for l in (entered.map(\.layer).min() ?? L)..<L {
+            let a = pass.block(l), prefix = base.block(l).qkv
+            join(upTo: l, into: a.residPre)
+            let segments = AttentionSegment.packed(order.prefix(joined).map { i in
+                (T - entered[i].start, entered[i].start, ConstFloatPointer(prefix + entered[i].prompt * T * 3 * C))
+            }, NH: NH)
+            try block(l, a, pass.rows(offsets[joined], segments: segments), base.plan.blocks[l], rawEps: base.plan.rawEps, &runner)
+        }
+        let final = pass.block(L - 1).residPost
+        join(upTo: L, into: final)
+        try layerNorm(pass.lnF, input: final, weights: parameters.lnF, scale: base.plan.final, rawEps: base.plan.rawEps,
+                      hooks: (HookName(.lnFinalScale), HookName(.lnFinalNormalized)), pass.rows(N, segments: []), &runner)
+        var out = [[Float]](repeating: [], count: entered.count)
+        for (j, i) in order.enumerated() {
+            out[i] = Array(UnsafeBufferPointer(start: pass.lnF.out + (offsets[j + 1] - 1) * C, count: C))
+        }
         return out
     }
+}
 
-    /// Runs the entered patches to the end, joining each at its layer, and returns the final
-    /// LayerNorm's output at the last position of each.
-    func continueForward(_ entered: [Entered], base: ForwardPass, profile p: PhaseTimes? = nil) throws(GPT2Error) -> [[Float]] {
-        let T = base.T, C = config.dModel, M = config.dMLP, NH = config.nHeads, dh = config.dHead, L = config.nLayers
-        let totalRows = entered.reduce(0) { $0 + (T - $1.start) }
-        // Row offset of each patch in the batch (fixed: a patch's rows keep their place).
-        var offsets: [Int] = []
-        var o = 0
-        for e in entered { offsets.append(o); o += T - e.start }
-        let arena = try allocate(Arena.footprint([totalRows * C, 3 * totalRows, totalRows * C, 3 * totalRows * C,
-                                                     totalRows * C, totalRows * C, totalRows * C, totalRows * C,
-                                                     3 * totalRows, totalRows * M, totalRows * M, totalRows * C, T * T]), nil)
-        let resid = arena.take(totalRows * C)
-        let stats = arena.take(3 * totalRows)
-        let ln = arena.take(totalRows * C), qkv = arena.take(3 * totalRows * C), z = arena.take(totalRows * C)
-        let attnOut = arena.take(totalRows * C), mid = arena.take(totalRows * C), ln2 = arena.take(totalRows * C)
-        let stats2 = arena.take(3 * totalRows)
-        let pre = arena.take(totalRows * M), post = arena.take(totalRows * M), mlpOut = arena.take(totalRows * C)
-        let scores = arena.take(T * T)
-        for (i, e) in entered.enumerated() {
-            e.resid.withUnsafeBufferPointer { (resid + offsets[i] * C).update(from: $0.baseAddress!, count: e.resid.count) }
-        }
-        let firstLayer = entered.map(\.layer).min() ?? L
-        for l in firstLayer..<L {
-            // Patches that have entered by now: their rows run through block l.
-            let active = entered.indices.filter { entered[$0].layer <= l }
-            guard !active.isEmpty else { continue }
-            // Active rows are contiguous runs; run the row-wise ops per run of consecutive patches.
-            let w = parameters.blocks[l], lns = base.plan.blocks[l], a = base.block(l)
-            for run in contiguousRuns(active, offsets: offsets, entered: entered, T: T) {
-                let R = run.rows, r0 = run.first
-                let x = resid + r0 * C
-                layerNormStats(mean: stats + r0, scale: stats + totalRows + r0, rawScale: stats + 2 * totalRows + r0, x: x,
-                               N: R, C: C, mode: lns.ln1, rawEps: base.plan.rawEps)
-                layerNormApply(out: ln + r0 * C, x: x, mean: stats + r0, scale: stats + totalRows + r0,
-                               w: lnFolded ? nil : w.ln1W, b: lnFolded ? nil : w.ln1B, N: R, C: C)
-                matmulForward(out: qkv + r0 * 3 * C, inp: ln + r0 * C, w: w.wQKV, bias: w.bQKV, N: R, IC: C, OC: 3 * C)
-            }
-            p?.lap("ln1 + qkv")
-            let alpha = attentionScale(layer: l)
-            for i in active {
-                let e = entered[i], p = e.start, rows = T - p, r0 = offsets[i]
-                let baseQKV = a.qkv + e.prompt * T * 3 * C
-                for h in 0..<NH {
-                    let q = qkv + r0 * 3 * C + h * dh
-                    // Scores of this patch's query rows against every key: the base's before p, its own after.
-                    if p > 0 {
-                        sgemm(transB: true, M: rows, N: p, K: dh, alpha: alpha, A: q, lda: 3 * C, B: baseQKV + C + h * dh,
-                              ldb: 3 * C, C: scores, ldc: T)
-                    }
-                    sgemm(transB: true, M: rows, N: rows, K: dh, alpha: alpha, A: q, lda: 3 * C, B: qkv + r0 * 3 * C + C + h * dh,
-                          ldb: 3 * C, C: scores + p, ldc: T)
-                    for i in 0..<rows { for j in (p + i + 1)..<max(T, p + i + 1) { scores[i * T + j] = -.infinity } }
-                    softmaxForward(out: scores, x: scores, rows: rows, cols: T)
-                    if p > 0 {
-                        sgemm(M: rows, N: dh, K: p, A: scores, lda: T, B: baseQKV + 2 * C + h * dh, ldb: 3 * C,
-                              C: z + r0 * C + h * dh, ldc: C)
-                    }
-                    sgemm(M: rows, N: dh, K: rows, A: scores + p, lda: T, B: qkv + r0 * 3 * C + 2 * C + h * dh, ldb: 3 * C,
-                          beta: p > 0 ? 1 : 0, C: z + r0 * C + h * dh, ldc: C)
-                }
-            }
-            p?.lap("attention")
-            for run in contiguousRuns(active, offsets: offsets, entered: entered, T: T) {
-                let R = run.rows, r0 = run.first
-                matmulForward(out: attnOut + r0 * C, inp: z + r0 * C, w: w.wO, bias: w.bO, N: R, IC: C, OC: C)
-                residualForward(out: mid + r0 * C, a: resid + r0 * C, b: attnOut + r0 * C, n: R * C)
-                layerNormStats(mean: stats2 + r0, scale: stats2 + totalRows + r0, rawScale: stats2 + 2 * totalRows + r0,
-                               x: mid + r0 * C, N: R, C: C, mode: lns.ln2, rawEps: base.plan.rawEps)
-                layerNormApply(out: ln2 + r0 * C, x: mid + r0 * C, mean: stats2 + r0, scale: stats2 + totalRows + r0,
-                               w: lnFolded ? nil : w.ln2W, b: lnFolded ? nil : w.ln2B, N: R, C: C)
-                matmulForward(out: pre + r0 * M, inp: ln2 + r0 * C, w: w.wIn, bias: w.bIn, N: R, IC: C, OC: M)
-                geluForward(out: post + r0 * M, inp: pre + r0 * M, n: R * M)
-                matmulForward(out: mlpOut + r0 * C, inp: post + r0 * M, w: w.wOut, bias: w.bOut, N: R, IC: M, OC: C)
-                residualForward(out: resid + r0 * C, a: mid + r0 * C, b: mlpOut + r0 * C, n: R * C)
-            }
-            p?.lap("attn out + mlp")
-        }
-        // The final LayerNorm at each patch's last row.
-        let final = base.plan.final
-        return entered.indices.map { i in
-            let last = resid + (offsets[i] + T - entered[i].start - 1) * C
-            var mean: Float = 0, scale: Float = 0, raw: Float = 0
-            var out = [Float](repeating: 0, count: C)
-            layerNormStats(mean: &mean, scale: &scale, rawScale: &raw, x: last, N: 1, C: C, mode: final, rawEps: base.plan.rawEps)
-            layerNormApply(out: &out, x: last, mean: &mean, scale: &scale, w: lnFolded ? nil : parameters.lnFW,
-                           b: lnFolded ? nil : parameters.lnFB, N: 1, C: C)
-            return out
-        }
+/// The buffers of a forward over rows of a base pass that keeps no activations: the residual
+/// stream's two buffers, one block's buffers reused by every block, the final LayerNorm.
+final class RowPass {
+    let arena: Arena
+    let first: BlockActivations
+    let lnF: LayerNormActivations
+    let config: GPT2Config
+
+    /// For N rows and `scores` attention scores (Σ NH · rows · keys over the sequences).
+    init(N: Int, scores: Int, splitLN1: Bool, config cfg: GPT2Config) throws(GPT2Error) {
+        let C = cfg.dModel
+        let sizes = [N * C, N * C] + LayerNormActivations.sizes(N: N, C: C)
+            + BlockActivations.sizes(N: N, scores: scores, splitLN1: splitLN1, config: cfg)
+        arena = try allocate(Arena.footprint(sizes), nil)
+        let streamA = arena.take(N * C), streamB = arena.take(N * C)
+        lnF = LayerNormActivations(arena, N: N, C: C)
+        var b = BlockActivations(arena, N: N, scores: scores, splitLN1: splitLN1, config: cfg, residPre: streamA)
+        b.residPost = streamB
+        first = b
+        config = cfg
     }
 
-    /// Maximal runs of consecutive active patches, as (first row, row count).
-    private func contiguousRuns(_ active: [Int], offsets: [Int], entered: [Entered], T: Int) -> [(first: Int, rows: Int)] {
-        var runs: [(first: Int, rows: Int)] = []
-        for i in active {
-            let first = offsets[i], rows = T - entered[i].start
-            if let last = runs.last, last.first + last.rows == first {
-                runs[runs.count - 1].rows += rows
-            } else {
-                runs.append((first, rows))
-            }
-        }
-        return runs
+    func block(_ l: Int) -> BlockActivations { first.alternating(layer: l) }
+
+    /// The first `n` rows, attention's sequences among them `segments`. The rows have no hooks
+    /// (the runner requests none): their layouts take them as one sequence.
+    func rows(_ n: Int, segments: [AttentionSegment]) -> Rows {
+        Rows(N: n, segments: segments,
+             layouts: Layouts(B: 1, T: n, C: config.dModel, NH: config.nHeads, dh: config.dHead, M: config.dMLP))
     }
 }
