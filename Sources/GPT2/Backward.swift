@@ -162,12 +162,7 @@ extension GPT2Model {
         let N = pass.N, C = config.dModel, M = config.dMLP
         func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
         try runner.backward(h(.residPost), s.dResid, L.resid)
-        // d mlp_out = d resid_post (the residual add passes it to both), unless GradDrop drops it.
-        if options.dropResidualContributions.contains(l) {
-            s.dMlpOut.update(repeating: 0, count: N * C)
-        } else {
-            s.dMlpOut.update(from: s.dResid, count: N * C)
-        }
+        branchGradient(s.dMlpOut, s, layer: l, options, n: N * C)
         try runner.backward(h(.mlpOut), s.dMlpOut, L.resid)
         s.dMlp.update(repeating: 0, count: N * M)
         matmulBackward(dinp: s.dMlp, dw: gw?.wOut, dbias: gw?.bOut, dout: s.dMlpOut, inp: a.mlpPost, w: w.wOut, N: N, IC: M, OC: C)
@@ -191,12 +186,7 @@ extension GPT2Model {
         let a = pass.block(l), L = pass.rows.layouts
         let N = pass.N, C = config.dModel, NH = config.nHeads, B = pass.B, T = pass.T
         func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
-        // d attn_out = d resid_mid, unless GradDrop drops it.
-        if options.dropResidualContributions.contains(l) {
-            s.dAttnOut.update(repeating: 0, count: N * C)
-        } else {
-            s.dAttnOut.update(from: s.dResid, count: N * C)
-        }
+        branchGradient(s.dAttnOut, s, layer: l, options, n: N * C)
         try runner.backward(h(.attnOut), s.dAttnOut, L.resid)
         s.dz.update(repeating: 0, count: N * C)
         try headOutputsBackward(l, pass, s, &runner, options.parameterGradients?.blocks[l])
@@ -217,6 +207,16 @@ extension GPT2Model {
         try runner.backward(h(.v), s.dqkv, L.qkv(part: 2))
         try qkvBackward(l, pass, s, &runner, options)
         try runner.backward(h(.residPre), s.dResid, L.resid)
+    }
+
+    /// A residual branch's output gets the gradient of the sum (`s.dResid`: the residual add
+    /// passes it to both), or none where GradDrop drops block `l`'s contributions.
+    func branchGradient(_ out: FloatPointer, _ s: BackwardScratch, layer l: Int, _ options: BackwardOptions, n: Int) {
+        if options.dropResidualContributions.contains(l) {
+            out.update(repeating: 0, count: n)
+        } else {
+            out.update(from: s.dResid, count: n)
+        }
     }
 
     /// d attn_out through W_O into `s.dz`. When `hook_result` was changed, per head (its

@@ -168,35 +168,15 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     /// Tensor `name` converted to Float32, row-major in stored order.
     public func floats(_ name: String) throws -> [Float] {
-        let e = try entry(name)
-        guard e.dtype.isReadable else {
-            throw GPT2Error.unsupportedDType(file: url.path, tensor: name, dtype: e.dtype.rawValue)
-        }
-        let n = e.elementCount
-        return try withRawBytes(name) { raw in
-            [Float](unsafeUninitializedCapacity: n) { out, count in
-                switch e.dtype {
-                case .f32:
-                    // Little-endian file, little-endian host: a plain copy (source may be unaligned).
-                    if n > 0 { memcpy(out.baseAddress!, raw.baseAddress!, n * 4) }
-                    #if _endian(big)
-                    for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: out[i].bitPattern)) }
-                    #endif
-                case .f16:
-                    let table = halfToFloatTable
-                    for i in 0..<n {
-                        out[i] = table[Int(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))]
-                    }
-                case .bf16:
-                    for i in 0..<n {
-                        let h = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                        out[i] = Float(bitPattern: UInt32(h) << 16)
-                    }
-                default:
-                    break  // excluded by isReadable above
-                }
-                count = n
+        let n = try entry(name).elementCount
+        return try [Float](unsafeUninitializedCapacity: n) { out, count in
+            if let p = out.baseAddress {
+                try read(name, into: p)
+            } else {
+                var none: Float = 0  // an empty tensor: its dtype checked, nothing read
+                try read(name, into: &none)
             }
+            count = n
         }
     }
 
