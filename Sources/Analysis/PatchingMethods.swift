@@ -271,29 +271,25 @@ public enum Patching {
         let pattern = patched[HookName(.pattern, layer: l)]!, g = grads[HookName(.pattern, layer: l)]!
         let NH = q.shape[2], dh = q.shape[3]
         let alpha = model.attentionScale(layer: l)
-        func vec(_ t: Tensor, _ pos: Int) -> ArraySlice<Float> {
-            let start = ((b * T + pos) * NH + h) * dh
-            return t.data[start..<(start + dh)]
-        }
+        func start(_ pos: Int) -> Int { ((b * T + pos) * NH + h) * dh }
         let isQuery = index.site == .q || index.site == .qByPos
         let changed = Set(index.position.map { [$0] } ?? Array(0..<T))
         let rows = isQuery ? changed.sorted() : Array((changed.min() ?? 0)..<T)
         var total = 0.0
-        for t in rows {
-            let query = isQuery ? vec(dq, t) : vec(q, t)
-            var scores = [Double](repeating: -.infinity, count: T)
-            for s in 0...t {
-                let key = (!isQuery && changed.contains(s)) ? vec(dk, s) : vec(k, s)
-                var dot: Float = 0
-                for (x, y) in zip(query, key) { dot += x * y }
-                scores[s] = Double(alpha * dot)
-            }
-            let m = scores.max()!
-            let e = scores.map { $0 == -.infinity ? 0 : exp($0 - m) }
-            let sum = e.reduce(0, +)
-            let row = ((b * NH + h) * T + t) * T
-            for s in 0..<T { total += (e[s] / sum - Double(pattern.data[row + s])) * Double(g.data[row + s]) }
-        }
+        q.data.withUnsafeBufferPointer { q in k.data.withUnsafeBufferPointer { k in
+            dq.data.withUnsafeBufferPointer { dq in dk.data.withUnsafeBufferPointer { dk in
+                for t in rows {
+                    let weights = attentionRow(query: (isQuery ? dq : q).baseAddress! + start(t),
+                                               keys: { s in (!isQuery && changed.contains(s) ? dk : k).baseAddress! + start(s) },
+                                               count: t + 1, dh: dh, alpha: alpha)
+                    let row = ((b * NH + h) * T + t) * T
+                    for s in 0..<T {
+                        let patched = s <= t ? Double(weights[s]) : 0
+                        total += (patched - Double(pattern.data[row + s])) * Double(g.data[row + s])
+                    }
+                }
+            } }
+        } }
         return total
     }
 }

@@ -60,6 +60,17 @@ public struct BackwardResult: Sendable {
     public var hookGradients: [HookName: Tensor]
 }
 
+/// A metric's values on a pass and its gradient with respect to the logits it reads.
+struct MetricGradient {
+    /// Per prompt, and the scalar differentiated (their sum, or the mean loss).
+    var values: [Double]
+    var total: Double
+    /// The rows n = b·T + t of the residual stream whose logits the metric reads.
+    var rows: [Int]
+    /// d metric / d logits of those rows, `(rows.count, V)`.
+    let dlogits: Arena
+}
+
 extension GPT2Model {
     /// Runs `tokens` forward with `options` (logits as the metric needs) and back, in one call.
     public func gradients(_ tokens: [[Int]], metric: Metric, forward options: ForwardOptions = ForwardOptions(),
@@ -75,194 +86,171 @@ extension GPT2Model {
     /// caching gradients and applying the interventions' derivatives.
     public func backward(_ pass: ForwardPass, metric: Metric, options: BackwardOptions) throws(GPT2Error) -> BackwardResult {
         guard pass.retained else { throw .backwardNeedsRetainedPass }
-        let N = pass.N, C = config.dModel, V = config.dVocab, R = pass.logitRows.count
         var runner = pass.runner
-        let L = layouts(pass)
-        let g = options.parameterGradients
-        let p = options.profile
-        p?.start()
-
-        // d metric / d logits, for the logit rows it reaches (`gradRows`, indices into
-        // `pass.logitRows`): every row for the loss, each prompt's last one for a logit metric.
-        let gradRows: [Int]
-        var values: [Double]
-        var total: Double
-        let dlogitsArena: Arena
-        switch metric {
-        case .loss:
-            guard R == N else { throw .metricNeedsLogits(metric: metric.name, positions: "all") }
-            gradRows = Array(0..<R)
-            dlogitsArena = try allocate(R * V, pass.pool)
-            let ce = crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: dlogitsArena.base,
-                                  scale: options.metricScale)
-            (values, total) = (ce.perPrompt, ce.mean)
-        case .logitDifference, .logit:
-            let (answer, wrongIDs): ([Int], [Int]?) = switch metric {
-            case let .logitDifference(answer, wrong): (answer, wrong)
-            case let .logit(answer): (answer, nil)
-            case .loss: ([], nil)
-            }
-            guard answer.count == pass.B, (wrongIDs?.count ?? pass.B) == pass.B else {
-                throw .metricNeedsLogits(metric: "\(metric.name) with one answer per prompt", positions: "the last")
-            }
-            for id in answer + (wrongIDs ?? []) where id < 0 || id >= V {
-                throw .tokenOutOfVocabulary(what: "metric", id: id, dVocab: V)
-            }
-            // The last position of each prompt: its logit row.
-            let lastRows: [Int] = (0..<pass.B).map { b in pass.logitRows.firstIndex(of: b * pass.T + pass.T - 1) ?? -1 }
-            guard !lastRows.contains(-1) else { throw .metricNeedsLogits(metric: metric.name, positions: "the last") }
-            values = (0..<pass.B).map { b in
-                Double(pass.logits[lastRows[b] * V + answer[b]]) - (wrongIDs.map { Double(pass.logits[lastRows[b] * V + $0[b]]) } ?? 0)
-            }
-            total = values.reduce(0, +)
-            gradRows = lastRows
-            dlogitsArena = try allocate(pass.B * V, pass.pool)
-            logitDifferenceBackward(dlogits: dlogitsArena.base, answer: answer, wrong: wrongIDs, V: V, scale: options.metricScale)
-        }
-        defer { pass.pool?.recycle(dlogitsArena) }
-
-        p?.lap("metric")
+        runner.profile = options.profile
+        options.profile?.start()
+        let seed = try metricGradient(pass, metric, scale: options.metricScale)
+        defer { pass.pool?.recycle(seed.dlogits) }
+        runner.endPhase("metric")
         let scratch = try BackwardScratch(pass: pass, config: config)
         defer { scratch.release() }
-        // Unembedding: d ln_final output, through the rows the metric reaches only.
-        let dLnF = scratch.dLn
-        dLnF.update(repeating: 0, count: N * C)
-        let rows = gradRows.map { pass.logitRows[$0] }  // rows n = b·T + t of the residual stream
-        if rows.count == N {
-            unembedBackward(dx: dLnF, dwU: g?.wU, dbU: g?.bU, dlogits: dlogitsArena.base, x: pass.lnF.out, wU: parameters.wU,
-                            R: N, C: C, V: V)
-        } else {
-            var x = [Float](repeating: 0, count: rows.count * C), dx = [Float](repeating: 0, count: rows.count * C)
-            for (i, r) in rows.enumerated() {
-                for c in 0..<C { x[i * C + c] = pass.lnF.out[r * C + c] }
-            }
-            unembedBackward(dx: &dx, dwU: g?.wU, dbU: g?.bU, dlogits: dlogitsArena.base, x: x, wU: parameters.wU,
-                            R: rows.count, C: C, V: V)
-            for (i, r) in rows.enumerated() {
-                for c in 0..<C { dLnF[r * C + c] += dx[i * C + c] }
-            }
+        try finalBackward(pass, seed, scratch, &runner, options)
+        for l in stride(from: config.nLayers - 1, through: 0, by: -1) {
+            try mlpBackward(l, pass, scratch, &runner, options)
+            try attentionBackward(l, pass, scratch, &runner, options)
         }
-        p?.lap("unembed")
-        let dResid = scratch.dResid
-        dResid.update(repeating: 0, count: N * C)
-        try layerNormBackward(pass.lnF, input: pass.residFinal, dOut: dLnF, dInput: dResid, w: lnFolded ? nil : parameters.lnFW,
-                              dw: lnFolded ? nil : g?.lnFW, db: lnFolded ? nil : g?.lnFB, scale: pass.plan.final, freeze: options.freezeLNScale,
-                              scaleHook: HookName(.lnFinalScale), normalizedHook: HookName(.lnFinalNormalized),
-                              pass, scratch, &runner, p)
+        try embeddingsBackward(pass, scratch, &runner, options.parameterGradients)
+        return BackwardResult(metric: seed.values, total: seed.total, hookGradients: runner.grads)
+    }
+
+    /// The metric of each prompt of `pass` and its gradient (times `scale`) with respect to the
+    /// logits it reads: every row for the loss, each prompt's last for a logit metric.
+    func metricGradient(_ pass: ForwardPass, _ metric: Metric, scale: Float) throws(GPT2Error) -> MetricGradient {
+        let V = config.dVocab, R = pass.logitRows.count
+        let (answer, wrong): ([Int], [Int]?)
+        switch metric {
+        case .loss:
+            guard R == pass.N else { throw .metricNeedsLogits(metric: metric.name, positions: "all") }
+            let dlogits = try allocate(R * V, pass.pool)
+            let ce = crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: dlogits.base, scale: scale)
+            return MetricGradient(values: ce.perPrompt, total: ce.mean, rows: pass.logitRows, dlogits: dlogits)
+        case let .logitDifference(a, w): (answer, wrong) = (a, w)
+        case let .logit(a): (answer, wrong) = (a, nil)
+        }
+        guard answer.count == pass.B, (wrong?.count ?? pass.B) == pass.B else {
+            throw .metricNeedsLogits(metric: "\(metric.name) with one answer per prompt", positions: "the last")
+        }
+        for id in answer + (wrong ?? []) where id < 0 || id >= V { throw .tokenOutOfVocabulary(what: "metric", id: id, dVocab: V) }
+        // Each prompt's last position: its row of logits.
+        let last = (0..<pass.B).map { b in pass.logitRows.firstIndex(of: b * pass.T + pass.T - 1) ?? -1 }
+        guard !last.contains(-1) else { throw .metricNeedsLogits(metric: metric.name, positions: "the last") }
+        var lastLogits = [Float](repeating: 0, count: pass.B * V)
+        for (b, r) in last.enumerated() {
+            for v in 0..<V { lastLogits[b * V + v] = pass.logits[r * V + v] }
+        }
+        let values = logitDifferenceForward(logits: lastLogits, answer: answer, wrong: wrong, V: V)
+        let dlogits = try allocate(pass.B * V, pass.pool)
+        logitDifferenceBackward(dlogits: dlogits.base, answer: answer, wrong: wrong, V: V, scale: scale)
+        return MetricGradient(values: values, total: values.reduce(0, +), rows: last.map { pass.logitRows[$0] }, dlogits: dlogits)
+    }
+
+    /// The unembedding (at the rows the metric reads only) and ln_final in reverse: on exit
+    /// `s.dResid` holds d resid_post of the last block.
+    func finalBackward(_ pass: ForwardPass, _ seed: MetricGradient, _ s: BackwardScratch, _ runner: inout HookRunner,
+                       _ options: BackwardOptions) throws(GPT2Error) {
+        let N = pass.N, C = config.dModel, g = options.parameterGradients
+        s.dLn.update(repeating: 0, count: N * C)
+        unembedRowsBackward(dx: s.dLn, dwU: g?.wU, dbU: g?.bU, dlogits: seed.dlogits.base, x: pass.lnF.out, rows: seed.rows,
+                            wU: parameters.wU, C: C, V: config.dVocab)
+        s.dResid.update(repeating: 0, count: N * C)
+        try layerNormBackward(pass.lnF, input: pass.residFinal, dOut: s.dLn, dInput: s.dResid, weights: parameters.lnF,
+                              gradients: g?.lnF, scale: pass.plan.final, freeze: options.freezeLNScale,
+                              hooks: (HookName(.lnFinalScale), HookName(.lnFinalNormalized)), pass.rows, s, &runner)
         if let extra = options.finalRawScaleGradient {
             extra.withUnsafeBufferPointer {
-                rawScaleBackward(dx: dResid, dRawScale: $0.baseAddress!, x: pass.residFinal, mean: pass.lnF.mean,
+                rawScaleBackward(dx: s.dResid, dRawScale: $0.baseAddress!, x: pass.residFinal, mean: pass.lnF.mean,
                                  rawScale: pass.lnF.rawScale, N: N, C: C)
             }
         }
-        p?.lap("layernorm")
-        for l in stride(from: config.nLayers - 1, through: 0, by: -1) {
-            try blockBackward(l, pass, scratch, &runner, options)
-        }
-        // dResid is now d resid_pre of block 0 before its interventions: d (embed + pos_embed).
-        let dEmbed = scratch.dLn, dPos = scratch.dAttnOut
-        dEmbed.update(from: dResid, count: N * C)
-        dPos.update(from: dResid, count: N * C)
-        try runner.backward(.posEmbed(), dPos, L.resid)
-        try runner.backward(.embed(), dEmbed, L.resid)
-        if let g {
-            embeddingBackward(dtable: g.wE, dout: dEmbed, ids: pass.tokens.flatMap { $0 }, C: C)
-            embeddingBackward(dtable: g.wPos, dout: dPos, ids: (0..<pass.B).flatMap { _ in Array(0..<pass.T) }, C: C)
-        }
-        p?.lap("embed")
-        return BackwardResult(metric: values, total: total, hookGradients: runner.grads)
     }
 
-    /// One block in reverse. On entry `scratch.dResid` holds d resid_post (before resid_post's
-    /// hook); on exit, d resid_pre before its interventions (d resid_post of the block below).
-    func blockBackward(_ l: Int, _ pass: ForwardPass, _ s: BackwardScratch, _ runner: inout HookRunner,
-                       _ options: BackwardOptions) throws(GPT2Error) {
-        let a = pass.block(l), w = parameters.blocks[l], gw = options.parameterGradients?.blocks[l], L = layouts(pass)
-        let N = pass.N, C = config.dModel, M = config.dMLP, NH = config.nHeads, B = pass.B, T = pass.T
+    /// Block `l`'s MLP half in reverse. On entry `s.dResid` holds d resid_post (before its hook);
+    /// on exit, d resid_mid.
+    func mlpBackward(_ l: Int, _ pass: ForwardPass, _ s: BackwardScratch, _ runner: inout HookRunner,
+                     _ options: BackwardOptions) throws(GPT2Error) {
+        let a = pass.block(l), w = parameters.blocks[l], gw = options.parameterGradients?.blocks[l], L = pass.rows.layouts
+        let N = pass.N, C = config.dModel, M = config.dMLP
         func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
-        let folded = lnFolded
-        let lns = pass.plan.blocks[l]
-        let drop = options.dropResidualContributions.contains(l)
-        let p = options.profile
-        func hook(_ point: HookName.Point, _ grad: FloatPointer, _ layout: HookLayout) throws(GPT2Error) {
-            try runner.backward(h(point), grad, layout)
-            p?.lap("hook gradients")
-        }
-
-        try hook(.residPost, s.dResid, L.resid)
-        // MLP: d mlp_out = d resid_post (the residual add passes it to both).
-        s.dMlpOut.update(from: s.dResid, count: N * C)
-        if drop { s.dMlpOut.update(repeating: 0, count: N * C) }
-        p?.lap("residual adds")
-        try hook(.mlpOut, s.dMlpOut, L.resid)
+        try runner.backward(h(.residPost), s.dResid, L.resid)
+        branchGradient(s.dMlpOut, s, layer: l, options, n: N * C)
+        try runner.backward(h(.mlpOut), s.dMlpOut, L.resid)
         s.dMlp.update(repeating: 0, count: N * M)
         matmulBackward(dinp: s.dMlp, dw: gw?.wOut, dbias: gw?.bOut, dout: s.dMlpOut, inp: a.mlpPost, w: w.wOut, N: N, IC: M, OC: C)
-        p?.lap("mlp out matmul")
-        try hook(.mlpPost, s.dMlp, L.mlp)
+        try runner.backward(h(.mlpPost), s.dMlp, L.mlp)
         s.dMlpPre.update(repeating: 0, count: N * M)
         geluBackward(dinp: s.dMlpPre, dout: s.dMlp, inp: a.mlpPre, n: N * M)
-        p?.lap("gelu_new")
-        try hook(.mlpPre, s.dMlpPre, L.mlp)
+        try runner.backward(h(.mlpPre), s.dMlpPre, L.mlp)
         s.dLn.update(repeating: 0, count: N * C)
         matmulBackward(dinp: s.dLn, dw: gw?.wIn, dbias: gw?.bIn, dout: s.dMlpPre, inp: a.ln2.out, w: w.wIn, N: N, IC: C, OC: M)
-        p?.lap("mlp in matmul")
-        // d resid_mid = d resid_post + the ln2 path.
-        try layerNormBackward(a.ln2, input: a.residMid, dOut: s.dLn, dInput: s.dResid, w: folded ? nil : w.ln2W,
-                              dw: folded ? nil : gw?.ln2W, db: folded ? nil : gw?.ln2B, scale: lns.ln2,
-                              freeze: options.freezeLNScale, scaleHook: h(.ln2Scale), normalizedHook: h(.ln2Normalized),
-                              pass, s, &runner, p)
-        try hook(.residMid, s.dResid, L.resid)
+        // d resid_mid = d resid_post + the ln_2 path.
+        try layerNormBackward(a.ln2, input: a.residMid, dOut: s.dLn, dInput: s.dResid, weights: w.ln2, gradients: gw?.ln2,
+                              scale: pass.plan.blocks[l].ln2, freeze: options.freezeLNScale,
+                              hooks: (h(.ln2Scale), h(.ln2Normalized)), pass.rows, s, &runner)
+        try runner.backward(h(.residMid), s.dResid, L.resid)
+    }
 
-        // Attention: d attn_out = d resid_mid.
-        s.dAttnOut.update(from: s.dResid, count: N * C)
-        if drop { s.dAttnOut.update(repeating: 0, count: N * C) }
-        p?.lap("residual adds")
-        try hook(.attnOut, s.dAttnOut, L.resid)
+    /// Block `l`'s attention half in reverse. On entry `s.dResid` holds d resid_mid (before its
+    /// interventions); on exit, d resid_pre before its interventions (d resid_post of the block below).
+    func attentionBackward(_ l: Int, _ pass: ForwardPass, _ s: BackwardScratch, _ runner: inout HookRunner,
+                           _ options: BackwardOptions) throws(GPT2Error) {
+        let a = pass.block(l), L = pass.rows.layouts
+        let N = pass.N, C = config.dModel, NH = config.nHeads, B = pass.B, T = pass.T
+        func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
+        branchGradient(s.dAttnOut, s, layer: l, options, n: N * C)
+        try runner.backward(h(.attnOut), s.dAttnOut, L.resid)
         s.dz.update(repeating: 0, count: N * C)
-        // Each head's output receives d attn_out (attn_out is their sum): (N, NH, C).
+        try headOutputsBackward(l, pass, s, &runner, options.parameterGradients?.blocks[l])
+        try runner.backward(h(.z), s.dz, L.z)
+        s.dqkv.update(repeating: 0, count: N * 3 * C)
+        attentionValuesBackward(dpattern: s.datt, dqkv: s.dqkv, dz: s.dz, pattern: a.att, qkv: a.qkv, B: B, T: T, C: C, NH: NH)
+        try runner.backward(h(.pattern), s.datt, L.attn)
+        if let softmaxOut = runner.beforeInterventions[h(.pattern)] {
+            // The pattern was changed: the softmax's backward needs its own output.
+            softmaxBackward(dx: s.datt, dp: s.datt, p: softmaxOut, rows: B * NH * T, cols: T)
+        } else {
+            softmaxBackward(dx: s.datt, dp: s.datt, p: a.att, rows: B * NH * T, cols: T)
+        }
+        try runner.backward(h(.attnScores), s.datt, L.attn)
+        attentionScoresBackward(dqkv: s.dqkv, datt: s.datt, qkv: a.qkv, B: B, T: T, C: C, NH: NH, alpha: attentionScale(layer: l))
+        try runner.backward(h(.q), s.dqkv, L.qkv(part: 0))
+        try runner.backward(h(.k), s.dqkv, L.qkv(part: 1))
+        try runner.backward(h(.v), s.dqkv, L.qkv(part: 2))
+        try qkvBackward(l, pass, s, &runner, options)
+        try runner.backward(h(.residPre), s.dResid, L.resid)
+    }
+
+    /// A residual branch's output gets the gradient of the sum (`s.dResid`: the residual add
+    /// passes it to both), or none where GradDrop drops block `l`'s contributions.
+    func branchGradient(_ out: FloatPointer, _ s: BackwardScratch, layer l: Int, _ options: BackwardOptions, n: Int) {
+        if options.dropResidualContributions.contains(l) {
+            out.update(repeating: 0, count: n)
+        } else {
+            out.update(from: s.dResid, count: n)
+        }
+    }
+
+    /// d attn_out through W_O into `s.dz`. When `hook_result` was changed, per head (its
+    /// interventions' derivatives apply per head); otherwise one product for all heads, and
+    /// `hook_result`'s gradient (d attn_out for every head) only if asked for.
+    func headOutputsBackward(_ l: Int, _ pass: ForwardPass, _ s: BackwardScratch, _ runner: inout HookRunner,
+                             _ gw: BlockParameters?) throws(GPT2Error) {
+        let a = pass.block(l), w = parameters.blocks[l], N = pass.N, C = config.dModel, NH = config.nHeads
+        let name = HookName(.result, layer: l)
         func perHead() -> [Float] {
             [Float](unsafeUninitializedCapacity: N * NH * C) { buffer, count in
                 broadcastHeads(into: buffer.baseAddress!, from: s.dAttnOut, N: N, C: C, NH: NH)
                 count = N * NH * C
             }
         }
-        if pass.resultIntervened.contains(l) {
-            // The head outputs were changed: the interventions' derivatives apply per head, then
-            // W_O per head.
+        if runner.hasIntervention(name) {
             var dResult = perHead()
             try dResult.withUnsafeMutableBufferPointer { (dr) throws(GPT2Error) in
-                try hook(.result, dr.baseAddress!, L.result)
+                try runner.backward(name, dr.baseAddress!, pass.rows.layouts.result)
                 headOutputBackward(dz: s.dz, dwO: gw?.wO, dresult: dr.baseAddress!, z: a.z, wO: w.wO, N: N, C: C, NH: NH)
             }
-            if let db = gw?.bO { for n in 0..<N { for c in 0..<C { db[c] += s.dAttnOut[n * C + c] } } }
+            matmulBackward(dinp: nil, dw: nil, dbias: gw?.bO, dout: s.dAttnOut, inp: a.z, w: w.wO, N: N, IC: C, OC: C)
         } else {
-            // Unchanged head outputs: hook_result's gradient is d attn_out per head, and one
-            // product with W_O gives d z for all heads.
-            if runner.gradNames.contains(h(.result)) {
-                runner.grads[h(.result)] = Tensor(shape: [B, T, NH, C], data: perHead())
-                p?.lap("hook gradients")
-            }
+            runner.cacheGradient(name) { Tensor(shape: [pass.B, pass.T, NH, C], data: perHead()) }
             matmulBackward(dinp: s.dz, dw: gw?.wO, dbias: gw?.bO, dout: s.dAttnOut, inp: a.z, w: w.wO, N: N, IC: C, OC: C)
         }
-        p?.lap("attn out matmul")
-        try hook(.z, s.dz, L.z)
-        s.dqkv.update(repeating: 0, count: N * 3 * C)
-        attentionValuesBackward(dpattern: s.datt, dqkv: s.dqkv, dz: s.dz, pattern: a.att, qkv: a.qkv, B: B, T: T, C: C, NH: NH)
-        p?.lap("attention values")
-        try hook(.pattern, s.datt, L.attn)
-        if let softmaxOut = pass.patternBeforeIntervention[l] {
-            softmaxBackward(dx: s.datt, dp: s.datt, p: softmaxOut, rows: B * NH * T, cols: T)
-        } else {
-            softmaxBackward(dx: s.datt, dp: s.datt, p: a.att, rows: B * NH * T, cols: T)
-        }
-        p?.lap("softmax")
-        try hook(.attnScores, s.datt, L.attn)
-        attentionScoresBackward(dqkv: s.dqkv, datt: s.datt, qkv: a.qkv, B: B, T: T, C: C, NH: NH, alpha: attentionScale(layer: l))
-        p?.lap("attention scores")
-        try hook(.q, s.dqkv, L.qkv(part: 0))
-        try hook(.k, s.dqkv, L.qkv(part: 1))
-        try hook(.v, s.dqkv, L.qkv(part: 2))
-        // d resid_pre = d resid_mid + the ln1 path(s).
+    }
+
+    /// d q k v through W_QKV and ln_1 (and the values' own LayerNorm when ln_1 is split),
+    /// accumulated into d resid_pre (`s.dResid`, which holds d resid_mid on entry).
+    func qkvBackward(_ l: Int, _ pass: ForwardPass, _ s: BackwardScratch, _ runner: inout HookRunner,
+                     _ options: BackwardOptions) throws(GPT2Error) {
+        let a = pass.block(l), w = parameters.blocks[l], gw = options.parameterGradients?.blocks[l], lns = pass.plan.blocks[l]
+        let N = pass.N, C = config.dModel
         s.dLn.update(repeating: 0, count: N * C)
         if let v = a.ln1V {
             matmulBackward(dinp: s.dLn, dw: gw?.wQKV, dbias: gw?.bQKV, dout: s.dqkv, inp: a.ln1.out, w: w.wQKV, N: N, IC: C,
@@ -270,44 +258,48 @@ extension GPT2Model {
             s.dLnV.update(repeating: 0, count: N * C)
             matmulBackward(dinp: s.dLnV, dw: gw.map { $0.wQKV + 2 * C }, dbias: gw.map { $0.bQKV + 2 * C }, dout: s.dqkv + 2 * C,
                            inp: v.out, w: w.wQKV + 2 * C, N: N, IC: C, OC: C, ldw: 3 * C, lddout: 3 * C)
-            p?.lap("qkv matmul")
-            try layerNormBackward(v, input: a.residPre, dOut: s.dLnV, dInput: s.dResid, w: folded ? nil : w.ln1W,
-                                  dw: folded ? nil : gw?.ln1W, db: folded ? nil : gw?.ln1B, scale: lns.ln1V,
-                                  freeze: options.freezeLNScale, scaleHook: nil, normalizedHook: nil, pass, s, &runner, p)
+            try layerNormBackward(v, input: a.residPre, dOut: s.dLnV, dInput: s.dResid, weights: w.ln1, gradients: gw?.ln1,
+                                  scale: lns.ln1V, freeze: options.freezeLNScale, hooks: nil, pass.rows, s, &runner)
         } else {
             matmulBackward(dinp: s.dLn, dw: gw?.wQKV, dbias: gw?.bQKV, dout: s.dqkv, inp: a.ln1.out, w: w.wQKV, N: N, IC: C, OC: 3 * C)
-            p?.lap("qkv matmul")
         }
-        try layerNormBackward(a.ln1, input: a.residPre, dOut: s.dLn, dInput: s.dResid, w: folded ? nil : w.ln1W,
-                              dw: folded ? nil : gw?.ln1W, db: folded ? nil : gw?.ln1B, scale: lns.ln1,
-                              freeze: options.freezeLNScale, scaleHook: h(.ln1Scale), normalizedHook: h(.ln1Normalized),
-                              pass, s, &runner, p)
-        try hook(.residPre, s.dResid, L.resid)
+        try layerNormBackward(a.ln1, input: a.residPre, dOut: s.dLn, dInput: s.dResid, weights: w.ln1, gradients: gw?.ln1,
+                              scale: lns.ln1, freeze: options.freezeLNScale, hooks: (HookName(.ln1Scale, layer: l),
+                              HookName(.ln1Normalized, layer: l)), pass.rows, s, &runner)
+    }
+
+    /// d resid_pre of block 0 is d (embed + pos_embed): through their hooks into the tables.
+    func embeddingsBackward(_ pass: ForwardPass, _ s: BackwardScratch, _ runner: inout HookRunner,
+                            _ g: ModelParameters?) throws(GPT2Error) {
+        let N = pass.N, C = config.dModel, L = pass.rows.layouts
+        let dEmbed = s.dLn, dPos = s.dAttnOut
+        dEmbed.update(from: s.dResid, count: N * C)
+        dPos.update(from: s.dResid, count: N * C)
+        try runner.backward(.posEmbed(), dPos, L.resid)
+        try runner.backward(.embed(), dEmbed, L.resid)
+        if let g {
+            embeddingBackward(dtable: g.wE, dout: dEmbed, ids: pass.tokens.flatMap { $0 }, C: C)
+            embeddingBackward(dtable: g.wPos, dout: dPos, ids: (0..<pass.B).flatMap { _ in Array(0..<pass.T) }, C: C)
+        }
+        runner.endPhase("embed")
     }
 
     /// A LayerNorm in reverse, accumulating d input into `dInput`. `dOut` (the gradient at
-    /// `hook_normalized`) is overwritten.
+    /// `hook_normalized`) is overwritten. `weights` nil: folded (no affine part, no gradients).
     func layerNormBackward(_ a: LayerNormActivations, input x: FloatPointer, dOut: FloatPointer, dInput: FloatPointer,
-                           w: FloatPointer?, dw: FloatPointer?, db: FloatPointer?, scale: LayerNormScale, freeze: Bool,
-                           scaleHook: HookName?, normalizedHook: HookName?, _ pass: ForwardPass, _ s: BackwardScratch,
-                           _ runner: inout HookRunner, _ p: PhaseTimes?) throws(GPT2Error) {
-        let L = layouts(pass), N = pass.N, C = config.dModel
-        if let normalizedHook {
-            try runner.backward(normalizedHook, dOut, L.resid)
-            p?.lap("hook gradients")
-        }
-        layerNormApplyBackward(dxhat: dOut, dscale: s.dScale, dw: w == nil ? nil : dw, db: w == nil ? nil : db, dout: dOut,
-                               x: x, mean: a.mean, scale: a.scale, w: w, N: N, C: C)
-        p?.lap("layernorm")
-        if let scaleHook {
-            try runner.backward(scaleHook, s.dScale, L.scale)
-            p?.lap("hook gradients")
-        }
+                           weights: LayerNormWeights?, gradients: LayerNormWeights?, scale: LayerNormScale, freeze: Bool,
+                           hooks: (scale: HookName, normalized: HookName)?, _ rows: Rows, _ s: BackwardScratch,
+                           _ runner: inout HookRunner) throws(GPT2Error) {
+        let N = rows.N, C = config.dModel
+        if let hooks { try runner.backward(hooks.normalized, dOut, rows.layouts.resid) }
+        layerNormApplyBackward(dxhat: dOut, dscale: s.dScale, dw: weights == nil ? nil : gradients?.w,
+                               db: weights == nil ? nil : gradients?.b, dout: dOut, x: x, mean: a.mean, scale: a.scale,
+                               w: weights?.w, N: N, C: C)
+        if let hooks { try runner.backward(hooks.scale, s.dScale, rows.layouts.scale) }
         var dependsOnInput = !freeze
         if case .fixed = scale { dependsOnInput = false }
         layerNormStatsBackward(dx: dInput, dxhat: dOut, dscale: s.dScale, x: x, mean: a.mean, scale: a.scale,
                                rawScale: a.rawScale, scaleDependsOnInput: dependsOnInput, N: N, C: C)
-        p?.lap("layernorm")
     }
 }
 

@@ -131,6 +131,25 @@ public struct Checkpoint: Sendable {
         let config = try readConfig(in: directory)
         let files = try openWeightFiles(in: directory)
 
+        let (found, unexpected) = try collectTensors(files)
+        let expected = try verify(found, unexpected: unexpected, config: config, directory: directory)
+        let expectedNames = Set(expected.map(\.name))
+        let fm = FileManager.default
+        func has(_ file: String) -> Bool { fm.fileExists(atPath: directory.appendingPathComponent(file).path) }
+        let tokenizer = (has("vocab.json") && has("merges.txt")) || has("tokenizer.json")
+        return Checkpoint(
+            spec: spec, directory: directory, config: config,
+            weightFiles: files.map(\.url).sorted { $0.path < $1.path },
+            tensorNames: expected.map(\.name),
+            tokenizerDirectory: tokenizer ? directory : nil,
+            dtypes: Set(expected.map { found[$0.name]!.entry.dtype.rawValue }),
+            sources: found.filter { expectedNames.contains($0.key) })
+    }
+
+    /// Every tensor of `files` under its name without the `transformer.` prefix (buffers left
+    /// out), and the names that are not GPT-2's at all; a name held twice is an error.
+    private static func collectTensors(_ files: [SafetensorsFile]) throws
+        -> (found: [String: Source], unexpected: [(tensor: String, file: String)]) {
         var found: [String: Source] = [:]
         var unexpected: [(tensor: String, file: String)] = []
         for file in files {
@@ -147,7 +166,15 @@ public struct Checkpoint: Sendable {
                 found[name] = Source(file: file, name: stored)
             }
         }
+        return (found, unexpected)
+    }
 
+    /// Checks the tensors found against `config`: the blocks it names exist, every expected tensor
+    /// is there with its shape and a readable dtype, nothing else is; returns the expected
+    /// tensors (with `lm_head.weight` when the checkpoint holds one).
+    private static func verify(_ found: [String: Source], unexpected: [(tensor: String, file: String)],
+                               config: GPT2Config, directory: URL) throws -> [(name: String, shape: [Int])] {
+        var unexpected = unexpected
         // The config against the blocks that exist, before n_layer sizes anything.
         let blocks = Set(found.keys.compactMap(blockIndex))
         if (blocks.max() ?? -1) + 1 < config.nLayers {
@@ -183,17 +210,7 @@ public struct Checkpoint: Sendable {
         if !config.tieWordEmbeddings && found["lm_head.weight"] == nil {
             throw GPT2Error.untiedWithoutUnembedding(directory: directory.path)
         }
-
-        let fm = FileManager.default
-        func has(_ file: String) -> Bool { fm.fileExists(atPath: directory.appendingPathComponent(file).path) }
-        let tokenizer = (has("vocab.json") && has("merges.txt")) || has("tokenizer.json")
-        return Checkpoint(
-            spec: spec, directory: directory, config: config,
-            weightFiles: files.map(\.url).sorted { $0.path < $1.path },
-            tensorNames: expected.map(\.name),
-            tokenizerDirectory: tokenizer ? directory : nil,
-            dtypes: Set(expected.map { found[$0.name]!.entry.dtype.rawValue }),
-            sources: found.filter { expectedNames.contains($0.key) })
+        return expected
     }
 
     /// N of a tensor named `h.N.…`.

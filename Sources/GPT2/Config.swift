@@ -102,6 +102,37 @@ extension GPT2Config {
         guard let fields = object as? [String: Any] else {
             throw .configInvalidJSON(file: file, reason: "not a JSON object")
         }
+        try checkTypes(fields, file: file)
+        func bad(_ key: String, _ reason: String) -> GPT2Error { .configBadValue(file: file, key: key, reason: reason) }
+        let config: GPT2Config
+        do {
+            // Decode the object just checked, not `data` again: of a key given twice,
+            // JSONSerialization keeps the last (as Python's json does) and JSONDecoder the first,
+            // which would let an unchecked value through.
+            config = try JSONDecoder().decode(GPT2Config.self, from: JSONSerialization.data(withJSONObject: fields))
+        } catch DecodingError.keyNotFound(let key, _) {
+            throw .configMissingKey(file: file, key: key.stringValue == "n_ctx" ? "n_positions" : key.stringValue)
+        } catch DecodingError.valueNotFound(_, let context) {
+            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw .configMissingKey(file: file, key: key == "n_ctx" ? "n_positions" : key)
+        } catch {
+            throw .configInvalidJSON(file: file, reason: "\(error)".split(separator: "\n").joined(separator: " "))
+        }
+        guard config.dModel % config.nHeads == 0 else {
+            throw bad("n_embd", "(\(config.dModel)) must be divisible by n_head (\(config.nHeads))")
+        }
+        // gelu_new, gelu_pytorch_tanh and gelu_fast are the same tanh approximation that lnlens computes.
+        guard ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"].contains(config.activationFunction) else {
+            throw bad("activation_function", "is '\(config.activationFunction)'; lnlens computes GPT-2's gelu_new only")
+        }
+        guard config.layerNormEpsilon > 0, config.layerNormEpsilon.isFinite else {
+            throw bad("layer_norm_epsilon", "must be a positive finite number")
+        }
+        return config
+    }
+
+    /// The JSON type of every key lnlens reads, and the sizes' ranges (`parse`'s first step).
+    private static func checkTypes(_ fields: [String: Any], file: String) throws(GPT2Error) {
         func bad(_ key: String, _ reason: String) -> GPT2Error { .configBadValue(file: file, key: key, reason: reason) }
         if let type = fields["model_type"] {
             guard let name = type as? String else { throw bad("model_type", "must be a string") }
@@ -132,31 +163,6 @@ extension GPT2Config {
                 throw bad(key, "must be true or false, not \(JSONKind(value).shown)")
             }
         }
-        let config: GPT2Config
-        do {
-            // Decode the object just checked, not `data` again: of a key given twice,
-            // JSONSerialization keeps the last (as Python's json does) and JSONDecoder the first,
-            // which would let an unchecked value through.
-            config = try JSONDecoder().decode(GPT2Config.self, from: JSONSerialization.data(withJSONObject: fields))
-        } catch DecodingError.keyNotFound(let key, _) {
-            throw .configMissingKey(file: file, key: key.stringValue == "n_ctx" ? "n_positions" : key.stringValue)
-        } catch DecodingError.valueNotFound(_, let context) {
-            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw .configMissingKey(file: file, key: key == "n_ctx" ? "n_positions" : key)
-        } catch {
-            throw .configInvalidJSON(file: file, reason: "\(error)".split(separator: "\n").joined(separator: " "))
-        }
-        guard config.dModel % config.nHeads == 0 else {
-            throw bad("n_embd", "(\(config.dModel)) must be divisible by n_head (\(config.nHeads))")
-        }
-        // gelu_new, gelu_pytorch_tanh and gelu_fast are the same tanh approximation that lnlens computes.
-        guard ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"].contains(config.activationFunction) else {
-            throw bad("activation_function", "is '\(config.activationFunction)'; lnlens computes GPT-2's gelu_new only")
-        }
-        guard config.layerNormEpsilon > 0, config.layerNormEpsilon.isFinite else {
-            throw bad("layer_norm_epsilon", "must be a positive finite number")
-        }
-        return config
     }
 }
 

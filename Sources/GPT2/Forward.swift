@@ -1,5 +1,4 @@
 import Foundation
-import Support
 import TensorCore
 
 /// Which positions get logits; the unembedding is the largest matrix product, so analyses that
@@ -69,21 +68,6 @@ public struct ForwardOptions: Sendable {
     }
 }
 
-/// Seconds spent per phase of a pass, for profiling with the real kernels.
-public final class PhaseTimes: @unchecked Sendable {
-    public private(set) var seconds: [String: Double] = [:]
-    private var mark = DispatchTime.now().uptimeNanoseconds
-    public init() {}
-    /// Starts timing the next phase.
-    public func start() { mark = DispatchTime.now().uptimeNanoseconds }
-    /// Adds the time since the last mark to `phase`.
-    public func lap(_ phase: String) {
-        let now = DispatchTime.now().uptimeNanoseconds
-        seconds[phase, default: 0] += Double(now - mark) * 1e-9
-        mark = now
-    }
-}
-
 /// A LayerNorm's activations: per-row mean, scale as used (`hook_scale`), raw scale
 /// `sqrt(var + eps)` (what the backward differentiates), and output (`hook_normalized`).
 public struct LayerNormActivations {
@@ -91,24 +75,76 @@ public struct LayerNormActivations {
     public let scale: FloatPointer       // (N)
     public let rawScale: FloatPointer    // (N)
     public let out: FloatPointer         // (N, C)
+
+    /// Floats of the views for N rows, in the order `init` takes them.
+    static func sizes(N: Int, C: Int) -> [Int] { [N, N, N, N * C] }
+
+    init(_ arena: Arena, N: Int, C: Int) {
+        mean = arena.take(N)
+        scale = arena.take(N)
+        rawScale = arena.take(N)
+        out = arena.take(N * C)
+    }
 }
 
-/// One block's activations for a batch: views into the pass's arena (N = B·T rows).
+/// One block's activations for N rows: views into a pass's arena.
 public struct BlockActivations {
     public var residPre: FloatPointer    // (N, C)
     public let ln1: LayerNormActivations
     /// The values' own LayerNorm while `ln_1` is removed on one path only; nil otherwise.
     public let ln1V: LayerNormActivations?
     public let qkv: FloatPointer         // (N, 3C) q | k | v
-    public let att: FloatPointer         // (B, NH, T, T) the pattern (scores before the softmax)
+    public let att: FloatPointer         // (B, NH, T, T) the pattern (scores before the softmax); a row pass: per segment (NH, rows, keys)
     public let z: FloatPointer           // (N, C) = (N, NH, dh)
     public let attnOut: FloatPointer     // (N, C)
-    public let residMid: FloatPointer    // (N, C)
+    public var residMid: FloatPointer    // (N, C)
     public let ln2: LayerNormActivations
     public let mlpPre: FloatPointer      // (N, M)
     public let mlpPost: FloatPointer     // (N, M)
     public let mlpOut: FloatPointer      // (N, C)
     public var residPost: FloatPointer   // (N, C)
+
+    /// Floats of one block's views for N rows and `scores` attention scores, in the order
+    /// `init` takes them.
+    static func sizes(N: Int, scores: Int, splitLN1: Bool, config cfg: GPT2Config) -> [Int] {
+        let C = cfg.dModel, M = cfg.dMLP, ln = LayerNormActivations.sizes(N: N, C: C)
+        return ln + (splitLN1 ? ln : []) + [3 * N * C, scores, N * C, N * C, N * C] + ln + [N * M, N * M, N * C, N * C]
+    }
+
+    /// One block's views taken from `arena`, reading resid_pre from `residPre` (resid_post in
+    /// its own buffer).
+    init(_ a: Arena, N: Int, scores: Int, splitLN1: Bool, config cfg: GPT2Config, residPre: FloatPointer) {
+        let C = cfg.dModel, M = cfg.dMLP
+        self.residPre = residPre
+        ln1 = LayerNormActivations(a, N: N, C: C)
+        ln1V = splitLN1 ? LayerNormActivations(a, N: N, C: C) : nil
+        qkv = a.take(3 * N * C)
+        att = a.take(scores)
+        z = a.take(N * C)
+        attnOut = a.take(N * C)
+        residMid = a.take(N * C)
+        ln2 = LayerNormActivations(a, N: N, C: C)
+        mlpPre = a.take(N * M)
+        mlpPost = a.take(N * M)
+        mlpOut = a.take(N * C)
+        residPost = a.take(N * C)
+    }
+
+    /// These buffers as block `l` of a pass that reuses one block's buffers: the residual
+    /// stream alternates between `residPre` and `residPost`.
+    func alternating(layer l: Int) -> BlockActivations {
+        var b = self
+        if l % 2 == 1 { swap(&b.residPre, &b.residPost) }
+        return b
+    }
+}
+
+/// The rows a pass runs through its blocks: N rows, the sequences attention sees among them,
+/// and the hooks' layouts over them.
+struct Rows {
+    let N: Int
+    let segments: [AttentionSegment]
+    let layouts: Layouts
 }
 
 /// Everything one forward pass computed, in one arena. With `retainForBackward` every block keeps
@@ -132,43 +168,47 @@ public final class ForwardPass: @unchecked Sendable {
     /// The row n = b·T + t of each logit row.
     public let logitRows: [Int]
     public internal(set) var cache: [HookName: Tensor]
-    let runner: HookRunner
+    /// The hook runner as the forward left it (the backward starts from it).
+    var runner: HookRunner
     let plan: LayerNormPlan
     let retained: Bool
-    /// Per-head outputs of blocks whose `hook_result` was intervened on (their attn_out is the sum).
-    var resultIntervened: Set<Int> = []
-    /// The softmax's own output of blocks whose `hook_pattern` was intervened on: the softmax's
-    /// backward needs it, and the pattern buffer holds the changed values.
-    var patternBeforeIntervention: [Int: [Float]] = [:]
+    /// B sequences of T rows, as every block runs them.
+    let rows: Rows
 
     /// The views one pass's arena holds, in the order `init` takes them: B sequences of T tokens,
     /// `logitRows` rows of logits, every block's activations kept (`retained`, for a backward)
     /// or one block's reused, ln_1 planned once or twice (`splitLN1`).
     static func arenaSizes(B: Int, T: Int, config cfg: GPT2Config, logitRows: Int, retained: Bool, splitLN1: Bool) -> [Int] {
-        let N = B * T, C = cfg.dModel, M = cfg.dMLP, V = cfg.dVocab, NH = cfg.nHeads
-        let lnSize = [N, N, N, N * C]
-        let perBlock = lnSize + (splitLN1 ? lnSize : []) + [3 * N * C, B * NH * T * T, N * C, N * C, N * C] + lnSize
-            + [N * M, N * M, N * C, N * C]
-        var sizes = [N * C, N * C, N * C, N * C] + lnSize + [logitRows * V]
-        for _ in 0..<(retained ? cfg.nLayers : 1) { sizes += perBlock }
+        let N = B * T, C = cfg.dModel
+        var sizes = [N * C, N * C, N * C, N * C] + LayerNormActivations.sizes(N: N, C: C) + [logitRows * cfg.dVocab]
+        for _ in 0..<(retained ? cfg.nLayers : 1) {
+            sizes += BlockActivations.sizes(N: N, scores: B * cfg.nHeads * T * T, splitLN1: splitLN1, config: cfg)
+        }
         return sizes
     }
 
-    /// Bytes of the arenas of one forward pass over B × T tokens with every logit (and, with
-    /// `backward`, every activation kept, the backward's scratch and d logits): what a job checks
-    /// against the machine's memory before it starts (`MemoryBudget`).
-    public static func footprint(B: Int, T: Int, config cfg: GPT2Config, backward: Bool) -> Int {
-        var floats = Arena.footprint(arenaSizes(B: B, T: T, config: cfg, logitRows: B * T, retained: backward, splitLN1: true))
-        if backward { floats += B * T * cfg.dVocab + Arena.footprint(BackwardScratch.sizes(B: B, T: T, config: cfg)) }
+    /// Bytes of the arenas of one forward pass over B × T tokens with logits at `logits` (and,
+    /// with `backward`, every activation kept, the backward's scratch and d logits): what a job
+    /// checks against the machine's memory before it starts (`MemoryBudget`), and sizes its
+    /// batches by.
+    public static func footprint(B: Int, T: Int, config cfg: GPT2Config, logits: LogitPositions = .all,
+                                 backward: Bool) -> Int {
+        let logitRows = switch logits {
+        case .all: B * T
+        case .last: B
+        case .none: 0
+        }
+        var floats = Arena.footprint(arenaSizes(B: B, T: T, config: cfg, logitRows: logitRows, retained: backward, splitLN1: true))
+        if backward { floats += logitRows * cfg.dVocab + Arena.footprint(BackwardScratch.sizes(B: B, T: T, config: cfg)) }
         return floats * MemoryLayout<Float>.stride
     }
 
-    init(tokens: [[Int]], config cfg: GPT2Config, options: ForwardOptions, runner: HookRunner, plan: LayerNormPlan) throws(GPT2Error) {
+    init(tokens: [[Int]], config cfg: GPT2Config, options: ForwardOptions, plan: LayerNormPlan) throws(GPT2Error) {
         let B = tokens.count, T = tokens[0].count
         self.tokens = tokens
         self.B = B
         self.T = T
-        let N = B * T, C = cfg.dModel, M = cfg.dMLP, V = cfg.dVocab, NH = cfg.nHeads
+        let N = B * T, C = cfg.dModel
         logitRows = switch options.logits {
         case .all: Array(0..<N)
         case .last: (0..<B).map { $0 * T + T - 1 }
@@ -182,42 +222,29 @@ public final class ForwardPass: @unchecked Sendable {
         embed = arena.take(N * C)
         posEmbed = arena.take(N * C)
         let streamA = arena.take(N * C), streamB = arena.take(N * C)
-        let a = arena
-        func ln() -> LayerNormActivations {
-            LayerNormActivations(mean: a.take(N), scale: a.take(N), rawScale: a.take(N), out: a.take(N * C))
-        }
-        lnF = ln()
-        logits = arena.take(logitRows.count * V)
+        lnF = LayerNormActivations(arena, N: N, C: C)
+        logits = arena.take(logitRows.count * cfg.dVocab)
         var blocks: [BlockActivations] = []
         for l in 0..<(retained ? cfg.nLayers : 1) {
-            let l1 = ln()
-            let l1v = split ? ln() : nil
-            let qkv = a.take(3 * N * C), att = a.take(B * NH * T * T), z = a.take(N * C), attnOut = a.take(N * C)
-            let residMid = a.take(N * C)
-            let l2 = ln()
-            let pre = a.take(N * M), post = a.take(N * M), mlpOut = a.take(N * C), residPost = a.take(N * C)
             // Retained: block l reads the previous block's resid_post; reused: two buffers alternate.
-            let residPre = retained ? (l == 0 ? streamA : blocks[l - 1].residPost) : streamA
-            blocks.append(BlockActivations(residPre: residPre, ln1: l1, ln1V: l1v, qkv: qkv, att: att, z: z, attnOut: attnOut,
-                                           residMid: residMid, ln2: l2, mlpPre: pre, mlpPost: post, mlpOut: mlpOut,
-                                           residPost: retained ? residPost : streamB))
+            var b = BlockActivations(arena, N: N, scores: B * cfg.nHeads * T * T, splitLN1: split, config: cfg,
+                                     residPre: retained && l > 0 ? blocks[l - 1].residPost : streamA)
+            if !retained { b.residPost = streamB }
+            blocks.append(b)
         }
         self.blocks = blocks
         residFinal = streamA
         cache = [:]
-        self.runner = runner
+        runner = HookRunner()
         self.plan = plan
+        rows = Rows(N: N, segments: AttentionSegment.batch(B: B, T: T, NH: cfg.nHeads),
+                    layouts: Layouts(B: B, T: T, C: C, NH: cfg.nHeads, dh: cfg.dHead, M: cfg.dMLP))
     }
 
     deinit { pool?.recycle(arena) }
 
     /// Block `l`'s activations (the reused buffers, with the residual stream in place, when not retained).
-    func block(_ l: Int) -> BlockActivations {
-        if retained { return blocks[l] }
-        var b = blocks[0]
-        if l % 2 == 1 { swap(&b.residPre, &b.residPost) }
-        return b
-    }
+    func block(_ l: Int) -> BlockActivations { retained ? blocks[l] : blocks[0].alternating(layer: l) }
 
     /// The logits as a tensor `[B, R/B, V]`.
     public func logitsTensor(V: Int) -> Tensor {
@@ -237,82 +264,7 @@ public struct ForwardResult: Sendable {
     public let pass: ForwardPass
 }
 
-/// A GPT-2 ready to run: config, LN mode and (processed) parameters.
-public final class GPT2Model: @unchecked Sendable {
-    // @unchecked: the parameters are read by passes and written only by an optimizer step, never both at once.
-    public let config: GPT2Config
-    public let lnMode: LNMode
-    public let processing: ProcessingOptions
-    public let parameters: ModelParameters
-    /// XXH64 content hash of the checkpoint's weights (nil for a model built in memory).
-    public let weightsHash: String?
-
-    /// Reads a verified checkpoint's weights into one buffer (releasing the mapped file as it goes)
-    /// and applies `processing`. As in transformers, a stored `lm_head.weight` is W_U only when
-    /// `tie_word_embeddings` is false.
-    public init(checkpoint: Checkpoint, processing: ProcessingOptions = .all) throws {
-        let table = ParameterTable(config: checkpoint.config, storedLMHead: checkpoint.hasUntiedUnembedding,
-                                   separateUnembedding: !processing.isNone)
-        let parameters = try ModelParameters(table: table)
-        weightsHash = try checkpoint.load(into: parameters)
-        parameters.process(processing)
-        config = checkpoint.config
-        lnMode = checkpoint.config.lnMode
-        self.processing = processing
-        self.parameters = parameters
-    }
-
-    /// A model around parameters already in memory (laid out for `config`), processed with
-    /// `processing` here unless `alreadyProcessed`.
-    public init(config: GPT2Config, parameters: ModelParameters, processing: ProcessingOptions = .none,
-                alreadyProcessed: Bool = false, weightsHash: String? = nil) {
-        if !alreadyProcessed { parameters.process(processing) }
-        self.config = config
-        self.lnMode = config.lnMode
-        self.processing = processing
-        self.parameters = parameters
-        self.weightsHash = weightsHash
-    }
-
-    /// LayerNorm weights and biases are folded into the next layer: LNs only centre and normalise.
-    public var lnFolded: Bool { processing.foldLN }
-
-    /// The denominator of every LayerNorm: `sqrt(var + eps)`, or the constant `sqrt(eps)` that an
-    /// LN-free checkpoint encodes (its `hook_scale` is that constant at every position).
-    public var layerNormScale: LayerNormScale {
-        switch lnMode {
-        case .layerNorm: .standard(eps: Float(config.layerNormEpsilon))
-        case .lnFree: .fixed(Float(config.layerNormEpsilon.squareRoot()))
-        }
-    }
-
-    /// Every LayerNorm as this model computes it.
-    public var layerNormPlan: LayerNormPlan {
-        LayerNormPlan(uniform: layerNormScale, nLayers: config.nLayers,
-                      rawEps: lnMode == .layerNorm ? Float(config.layerNormEpsilon) : 1e-5)
-    }
-
-    /// Validates a batch of token id lists: non-empty, equal lengths, within context and vocabulary.
-    public func checkTokens(_ tokens: [[Int]]) throws(GPT2Error) {
-        guard let first = tokens.first, !first.isEmpty else { throw .emptyPrompt }
-        for (i, t) in tokens.enumerated() {
-            guard !t.isEmpty else { throw .emptyPrompt }
-            guard t.count == first.count else { throw .unequalLengths(first: first.count, other: t.count, index: i) }
-            if let bad = t.first(where: { $0 < 0 || $0 >= config.dVocab }) {
-                throw .tokenOutOfRange(id: bad, dVocab: config.dVocab)
-            }
-        }
-        guard first.count <= config.nCtx else { throw .promptTooLong(tokens: first.count, nCtx: config.nCtx) }
-    }
-
-    /// Runs the batch `tokens` (B prompts of equal length T), caching the hooks in `cache` and
-    /// applying `interventions` at their hook points in the order given.
-    public func forward(_ tokens: [[Int]], cache: Set<HookName> = [], interventions: [Intervention] = [],
-                        logits: LogitPositions = .all) throws(GPT2Error) -> ForwardResult {
-        let pass = try run(tokens, ForwardOptions(cache: cache, interventions: interventions, logits: logits))
-        return ForwardResult(tokens: tokens, logits: pass.logitsTensor(V: config.dVocab), cache: pass.cache, pass: pass)
-    }
-
+extension GPT2Model {
     /// The forward pass as the architecture reads: embeddings, the blocks, the final LayerNorm,
     /// the unembedding. `gradHooks` are the hooks a following backward will cache gradients at.
     public func run(_ tokens: [[Int]], _ options: ForwardOptions, gradHooks: Set<HookName> = []) throws(GPT2Error) -> ForwardPass {
@@ -321,38 +273,32 @@ public final class GPT2Model: @unchecked Sendable {
             if let l = iv.hook.layer, l >= config.nLayers { throw .layerOutOfRange(iv.hook.description, nLayers: config.nLayers) }
         }
         let plan = options.layerNorms ?? layerNormPlan
+        let pass = try ForwardPass(tokens: tokens, config: config, options: options, plan: plan)
         var runner = HookRunner(cache: options.cache, cachePositions: options.cachePositions, grads: gradHooks,
-                                interventions: options.interventions)
-        let pass = try ForwardPass(tokens: tokens, config: config, options: options, runner: runner, plan: plan)
-        let L = layouts(pass)
-        let p = options.profile
-        p?.start()
+                                interventions: options.interventions, profile: options.profile)
+        let rows = pass.rows
 
         embed(pass)
-        try runner.forward(.embed(), pass.embed, L.resid)
-        try runner.forward(.posEmbed(), pass.posEmbed, L.resid)
+        try runner.forward(.embed(), pass.embed, rows.layouts.resid)
+        try runner.forward(.posEmbed(), pass.posEmbed, rows.layouts.resid)
         residualForward(out: pass.block(0).residPre, a: pass.embed, b: pass.posEmbed, n: pass.N * config.dModel)
-        p?.lap("embed")
         for l in 0..<config.nLayers {
-            try block(l, pass, &runner, plan.blocks[l], p)
+            try block(l, pass.block(l), rows, plan.blocks[l], rawEps: plan.rawEps, &runner)
         }
         pass.residFinal = pass.block(config.nLayers - 1).residPost
-        try layerNorm(pass.lnF, input: pass.residFinal, w: lnFolded ? nil : parameters.lnFW, b: lnFolded ? nil : parameters.lnFB,
-                      scale: plan.final,
-                      rawEps: plan.rawEps, scaleHook: HookName(.lnFinalScale), normalizedHook: HookName(.lnFinalNormalized),
-                      pass, &runner)
-        p?.lap("layernorm")
-        unembed(pass)
-        p?.lap("unembed")
+        try layerNorm(pass.lnF, input: pass.residFinal, weights: parameters.lnF, scale: plan.final, rawEps: plan.rawEps,
+                      hooks: (HookName(.lnFinalScale), HookName(.lnFinalNormalized)), rows, &runner)
+        if !pass.logitRows.isEmpty {
+            unembedRowsForward(logits: pass.logits, x: pass.lnF.out, rows: pass.logitRows, wU: parameters.wU, bU: parameters.bU,
+                               C: config.dModel, V: config.dVocab)
+        }
+        runner.endPhase("unembed")
         pass.cache = runner.cached
+        pass.runner = runner
         return pass
     }
 
     // MARK: The parts of the forward
-
-    func layouts(_ pass: ForwardPass) -> Layouts {
-        Layouts(B: pass.B, T: pass.T, C: config.dModel, NH: config.nHeads, dh: config.dHead, M: config.dMLP)
-    }
 
     func embed(_ pass: ForwardPass) {
         embeddingForward(out: pass.embed, ids: pass.tokens.flatMap { $0 }, table: parameters.wE, C: config.dModel)
@@ -368,118 +314,92 @@ public final class GPT2Model: @unchecked Sendable {
         return alpha
     }
 
-    /// One block: attention then MLP, each added to the residual stream.
-    func block(_ l: Int, _ pass: ForwardPass, _ runner: inout HookRunner, _ lns: LayerNormPlan.Block,
-               _ p: PhaseTimes?) throws(GPT2Error) {
-        let a = pass.block(l), w = parameters.blocks[l], L = layouts(pass)
-        let N = pass.N, C = config.dModel, M = config.dMLP, NH = config.nHeads
-        func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
-        let folded = lnFolded
+    /// One block over `rows`: attention then the MLP, each added to the residual stream.
+    func block(_ l: Int, _ a: BlockActivations, _ rows: Rows, _ lns: LayerNormPlan.Block, rawEps: Float,
+               _ runner: inout HookRunner) throws(GPT2Error) {
+        try runner.forward(.block(l, .residPre), a.residPre, rows.layouts.resid)
+        try attention(l, a, rows, lns, rawEps: rawEps, &runner)
+        try mlp(l, a, rows, lns.ln2, rawEps: rawEps, &runner)
+    }
 
-        try runner.forward(h(.residPre), a.residPre, L.resid)
-        try layerNorm(a.ln1, input: a.residPre, w: folded ? nil : w.ln1W, b: folded ? nil : w.ln1B, scale: lns.ln1,
-                      rawEps: pass.plan.rawEps, scaleHook: h(.ln1Scale), normalizedHook: h(.ln1Normalized), pass, &runner)
+    /// ln_1, q k v, causal attention over each of `rows`' sequences (with their cached prefix),
+    /// the heads' outputs: resid_mid = resid_pre + attn_out.
+    func attention(_ l: Int, _ a: BlockActivations, _ rows: Rows, _ lns: LayerNormPlan.Block, rawEps: Float,
+                   _ runner: inout HookRunner) throws(GPT2Error) {
+        let w = parameters.blocks[l], L = rows.layouts, N = rows.N, C = config.dModel, NH = config.nHeads
+        func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
         if let v = a.ln1V {
-            try layerNorm(v, input: a.residPre, w: folded ? nil : w.ln1W, b: folded ? nil : w.ln1B, scale: lns.ln1V,
-                          rawEps: pass.plan.rawEps, scaleHook: nil, normalizedHook: nil, pass, &runner)
+            try layerNorm(v, input: a.residPre, weights: w.ln1, scale: lns.ln1V, rawEps: rawEps, hooks: nil, rows, &runner)
         }
-        p?.lap("layernorm")
+        try layerNorm(a.ln1, input: a.residPre, weights: w.ln1, scale: lns.ln1, rawEps: rawEps,
+                      hooks: (h(.ln1Scale), h(.ln1Normalized)), rows, &runner)
         if let v = a.ln1V {
+            // Q and K read ln_1, V its own LayerNorm.
             matmulForward(out: a.qkv, inp: a.ln1.out, w: w.wQKV, bias: w.bQKV, N: N, IC: C, OC: 2 * C, ldw: 3 * C, ldout: 3 * C)
             matmulForward(out: a.qkv + 2 * C, inp: v.out, w: w.wQKV + 2 * C, bias: w.bQKV + 2 * C, N: N, IC: C, OC: C,
                           ldw: 3 * C, ldout: 3 * C)
         } else {
             matmulForward(out: a.qkv, inp: a.ln1.out, w: w.wQKV, bias: w.bQKV, N: N, IC: C, OC: 3 * C)
         }
-        p?.lap("qkv matmul")
         try runner.forward(h(.q), a.qkv, L.qkv(part: 0))
         try runner.forward(h(.k), a.qkv, L.qkv(part: 1))
         try runner.forward(h(.v), a.qkv, L.qkv(part: 2))
-
-        attentionScoresForward(att: a.att, qkv: a.qkv, B: pass.B, T: pass.T, C: C, NH: NH, alpha: attentionScale(layer: l))
-        p?.lap("attention scores")
+        attentionScoresForward(att: a.att, qkv: a.qkv, segments: rows.segments, C: C, NH: NH, alpha: attentionScale(layer: l))
         try runner.forward(h(.attnScores), a.att, L.attn)
-        softmaxForward(out: a.att, x: a.att, rows: pass.B * NH * pass.T, cols: pass.T)
-        p?.lap("softmax")
-        if pass.retained && runner.hasIntervention(h(.pattern)) {
-            pass.patternBeforeIntervention[l] = Array(UnsafeBufferPointer(start: a.att, count: pass.B * NH * pass.T * pass.T))
-        }
-        try runner.forward(h(.pattern), a.att, L.attn)
-        attentionValuesForward(z: a.z, pattern: a.att, qkv: a.qkv, B: pass.B, T: pass.T, C: C, NH: NH)
-        p?.lap("attention values")
+        attentionSoftmaxForward(att: a.att, segments: rows.segments, NH: NH)
+        try runner.forward(h(.pattern), a.att, L.attn, keepOriginal: true)
+        attentionValuesForward(z: a.z, pattern: a.att, qkv: a.qkv, segments: rows.segments, C: C, NH: NH)
         try runner.forward(h(.z), a.z, L.z)
+        try headOutputs(l, a, rows, &runner)
+        try runner.forward(h(.attnOut), a.attnOut, L.resid)
+        residualForward(out: a.residMid, a: a.residPre, b: a.attnOut, n: N * C)
+        try runner.forward(h(.residMid), a.residMid, L.resid)
+    }
 
-        if runner.hasIntervention(h(.result)) {
-            // The heads' outputs are changed: attn_out is their sum.
+    /// attn_out = z · W_O + b_O. The per-head outputs (`hook_result`) are computed only for a hook
+    /// that reads or changes them; changed, attn_out is their sum, else it keeps its one product.
+    func headOutputs(_ l: Int, _ a: BlockActivations, _ rows: Rows, _ runner: inout HookRunner) throws(GPT2Error) {
+        let w = parameters.blocks[l], N = rows.N, C = config.dModel, NH = config.nHeads
+        let name = HookName(.result, layer: l), changed = runner.hasIntervention(name)
+        if runner.isActive(name) {
             var result = [Float](repeating: 0, count: N * NH * C)
             try result.withUnsafeMutableBufferPointer { (r) throws(GPT2Error) in
                 headOutputForward(result: r.baseAddress!, z: a.z, wO: w.wO, N: N, C: C, NH: NH)
-                try runner.forward(h(.result), r.baseAddress!, L.result)
-                headSumForward(out: a.attnOut, result: r.baseAddress!, bO: w.bO, N: N, C: C, NH: NH)
-            }
-            pass.resultIntervened.insert(l)
-        } else {
-            matmulForward(out: a.attnOut, inp: a.z, w: w.wO, bias: w.bO, N: N, IC: C, OC: C)
-            if runner.isActive(h(.result)) {
-                // Cached only: computed beside attn_out, which keeps its own arithmetic.
-                var result = [Float](repeating: 0, count: N * NH * C)
-                try result.withUnsafeMutableBufferPointer { (r) throws(GPT2Error) in
-                    headOutputForward(result: r.baseAddress!, z: a.z, wO: w.wO, N: N, C: C, NH: NH)
-                    try runner.forward(h(.result), r.baseAddress!, L.result)
-                }
+                try runner.forward(name, r.baseAddress!, rows.layouts.result)
+                if changed { headSumForward(out: a.attnOut, result: r.baseAddress!, bO: w.bO, N: N, C: C, NH: NH) }
             }
         }
-        p?.lap("attn out matmul")
-        try runner.forward(h(.attnOut), a.attnOut, L.resid)
-        residualForward(out: a.residMid, a: a.residPre, b: a.attnOut, n: N * C)
-        p?.lap("residual adds")
-        try runner.forward(h(.residMid), a.residMid, L.resid)
+        if !changed { matmulForward(out: a.attnOut, inp: a.z, w: w.wO, bias: w.bO, N: N, IC: C, OC: C) }
+    }
 
-        try layerNorm(a.ln2, input: a.residMid, w: folded ? nil : w.ln2W, b: folded ? nil : w.ln2B, scale: lns.ln2,
-                      rawEps: pass.plan.rawEps, scaleHook: h(.ln2Scale), normalizedHook: h(.ln2Normalized), pass, &runner)
-        p?.lap("layernorm")
+    /// ln_2 and the MLP: resid_post = resid_mid + mlp_out. Row by row, so any rows will do
+    /// (patching runs it on just the rows a patch changed).
+    func mlp(_ l: Int, _ a: BlockActivations, _ rows: Rows, _ ln2: LayerNormScale, rawEps: Float,
+             _ runner: inout HookRunner) throws(GPT2Error) {
+        let w = parameters.blocks[l], L = rows.layouts, N = rows.N, C = config.dModel, M = config.dMLP
+        func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
+        try layerNorm(a.ln2, input: a.residMid, weights: w.ln2, scale: ln2, rawEps: rawEps,
+                      hooks: (h(.ln2Scale), h(.ln2Normalized)), rows, &runner)
         matmulForward(out: a.mlpPre, inp: a.ln2.out, w: w.wIn, bias: w.bIn, N: N, IC: C, OC: M)
-        p?.lap("mlp in matmul")
         try runner.forward(h(.mlpPre), a.mlpPre, L.mlp)
         geluForward(out: a.mlpPost, inp: a.mlpPre, n: N * M)
-        p?.lap("gelu_new")
         try runner.forward(h(.mlpPost), a.mlpPost, L.mlp)
         matmulForward(out: a.mlpOut, inp: a.mlpPost, w: w.wOut, bias: w.bOut, N: N, IC: M, OC: C)
-        p?.lap("mlp out matmul")
         try runner.forward(h(.mlpOut), a.mlpOut, L.resid)
         residualForward(out: a.residPost, a: a.residMid, b: a.mlpOut, n: N * C)
-        p?.lap("residual adds")
         try runner.forward(h(.residPost), a.residPost, L.resid)
     }
 
     /// LayerNorm in two steps, as TransformerLens hooks it: `hook_scale` between the statistics
-    /// and the normalisation, `hook_normalized` after it.
-    func layerNorm(_ a: LayerNormActivations, input x: FloatPointer, w: FloatPointer?, b: FloatPointer?,
-                   scale: LayerNormScale, rawEps: Float, scaleHook: HookName?, normalizedHook: HookName?,
-                   _ pass: ForwardPass, _ runner: inout HookRunner) throws(GPT2Error) {
-        let L = layouts(pass)
-        layerNormStats(mean: a.mean, scale: a.scale, rawScale: a.rawScale, x: x, N: pass.N, C: config.dModel,
-                       mode: scale, rawEps: rawEps)
-        if let scaleHook { try runner.forward(scaleHook, a.scale, L.scale) }
-        layerNormApply(out: a.out, x: x, mean: a.mean, scale: a.scale, w: w, b: b, N: pass.N, C: config.dModel)
-        if let normalizedHook { try runner.forward(normalizedHook, a.out, L.resid) }
-    }
-
-    /// Logits of the requested rows: `ln_final` output · W_Uᵀ + b_U.
-    func unembed(_ pass: ForwardPass) {
-        let rows = pass.logitRows
-        guard !rows.isEmpty else { return }
-        let C = config.dModel, V = config.dVocab
-        if rows.count == pass.N {
-            unembedForward(logits: pass.logits, x: pass.lnF.out, wU: parameters.wU, bU: parameters.bU, R: rows.count, C: C, V: V)
-            return
-        }
-        var x = [Float](repeating: 0, count: rows.count * C)
-        x.withUnsafeMutableBufferPointer { xp in
-            for (i, r) in rows.enumerated() { (xp.baseAddress! + i * C).update(from: pass.lnF.out + r * C, count: C) }
-            unembedForward(logits: pass.logits, x: xp.baseAddress!, wU: parameters.wU, bU: parameters.bU, R: rows.count,
-                           C: C, V: V)
-        }
+    /// and the normalisation, `hook_normalized` after it. `weights` nil: folded into the next layer.
+    func layerNorm(_ a: LayerNormActivations, input x: FloatPointer, weights: LayerNormWeights?, scale: LayerNormScale,
+                   rawEps: Float, hooks: (scale: HookName, normalized: HookName)?, _ rows: Rows,
+                   _ runner: inout HookRunner) throws(GPT2Error) {
+        let C = config.dModel
+        layerNormStats(mean: a.mean, scale: a.scale, rawScale: a.rawScale, x: x, N: rows.N, C: C, mode: scale, rawEps: rawEps)
+        if let hooks { try runner.forward(hooks.scale, a.scale, rows.layouts.scale) }
+        layerNormApply(out: a.out, x: x, mean: a.mean, scale: a.scale, w: weights?.w, b: weights?.b, N: rows.N, C: C)
+        if let hooks { try runner.forward(hooks.normalized, a.out, rows.layouts.resid) }
     }
 }
 

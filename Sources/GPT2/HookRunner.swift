@@ -14,31 +14,99 @@ struct HookRunner {
     let byHook: [HookName: [Intervention]]
     var cached: [HookName: Tensor] = [:]
     var grads: [HookName: Tensor] = [:]
+    /// Activations as they were before their interventions, where the backward needs them (the
+    /// softmax's own output at a changed `hook_pattern`).
+    var beforeInterventions: [HookName: [Float]] = [:]
+    /// Times the pass phase by phase: at each hook, the time since the previous one goes to the
+    /// phase of the op(s) between them; the hook's own work (cache copies, interventions) goes
+    /// to the next phase in the forward and to "hook gradients" in the backward.
+    var profile: PhaseTimes?
 
-    init(cache: Set<HookName>, cachePositions: [Int]?, grads: Set<HookName>, interventions: [Intervention]) {
+    init(cache: Set<HookName> = [], cachePositions: [Int]? = nil, grads: Set<HookName> = [],
+         interventions: [Intervention] = [], profile: PhaseTimes? = nil) {
         cacheNames = cache
         self.cachePositions = cachePositions
         gradNames = grads
         var byHook: [HookName: [Intervention]] = [:]
         for iv in interventions { byHook[iv.hook, default: []].append(iv) }
         self.byHook = byHook
+        self.profile = profile
+        profile?.start()
     }
 
     /// Whether the forward must stop at `name` (an intervention or a cache request).
     func isActive(_ name: HookName) -> Bool { cacheNames.contains(name) || byHook[name] != nil }
     func hasIntervention(_ name: HookName) -> Bool { byHook[name] != nil }
 
-    /// Forward: applies `name`'s interventions to the activation at `buffer`, then caches it.
-    mutating func forward(_ name: HookName, _ buffer: FloatPointer, _ layout: HookLayout) throws(GPT2Error) {
-        if let ivs = byHook[name] { for iv in ivs { try iv.apply(to: buffer, layout: layout) } }
+    /// Forward: applies `name`'s interventions to the activation at `buffer` (keeping a copy of it
+    /// first with `keepOriginal`, when there are any), then caches it.
+    mutating func forward(_ name: HookName, _ buffer: FloatPointer, _ layout: HookLayout,
+                          keepOriginal: Bool = false) throws(GPT2Error) {
+        profile?.lap(name.point.forwardPhase)
+        if let ivs = byHook[name] {
+            if keepOriginal { beforeInterventions[name] = Array(UnsafeBufferPointer(start: buffer, count: layout.count)) }
+            for iv in ivs { try iv.apply(to: buffer, layout: layout) }
+        }
         if cacheNames.contains(name) { cached[name] = layout.extract(from: buffer, positions: cachePositions) }
     }
 
     /// Backward: caches the gradient at `name`'s output, then turns it into the gradient of the
     /// activation before the interventions, in place.
     mutating func backward(_ name: HookName, _ grad: FloatPointer, _ layout: HookLayout) throws(GPT2Error) {
+        profile?.lap(name.point.backwardPhase)
         if gradNames.contains(name) { grads[name] = layout.extract(from: grad, positions: nil) }
         if let ivs = byHook[name] { for iv in ivs.reversed() { try iv.applyDerivative(to: grad, layout: layout) } }
+        profile?.lap("hook gradients")
+    }
+
+    /// Backward: caches `gradient` as the gradient at `name` (computed by the caller only when asked
+    /// for: `hook_result`'s, which is d attn_out per head).
+    mutating func cacheGradient(_ name: HookName, _ gradient: () -> Tensor) {
+        guard gradNames.contains(name) else { return }
+        profile?.lap(name.point.backwardPhase)
+        grads[name] = gradient()
+        profile?.lap("hook gradients")
+    }
+
+    /// Closes a phase that no hook ends (the unembedding, the embeddings' backward, patching's
+    /// own work).
+    func endPhase(_ phase: String) { profile?.lap(phase) }
+}
+
+extension HookName.Point {
+    /// The phase of the forward that ends at this hook: the op computing its activation.
+    var forwardPhase: String {
+        switch self {
+        case .embed, .posEmbed: "embed"
+        case .residPre, .residMid, .residPost: "residual adds"
+        case .ln1Scale, .ln1Normalized, .ln2Scale, .ln2Normalized, .lnFinalScale, .lnFinalNormalized: "layernorm"
+        case .q, .k, .v: "qkv matmul"
+        case .attnScores: "attention scores"
+        case .pattern: "softmax"
+        case .z: "attention values"
+        case .result, .attnOut: "attn out matmul"
+        case .mlpPre: "mlp in matmul"
+        case .mlpPost: "gelu_new"
+        case .mlpOut: "mlp out matmul"
+        }
+    }
+
+    /// The phase of the backward that ends at this hook's gradient: the backward of the op that
+    /// reads its activation.
+    var backwardPhase: String {
+        switch self {
+        case .embed, .posEmbed, .mlpOut, .attnOut, .result: "residual adds"
+        case .lnFinalNormalized: "unembed"
+        case .residPre, .residMid, .residPost, .ln1Scale, .ln2Scale, .lnFinalScale: "layernorm"
+        case .ln1Normalized: "qkv matmul"
+        case .q, .k, .v: "attention scores"
+        case .attnScores: "softmax"
+        case .pattern: "attention values"
+        case .z: "attn out matmul"
+        case .mlpPre: "gelu_new"
+        case .mlpPost: "mlp out matmul"
+        case .ln2Normalized: "mlp in matmul"
+        }
     }
 }
 

@@ -63,8 +63,20 @@ public struct ParameterTable: Sendable {
     public var checkpointEntries: [ParameterEntry] { entries.filter(\.isCheckpointTensor) }
 }
 
+/// A LayerNorm's affine part: `w`, `b` (C).
+public struct LayerNormWeights {
+    public let w: FloatPointer       // (C)
+    public let b: FloatPointer       // (C)
+}
+
 /// One block's parameters: views into a `ModelParameters` buffer. Shapes (C = d_model, M = d_mlp):
 public struct BlockParameters {
+    /// ln_1's affine part as the forward applies it: nil once folded into W_QKV (`fold_ln`).
+    public internal(set) var ln1: LayerNormWeights?
+    /// ln_2's, nil once folded into W_in.
+    public internal(set) var ln2: LayerNormWeights?
+    /// The `ln_1.weight`, `ln_1.bias`, `ln_2.weight`, `ln_2.bias` entries themselves (left in
+    /// place by folding, which reads them; training rescales them).
     public let ln1W: FloatPointer    // (C)
     public let ln1B: FloatPointer    // (C)
     public let wQKV: FloatPointer    // (C, 3C)  q | k | v columns, head h at h·dh inside each
@@ -88,9 +100,13 @@ public final class ModelParameters: @unchecked Sendable {
 
     public let wE: FloatPointer      // (V, C)
     public let wPos: FloatPointer    // (nCtx, C)
-    public let blocks: [BlockParameters]
-    public let lnFW: FloatPointer    // (C)
+    public private(set) var blocks: [BlockParameters]
+    public let lnFW: FloatPointer    // (C) the `ln_f.weight` entry
     public let lnFB: FloatPointer    // (C)
+    /// ln_f's affine part as the forward applies it: nil once folded into W_U (`fold_ln`).
+    public private(set) var lnF: LayerNormWeights?
+    /// The LayerNorms' affine parts are folded into the layers that read them (`process`).
+    public private(set) var lnFolded = false
     public let wU: FloatPointer      // (V, C)  row v is TransformerLens's W_U[:, v]
     public let bU: FloatPointer      // (V)
 
@@ -105,6 +121,8 @@ public final class ModelParameters: @unchecked Sendable {
         blocks = (0..<table.config.nLayers).map { l in
             let p = "h.\(l)."
             return BlockParameters(
+                ln1: LayerNormWeights(w: view(p + "ln_1.weight"), b: view(p + "ln_1.bias")),
+                ln2: LayerNormWeights(w: view(p + "ln_2.weight"), b: view(p + "ln_2.bias")),
                 ln1W: view(p + "ln_1.weight"), ln1B: view(p + "ln_1.bias"),
                 wQKV: view(p + "attn.c_attn.weight"), bQKV: view(p + "attn.c_attn.bias"),
                 wO: view(p + "attn.c_proj.weight"), bO: view(p + "attn.c_proj.bias"),
@@ -114,6 +132,7 @@ public final class ModelParameters: @unchecked Sendable {
         }
         lnFW = view("ln_f.weight")
         lnFB = view("ln_f.bias")
+        lnF = LayerNormWeights(w: lnFW, b: lnFB)
         wU = view(table.unembeddingName)
         bU = view("unembed.bias")
     }
@@ -131,10 +150,21 @@ public final class ModelParameters: @unchecked Sendable {
         values.withUnsafeBufferPointer { (arena.base + e.offset).update(from: $0.baseAddress!, count: e.count) }
     }
 
-    /// Copies every float from `other` (same table).
+    /// Copies every float from `other` (same table), and whether its LayerNorms are folded.
     public func copy(from other: ModelParameters) {
         precondition(other.table.count == table.count)
         arena.base.update(from: other.arena.base, count: table.count)
+        if other.lnFolded { markLayerNormsFolded() }
+    }
+
+    /// From now on the forward applies no LayerNorm weights: they are folded into the next layers.
+    func markLayerNormsFolded() {
+        lnFolded = true
+        for l in blocks.indices {
+            blocks[l].ln1 = nil
+            blocks[l].ln2 = nil
+        }
+        lnF = nil
     }
 
     /// The checkpoint tensors under their canonical names (for export and `--param-grads`).

@@ -46,7 +46,8 @@ extension ModelParameters {
     /// center_unembed, fold_value_biases. The model computes the same function afterwards up to a
     /// per-position constant in the logits (from center_unembed). Needs a table with a separate
     /// unembedding unless `options` is `.none`. After `foldLN` the LayerNorm weight and bias
-    /// entries are left as they were and must not be applied again (`GPT2Model.lnFolded`).
+    /// entries are left as they were and must not be applied again: `BlockParameters.ln1`,
+    /// `ln2` and `lnF` become nil.
     public func process(_ options: ProcessingOptions) {
         let cfg = table.config
         let C = cfg.dModel, M = cfg.dMLP, V = cfg.dVocab
@@ -67,6 +68,7 @@ extension ModelParameters {
                 mean /= Float(C)
                 for c in 0..<C { row[c] -= mean }
             }
+            markLayerNormsFolded()
         }
         if options.centerWritingWeights {
             centerRows(wE, rows: V, cols: C)

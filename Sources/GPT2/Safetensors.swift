@@ -170,7 +170,12 @@ public final class SafetensorsFile: @unchecked Sendable {
     public func floats(_ name: String) throws -> [Float] {
         let n = try entry(name).elementCount
         return try [Float](unsafeUninitializedCapacity: n) { out, count in
-            if let base = out.baseAddress { try read(name, into: base) }
+            if let p = out.baseAddress {
+                try read(name, into: p)
+            } else {
+                var none: Float = 0  // an empty tensor: its dtype checked, nothing read
+                try read(name, into: &none)
+            }
             count = n
         }
     }
@@ -348,39 +353,8 @@ public enum SafetensorsWriter {
     public static func write(_ tensors: [String: Tensor], metadata: [String: String] = [:], to url: URL,
                              dtype: (String) -> SafetensorsDType = { _ in .f32 }) throws {
         let path = url.path
-        var header = "{"
-        var fields: [String] = []
-        if !metadata.isEmpty {
-            let pairs = metadata.keys.sorted().map { "\(JSONText.literal($0)):\(JSONText.literal(metadata[$0]!))" }
-            fields.append("\"__metadata__\":{" + pairs.joined(separator: ",") + "}")
-        }
         let names = tensors.keys.sorted()
-        var offset = 0
-        for name in names {
-            let t = tensors[name]!
-            guard name != "__metadata__" else {
-                throw GPT2Error.writeFailed(file: path, reason: "\"__metadata__\" cannot be a tensor name")
-            }
-            guard t.shape.allSatisfy({ $0 >= 0 }), t.shape.reduce(1, *) == t.data.count else {
-                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name) has shape \(t.shape) but \(t.data.count) values")
-            }
-            let type = dtype(name)
-            guard type == .f32 || type == .f16 else {
-                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name): lnlens writes F32 or F16, not \(type.rawValue)")
-            }
-            if type == .f16, let bad = t.data.first(where: { $0.isFinite && abs($0) > 65504 }) {
-                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name) holds \(bad), beyond F16's range; store it as F32")
-            }
-            let shape = t.shape.map(String.init).joined(separator: ",")
-            let size = type.byteSize * t.data.count
-            fields.append("\(JSONText.literal(name)):{\"dtype\":\"\(type.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}")
-            offset += size
-        }
-        header += fields.joined(separator: ",") + "}"
-        var headerBytes = Array(header.utf8)
-        // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
-        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
-
+        let headerBytes = try header(tensors, names: names, metadata: metadata, path: path, dtype: dtype)
         do {
             try Files.writeAtomically(url) { handle in
                 var prefix = Data(count: 8)
@@ -410,5 +384,42 @@ public enum SafetensorsWriter {
         } catch {
             throw GPT2Error.writeFailed(file: path, reason: error.description)
         }
+    }
+
+    /// The header of a file holding `tensors` under `names`: JSON padded with spaces so that the
+    /// data section starts 8-byte aligned, as the reference writer does. Checks every tensor.
+    private static func header(_ tensors: [String: Tensor], names: [String], metadata: [String: String], path: String,
+                               dtype: (String) -> SafetensorsDType) throws -> [UInt8] {
+        var header = "{"
+        var fields: [String] = []
+        if !metadata.isEmpty {
+            let pairs = metadata.keys.sorted().map { "\(JSONText.literal($0)):\(JSONText.literal(metadata[$0]!))" }
+            fields.append("\"__metadata__\":{" + pairs.joined(separator: ",") + "}")
+        }
+        var offset = 0
+        for name in names {
+            let t = tensors[name]!
+            guard name != "__metadata__" else {
+                throw GPT2Error.writeFailed(file: path, reason: "\"__metadata__\" cannot be a tensor name")
+            }
+            guard t.shape.allSatisfy({ $0 >= 0 }), t.shape.reduce(1, *) == t.data.count else {
+                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name) has shape \(t.shape) but \(t.data.count) values")
+            }
+            let type = dtype(name)
+            guard type == .f32 || type == .f16 else {
+                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name): lnlens writes F32 or F16, not \(type.rawValue)")
+            }
+            if type == .f16, let bad = t.data.first(where: { $0.isFinite && abs($0) > 65504 }) {
+                throw GPT2Error.writeFailed(file: path, reason: "tensor \(name) holds \(bad), beyond F16's range; store it as F32")
+            }
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            let size = type.byteSize * t.data.count
+            fields.append("\(JSONText.literal(name)):{\"dtype\":\"\(type.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + size)]}")
+            offset += size
+        }
+        header += fields.joined(separator: ",") + "}"
+        var headerBytes = Array(header.utf8)
+        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+        return headerBytes
     }
 }

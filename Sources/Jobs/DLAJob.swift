@@ -125,7 +125,7 @@ public struct DLAJob {
             let byLength = Dictionary(grouping: chunk, by: { $0.tokens.count })
             for length in byLength.keys.sorted() {
                 let group = byLength[length]!
-                let size = effectiveBatchSize(length: length)
+                let size = effectiveBatchSize(length: length, cachedPositions: group.map(\.targets.count).max())
                 for start in stride(from: 0, to: group.count, by: size) {
                     let batch = Array(group[start..<min(start + size, group.count)])
                     var targets: [AttributionTarget] = []
@@ -162,12 +162,15 @@ public struct DLAJob {
         }
     }
 
-    /// `batchSize`, lowered so that one batch's retained activations stay within `memoryBudget`
-    /// bytes: attention patterns grow with T², so long text windows run fewer at a time.
-    public func effectiveBatchSize(length T: Int) -> Int {
+    /// `batchSize`, lowered so that one batch's activations stay within `memoryBudget` bytes: the
+    /// forward's arena as DLA runs it (`ForwardPass.footprint`: one block's buffers reused, no
+    /// logits) and the hooks DLA caches at `cachedPositions` positions of each sequence (nil:
+    /// all). Attention patterns grow with T², so long text windows run fewer at a time.
+    public func effectiveBatchSize(length T: Int, cachedPositions: Int? = nil) -> Int {
         let cfg = model.config
-        let perLayer = 2 * cfg.nHeads * T * T + 14 * T * cfg.dModel + 2 * T * cfg.dMLP  // floats
-        let perSequence = 4 * cfg.nLayers * perLayer
+        let cache = DirectLogitAttribution.hooks(nLayers: cfg.nLayers).count * (cachedPositions ?? T) * cfg.dModel
+            * MemoryLayout<Float>.stride
+        let perSequence = ForwardPass.footprint(B: 1, T: T, config: cfg, logits: .none, backward: false) + cache
         return max(1, min(batchSize, memoryBudget / max(1, perSequence)))
     }
 

@@ -61,6 +61,49 @@ public func unembedBackward(dx: FloatPointer?, dwU: FloatPointer?, dbU: FloatPoi
     }
 }
 
+/// `logits (R, V) = x[rows] · W_Uᵀ + b_U`: the unembedding of rows `rows` of `x (N, C)` (the
+/// positions that get logits), gathered when they are not consecutive.
+public func unembedRowsForward(logits: FloatPointer, x: ConstFloatPointer, rows: [Int], wU: ConstFloatPointer,
+                               bU: ConstFloatPointer, C: Int, V: Int) {
+    guard let first = rows.first else { return }
+    if rows.elementsEqual(first..<(first + rows.count)) {
+        unembedForward(logits: logits, x: x + first * C, wU: wU, bU: bU, R: rows.count, C: C, V: V)
+        return
+    }
+    let gathered = gatherRows(x, rows, C: C)
+    unembedForward(logits: logits, x: gathered, wU: wU, bU: bU, R: rows.count, C: C, V: V)
+}
+
+/// Backward of `unembedRowsForward`, accumulating: `dx[rows] += dlogits · W_U` (scattered back),
+/// `dW_U += dlogitsᵀ · x[rows]`, `db_U += Σ_r dlogits`. Any output may be nil.
+public func unembedRowsBackward(dx: FloatPointer?, dwU: FloatPointer?, dbU: FloatPointer?, dlogits: ConstFloatPointer,
+                                x: ConstFloatPointer, rows: [Int], wU: ConstFloatPointer, C: Int, V: Int) {
+    guard let first = rows.first else { return }
+    if rows.elementsEqual(first..<(first + rows.count)) {
+        unembedBackward(dx: dx.map { $0 + first * C }, dwU: dwU, dbU: dbU, dlogits: dlogits, x: x + first * C, wU: wU,
+                        R: rows.count, C: C, V: V)
+        return
+    }
+    let gathered = gatherRows(x, rows, C: C)
+    var dGathered = [Float](repeating: 0, count: dx == nil ? 0 : rows.count * C)
+    dGathered.withUnsafeMutableBufferPointer { d in
+        unembedBackward(dx: dx == nil ? nil : d.baseAddress, dwU: dwU, dbU: dbU, dlogits: dlogits, x: gathered, wU: wU,
+                        R: rows.count, C: C, V: V)
+    }
+    if let dx {
+        for (i, r) in rows.enumerated() { for c in 0..<C { dx[r * C + c] += dGathered[i * C + c] } }
+    }
+}
+
+/// Rows `rows` of `x (N, C)`, in that order.
+func gatherRows(_ x: ConstFloatPointer, _ rows: [Int], C: Int) -> [Float] {
+    var out = [Float](repeating: 0, count: rows.count * C)
+    out.withUnsafeMutableBufferPointer { o in
+        for (i, r) in rows.enumerated() { (o.baseAddress! + i * C).update(from: x + r * C, count: C) }
+    }
+    return out
+}
+
 /// Per-head attention output without b_O: `result (N, NH, C)`, head h's rows `z_h (N, dh) · W_O[h] (dh, C)`
 /// where `W_O[h]` is rows `h·dh ..< (h+1)·dh` of `wO (C, C)`.
 public func headOutputForward(result: FloatPointer, z: ConstFloatPointer, wO: ConstFloatPointer,
@@ -111,9 +154,4 @@ public func broadcastHeads(into out: FloatPointer, from x: ConstFloatPointer, N:
 /// `out = a + b` over `n` floats (a residual connection; its backward passes `dout` to both).
 public func residualForward(out: FloatPointer, a: ConstFloatPointer, b: ConstFloatPointer, n: Int) {
     for i in 0..<n { out[i] = a[i] + b[i] }
-}
-
-/// `acc += x` over `n` floats.
-public func accumulate(_ acc: FloatPointer, _ x: ConstFloatPointer, n: Int) {
-    for i in 0..<n { acc[i] += x[i] }
 }

@@ -2,10 +2,12 @@ import CBLAS
 
 /// Keeps memory that the process frees for its own later use instead of returning it to the kernel.
 ///
-/// A forward pass allocates its activations afresh (about 125 MB for GPT-2 small on 128 tokens,
-/// 340 MB with every hook cached). With glibc's defaults those blocks are unmapped or trimmed
-/// when freed, and the next call page-faults them back in, zeroed by the kernel: 32 000 faults
-/// and about a quarter of the forward's time on 2 cores. Call once, first thing in `main`.
+/// Every pass takes its activations from one `calloc`ed arena, freed when the pass ends. With
+/// glibc's defaults a large block is mapped afresh and unmapped when freed, so the next pass
+/// page-faults it back in, page by page, zeroed by the kernel. With these settings an arena up to
+/// 32 MiB (glibc's largest allowed mmap threshold: a forward over a short batch) comes from the
+/// heap and stays there for the next pass; larger ones (retained passes for a backward) are mapped
+/// each time unless they come from an `ArenaPool`, as training's do. Call once, first thing in `main`.
 public enum MemoryTuning {
     public static func keepFreedMemory() {
         #if os(Linux)

@@ -17,11 +17,6 @@ public struct Tensor: Sendable, Equatable {
         self.data = [Float](repeating: 0, count: shape.reduce(1, *))
     }
 
-    public init(repeating value: Float, shape: [Int]) {
-        self.shape = shape
-        self.data = [Float](repeating: value, count: shape.reduce(1, *))
-    }
-
     public var count: Int { data.count }
     public var rank: Int { shape.count }
 

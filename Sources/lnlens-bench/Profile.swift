@@ -3,7 +3,7 @@ import GPT2
 import TensorCore
 
 /// Phase-by-phase timing of the forward pass (`--profile`): the real forward, run with a
-/// `PhaseTimes` that each of its op calls reports to, so the profile times exactly the kernels
+/// `PhaseTimes` that its hook runner laps at every hook point, so the profile times exactly the kernels
 /// `GPT2Model.run` calls (hook bookkeeping included in the phase it follows).
 func benchProfile(model: GPT2Model, tokens: [Int], rates: SgemmRates, options o: BenchOptions) throws -> [Measurement] {
     let cfg = model.config

@@ -247,4 +247,94 @@ import TensorCore
         let got = (0..<N).flatMap { n in (0..<OC).map { out[n * 3 * OC + OC + $0] } }
         Self.check("matmul column slice", got, want)
     }
+    /// Attention over rows `start..<T` with the keys and values before `start` taken from a
+    /// prefix (patching's causal reuse) equals those rows of plain attention over all T, for
+    /// every start, with two sequences side by side in one batch.
+    @Test func attentionWithAPrefixMatchesTheFullSequence() {
+        let (T, C, NH) = (6, 8, 2)
+        let alpha: Float = 0.35
+        let sequences = [Self.float(Self.random(T * 3 * C, seed: 40, scale: 1.5)), Self.float(Self.random(T * 3 * C, seed: 41, scale: 1.5))]
+        // Plain attention over each whole sequence: its pattern (NH, T, T) and z (T, C).
+        let full = sequences.map { qkv in
+            var att = [Float](repeating: 0, count: NH * T * T), z = [Float](repeating: 0, count: T * C)
+            attentionScoresForward(att: &att, qkv: qkv, B: 1, T: T, C: C, NH: NH, alpha: alpha)
+            softmaxForward(out: &att, x: att, rows: NH * T, cols: T)
+            attentionValuesForward(z: &z, pattern: att, qkv: qkv, B: 1, T: T, C: C, NH: NH)
+            return (att, z)
+        }
+        var worst: Float = 0
+        for (start0, start1) in [(0, 0), (1, 4), (3, 5), (5, 2)] {
+            let starts = [start0, start1], rows = starts.map { T - $0 }
+            let qkv = (0..<2).flatMap { Array(sequences[$0][(starts[$0] * 3 * C)...]) }
+            sequences[0].withUnsafeBufferPointer { p0 in sequences[1].withUnsafeBufferPointer { p1 in
+                let segments = AttentionSegment.packed([(rows[0], starts[0], p0.baseAddress!), (rows[1], starts[1], p1.baseAddress!)],
+                                                       NH: NH)
+                var att = [Float](repeating: .nan, count: AttentionSegment.scoresSize(segments, NH: NH))
+                var z = [Float](repeating: .nan, count: (rows[0] + rows[1]) * C)
+                attentionScoresForward(att: &att, qkv: qkv, segments: segments, C: C, NH: NH, alpha: alpha)
+                attentionSoftmaxForward(att: &att, segments: segments, NH: NH)
+                attentionValuesForward(z: &z, pattern: att, qkv: qkv, segments: segments, C: C, NH: NH)
+                for (b, s) in segments.enumerated() {
+                    for h in 0..<NH { for i in 0..<s.rows { for j in 0..<T {
+                        let want = full[b].0[(h * T + starts[b] + i) * T + j], got = att[s.att + (h * s.rows + i) * T + j]
+                        worst = max(worst, abs(got - want))
+                    } } }
+                    for i in 0..<s.rows { for c in 0..<C {
+                        worst = max(worst, abs(z[(s.row + i) * C + c] - full[b].1[(starts[b] + i) * C + c]))
+                    } }
+                }
+            } }
+        }
+        print("attention with a prefix: max |diff| against the full sequence \(worst)")
+        #expect(worst <= 1e-6)
+    }
+
+    /// One attention row recomputed alone equals that row of the pattern, and a swapped key changes it.
+    @Test func attentionRowMatchesThePattern() {
+        let (T, C, NH) = (5, 8, 2), dh = C / NH
+        let alpha = 0.35
+        let qkv = Self.random(T * 3 * C, seed: 42, scale: 1.5)
+        let pattern = Naive.attention(qkv, B: 1, T: T, C: C, NH: NH, alpha: alpha).pattern
+        let f = Self.float(qkv)
+        var worst = 0.0
+        f.withUnsafeBufferPointer { p in
+            let base = p.baseAddress!
+            for h in 0..<NH {
+                for t in 0..<T {
+                    let row = attentionRow(query: base + t * 3 * C + h * dh, keys: { base + $0 * 3 * C + C + h * dh }, count: t + 1,
+                                           dh: dh, alpha: Float(alpha))
+                    for s in 0...t { worst = max(worst, abs(Double(row[s]) - pattern[(h * T + t) * T + s])) }
+                }
+            }
+            // The query of position 3 against the keys with key 1 replaced by key 4.
+            let swapped = attentionRow(query: base + 3 * 3 * C, keys: { base + ($0 == 1 ? 4 : $0) * 3 * C + C }, count: 4, dh: dh,
+                                       alpha: Float(alpha))
+            let scores = (0..<4).map { s in alpha * (0..<dh).reduce(0) { $0 + qkv[3 * 3 * C + $1] * qkv[(s == 1 ? 4 : s) * 3 * C + C + $1] } }
+            let e = scores.map { exp($0 - scores.max()!) }
+            for s in 0..<4 { worst = max(worst, abs(Double(swapped[s]) - e[s] / e.reduce(0, +))) }
+        }
+        print("attention row: max |diff| \(worst)")
+        #expect(worst <= 1e-6)
+    }
+
+    /// The unembedding of chosen rows (gathered) against the naive one on those rows, and its
+    /// backward, scattering d x back to the rows, against finite differences.
+    @Test(arguments: [[1, 2, 3], [4, 0, 2]])
+    func unembedRowsForwardAndBackward(rows: [Int]) {
+        let (N, C, V) = (5, 6, 11)
+        let x = Self.random(N * C, seed: 43), wU = Self.random(V * C, seed: 44), bU = Self.random(V, seed: 45)
+        let g = Self.random(rows.count * V, seed: 46)
+        func naive(_ x: [Double], _ wU: [Double], _ bU: [Double]) -> [Double] {
+            Naive.unembed(rows.flatMap { r in x[(r * C)..<(r * C + C)] }, wU, bU, R: rows.count, C: C, V: V)
+        }
+        var out = [Float](repeating: 0, count: rows.count * V)
+        unembedRowsForward(logits: &out, x: Self.float(x), rows: rows, wU: Self.float(wU), bU: Self.float(bU), C: C, V: V)
+        Self.check("unembed rows forward", out, naive(x, wU, bU))
+        var dx = [Float](repeating: 0, count: N * C), dw = [Float](repeating: 0, count: V * C), db = [Float](repeating: 0, count: V)
+        unembedRowsBackward(dx: &dx, dwU: &dw, dbU: &db, dlogits: Self.float(g), x: Self.float(x), rows: rows, wU: Self.float(wU),
+                            C: C, V: V)
+        Self.check("unembed rows dx", dx, Naive.gradient({ Self.dot(g, naive($0, wU, bU)) }, at: x))
+        Self.check("unembed rows dwU", dw, Naive.gradient({ Self.dot(g, naive(x, $0, bU)) }, at: wU))
+        Self.check("unembed rows dbU", db, Naive.gradient({ Self.dot(g, naive(x, wU, $0)) }, at: bU))
+    }
 }
