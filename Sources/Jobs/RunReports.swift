@@ -93,10 +93,7 @@ public struct DLARunReport: Encodable {
         nmaePerLayer = pick(StoreName.scopeLayer)
         componentsSumMaxAbsError = summaries.first { $0.scope == StoreName.scopeCheck }?.value ?? .nan
         rows = try StoredRuns.attributions(db: db, runID: runID)
-        func global(_ metric: String) -> Double? {
-            summaries.first { $0.scope == StoreName.scopeHeads && $0.key == "all" && $0.metric == metric }?.value
-        }
-        nmaeHeadsGlobalCI = global(StoreName.nmaeCILow).flatMap { low in global(StoreName.nmaeCIHigh).map { ConfidenceInterval(low: low, high: $0) } }
+        nmaeHeadsGlobalCI = StoredRuns.storedInterval(summaries, scope: StoreName.scopeHeads, heads: .all)
         let options = DLAOptions(json: run.optionsJSON)
         bootstrap = (options.bootstrap ?? .crossed).rawValue
         task = try StoredRuns.taskCheck(db: db, run: run)
@@ -104,6 +101,29 @@ public struct DLARunReport: Encodable {
     }
 
     public var modelName: String { ModelPath.shortName(model) }
+}
+
+extension StoredRuns {
+    /// The bootstrap interval a dla run stored for the NMAE over `heads` at `scope`; nil when it
+    /// stored none.
+    public static func storedInterval(_ summaries: [SummaryRow], scope: String, heads: HeadSet) -> ConfidenceInterval? {
+        let key = heads.description
+        func value(_ metric: String) -> Double? { summaries.first { $0.scope == scope && $0.key == key && $0.metric == metric }?.value }
+        guard let low = value(StoreName.nmaeCILow), let high = value(StoreName.nmaeCIHigh) else { return nil }
+        return ConfidenceInterval(low: low, high: high)
+    }
+
+    /// The intervals a dla run stored for all heads and for each of `layers`; nil when any of them
+    /// is missing (an unfinished run, or one of an lnlens that did not store them).
+    public static func storedIntervals(_ summaries: [SummaryRow], layers: some Sequence<Int>) -> NMAEIntervals? {
+        guard let global = storedInterval(summaries, scope: StoreName.scopeHeads, heads: .all) else { return nil }
+        var perLayer: [Int: ConfidenceInterval] = [:]
+        for l in layers {
+            guard let interval = storedInterval(summaries, scope: StoreName.scopeLayer, heads: .layer(l)) else { return nil }
+            perLayer[l] = interval
+        }
+        return NMAEIntervals(headsGlobal: global, perLayer: perLayer)
+    }
 }
 
 /// One stored patch run, read back for printing (`--json` in the shape of the README).

@@ -70,42 +70,14 @@ struct DLAData {
         label = RunLabel(run)
         label.task = try TaskNote.check(db: db, run: run)
         let id = run.id!
-        struct Key: Hashable, Comparable {
-            let prompt: Int, layer: Int, head: Int
-            static func < (a: Key, b: Key) -> Bool { (a.prompt, a.layer, a.head) < (b.prompt, b.layer, b.head) }
-        }
-        var dla: [Key: Double] = [:], de: [Key: Double] = [:]
-        for r in try db.results(runID: id, site: Component.head(layer: 0, head: 0).site.name) {
-            guard let l = r.layer, let h = r.head else { continue }
-            let key = Key(prompt: r.promptIndex, layer: l, head: h)
-            if r.quantity == StoreName.dla { dla[key] = r.value } else if r.quantity == StoreName.directEffect { de[key] = r.value }
-        }
-        let keys = dla.keys.filter { de[$0] != nil }.sorted()
-        pairs = keys.map {
-            ComponentAttribution(prompt: $0.prompt, component: .head(layer: $0.layer, head: $0.head), dla: dla[$0]!, directEffect: de[$0]!)
-        }
-        layers = (keys.map(\.layer).max() ?? -1) + 1
-        heads = (keys.map(\.head).max() ?? -1) + 1
-        label.storedPrompts = Set(keys.map(\.prompt)).count
+        pairs = try StoredRuns.attributions(db: db, runID: id).filter { $0.component.headLayer != nil }
+        layers = (pairs.compactMap(\.component.site.layer).max() ?? -1) + 1
+        heads = (pairs.compactMap(\.component.site.head).max() ?? -1) + 1
+        label.storedPrompts = Set(pairs.map(\.prompt)).count
         nmae = NMAESummary(rows: pairs)
         ranked = HeadEffect.ranked(pairs)
-
-        let summaries = try db.summaries(runID: id)
-        func stored(_ scope: String, _ heads: HeadSet) -> ConfidenceInterval? {
-            let key = heads.description
-            let low = summaries.first { $0.scope == scope && $0.key == key && $0.metric == StoreName.nmaeCILow }?.value
-            let high = summaries.first { $0.scope == scope && $0.key == key && $0.metric == StoreName.nmaeCIHigh }?.value
-            guard let low, let high else { return nil }
-            return ConfidenceInterval(low: low, high: high)
-        }
-        var fromStore: NMAEIntervals?
-        if run.status == .completed, let global = stored(StoreName.scopeHeads, .all) {
-            var perLayer: [Int: ConfidenceInterval] = [:]
-            for l in nmae.perLayer.keys { perLayer[l] = stored(StoreName.scopeLayer, .layer(l)) }
-            if perLayer.count == nmae.perLayer.count {
-                fromStore = NMAEIntervals(headsGlobal: global, perLayer: perLayer)
-            }
-        }
+        let fromStore = try run.status == .completed
+            ? StoredRuns.storedIntervals(db.summaries(runID: id), layers: nmae.perLayer.keys) : nil
         intervalsStored = fromStore != nil
         let scheme = DLAOptions(json: run.optionsJSON).bootstrap ?? (fromStore != nil ? .pairs : .crossed)
         bootstrap = scheme
