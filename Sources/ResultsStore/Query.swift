@@ -128,7 +128,7 @@ extension ResultsDatabase {
         try query(sql: """
             SELECT r.id, r.command, r.model_path AS model, r.ln_mode,
                    replace(r.prompt_set_path, rtrim(r.prompt_set_path, replace(r.prompt_set_path, '/', '')), '') AS prompt_set,
-                   CASE WHEN r.command = 'eval'
+                   CASE WHEN r.command IN ('eval', 'sinks', 'norms', 'lens')
                         THEN (SELECT COUNT(DISTINCT x.prompt_index) FROM results x WHERE x.run_id = r.id)
                         WHEN r.command IN ('train', 'remove-ln')
                         THEN (SELECT COUNT(*) FROM train_steps t WHERE t.run_id = r.id)
