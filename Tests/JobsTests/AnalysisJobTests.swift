@@ -61,9 +61,11 @@ import Training
             Issue.record("the run did not stop")
         } catch let JobError.interrupted(runID, done, total, unit, _) {
             #expect(done == 5 && total == EvalShardTests.text.blockCount(seqLen: 16) && unit == "windows")
-            #expect(try db.run(id: runID)?.status == .interrupted)
+            let stopped = try db.run(id: runID)?.status
+            #expect(stopped == .interrupted)
             let id = try job.run(db: db, resume: runID)
-            #expect(id == runID && (try db.run(id: id)?.status) == .completed)
+            let status = try db.run(id: id)?.status
+            #expect(id == runID && status == .completed)
             let resumed = try Stored(db, id)
             #expect(resumed.results == reference.results && resumed.summaries == reference.summaries)
         }
