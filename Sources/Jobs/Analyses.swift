@@ -37,8 +37,8 @@ public struct SinkAnalysis: SequenceAnalysis {
         }
         func mean(_ v: [Double]) -> Double { v.reduce(0, +) / Double(v.count) }
         var groups: [(String, [Double])] = [("all", all.keys.sorted().map { mean(all[$0]!) })]
-        groups += perLayer.keys.sorted(by: keyOrder).map { k in (k, perLayer[k]!.keys.sorted().map { mean(perLayer[k]![$0]!) }) }
-        groups += perHead.keys.sorted(by: keyOrder).map { k in (k, perHead[k]!.keys.sorted().map { perHead[k]![$0]! }) }
+        groups += SummaryKeyOrder.sorted(Array(perLayer.keys)).map { k in (k, perLayer[k]!.keys.sorted().map { mean(perLayer[k]![$0]!) }) }
+        groups += SummaryKeyOrder.sorted(Array(perHead.keys)).map { k in (k, perHead[k]!.keys.sorted().map { perHead[k]![$0]! }) }
         return groups.flatMap { key, values in
             distribution(values).map { SummaryRow(scope: StoreName.sinkRate, key: key, metric: $0.0, value: $0.1) }
         }
@@ -197,8 +197,31 @@ public struct LensAnalysis: SequenceAnalysis {
     }
 }
 
-/// `L3` before `L10`, `L3H2` before `L3H10`.
-func keyOrder(_ a: String, _ b: String) -> Bool {
-    func numbers(_ s: String) -> [Int] { s.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) } }
-    return numbers(a).lexicographicallyPrecedes(numbers(b))
+/// Summary keys of the one-pass analyses in reading order: hooks in computation order
+/// (`hook_embed` … `ln_final.hook_normalized`), lens labels by layer (`0_pre`, `0_mid`, `1_pre`,
+/// …, `final_post`), `all` then layers then heads; anything else after, as given.
+public enum SummaryKeyOrder {
+    public static func sorted(_ keys: [String]) -> [String] {
+        keys.enumerated().sorted { before($0.element, $1.element) ?? ($0.offset < $1.offset) }.map(\.element)
+    }
+
+    /// Whether `a` reads before `b`; nil when neither does.
+    static func before(_ a: String, _ b: String) -> Bool? {
+        if let x = hook(a), let y = hook(b) { return x == y ? nil : x < y }
+        let (x, y) = (rank(a), rank(b))
+        return x == y ? nil : x.lexicographicallyPrecedes(y)
+    }
+
+    static func hook(_ key: String) -> HookName? { key.contains("hook_") ? HookName(parsing: key) : nil }
+
+    static func rank(_ key: String) -> [Int] {
+        if hook(key) != nil { return [0] }
+        if key == "final_post" { return [1, Int.max] }
+        let parts = key.split(separator: "_")
+        if parts.count == 2, let l = Int(parts[0]) { return [1, l, parts[1] == "mid" ? 1 : 0] }
+        if key == "all" { return [2] }
+        let numbers = key.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        if key.hasPrefix("L"), !numbers.isEmpty { return [2, numbers[0] + 1, numbers.count > 1 ? numbers[1] : -1] }
+        return [3]
+    }
 }

@@ -1,11 +1,12 @@
 import Foundation
+import Jobs
 import ResultsStore
 
 /// A `sinks`, `norms` or `lens` run read back: its label and summaries, by (scope, key, metric).
 struct AnalysisData {
     var label: RunLabel
     let values: [String: [String: [String: Double]]]
-    /// Keys per scope, in stored order (the jobs store them in drawing order).
+    /// Keys per scope, in reading order (`SummaryKeyOrder`).
     let keys: [String: [String]]
 
     init(db: ResultsDatabase, run: RunRecord) throws {
@@ -16,7 +17,7 @@ struct AnalysisData {
             if values[r.scope]?[r.key] == nil { keys[r.scope, default: []].append(r.key) }
             values[r.scope, default: [:]][r.key, default: [:]][r.metric] = r.value
         }
-        (self.values, self.keys) = (values, keys)
+        (self.values, self.keys) = (values, keys.mapValues(SummaryKeyOrder.sorted))
         label.storedPrompts = Int(values[StoreName.sinkRate]?["all"]?["n"] ?? values[StoreName.norm]?.values.first?["n"]
                                   ?? values[StoreName.scopeLens]?.values.first?["n"] ?? 0)
     }

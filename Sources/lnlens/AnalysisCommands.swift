@@ -139,10 +139,10 @@ struct StoredAnalysis: Encodable {
         summaries.first { $0.scope == scope && $0.key == key && $0.metric == metric }?.value
     }
 
-    /// The keys of `scope`, in stored order.
+    /// The keys of `scope`, in reading order.
     func keys(_ scope: String) -> [String] {
         var seen = Set<String>()
-        return summaries.filter { $0.scope == scope }.map(\.key).filter { seen.insert($0).inserted }
+        return SummaryKeyOrder.sorted(summaries.filter { $0.scope == scope }.map(\.key).filter { seen.insert($0).inserted })
     }
 }
 
@@ -182,9 +182,9 @@ struct SinksCommand: ParsableCommand {
     func run() throws {
         let runs = try options.run(SinkAnalysis.self, label: "sinks") { $0.eps = eps }
         if options.json { return try printJSON(["runs": runs]) }
-        let layers = runs.flatMap { $0.keys(StoreName.sinkRate) }.filter { !$0.contains("H") && $0 != "all" }
         var seen = Set<String>()
-        let rows = ["all heads"] + layers.filter { seen.insert($0).inserted }.sorted(by: layerOrder)
+        let layers = runs.flatMap { $0.keys(StoreName.sinkRate) }.filter { !$0.contains("H") && $0 != "all" && seen.insert($0).inserted }
+        let rows = ["all heads"] + SummaryKeyOrder.sorted(layers)
         print("attention-sink rate (attention to position 0 > \(eps)), mean over \(runs.first.map { "\($0.units)" } ?? "0") units [95% interval]:")
         printModelTable(title: "", rows: rows, runs: runs) { r, row in
             let key = row == "all heads" ? "all" : row
@@ -249,6 +249,3 @@ struct LensCommand: ParsableCommand {
         try options.printStoredLine(runs)
     }
 }
-
-/// `L2` before `L10`.
-private func layerOrder(_ a: String, _ b: String) -> Bool { (Int(a.dropFirst()) ?? 0) < (Int(b.dropFirst()) ?? 0) }
