@@ -6,7 +6,9 @@
 #      embedded models do; the IOI sets are for real GPT-2, see models/README.md), both models, then `lnlens diff`;
 #   2. activation patching against AtP and AtP* on the same prompts, both models, then `lnlens diff`;
 #   3. the held-out loss of the three embedded models (original, vanilla fine-tuned, LN-free);
-#   4. one HTML report of the DLA, patching and eval runs.
+#   4. attention-sink rates and residual norms on the held-out text, and the logit lens on
+#      prompts/topic.jsonl, of the three embedded models (one run per model each);
+#   5. one HTML report of all of those runs.
 # Usage: scripts/demo.sh [BIN]   (DB defaults to results/lnlens.sqlite)
 set -eu
 BIN=${1:-.build/release/lnlens}
@@ -37,7 +39,15 @@ echo "== lnlens eval: held-out loss of gpt2-tiny, gpt2-tiny-vanilla, gpt2-tiny-l
 "$BIN" eval --db "$DB"
 ev=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM runs WHERE command = 'eval' AND status = 'completed' ORDER BY id DESC LIMIT 1" | tail -n +2)
 
-echo "== lnlens report $dla$patch$ev(figures of all five runs)"
-"$BIN" report $dla $patch $ev --db "$DB" --out "$REPORT" --force
+echo "== lnlens sinks: attention-sink rate per layer and head, the three embedded models, corpus/heldout.txt"
+"$BIN" sinks --db "$DB"
+echo "== lnlens norms: residual-stream norms, position 0 and the rest, the same models and text"
+"$BIN" norms --db "$DB"
+echo "== lnlens lens: the logit lens on prompts/topic.jsonl (probability and rank of the answer per layer)"
+"$BIN" lens --prompts prompts/topic.jsonl --db "$DB"
+analyses=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command IN ('sinks', 'norms', 'lens') AND status = 'completed' ORDER BY id DESC LIMIT 9) ORDER BY id" | tail -n +2 | tr '\n' ' ')
+
+echo "== lnlens report $dla$patch$ev $analyses(figures of all these runs)"
+"$BIN" report $dla $patch $ev $analyses --db "$DB" --out "$REPORT" --force
 case "$REPORT" in /*) url="file://$REPORT" ;; *) url="file://$(pwd)/$REPORT" ;; esac
 echo "open $url in a browser (offline: everything is inside the file)"

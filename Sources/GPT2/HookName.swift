@@ -39,7 +39,7 @@ public struct HookName: Hashable, Sendable, Comparable, CustomStringConvertible 
         }
 
         /// Short names as TransformerLens's `utils.get_act_name` knows them.
-        var shortName: String {
+        public var shortName: String {
             switch self {
             case .embed: "embed"
             case .posEmbed: "pos_embed"

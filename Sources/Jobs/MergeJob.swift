@@ -31,11 +31,11 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
         case let .outputIsShard(path):
             text = "\(path) is both the output and a shard database: merge into another file (e.g. merged.sqlite)"
         case let .noShardedRun(path):
-            text = "\(path) holds no sharded run (a run of `lnlens dla`, `patch` or `eval` with --shard I/N); list its runs with `lnlens runs --db \(path)`"
+            text = "\(path) holds no sharded run (a run of `lnlens dla`, `patch`, `eval`, `sinks`, `norms` or `lens` with --shard I/N); list its runs with `lnlens runs --db \(path)`"
         case let .unknownRun(id):
             text = "--run \(id): none of the shard databases holds a sharded run with this id; list their runs with `lnlens runs --db FILE`"
         case let .notMergeable(path, id, command):
-            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla, patch and eval runs"
+            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla, patch, eval, sinks, norms and lens runs"
         case let .doesNotBelong(path, id, field, value, otherPath, otherID, otherValue):
             text = "\(path) run \(id) is not a shard of the same run as \(otherPath) run \(otherID): its \(field) is \(value) but that one's is \(otherValue); merge only the shards of one run"
         case let .ambiguous(path, ids, shard):
@@ -128,7 +128,16 @@ public struct MergeJob {
         StoreName.evalCommand: Recipe(EvalOptions.self,
                                       summaries: { rows, _, shard in EvalJob.summaries(from: rows, lnModes: EvalJob.lnModes(from: shard)) },
                                       unitsInResults: true, unit: "window"),
+        SinkAnalysis.command: analysisRecipe(SinkAnalysis.self),
+        NormAnalysis.command: analysisRecipe(NormAnalysis.self),
+        LensAnalysis.command: analysisRecipe(LensAnalysis.self),
     ]
+
+    /// A one-pass analysis: units (windows or prompts) counted from its rows, summaries recomputed
+    /// from every shard's rows.
+    static func analysisRecipe<A: SequenceAnalysis>(_: A.Type) -> Recipe {
+        Recipe(AnalysisOptions.self, summaries: { rows, _, _ in A.summaries(from: rows) }, unitsInResults: true, unit: "unit")
+    }
 
     /// The units (prompt indices) a shard run holds, given its stored prompts and result rows.
     static func units(_ recipe: Recipe, prompts: [PromptRow], results: [ResultRow]) -> [Int] {

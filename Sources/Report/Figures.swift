@@ -10,6 +10,9 @@ public enum FigureKind: String, CaseIterable, Sendable {
     case patchHeadMap = "patch-head-map"
     case patchScatter = "patch-scatter"
     case loss
+    case sinkRates = "sink-rates"
+    case norms
+    case lens
 
     /// One line for `--help`.
     public var summary: String {
@@ -21,6 +24,9 @@ public enum FigureKind: String, CaseIterable, Sendable {
         case .patchHeadMap: "patch runs: layer × head maps of the z, q, k, v and pattern sites, activation patching beside each estimator"
         case .patchScatter: "patch runs: AtP against activation patching, AtP* against |activation patching|, coloured by site"
         case .loss: "train / remove-ln runs: loss per step with the LayerNorm removal steps marked"
+        case .sinkRates: "sinks runs: layer × head heatmap of the attention-sink rate, side by side on one scale"
+        case .norms: "norms runs: residual-stream L2 norm per hook, position 0 and the rest, on a log scale, all runs on one axis"
+        case .lens: "lens runs: probability and rank of the answer (or next token) per residual read, all runs on one axis"
         }
     }
 
@@ -30,6 +36,9 @@ public enum FigureKind: String, CaseIterable, Sendable {
         case .headNMAE, .layerNMAE, .dlaScatter: [StoreName.dlaCommand]
         case .patchMap, .patchHeadMap, .patchScatter: [StoreName.patchCommand]
         case .loss: [StoreName.trainCommand, StoreName.removeLNCommand]
+        case .sinkRates: [StoreName.sinksCommand]
+        case .norms: [StoreName.normsCommand]
+        case .lens: [StoreName.lensCommand]
         }
     }
 }
@@ -107,6 +116,14 @@ public enum Figures {
                 return d
             }
             figure = TrainingFigures.loss(data)
+        case .sinkRates, .norms, .lens:
+            let data = try runs.map { run in
+                let d = try AnalysisData(db: db, run: run)
+                if d.values.isEmpty { throw refuse(run, "has no summaries stored (it did not complete)") }
+                return d
+            }
+            figure = kind == .sinkRates ? AnalysisFigures.sinkRates(data) : kind == .norms ? AnalysisFigures.norms(data)
+                : AnalysisFigures.lens(data)
         }
         return Layout.padded(figure).render(label: "\(kind.rawValue) of run\(runs.count > 1 ? "s" : "") "
                                             + runs.map { "\($0.id!)" }.joined(separator: ", "), standalone: true) + "\n"

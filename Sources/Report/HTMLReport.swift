@@ -15,7 +15,9 @@ public enum HTMLReport {
         let patch = try runs.filter { $0.command == StoreName.patchCommand }.map { try PatchData(db: db, run: $0) }
         let trainingCommands = [StoreName.trainCommand, StoreName.removeLNCommand, StoreName.evalCommand]
         let training = try runs.filter { trainingCommands.contains($0.command) }.map { try TrainingData(db: db, run: $0) }
-        let known = [StoreName.dlaCommand, StoreName.patchCommand] + trainingCommands
+        let analysisCommands = [StoreName.sinksCommand, StoreName.normsCommand, StoreName.lensCommand]
+        let analyses = try runs.filter { analysisCommands.contains($0.command) }.map { try AnalysisData(db: db, run: $0) }
+        let known = [StoreName.dlaCommand, StoreName.patchCommand] + trainingCommands + analysisCommands
         let other = runs.filter { !known.contains($0.command) }
 
         var page = Page()
@@ -23,10 +25,11 @@ public enum HTMLReport {
         page.paragraph("Run\(runs.count > 1 ? "s" : "") \(runs.map { "\($0.id!)" }.joined(separator: ", ")) of \(db.path). "
                        + "Every figure names its model, LayerNorm mode, prompt set and run; hover a cell or point for its value.",
                        note: true)
-        page.table(runsTable(runs, dla: dla, patch: patch, training: training))
+        page.table(runsTable(runs, dla: dla, patch: patch, training: training, analyses: analyses))
         if !dla.isEmpty { dlaSection(&page, dla) }
         if !patch.isEmpty { patchSection(&page, patch, options: options) }
         if !training.isEmpty { trainingSection(&page, training) }
+        if !analyses.isEmpty { analysisSection(&page, analyses) }
         for run in other {
             page.heading("Run \(run.id!): \(run.command)")
             page.paragraph("The report has no figures for \(run.command) runs yet.", note: true)
@@ -36,11 +39,13 @@ public enum HTMLReport {
 
     // MARK: Sections
 
-    static func runsTable(_ runs: [RunRecord], dla: [DLAData], patch: [PatchData], training: [TrainingData]) -> Table {
+    static func runsTable(_ runs: [RunRecord], dla: [DLAData], patch: [PatchData], training: [TrainingData],
+                          analyses: [AnalysisData] = []) -> Table {
         var labels: [Int64: RunLabel] = [:]
         for d in dla { labels[d.label.id] = d.label }
         for d in patch { labels[d.label.id] = d.label }
         for d in training { labels[d.label.id] = d.label }
+        for d in analyses { labels[d.label.id] = d.label }
         var table = Table(columns: ["run", "command", "model", "LN mode", "prompt set", "prompts", "status", "headline"],
                           textColumns: [1, 2, 3, 4, 6, 7])
         for run in runs {
@@ -61,6 +66,7 @@ public enum HTMLReport {
                     }.joined(separator: ", ")
                 }
             }
+            if let a = analyses.first(where: { $0.label.id == run.id }) { headline = a.headline }
             table.rows.append(["\(run.id!)", run.command, label.model, run.lnMode, label.promptSet,
                                stored ?? "\(run.nPrompts)", run.status.rawValue + (run.error.map { ": \($0)" } ?? ""), headline])
         }
@@ -170,6 +176,35 @@ public enum HTMLReport {
                               + metrics.map { m in values[m].map { countMetrics.contains(m) ? Show.count($0) : format($0) } ?? "" })
         }
         return table
+    }
+
+    /// Sink rates, residual norms and the logit lens, each kind's runs in one figure.
+    static func analysisSection(_ page: inout Page, _ runs: [AnalysisData]) {
+        for run in runs where run.values.isEmpty {
+            page.paragraph("\(run.label.provenance): no summaries stored (the run did not complete), nothing to draw.", note: true)
+        }
+        let drawn = runs.filter { !$0.values.isEmpty }
+        let sinks = drawn.filter { $0.label.command == StoreName.sinksCommand }
+        let norms = drawn.filter { $0.label.command == StoreName.normsCommand }
+        let lens = drawn.filter { $0.label.command == StoreName.lensCommand }
+        if !sinks.isEmpty {
+            page.heading("Attention sinks")
+            page.paragraph("A head is a sink at a query position when its attention to position 0 exceeds eps; its rate is the "
+                           + "fraction of query positions (docs/analyses.md). Means over units.", note: true)
+            page.figure(AnalysisFigures.sinkRates(sinks), label: "attention-sink rate heatmaps")
+        }
+        if !norms.isEmpty {
+            page.heading("Residual-stream norms")
+            page.paragraph("L2 norm of each hook's activation, position 0 apart from the others (for an LN-free model the last "
+                           + "resid_post stands in for ln_final, as the paper's code does).", note: true)
+            page.figure(AnalysisFigures.norms(norms), label: "residual-stream norms")
+        }
+        if !lens.isEmpty {
+            page.heading("Logit lens")
+            page.paragraph("Each residual read centred, divided by the final LayerNorm scale and unembedded (TransformerLens's "
+                           + "accumulated_resid(apply_ln=True) @ W_U + b_U); exactly linear for an LN-free model.", note: true)
+            page.figure(AnalysisFigures.lens(lens), label: "logit lens")
+        }
     }
 
     static func trainingSection(_ page: inout Page, _ runs: [TrainingData]) {

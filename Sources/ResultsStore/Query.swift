@@ -121,14 +121,15 @@ extension ResultsDatabase {
     }
 
     /// Every run with how much of it is stored: the table `lnlens runs` prints. `prompts` counts
-    /// the units `n_prompts` counts: prompts stored (`dla`, `patch`), windows scored (`eval`),
+    /// the units `n_prompts` counts: prompts stored (`dla`, `patch`), windows (or prompts) with rows
+    /// (`eval`, `sinks`, `norms`, `lens`),
     /// steps logged (`train`, `remove-ln`). `shard` is `I/N` for a shard run, `merged N` for a
     /// run merged from N shards.
     public func runsTable() throws -> QueryResult {
         try query(sql: """
             SELECT r.id, r.command, r.model_path AS model, r.ln_mode,
                    replace(r.prompt_set_path, rtrim(r.prompt_set_path, replace(r.prompt_set_path, '/', '')), '') AS prompt_set,
-                   CASE WHEN r.command = 'eval'
+                   CASE WHEN r.command IN (\(StoreName.unitsInResultsCommands.map { "'\($0)'" }.joined(separator: ", ")))
                         THEN (SELECT COUNT(DISTINCT x.prompt_index) FROM results x WHERE x.run_id = r.id)
                         WHEN r.command IN ('train', 'remove-ln')
                         THEN (SELECT COUNT(*) FROM train_steps t WHERE t.run_id = r.id)

@@ -51,6 +51,21 @@ extension StoreName {
     public static let scopeEval = "eval", loss = "loss", ciLow = "ci_low", ciHigh = "ci_high", lnFree = "ln_free"
 }
 
+/// Names of the rows of the one-pass analyses (`sinks`, `norms`, `lens`; docs/analyses.md).
+extension StoreName {
+    public static let sinksCommand = "sinks", normsCommand = "norms", lensCommand = "lens"
+    /// Commands whose units (text windows or prompts) are counted from their result rows.
+    public static let unitsInResultsCommands = [evalCommand, sinksCommand, normsCommand, lensCommand]
+    /// `results.site` `input`, quantity `tokens`: each unit's length, one row per unit.
+    public static let inputSite = "input", tokens = "tokens"
+    /// `sinks`: site `pattern` (layer, head), quantity and summary scope `sink_rate`.
+    public static let patternSite = "pattern", sinkRate = "sink_rate"
+    /// `norms`: the measures (quantities and summary scopes).
+    public static let norm = "norm", normRatio = "norm_ratio", cosine = "cosine"
+    /// `lens`: quantities, and the summary scope.
+    public static let prob = "prob", rank = "rank", top1 = "top1", kl = "kl", scopeLens = "lens"
+}
+
 /// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and
 /// which process writes it. `id` is nil until the run is recorded.
 public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {

@@ -63,6 +63,13 @@ func run() throws {
         report.measurements += try benchDLA(model: model, options: o)
     }
 
+    if wanted("analyses") {
+        progress("analyses: sinks, norms and lens jobs over 100 windows of 128 tokens, beside a plain forward")
+        let (rows, derived) = try benchAnalyses(model: model, options: o)
+        report.measurements += rows
+        report.derived.merge(derived) { $1 }
+    }
+
     if wanted("training") {
         progress("training: optimizer steps (forward, backward, clipping, AdamW) on the embedded and GPT-2 small shapes")
         let (trainRows, trainDerived) = try benchTraining(options: o)
