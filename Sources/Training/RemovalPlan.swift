@@ -153,7 +153,7 @@ extension RemovalPlan {
         var p = self
         let step = Double(passesPerStep) * pass + update
         let basis = "an estimate from one forward and backward pass of \(min(microBatch, sequencesPerStep)) × \(seqLen) tokens "
-            + "and one AdamW update, each measured once on this machine"
+            + "(after one untimed pass that allocates its buffers) and one AdamW update, each measured once on this machine"
         p.time = Time(basis: basis, passSeconds: pass, updateSeconds: update, stepSeconds: step, totalSeconds: step * Double(stepsRun))
         return p
     }

@@ -173,14 +173,17 @@ public final class Trainer {
 
     /// Seconds of one forward and backward pass over the first micro-batch of step 0 (LayerNorms
     /// as at step 0) and of one clipping and AdamW update: what `remove-ln --plan` extrapolates a
-    /// run's time from. Changes the parameters and moments (a plan's trainer is thrown away).
+    /// run's time from. The timed pass follows one untimed pass, which allocates the buffers that
+    /// every pass of a training after its first reuses (the first touch of fresh memory costs up
+    /// to a third more). Changes the parameters and moments (a plan's trainer is thrown away).
     public func timeOnePass() throws -> (pass: Double, update: Double) {
         func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
-        gradients.arena.base.update(repeating: 0, count: gradients.table.count)
-        let part = Array(batch(at: 0).prefix(settings.microBatch))
+        let part = Array(batch(at: 0).prefix(settings.microBatch)), plan = plan(at: 0)
         var measured = MeasuredSigmas(nLayers: model.config.nLayers)
+        _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured)
+        gradients.arena.base.update(repeating: 0, count: gradients.table.count)
         let t0 = now()
-        _ = try forwardBackward(part, share: 1, plan: plan(at: 0), measured: &measured)
+        _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured)
         let t1 = now()
         clipGradientNorm(gradients, maxNorm: settings.maxGradNorm)
         optimizer.step(model.parameters, grads: gradients, lr: settings.learningRate.rate(at: 0))

@@ -14,7 +14,7 @@ extension RemoveLNCommand {
         var plan = RemovalPlan(recipe: recipe, settings: settings, layerNorms: layerNorms, config: model.config,
                                parameterFloats: model.parameters.table.count, corpusTokens: corpus.tokens.count)
         if plan.memory.fits {
-            if !json { printErr("timing one training pass of \(min(settings.microBatch, settings.sequencesPerStep)) × \(settings.seqLen) tokens…") }
+            if !json { printErr("timing a training pass of \(min(settings.microBatch, settings.sequencesPerStep)) × \(settings.seqLen) tokens (two passes, the second timed)…") }
             let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: layerNorms)
             let (pass, update) = try trainer.timeOnePass()
             plan = plan.measured(pass: pass, update: update)
