@@ -67,9 +67,7 @@ extension CheckpointExport {
     /// files of those names.
     public static func write(_ parameters: ModelParameters, config: GPT2Config, into directory: URL, tokenizerFrom: URL?,
                              precision: Precision = .f32, metadata: [String: String] = [:]) throws {
-        let fm = FileManager.default
-        let json = try JSONSerialization.data(withJSONObject: configJSON(config), options: [.prettyPrinted, .sortedKeys])
-        try Files.writeAtomically(json, to: directory.appendingPathComponent("config.json"))
+        try writeConfig(config, into: directory)
         var tensors: [String: Tensor] = [:]
         for (name, t) in parameters.checkpointTensors() where !(name == "lm_head.weight" && config.tieWordEmbeddings) {
             tensors["transformer." + name] = t
@@ -79,12 +77,21 @@ extension CheckpointExport {
                                     to: directory.appendingPathComponent("model.safetensors")) { name in
             precision == .f16 && tensors[name]!.rank == 2 ? .f16 : .f32
         }
-        if let tokenizerFrom {
-            for file in ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
-                let source = tokenizerFrom.appendingPathComponent(file)
-                guard fm.fileExists(atPath: source.path) else { continue }
-                try Files.writeAtomically(try Files.read(source), to: directory.appendingPathComponent(file))
-            }
+        if let tokenizerFrom { try copyTokenizer(from: tokenizerFrom, into: directory) }
+    }
+
+    /// Writes `config.json` (`configJSON`) into `directory`.
+    public static func writeConfig(_ config: GPT2Config, into directory: URL) throws {
+        let json = try JSONSerialization.data(withJSONObject: configJSON(config), options: [.prettyPrinted, .sortedKeys])
+        try Files.writeAtomically(json, to: directory.appendingPathComponent("config.json"))
+    }
+
+    /// The tokenizer files of `source` that exist, copied into `directory`.
+    public static func copyTokenizer(from source: URL, into directory: URL) throws {
+        for file in ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+            let from = source.appendingPathComponent(file)
+            guard FileManager.default.fileExists(atPath: from.path) else { continue }
+            try Files.writeAtomically(try Files.read(from), to: directory.appendingPathComponent(file))
         }
     }
 }

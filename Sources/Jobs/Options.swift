@@ -229,17 +229,26 @@ public struct TrainOptions: JobOptions {
         @Stored public var seed: UInt64?
         @Stored public var dtype: String?
         @Stored public var lr: Double?
+        @Stored public var minLr: Double?
+        @Stored public var warmup: Int?
+        /// The learning-rate schedule's horizon (`--schedule-steps`, also spelt `--steps`).
         @Stored public var steps: Int?
+        /// `--stop-at`: the steps run when fewer than `steps` (unset: the whole schedule).
+        @Stored public var stopAt: Int?
+        /// `remove-ln --recipe` (`RemovalRecipe.Name`); every value it sets is stored beside it.
+        @Stored public var recipe: String?
         @Stored public var keepLN: Bool?
         @Stored public var auxWeight: Double?
         @Stored public var momentum: Double?
+        /// The sequences per σ update that `momentum` refers to (the companion's micro-batch).
+        @Stored public var momentumSequences: Int?
         /// The removal schedule, `h.0.ln_2@20,…`.
         @Stored public var schedule: String?
         public init() {}
         enum CodingKeys: String, CodingKey {
             case corpus, seqLen = "seq_len", batchTokens = "batch_tokens", microBatch = "micro_batch", weightDecay = "weight_decay"
-            case maxGradNorm = "max_grad_norm", seed, dtype, lr, steps, keepLN = "keep_ln", auxWeight = "aux_weight", momentum
-            case schedule
+            case maxGradNorm = "max_grad_norm", seed, dtype, lr, minLr = "min_lr", warmup, steps, stopAt = "stop_at", recipe
+            case keepLN = "keep_ln", auxWeight = "aux_weight", momentum, momentumSequences = "momentum_sequences", schedule
         }
     }
 
@@ -247,7 +256,10 @@ public struct TrainOptions: JobOptions {
     public struct Record: Codable, Equatable, Sendable {
         @Stored public var out: String?
         @Stored public var db: String?
+        /// `--save-every` (also spelt `--checkpoint-every`).
         @Stored public var checkpointEvery: Int?
+        /// `--keep-all`: every checkpoint kept.
+        @Stored public var keepAll: Bool?
         /// `train --init` ("" when not given).
         @Stored public var initConfig: String?
         /// `train --from` ("" when not given).
@@ -255,7 +267,9 @@ public struct TrainOptions: JobOptions {
         /// `remove-ln MODEL`.
         @Stored public var model: String?
         public init() {}
-        enum CodingKeys: String, CodingKey { case out, db, checkpointEvery = "checkpoint_every", initConfig = "init", from, model }
+        enum CodingKeys: String, CodingKey {
+            case out, db, checkpointEvery = "checkpoint_every", keepAll = "keep_all", initConfig = "init", from, model
+        }
     }
 
     public var computation = Computation()

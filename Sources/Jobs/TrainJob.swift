@@ -5,8 +5,9 @@ import Support
 import Training
 
 /// A `train` or `remove-ln` run: the trainer's steps stored one row each as they finish, a
-/// checkpoint every `checkpointEvery` steps and at the end, the model written by `export`, the
-/// run completed with its final numbers. After any interruption (`kill -9` included) `resume`
+/// checkpoint every `checkpointEvery` steps and at the end (with `keepAll` every one kept,
+/// exportable by `TrainingCheckpoint.exportStep`), the model written by `export`, the run
+/// completed with its final numbers. After any interruption (`kill -9` included) `resume`
 /// continues from the newest checkpoint with bit-identical parameters: the steps after it are
 /// recomputed and their rows rewritten.
 public struct TrainJob {
@@ -20,7 +21,12 @@ public struct TrainJob {
     /// The output folder (checkpoints under `checkpoints/`, the model written by `export`).
     public var out: URL
     public var checkpointEvery: Int
+    /// Keep the newest checkpoint once training ends (`--keep-checkpoints`).
     public var keepCheckpoints = false
+    /// Keep every checkpoint, older ones without AdamW's moments (`--keep-all`).
+    public var keepAll = false
+    /// Tokenizer files copied into each checkpoint (so that `export --step` writes a whole model).
+    public var tokenizerDirectory: URL?
     public var forceResume = false
     /// Writes the trained model into `out` (called once, after the last step).
     public var export: (Trainer) throws -> Void
@@ -96,7 +102,8 @@ public struct TrainJob {
             // resumes too (from the start, under the same run id). If it cannot be written (a
             // full disk), the run is marked failed, not left running.
             do {
-                try TrainingCheckpoint.save(trainer, out: out, runID: runID, corpusHash: corpusHash, seconds: 0)
+                try TrainingCheckpoint.save(trainer, out: out, runID: runID, corpusHash: corpusHash, seconds: 0, keepAll: keepAll,
+                                            tokenizerFrom: tokenizerDirectory)
             } catch {
                 try? db.finishRun(runID: runID, status: .failed, summaries: [], error: Files.describe(error))
                 throw error
@@ -106,7 +113,8 @@ public struct TrainJob {
         let started = DispatchTime.now().uptimeNanoseconds
         func seconds() -> Double { secondsBefore + Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9 }
         func checkpoint() throws {
-            try TrainingCheckpoint.save(trainer, out: out, runID: id, corpusHash: corpusHash, seconds: seconds())
+            try TrainingCheckpoint.save(trainer, out: out, runID: id, corpusHash: corpusHash, seconds: seconds(), keepAll: keepAll,
+                                        tokenizerFrom: tokenizerDirectory)
         }
         var last: StepReport?
         try RunLifecycle.execute(db: db, runID: id, total: trainer.settings.steps, unit: "steps",
@@ -125,7 +133,7 @@ public struct TrainJob {
             }
             if last == nil, TrainingCheckpoint.latest(out: out) == nil { try checkpoint() }
             try export(trainer)
-            if !keepCheckpoints { try? FileManager.default.removeItem(at: TrainingCheckpoint.directory(out: out)) }
+            if !keepCheckpoints && !keepAll { try? FileManager.default.removeItem(at: TrainingCheckpoint.directory(out: out)) }
         }, finish: { (try summaries(db: db, runID: id, seconds: seconds()), []) })
         return id
     }
@@ -148,7 +156,12 @@ public struct TrainJob {
         if sourceDiffers && !bothInit {
             throw mismatch("its source", describe(record.modelHash, record.modelPath), describe(modelHash, modelPath))
         }
-        if let d = TrainOptions.sameComputation(TrainOptions(json: record.optionsJSON), options) {
+        let stored = TrainOptions(json: record.optionsJSON)
+        // Another recipe explains every value that follows from it: name it first.
+        if stored.computation.recipe != options.computation.recipe {
+            throw mismatch("--recipe", stored.computation.recipe ?? "(not set)", options.computation.recipe ?? "(not set)")
+        }
+        if let d = TrainOptions.sameComputation(stored, options) {
             throw mismatch("--" + d.key.replacingOccurrences(of: "_", with: "-"), d.a ?? "(not set)", d.b ?? "(not set)")
         }
         if sourceDiffers {
@@ -177,7 +190,8 @@ public struct TrainJob {
         }
         let pairs: [(String, String, String)] = [
             ("--seq-len", "\(a.seqLen)", "\(b.seqLen)"), ("--batch-tokens", "\(a.tokensPerStep)", "\(b.tokensPerStep)"),
-            ("--micro-batch", "\(a.microBatch)", "\(b.microBatch)"), ("--steps", "\(a.steps)", "\(b.steps)"),
+            ("--micro-batch", "\(a.microBatch)", "\(b.microBatch)"),
+            ("--schedule-steps", "\(a.learningRate.totalSteps)", "\(b.learningRate.totalSteps)"), ("--stop-at", "\(a.steps)", "\(b.steps)"),
             ("--seed", "\(a.seed)", "\(b.seed)"), ("--lr", "\(a.learningRate.peak)", "\(b.learningRate.peak)"),
             ("--min-lr", "\(a.learningRate.floor)", "\(b.learningRate.floor)"),
             ("--warmup", "\(a.learningRate.warmupSteps)", "\(b.learningRate.warmupSteps)"),
@@ -345,5 +359,15 @@ public struct EvalJob {
             out[s.key] = s.value == 1 ? "ln-free" : "layernorm"
         }
         return out
+    }
+}
+
+extension TrainOptions {
+    /// Records a `remove-ln` of `model` with the (resolved) recipe `r`: its name and every value
+    /// of the removal beside the batch and learning rates already set.
+    public mutating func recordRemoval(_ r: RemovalRecipe, model: String, keepLN: Bool) {
+        (record.model, computation.recipe, computation.keepLN) = (model, r.name.rawValue, keepLN)
+        (computation.auxWeight, computation.momentum, computation.momentumSequences) = (r.auxWeight, r.momentum, r.momentumSequences)
+        computation.schedule = r.schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ",")
     }
 }

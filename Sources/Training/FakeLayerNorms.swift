@@ -3,8 +3,9 @@ import GPT2
 import TensorCore
 
 /// The state of the paper's LayerNorm removal: each LayerNorm's σ, an exponential moving average
-/// (momentum 0.9) of the per-token `sqrt(var + 1e-5)` of its input averaged over the step's tokens,
-/// frozen once the LayerNorm is fake; and which LayerNorms (or paths of `ln_1`) are fake. A fake
+/// (`momentum`, applied once per optimizer step; the companion code applies its recipe's value on
+/// every micro-batch forward, `RemovalRecipe.momentumSequences`) of the per-token
+/// `sqrt(var + 1e-5)` of its input averaged over the step's tokens, frozen once the LayerNorm is fake; and which LayerNorms (or paths of `ln_1`) are fake. A fake
 /// LayerNorm is FakeLN: `(x − mean x) / σ · w + b`. `ln_1` has one σ for its two paths, tracked
 /// while either path is still real, as in the companion code where both paths share one module.
 public struct FakeLayerNorms: Sendable, Equatable, Codable {

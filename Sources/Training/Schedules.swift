@@ -114,7 +114,4 @@ public struct RemovalSchedule: Sendable, Equatable, Codable {
         case .lnFinal: step >= lnFinalStep
         }
     }
-
-    /// The paper's step count for this schedule: 196 steps of training after `ln_f` goes (300 for 12 layers).
-    public var defaultTotalSteps: Int { lnFinalStep + 196 }
 }

@@ -75,6 +75,19 @@ public final class Trainer {
     let arenas = ArenaPool()
 
     public init(model: GPT2Model, corpus: TokenCorpus, settings s: TrainingSettings, layerNorms: FakeLayerNorms?) throws {
+        try Self.check(model: model, corpus: corpus, settings: s, layerNorms: layerNorms)
+        self.model = model
+        self.corpus = corpus
+        self.settings = s
+        self.layerNorms = layerNorms
+        optimizer = try AdamW(table: model.parameters.table, settings: s.adamW)
+        gradients = try ModelParameters(table: model.parameters.table)
+        order = BlockOrder(blocks: corpus.blockCount(seqLen: s.seqLen), seed: s.seed)
+    }
+
+    /// Refuses a training that cannot run as set (`TrainingError` naming the option): before
+    /// anything is allocated, and for `remove-ln --plan`, which trains nothing.
+    public static func check(model: GPT2Model, corpus: TokenCorpus, settings s: TrainingSettings, layerNorms: FakeLayerNorms?) throws {
         guard model.processing.isNone else {
             throw TrainingError.badOption(option: "model", reason: "training needs the checkpoint's own parameters (no weight processing)")
         }
@@ -84,23 +97,19 @@ public final class Trainer {
             throw TrainingError.badOption(option: "--batch-tokens", reason: "must be at least --seq-len (\(s.seqLen))")
         }
         guard s.microBatch >= 1 else { throw TrainingError.badOption(option: "--micro-batch", reason: "must be at least 1") }
-        guard s.steps >= 1 else { throw TrainingError.badOption(option: "--steps", reason: "must be at least 1") }
-        let blocks = corpus.blockCount(seqLen: s.seqLen)
-        guard blocks >= s.sequencesPerStep else {
+        let horizon = s.learningRate.totalSteps
+        guard horizon >= 1 else { throw TrainingError.badOption(option: "--schedule-steps", reason: "must be at least 1") }
+        guard (1...horizon).contains(s.steps) else {
+            throw TrainingError.badOption(option: "--stop-at", reason: "\(s.steps) is not within the schedule's 1…\(horizon) steps")
+        }
+        guard corpus.blockCount(seqLen: s.seqLen) >= s.sequencesPerStep else {
             throw TrainingError.corpusTooSmall(file: corpus.path, tokens: corpus.tokens.count, needed: s.tokensPerStep,
                                                sequences: s.sequencesPerStep, seqLen: s.seqLen)
         }
-        if let ln = layerNorms, !ln.keepLN, ln.schedule.lastStep >= s.steps {
-            let last = ln.schedule.events.last!
-            throw TrainingError.scheduleTooLong(lastEvent: last.step, what: last.path.event, steps: s.steps)
+        if let ln = layerNorms, !ln.keepLN, let last = ln.schedule.events.last, last.step >= s.steps {
+            let (option, steps) = last.step >= horizon ? ("--schedule-steps", horizon) : ("--stop-at", s.steps)
+            throw TrainingError.scheduleTooLong(lastEvent: last.step, what: last.path.event, option: option, steps: steps)
         }
-        self.model = model
-        self.corpus = corpus
-        self.settings = s
-        self.layerNorms = layerNorms
-        optimizer = try AdamW(table: model.parameters.table, settings: s.adamW)
-        gradients = try ModelParameters(table: model.parameters.table)
-        order = BlockOrder(blocks: blocks, seed: s.seed)
     }
 
     /// Sequences to train on instead of the corpus's (tests that replay a reference's batches).
@@ -136,22 +145,49 @@ public final class Trainer {
             let part = Array(sequences[start ..< min(total, start + settings.microBatch)])
             start += part.count
             let share = Double(part.count) / Double(total)
-            var forward = ForwardOptions(logits: .all, retainForBackward: true, layerNorms: plan)
-            forward.arenas = arenas
-            let pass = try model.run(part, forward)
-            var options = BackwardOptions(parameterGradients: gradients)
-            options.metricScale = Float(share)
-            if settings.auxWeight > 0 {
-                let (value, grad) = uniformNormLoss(rawScale: pass.lnF.rawScale, count: pass.N, weight: settings.auxWeight,
-                                                    scale: share)
-                aux += value * share
-                options.finalRawScaleGradient = grad
-            }
-            let result = try model.backward(pass, metric: .loss, options: options)
-            loss += result.total * share
-            measured.add(pass)
+            let pass = try forwardBackward(part, share: share, plan: plan, measured: &measured)
+            (loss, aux) = (loss + pass.loss * share, aux + pass.aux * share)
         }
         return (loss, aux, measured.mean())
+    }
+
+    /// One micro-batch's forward and backward, its gradients (scaled by `share`, its part of the
+    /// step) added to `gradients` and its σ to `measured`; returns its loss and auxiliary loss.
+    func forwardBackward(_ part: [[Int]], share: Double, plan: LayerNormPlan,
+                         measured: inout MeasuredSigmas) throws -> (loss: Double, aux: Double) {
+        var forward = ForwardOptions(logits: .all, retainForBackward: true, layerNorms: plan)
+        forward.arenas = arenas
+        let pass = try model.run(part, forward)
+        var options = BackwardOptions(parameterGradients: gradients)
+        options.metricScale = Float(share)
+        var aux = 0.0
+        if settings.auxWeight > 0 {
+            let (value, grad) = uniformNormLoss(rawScale: pass.lnF.rawScale, count: pass.N, weight: settings.auxWeight, scale: share)
+            aux = value
+            options.finalRawScaleGradient = grad
+        }
+        let result = try model.backward(pass, metric: .loss, options: options)
+        measured.add(pass)
+        return (result.total, aux)
+    }
+
+    /// Seconds of one forward and backward pass over the first micro-batch of step 0 (LayerNorms
+    /// as at step 0) and of one clipping and AdamW update: what `remove-ln --plan` extrapolates a
+    /// run's time from. The timed pass follows one untimed pass, which allocates the buffers that
+    /// every pass of a training after its first reuses (the first touch of fresh memory costs up
+    /// to a third more). Changes the parameters and moments (a plan's trainer is thrown away).
+    public func timeOnePass() throws -> (pass: Double, update: Double) {
+        func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+        let part = Array(batch(at: 0).prefix(settings.microBatch)), plan = plan(at: 0)
+        var measured = MeasuredSigmas(nLayers: model.config.nLayers)
+        _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured)
+        gradients.arena.base.update(repeating: 0, count: gradients.table.count)
+        let t0 = now()
+        _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured)
+        let t1 = now()
+        clipGradientNorm(gradients, maxNorm: settings.maxGradNorm)
+        optimizer.step(model.parameters, grads: gradients, lr: settings.learningRate.rate(at: 0))
+        return (t1 - t0, now() - t1)
     }
 
     /// Starts the σ averages from the LayerNorms' inputs on step `step`'s sequences, with every

@@ -5,9 +5,11 @@ import TensorCore
 
 /// A training run's state on disk, enough to continue with bit-identical parameters: the
 /// parameters and AdamW's moments (F32, by checkpoint name), AdamW's step count, the LayerNorm
-/// removal's σ averages, the step reached, and the settings a resume must match. Kept in
-/// `<out>/checkpoints/step-NNNNNN/`, built under a temporary name and renamed into place, its
-/// `state.json` written last; older steps are deleted once a newer one is complete.
+/// removal's σ averages, the step reached, and the settings a resume must match; with the
+/// model's `config.json` and tokenizer files, so that `export --step` can write it as a model.
+/// Kept in `<out>/checkpoints/step-NNNNNN/`, built under a temporary name and renamed into place,
+/// its `state.json` written last; once a newer one is complete, older steps are deleted, or with
+/// `keepAll` kept without AdamW's moments (exportable; only the newest resumes).
 public struct TrainingCheckpoint: Codable, Equatable {
     public var stepsDone: Int
     public var adamSteps: Int
@@ -22,16 +24,23 @@ public struct TrainingCheckpoint: Codable, Equatable {
 
     static let folder = "checkpoints"
     static let stateFile = "state.json"
-    static let tensorFiles = ["parameters.safetensors", "adam_m.safetensors", "adam_v.safetensors"]
+    static let parametersFile = "parameters.safetensors"
+    static let momentFiles = ["adam_m.safetensors", "adam_v.safetensors"]
+    static var tensorFiles: [String] { [parametersFile] + momentFiles }
 
     public static func directory(out: URL) -> URL { out.appendingPathComponent(folder) }
 
-    /// Saves `trainer`'s state under `out`, removing older checkpoints once it is in place.
-    public static func save(_ trainer: Trainer, out: URL, runID: Int64?, corpusHash: String, seconds: Double) throws {
+    /// The folder name of step `step`'s checkpoint (`step-000300`).
+    static func name(step: Int) -> String { String(format: "step-%06d", step) }
+
+    /// Saves `trainer`'s state under `out` with the tokenizer files of `tokenizerFrom`; once it is
+    /// in place, older checkpoints are removed, or with `keepAll` lose only their moments.
+    public static func save(_ trainer: Trainer, out: URL, runID: Int64?, corpusHash: String, seconds: Double,
+                            keepAll: Bool = false, tokenizerFrom: URL? = nil) throws {
         let fm = FileManager.default
         let root = directory(out: out)
         try fm.createDirectory(at: root, withIntermediateDirectories: true)
-        let name = String(format: "step-%06d", trainer.step)
+        let name = name(step: trainer.step)
         let final = root.appendingPathComponent(name)
         let staging = root.appendingPathComponent(".\(name).tmp-\(getpid())")
         try? fm.removeItem(at: staging)
@@ -40,6 +49,8 @@ public struct TrainingCheckpoint: Codable, Equatable {
         for (file, copy) in zip(tensorFiles, copies) {
             try SafetensorsWriter.write(copy.checkpointTensors(), to: staging.appendingPathComponent(file))
         }
+        try CheckpointExport.writeConfig(trainer.model.config, into: staging)
+        if let tokenizerFrom { try CheckpointExport.copyTokenizer(from: tokenizerFrom, into: staging) }
         let state = TrainingCheckpoint(stepsDone: trainer.step, adamSteps: trainer.optimizer.steps, settings: trainer.settings,
                                        layerNorms: trainer.layerNorms, runID: runID, corpusHash: corpusHash, seconds: seconds)
         let encoder = JSONEncoder()
@@ -50,16 +61,33 @@ public struct TrainingCheckpoint: Codable, Equatable {
             throw GPT2Error.writeFailed(file: final.path, reason: String(cString: strerror(errno)))
         }
         for old in try fm.contentsOfDirectory(atPath: root.path) where old.hasPrefix("step-") && old != name {
-            try? fm.removeItem(at: root.appendingPathComponent(old))
+            let folder = root.appendingPathComponent(old)
+            if keepAll {
+                for file in momentFiles { try? fm.removeItem(at: folder.appendingPathComponent(file)) }
+            } else {
+                try? fm.removeItem(at: folder)
+            }
         }
     }
 
-    /// The newest complete checkpoint under `out`, if any.
+    /// The newest complete checkpoint under `out` that a training can resume from (its state and
+    /// every tensor file present), if any.
     public static func latest(out: URL) -> URL? {
+        let fm = FileManager.default
+        return kept(out: out).reversed().map { directory(out: out).appendingPathComponent(name(step: $0)) }
+            .first { folder in tensorFiles.allSatisfy { fm.fileExists(atPath: folder.appendingPathComponent($0).path) } }
+    }
+
+    /// The steps of the checkpoints under `out` with a state (kept ones included), ascending.
+    public static func kept(out: URL) -> [Int] {
         let root = directory(out: out)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
-        return names.filter { $0.hasPrefix("step-") }.sorted().reversed().map { root.appendingPathComponent($0) }
-            .first { FileManager.default.fileExists(atPath: $0.appendingPathComponent(stateFile).path) }
+        return names.compactMap { n -> Int? in
+            guard n.hasPrefix("step-"), let step = Int(n.dropFirst(5)), n == name(step: step),
+                  FileManager.default.fileExists(atPath: root.appendingPathComponent(n).appendingPathComponent(stateFile).path)
+            else { return nil }
+            return step
+        }.sorted()
     }
 
     /// Reads the state of checkpoint folder `url`.
@@ -115,25 +143,74 @@ public struct TrainingCheckpoint: Codable, Equatable {
     public func restore(into trainer: Trainer, from url: URL) throws {
         let copies = [trainer.model.parameters, trainer.optimizer.m, trainer.optimizer.v]
         for (file, copy) in zip(Self.tensorFiles, copies) {
-            let path = url.appendingPathComponent(file)
-            do {
-                let st = try SafetensorsFile(url: path)
-                for e in copy.table.checkpointEntries {
-                    let entry = try st.entry(e.name)
-                    guard entry.dtype == .f32, entry.shape == e.shape else {
-                        throw TrainingError.checkpointCorrupt(file: path.path, reason: "tensor \(e.name) is \(entry.dtype.rawValue) \(entry.shape), expected F32 \(e.shape)")
-                    }
-                    try st.read(e.name, into: copy.arena.base + e.offset)
-                }
-            } catch let e as TrainingError {
-                throw e
-            } catch {
-                throw TrainingError.checkpointCorrupt(file: path.path, reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
-            }
+            try Self.readTensors(url.appendingPathComponent(file), into: copy)
         }
         trainer.optimizer.steps = adamSteps
         trainer.layerNorms = layerNorms
         trainer.step = stepsDone
+    }
+
+    /// Reads every checkpoint tensor of `copy`'s table from the safetensors file `path` (F32, by
+    /// checkpoint name), refusing a missing or misshapen one (`checkpointCorrupt`).
+    static func readTensors(_ path: URL, into copy: ModelParameters) throws {
+        do {
+            let st = try SafetensorsFile(url: path)
+            for e in copy.table.checkpointEntries {
+                let entry = try st.entry(e.name)
+                guard entry.dtype == .f32, entry.shape == e.shape else {
+                    throw TrainingError.checkpointCorrupt(file: path.path, reason: "tensor \(e.name) is \(entry.dtype.rawValue) \(entry.shape), expected F32 \(e.shape)")
+                }
+                try st.read(e.name, into: copy.arena.base + e.offset)
+            }
+        } catch let e as TrainingError {
+            throw e
+        } catch {
+            throw TrainingError.checkpointCorrupt(file: path.path, reason: (error as? LocalizedError)?.errorDescription ?? "\(error)")
+        }
+    }
+}
+
+extension TrainingCheckpoint {
+    /// The weights and config a training writes after `stepsDone` steps (a copy; `parameters` is
+    /// not changed): as they are for `train` and `--keep-ln`, in the released LN-free encoding
+    /// once every LayerNorm is removed; refused while one is still real (`checkpoint` names where).
+    public static func exportable(_ parameters: ModelParameters, config: GPT2Config, layerNorms: FakeLayerNorms?,
+                                  stepsDone: Int, checkpoint: String) throws -> (ModelParameters, GPT2Config) {
+        let weights = try ModelParameters(table: parameters.table)
+        weights.copy(from: parameters)
+        guard let ln = layerNorms, !ln.keepLN else { return (weights, config) }
+        if let pending = ln.schedule.events.first(where: { $0.step >= stepsDone }) {
+            throw TrainingError.removalIncomplete(checkpoint: checkpoint, stepsDone: stepsDone, pending: pending.path.name, at: pending.step)
+        }
+        return (weights, ln.encodeLNFree(weights, config: config))
+    }
+
+    /// Writes the checkpoint of step `step` kept under the training folder `run` as a model
+    /// folder `to` (as the training's own export does: LN-free for a finished removal), with
+    /// `precision`, replacing `to` only with `force`. Returns the checkpoint's state.
+    @discardableResult
+    public static func exportStep(_ step: Int, run: URL, to: URL, precision: CheckpointExport.Precision, force: Bool,
+                                  metadata: [String: String]) throws -> TrainingCheckpoint {
+        let folder = directory(out: run).appendingPathComponent(name(step: step))
+        guard kept(out: run).contains(step) else {
+            throw TrainingError.checkpointStepMissing(directory: directory(out: run).path, step: step, kept: kept(out: run))
+        }
+        let state = try read(folder)
+        let configFile = folder.appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: configFile.path) else {
+            throw TrainingError.checkpointCorrupt(file: configFile.path, reason: "it is missing (checkpoints written before lnlens kept the model's config cannot be exported)")
+        }
+        let config = try GPT2Config.parse(try Files.read(configFile), file: configFile.path)
+        let file = folder.appendingPathComponent(parametersFile)
+        let untied = (try? SafetensorsFile(url: file))?.entries["lm_head.weight"] != nil
+        let parameters = try ModelParameters(table: ParameterTable(config: config, storedLMHead: untied, separateUnembedding: false))
+        try readTensors(file, into: parameters)
+        let (weights, out) = try exportable(parameters, config: config, layerNorms: state.layerNorms, stepsDone: state.stepsDone,
+                                            checkpoint: folder.path)
+        let tokenizer = FileManager.default.fileExists(atPath: folder.appendingPathComponent("vocab.json").path) ? folder : nil
+        try CheckpointExport.save(weights, config: out, to: to, tokenizerFrom: tokenizer, precision: precision,
+                                  metadata: metadata, force: force)
+        return state
     }
 }
 

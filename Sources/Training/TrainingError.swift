@@ -7,7 +7,10 @@ public enum TrainingError: Error, LocalizedError, Equatable {
     case corpusTooSmall(file: String, tokens: Int, needed: Int, sequences: Int, seqLen: Int)
     case textTooShort(file: String, tokens: Int, context: Int)
     case badOption(option: String, reason: String)
-    case scheduleTooLong(lastEvent: Int, what: String, steps: Int)
+    case scheduleTooLong(lastEvent: Int, what: String, option: String, steps: Int)
+    case recipeDepth(recipe: String, config: String, recipeLayers: Int, model: String, modelLayers: Int, tail: Int, lnFinal: Int, steps: Int)
+    case removalIncomplete(checkpoint: String, stepsDone: Int, pending: String, at: Int)
+    case checkpointStepMissing(directory: String, step: Int, kept: [Int])
     case seqLenTooLong(seqLen: Int, nCtx: Int)
     case checkpointMissing(directory: String)
     case checkpointCorrupt(file: String, reason: String)
@@ -26,8 +29,16 @@ public enum TrainingError: Error, LocalizedError, Equatable {
             "\(file): \(tokens) tokens is shorter than one window of --context \(context) tokens; give more text or a smaller --context"
         case let .badOption(option, reason):
             "\(option): \(reason)"
-        case let .scheduleTooLong(lastEvent, what, steps):
-            "the LayerNorm removal schedule ends at step \(lastEvent) (\(what)) but --steps is \(steps); raise --steps above \(lastEvent) or start the schedule earlier"
+        case let .scheduleTooLong(lastEvent, what, option, steps):
+            "the LayerNorm removal schedule ends at step \(lastEvent) (\(what)) but \(option) is \(steps); raise \(option) above \(lastEvent) or start the schedule earlier"
+        case let .recipeDepth(recipe, config, recipeLayers, model, modelLayers, tail, lnFinal, steps):
+            "--recipe \(recipe) is config.py's \(config) for \(recipeLayers)-layer models but \(model) has \(modelLayers) layers; add --scaled to apply it by the scaling rule (the same starts, per-block gaps and \(tail) steps after ln_f: here ln_f at step \(lnFinal), \(steps) steps), or use --recipe quick"
+        case let .removalIncomplete(checkpoint, stepsDone, pending, at):
+            "\(checkpoint): after \(stepsDone) steps \(pending) is still a real LayerNorm (removed at step \(at)); export a checkpoint of a step above \(at), or the run with --keep-ln"
+        case let .checkpointStepMissing(directory, step, kept):
+            "\(directory) holds no checkpoint of step \(step)"
+                + (kept.isEmpty ? "; it holds none: train with --save-every N --keep-all to keep them"
+                    : " (kept: \(kept.map(String.init).joined(separator: ", "))); give one of those, or train with --save-every N --keep-all")
         case let .seqLenTooLong(seqLen, nCtx):
             "--seq-len \(seqLen) is longer than the model's context (n_positions \(nCtx)); use at most \(nCtx)"
         case let .checkpointMissing(directory):

@@ -13,25 +13,33 @@ struct TrainingFlags: ParsableArguments {
     @Option(help: "Training text: UTF-8, documents separated by lines <|endoftext|> (e.g. corpus/train.txt).")
     var corpus: String
     @Option(help: "Folder to write: the trained model (a Hugging Face folder) and, while training, checkpoints/.")
-    var out: String
-    @Option(help: "Tokens per sequence (at most the model's n_positions).") var seqLen = TrainingRecipe.seqLen
-    @Option(help: "Tokens per optimizer step (sequences per step = this / --seq-len).") var batchTokens = TrainingRecipe.batchTokens
+    var out: String?
+    @Option(help: "Tokens per sequence, at most the model's n_positions (train: 128; remove-ln: the recipe's).") var seqLen: Int?
+    @Option(help: "Tokens per optimizer step; sequences per step = this / --seq-len (train: 16384; remove-ln: the recipe's).")
+    var batchTokens: Int?
     @Option(help: "Sequences per forward/backward pass (gradients are accumulated over a step's passes).")
     var microBatch = TrainingRecipe.microBatch
-    @Option(help: "Optimizer steps (train: 1000; remove-ln: the schedule's last removal + 196, the paper's 300 for 12 layers).")
+    @Option(name: [.customLong("schedule-steps"), .customLong("steps")],
+            help: "Steps of the learning-rate schedule, its horizon: the cosine reaches --min-lr there (train: 1000; remove-ln: the recipe's).")
     var steps: Int?
-    @Option(help: "Peak learning rate after warm-up (train: 6e-4; remove-ln: 6e-4).") var lr: Double?
-    @Option(help: "Learning-rate floor the cosine decays to (train: lr/10; remove-ln: 3e-4).") var minLr: Double?
-    @Option(help: "Warm-up steps, linear from 0 (train: min(100, steps/10); remove-ln: 20).") var warmup: Int?
-    @Option(help: "AdamW weight decay (on embeddings and matrices).") var weightDecay = TrainingRecipe.weightDecay
+    @Option(help: "Stop after N steps, keeping the learning rates of the whole schedule (default: at the schedule's end).")
+    var stopAt: Int?
+    @Option(help: "Peak learning rate after warm-up (train: 6e-4; remove-ln: the recipe's).") var lr: Double?
+    @Option(help: "Learning-rate floor the cosine decays to (train: lr/10; remove-ln: the recipe's).") var minLr: Double?
+    @Option(help: "Warm-up steps, linear from 0 (train: min(100, steps/10); remove-ln: the recipe's).") var warmup: Int?
+    @Option(help: "AdamW weight decay, on embeddings and matrices (train: 0.01; remove-ln: the recipe's).") var weightDecay: Double?
     @Option(help: "Clip the global gradient norm to this.") var maxGradNorm = TrainingRecipe.maxGradNorm
     @Option(help: "Seed of the initial weights (--init) and of the order the corpus's sequences are read in.") var seed: UInt64 = 0
-    @Option(help: "Write a checkpoint every N steps (and at the end, and on Ctrl-C).") var checkpointEvery = 50
+    @Option(name: [.customLong("save-every"), .customLong("checkpoint-every")],
+            help: "Write a checkpoint every N steps (and at the end, and on Ctrl-C).")
+    var checkpointEvery = 50
+    @Flag(help: "Keep every checkpoint (exportable with lnlens export OUT --step N; older ones without AdamW's moments).")
+    var keepAll = false
     @Flag(help: "Continue the interrupted training whose checkpoints are in --out (same options).") var resume = false
     @Flag(help: "With --resume: take the stored run over even if its writer on another host was heard from in the last 2 minutes.")
     var forceResume = false
     @Flag(help: "Replace --out if it exists.") var force = false
-    @Flag(help: "Keep --out/checkpoints/ after training ends (deleted by default).") var keepCheckpoints = false
+    @Flag(help: "Keep the newest checkpoint in --out/checkpoints/ after training ends (deleted by default).") var keepCheckpoints = false
     @Option(help: ArgumentHelp("Storage precision of the written model: f32 or f16.", valueName: "dtype")) var dtype = "f32"
     @Option(help: "Print a line every N steps (and at every LayerNorm removal).") var logEvery = 10
     @Option(help: "SQLite database to store the run (one row per step) in.") var db = "results/lnlens.sqlite"
@@ -41,38 +49,62 @@ struct TrainingFlags: ParsableArguments {
         if forceResume && !resume { throw ValidationError("--force-resume goes with --resume") }
         if resume && force { throw ValidationError("--resume continues the training in --out; --force would replace it: give one") }
         for (name, value) in [("--seq-len", seqLen), ("--batch-tokens", batchTokens), ("--micro-batch", microBatch),
-                              ("--checkpoint-every", checkpointEvery), ("--log-every", logEvery)] where value < 1 {
-            throw ValidationError("\(name) must be at least 1")
+                              ("--save-every", checkpointEvery), ("--log-every", logEvery), ("--schedule-steps", steps),
+                              ("--stop-at", stopAt)] {
+            if let value, value < 1 { throw ValidationError("\(name) must be at least 1") }
         }
-        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if let steps, let stopAt, stopAt > steps {
+            throw ValidationError("--stop-at \(stopAt) is after the schedule's end (--schedule-steps \(steps)); stop at most there")
+        }
         if let warmup, warmup < 0 { throw ValidationError("--warmup must be 0 or more") }
-        if batchTokens < seqLen { throw ValidationError("--batch-tokens \(batchTokens) is less than one sequence (--seq-len \(seqLen))") }
-        if batchTokens % seqLen != 0 {
-            throw ValidationError("--batch-tokens \(batchTokens) is not a multiple of --seq-len \(seqLen); use \(batchTokens / seqLen * seqLen)")
-        }
         for (name, value) in [("--lr", lr), ("--min-lr", minLr)] {
             if let value, !(value >= 0 && value.isFinite) { throw ValidationError("\(name) must be a finite number ≥ 0") }
         }
-        if let lr, let minLr, minLr > lr { throw ValidationError("--min-lr \(minLr) is above --lr \(lr)") }
         if let lr, lr > 1 { throw ValidationError("--lr \(lr) is above 1: AdamW diverges at once; GPT-2 fine-tuning uses about 6e-4") }
-        if !(weightDecay >= 0 && weightDecay <= 1) {
+        if let weightDecay, !(weightDecay >= 0 && weightDecay <= 1) {
             throw ValidationError("--weight-decay \(weightDecay) must be in [0, 1] (decoupled decay shrinks each weight by lr · decay per step; 0.01 is usual)")
         }
         if !(maxGradNorm > 0 && maxGradNorm.isFinite) { throw ValidationError("--max-grad-norm must be a positive number") }
     }
 
-    var outURL: URL { URL(fileURLWithPath: out).standardizedFileURL }
+    /// The batch: the sequence length and tokens per step given, else `seqLen` and
+    /// `batchTokens` (the command's recipe's), checked against each other.
+    func batch(seqLen recipeSeqLen: Int, batchTokens recipeTokens: Int) throws -> (seqLen: Int, batchTokens: Int) {
+        let seqLen = self.seqLen ?? recipeSeqLen, batchTokens = self.batchTokens ?? recipeTokens
+        func given(_ value: Int?, _ name: String) -> String { value == nil ? "the recipe's \(name)" : name }
+        if batchTokens < seqLen {
+            throw CLIError.usage("\(given(self.batchTokens, "--batch-tokens")) \(batchTokens) is less than one sequence (\(given(self.seqLen, "--seq-len")) \(seqLen))")
+        }
+        if batchTokens % seqLen != 0 {
+            throw CLIError.usage("\(given(self.batchTokens, "--batch-tokens")) \(batchTokens) is not a multiple of \(given(self.seqLen, "--seq-len")) \(seqLen); use --batch-tokens \(batchTokens / seqLen * seqLen)")
+        }
+        return (seqLen, batchTokens)
+    }
+
+    /// The output folder, which every command that trains needs.
+    func requireOut() throws -> String {
+        guard let out else { throw ValidationError("give --out DIR, the folder to write the trained model (and checkpoints/) to") }
+        return out
+    }
+
+    var outURL: URL { URL(fileURLWithPath: out ?? ".").standardizedFileURL }
 
     /// Prepares --out (`TrainJob.prepareOutput`); the database is an input too.
     func prepareOut(inputs: [String]) throws {
-        try TrainJob.prepareOutput(out, inputs: inputs + [db], force: force, resume: resume)
+        try TrainJob.prepareOutput(try requireOut(), inputs: inputs + [db], force: force, resume: resume)
+    }
+
+    /// The bytes training `model` needs beyond its loaded parameters: gradients, AdamW's two
+    /// moments and one micro-batch's forward and backward.
+    func memoryNeeded(_ model: GPT2Model, seqLen: Int) -> Int {
+        let parameters = model.parameters.table.count * MemoryLayout<Float>.stride
+        return 3 * parameters + ForwardPass.footprint(B: microBatch, T: seqLen, config: model.config, backward: true)
     }
 
     /// Refuses, before the corpus is read, a training whose gradients, AdamW moments and one
     /// micro-batch's forward and backward would not fit in the memory the machine has.
-    func checkMemory(_ model: GPT2Model) throws {
-        let parameters = model.parameters.table.count * MemoryLayout<Float>.stride
-        try MemoryBudget.check(bytes: 3 * parameters + ForwardPass.footprint(B: microBatch, T: seqLen, config: model.config, backward: true))
+    func checkMemory(_ model: GPT2Model, seqLen: Int) throws {
+        try MemoryBudget.check(bytes: memoryNeeded(model, seqLen: seqLen))
     }
 
     func loadCorpus(tokenizer: GPT2Tokenizer) throws -> TokenCorpus {
@@ -80,20 +112,29 @@ struct TrainingFlags: ParsableArguments {
         return try TokenCorpus.load(url, tokenizer: tokenizer, eot: tokenizer.endOfTextID)
     }
 
-    func settings(_ recipe: TrainingRecipe, auxWeight: Double) -> TrainingSettings {
-        recipe.settings(seqLen: seqLen, batchTokens: batchTokens, microBatch: microBatch, seed: seed, weightDecay: weightDecay,
-                        maxGradNorm: maxGradNorm, auxWeight: auxWeight)
+    func settings(_ recipe: TrainingRecipe, batch: (seqLen: Int, batchTokens: Int), weightDecay: Double,
+                  auxWeight: Double) -> TrainingSettings {
+        recipe.settings(seqLen: batch.seqLen, batchTokens: batch.batchTokens, microBatch: microBatch, seed: seed,
+                        weightDecay: weightDecay, maxGradNorm: maxGradNorm, auxWeight: auxWeight)
     }
 
-    /// The options as stored with the run, with the `lr` and `steps` of the recipe used.
-    func options(_ recipe: TrainingRecipe) -> TrainOptions {
-        let (lr, steps) = (recipe.lr, recipe.steps)
+    /// The options as stored with the run: the batch and optimizer values of `settings`, the
+    /// learning rates and steps of `recipe`.
+    func options(_ recipe: TrainingRecipe, _ settings: TrainingSettings) -> TrainOptions {
         var o = TrainOptions()
-        (o.computation.corpus, o.computation.seqLen, o.computation.batchTokens) = (corpus, seqLen, batchTokens)
-        (o.computation.microBatch, o.computation.weightDecay, o.computation.maxGradNorm) = (microBatch, weightDecay, maxGradNorm)
-        (o.computation.seed, o.computation.dtype, o.computation.lr, o.computation.steps) = (seed, dtype, lr, steps)
+        (o.computation.corpus, o.computation.seqLen, o.computation.batchTokens) = (corpus, settings.seqLen, settings.tokensPerStep)
+        (o.computation.microBatch, o.computation.weightDecay) = (microBatch, settings.adamW.weightDecay)
+        (o.computation.maxGradNorm, o.computation.seed, o.computation.dtype) = (maxGradNorm, seed, dtype)
+        (o.computation.lr, o.computation.minLr, o.computation.warmup) = (recipe.lr, recipe.minLr, recipe.warmup)
+        (o.computation.steps, o.computation.stopAt) = (recipe.steps, recipe.stopAt)
         (o.record.out, o.record.checkpointEvery, o.record.db) = (out, checkpointEvery, db)
+        o.record.keepAll = keepAll ? true : nil
         return o
+    }
+
+    /// `job` with the checkpoint flags and the tokenizer its checkpoints carry.
+    func configure(_ job: inout TrainJob, tokenizer: URL) {
+        (job.keepCheckpoints, job.keepAll, job.forceResume, job.tokenizerDirectory) = (keepCheckpoints, keepAll, forceResume, tokenizer)
     }
 
     /// Runs `job` with the progress line and a log line every --log-every steps, then prints
@@ -117,7 +158,7 @@ struct TrainingFlags: ParsableArguments {
             }
             if Interrupt.requested { throw JobStop() }
         }
-        print("wrote \(out); stored in \(db) as run \(id)")
+        print("wrote \(out ?? ""); stored in \(db) as run \(id)")
     }
 }
 
@@ -149,6 +190,8 @@ struct TrainCommand: ParsableCommand {
 
     func validate() throws {
         if (initConfig == nil) == (from == nil) { throw ValidationError("give one of --init CONFIG.json (a new model) or --from MODEL") }
+        _ = try flags.requireOut()
+        if let minLr = flags.minLr, let lr = flags.lr, minLr > lr { throw ValidationError("--min-lr \(minLr) is above --lr \(lr)") }
     }
 
     func run() throws {
@@ -178,16 +221,17 @@ struct TrainCommand: ParsableCommand {
             throw TrainingError.vocabularyMismatch(model: modelPath, dVocab: model.config.dVocab, other: tokenizerDir.path,
                                                    otherVocab: tok.vocabSize)
         }
-        try flags.checkMemory(model)
+        let batch = try flags.batch(seqLen: TrainingRecipe.seqLen, batchTokens: TrainingRecipe.batchTokens)
+        try flags.checkMemory(model, seqLen: batch.seqLen)
         let corpus = try flags.loadCorpus(tokenizer: tok)
-        let recipe = TrainingRecipe.train(steps: flags.steps, lr: flags.lr, minLr: flags.minLr, warmup: flags.warmup)
-        let settings = flags.settings(recipe, auxWeight: 0)
+        let recipe = TrainingRecipe.train(steps: flags.steps, lr: flags.lr, minLr: flags.minLr, warmup: flags.warmup, stopAt: flags.stopAt)
+        let settings = flags.settings(recipe, batch: batch, weightDecay: flags.weightDecay ?? TrainingRecipe.weightDecay, auxWeight: 0)
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil)
         try flags.prepareOut(inputs: inputs + [tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
                         "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
-        var options = flags.options(recipe)
+        var options = flags.options(recipe, settings)
         (options.record.initConfig, options.record.from) = (initConfig ?? "", from ?? "")
         var job = TrainJob(trainer: trainer, command: StoreName.trainCommand, modelPath: modelPath, modelHash: modelHash,
                            options: options,
@@ -195,52 +239,90 @@ struct TrainCommand: ParsableCommand {
             try CheckpointExport.write(t.model.parameters, config: t.model.config, into: out, tokenizerFrom: tokenizerDir,
                                        precision: precision, metadata: metadata)
         }
-        job.keepCheckpoints = flags.keepCheckpoints
-        job.forceResume = flags.forceResume
+        flags.configure(&job, tokenizer: tokenizerDir)
         print("training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokens.count.formatted()) tokens "
               + "(\(corpus.documents) documents, \(corpus.blockCount(seqLen: settings.seqLen)) sequences of \(settings.seqLen)); "
-              + "\(recipe.steps) steps of \(settings.tokensPerStep) tokens")
+              + "\(settings.steps) steps of \(settings.tokensPerStep) tokens"
+              + (recipe.stopAt == nil ? "" : " (stopping early; the learning rates of a \(recipe.steps)-step schedule)"))
         try flags.execute(job, label: "train")
     }
 }
+
+extension RemovalRecipe.Name: ExpressibleByArgument {}
 
 struct RemoveLNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "remove-ln",
         abstract: "Remove every LayerNorm by fine-tuning, as Baroni et al. 2025 do; writes the LN-free model.",
         discussion: """
-            Each LayerNorm becomes FakeLN — (x − mean x)/σ · w + b with σ frozen — on the paper's \
-            schedule: block i's ln_2 at 20 + 2i, then ln_1 for Q/K every 2 steps, then ln_1 for V every \
-            3 steps, then ln_f (for 12 layers: 20+2i, 44+2i, 68+3i, 104; steps = 300). σ is a moving \
-            average (momentum 0.9) of the per-token sqrt(var + 1e-5), frozen when that LayerNorm goes. \
-            The loss adds 0.1 · mean((σ_t − mean σ)²) at ln_f's input. AdamW, lr 6e-4 cosine to 3e-4 \
-            after 20 warm-up steps, weight decay 0.01, clipping 1.0. The output is in the released \
-            LN-free encoding (layer_norm_epsilon 1e12, LN weights × 1e6/σ), which lnlens loads as ln-free \
-            and transformers loads as is. --keep-ln runs the same fine-tuning with nothing removed (the \
-            paper's vanilla control). Every schedule number can be set.
+            Each LayerNorm becomes FakeLN — (x − mean x)/σ · w + b with σ frozen — on a schedule: block \
+            i's ln_2 at ln2-start + ln2-gap·i, then ln_1 for Q/K, then ln_1 for V, then ln_f (gpt2: \
+            20+2i, 44+2i, 68+3i, 104). σ is a moving average of the per-token sqrt(var + 1e-5), frozen \
+            when that LayerNorm goes. The loss adds aux-weight · mean((σ_t − mean σ)²) at ln_f's input. \
+            --recipe sets every number: gpt2, gpt2-medium, gpt2-large and gpt2-xl are the paper's runs \
+            (the companion's config.py gpt2_aux, gpt2-medium_fasttune_aux, gpt2-large_aux, \
+            gpt2-xl_aux) for 12, 24, 36 and 48 layers, and --scaled moves one to another depth by the \
+            scaling rule (the same starts, per-block gaps and steps after ln_f); quick, the default, is \
+            gpt2's schedule at any depth on a CPU-sized batch (128-token sequences, 16,384 tokens per \
+            step, 20 warm-up steps). An option given overrides the recipe. --plan prints the whole run \
+            without training. The output is in the released LN-free encoding (layer_norm_epsilon 1e12, \
+            LN weights × 1e6/σ), which lnlens loads as ln-free and transformers loads as is. --keep-ln \
+            runs the same fine-tuning with nothing removed (the paper's vanilla control).
             """)
 
     @Argument(help: "The model to remove LayerNorm from (folder or name).") var model: String
+    @Option(help: "The recipe that sets every number of the run: quick (any depth) or one of the paper's runs.")
+    var recipe: RemovalRecipe.Name = .quick
+    @Flag(help: "Apply --recipe to a model of another depth by the scaling rule (the same starts, per-block gaps and steps after ln_f).")
+    var scaled = false
     @Flag(help: "Fine-tune identically but remove nothing (the vanilla control).") var keepLn = false
-    @Option(help: "Weight of the auxiliary loss on σ's spread at ln_f's input.") var auxWeight = TrainingRecipe.auxWeight
-    @Option(help: "Momentum of σ's moving average.") var momentum = TrainingRecipe.momentum
-    @Option(help: "Step at which block 0's ln_2 is removed (0-based: steps already taken, as the paper's code counts; the log's step N is step N−1 here).") var ln2Start = TrainingRecipe.paperSchedule.ln2Start
-    @Option(help: "Steps between blocks for ln_2 (0: all blocks at once).") var ln2Gap = TrainingRecipe.paperSchedule.ln2Gap
+    @Option(help: "Weight of the auxiliary loss on σ's spread at ln_f's input (the recipe's: 0.1; large 0.03, xl 0.01).")
+    var auxWeight: Double?
+    @Option(help: "Momentum of σ's moving average, applied once per optimizer step (the recipe's: 0.9; large 0.9^(28/32), xl 0.9^(18/32)).")
+    var momentum: Double?
+    @Option(help: "Step at which block 0's ln_2 is removed (0-based: steps already taken, as the paper's code counts; the log's step N is step N−1 here).")
+    var ln2Start: Int?
+    @Option(help: "Steps between blocks for ln_2 (0: all blocks at once).") var ln2Gap: Int?
     @Option(help: "Step of block 0's ln_1 Q/K path (default: ln2-start + layers · ln2-gap).") var ln1qkStart: Int?
-    @Option(help: "Steps between blocks for ln_1 Q/K.") var ln1qkGap = TrainingRecipe.paperSchedule.ln1QKGap
+    @Option(help: "Steps between blocks for ln_1 Q/K.") var ln1qkGap: Int?
     @Option(help: "Step of block 0's ln_1 V path (default: ln1qk-start + layers · ln1qk-gap).") var ln1vStart: Int?
-    @Option(help: "Steps between blocks for ln_1 V.") var ln1vGap = TrainingRecipe.paperSchedule.ln1VGap
+    @Option(help: "Steps between blocks for ln_1 V.") var ln1vGap: Int?
     @Option(help: "Step of ln_f (default: ln1v-start + layers · ln1v-gap).") var lnfStep: Int?
+    @Flag(help: "Print the whole run (removal steps, learning rates, tokens, memory, time from one measured pass) and exit without training.")
+    var plan = false
+    @Flag(help: "With --plan: print the plan as JSON, the learning rate of every step included.") var json = false
     @OptionGroup var flags: TrainingFlags
 
     func validate() throws {
         for (name, value) in [("--ln2-start", ln2Start), ("--ln2-gap", ln2Gap), ("--ln1qk-gap", ln1qkGap), ("--ln1v-gap", ln1vGap),
-                              ("--ln1qk-start", ln1qkStart ?? 0), ("--ln1v-start", ln1vStart ?? 0), ("--lnf-step", lnfStep ?? 0)]
-        where value < 0 {
-            throw ValidationError("\(name) must be 0 or more")
+                              ("--ln1qk-start", ln1qkStart), ("--ln1v-start", ln1vStart), ("--lnf-step", lnfStep)] {
+            if let value, value < 0 { throw ValidationError("\(name) must be 0 or more") }
         }
-        if !(auxWeight >= 0 && auxWeight.isFinite) { throw ValidationError("--aux-weight must be a finite number ≥ 0") }
-        if !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1)") }
+        if let auxWeight, !(auxWeight >= 0 && auxWeight.isFinite) { throw ValidationError("--aux-weight must be a finite number ≥ 0") }
+        if let momentum, !(momentum >= 0 && momentum < 1) { throw ValidationError("--momentum must be in [0, 1)") }
+        if json && !plan { throw ValidationError("--json goes with --plan") }
+        if !plan { _ = try flags.requireOut() }
+    }
+
+    /// The recipe for a model of `nLayers` layers (`model` in errors), each option given
+    /// replacing the recipe's value.
+    func resolvedRecipe(_ model: String, nLayers: Int) throws -> RemovalRecipe {
+        var r: RemovalRecipe
+        do {
+            r = try RemovalRecipe.named(recipe).forModel(model, nLayers: nLayers, scaled: scaled)
+        } catch { throw CLIError.usage(error.errorDescription ?? "\(error)") }
+        (r.givenScheduleSteps, r.stopAt, r.warmup) = (flags.steps, flags.stopAt ?? r.stopAt, flags.warmup ?? r.warmup)
+        (r.lr, r.minLr, r.weightDecay) = (flags.lr ?? r.lr, flags.minLr ?? r.minLr, flags.weightDecay ?? r.weightDecay)
+        (r.auxWeight, r.momentum) = (auxWeight ?? r.auxWeight, momentum ?? r.momentum)
+        (r.ln2Start, r.ln2Gap, r.ln1QKGap, r.ln1VGap) = (ln2Start ?? r.ln2Start, ln2Gap ?? r.ln2Gap, ln1qkGap ?? r.ln1QKGap, ln1vGap ?? r.ln1VGap)
+        (r.ln1QKStart, r.ln1VStart, r.lnFinalStep) = (ln1qkStart ?? r.ln1QKStart, ln1vStart ?? r.ln1VStart, lnfStep ?? r.lnFinalStep)
+        if r.minLr > r.lr {
+            let floor = flags.minLr == nil ? "--recipe \(recipe.rawValue)'s min lr" : "--min-lr", peak = flags.lr == nil ? "--recipe \(recipe.rawValue)'s lr" : "--lr"
+            throw CLIError.usage("\(floor) \(r.minLr) is above \(peak) \(r.lr); give --min-lr at most the peak learning rate")
+        }
+        let batch = try flags.batch(seqLen: r.seqLen, batchTokens: r.tokensPerStep)
+        (r.seqLen, r.sequencesPerStep) = (batch.seqLen, batch.batchTokens / batch.seqLen)
+        return r
     }
 
     func run() throws {
@@ -251,40 +333,37 @@ struct RemoveLNCommand: ParsableCommand {
         }
         guard let tokenizerDir = loaded.checkpoint.tokenizerDirectory else { throw CLIError.noTokenizer(source) }
         let tok = try GPT2Tokenizer.load(directory: tokenizerDir)
-        try flags.checkMemory(loaded.model)
+        let r = try resolvedRecipe(source, nLayers: loaded.model.config.nLayers)
+        let settings = flags.settings(r.training, batch: (r.seqLen, r.tokensPerStep), weightDecay: r.weightDecay, auxWeight: r.auxWeight)
+        let layerNorms = FakeLayerNorms(schedule: r.schedule, momentum: r.momentum, keepLN: keepLn)
+        if plan { return try printPlan(loaded.model, recipe: r, settings: settings, layerNorms: layerNorms, tokenizer: tok) }
+        try flags.checkMemory(loaded.model, seqLen: settings.seqLen)
         let corpus = try flags.loadCorpus(tokenizer: tok)
-        let schedule = RemovalSchedule(nLayers: loaded.model.config.nLayers, ln2Start: ln2Start, ln2Gap: ln2Gap,
-                                       ln1QKStart: ln1qkStart, ln1QKGap: ln1qkGap, ln1VStart: ln1vStart, ln1VGap: ln1vGap,
-                                       lnFinalStep: lnfStep)
-        let recipe = TrainingRecipe.removeLN(schedule: schedule, steps: flags.steps, lr: flags.lr, minLr: flags.minLr,
-                                             warmup: flags.warmup)
-        let settings = flags.settings(recipe, auxWeight: auxWeight)
-        let layerNorms = FakeLayerNorms(schedule: schedule, momentum: momentum, keepLN: keepLn)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms)
         try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
-        let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
-        let keep = keepLn
-        let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": keepLn ? "remove-ln --keep-ln" : "remove-ln",
-                        "source": source, "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
-        var options = flags.options(recipe)
-        (options.record.model, options.computation.keepLN) = (model, keepLn)
-        (options.computation.auxWeight, options.computation.momentum) = (auxWeight, momentum)
-        options.computation.schedule = schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ",")
+        var options = flags.options(r.training, settings)
+        options.recordRemoval(r, model: model, keepLN: keepLn)
         var job = TrainJob(trainer: trainer, command: StoreName.removeLNCommand, modelPath: source,
                            modelHash: try loaded.weightsHash(), options: options,
-                           toolVersion: LNLensVersion.string, out: out, checkpointEvery: flags.checkpointEvery) { t in
-            var config = t.model.config
-            let weights = try ModelParameters(table: t.model.parameters.table)
-            weights.copy(from: t.model.parameters)
-            if !keep, let ln = t.layerNorms { config = ln.encodeLNFree(weights, config: config) }
-            try CheckpointExport.write(weights, config: config, into: out, tokenizerFrom: tokenizerDir, precision: precision,
-                                       metadata: metadata)
-        }
-        job.keepCheckpoints = flags.keepCheckpoints
-        job.forceResume = flags.forceResume
-        let what = keepLn ? "fine-tuning with LayerNorm kept (--keep-ln)" : "removing \(schedule.events.count) LayerNorm paths by step \(schedule.lastStep)"
-        print("\(what): \(recipe.steps) steps of \(settings.tokensPerStep) tokens on \(corpus.tokens.count.formatted()) tokens of \(corpus.path)")
+                           toolVersion: LNLensVersion.string, out: flags.outURL, checkpointEvery: flags.checkpointEvery,
+                           export: exporter(source: source, corpus: corpus, tokenizer: tokenizerDir))
+        flags.configure(&job, tokenizer: tokenizerDir)
+        let what = keepLn ? "fine-tuning with LayerNorm kept (--keep-ln)" : "removing \(r.schedule.events.count) LayerNorm paths by step \(r.schedule.lastStep)"
+        let stop = settings.steps < r.scheduleSteps ? " (stopping at \(settings.steps) of a \(r.scheduleSteps)-step schedule)" : ""
+        print("\(what), recipe \(recipe.rawValue): \(settings.steps) steps\(stop) of \(settings.tokensPerStep) tokens on \(corpus.tokens.count.formatted()) tokens of \(corpus.path)")
         try flags.execute(job, label: keepLn ? "keep-ln" : "remove-ln")
+    }
+
+    /// Writes the trained model into --out: LN-free (or, with --keep-ln, as it is).
+    func exporter(source: String, corpus: TokenCorpus, tokenizer: URL) -> (Trainer) throws -> Void {
+        let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
+        let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": keepLn ? "remove-ln --keep-ln" : "remove-ln",
+                        "source": source, "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
+        return { t in
+            let (weights, config) = try TrainingCheckpoint.exportable(t.model.parameters, config: t.model.config, layerNorms: t.layerNorms,
+                                                                      stepsDone: t.step, checkpoint: out.path)
+            try CheckpointExport.write(weights, config: config, into: out, tokenizerFrom: tokenizer, precision: precision, metadata: metadata)
+        }
     }
 }
 

@@ -164,7 +164,7 @@ import Testing
         try C.expectOneLineError(["train", "--init", config] + Self.small + ["--out", out, "--db", db], mentions: ["already exists", "--force"])
         #expect(try String(contentsOfFile: out + "/note.txt", encoding: .utf8) == "keep me")
         try C.expectOneLineError(["remove-ln", "gpt2-tiny"] + Self.small + ["--steps", "30", "--out", dir.appendingPathComponent("f").path, "--db", db],
-                                 mentions: ["schedule ends at step", "--steps is 30"])
+                                 mentions: ["schedule ends at step", "--schedule-steps is 30"])
         try C.expectOneLineError(["remove-ln", "gpt2-tiny-lnfree"] + Self.small + ["--out", dir.appendingPathComponent("g").path, "--db", db],
                                  mentions: ["already LN-free"])
         try C.expectOneLineError(["train", "--init", config] + Self.small + ["--seq-len", "100", "--batch-tokens", "200", "--out", dir.appendingPathComponent("h").path, "--db", db],

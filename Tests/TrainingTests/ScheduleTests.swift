@@ -8,7 +8,7 @@ import Testing
     /// at 44 + 2i, ln_1 V at 68 + 3i, ln_f at 104, 300 steps.
     @Test func gpt2SmallNumbers() {
         let s = RemovalSchedule(nLayers: 12)
-        #expect(s.ln1QKStart == 44 && s.ln1VStart == 68 && s.lnFinalStep == 104 && s.defaultTotalSteps == 300)
+        #expect(s.ln1QKStart == 44 && s.ln1VStart == 68 && s.lnFinalStep == 104)
         let events = s.events
         #expect(events.count == 37)
         #expect(events.first! == (20, .ln2(block: 0)))
@@ -133,26 +133,5 @@ import Testing
         #expect(m.parameters.tensor("h.0.ln_1.weight")!.data.allSatisfy { $0 == 1 })
         #expect(m.parameters.tensor("h.0.attn.c_attn.bias")!.data.allSatisfy { $0 == 0 })
         #expect(parameterBits(try Initialization.gpt2(config: config, seed: 1)) == parameterBits(m))
-    }
-}
-
-/// The recipes' defaults are the paper's (Baroni et al. 2025, section 3: 300 steps for GPT-2
-/// small, lr 6e-4 to 3e-4 after 20 warm-up steps) and nanoGPT's for `train`; a value given wins.
-@Suite struct RecipeTests {
-    @Test func removeLNIsThePapers() {
-        let recipe = TrainingRecipe.removeLN(schedule: TrainingRecipe.paperSchedule, steps: nil, lr: nil, minLr: nil, warmup: nil)
-        #expect(recipe == TrainingRecipe(steps: 300, lr: 6e-4, minLr: 3e-4, warmup: 20))
-        #expect(TrainingRecipe.paperSchedule.lnFinalStep == 104)
-        let given = TrainingRecipe.removeLN(schedule: TrainingRecipe.paperSchedule, steps: 50, lr: 1e-3, minLr: nil, warmup: 0)
-        #expect(given == TrainingRecipe(steps: 50, lr: 1e-3, minLr: 3e-4, warmup: 0))
-    }
-
-    @Test func trainScalesWarmupAndFloor() {
-        #expect(TrainingRecipe.train(steps: nil, lr: nil, minLr: nil, warmup: nil) == TrainingRecipe(steps: 1000, lr: 6e-4, minLr: 6e-4 / 10, warmup: 100))
-        #expect(TrainingRecipe.train(steps: 300, lr: 3e-3, minLr: nil, warmup: nil) == TrainingRecipe(steps: 300, lr: 3e-3, minLr: 3e-3 / 10, warmup: 30))
-        let settings = TrainingRecipe.train(steps: 10, lr: nil, minLr: nil, warmup: nil)
-            .settings(seqLen: 64, batchTokens: 256, microBatch: 2, seed: 3, weightDecay: 0.1, maxGradNorm: 0.5, auxWeight: 0)
-        #expect(settings.sequencesPerStep == 4 && settings.learningRate == LearningRateSchedule(peak: 6e-4, floor: 6e-4 / 10, warmupSteps: 1, totalSteps: 10))
-        #expect(settings.adamW.weightDecay == 0.1 && settings.maxGradNorm == 0.5 && settings.seed == 3)
     }
 }

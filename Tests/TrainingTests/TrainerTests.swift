@@ -96,7 +96,7 @@ import TensorCore
         var s = settings(steps: 5)
         s.sequencesPerStep = 100_000
         #expect(throws: TrainingError.self) { try Trainer(model: try Fixtures.tinyModel(), corpus: corpus, settings: s, layerNorms: nil) }
-        #expect(throws: TrainingError.scheduleTooLong(lastEvent: 34, what: "ln_f removed", steps: 5)) {
+        #expect(throws: TrainingError.scheduleTooLong(lastEvent: 34, what: "ln_f removed", option: "--schedule-steps", steps: 5)) {
             try Trainer(model: try Fixtures.tinyModel(), corpus: corpus, settings: settings(steps: 5),
                         layerNorms: FakeLayerNorms(schedule: RemovalSchedule(nLayers: 2)))
         }
