@@ -85,9 +85,10 @@ public final class Trainer {
         }
         guard s.microBatch >= 1 else { throw TrainingError.badOption(option: "--micro-batch", reason: "must be at least 1") }
         guard s.steps >= 1 else { throw TrainingError.badOption(option: "--steps", reason: "must be at least 1") }
+        try corpus.checkWindow(s.seqLen, option: "--seq-len")
         let blocks = corpus.blockCount(seqLen: s.seqLen)
         guard blocks >= s.sequencesPerStep else {
-            throw TrainingError.corpusTooSmall(file: corpus.path, tokens: corpus.tokens.count, needed: s.tokensPerStep,
+            throw TrainingError.corpusTooSmall(file: corpus.path, tokens: corpus.tokenCount, needed: s.tokensPerStep,
                                                sequences: s.sequencesPerStep, seqLen: s.seqLen)
         }
         if let ln = layerNorms, !ln.keepLN, ln.schedule.lastStep >= s.steps {

@@ -136,10 +136,3 @@ public struct TrainingCheckpoint: Codable, Equatable {
         trainer.step = stepsDone
     }
 }
-
-extension TokenCorpus {
-    /// XXH64 of the tokens (hex), recorded with a run and checked on resume.
-    public var hash: String {
-        tokens.withUnsafeBytes { XXH64.hex(XXH64.hash($0, seed: 0)) }
-    }
-}

@@ -10,8 +10,9 @@ import Training
 
 /// Options `train` and `remove-ln` share: the text, the batch, the optimizer, checkpoints, output.
 struct TrainingFlags: ParsableArguments {
-    @Option(help: "Training text: UTF-8, documents separated by lines <|endoftext|> (e.g. corpus/train.txt).")
-    var corpus: String
+    @Option(help: "Training text: UTF-8, documents separated by lines <|endoftext|> (e.g. corpus/train.txt); or give --tokens or --dataset.")
+    var corpus: String?
+    @OptionGroup var data: TokenDataFlags
     @Option(help: "Folder to write: the trained model (a Hugging Face folder) and, while training, checkpoints/.")
     var out: String
     @Option(help: "Tokens per sequence (at most the model's n_positions).") var seqLen = TrainingRecipe.seqLen
@@ -37,6 +38,7 @@ struct TrainingFlags: ParsableArguments {
     @Option(help: "SQLite database to store the run (one row per step) in.") var db = "results/lnlens.sqlite"
 
     func validate() throws {
+        _ = try source
         guard CheckpointExport.Precision(rawValue: dtype) != nil else { throw ValidationError("--dtype \(dtype): use f32 or f16") }
         if forceResume && !resume { throw ValidationError("--force-resume goes with --resume") }
         if resume && force { throw ValidationError("--resume continues the training in --out; --force would replace it: give one") }
@@ -75,9 +77,17 @@ struct TrainingFlags: ParsableArguments {
         try MemoryBudget.check(bytes: 3 * parameters + ForwardPass.footprint(B: microBatch, T: seqLen, config: model.config, backward: true))
     }
 
-    func loadCorpus(tokenizer: GPT2Tokenizer) throws -> TokenCorpus {
-        let url = URL(fileURLWithPath: CorpusFiles.resolve(corpus))
-        return try TokenCorpus.load(url, tokenizer: tokenizer, eot: tokenizer.endOfTextID)
+    /// The data: --corpus (a shipped name resolved), --tokens or --dataset.
+    var source: CorpusSource {
+        get throws { try data.source(text: corpus.map(CorpusFiles.resolve), textOption: "--corpus") }
+    }
+
+    /// The data's tokens for a model with `vocabSize` ids (a dataset cut into --seq-len windows),
+    /// a line printed on how a dataset was cut.
+    func loadCorpus(tokenizer: GPT2Tokenizer, vocabSize: Int) throws -> TokenCorpus {
+        let corpus = try source.load(tokenizer: tokenizer, vocabSize: vocabSize, window: seqLen)
+        if let line = TokenDataFlags.describe(corpus) { print(line) }
+        return corpus
     }
 
     func settings(_ recipe: TrainingRecipe, auxWeight: Double) -> TrainingSettings {
@@ -90,6 +100,8 @@ struct TrainingFlags: ParsableArguments {
         let (lr, steps) = (recipe.lr, recipe.steps)
         var o = TrainOptions()
         (o.computation.corpus, o.computation.seqLen, o.computation.batchTokens) = (corpus, seqLen, batchTokens)
+        (o.computation.tokens, o.computation.tokenDtype) = (data.tokens, data.tokenDtype)
+        (o.computation.dataset, o.computation.field) = (data.dataset, data.dataset == nil ? nil : data.fieldName)
         (o.computation.microBatch, o.computation.weightDecay, o.computation.maxGradNorm) = (microBatch, weightDecay, maxGradNorm)
         (o.computation.seed, o.computation.dtype, o.computation.lr, o.computation.steps) = (seed, dtype, lr, steps)
         (o.record.out, o.record.checkpointEvery, o.record.db) = (out, checkpointEvery, db)
@@ -155,7 +167,7 @@ struct TrainCommand: ParsableCommand {
         var model: GPT2Model
         var modelPath: String, modelHash: String
         var tokenizerDir: URL
-        var inputs = [CorpusFiles.resolve(flags.corpus)]
+        var inputs = [try flags.source.url.path]
         if let initConfig {
             let url = URL(fileURLWithPath: initConfig)
             let (config, range) = try InitConfig.load(url)
@@ -179,7 +191,7 @@ struct TrainCommand: ParsableCommand {
                                                    otherVocab: tok.vocabSize)
         }
         try flags.checkMemory(model)
-        let corpus = try flags.loadCorpus(tokenizer: tok)
+        let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: model.config.dVocab)
         let recipe = TrainingRecipe.train(steps: flags.steps, lr: flags.lr, minLr: flags.minLr, warmup: flags.warmup)
         let settings = flags.settings(recipe, auxWeight: 0)
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil)
@@ -197,7 +209,7 @@ struct TrainCommand: ParsableCommand {
         }
         job.keepCheckpoints = flags.keepCheckpoints
         job.forceResume = flags.forceResume
-        print("training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokens.count.formatted()) tokens "
+        print("training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokenCount.formatted()) tokens "
               + "(\(corpus.documents) documents, \(corpus.blockCount(seqLen: settings.seqLen)) sequences of \(settings.seqLen)); "
               + "\(recipe.steps) steps of \(settings.tokensPerStep) tokens")
         try flags.execute(job, label: "train")
@@ -252,7 +264,7 @@ struct RemoveLNCommand: ParsableCommand {
         guard let tokenizerDir = loaded.checkpoint.tokenizerDirectory else { throw CLIError.noTokenizer(source) }
         let tok = try GPT2Tokenizer.load(directory: tokenizerDir)
         try flags.checkMemory(loaded.model)
-        let corpus = try flags.loadCorpus(tokenizer: tok)
+        let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: loaded.model.config.dVocab)
         let schedule = RemovalSchedule(nLayers: loaded.model.config.nLayers, ln2Start: ln2Start, ln2Gap: ln2Gap,
                                        ln1QKStart: ln1qkStart, ln1QKGap: ln1qkGap, ln1VStart: ln1vStart, ln1VGap: ln1vGap,
                                        lnFinalStep: lnfStep)
@@ -283,7 +295,7 @@ struct RemoveLNCommand: ParsableCommand {
         job.keepCheckpoints = flags.keepCheckpoints
         job.forceResume = flags.forceResume
         let what = keepLn ? "fine-tuning with LayerNorm kept (--keep-ln)" : "removing \(schedule.events.count) LayerNorm paths by step \(schedule.lastStep)"
-        print("\(what): \(recipe.steps) steps of \(settings.tokensPerStep) tokens on \(corpus.tokens.count.formatted()) tokens of \(corpus.path)")
+        print("\(what): \(recipe.steps) steps of \(settings.tokensPerStep) tokens on \(corpus.tokenCount.formatted()) tokens of \(corpus.path)")
         try flags.execute(job, label: keepLn ? "keep-ln" : "remove-ln")
     }
 }
@@ -303,7 +315,9 @@ struct EvalCommand: ParsableCommand {
 
     @Argument(help: "Models (folders or names); default: the embedded gpt2-tiny, gpt2-tiny-vanilla and gpt2-tiny-lnfree.")
     var models: [String] = []
-    @Option(help: "Text to score: a .txt file, or the name of one in corpus/ (heldout is corpus/heldout.txt).") var text = "heldout"
+    @Option(help: "Text to score: a .txt file, or the name of one in corpus/ (default heldout, corpus/heldout.txt); or give --tokens or --dataset.")
+    var text: String?
+    @OptionGroup var data: TokenDataFlags
     @Option(help: "Tokens per window (default: min(128, the model's n_positions)).") var context: Int?
     @Option(help: "Windows per forward pass (with 1, merged shards equal an unsharded run bit for bit).") var batch = 8
     @Option(help: "SQLite database to store the run in.") var db = "results/lnlens.sqlite"
@@ -316,6 +330,7 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
+        _ = try source
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
@@ -324,6 +339,14 @@ struct EvalCommand: ParsableCommand {
         var seen = Set<String>()
         for model in models where !seen.insert(model).inserted {
             throw ValidationError("the model \(model) is given twice: give each model once (its losses are stored under its name)")
+        }
+    }
+
+    /// The data: --text (default heldout; a shipped name resolved), --tokens or --dataset.
+    var source: CorpusSource {
+        get throws {
+            let textGiven = text ?? (data.tokens == nil && data.dataset == nil ? "heldout" : nil)
+            return try data.source(text: textGiven.map(CorpusFiles.resolve), textOption: "--text")
         }
     }
 
@@ -353,14 +376,18 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let shard = try sharding.resolved()
         let (entries, modes, tok) = try loadModels()
-        let corpus = try TokenCorpus.load(URL(fileURLWithPath: CorpusFiles.resolve(text)), tokenizer: tok, eot: tok.endOfTextID)
         let window = context ?? min(128, entries.map(\.model.config.nCtx).min()!)
+        let corpus = try source.load(tokenizer: tok, vocabSize: entries[0].model.config.dVocab, window: window)
+        if !json, let line = TokenDataFlags.describe(corpus) { print(line) }
         // One pass of --batch windows (every logit kept), before any run is recorded.
         let passWindows = max(1, min(batch, corpus.blockCount(seqLen: window)))
         try MemoryBudget.check(bytes: entries.map { ForwardPass.footprint(B: passWindows, T: window, config: $0.model.config, backward: false) }.max()!)
         var options = EvalOptions()
         (options.record.models, options.record.lnModes) = (specs.joined(separator: ","), modes.joined(separator: ","))
-        (options.record.text, options.record.db, options.record.shard) = (text, db, shard?.description)
+        (options.record.db, options.record.shard) = (db, shard?.description)
+        (options.record.tokens, options.record.dataset) = (data.tokens, data.dataset)
+        options.record.text = data.tokens == nil && data.dataset == nil ? text ?? "heldout" : nil
+        (options.computation.tokenDtype, options.computation.field) = (data.tokenDtype, data.dataset == nil ? nil : data.fieldName)
         var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch, options: options,
                           toolVersion: LNLensVersion.string)
         (job.shard, job.chunkSize, job.forceResume) = (shard, chunkSize, forceResume)
@@ -378,7 +405,7 @@ struct EvalCommand: ParsableCommand {
         let rows = zip(zip(specs, modes), results).map { Row(model: $0.0.0, lnMode: $0.0.1, result: $0.1) }
         if json { return try printJSON(Output(runID: id, text: corpus.path, context: window, models: rows)) }
         let windows = corpus.blockCount(seqLen: window)
-        print("\(corpus.path): \(corpus.tokens.count.formatted()) tokens, "
+        print("\(corpus.path): \(corpus.tokenCount.formatted()) tokens, "
               + (shard.map { "shard \($0): \(results[0].windows) of \(windows) windows of \(window)" } ?? "\(windows) windows of \(window)"))
         Self.printTable(rows)
         if let shard {
