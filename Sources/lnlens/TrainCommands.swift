@@ -146,7 +146,9 @@ struct TrainCommand: ParsableCommand {
         discussion: """
             From scratch with --init CONFIG.json (transformers' initialisation, seeded) or continuing \
             --from MODEL. The corpus is tokenized with the model's tokenizer, <|endoftext|> after each \
-            document, cut into --seq-len blocks read in a seeded order. Each step: forward and backward \
+            document, cut into --seq-len blocks read in a seeded order (--tokens: a nanoGPT .bin or an .npy \
+            of ids, cut the same way; --dataset: JSON Lines documents, each cut into windows that never \
+            cross documents). Each step: forward and backward \
             over --batch-tokens tokens in --micro-batch passes, global gradient clipping, one AdamW step \
             (β 0.9/0.999, ε 1e-8, decay on embeddings and matrices). Deterministic for a seed and thread \
             count. Every step's loss, learning rate and gradient norm is stored (a train run); \
@@ -306,7 +308,9 @@ struct EvalCommand: ParsableCommand {
         abstract: "Mean next-token loss of models on a text, with 95% confidence intervals, side by side and stored.",
         discussion: """
             The text is tokenized with the first model's tokenizer (documents separated by lines \
-            <|endoftext|>, each followed by that token) and cut into windows of --context tokens; each \
+            <|endoftext|>, each followed by that token) and cut into windows of --context tokens (or \
+            --tokens FILE.bin|.npy, ids cut the same way; or --dataset FILE.jsonl, documents cut into \
+            windows that never cross documents); each \
             window predicts its tokens 2…context. The interval is mean ± 1.96·sd/√windows over the \
             windows' losses. Each window's loss is stored per model, so that the runs of --shard I/N \
             (windows ≡ I mod N) combine with `lnlens merge` into the run of the whole text. The paper's \
