@@ -13,7 +13,7 @@ import Testing
     static let small = ["--seq-len", "16", "--batch-tokens", "64", "--micro-batch", "2", "--steps", "3", "--warmup", "1"]
 
     /// The same ids from a nanoGPT .bin, a u32 .bin and an .npy train to the same weights, bit
-    /// for bit; the run records the file and its hash.
+    /// for bit; the run records the file and its hash, and a resume from another file is refused.
     @Test func trainOnTokenFiles() throws {
         let dir = try C.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -22,7 +22,7 @@ import Testing
         func train(_ data: [String], _ out: String) throws -> C.Result {
             try C.run(["train", "--init", config] + data + Self.small + ["--out", dir.appendingPathComponent(out).path, "--db", db])
         }
-        let bin = try train(["--tokens", Self.file("stream.u16.bin")], "bin")
+        let bin = try train(["--tokens", Self.file("stream.u16.bin"), "--keep-checkpoints"], "bin")
         #expect(bin.status == 0, "\(bin.stderr)")
         #expect(bin.stdout.contains("15 documents"), "\(bin.stdout)")
         let npy = try train(["--tokens", Self.file("stream.i8.v2.npy")], "npy")
@@ -36,6 +36,9 @@ import Testing
             return file.dropFirst(8 + header)
         }
         #expect(weights[0] == weights[1] && weights[0] == weights[2], "the same ids trained to different weights")
+        // A resume from another file, or the same one read as another type, is refused naming the option.
+        try C.expectOneLineError(["train", "--init", config, "--tokens", Self.file("stream.u2.v1.npy")] + Self.small
+                                 + ["--out", dir.appendingPathComponent("bin").path, "--db", db, "--resume"], mentions: ["--tokens", "stream.u16.bin"])
         let store = try ResultsDatabase.openReadOnly(path: db)
         let runs = try store.runs()
         #expect(runs.map(\.status) == [.completed, .completed, .completed])
