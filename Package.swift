@@ -31,7 +31,7 @@ let package = Package(
         .executableTarget(name: "lnlens-bench", dependencies: ["GPT2", "TensorCore", "Analysis", "Tokenizer", "ResultsStore", "Jobs", "Support", "Training"]),
         // Fuzz targets for the file parsers; `make fuzz` builds them with -sanitize=fuzzer (fuzz/README.md).
         .target(name: "CLibFuzzer"),
-        .executableTarget(name: "lnlens-fuzz", dependencies: ["CLibFuzzer", "GPT2", "Tokenizer", "Analysis", "Jobs", "ResultsStore", "Training"]),
+        .executableTarget(name: "lnlens-fuzz", dependencies: ["CLibFuzzer", "GPT2", "Tokenizer", "Analysis", "Jobs", "ResultsStore", "Support", "Training"]),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], resources: []),

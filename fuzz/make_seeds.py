@@ -137,8 +137,31 @@ def prompt_seeds():
     ]))
 
 
+def data_seeds():
+    # The data-reader fixtures of scripts/reference/make_data_fixtures.py, as they are.
+    data = os.path.join(ROOT, "Tests/Fixtures/data")
+
+    def copy(target, name, out=None):
+        with open(os.path.join(data, name), "rb") as f:
+            write(target, out or os.path.basename(name), f.read())
+
+    for name in ["stream.u2.v1.npy", "stream.u4.v2.npy", "stream.i8.v3.npy", "bad/fortran.npy", "bad/c2d.npy",
+                 "bad/float.npy", "bad/bigendian.npy", "bad/scalar.npy", "bad/truncated.npy"]:
+        copy("npy", name)
+    for name in ["stream.u16.bin", "bad/odd.bin", "bad/out_of_range.bin"]:
+        copy("token-bin", name)
+    copy("dataset", "docs.jsonl")
+    with open(os.path.join(data, "ids.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    write("dataset", "ids-as-text.jsonl", "".join(json.dumps({"text": r["input_ids"]}) + "\n" for r in rows))
+    write("dataset", "bom-crlf-blank-bad.jsonl", "\ufeff" + "\r\n".join([
+        json.dumps({"text": "A short row."}), "", "  ", json.dumps({"text": [1, 2, 3, 50256]}),
+        json.dumps({"body": "no text"}), "[1, 2]", json.dumps({"text": 7}), json.dumps({"text": [1, -2]}), ""]))
+
+
 if __name__ == "__main__":
     safetensors_seeds()
     config_seeds()
     tokenizer_seeds()
     prompt_seeds()
+    data_seeds()

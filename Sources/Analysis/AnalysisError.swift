@@ -69,6 +69,8 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
     case textTooShort(path: String, tokens: Int)
     case contextTooSmall(context: Int)
     case maxTokensTooSmall(maxTokens: Int)
+    // Dataset rows (dla --dataset).
+    case rowsTooShort(path: String, rows: Int, context: Int)
     // Prompt generation.
     case generationCountInvalid(n: Int)
     case tooFewSingleTokenWords(task: String, kind: String, found: Int, needed: Int)
@@ -99,6 +101,8 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
             "--context \(context) is too small: a window needs at least 2 tokens"
         case let .maxTokensTooSmall(maxTokens):
             "--max-tokens \(maxTokens) is too small: give at least 1"
+        case let .rowsTooShort(path, rows, context):
+            "\(path): all \(rows) rows read are shorter than --context \(context) tokens (each row's first \(context) tokens are attributed); give a smaller --context or longer rows"
         case let .generationCountInvalid(n):
             "--n \(n): give a positive number of prompts"
         case let .tooFewSingleTokenWords(task, kind, found, needed):

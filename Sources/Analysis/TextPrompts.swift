@@ -28,6 +28,10 @@ public struct TextPrompts: Sendable {
     /// Length of the whole tokenized text.
     public var totalTokens: Int
     public var windows: [TextWindow]
+    /// A dataset's rows read (`--rows`; nil for a text): one window each, except the rows skipped.
+    public var rows: Int?
+    /// The lines of a dataset's rows shorter than the window, skipped.
+    public var skippedLines: [Int] = []
 
     /// Sum of `predictedPositions` over the windows (at most `maxTokens`).
     public var predictedPositions: Int { windows.reduce(0) { $0 + $1.predictedPositions } }
@@ -62,5 +66,32 @@ public struct TextPrompts: Sendable {
             start += context
         }
         return TextPrompts(path: path, contentHash: SHA256.hex(data), totalTokens: tokens.count, windows: windows)
+    }
+}
+
+extension TextPrompts {
+    /// The paper's DLA input (its companion's `mech_interp/load_dataset.py`, `max_context=512`,
+    /// `prepend_bos=False`): the first `context` tokens of each row of `dataset` (text rows
+    /// tokenized whole, then cut; token rows as stored), one window per row, in file order, no
+    /// BOS. A row shorter than `context` is skipped and its line recorded in `skippedLines`: the
+    /// companion truncates rows and stacks them with `torch.tensor`, which fails on a shorter
+    /// one (its Pile rows are all 1,024 tokens long, so it never meets one). `firstTokenIndex`
+    /// is the window's index × `context`.
+    public static func firstTokens(of dataset: JSONLDataset, context: Int, tokenizer: some TextEncoder,
+                                   vocabSize: Int) throws -> TextPrompts {
+        guard context >= 2 else { throw AnalysisError.contextTooSmall(context: context) }
+        let ids = try dataset.tokenIDs(vocabSize: vocabSize) { texts in texts.map { tokenizer.encode($0) } }
+        var windows: [TextWindow] = [], skipped: [Int] = []
+        for (row, tokens) in zip(dataset.rows, ids) {
+            guard tokens.count >= context else { skipped.append(row.line); continue }
+            windows.append(TextWindow(tokens: Array(tokens[0..<context]), firstTokenIndex: windows.count * context))
+        }
+        guard !windows.isEmpty else {
+            throw AnalysisError.rowsTooShort(path: dataset.path, rows: dataset.rows.count, context: context)
+        }
+        var prompts = TextPrompts(path: dataset.path, contentHash: dataset.contentHash, totalTokens: windows.count * context,
+                                  windows: windows)
+        (prompts.rows, prompts.skippedLines) = (dataset.rows.count, skipped)
+        return prompts
     }
 }

@@ -105,10 +105,13 @@ public struct DLAOptions: ShardOptions {
         @Stored public var minGap: Double?
         /// `BootstrapScheme`.
         @Stored public var bootstrap: String?
+        /// Dataset mode: the rows' key (`--field`) and how many rows were read (`--rows`).
+        @Stored public var field: String?
+        @Stored public var rows: Int?
         public init() {}
         enum CodingKeys: String, CodingKey {
             case prependBOS = "prepend_bos", skipInvalid = "skip_invalid", context, maxTokens = "max_tokens", targets
-            case batchSize = "batch_size", chunkSize = "chunk_size", minGap = "min_gap", bootstrap
+            case batchSize = "batch_size", chunkSize = "chunk_size", minGap = "min_gap", bootstrap, field, rows
         }
     }
 
@@ -119,11 +122,18 @@ public struct DLAOptions: ShardOptions {
         @Stored public var db: String?
         @Stored public var prompts: String?
         @Stored public var text: String?
+        /// `--dataset FILE.jsonl` (its SHA-256 is the run's `prompt_set_hash`).
+        @Stored public var dataset: String?
+        /// Dataset mode: the rows read that were shorter than the context, skipped.
+        @Stored public var skippedRows: Int?
         /// `I/N`.
         @Stored public var shard: String?
         /// The weight-processing switches.
         @Stored public var processing: [String: Bool]?
         public init() {}
+        enum CodingKeys: String, CodingKey {
+            case models, db, prompts, text, dataset, skippedRows = "skipped_rows", shard, processing
+        }
     }
 
     public var computation = Computation()
@@ -134,10 +144,11 @@ public struct DLAOptions: ShardOptions {
     /// How the NMAE intervals resample; nil when not recorded.
     public var bootstrap: BootstrapScheme? { computation.bootstrap.flatMap(BootstrapScheme.init(rawValue:)) }
 
-    /// What the run's prompt indices count: prompts, text positions (`--text`), or windows
-    /// (`--text --targets paper`).
+    /// What the run's prompt indices count: prompts, text positions (`--text`, `--dataset`), or
+    /// windows (`--targets paper`).
     public var unit: String {
-        record.text == nil ? "prompts" : computation.targets == TextTargets.lastTokenOfWindow.rawValue ? "windows" : "positions"
+        record.text == nil && record.dataset == nil ? "prompts"
+            : computation.targets == TextTargets.lastTokenOfWindow.rawValue ? "windows" : "positions"
     }
 }
 
@@ -192,10 +203,13 @@ public struct EvalOptions: ShardOptions {
         @Stored public var context: Int?
         @Stored public var batch: Int?
         @Stored public var chunkSize: Int?
+        /// `--token-dtype` of a headerless token file; `--field` of a dataset.
+        @Stored public var tokenDtype: String?
+        @Stored public var field: String?
         public init(context: Int? = nil, batch: Int? = nil, chunkSize: Int? = nil) {
             (self.context, self.batch, self.chunkSize) = (context, batch, chunkSize)
         }
-        enum CodingKeys: String, CodingKey { case context, batch, chunkSize = "chunk_size" }
+        enum CodingKeys: String, CodingKey { case context, batch, chunkSize = "chunk_size", tokenDtype = "token_dtype", field }
     }
 
     public struct Record: Codable, Equatable, Sendable, ShardRecord {
@@ -203,11 +217,14 @@ public struct EvalOptions: ShardOptions {
         @Stored public var models: String?
         /// Each model's LN mode, comma-separated in the order of `models`.
         @Stored public var lnModes: String?
+        /// The input, one of `--text`, `--tokens`, `--dataset` (its hash is the run's `prompt_set_hash`).
         @Stored public var text: String?
+        @Stored public var tokens: String?
+        @Stored public var dataset: String?
         @Stored public var db: String?
         @Stored public var shard: String?
         public init() {}
-        enum CodingKeys: String, CodingKey { case models, lnModes = "ln_modes", text, db, shard }
+        enum CodingKeys: String, CodingKey { case models, lnModes = "ln_modes", text, tokens, dataset, db, shard }
     }
 
     public var computation = Computation()
@@ -244,11 +261,18 @@ public struct TrainOptions: JobOptions {
         @Stored public var momentumSequences: Int?
         /// The removal schedule, `h.0.ln_2@20,…`.
         @Stored public var schedule: String?
+        /// The data when not `corpus`: a token file (`--tokens`, `--token-dtype` for a headerless
+        /// one) or a JSON Lines dataset (`--dataset`, `--field`).
+        @Stored public var tokens: String?
+        @Stored public var tokenDtype: String?
+        @Stored public var dataset: String?
+        @Stored public var field: String?
         public init() {}
         enum CodingKeys: String, CodingKey {
             case corpus, seqLen = "seq_len", batchTokens = "batch_tokens", microBatch = "micro_batch", weightDecay = "weight_decay"
             case maxGradNorm = "max_grad_norm", seed, dtype, lr, minLr = "min_lr", warmup, steps, stopAt = "stop_at", recipe
             case keepLN = "keep_ln", auxWeight = "aux_weight", momentum, momentumSequences = "momentum_sequences", schedule
+            case tokens, tokenDtype = "token_dtype", dataset, field
         }
     }
 

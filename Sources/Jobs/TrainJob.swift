@@ -173,7 +173,7 @@ public struct TrainJob {
         func mismatch(_ option: String, _ stored: String, _ now: String) -> JobError {
             .trainingMismatch(directory: folder.path, option: option, stored: stored, now: now)
         }
-        guard state.corpusHash == corpusHash else { throw mismatch("--corpus (tokens hash)", state.corpusHash, corpusHash) }
+        guard state.corpusHash == corpusHash else { throw mismatch("the training data (its tokens hash)", state.corpusHash, corpusHash) }
         let a = state.settings, b = trainer.settings
         if a == b {
             if let ln = trainer.layerNorms, let stored = state.layerNorms {
@@ -292,7 +292,7 @@ public struct EvalJob {
             throw JobError.resumeMismatch(runID: resume, reason: "its models are \(stored.modelPath) but this invocation has \(names)")
         }
         var recorded = options
-        recorded.computation = .init(context: context, batch: batch, chunkSize: chunkSize)
+        (recorded.computation.context, recorded.computation.batch, recorded.computation.chunkSize) = (context, batch, chunkSize)
         let (id, done, completed) = try RunLifecycle.beginOrResume(db: db, run: RunRecord(
             command: StoreName.evalCommand, optionsJSON: recorded.json, modelPath: names,
             modelHash: entries.map(\.hash).joined(separator: ","), lnMode: first.model.lnMode.rawValue, processingJSON: "{}",

@@ -3,25 +3,56 @@ import Support
 import TensorCore
 import Tokenizer
 
-/// A text corpus as one token stream: documents separated by lines that read `<|endoftext|>`,
-/// each tokenized with the model's tokenizer and followed by the end-of-text token, as GPT-2 was
-/// trained. Training cuts the stream into non-overlapping blocks of `seqLen` tokens (the tail
-/// that does not fill a block is dropped) and visits them in a seeded order, epoch by epoch.
+/// The tokens a training or an evaluation reads, cut into non-overlapping blocks of `seqLen`.
+/// Three sources (`CorpusSource`):
+/// - a text corpus: documents separated by lines that read `<|endoftext|>`, each tokenized with
+///   the model's tokenizer and followed by the end-of-text token, as GPT-2 was trained; one
+///   stream, so blocks run across documents, and the tail that does not fill a block is dropped;
+/// - a token file (nanoGPT's `.bin`, an `.npy`): the same kind of stream, already tokenized,
+///   read from the mapped file as blocks are visited;
+/// - a JSON Lines dataset: each document (a row) followed by the end-of-text token and cut into
+///   windows of `windowLength` from its first token, so that no window crosses two documents
+///   (`DocumentCut`); the corpus holds those windows end to end.
+/// Training visits the blocks in a seeded order, epoch by epoch (`BlockOrder`).
 public struct TokenCorpus: Sendable {
+    /// The path as given.
     public let path: String
-    public let tokens: [Int32]
     public let documents: Int
+    /// Identity of the tokens (hex), recorded with a run and checked on resume.
+    public let hash: String
+    /// The window length a dataset was cut for (its blocks are its windows; no other length may
+    /// cut it); nil for a stream, which any length cuts.
+    public let windowLength: Int?
+    /// How a dataset's documents were cut into windows (nil for a stream).
+    public let cut: DocumentCut?
+    private let storage: Storage
+
+    enum Storage: Sendable {
+        case memory([Int32])
+        case file(TokenFile)
+    }
 
     /// The line that separates documents in a corpus file.
     public static let separator = "<|endoftext|>"
 
+    /// A stream of `tokens` in memory; its hash is XXH64 of the tokens.
     public init(path: String, tokens: [Int32], documents: Int) {
-        self.path = path
-        self.tokens = tokens
-        self.documents = documents
+        self.init(path: path, storage: .memory(tokens), documents: documents, hash: Self.hash(tokens), windowLength: nil, cut: nil)
     }
 
-    /// Reads and tokenizes `url`. `eot` is the end-of-text id appended after every document.
+    init(path: String, storage: Storage, documents: Int, hash: String, windowLength: Int?, cut: DocumentCut?) {
+        (self.path, self.storage, self.documents, self.hash) = (path, storage, documents, hash)
+        (self.windowLength, self.cut) = (windowLength, cut)
+    }
+
+    /// A token file as a stream: every id checked against `vocabSize`; its documents are the
+    /// `eot`s it holds.
+    public static func load(tokens file: TokenFile, vocabSize: Int, eot: Int) throws -> TokenCorpus {
+        let documents = try file.validate(vocabSize: vocabSize, eot: eot)
+        return TokenCorpus(path: file.path, storage: .file(file), documents: documents, hash: file.hash, windowLength: nil, cut: nil)
+    }
+
+    /// Reads and tokenizes the text corpus `url`. `eot` is the end-of-text id appended after every document.
     public static func load(_ url: URL, tokenizer: GPT2Tokenizer, eot: Int) throws -> TokenCorpus {
         let data: Data
         do { data = try Files.read(url) } catch { throw TrainingError.unreadable(file: url.path, reason: error.description) }
@@ -30,16 +61,34 @@ public struct TokenCorpus: Sendable {
         }
         let docs = split(text)
         guard !docs.isEmpty else { throw TrainingError.corpusEmpty(file: url.path) }
-        // Documents tokenize independently: in parallel, joined in order.
-        var pieces = [[Int32]](repeating: [], count: docs.count)
+        let pieces = tokenize(docs, tokenizer: tokenizer)
+        return TokenCorpus(path: url.path, tokens: pieces.flatMap { $0.map(Int32.init) + [Int32(eot)] }, documents: docs.count)
+    }
+
+    /// A JSON Lines dataset cut into windows of `window` tokens that never cross documents
+    /// (`DocumentCut.cut`): text rows tokenized, token rows checked against `vocabSize`.
+    public static func load(dataset: JSONLDataset, tokenizer: GPT2Tokenizer, eot: Int, vocabSize: Int,
+                            window: Int) throws -> TokenCorpus {
+        let docs = try dataset.tokenIDs(vocabSize: vocabSize) { tokenize($0, tokenizer: tokenizer) }
+        let (tokens, cut) = DocumentCut.cut(docs.map { $0.map(Int32.init) }, window: window, eot: Int32(eot))
+        guard cut.windows > 0 else { throw TrainingError.noWindows(file: dataset.path, cut: cut) }
+        return TokenCorpus(path: dataset.path, storage: .memory(tokens), documents: docs.count,
+                           hash: "w\(window):" + hash(tokens), windowLength: window, cut: cut)
+    }
+
+    /// Each text tokenized, in parallel, in order.
+    static func tokenize(_ texts: [String], tokenizer: GPT2Tokenizer) -> [[Int]] {
+        var pieces = [[Int]](repeating: [], count: texts.count)
         pieces.withUnsafeMutableBufferPointer { out in
             let base = out.baseAddress!
-            parallelChunks(docs.count, minimum: 2) { lo, hi in
-                for i in lo..<hi { base[i] = tokenizer.encode(docs[i]).map { Int32($0) } + [Int32(eot)] }
+            parallelChunks(texts.count, minimum: 2) { lo, hi in
+                for i in lo..<hi { base[i] = tokenizer.encode(texts[i]) }
             }
         }
-        return TokenCorpus(path: url.path, tokens: pieces.flatMap { $0 }, documents: docs.count)
+        return pieces
     }
+
+    static func hash(_ tokens: [Int32]) -> String { tokens.withUnsafeBytes { XXH64.hex(XXH64.hash($0, seed: 0)) } }
 
     /// The documents of a corpus text: the runs of lines between separator lines, each without
     /// its surrounding blank lines; empty documents dropped.
@@ -59,12 +108,39 @@ public struct TokenCorpus: Sendable {
         return docs
     }
 
-    /// Whole blocks of `seqLen` tokens in the stream.
-    public func blockCount(seqLen: Int) -> Int { tokens.count / seqLen }
+    /// Tokens in the corpus (a dataset: in its windows).
+    public var tokenCount: Int {
+        switch storage {
+        case .memory(let t): t.count
+        case .file(let f): f.count
+        }
+    }
+
+    /// Whole blocks of `seqLen` tokens (a dataset: its windows; `seqLen` must be its `windowLength`).
+    public func blockCount(seqLen: Int) -> Int {
+        precondition(windowLength == nil || windowLength == seqLen, "a dataset cut for \(windowLength!) read in blocks of \(seqLen)")
+        return tokenCount / seqLen
+    }
 
     /// Block `index`'s tokens.
     public func block(_ index: Int, seqLen: Int) -> [Int] {
-        tokens[index * seqLen ..< (index + 1) * seqLen].map { Int($0) }
+        precondition(windowLength == nil || windowLength == seqLen, "a dataset cut for \(windowLength!) read in blocks of \(seqLen)")
+        return tokens(index * seqLen ..< (index + 1) * seqLen)
+    }
+
+    /// The tokens in `range` (of 0..<tokenCount).
+    public func tokens(_ range: Range<Int>) -> [Int] {
+        switch storage {
+        case .memory(let t): t[range].map { Int($0) }
+        case .file(let f): f.ids(range).map { Int($0) }
+        }
+    }
+
+    /// Throws unless blocks of `seqLen` may cut the corpus (`option` names the length's option).
+    public func checkWindow(_ seqLen: Int, option: String) throws {
+        if let windowLength, windowLength != seqLen {
+            throw TrainingError.badOption(option: option, reason: "\(seqLen) differs from the \(windowLength) the dataset \(path) was cut for")
+        }
     }
 }
 

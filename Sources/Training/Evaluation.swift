@@ -48,8 +48,9 @@ public enum Evaluation {
         guard context <= model.config.nCtx else {
             throw TrainingError.badOption(option: "--context", reason: "\(context) is longer than the model's context (n_positions \(model.config.nCtx)); use at most \(model.config.nCtx)")
         }
+        try text.checkWindow(context, option: "--context")
         guard text.blockCount(seqLen: context) >= 1 else {
-            throw TrainingError.textTooShort(file: text.path, tokens: text.tokens.count, context: context)
+            throw TrainingError.textTooShort(file: text.path, tokens: text.tokenCount, context: context)
         }
     }
 

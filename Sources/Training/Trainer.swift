@@ -102,8 +102,9 @@ public final class Trainer {
         guard (1...horizon).contains(s.steps) else {
             throw TrainingError.badOption(option: "--stop-at", reason: "\(s.steps) is not within the schedule's 1…\(horizon) steps")
         }
+        try corpus.checkWindow(s.seqLen, option: "--seq-len")
         guard corpus.blockCount(seqLen: s.seqLen) >= s.sequencesPerStep else {
-            throw TrainingError.corpusTooSmall(file: corpus.path, tokens: corpus.tokens.count, needed: s.tokensPerStep,
+            throw TrainingError.corpusTooSmall(file: corpus.path, tokens: corpus.tokenCount, needed: s.tokensPerStep,
                                                sequences: s.sequencesPerStep, seqLen: s.seqLen)
         }
         if let ln = layerNorms, !ln.keepLN, let last = ln.schedule.events.last, last.step >= s.steps {

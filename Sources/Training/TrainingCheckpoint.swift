@@ -213,10 +213,3 @@ extension TrainingCheckpoint {
         return state
     }
 }
-
-extension TokenCorpus {
-    /// XXH64 of the tokens (hex), recorded with a run and checked on resume.
-    public var hash: String {
-        tokens.withUnsafeBytes { XXH64.hex(XXH64.hash($0, seed: 0)) }
-    }
-}

@@ -6,6 +6,8 @@ public enum TrainingError: Error, LocalizedError, Equatable {
     case unreadable(file: String, reason: String)
     case corpusTooSmall(file: String, tokens: Int, needed: Int, sequences: Int, seqLen: Int)
     case textTooShort(file: String, tokens: Int, context: Int)
+    /// A dataset none of whose documents fills one window.
+    case noWindows(file: String, cut: DocumentCut)
     case badOption(option: String, reason: String)
     case scheduleTooLong(lastEvent: Int, what: String, option: String, steps: Int)
     case recipeDepth(recipe: String, config: String, recipeLayers: Int, model: String, modelLayers: Int, tail: Int, lnFinal: Int, steps: Int)
@@ -27,6 +29,8 @@ public enum TrainingError: Error, LocalizedError, Equatable {
             "\(file): \(tokens) tokens is too small for one batch of \(sequences) sequences of \(seqLen) tokens (\(needed) tokens); give a larger corpus or lower --batch-tokens / --seq-len"
         case let .textTooShort(file, tokens, context):
             "\(file): \(tokens) tokens is shorter than one window of --context \(context) tokens; give more text or a smaller --context"
+        case let .noWindows(file, cut):
+            "\(file): none of its \(cut.documents) documents is \(cut.window) tokens long with its end-of-text token, and windows never cross documents; give a smaller --seq-len / --context or longer documents"
         case let .badOption(option, reason):
             "\(option): \(reason)"
         case let .scheduleTooLong(lastEvent, what, option, steps):

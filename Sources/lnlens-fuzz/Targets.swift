@@ -3,6 +3,7 @@ import Foundation
 import GPT2
 import Jobs
 import ResultsStore
+import Support
 import Tokenizer
 import Training
 
@@ -27,6 +28,12 @@ enum FuzzTarget: String, CaseIterable {
     case checkpoint
     /// A whole results database file (damaged pages, hand edits), read as every reader reads it.
     case sqlite
+    /// A whole .npy file of token ids (`--tokens FILE.npy`).
+    case npy
+    /// A headerless token file (`--tokens FILE.bin`), read as u16 and as u32.
+    case tokenBin = "token-bin"
+    /// A JSON Lines dataset (`--dataset`, `dla --dataset`), tokenized with the GPT-2 tokenizer.
+    case dataset
 
     /// The target named by $LNLENS_FUZZ_TARGET (main.swift sets it from the command line).
     static let current: FuzzTarget = {
@@ -37,7 +44,7 @@ enum FuzzTarget: String, CaseIterable {
 
     /// Loads what the current target needs once, before the first input.
     static func prepare() throws {
-        if current == .prompts { _ = try gpt2Tokenizer.get() }
+        if current == .prompts || current == .dataset { _ = try gpt2Tokenizer.get() }
     }
 
     func run(_ bytes: UnsafeRawBufferPointer) {
@@ -50,6 +57,9 @@ enum FuzzTarget: String, CaseIterable {
         case .runOptions: fuzzRunOptions(Data(bytes))
         case .checkpoint: fuzzCheckpoint(Data(bytes))
         case .sqlite: fuzzSQLite(Data(bytes))
+        case .npy: fuzzTokenFile(bytes, npy: true, dtype: nil)
+        case .tokenBin: for t in TokenDType.binTypes { fuzzTokenFile(bytes, npy: false, dtype: t) }
+        case .dataset: fuzzDataset(Data(bytes))
         }
     }
 }
@@ -298,5 +308,69 @@ private func fuzzSQLite(_ data: Data) {
         _ = try? db.shards(runID: id)
         _ = try? db.estimatorErrors(runID: id)
         _ = PatchOptions(json: run.optionsJSON).minGap
+    }
+}
+
+// MARK: token files and datasets
+
+/// Opens `bytes` as `--tokens` does and checks what a training relies on: the ids exactly fill
+/// the data after the header, each reads, and `validate` stops at the first id outside the
+/// vocabulary or counts the end-of-text ids.
+private func fuzzTokenFile(_ bytes: UnsafeRawBufferPointer, npy: Bool, dtype: TokenDType?) {
+    let file: TokenFile
+    do {
+        file = try TokenFile(MappedFile(copying: bytes), path: "fuzz", npy: npy, dtype: dtype)
+    } catch {
+        _ = message(error)
+        return
+    }
+    precondition(file.count > 0 && file.dataOffset + file.count * file.dtype.byteSize == bytes.count, "ids do not fill the file")
+    let vocab = 50257
+    let ids = (0..<file.count).map { file[$0] }
+    let firstBad = ids.firstIndex { $0 < 0 || $0 >= Int64(vocab) }
+    do {
+        let eots = try file.validate(vocabSize: vocab, eot: vocab - 1)
+        precondition(firstBad == nil && eots == ids.filter { $0 == Int64(vocab - 1) }.count, "validate missed an id")
+        _ = (file.ids(0..<file.count), file.hash)
+    } catch {
+        guard case let .tokenOutOfRange(_, offset, byte, value, _) = error else { preconditionFailure("validate threw \(error)") }
+        precondition(offset == firstBad && value == ids[offset] && byte == file.dataOffset + offset * file.dtype.byteSize)
+        _ = message(error)
+    }
+}
+
+/// Reads `data` as `--dataset --field text` and cuts it as training (windows of 4 and 16) and
+/// `dla --dataset` (the first 4 tokens of each row) do.
+private func fuzzDataset(_ data: Data) {
+    let tokenizer = try! gpt2Tokenizer.get()  // loaded by prepare()
+    let rows: JSONLDataset
+    let ids: [[Int]]
+    do {
+        rows = try JSONLDataset.parse(data, path: "rows.jsonl", field: "text")
+        ids = try rows.tokenIDs(vocabSize: tokenizer.vocabSize) { $0.map { tokenizer.encode(String($0.prefix(2000))) } }
+    } catch {
+        _ = message(error)
+        return
+    }
+    precondition(!rows.rows.isEmpty && ids.count == rows.rows.count && zip(rows.rows, rows.rows.dropFirst()).allSatisfy { $0.line < $1.line })
+    for window in [4, 16] {
+        let (tokens, cut) = DocumentCut.cut(ids.map { $0.map(Int32.init) }, window: window, eot: Int32(tokenizer.endOfTextID))
+        precondition(tokens.count == cut.windows * window && cut.tokens == tokens.count + cut.droppedTokens)
+        // Window by window, each is the start of one document's tokens and end-of-text.
+        var w = 0
+        for doc in ids {
+            let full = doc + [tokenizer.endOfTextID]
+            for k in 0..<(full.count / window) {
+                precondition(tokens[(w * window)..<((w + 1) * window)].map(Int.init) == Array(full[(k * window)..<((k + 1) * window)]))
+                w += 1
+            }
+        }
+        precondition(w == cut.windows, "windows across documents")
+    }
+    do {
+        let prompts = try TextPrompts.firstTokens(of: rows, context: 4, tokenizer: tokenizer, vocabSize: tokenizer.vocabSize)
+        precondition(prompts.windows.count + prompts.skippedLines.count == rows.rows.count && prompts.windows.allSatisfy { $0.tokens.count == 4 })
+    } catch {
+        _ = message(error)
     }
 }

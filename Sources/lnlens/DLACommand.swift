@@ -15,10 +15,16 @@ struct DLACommand: ParsableCommand {
     var models: [String] = []
     @Option(help: "Prompt set (JSONL: prompt, answer, wrong, corrupt).") var prompts: String?
     @Option(help: "Plain-text file: attribute every position's actual next token.") var text: String?
+    @Option(help: ArgumentHelp("JSON Lines, one row per line: each row's first --context tokens are one window, as the paper's DLA on the Pile (rows shorter than --context are skipped and counted).",
+                               valueName: "rows.jsonl"))
+    var dataset: String?
+    @Option(help: ArgumentHelp("With --dataset: the rows' key holding the text (a string) or the token ids (an array) (default: text).", valueName: "key"))
+    var field: String?
+    @Option(help: "With --dataset: read only the first N rows (the paper: 1000).") var rows: Int?
     @Option(help: "Text mode: at most this many predicted positions.") var maxTokens: Int?
-    @Option(help: "Text mode: window length in tokens.") var context = 128
-    @Option(help: ArgumentHelp("Text mode: next-token (every position, its actual next token) or paper (the last position of each window, to the token there, as the paper's code does).", valueName: "next-token|paper"))
-    var targets = "next-token"
+    @Option(help: "Text and dataset mode: window length in tokens (the paper's DLA: 512).") var context = 128
+    @Option(help: ArgumentHelp("Text and dataset mode: next-token (every position, its actual next token; --text's default) or paper (the last position of each window, to the token there, as the paper's code does; --dataset's default).", valueName: "next-token|paper"))
+    var targets: String?
     @Flag(help: "Skip and count invalid prompt lines instead of stopping at the first.") var skipInvalid = false
     @Flag(inversion: .prefixedNo,
           help: "Put <|endoftext|> first in every prompt, as TransformerLens's to_tokens and `lnlens patch` do (default with --prompts; --no-prepend-bos: the prompts as they are; text windows are always cut from the text as it is).")
@@ -42,24 +48,37 @@ struct DLACommand: ParsableCommand {
     @Flag(help: "Print CSV (every row).") var csv = false
 
     func validate() throws {
-        if (prompts == nil) == (text == nil) { throw ValidationError("give exactly one of --prompts FILE.jsonl or --text FILE.txt") }
+        if [prompts, text, dataset].compactMap({ $0 }).count != 1 {
+            throw ValidationError("give exactly one of --prompts FILE.jsonl, --text FILE.txt or --dataset ROWS.jsonl")
+        }
+        if dataset == nil && (field != nil || rows != nil) { throw ValidationError("--field and --rows go with --dataset") }
+        if let rows, rows < 1 { throw ValidationError("--rows must be at least 1") }
+        if let field, field.isEmpty { throw ValidationError("--field: give the rows' key, e.g. text") }
         if json && csv { throw ValidationError("--json and --csv exclude each other") }
         if resume != nil && models.count > 1 { throw ValidationError("--resume continues one run: give the one --model it used") }
         if forceResume && resume == nil { throw ValidationError("--force-resume goes with --resume RUN_ID") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
-        if prompts != nil && (maxTokens != nil) { throw ValidationError("--max-tokens goes with --text") }
-        if text != nil && prependBos == true { throw ValidationError("--prepend-bos goes with --prompts (text windows are cut from the text as it is)") }
-        if text != nil && skipInvalid { throw ValidationError("--skip-invalid goes with --prompts") }
+        if text == nil && maxTokens != nil { throw ValidationError("--max-tokens goes with --text") }
+        if prompts == nil && prependBos == true { throw ValidationError("--prepend-bos goes with --prompts (text and dataset windows are cut as they are)") }
+        if prompts == nil && skipInvalid { throw ValidationError("--skip-invalid goes with --prompts") }
         if top < 0 { throw ValidationError("--top must not be negative") }
         if !(minGap >= 0 && minGap.isFinite) { throw ValidationError("--min-gap \(minGap): give a number of logits ≥ 0, e.g. 0.5") }
         if BootstrapScheme(rawValue: bootstrap) == nil { throw ValidationError("--bootstrap \(bootstrap): use crossed or pairs") }
-        guard let t = TextTargets(rawValue: targets) else { throw ValidationError("--targets \(targets): use next-token or paper") }
-        if prompts != nil && t != .nextToken { throw ValidationError("--targets goes with --text") }
+        if let targets {
+            guard TextTargets(rawValue: targets) != nil else { throw ValidationError("--targets \(targets): use next-token or paper") }
+            if prompts != nil && targets != TextTargets.nextToken.rawValue { throw ValidationError("--targets goes with --text or --dataset") }
+        }
     }
 
-    /// Every option of this invocation, as stored with the run (`context` as actually used).
-    func options(context effectiveContext: Int, shard: Shard?) -> DLAOptions {
+    /// `--targets`, or the mode's default: paper for --dataset, next-token otherwise.
+    var textTargets: TextTargets {
+        targets.flatMap(TextTargets.init(rawValue:)) ?? (dataset != nil ? .lastTokenOfWindow : .nextToken)
+    }
+
+    /// Every option of this invocation, as stored with the run (`context` as actually used,
+    /// `skippedRows` of a dataset).
+    func options(context effectiveContext: Int, skippedRows: Int?, shard: Shard?) -> DLAOptions {
         var o = DLAOptions()
         (o.record.models, o.record.db, o.record.processing) = (modelSpecs.joined(separator: ","), db, processing.stored)
         (o.computation.batchSize, o.computation.chunkSize) = (batchSize, chunkSize)
@@ -67,8 +86,13 @@ struct DLACommand: ParsableCommand {
         (o.computation.minGap, o.computation.bootstrap) = (minGap, bootstrap)
         (o.record.prompts, o.record.shard) = (prompts, shard?.description)
         if let text {
-            (o.record.text, o.computation.context, o.computation.targets) = (text, effectiveContext, targets)
+            (o.record.text, o.computation.context, o.computation.targets) = (text, effectiveContext, textTargets.rawValue)
             o.computation.maxTokens = TokenLimit(maxTokens)
+        }
+        if let dataset {
+            (o.record.dataset, o.record.skippedRows) = (dataset, skippedRows)
+            (o.computation.context, o.computation.targets) = (effectiveContext, textTargets.rawValue)
+            (o.computation.field, o.computation.rows) = (field ?? "text", rows)
         }
         return o
     }
@@ -80,18 +104,33 @@ struct DLACommand: ParsableCommand {
         models.isEmpty ? (resume == nil ? [EmbeddedModels.defaultName, EmbeddedModels.lnFreeName] : [EmbeddedModels.defaultName]) : models
     }
 
-    /// The input of one model: the prompt set, or the text's windows (`context` cut to the model's).
-    func input(for loaded: LoadedModel, spec: String) throws -> (input: AttributionInput, context: Int) {
+    /// The input of one model: the prompt set, the text's windows (`context` cut to the model's),
+    /// or the first `context` tokens of each dataset row (and how many rows were skipped).
+    func input(for loaded: LoadedModel, spec: String) throws -> (input: AttributionInput, context: Int, skippedRows: Int?) {
         let effectiveContext = min(context, loaded.model.config.nCtx)
-        if text != nil && effectiveContext < context {
+        if prompts == nil && effectiveContext < context {
             printErr("note: --context \(context) is longer than \(spec)'s n_positions; using \(effectiveContext)")
         }
         if let prompts {
-            return (.prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: bos)), effectiveContext)
+            return (.prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: bos)), effectiveContext, nil)
+        }
+        if let dataset {
+            let rows = try JSONLDataset.load(URL(fileURLWithPath: dataset), field: field ?? "text", limit: rows)
+            let windows = try TextPrompts.firstTokens(of: rows, context: effectiveContext, tokenizer: try loaded.requireTokenizer(),
+                                                      vocabSize: loaded.model.config.dVocab)
+            return (.text(windows, textTargets), effectiveContext, windows.skippedLines.count)
         }
         let windows = try TextPrompts.load(url: URL(fileURLWithPath: EmbeddedPrompts.resolve(text!)), tokenizer: try loaded.requireTokenizer(),
                                            context: effectiveContext, maxTokens: maxTokens)
-        return (.text(windows, TextTargets(rawValue: targets)!), effectiveContext)
+        return (.text(windows, textTargets), effectiveContext, nil)
+    }
+
+    /// The note on a dataset's rows shorter than the context, skipped (nil: none were).
+    static func skippedNote(_ input: AttributionInput, context: Int) -> String? {
+        guard case .text(let w, _) = input, let rows = w.rows, !w.skippedLines.isEmpty else { return nil }
+        let lines = w.skippedLines.prefix(5).map(String.init).joined(separator: ", ") + (w.skippedLines.count > 5 ? ", …" : "")
+        return "note: \(w.path): \(w.skippedLines.count) of \(rows) rows are shorter than \(context) tokens and were skipped "
+            + "(line\(w.skippedLines.count == 1 ? "" : "s") \(lines)); \(w.windows.count) rows attributed"
     }
 
     func run() throws {
@@ -101,14 +140,16 @@ struct DLACommand: ParsableCommand {
         for spec in modelSpecs {
             let loaded = try LoadedModel.load(spec, processing: processing.options)
             let tok = try loaded.requireTokenizer()
-            let (input, effectiveContext) = try input(for: loaded, spec: spec)
+            let (input, effectiveContext, skipped) = try input(for: loaded, spec: spec)
             var job = DLAJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path, modelHash: try loaded.weightsHash(),
-                             input: input, decode: { tok.decode($0) }, options: options(context: effectiveContext, shard: shard),
+                             input: input, decode: { tok.decode($0) },
+                             options: options(context: effectiveContext, skippedRows: skipped, shard: shard),
                              toolVersion: LNLensVersion.string)
             (job.forceResume, job.shard) = (forceResume, shard)
             runIDs.append(try ProgressLine.run(label: spec, unit: job.unit) {
                 try job.run(db: try store.open(), resume: resume, progress: $0, phase: $1)
             })
+            if let note = Self.skippedNote(input, context: effectiveContext) { printErr(note) }
         }
         let reports = try store.readBack(runIDs, label: "dla") { try DLARunReport(db: $0, runID: $1) }
         for r in reports { if let w = r.task?.warning(model: r.modelName) { printErr("lnlens: warning: " + w) } }

@@ -9,10 +9,10 @@ extension RemoveLNCommand {
     /// memory, printed as text or (`--json`) as `RemovalPlan` encodes it. Nothing is written.
     func printPlan(_ model: GPT2Model, recipe: RemovalRecipe, settings: TrainingSettings, layerNorms: FakeLayerNorms,
                    tokenizer: GPT2Tokenizer) throws {
-        let corpus = try flags.loadCorpus(tokenizer: tokenizer)
+        let corpus = try flags.loadCorpus(tokenizer: tokenizer, vocabSize: model.config.dVocab, window: settings.seqLen)
         try Trainer.check(model: model, corpus: corpus, settings: settings, layerNorms: layerNorms)
         var plan = RemovalPlan(recipe: recipe, settings: settings, layerNorms: layerNorms, config: model.config,
-                               parameterFloats: model.parameters.table.count, corpusTokens: corpus.tokens.count)
+                               parameterFloats: model.parameters.table.count, corpusTokens: corpus.tokenCount)
         if plan.memory.fits {
             if !json { printErr("timing a training pass of \(min(settings.microBatch, settings.sequencesPerStep)) × \(settings.seqLen) tokens (two passes, the second timed)…") }
             let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: layerNorms)

@@ -10,8 +10,9 @@ import Training
 
 /// Options `train` and `remove-ln` share: the text, the batch, the optimizer, checkpoints, output.
 struct TrainingFlags: ParsableArguments {
-    @Option(help: "Training text: UTF-8, documents separated by lines <|endoftext|> (e.g. corpus/train.txt).")
-    var corpus: String
+    @Option(help: "Training text: UTF-8, documents separated by lines <|endoftext|> (e.g. corpus/train.txt); or give --tokens or --dataset.")
+    var corpus: String?
+    @OptionGroup var data: TokenDataFlags
     @Option(help: "Folder to write: the trained model (a Hugging Face folder) and, while training, checkpoints/.")
     var out: String?
     @Option(help: "Tokens per sequence, at most the model's n_positions (train: 128; remove-ln: the recipe's).") var seqLen: Int?
@@ -45,6 +46,7 @@ struct TrainingFlags: ParsableArguments {
     @Option(help: "SQLite database to store the run (one row per step) in.") var db = "results/lnlens.sqlite"
 
     func validate() throws {
+        _ = try source
         guard CheckpointExport.Precision(rawValue: dtype) != nil else { throw ValidationError("--dtype \(dtype): use f32 or f16") }
         if forceResume && !resume { throw ValidationError("--force-resume goes with --resume") }
         if resume && force { throw ValidationError("--resume continues the training in --out; --force would replace it: give one") }
@@ -107,9 +109,17 @@ struct TrainingFlags: ParsableArguments {
         try MemoryBudget.check(bytes: memoryNeeded(model, seqLen: seqLen))
     }
 
-    func loadCorpus(tokenizer: GPT2Tokenizer) throws -> TokenCorpus {
-        let url = URL(fileURLWithPath: CorpusFiles.resolve(corpus))
-        return try TokenCorpus.load(url, tokenizer: tokenizer, eot: tokenizer.endOfTextID)
+    /// The data: --corpus (a shipped name resolved), --tokens or --dataset.
+    var source: CorpusSource {
+        get throws { try data.source(text: corpus.map(CorpusFiles.resolve), textOption: "--corpus") }
+    }
+
+    /// The data's tokens for a model with `vocabSize` ids (a dataset cut into --seq-len windows),
+    /// a line printed on how a dataset was cut.
+    func loadCorpus(tokenizer: GPT2Tokenizer, vocabSize: Int, window: Int) throws -> TokenCorpus {
+        let corpus = try source.load(tokenizer: tokenizer, vocabSize: vocabSize, window: window)
+        if let line = TokenDataFlags.describe(corpus) { print(line) }
+        return corpus
     }
 
     func settings(_ recipe: TrainingRecipe, batch: (seqLen: Int, batchTokens: Int), weightDecay: Double,
@@ -127,6 +137,8 @@ struct TrainingFlags: ParsableArguments {
         (o.computation.maxGradNorm, o.computation.seed, o.computation.dtype) = (maxGradNorm, seed, dtype)
         (o.computation.lr, o.computation.minLr, o.computation.warmup) = (recipe.lr, recipe.minLr, recipe.warmup)
         (o.computation.steps, o.computation.stopAt) = (recipe.steps, recipe.stopAt)
+        (o.computation.tokens, o.computation.tokenDtype) = (data.tokens, data.tokenDtype)
+        (o.computation.dataset, o.computation.field) = (data.dataset, data.dataset == nil ? nil : data.fieldName)
         (o.record.out, o.record.checkpointEvery, o.record.db) = (out, checkpointEvery, db)
         o.record.keepAll = keepAll ? true : nil
         return o
@@ -175,7 +187,9 @@ struct TrainCommand: ParsableCommand {
         discussion: """
             From scratch with --init CONFIG.json (transformers' initialisation, seeded) or continuing \
             --from MODEL. The corpus is tokenized with the model's tokenizer, <|endoftext|> after each \
-            document, cut into --seq-len blocks read in a seeded order. Each step: forward and backward \
+            document, cut into --seq-len blocks read in a seeded order (--tokens: a nanoGPT .bin or an .npy \
+            of ids, cut the same way; --dataset: JSON Lines documents, each cut into windows that never \
+            cross documents). Each step: forward and backward \
             over --batch-tokens tokens in --micro-batch passes, global gradient clipping, one AdamW step \
             (β 0.9/0.999, ε 1e-8, decay on embeddings and matrices). Deterministic for a seed and thread \
             count. Every step's loss, learning rate and gradient norm is stored (a train run); \
@@ -198,7 +212,7 @@ struct TrainCommand: ParsableCommand {
         var model: GPT2Model
         var modelPath: String, modelHash: String
         var tokenizerDir: URL
-        var inputs = [CorpusFiles.resolve(flags.corpus)]
+        var inputs = [try flags.source.url.path]
         if let initConfig {
             let url = URL(fileURLWithPath: initConfig)
             let (config, range) = try InitConfig.load(url)
@@ -223,7 +237,7 @@ struct TrainCommand: ParsableCommand {
         }
         let batch = try flags.batch(seqLen: TrainingRecipe.seqLen, batchTokens: TrainingRecipe.batchTokens)
         try flags.checkMemory(model, seqLen: batch.seqLen)
-        let corpus = try flags.loadCorpus(tokenizer: tok)
+        let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: model.config.dVocab, window: batch.seqLen)
         let recipe = TrainingRecipe.train(steps: flags.steps, lr: flags.lr, minLr: flags.minLr, warmup: flags.warmup, stopAt: flags.stopAt)
         let settings = flags.settings(recipe, batch: batch, weightDecay: flags.weightDecay ?? TrainingRecipe.weightDecay, auxWeight: 0)
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil)
@@ -240,7 +254,7 @@ struct TrainCommand: ParsableCommand {
                                        precision: precision, metadata: metadata)
         }
         flags.configure(&job, tokenizer: tokenizerDir)
-        print("training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokens.count.formatted()) tokens "
+        print("training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokenCount.formatted()) tokens "
               + "(\(corpus.documents) documents, \(corpus.blockCount(seqLen: settings.seqLen)) sequences of \(settings.seqLen)); "
               + "\(settings.steps) steps of \(settings.tokensPerStep) tokens"
               + (recipe.stopAt == nil ? "" : " (stopping early; the learning rates of a \(recipe.steps)-step schedule)"))
@@ -338,7 +352,7 @@ struct RemoveLNCommand: ParsableCommand {
         let layerNorms = FakeLayerNorms(schedule: r.schedule, momentum: r.momentum, keepLN: keepLn)
         if plan { return try printPlan(loaded.model, recipe: r, settings: settings, layerNorms: layerNorms, tokenizer: tok) }
         try flags.checkMemory(loaded.model, seqLen: settings.seqLen)
-        let corpus = try flags.loadCorpus(tokenizer: tok)
+        let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: loaded.model.config.dVocab, window: settings.seqLen)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms)
         try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
         var options = flags.options(r.training, settings)
@@ -350,7 +364,7 @@ struct RemoveLNCommand: ParsableCommand {
         flags.configure(&job, tokenizer: tokenizerDir)
         let what = keepLn ? "fine-tuning with LayerNorm kept (--keep-ln)" : "removing \(r.schedule.events.count) LayerNorm paths by step \(r.schedule.lastStep)"
         let stop = settings.steps < r.scheduleSteps ? " (stopping at \(settings.steps) of a \(r.scheduleSteps)-step schedule)" : ""
-        print("\(what), recipe \(recipe.rawValue): \(settings.steps) steps\(stop) of \(settings.tokensPerStep) tokens on \(corpus.tokens.count.formatted()) tokens of \(corpus.path)")
+        print("\(what), recipe \(recipe.rawValue): \(settings.steps) steps\(stop) of \(settings.tokensPerStep) tokens on \(corpus.tokenCount.formatted()) tokens of \(corpus.path)")
         try flags.execute(job, label: keepLn ? "keep-ln" : "remove-ln")
     }
 
@@ -373,7 +387,9 @@ struct EvalCommand: ParsableCommand {
         abstract: "Mean next-token loss of models on a text, with 95% confidence intervals, side by side and stored.",
         discussion: """
             The text is tokenized with the first model's tokenizer (documents separated by lines \
-            <|endoftext|>, each followed by that token) and cut into windows of --context tokens; each \
+            <|endoftext|>, each followed by that token) and cut into windows of --context tokens (or \
+            --tokens FILE.bin|.npy, ids cut the same way; or --dataset FILE.jsonl, documents cut into \
+            windows that never cross documents); each \
             window predicts its tokens 2…context. The interval is mean ± 1.96·sd/√windows over the \
             windows' losses. Each window's loss is stored per model, so that the runs of --shard I/N \
             (windows ≡ I mod N) combine with `lnlens merge` into the run of the whole text. The paper's \
@@ -382,7 +398,9 @@ struct EvalCommand: ParsableCommand {
 
     @Argument(help: "Models (folders or names); default: the embedded gpt2-tiny, gpt2-tiny-vanilla and gpt2-tiny-lnfree.")
     var models: [String] = []
-    @Option(help: "Text to score: a .txt file, or the name of one in corpus/ (heldout is corpus/heldout.txt).") var text = "heldout"
+    @Option(help: "Text to score: a .txt file, or the name of one in corpus/ (default heldout, corpus/heldout.txt); or give --tokens or --dataset.")
+    var text: String?
+    @OptionGroup var data: TokenDataFlags
     @Option(help: "Tokens per window (default: min(128, the model's n_positions)).") var context: Int?
     @Option(help: "Windows per forward pass (with 1, merged shards equal an unsharded run bit for bit).") var batch = 8
     @Option(help: "SQLite database to store the run in.") var db = "results/lnlens.sqlite"
@@ -395,6 +413,7 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
+        _ = try source
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
@@ -403,6 +422,14 @@ struct EvalCommand: ParsableCommand {
         var seen = Set<String>()
         for model in models where !seen.insert(model).inserted {
             throw ValidationError("the model \(model) is given twice: give each model once (its losses are stored under its name)")
+        }
+    }
+
+    /// The data: --text (default heldout; a shipped name resolved), --tokens or --dataset.
+    var source: CorpusSource {
+        get throws {
+            let textGiven = text ?? (data.tokens == nil && data.dataset == nil ? "heldout" : nil)
+            return try data.source(text: textGiven.map(CorpusFiles.resolve), textOption: "--text")
         }
     }
 
@@ -432,14 +459,18 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let shard = try sharding.resolved()
         let (entries, modes, tok) = try loadModels()
-        let corpus = try TokenCorpus.load(URL(fileURLWithPath: CorpusFiles.resolve(text)), tokenizer: tok, eot: tok.endOfTextID)
         let window = context ?? min(128, entries.map(\.model.config.nCtx).min()!)
+        let corpus = try source.load(tokenizer: tok, vocabSize: entries[0].model.config.dVocab, window: window)
+        if !json, let line = TokenDataFlags.describe(corpus) { print(line) }
         // One pass of --batch windows (every logit kept), before any run is recorded.
         let passWindows = max(1, min(batch, corpus.blockCount(seqLen: window)))
         try MemoryBudget.check(bytes: entries.map { ForwardPass.footprint(B: passWindows, T: window, config: $0.model.config, backward: false) }.max()!)
         var options = EvalOptions()
         (options.record.models, options.record.lnModes) = (specs.joined(separator: ","), modes.joined(separator: ","))
-        (options.record.text, options.record.db, options.record.shard) = (text, db, shard?.description)
+        (options.record.db, options.record.shard) = (db, shard?.description)
+        (options.record.tokens, options.record.dataset) = (data.tokens, data.dataset)
+        options.record.text = data.tokens == nil && data.dataset == nil ? text ?? "heldout" : nil
+        (options.computation.tokenDtype, options.computation.field) = (data.tokenDtype, data.dataset == nil ? nil : data.fieldName)
         var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch, options: options,
                           toolVersion: LNLensVersion.string)
         (job.shard, job.chunkSize, job.forceResume) = (shard, chunkSize, forceResume)
@@ -457,7 +488,7 @@ struct EvalCommand: ParsableCommand {
         let rows = zip(zip(specs, modes), results).map { Row(model: $0.0.0, lnMode: $0.0.1, result: $0.1) }
         if json { return try printJSON(Output(runID: id, text: corpus.path, context: window, models: rows)) }
         let windows = corpus.blockCount(seqLen: window)
-        print("\(corpus.path): \(corpus.tokens.count.formatted()) tokens, "
+        print("\(corpus.path): \(corpus.tokenCount.formatted()) tokens, "
               + (shard.map { "shard \($0): \(results[0].windows) of \(windows) windows of \(window)" } ?? "\(windows) windows of \(window)"))
         Self.printTable(rows)
         if let shard {
