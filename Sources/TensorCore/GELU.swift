@@ -30,6 +30,27 @@ public func geluBackward(dinp: FloatPointer, dout: ConstFloatPointer, inp: Const
     }
 }
 
+/// GELU's tangent at `x0 (n)` (the MLP of a linearised model, `--freeze mlp`): `out = gelu(x0) +
+/// gelu'(x0) · (inp − x0)`, affine in `inp`; equal to `geluForward` where `inp == x0`.
+public func geluTangentForward(out: FloatPointer, inp: ConstFloatPointer, at x0: ConstFloatPointer, n: Int) {
+    let k = Float((2.0 / Double.pi).squareRoot())
+    parallelChunks(n) { lo, hi in
+        for i in lo..<hi {
+            let x = x0[i]
+            let u = k * (x + 0.044715 * x * x * x)
+            let s = 1 / (1 + vectorExp(-2 * u))
+            let slope = s + x * 2 * s * (1 - s) * k * (1 + 3 * 0.044715 * x * x)
+            out[i] = x * s + slope * (inp[i] - x)
+        }
+    }
+}
+
+/// Backward of `geluTangentForward`, accumulating `dinp += dout · gelu'(x0)` (the slope does not
+/// depend on `inp`: the same as `geluBackward` at `x0`).
+public func geluTangentBackward(dinp: FloatPointer, dout: ConstFloatPointer, at x0: ConstFloatPointer, n: Int) {
+    geluBackward(dinp: dinp, dout: dout, inp: x0, n: n)
+}
+
 /// Runs `body(lo, hi)` over `0..<n` in one chunk per core when `n` is at least `minimum`
 /// (enough work to pay for the threads); chunks write disjoint ranges.
 @inline(__always)
