@@ -16,6 +16,9 @@ public struct Freeze: OptionSet, Sendable, Hashable {
     public static let ln = Freeze(rawValue: 4)
     public static let all: Freeze = [.attention, .mlp, .ln]
 
+    /// `patch --decompose`: the model, each part frozen alone, all of them.
+    public static let decomposition: [Freeze] = [[], .attention, .mlp, .ln, .all]
+
     /// The parts by name, in this order.
     public static let named: [(name: String, part: Freeze)] = [("attention", .attention), ("mlp", .mlp), ("ln", .ln)]
 

@@ -44,6 +44,11 @@ struct PatchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Prompts whose |metric(clean) − metric(corrupt)| is below this many logits are left out of the estimator errors and normalised grids (0: keep all).",
                                valueName: "logits"))
     var minGap = TaskCheck.defaultMinGap
+    @Option(help: ArgumentHelp("Run both methods on the model linearised around the patched run: attention (patterns fixed), mlp (GELU's tangent), ln (LayerNorm scales fixed), all, or a comma-separated combination.",
+                               valueName: "parts"))
+    var freeze: String?
+    @Flag(help: "Run the model and its variants none, attention, mlp, ln, all, and print AtP's NMAE against activation patching per site and variant.")
+    var decompose = false
     @OptionGroup var processing: ProcessingFlags
     @Flag(help: "Print JSON (every row).") var json = false
     @Flag(help: "Print CSV (every row).") var csv = false
@@ -67,7 +72,22 @@ struct PatchCommand: ParsableCommand {
         if gridNormalize != nil, !(try PatchSite.parseList(sites)).contains(.residPre) {
             throw ValidationError("--grid-normalize divides by activation patching at resid_pre: add resid_pre to --sites")
         }
+        try validateFreeze(methods: m)
     }
+
+    func validateFreeze(methods m: [PatchMethod]) throws {
+        if freeze != nil && decompose { throw ValidationError("--freeze and --decompose exclude each other (--decompose runs every variant)") }
+        if let freeze, Freeze(name: freeze) == nil {
+            throw ValidationError("--freeze \(freeze): use attention, mlp, ln, all or a comma-separated combination, e.g. attention,mlp")
+        }
+        if (freeze != nil || decompose) && m.contains(.atpStar) {
+            throw AnalysisError.freezeWithAtPStar(option: decompose ? "--decompose" : "--freeze")
+        }
+        if decompose && !m.contains(.atp) { throw ValidationError("--decompose measures AtP's error: --methods must include atp") }
+    }
+
+    /// The variants the job runs: the model itself, one linearised variant, or all of `--decompose`.
+    var variants: [Freeze] { decompose ? Freeze.decomposition : [freeze.flatMap(Freeze.init(name:)) ?? []] }
 
     var parsedGridNormalize: GridPoint? { gridNormalize.flatMap(GridPoint.init(storedText:)) }
 
@@ -89,7 +109,7 @@ struct PatchCommand: ParsableCommand {
                                modelHash: try loaded.weightsHash(), prompts: set,
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,
                                tokenText: { tok.tokenString($0) }, options: options, toolVersion: LNLensVersion.string)
-            (job.shard, job.forceResume) = (shard, forceResume)
+            (job.shard, job.forceResume, job.variants) = (shard, forceResume, variants)
             runIDs.append(try ProgressLine.run(label: spec, unit: "prompt pairs") {
                 try job.run(db: try store.open(), resume: resume, progress: $0, phase: $1)
             })
@@ -100,6 +120,7 @@ struct PatchCommand: ParsableCommand {
         if csv { return PatchRunReport.printCSV(reports) }
         for r in reports { r.printSummary(gridNormalize: parsedGridNormalize) }
         if reports.count > 1 { PatchRunReport.printSideBySide(reports) }
+        if variants.count > 1 { PatchRunReport.printDecomposition(reports) }
         printStored(runIDs, db: db, shard: nil)
     }
 
