@@ -166,7 +166,8 @@ extension PatchRunReport {
         }
         let left = task.map { $0.smallGap.isEmpty ? "" : "; \($0.smallGap.count) prompts below --min-gap left out" } ?? ""
         print("  estimators against activation patching (all layers; raw values; atp_star against |activation|\(left)):")
-        print("    site            method     NMAE %   pearson  spearman   sign   top10  top5%        n  zeros")
+        let width = max(9, (errors.values.flatMap(\.keys).map(\.count).max() ?? 0) + 1)
+        print("    site            " + padded("method", width + 1) + "  NMAE %   pearson  spearman   sign   top10  top5%        n  zeros")
         let siteOrder = PatchSite.allCases.map(\.rawValue)
         for site in errors.keys.sorted(by: { (siteOrder.firstIndex(of: $0) ?? 99) < (siteOrder.firstIndex(of: $1) ?? 99) }) {
             for method in errors[site]!.keys.sorted() {
@@ -176,7 +177,7 @@ extension PatchRunReport {
                     let value = allErrors.first { $0.site == site && $0.method == method && $0.layer == nil && !$0.normalized && $0.metric == metric }?.value
                     return value.map { String(format: "%7.0f", $0) } ?? "      -"
                 }
-                print("    " + padded(site, 15) + " " + padded(method, 9) + rightAligned(nmaeText(e["nmae"] ?? nil), 9) + " " + v("pearson", "%7.3f") + "  "
+                print("    " + padded(site, 15) + " " + padded(method, width) + rightAligned(nmaeText(e["nmae"] ?? nil), 9) + " " + v("pearson", "%7.3f") + "  "
                       + v("spearman", "%7.3f") + "  " + v("sign_agreement", "%5.2f") + "  " + v("topk_recall_10", "%5.2f") + "  "
                       + v("topk_recall_5pct", "%5.2f") + "  " + count("n") + "  " + count("n_structural_zeros"))
             }
@@ -215,12 +216,13 @@ extension PatchRunReport {
     static func printSideBySide(_ reports: [PatchRunReport]) {
         print("side by side: estimator NMAE % against activation patching (all layers, raw values):")
         let sites = Set(reports.flatMap { $0.errors.keys }).sorted()
-        print("    site            method   " + reports.map { padded("\($0.modelName) (\($0.lnMode))", 28) }.joined())
+        let width = max(9, (reports.flatMap { $0.errors.values.flatMap(\.keys) }.map(\.count).max() ?? 0) + 1)
+        print("    site            " + padded("method", width) + reports.map { padded("\($0.modelName) (\($0.lnMode))", 28) }.joined())
         for site in sites {
             let methods = Set(reports.flatMap { $0.errors[site]?.keys.map { $0 } ?? [] }).sorted()
             for method in methods {
                 let values = reports.map { $0.errors[site]?[method]?["nmae"] ?? nil }
-                var line = "    " + padded(site, 15) + " " + padded(method, 9)
+                var line = "    " + padded(site, 15) + " " + padded(method, width)
                 for v in values { line += padded(nmaeText(v), 28) }
                 if values.count == 2, let a = values[0], let b = values[1] {
                     line += b < a ? "better without LN" : (b > a ? "worse without LN" : "same")
