@@ -12,12 +12,13 @@ import Testing
         let dir = try C.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let db = dir.appendingPathComponent("r.sqlite").path
-        let r = try C.run(["patch", "--model", "gpt2-tiny", "--prompts", try PatchCLITests.prompts(in: dir), "--db", db,
+        let r = try C.run(["patch", "--prompts", try PatchCLITests.prompts(in: dir), "--db", db,
                            "--sites", "resid_pre,q", "--decompose", "--min-gap", "0"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("which nonlinearity breaks AtP"))
         let table = r.stdout.split(separator: "\n").filter { $0.hasPrefix("  resid_pre ") || $0.hasPrefix("  q ") }
         #expect(table.count == 2 && table.allSatisfy { $0.contains("gpt2-tiny (layernorm)") }, "\(r.stdout)")
+        #expect(r.stdout.contains("gpt2-tiny-lnfree (ln-free)"))
         let queue = try DatabaseQueue(path: db)
         let (quantities, methods, options, inert, frozen) = try queue.read { db in
             (Set(try String.fetchAll(db, sql: "SELECT DISTINCT quantity FROM results WHERE site <> 'metric'")),
@@ -37,6 +38,16 @@ import Testing
         // q with frozen patterns changes nothing, and AtP says so; fully frozen, AtP is activation patching.
         #expect(inert == 0)
         #expect(try #require(frozen) < 1e-5)
+        // diff prints the table for both runs; report draws one bar per site, variant and run.
+        let diff = try C.run(["diff", "1", "2", "--db", db])
+        #expect(diff.status == 0 && diff.stdout.contains("which nonlinearity breaks AtP"), "\(diff.stderr)")
+        #expect(diff.stdout.split(separator: "\n").filter { $0.contains("A: run 1") || $0.contains("B: run 2") }.count >= 4)
+        let out = dir.appendingPathComponent("report.html").path
+        let report = try C.run(["report", "1", "2", "--db", db, "--out", out])
+        #expect(report.status == 0, "\(report.stderr)")
+        let html = try String(contentsOfFile: out, encoding: .utf8)
+        #expect(html.contains("Which nonlinearity breaks AtP"))
+        #expect(html.components(separatedBy: ": AtP NMAE ").count - 1 == 2 * 2 * 5)
     }
 
     @Test func badFreezeOptionsAreOneLineErrors() throws {
