@@ -12,12 +12,7 @@ import Testing
     static let fixtures = PatchingReferenceTests.fixtures
 
     struct Manifest: Decodable {
-        struct Prompt: Decodable {
-            let tokens: [Int]
-            let corrupt_tokens: [Int]
-            let answer_id: Int
-            let wrong_id: Int
-        }
+        typealias Prompt = PatchingReferenceTests.Manifest.Prompt
         struct Tolerance: Decodable { let rel: Double }
         let prompts: [Prompt]
         let tolerance: Tolerance
@@ -80,9 +75,11 @@ import Testing
     }
 
     /// In the fully frozen model the function from any site on is affine: AtP is activation
-    /// patching, to float error: 1e-6 of the site kind's scale, max(1, max |activation|) as
-    /// `KernelTests.relativeError` takes it. (Float32 leaves about 1e-6 in absolute terms: the
-    /// TransformerLens float32 reference itself differs by up to 1.0e-6 on these prompts.)
+    /// patching, up to float32 rounding, measured against the site kind's scale max(1, max
+    /// |activation|) as `KernelTests.relativeError` takes it. That rounding is about 1e-6 of the
+    /// scale on these models (the TransformerLens float32 reference differs by up to 1.02e-6; in
+    /// float64 by 2e-15, manifest `self_checks`), so the bound is 2e-6: it fails on any error of
+    /// the method, whose size is that of AtP's error in `none` (about 1e-2 of the scale here).
     @Test(arguments: 0..<4)
     func fullyFrozenAtPEqualsActivationPatching(caseIndex: Int) throws {
         let (name, direction) = Self.cases[caseIndex]
@@ -95,7 +92,7 @@ import Testing
                 let scale = max(1, pairs.map { abs($0.0) }.max()!)
                 let gap = pairs.map { abs($0.0 - $0.1) }.max()!
                 worst = max(worst, gap / scale)
-                #expect(gap <= 1e-6 * scale, "\(name) \(direction) \(site): |atp − activation| \(gap), scale \(scale)")
+                #expect(gap <= 2e-6 * scale, "\(name) \(direction) \(site): |atp − activation| \(gap), scale \(scale)")
             }
         }
         print("\(name) \(direction): fully frozen, worst |atp − activation| / scale \(String(format: "%.1e", worst))")

@@ -24,6 +24,7 @@ Run from the repository root (~1 min):
 """
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -146,7 +147,8 @@ def one(model, base: torch.Tensor, donor: torch.Tensor, answer: int, wrong: int,
             atp.append(((d[ix] - a[ix]) * grad[n][ix]).sum().item())
         shape = [model.cfg.n_layers] + [T if ax in ("pos", "dest_pos") else model.cfg.n_heads
                                         for ax in PATCHING_SITES[site][2][1:]]
-        out[site] = {"activation": torch.tensor(act).reshape(shape), "atp": torch.tensor(atp).reshape(shape)}
+        out[site] = {"activation": torch.tensor(act, dtype=torch.float64).reshape(shape),
+                     "atp": torch.tensor(atp, dtype=torch.float64).reshape(shape)}
         if variant == "all":
             scale = max(1.0, out[site]["activation"].abs().max().item())
             gap = (out[site]["activation"] - out[site]["atp"]).abs().max().item() / scale
@@ -172,6 +174,7 @@ def main() -> None:
     keys = None
     for name in BOTH_MODELS:
         model = load_tl(load_checkpoint(TEST_MODELS_DIR / name), processed=True)
+        model64 = copy.deepcopy(model).to(torch.float64)  # the identity of the fully frozen model, without float32's floor
         for direction in DIRECTIONS:
             c = checks.setdefault(f"{name}.{direction}", {})
             tensors: dict = {}
@@ -186,6 +189,10 @@ def main() -> None:
                     m_corrupt.append(metric(model(corrupt)).item())
                 for v in VARIANTS:
                     per_variant[v].append(one(model, base, donor, p["answer_id"], p["wrong_id"], v, c))
+                c64: dict = {}
+                one(model64, base, donor, p["answer_id"], p["wrong_id"], "all", c64)
+                c["all_frozen.atp_minus_activation_rel_float64"] = max(c.get("all_frozen.atp_minus_activation_rel_float64", 0.0),
+                                                                       c64["all_frozen.atp_minus_activation_rel"])
             tensors["metric.clean"] = np.asarray(m_clean, np.float32)
             tensors["metric.corrupt"] = np.asarray(m_corrupt, np.float32)
             for v in VARIANTS:
@@ -193,6 +200,7 @@ def main() -> None:
                     for method in ("activation", "atp"):
                         tensors[f"{v}.{site}.{method}"] = pad_nan([r[site][method] for r in per_variant[v]], axes)
             assert c["all_frozen.atp_minus_activation_rel"] < 1e-5, c
+            assert c["all_frozen.atp_minus_activation_rel_float64"] < 1e-12, c
             assert c["frozen_base_metric_minus_metric"] < 1e-5, c
             # Each single freeze must change activation patching somewhere (else its fixture would test
             # nothing; AtP's gradient is GELU's own under the mlp freeze). The LN-free model's scales
