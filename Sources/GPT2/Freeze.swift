@@ -29,8 +29,8 @@ public struct Freeze: OptionSet, Sendable, Hashable {
         return Self.named.filter { contains($0.part) }.map(\.name).joined(separator: ",")
     }
 
-    /// Parses `attention`, `mlp`, `ln`, `all`, `none` and comma-separated combinations; nil names
-    /// the first unknown part.
+    /// Parses `attention`, `mlp`, `ln`, `all`, `none` and comma-separated combinations; nil for an
+    /// unknown part or an empty text.
     public init?(name text: String) {
         var parts: Freeze = []
         for word in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
