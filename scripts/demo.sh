@@ -5,6 +5,7 @@
 #   1. DLA against the exact direct effect on prompts/topic.jsonl (sea or drawing room: a task the
 #      embedded models do; the IOI sets are for real GPT-2, see models/README.md), both models, then `lnlens diff`;
 #   2. activation patching against AtP and AtP* on the same prompts, both models, then `lnlens diff`;
+#      then `patch --decompose` (AtP's error on the linearised variants: which nonlinearity breaks AtP);
 #   3. the held-out loss of the three embedded models (original, vanilla fine-tuned, LN-free);
 #   4. attention-sink rates and residual norms on the held-out text, and the logit lens on
 #      prompts/topic.jsonl, of the three embedded models (one run per model each);
@@ -35,6 +36,10 @@ patch=$(last_two patch)
 echo "== lnlens diff $patch(read back from $DB)"
 "$BIN" diff $patch --db "$DB"
 
+echo "== lnlens patch --decompose: which nonlinearity breaks AtP (softmax patterns, GELU, LayerNorm scales frozen at the patched run), the same models and prompts"
+"$BIN" patch --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/topic.jsonl --decompose --db "$DB"
+decompose=$(last_two patch)
+
 echo "== lnlens eval: held-out loss of gpt2-tiny, gpt2-tiny-vanilla, gpt2-tiny-lnfree (corpus/heldout.txt)"
 "$BIN" eval --db "$DB"
 ev=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM runs WHERE command = 'eval' AND status = 'completed' ORDER BY id DESC LIMIT 1" | tail -n +2)
@@ -47,7 +52,7 @@ echo "== lnlens lens: the logit lens on prompts/topic.jsonl (probability and ran
 "$BIN" lens --prompts prompts/topic.jsonl --db "$DB"
 analyses=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command IN ('sinks', 'norms', 'lens') AND status = 'completed' ORDER BY id DESC LIMIT 9) ORDER BY id" | tail -n +2 | tr '\n' ' ')
 
-echo "== lnlens report $dla$patch$ev $analyses(figures of all these runs)"
-"$BIN" report $dla $patch $ev $analyses --db "$DB" --out "$REPORT" --force
+echo "== lnlens report $dla$patch$decompose$ev $analyses(figures of all these runs)"
+"$BIN" report $dla $patch $decompose $ev $analyses --db "$DB" --out "$REPORT" --force
 case "$REPORT" in /*) url="file://$REPORT" ;; *) url="file://$(pwd)/$REPORT" ;; esac
 echo "open $url in a browser (offline: everything is inside the file)"

@@ -80,6 +80,7 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
     // Patching.
     case unknownName(option: String, name: String, known: [String])
     case patchPromptIncomplete(path: String, line: Int, missing: String)
+    case freezeWithAtPStar(option: String)
 
     public var errorDescription: String? {
         switch self {
@@ -115,6 +116,8 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
             "\(option): unknown '\(name)'; use a comma-separated list of \(known.joined(separator: ", "))"
         case let .patchPromptIncomplete(path, line, missing):
             "\(path):\(line): patching needs \(missing) on every line (a contrasting one-token answer and a corrupted prompt of the same token length); add it or pass --skip-invalid"
+        case let .freezeWithAtPStar(option):
+            "\(option): AtP* is not computed on a linearised model (its QK fix recomputes the patterns that --freeze attention fixes); give --methods activation,atp"
         }
     }
 }

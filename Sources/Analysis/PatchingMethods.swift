@@ -160,8 +160,15 @@ public enum Patching {
     }
 
     /// Runs the methods over every index of `sites` for each prompt of `batch`.
+    ///
+    /// `freeze`: both methods on the model linearised around the patched run r (its patterns, GELU's
+    /// tangent point, its LayerNorm scales held at r's values, `Freeze`); the donor's activations are
+    /// its own run's. r's forward, hence its metric, is unchanged; AtP's gradient is the linearised
+    /// model's. With frozen attention q, k and pattern patches change nothing (activation 0) and
+    /// their gradients are 0 (atp 0). AtP* is not defined there.
     public static func run(model: GPT2Model, batch: Batch, sites: [PatchSite], methods: Set<PatchMethod>,
-                           direction: PatchDirection) throws -> [PromptPatching] {
+                           direction: PatchDirection, freeze: Freeze = []) throws -> [PromptPatching] {
+        if !freeze.isEmpty && methods.contains(.atpStar) { throw AnalysisError.freezeWithAtPStar(option: "--freeze") }
         let cfg = model.config, B = batch.clean.count, T = batch.clean[0].count, L = cfg.nLayers
         let indices = sites.flatMap { SiteIndex.all($0, nLayers: L, nHeads: cfg.nHeads, T: T) }
         let patchedTokens = direction == .denoise ? batch.corrupt : batch.clean
@@ -175,9 +182,10 @@ public enum Patching {
         let metric = Metric.logitDifference(answer: batch.answer, wrong: batch.wrong)
         let patched: ForwardPass, grads: [HookName: Tensor]
         if needGradients {
+            var backward = BackwardOptions(hookGradients: hooks)
+            backward.freeze = freeze
             let (pass, result) = try model.gradients(patchedTokens, metric: metric,
-                                                     forward: ForwardOptions(cache: hooks, logits: .last),
-                                                     backward: BackwardOptions(hookGradients: hooks))
+                                                     forward: ForwardOptions(cache: hooks, logits: .last), backward: backward)
             (patched, grads) = (pass, result.hookGradients)
         } else {
             patched = try model.run(patchedTokens, ForwardOptions(logits: .none, retainForBackward: true))
@@ -200,7 +208,7 @@ public enum Patching {
                                                    position: i.position, head: i.head))
                 }
             }
-            let finals = try model.patchedFinal(base: patched, donor: donor, patches: patches)
+            let finals = try model.patchedFinal(base: patched, donor: donor, patches: patches, freeze: freeze)
             for (j, p) in patches.enumerated() { activation[p.prompt].append(metricOf(finals[j], prompt: p.prompt) - patchedMetric[p.prompt]) }
         }
         var atp: [[Double]] = Array(repeating: [], count: B), atpStar: [[Double]] = Array(repeating: [], count: B)

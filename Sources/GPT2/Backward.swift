@@ -33,6 +33,13 @@ public struct BackwardOptions {
     /// linearisation DLA makes). The gradient at `hook_scale` is still reported, as the gradient
     /// reaching the constant.
     public var freezeLNScale = false
+    /// Differentiate the linearised variant frozen at this pass (`Freeze`): `.ln` as
+    /// `freezeLNScale`; `.attention` passes no gradient through the patterns (a constant: the
+    /// gradient at `hook_pattern`, `hook_attn_scores`, and through them to q and k, is 0); `.mlp`
+    /// changes nothing (GELU's tangent at the pass's own pre-activations has GELU's derivative).
+    public var freeze: Freeze = []
+    /// Whether every LayerNorm scale is a constant (`freezeLNScale` or `freeze` has `.ln`).
+    var constantLNScale: Bool { freezeLNScale || freeze.contains(.ln) }
     /// Drop the gradient through blocks' residual contributions (their attn_out and mlp_out): what
     /// reaches the sites upstream then comes only through the other paths (AtP*'s GradDrop).
     public var dropResidualContributions: Set<Int> = []
@@ -144,7 +151,7 @@ extension GPT2Model {
                             wU: parameters.wU, C: C, V: config.dVocab)
         s.dResid.update(repeating: 0, count: N * C)
         try layerNormBackward(pass.lnF, input: pass.residFinal, dOut: s.dLn, dInput: s.dResid, weights: parameters.lnF,
-                              gradients: g?.lnF, scale: pass.plan.final, freeze: options.freezeLNScale,
+                              gradients: g?.lnF, scale: pass.plan.final, freeze: options.constantLNScale,
                               hooks: (HookName(.lnFinalScale), HookName(.lnFinalNormalized)), pass.rows, s, &runner)
         if let extra = options.finalRawScaleGradient {
             extra.withUnsafeBufferPointer {
@@ -174,7 +181,7 @@ extension GPT2Model {
         matmulBackward(dinp: s.dLn, dw: gw?.wIn, dbias: gw?.bIn, dout: s.dMlpPre, inp: a.ln2.out, w: w.wIn, N: N, IC: C, OC: M)
         // d resid_mid = d resid_post + the ln_2 path.
         try layerNormBackward(a.ln2, input: a.residMid, dOut: s.dLn, dInput: s.dResid, weights: w.ln2, gradients: gw?.ln2,
-                              scale: pass.plan.blocks[l].ln2, freeze: options.freezeLNScale,
+                              scale: pass.plan.blocks[l].ln2, freeze: options.constantLNScale,
                               hooks: (h(.ln2Scale), h(.ln2Normalized)), pass.rows, s, &runner)
         try runner.backward(h(.residMid), s.dResid, L.resid)
     }
@@ -193,15 +200,22 @@ extension GPT2Model {
         try runner.backward(h(.z), s.dz, L.z)
         s.dqkv.update(repeating: 0, count: N * 3 * C)
         attentionValuesBackward(dpattern: s.datt, dqkv: s.dqkv, dz: s.dz, pattern: a.att, qkv: a.qkv, B: B, T: T, C: C, NH: NH)
+        let frozenPattern = options.freeze.contains(.attention)
+        // A frozen pattern is a constant: no gradient at it, nor through it to the scores, q and k.
+        if frozenPattern { s.datt.update(repeating: 0, count: B * NH * T * T) }
         try runner.backward(h(.pattern), s.datt, L.attn)
-        if let softmaxOut = runner.beforeInterventions[h(.pattern)] {
+        if frozenPattern {
+            // Nothing flows through a constant.
+        } else if let softmaxOut = runner.beforeInterventions[h(.pattern)] {
             // The pattern was changed: the softmax's backward needs its own output.
             softmaxBackward(dx: s.datt, dp: s.datt, p: softmaxOut, rows: B * NH * T, cols: T)
         } else {
             softmaxBackward(dx: s.datt, dp: s.datt, p: a.att, rows: B * NH * T, cols: T)
         }
         try runner.backward(h(.attnScores), s.datt, L.attn)
-        attentionScoresBackward(dqkv: s.dqkv, datt: s.datt, qkv: a.qkv, B: B, T: T, C: C, NH: NH, alpha: attentionScale(layer: l))
+        if !frozenPattern {
+            attentionScoresBackward(dqkv: s.dqkv, datt: s.datt, qkv: a.qkv, B: B, T: T, C: C, NH: NH, alpha: attentionScale(layer: l))
+        }
         try runner.backward(h(.q), s.dqkv, L.qkv(part: 0))
         try runner.backward(h(.k), s.dqkv, L.qkv(part: 1))
         try runner.backward(h(.v), s.dqkv, L.qkv(part: 2))
@@ -259,12 +273,12 @@ extension GPT2Model {
             matmulBackward(dinp: s.dLnV, dw: gw.map { $0.wQKV + 2 * C }, dbias: gw.map { $0.bQKV + 2 * C }, dout: s.dqkv + 2 * C,
                            inp: v.out, w: w.wQKV + 2 * C, N: N, IC: C, OC: C, ldw: 3 * C, lddout: 3 * C)
             try layerNormBackward(v, input: a.residPre, dOut: s.dLnV, dInput: s.dResid, weights: w.ln1, gradients: gw?.ln1,
-                                  scale: lns.ln1V, freeze: options.freezeLNScale, hooks: nil, pass.rows, s, &runner)
+                                  scale: lns.ln1V, freeze: options.constantLNScale, hooks: nil, pass.rows, s, &runner)
         } else {
             matmulBackward(dinp: s.dLn, dw: gw?.wQKV, dbias: gw?.bQKV, dout: s.dqkv, inp: a.ln1.out, w: w.wQKV, N: N, IC: C, OC: 3 * C)
         }
         try layerNormBackward(a.ln1, input: a.residPre, dOut: s.dLn, dInput: s.dResid, weights: w.ln1, gradients: gw?.ln1,
-                              scale: lns.ln1, freeze: options.freezeLNScale, hooks: (HookName(.ln1Scale, layer: l),
+                              scale: lns.ln1, freeze: options.constantLNScale, hooks: (HookName(.ln1Scale, layer: l),
                               HookName(.ln1Normalized, layer: l)), pass.rows, s, &runner)
     }
 

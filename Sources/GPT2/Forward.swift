@@ -145,6 +145,14 @@ struct Rows {
     let N: Int
     let segments: [AttentionSegment]
     let layouts: Layouts
+    /// A linearised variant's frozen values (patched rows of `--freeze`); nil: the model itself.
+    var frozen: FrozenValues? = nil
+
+    /// The frozen values of `part`, when the rows freeze it.
+    func frozen(_ part: Freeze) -> FrozenValues? { frozen.flatMap { $0.parts.contains(part) ? $0 : nil } }
+
+    /// The base pass's scale of the LayerNorm `pick` selects, when the rows freeze the LayerNorms.
+    func frozenScale(_ pick: (ForwardPass) -> LayerNormActivations) -> FloatPointer? { frozen(.ln).map { pick($0.base).scale } }
 }
 
 /// Everything one forward pass computed, in one arena. With `retainForBackward` every block keeps
@@ -329,10 +337,11 @@ extension GPT2Model {
         let w = parameters.blocks[l], L = rows.layouts, N = rows.N, C = config.dModel, NH = config.nHeads
         func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
         if let v = a.ln1V {
-            try layerNorm(v, input: a.residPre, weights: w.ln1, scale: lns.ln1V, rawEps: rawEps, hooks: nil, rows, &runner)
+            try layerNorm(v, input: a.residPre, weights: w.ln1, scale: lns.ln1V, rawEps: rawEps, hooks: nil, rows, &runner,
+                          frozen: rows.frozenScale { $0.block(l).ln1V! })
         }
         try layerNorm(a.ln1, input: a.residPre, weights: w.ln1, scale: lns.ln1, rawEps: rawEps,
-                      hooks: (h(.ln1Scale), h(.ln1Normalized)), rows, &runner)
+                      hooks: (h(.ln1Scale), h(.ln1Normalized)), rows, &runner, frozen: rows.frozenScale { $0.block(l).ln1 })
         if let v = a.ln1V {
             // Q and K read ln_1, V its own LayerNorm.
             matmulForward(out: a.qkv, inp: a.ln1.out, w: w.wQKV, bias: w.bQKV, N: N, IC: C, OC: 2 * C, ldw: 3 * C, ldout: 3 * C)
@@ -344,9 +353,14 @@ extension GPT2Model {
         try runner.forward(h(.q), a.qkv, L.qkv(part: 0))
         try runner.forward(h(.k), a.qkv, L.qkv(part: 1))
         try runner.forward(h(.v), a.qkv, L.qkv(part: 2))
-        attentionScoresForward(att: a.att, qkv: a.qkv, segments: rows.segments, C: C, NH: NH, alpha: attentionScale(layer: l))
-        try runner.forward(h(.attnScores), a.att, L.attn)
-        attentionSoftmaxForward(att: a.att, segments: rows.segments, NH: NH)
+        if let frozen = rows.frozen(.attention) {
+            // Linearised: the base pass's pattern (the rows have no hooks, so no scores).
+            frozen.pattern(layer: l, into: a.att, segments: rows.segments, NH: NH)
+        } else {
+            attentionScoresForward(att: a.att, qkv: a.qkv, segments: rows.segments, C: C, NH: NH, alpha: attentionScale(layer: l))
+            try runner.forward(h(.attnScores), a.att, L.attn)
+            attentionSoftmaxForward(att: a.att, segments: rows.segments, NH: NH)
+        }
         try runner.forward(h(.pattern), a.att, L.attn, keepOriginal: true)
         attentionValuesForward(z: a.z, pattern: a.att, qkv: a.qkv, segments: rows.segments, C: C, NH: NH)
         try runner.forward(h(.z), a.z, L.z)
@@ -379,10 +393,16 @@ extension GPT2Model {
         let w = parameters.blocks[l], L = rows.layouts, N = rows.N, C = config.dModel, M = config.dMLP
         func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
         try layerNorm(a.ln2, input: a.residMid, weights: w.ln2, scale: ln2, rawEps: rawEps,
-                      hooks: (h(.ln2Scale), h(.ln2Normalized)), rows, &runner)
+                      hooks: (h(.ln2Scale), h(.ln2Normalized)), rows, &runner, frozen: rows.frozenScale { $0.block(l).ln2 })
         matmulForward(out: a.mlpPre, inp: a.ln2.out, w: w.wIn, bias: w.bIn, N: N, IC: C, OC: M)
         try runner.forward(h(.mlpPre), a.mlpPre, L.mlp)
-        geluForward(out: a.mlpPost, inp: a.mlpPre, n: N * M)
+        if let frozen = rows.frozen(.mlp) {
+            // Linearised: GELU's tangent at the base pass's pre-activations.
+            let x0 = frozen.mlpPre(layer: l, M: M)
+            geluTangentForward(out: a.mlpPost, inp: a.mlpPre, at: x0, n: N * M)
+        } else {
+            geluForward(out: a.mlpPost, inp: a.mlpPre, n: N * M)
+        }
         try runner.forward(h(.mlpPost), a.mlpPost, L.mlp)
         matmulForward(out: a.mlpOut, inp: a.mlpPost, w: w.wOut, bias: w.bOut, N: N, IC: M, OC: C)
         try runner.forward(h(.mlpOut), a.mlpOut, L.resid)
@@ -392,11 +412,13 @@ extension GPT2Model {
 
     /// LayerNorm in two steps, as TransformerLens hooks it: `hook_scale` between the statistics
     /// and the normalisation, `hook_normalized` after it. `weights` nil: folded into the next layer.
+    /// `frozen`: a base pass's scales (one per base row), which the rows take instead of their own.
     func layerNorm(_ a: LayerNormActivations, input x: FloatPointer, weights: LayerNormWeights?, scale: LayerNormScale,
                    rawEps: Float, hooks: (scale: HookName, normalized: HookName)?, _ rows: Rows,
-                   _ runner: inout HookRunner) throws(GPT2Error) {
+                   _ runner: inout HookRunner, frozen: FloatPointer? = nil) throws(GPT2Error) {
         let C = config.dModel
         layerNormStats(mean: a.mean, scale: a.scale, rawScale: a.rawScale, x: x, N: rows.N, C: C, mode: scale, rawEps: rawEps)
+        if let frozen, let values = rows.frozen { values.scale(frozen, into: a.scale) }
         if let hooks { try runner.forward(hooks.scale, a.scale, rows.layouts.scale) }
         layerNormApply(out: a.out, x: x, mean: a.mean, scale: a.scale, w: weights?.w, b: weights?.b, N: rows.N, C: C)
         if let hooks { try runner.forward(hooks.normalized, a.out, rows.layouts.resid) }

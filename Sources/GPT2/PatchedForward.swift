@@ -48,7 +48,11 @@ extension GPT2Model {
     /// from there the forward's own blocks run on positions ≥ p only, attending to the base pass's
     /// keys and values for the positions before p. Patches run together as rows of one batch,
     /// joining at the layer where they enter.
-    public func patchedFinal(base: ForwardPass, donor: ForwardPass, patches: [ActivationPatch],
+    ///
+    /// `freeze`: the patches go into the linearised variant of the model frozen at `base` (its
+    /// patterns, GELU's tangent point, its LayerNorm scales, at each row's prompt and position).
+    /// With frozen attention a q, k or pattern patch changes nothing: the pattern is `base`'s.
+    public func patchedFinal(base: ForwardPass, donor: ForwardPass, patches: [ActivationPatch], freeze: Freeze = [],
                              maxRows: Int? = nil, profile: PhaseTimes? = nil) throws(GPT2Error) -> [[Float]] {
         let maxRows = maxRows ?? patchRowBudget(T: base.T)
         guard base.retained, donor.retained else { throw .backwardNeedsRetainedPass }
@@ -67,8 +71,10 @@ extension GPT2Model {
         let baseFinal = finalAtLastPosition(base)
         var results = [[Float]](repeating: [], count: patches.count)
         var work: [(index: Int, patch: ActivationPatch, positions: [Int])] = []
+        let inert: Set<ActivationPatch.Kind> = freeze.contains(.attention) ? [.q, .k, .pattern] : []
         for (j, p) in patches.enumerated() {
-            let positions = (p.position.map { [$0] } ?? Array(0..<T)).filter { $0 >= firstDifference[p.prompt] }
+            let positions = inert.contains(p.kind) ? []
+                : (p.position.map { [$0] } ?? Array(0..<T)).filter { $0 >= firstDifference[p.prompt] }
             if positions.isEmpty { results[j] = baseFinal[p.prompt] } else { work.append((j, p, positions)) }
         }
         // The patched rows have no hooks of their own: the runner only times them.
@@ -79,8 +85,8 @@ extension GPT2Model {
             guard !chunk.isEmpty else { return }
             var (entered, pending) = enter(chunk.map { ($0.patch, $0.positions) }, base: base, donor: donor)
             runner.endPhase("patch entry")
-            try runMLPs(pending, into: &entered, base: base, &runner)
-            let finals = try rowForward(entered, base: base, &runner)
+            try runMLPs(pending, into: &entered, base: base, freeze: freeze, &runner)
+            let finals = try rowForward(entered, base: base, freeze: freeze, &runner)
             for (i, item) in chunk.enumerated() { results[item.index] = finals[i] }
             chunk = []
             rows = 0
@@ -160,16 +166,17 @@ extension GPT2Model {
 
     /// Runs the pending resid_mid rows of each layer through that block's MLP half (the forward's
     /// own, on just those rows) and writes the resid_post rows into their patches' streams.
-    func runMLPs(_ pending: PendingMLP, into entered: inout [Entered], base: ForwardPass,
+    func runMLPs(_ pending: PendingMLP, into entered: inout [Entered], base: ForwardPass, freeze: Freeze,
                  _ runner: inout HookRunner) throws(GPT2Error) {
-        let C = config.dModel
+        let C = config.dModel, T = base.T
         for (l, items) in pending {
             let pass = try RowPass(N: items.count, scores: 0, splitLN1: false, config: config)
             let a = pass.block(0)
             for (i, item) in items.enumerated() {
                 item.mid.withUnsafeBufferPointer { (a.residMid + i * C).update(from: $0.baseAddress!, count: C) }
             }
-            try mlp(l, a, pass.rows(items.count, segments: []), base.plan.blocks[l].ln2, rawEps: base.plan.rawEps, &runner)
+            let frozen = FrozenValues(parts: freeze, base: base, sourceRows: items.map { entered[$0.patch].prompt * T + $0.position })
+            try mlp(l, a, pass.rows(items.count, segments: [], frozen: frozen), base.plan.blocks[l].ln2, rawEps: base.plan.rawEps, &runner)
             for (i, item) in items.enumerated() {
                 let start = entered[item.patch].start
                 for c in 0..<C { entered[item.patch].resid[(item.position - start) * C + c] = a.residPost[i * C + c] }
@@ -231,13 +238,15 @@ extension GPT2Model {
     /// Runs the entered patches' rows through the blocks from the layer each enters at — the
     /// forward's own `block`, each patch's rows attending to the base pass's keys and values
     /// before its first row — and returns the final LayerNorm's output at each patch's last row.
-    func rowForward(_ entered: [Entered], base: ForwardPass, _ runner: inout HookRunner) throws(GPT2Error) -> [[Float]] {
+    func rowForward(_ entered: [Entered], base: ForwardPass, freeze: Freeze, _ runner: inout HookRunner) throws(GPT2Error) -> [[Float]] {
         let T = base.T, C = config.dModel, L = config.nLayers, NH = config.nHeads
         // In the order they enter: the rows a block runs are the batch's first ones.
         let order = entered.indices.sorted { (entered[$0].layer, $0) < (entered[$1].layer, $1) }
         var offsets = [0]
         for i in order { offsets.append(offsets.last! + T - entered[i].start) }
         let N = offsets.last!
+        let frozen = FrozenValues(parts: freeze, base: base,
+                                  sourceRows: order.flatMap { i in (entered[i].start..<T).map { entered[i].prompt * T + $0 } })
         let pass = try RowPass(N: N, scores: NH * N * T, splitLN1: base.plan.blocks.contains { $0.ln1 != $0.ln1V }, config: config)
         var joined = 0
         func join(upTo layer: Int, into stream: FloatPointer) {
@@ -255,12 +264,14 @@ extension GPT2Model {
             let segments = AttentionSegment.packed(order.prefix(joined).map { i in
                 (T - entered[i].start, entered[i].start, ConstFloatPointer(prefix + entered[i].prompt * T * 3 * C))
             }, NH: NH)
-            try block(l, a, pass.rows(offsets[joined], segments: segments), base.plan.blocks[l], rawEps: base.plan.rawEps, &runner)
+            try block(l, a, pass.rows(offsets[joined], segments: segments, frozen: frozen), base.plan.blocks[l],
+                      rawEps: base.plan.rawEps, &runner)
         }
         let final = pass.block(L - 1).residPost
         join(upTo: L, into: final)
+        let rows = pass.rows(N, segments: [], frozen: frozen)
         try layerNorm(pass.lnF, input: final, weights: parameters.lnF, scale: base.plan.final, rawEps: base.plan.rawEps,
-                      hooks: (HookName(.lnFinalScale), HookName(.lnFinalNormalized)), pass.rows(N, segments: []), &runner)
+                      hooks: (HookName(.lnFinalScale), HookName(.lnFinalNormalized)), rows, &runner, frozen: rows.frozenScale { $0.lnF })
         var out = [[Float]](repeating: [], count: entered.count)
         for (j, i) in order.enumerated() {
             out[i] = Array(UnsafeBufferPointer(start: pass.lnF.out + (offsets[j + 1] - 1) * C, count: C))
@@ -294,9 +305,14 @@ final class RowPass {
     func block(_ l: Int) -> BlockActivations { first.alternating(layer: l) }
 
     /// The first `n` rows, attention's sequences among them `segments`. The rows have no hooks
-    /// (the runner requests none): their layouts take them as one sequence.
-    func rows(_ n: Int, segments: [AttentionSegment]) -> Rows {
-        Rows(N: n, segments: segments,
-             layouts: Layouts(B: 1, T: n, C: config.dModel, NH: config.nHeads, dh: config.dHead, M: config.dMLP))
+    /// (the runner requests none): their layouts take them as one sequence. `frozen`: the
+    /// linearised variant's values, its `sourceRows` cut to the first `n` (none when nothing is frozen).
+    func rows(_ n: Int, segments: [AttentionSegment], frozen: FrozenValues? = nil) -> Rows {
+        let values = frozen.flatMap { f in
+            f.parts.isEmpty ? nil : FrozenValues(parts: f.parts, base: f.base, sourceRows: Array(f.sourceRows.prefix(n)))
+        }
+        return Rows(N: n, segments: segments,
+                    layouts: Layouts(B: 1, T: n, C: config.dModel, NH: config.nHeads, dh: config.dHead, M: config.dMLP),
+                    frozen: values)
     }
 }

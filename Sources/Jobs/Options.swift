@@ -166,10 +166,13 @@ public struct PatchOptions: ShardOptions {
         @Stored public var batchSize: Int?
         @Stored public var chunkSize: Int?
         @Stored public var minGap: Double?
+        /// The linearised variants run (`--freeze`, `--decompose`), `;`-separated `Freeze` names
+        /// (`attention,mlp`; `none;attention;mlp;ln;all`); absent: the model itself.
+        @Stored public var freeze: String?
         public init() {}
         enum CodingKeys: String, CodingKey {
             case prependBOS = "prepend_bos", skipInvalid = "skip_invalid", sites, methods, direction
-            case batchSize = "batch_size", chunkSize = "chunk_size", minGap = "min_gap"
+            case batchSize = "batch_size", chunkSize = "chunk_size", minGap = "min_gap", freeze
         }
     }
 

@@ -15,6 +15,10 @@ public struct PatchJob {
     public var sites: [PatchSite]
     public var methods: [PatchMethod]
     public var direction: PatchDirection
+    /// The variants of the model the methods run on, each stored under its own quantities
+    /// (`StoreName.frozen`): `[[]]` the model itself; `--freeze P` one linearised variant;
+    /// `--decompose` `Freeze.decomposition`.
+    public var variants: [Freeze] = [[]]
     /// Token strings of ids, stored with each prompt (map column labels).
     public var tokenText: @Sendable (Int) -> String
     /// Recorded with the run; its batch and chunk sizes and `--min-gap` are what the job does.
@@ -68,6 +72,7 @@ public struct PatchJob {
         recorded.computation.sites = sites.map(\.rawValue).joined(separator: ",")
         recorded.computation.methods = methods.map(\.rawValue).joined(separator: ",")
         recorded.computation.direction = direction.rawValue
+        recorded.computation.freeze = variants == [[]] ? nil : variants.map(\.name).joined(separator: ";")
         let (runID, done, completed) = try RunLifecycle.beginOrResume(
             db: db,
             run: RunRecord(command: StoreName.patchCommand, optionsJSON: recorded.json,
@@ -108,32 +113,47 @@ public struct PatchJob {
             let group = byLength[length]!
             for start in stride(from: 0, to: group.count, by: batchSize) {
                 let batch = Array(group[start..<min(start + batchSize, group.count)])
-                let results = try Patching.run(
-                    model: model,
-                    batch: .init(clean: batch.map(\.tokens), corrupt: batch.map { $0.corruptTokens! },
-                                 answer: batch.map(\.answerID), wrong: batch.map { $0.wrongID! }),
-                    sites: sites, methods: Set(methods), direction: direction)
-                for (ex, r) in zip(batch, results) {
-                    promptRows.append(PromptRow(promptIndex: ex.index, prompt: ex.prompt, answer: ex.answer, wrong: ex.wrong,
-                                                nTokens: ex.tokens.count, corrupt: ex.corrupt, tokens: ex.tokens.map(tokenText)))
-                    values.append(ResultRow(promptIndex: ex.index, site: Self.metricSite, quantity: Self.cleanQuantity, value: r.cleanMetric))
-                    values.append(ResultRow(promptIndex: ex.index, site: Self.metricSite, quantity: Self.corruptQuantity,
-                                            value: r.corruptMetric))
-                    values.append(ResultRow(promptIndex: ex.index, site: Self.metricSite, quantity: StoreName.firstDiff,
-                                            value: Double(firstDifferingPosition(ex.tokens, ex.corruptTokens!))))
-                    for row in r.rows {
-                        let i = row.index
-                        for (quantity, value) in [(StoreName.activation, row.activation), (StoreName.atp, row.atp),
-                                                  (StoreName.atpStar, row.atpStar)] {
-                            guard let value else { continue }
-                            values.append(ResultRow(promptIndex: ex.index, site: i.site.rawValue, layer: i.layer,
-                                                    position: i.position, head: i.head, quantity: quantity, value: value))
+                // The variants share the two runs' forward passes, so the metric rows come once.
+                for (v, freeze) in variants.enumerated() {
+                    let results = try Patching.run(
+                        model: model,
+                        batch: .init(clean: batch.map(\.tokens), corrupt: batch.map { $0.corruptTokens! },
+                                     answer: batch.map(\.answerID), wrong: batch.map { $0.wrongID! }),
+                        sites: sites, methods: Set(methods), direction: direction, freeze: freeze)
+                    for (ex, r) in zip(batch, results) {
+                        if v == 0 {
+                            promptRows.append(PromptRow(promptIndex: ex.index, prompt: ex.prompt, answer: ex.answer, wrong: ex.wrong,
+                                                        nTokens: ex.tokens.count, corrupt: ex.corrupt, tokens: ex.tokens.map(tokenText)))
+                            values += Self.metricRows(ex, r)
                         }
+                        values += Self.siteRows(ex, r, variant: freeze.name)
                     }
                 }
             }
         }
         return (promptRows, values)
+    }
+
+    /// A prompt's metric rows: clean, corrupt, first differing position.
+    static func metricRows(_ ex: PromptExample, _ r: PromptPatching) -> [ResultRow] {
+        [ResultRow(promptIndex: ex.index, site: metricSite, quantity: cleanQuantity, value: r.cleanMetric),
+         ResultRow(promptIndex: ex.index, site: metricSite, quantity: corruptQuantity, value: r.corruptMetric),
+         ResultRow(promptIndex: ex.index, site: metricSite, quantity: StoreName.firstDiff,
+                   value: Double(firstDifferingPosition(ex.tokens, ex.corruptTokens!)))]
+    }
+
+    /// A prompt's site rows, each method's quantity named for the variant (`StoreName.frozen`).
+    static func siteRows(_ ex: PromptExample, _ r: PromptPatching, variant: String) -> [ResultRow] {
+        var values: [ResultRow] = []
+        for row in r.rows {
+            let i = row.index
+            for (quantity, value) in [(StoreName.activation, row.activation), (StoreName.atp, row.atp), (StoreName.atpStar, row.atpStar)] {
+                guard let value else { continue }
+                values.append(ResultRow(promptIndex: ex.index, site: i.site.rawValue, layer: i.layer, position: i.position,
+                                        head: i.head, quantity: StoreName.frozen(quantity, variant: variant), value: value))
+            }
+        }
+        return values
     }
 
     /// The task check of a patch run's stored rows, as `summaries` rows (what a completed run
@@ -145,10 +165,11 @@ public struct PatchJob {
     /// The estimators' errors from a run's stored rows (what a completed run stores, and what a
     /// merge of shards recomputes): prompts whose |gap| is below `minGap` left out, structural
     /// zeros (positions before the prompt's `first_diff`) left out of all but NMAE.
+    /// Each variant of the model (`--freeze`, `--decompose`) on its own: its estimators against its
+    /// activation patching, the method named as stored (`atp@freeze=mlp`).
     public static func errors(from stored: [ResultRow], minGap: Double) -> [ErrorRow] {
         var gaps: [Int: Double] = [:], clean: [Int: Double] = [:], corrupt: [Int: Double] = [:], firstDiff: [Int: Int] = [:]
-        struct Key: Hashable { let prompt: Int; let site: PatchSite; let layer: Int; let position: Int?; let head: Int? }
-        var activation: [Key: Double] = [:], estimates: [Key: [PatchMethod: Double]] = [:]
+        var activation: [String: [SampleKey: Double]] = [:], estimates: [String: [SampleKey: [PatchMethod: Double]]] = [:]
         for r in stored {
             if r.site == metricSite {
                 switch r.quantity {
@@ -159,12 +180,31 @@ public struct PatchJob {
                 }
                 continue
             }
-            guard let layer = r.layer, let site = PatchSite(rawValue: r.site), let method = PatchMethod(rawValue: r.quantity) else { continue }
-            let key = Key(prompt: r.promptIndex, site: site, layer: layer, position: r.position, head: r.head)
-            if method == .activation { activation[key] = r.value } else { estimates[key, default: [:]][method] = r.value }
+            let (name, variant) = StoreName.variant(of: r.quantity)
+            guard let layer = r.layer, let site = PatchSite(rawValue: r.site), let method = PatchMethod(rawValue: name) else { continue }
+            let key = SampleKey(prompt: r.promptIndex, site: site, layer: layer, position: r.position, head: r.head)
+            if method == .activation {
+                activation[variant, default: [:]][key] = r.value
+            } else {
+                estimates[variant, default: [:]][key, default: [:]][method] = r.value
+            }
         }
         for (p, c) in clean { if let x = corrupt[p] { gaps[p] = c - x } }
-        let samples = activation.keys.sorted {
+        return activation.keys.sorted().flatMap { variant in
+            let samples = variantSamples(activation[variant]!, estimates[variant] ?? [:], firstDiff: firstDiff)
+            return EstimatorError.errors(samples, gaps: gaps, minGap: minGap).map {
+                ErrorRow(site: $0.site.rawValue, method: StoreName.frozen($0.method.rawValue, variant: variant), layer: $0.layer,
+                         normalized: $0.normalized, metric: $0.metric.rawValue, value: $0.value)
+            }
+        }
+    }
+
+    struct SampleKey: Hashable { let prompt: Int; let site: PatchSite; let layer: Int; let position: Int?; let head: Int? }
+
+    /// One variant's samples, in (prompt, site, layer, position, head) order.
+    static func variantSamples(_ activation: [SampleKey: Double], _ estimates: [SampleKey: [PatchMethod: Double]],
+                               firstDiff: [Int: Int]) -> [EstimatorError.Sample] {
+        activation.keys.sorted {
             ($0.prompt, $0.site.rawValue, $0.layer, $0.position ?? -1, $0.head ?? -1)
                 < ($1.prompt, $1.site.rawValue, $1.layer, $1.position ?? -1, $1.head ?? -1)
         }.map { k in
@@ -174,10 +214,6 @@ public struct PatchJob {
             let structural: Bool? = k.position.flatMap { p in firstDiff[k.prompt].map { p < $0 } }
             return EstimatorError.Sample(prompt: k.prompt, site: k.site, layer: k.layer, activation: activation[k]!,
                                          estimates: estimates[k] ?? [:], structuralZero: structural)
-        }
-        return EstimatorError.errors(samples, gaps: gaps, minGap: minGap).map {
-            ErrorRow(site: $0.site.rawValue, method: $0.method.rawValue, layer: $0.layer, normalized: $0.normalized,
-                     metric: $0.metric.rawValue, value: $0.value)
         }
     }
 }

@@ -129,6 +129,9 @@ public enum HTMLReport {
         if !estimated.isEmpty {
             page.figure(PatchFigures.scatter(estimated), label: "estimates against activation patching, run\(estimated.count > 1 ? "s" : "") \(ids)")
         }
+        if let decomposition = DecompositionFigure.draw(runs) {
+            page.figure(decomposition, label: "AtP's error per linearised variant (patch --decompose)")
+        }
         for run in runs {
             let all = run.errors.filter { $0.layer == nil }, perLayer = run.errors.filter { $0.layer != nil }
             if run.errors.isEmpty {

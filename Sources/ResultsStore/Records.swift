@@ -45,6 +45,18 @@ extension StoreName {
     /// `results.quantity` of `patch` runs: activation patching's effect on the metric, and the
     /// estimates of attribution patching and AtP*.
     public static let activation = "activation", atp = "atp", atpStar = "atp_star"
+    /// The quantity of a method on a linearised variant of the model (`patch --freeze`,
+    /// `--decompose`): `atp@freeze=attention`, `activation@freeze=attention,mlp`; the model itself
+    /// (variant `none`) keeps the plain name.
+    public static func frozen(_ quantity: String, variant: String) -> String {
+        variant == "none" ? quantity : quantity + freezeMark + variant
+    }
+    /// A quantity's method and variant (`none` for a plain name).
+    public static func variant(of quantity: String) -> (method: String, variant: String) {
+        guard let r = quantity.range(of: freezeMark) else { return (quantity, "none") }
+        return (String(quantity[..<r.lowerBound]), String(quantity[r.upperBound...]))
+    }
+    static let freezeMark = "@freeze="
     /// `summaries.scope` of `eval` runs, key the model evaluated: metrics `loss` (mean next-token
     /// cross-entropy) and the bounds `ci_low`, `ci_high` of its 95% confidence interval; `ln_free`
     /// that model's LN mode (1: `ln-free`, 0: `layernorm`; `runs.ln_mode` holds the first model's).

@@ -14,19 +14,23 @@ func benchPatching(model: GPT2Model, options o: BenchOptions) throws -> ([Measur
     let clean = [bos] + tok.encode("When Mary and John went to the store, John gave a drink to")
     let corrupt = [bos] + tok.encode("When Mary and John went to the store, Mary gave a drink to")
     let batch = Patching.Batch(clean: [clean], corrupt: [corrupt], answer: [tok.encode(" Mary")[0]], wrong: [tok.encode(" John")[0]])
-    let jobs: [(String, [PatchSite], Set<PatchMethod>)] = [
-        ("activation sweep resid_pre, attn_out, mlp_out", [.residPre, .attnOut, .mlpOut], [.activation]),
-        ("AtP over the default sites (resid_pre, attn_out, mlp_out, z)", PatchSite.defaults, [.atp]),
-        ("resid_pre activation sweep + AtP (the paper's experiment)", [.residPre], [.activation, .atp]),
-        ("AtP* over the default sites (QK fix, GradDrop)", PatchSite.defaults, [.atpStar]),
+    let paper = "resid_pre activation sweep + AtP (the paper's experiment)"
+    let jobs: [(String, [PatchSite], Set<PatchMethod>, Freeze)] = [
+        ("activation sweep resid_pre, attn_out, mlp_out", [.residPre, .attnOut, .mlpOut], [.activation], []),
+        ("AtP over the default sites (resid_pre, attn_out, mlp_out, z)", PatchSite.defaults, [.atp], []),
+        (paper, [.residPre], [.activation, .atp], []),
+        ("AtP* over the default sites (QK fix, GradDrop)", PatchSite.defaults, [.atpStar], []),
+        (paper + ", --freeze all", [.residPre], [.activation, .atp], .all),
+        ("activation + AtP over the default sites", PatchSite.defaults, [.activation, .atp], []),
+        ("activation + AtP over the default sites, --freeze all", PatchSite.defaults, [.activation, .atp], .all),
     ]
     var bodies: [() throws -> Void] = [{
         let pass = try model.run([clean], ForwardOptions(logits: .last))
         withExtendedLifetime(pass) { blackHole(pass.logits[0]) }
     }]
-    for (_, sites, methods) in jobs {
+    for (_, sites, methods, freeze) in jobs {
         bodies.append {
-            let r = try Patching.run(model: model, batch: batch, sites: sites, methods: methods, direction: .denoise)
+            let r = try Patching.run(model: model, batch: batch, sites: sites, methods: methods, direction: .denoise, freeze: freeze)
             blackHole(Float(r[0].cleanMetric))
         }
     }
@@ -39,6 +43,10 @@ func benchPatching(model: GPT2Model, options o: BenchOptions) throws -> ([Measur
         let t = timings[i + 1]
         rows.append(Measurement(section: "patching", name: "per prompt: " + job.0, seconds: t.seconds, cores: t.cores))
         derived["patching: \(job.0) / one forward"] = Summary(t.seconds).median / forward
+    }
+    // A linearised variant against the same work on the model itself.
+    for (frozen, plain) in [(5, 3), (7, 6)] {
+        derived["patching: \(jobs[frozen - 1].0) / not frozen"] = Summary(timings[frozen].seconds).median / Summary(timings[plain].seconds).median
     }
     // Where the sweep's time goes (the engine's own phases, one more run).
     let phases = PhaseTimes()

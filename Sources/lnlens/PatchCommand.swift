@@ -44,6 +44,11 @@ struct PatchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Prompts whose |metric(clean) − metric(corrupt)| is below this many logits are left out of the estimator errors and normalised grids (0: keep all).",
                                valueName: "logits"))
     var minGap = TaskCheck.defaultMinGap
+    @Option(help: ArgumentHelp("Run both methods on the model linearised around the patched run: attention (patterns fixed), mlp (GELU's tangent), ln (LayerNorm scales fixed), all, or a comma-separated combination.",
+                               valueName: "parts"))
+    var freeze: String?
+    @Flag(help: "Run the model and its variants none, attention, mlp, ln, all, and print AtP's NMAE against activation patching per site and variant.")
+    var decompose = false
     @OptionGroup var processing: ProcessingFlags
     @Flag(help: "Print JSON (every row).") var json = false
     @Flag(help: "Print CSV (every row).") var csv = false
@@ -67,7 +72,22 @@ struct PatchCommand: ParsableCommand {
         if gridNormalize != nil, !(try PatchSite.parseList(sites)).contains(.residPre) {
             throw ValidationError("--grid-normalize divides by activation patching at resid_pre: add resid_pre to --sites")
         }
+        try validateFreeze(methods: m)
     }
+
+    func validateFreeze(methods m: [PatchMethod]) throws {
+        if freeze != nil && decompose { throw ValidationError("--freeze and --decompose exclude each other (--decompose runs every variant)") }
+        if let freeze, Freeze(name: freeze) == nil {
+            throw ValidationError("--freeze \(freeze): use attention, mlp, ln, all or a comma-separated combination, e.g. attention,mlp")
+        }
+        if (freeze != nil || decompose) && m.contains(.atpStar) {
+            throw AnalysisError.freezeWithAtPStar(option: decompose ? "--decompose" : "--freeze")
+        }
+        if decompose && !m.contains(.atp) { throw ValidationError("--decompose measures AtP's error: --methods must include atp") }
+    }
+
+    /// The variants the job runs: the model itself, one linearised variant, or all of `--decompose`.
+    var variants: [Freeze] { decompose ? Freeze.decomposition : [freeze.flatMap(Freeze.init(name:)) ?? []] }
 
     var parsedGridNormalize: GridPoint? { gridNormalize.flatMap(GridPoint.init(storedText:)) }
 
@@ -89,7 +109,7 @@ struct PatchCommand: ParsableCommand {
                                modelHash: try loaded.weightsHash(), prompts: set,
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,
                                tokenText: { tok.tokenString($0) }, options: options, toolVersion: LNLensVersion.string)
-            (job.shard, job.forceResume) = (shard, forceResume)
+            (job.shard, job.forceResume, job.variants) = (shard, forceResume, variants)
             runIDs.append(try ProgressLine.run(label: spec, unit: "prompt pairs") {
                 try job.run(db: try store.open(), resume: resume, progress: $0, phase: $1)
             })
@@ -100,6 +120,7 @@ struct PatchCommand: ParsableCommand {
         if csv { return PatchRunReport.printCSV(reports) }
         for r in reports { r.printSummary(gridNormalize: parsedGridNormalize) }
         if reports.count > 1 { PatchRunReport.printSideBySide(reports) }
+        if variants.count > 1 { PatchRunReport.printDecomposition(reports) }
         printStored(runIDs, db: db, shard: nil)
     }
 
@@ -145,7 +166,8 @@ extension PatchRunReport {
         }
         let left = task.map { $0.smallGap.isEmpty ? "" : "; \($0.smallGap.count) prompts below --min-gap left out" } ?? ""
         print("  estimators against activation patching (all layers; raw values; atp_star against |activation|\(left)):")
-        print("    site            method     NMAE %   pearson  spearman   sign   top10  top5%        n  zeros")
+        let width = max(9, (errors.values.flatMap(\.keys).map(\.count).max() ?? 0) + 1)
+        print("    site            " + padded("method", width + 1) + "  NMAE %   pearson  spearman   sign   top10  top5%        n  zeros")
         let siteOrder = PatchSite.allCases.map(\.rawValue)
         for site in errors.keys.sorted(by: { (siteOrder.firstIndex(of: $0) ?? 99) < (siteOrder.firstIndex(of: $1) ?? 99) }) {
             for method in errors[site]!.keys.sorted() {
@@ -155,7 +177,7 @@ extension PatchRunReport {
                     let value = allErrors.first { $0.site == site && $0.method == method && $0.layer == nil && !$0.normalized && $0.metric == metric }?.value
                     return value.map { String(format: "%7.0f", $0) } ?? "      -"
                 }
-                print("    " + padded(site, 15) + " " + padded(method, 9) + rightAligned(nmaeText(e["nmae"] ?? nil), 9) + " " + v("pearson", "%7.3f") + "  "
+                print("    " + padded(site, 15) + " " + padded(method, width) + rightAligned(nmaeText(e["nmae"] ?? nil), 9) + " " + v("pearson", "%7.3f") + "  "
                       + v("spearman", "%7.3f") + "  " + v("sign_agreement", "%5.2f") + "  " + v("topk_recall_10", "%5.2f") + "  "
                       + v("topk_recall_5pct", "%5.2f") + "  " + count("n") + "  " + count("n_structural_zeros"))
             }
@@ -194,12 +216,13 @@ extension PatchRunReport {
     static func printSideBySide(_ reports: [PatchRunReport]) {
         print("side by side: estimator NMAE % against activation patching (all layers, raw values):")
         let sites = Set(reports.flatMap { $0.errors.keys }).sorted()
-        print("    site            method   " + reports.map { padded("\($0.modelName) (\($0.lnMode))", 28) }.joined())
+        let width = max(9, (reports.flatMap { $0.errors.values.flatMap(\.keys) }.map(\.count).max() ?? 0) + 1)
+        print("    site            " + padded("method", width) + reports.map { padded("\($0.modelName) (\($0.lnMode))", 28) }.joined())
         for site in sites {
             let methods = Set(reports.flatMap { $0.errors[site]?.keys.map { $0 } ?? [] }).sorted()
             for method in methods {
                 let values = reports.map { $0.errors[site]?[method]?["nmae"] ?? nil }
-                var line = "    " + padded(site, 15) + " " + padded(method, 9)
+                var line = "    " + padded(site, 15) + " " + padded(method, width)
                 for v in values { line += padded(nmaeText(v), 28) }
                 if values.count == 2, let a = values[0], let b = values[1] {
                     line += b < a ? "better without LN" : (b > a ? "worse without LN" : "same")

@@ -319,6 +319,11 @@ struct DiffCommand: ParsableCommand {
             let (ra, rb) = v(false), (na, nb) = v(true)
             print("  " + padded(p[0], 15) + " " + padded(p[1], 9) + " " + padded(p[2], 17) + ra + "  " + rb + "  |  " + na + "  " + nb)
         }
+        if rows.contains(where: { StoreName.variant(of: $0.method).variant != "none" }) {
+            DecompositionTable.print(sites: Array(Set(rows.map(\.site))), sides: [
+                ("A: " + name(d.a), { d.nmae(site: $0, method: $1).0 }), ("B: " + name(d.b), { d.nmae(site: $0, method: $1).1 }),
+            ])
+        }
         for site in Set(rows.map(\.site)).sorted() {
             let (a, b) = d.nmae(site: site, method: "atp")
             guard let a, let b else {

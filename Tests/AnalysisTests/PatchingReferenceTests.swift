@@ -27,6 +27,17 @@ import Testing
     static let manifest = try! JSONDecoder().decode(
         Manifest.self, from: Data(contentsOf: fixtures.appendingPathComponent("reference/patching/manifest.json")))
 
+    /// Offset of an index in a reference's [prompt, layer, …] layout (positions padded to Tmax).
+    static func offset(_ i: SiteIndex, prompt p: Int, L: Int, H: Int, Tmax: Int) -> Int {
+        let base = p * L + i.layer
+        switch (i.site.hasPosition, i.site.hasHead) {
+        case (true, false): return base * Tmax + i.position!
+        case (false, true): return base * H + i.head!
+        default:
+            return i.site == .patternByPos ? (base * H + i.head!) * Tmax + i.position! : (base * Tmax + i.position!) * H + i.head!
+        }
+    }
+
     static let cases: [(String, PatchDirection)] = ["tiny-ln", "tiny-lnfree"].flatMap { m in PatchDirection.allCases.map { (m, $0) } }
 
     @Test(arguments: 0..<4)
@@ -44,16 +55,7 @@ import Testing
         for site in PatchSite.allCases {
             for key in ["activation", "atp", "atp_star"] { reference["\(site.rawValue).\(key)"] = try ref.floats("\(site.rawValue).\(key)") }
         }
-        /// Offset of an index in the reference's [prompt, layer, …] layout (positions padded to Tmax).
-        func offset(_ i: SiteIndex, prompt p: Int) -> Int {
-            let base = p * L + i.layer
-            switch (i.site.hasPosition, i.site.hasHead) {
-            case (true, false): return base * Tmax + i.position!
-            case (false, true): return base * H + i.head!
-            default:
-                return i.site == .patternByPos ? (base * H + i.head!) * Tmax + i.position! : (base * Tmax + i.position!) * H + i.head!
-            }
-        }
+        func offset(_ i: SiteIndex, prompt p: Int) -> Int { Self.offset(i, prompt: p, L: L, H: H, Tmax: Tmax) }
         var worst: [String: Double] = [:], checked = 0
         for (p, prompt) in Self.manifest.prompts.enumerated() {
             let result = try Patching.run(model: model,

@@ -144,6 +144,25 @@ import TensorCore
         #expect(zip(parallel, big).allSatisfy { $0 == $1 / (1 + vectorExp(-2 * k * ($1 + 0.044715 * $1 * $1 * $1))) })
     }
 
+    /// The tangent of GELU at x0 against the Double reference `gelu(x0) + gelu'(x0)(x − x0)`, with
+    /// gelu' by central differences of the naive GELU; its backward against finite differences.
+    @Test func geluTangentForwardAndBackward() {
+        let x = Self.random(257, seed: 18, scale: 4), x0 = Self.random(257, seed: 19, scale: 4), g = Self.random(257, seed: 20)
+        let slope = Naive.gradient({ Naive.gelu($0).reduce(0, +) }, at: x0)
+        let want = zip(zip(x, x0), zip(Naive.gelu(x0), slope)).map { p, f in f.0 + f.1 * (p.0 - p.1) }
+        var out = [Float](repeating: 0, count: x.count), dx = out
+        geluTangentForward(out: &out, inp: Self.float(x), at: Self.float(x0), n: x.count)
+        Self.check("gelu tangent forward", out, want)
+        let tangent = { (v: [Double]) in zip(zip(v, x0), zip(Naive.gelu(x0), slope)).map { p, f in f.0 + f.1 * (p.0 - p.1) } }
+        geluTangentBackward(dinp: &dx, dout: Self.float(g), at: Self.float(x0), n: x.count)
+        Self.check("gelu tangent dx", dx, Naive.gradient({ Self.dot(g, tangent($0)) }, at: x))
+        // At x0 itself the tangent is GELU.
+        var atPoint = [Float](repeating: 0, count: x.count), gelu = atPoint
+        geluTangentForward(out: &atPoint, inp: Self.float(x0), at: Self.float(x0), n: x.count)
+        geluForward(out: &gelu, inp: Self.float(x0), n: x.count)
+        #expect(zip(atPoint, gelu).allSatisfy { abs($0 - $1) <= 1e-6 * max(1, abs($1)) })
+    }
+
     /// Scores, softmax and values, forward and backward, through the causal mask.
     @Test func attentionForwardAndBackward() {
         let (B, T, C, NH) = (2, 5, 8, 2)
