@@ -10,6 +10,7 @@ import TensorCore
 ///
 ///     ce_k      = −log(P_k[target] + 1e-10)
 ///     entropy_k = −Σ_v P_k[v] · log P_k[v]          (the companion: log(P + 1e-10); ≤ V·1e-10 apart)
+///     maxProb_k = max_v P_k[v],  correct_k = [target is a top token]   (its calibration's inputs)
 ///
 /// and for each model k ≥ 1 against model 0 (the original), with the companion's smoothing
 /// P' = (P + 1e-8) / (1 + V·1e-8) and M = (P'_0 + P'_k) / 2:
@@ -24,10 +25,12 @@ public enum Divergence {
     /// The companion's guard inside the CE's logarithm.
     public static let ceGuard = 1e-10
 
-    /// One predicting position: each model's CE and entropy, and for each model after the first
-    /// its JSD and KL against the first (index k − 1).
+    /// One predicting position: each model's CE, entropy, top probability and whether its top
+    /// token is the target (1 or 0), and for each model after the first its JSD and KL against the
+    /// first (index k − 1).
     public struct Token: Sendable, Equatable {
-        public var ce: [Double], entropy: [Double], jsd: [Double], kl: [Double]
+        public var ce: [Double] = [], entropy: [Double] = [], maxProb: [Double] = [], correct: [Double] = []
+        public var jsd: [Double] = [], kl: [Double] = []
     }
 
     /// Per sequence of `tokens` (B of equal length T ≥ 2), per position 0 … T − 2, the measures of
@@ -39,7 +42,7 @@ public enum Divergence {
         let logits = passes.map { UnsafeSendable(UnsafePointer($0.logits)) }
         let targets = tokens.map { Array($0.dropFirst()) }
         let P = T - 1
-        var out = [Token](repeating: Token(ce: [], entropy: [], jsd: [], kl: []), count: B * P)
+        var out = [Token](repeating: Token(), count: B * P)
         out.withUnsafeMutableBufferPointer { buffer in
             let ob = UnsafeSendable(buffer.baseAddress!)
             parallelChunks(B * P, minimum: 2) { lo, hi in
@@ -67,7 +70,7 @@ public enum Divergence {
 
     /// The measures of one position from each model's logit row `(V)`.
     static func token(_ rows: [UnsafePointer<Float>], target: Int, V: Int, scratch s: Scratch) -> Token {
-        var t = Token(ce: [], entropy: [], jsd: [], kl: [])
+        var t = Token()
         let denominator = 1 + Float(V) * smoothing
         for (k, z) in rows.enumerated() {
             let (probs, logs) = (s.probs + k * V, s.logs + k * V)
@@ -75,6 +78,8 @@ public enum Divergence {
             let total = expShifted(out: probs, x: z, shift: m, count: V)
             let lse = Double(m) + log(total)
             t.ce.append(-log(exp(Double(z[target]) - lse) + ceGuard))
+            t.maxProb.append(exp(Double(m) - lse))
+            t.correct.append(z[target] == m ? 1 : 0)
             let inverse = Float(1 / total)
             let weighted = blockSum(V) { v in
                 let p = probs[v] * inverse

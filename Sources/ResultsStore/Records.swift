@@ -65,8 +65,10 @@ extension StoreName {
     /// `lens`: quantities, and the summary scope.
     public static let prob = "prob", rank = "rank", top1 = "top1", kl = "kl", scopeLens = "lens"
     /// `compare`: sites `m0` (the original), `m1`, …; quantities and summary scopes `ce`,
-    /// `entropy`, `jsd`, `kl` (KL(original ‖ model)); site `input`, quantity `eot` (docs/analyses.md).
+    /// `entropy`, `jsd`, `kl` (KL(original ‖ model)); quantities `max_prob`, `correct` and their
+    /// summary scope `ece`; site `input`, quantity `eot` (docs/analyses.md).
     public static let compareCommand = "compare", ce = "ce", entropy = "entropy", jsd = "jsd", eot = "eot"
+    public static let maxProb = "max_prob", correct = "correct", ece = "ece"
 }
 
 /// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and

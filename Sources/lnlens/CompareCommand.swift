@@ -106,11 +106,15 @@ struct CompareCommand: ParsableCommand {
                 keys[row] = (q, suffix)
             }
         }
+        for (suffix, name) in kinds where run.value(StoreName.ece, CompareAnalysis.site(0) + suffix, "n") != nil {
+            rows.append("ECE (10 bins), \(name)")
+            keys["ECE (10 bins), \(name)"] = (StoreName.ece, suffix)
+        }
         let n = run.value(StoreName.ce, CompareAnalysis.site(0), "n").map { Int($0) } ?? 0
-        print("next-token distributions at \(n) positions of \(run.units) \(run.units == 1 ? "unit" : "units"): mean [95% bootstrap interval]")
+        print("next-token distributions at \(n) positions of \(run.units) \(run.units == 1 ? "unit" : "units"): mean (ECE: value) [95% bootstrap interval]")
         printColumns(title: "", rows: rows, columns: columns) { c, row in
             let (q, suffix) = keys[row]!, key = CompareAnalysis.site(c) + suffix
-            guard let mean = run.value(q, key, "mean") else { return "-" }
+            guard let mean = run.value(q, key, q == StoreName.ece ? "value" : "mean") else { return "-" }
             return "\(fixed(mean, 4)) [\(fixed(run.value(q, key, "ci_low"), 4)), \(fixed(run.value(q, key, "ci_high"), 4))]"
         }
     }

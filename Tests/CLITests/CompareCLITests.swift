@@ -41,24 +41,7 @@ import Testing
     }
 
     @Test func shardsMergeIntoOneRun() throws {
-        let dir = try C.tempDir()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let common = ["compare", "gpt2-tiny", "gpt2-tiny-lnfree", "--context", "32", "--windows", "4", "--batch", "1"]
-        let whole = dir.appendingPathComponent("whole.sqlite").path
-        #expect(try C.run(common + ["--db", whole]).status == 0)
-        var shards: [String] = []
-        for i in 0..<2 {
-            let path = dir.appendingPathComponent("s\(i).sqlite").path
-            let r = try C.run(common + ["--shard", "\(i)/2", "--db", path])
-            #expect(r.status == 0, "\(r.stderr)")
-            shards.append(path)
-        }
-        let merged = dir.appendingPathComponent("merged.sqlite").path
-        let m = try C.run(["merge", merged] + shards)
-        #expect(m.status == 0, "\(m.stderr)")
-        let a = try ResultsDatabase.openReadOnly(path: whole), b = try ResultsDatabase.openReadOnly(path: merged)
-        #expect(try a.results(runID: 1) == b.results(runID: 1))
-        #expect(try a.summaries(runID: 1).filter { $0.scope != "check" } == b.summaries(runID: 1).filter { $0.scope != "check" })
+        try AnalysisCLITests.expectShardsMerge(["compare", "gpt2-tiny", "gpt2-tiny-lnfree", "--context", "32", "--windows", "4", "--batch", "1"])
     }
 
     @Test func badInputIsOneLine() throws {

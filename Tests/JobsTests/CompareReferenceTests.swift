@@ -9,7 +9,8 @@ import Training
 
 /// `compare` on the test checkpoints against Tests/Fixtures/reference/compare, made by
 /// `scripts/reference/make_compare_fixtures.py`: the companion's own `run_inference.py` metrics,
-/// `JSDivergence`, `FormatInference` records and `MetricsSummary.calculate_bootstrap_ci`
+/// `JSDivergence`, `FormatInference` records, `MetricsSummary.calculate_bootstrap_ci` and
+/// `calculate_ece_with_ci`
 /// (submarat/removing-layer-norm a15a638), with tiny-ln as the original and tiny-lnfree compared
 /// with it and the other way round, on nine held-out windows of 16 tokens (three reading a
 /// document boundary). The job runs end to end into a database.
@@ -79,13 +80,13 @@ import Training
         var worstSummary = 0.0
         for s in ref.summaries {
             #expect(value(s, "n") == Double(s.n), "\(s.scope) \(s.key)")
-            for (metric, expected) in [("mean", s.mean), ("ci_low", s.ci_low), ("ci_high", s.ci_high)] {
+            for (metric, expected) in [(s.scope == StoreName.ece ? "value" : "mean", s.mean), ("ci_low", s.ci_low), ("ci_high", s.ci_high)] {
                 let got = try #require(value(s, metric), "\(s.scope) \(s.key) \(metric)")
                 worstSummary = max(worstSummary, abs(got - expected))
                 #expect(abs(got - expected) <= 1e-4, "\(s.scope) \(s.key) \(metric): \(got) vs \(expected)")
             }
         }
-        #expect(Set(summaries.filter { $0.metric == "mean" }.map { "\($0.scope) \($0.key)" }) == Set(ref.summaries.map { "\($0.scope) \($0.key)" }))
+        #expect(Set(summaries.filter { $0.metric == "mean" || $0.metric == "value" }.map { "\($0.scope) \($0.key)" }) == Set(ref.summaries.map { "\($0.scope) \($0.key)" }))
         print("compare \(file): worst token difference \(worst), worst summary difference \(worstSummary)")
     }
 
@@ -108,6 +109,23 @@ import Training
         }
         let merged = table(CompareAnalysis.summaries(from: b)), unsharded = table(try whole.summaries(runID: id))
         #expect(!merged.isEmpty && merged == unsharded)
+    }
+
+    struct Calibration: Decodable { let confidence: [Double]; let correct: [Double]; let ece: Double; let ci_low: Double; let ci_high: Double }
+
+    /// The companion's `calculate_ece_with_ci` on synthetic confidences over every bin, the edges
+    /// 0.3 and 1 included (calibration.json).
+    @Test func calibrationErrorIsTheCompanions() throws {
+        let cases = try JSONDecoder().decode([Calibration].self, from: Data(contentsOf: Self.folder.appendingPathComponent("calibration.json")))
+        #expect(cases.count == 2)
+        for c in cases {
+            let ece = Metrics.calibrationError(confidence: c.confidence, correct: c.correct)
+            let ci = Metrics.companionBootstrap(count: c.confidence.count, resamples: CompareAnalysis.bootstrapResamples) {
+                Metrics.calibrationError(confidence: c.confidence, correct: c.correct, indices: $0)
+            }
+            #expect(abs(ece - c.ece) <= 1e-12 && abs(ci.low - c.ci_low) <= 1e-12 && abs(ci.high - c.ci_high) <= 1e-12,
+                    "\(c.confidence.count) values: \(ece) [\(ci.low), \(ci.high)] vs \(c.ece) [\(c.ci_low), \(c.ci_high)]")
+        }
     }
 
     /// numpy 2.2's `RandomState(42)`: `randint(0, 1000, size=5)`, `choice(np.arange(10.0), size=8)`

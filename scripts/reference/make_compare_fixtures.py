@@ -6,7 +6,9 @@ test checkpoints (Tests/Fixtures/models/tiny-ln, tiny-lnfree): the first as the 
 second as the model compared with it, and the other way round, on held-out windows of 16 tokens
 of corpus/heldout.txt (tokenized as lnlens tokenizes a text: documents split at `<|endoftext|>`
 lines, each followed by 50256): the first six windows of the stream, and three windows that each
-read a document boundary (50256 at position 5), so that every token kind occurs.
+read a document boundary (50256 at position 5), so that every token kind occurs; and
+calibration.json: `calculate_ece_with_ci` on seeded synthetic confidences over every bin (the
+test models' top probabilities all fall in the first).
 
 Everything is computed by the companion code (submarat/removing-layer-norm at the paper's commit
 a15a638), imported, never copied:
@@ -17,7 +19,9 @@ a15a638), imported, never copied:
   (`sequence_length`, `last_token`, `ce_*`, `entropy_*`, `jsd_*`) the analysis reads;
 - `mech_interp/inference_analysis/analyse_models.py`: `MetricsSummary.calculate_bootstrap_ci`
   with `bootstrap_samples=1000` (its `__main__`, which wrote `figures/*/ci_statistics.csv`) on
-  each column, over all records and over each token kind.
+  each column, and `calculate_ece_with_ci` on each model's `max_prob` and `max_token ==
+  next_token` with `np.linspace(0, 1, 11)`, as `export_ci_statistics` calls them, over all
+  records and over each token kind.
 The companion computes no KL in these scripts; lnlens's `kl` is KL(original || other) with the
 same smoothing as `JSDivergence`, computed here with that module's own `kl_div`
 (`nn.KLDivLoss(reduction='none')(log q, p).sum(-1)`, p, q smoothed and renormalised as its
@@ -149,9 +153,42 @@ def compare(companion, names: list[str], wins: list[list[int]]) -> dict:
             low, high = summary.calculate_bootstrap_ci(data)
             summaries.append({"scope": quantity, "key": site if kind is None else f"{site}/{kind}",
                               "mean": float(np.mean(data)), "ci_low": float(low), "ci_high": float(high), "n": len(data)})
+    margin = 1.0
+    for site, label in (("m0", labels[0]), ("m1", labels[1])):
+        for kind in (None,) + KINDS:
+            of = [r for r in records if kind is None or r["kind"] == kind]
+            if not of:
+                continue
+            conf = np.array([r[f"max_prob_{label}"] for r in of])
+            correct = np.array([int(r[f"max_token_{label}"] == r["next_token"]) for r in of])
+            ece, low, high, *_ = summary.calculate_ece_with_ci(conf, correct, np.linspace(0, 1, 11), use_bootstrap=True)
+            summaries.append({"scope": "ece", "key": site if kind is None else f"{site}/{kind}",
+                              "mean": float(ece), "ci_low": float(low), "ci_high": float(high), "n": len(of)})
+            margin = min(margin, float(np.min(np.abs(conf[:, None] - np.linspace(0, 1, 11)[None, :]))))
+    assert margin > 1e-5, f"a top probability lies within {margin} of a calibration bin edge: pick other windows"
     tokens = [{"unit": r["original_idx"], "position": r["sequence_length"] - 1, "kind": r["kind"],
-               "values": {f"{q}.{s}": float(r[c]) for (q, s), c in columns.items()}} for r in records]
+               "values": {**{f"{q}.{s}": float(r[c]) for (q, s), c in columns.items()},
+                          **{f"max_prob.{s}": float(r[f"max_prob_{lab}"]) for s, lab in (("m0", labels[0]), ("m1", labels[1]))},
+                          **{f"correct.{s}": float(r[f"max_token_{lab}"] == r["next_token"])
+                             for s, lab in (("m0", labels[0]), ("m1", labels[1]))}}} for r in records]
     return {"models": names, "windows": wins, "tokens": tokens, "summaries": summaries}
+
+
+def calibration_cases(companion) -> list[dict]:
+    """`calculate_ece_with_ci` on seeded synthetic confidences spread over every bin (the test
+    models' top probabilities all lie in the first bin), including the edges 0.3 and 1."""
+    summary = companion[3].MetricsSummary.__new__(companion[3].MetricsSummary)
+    summary.bootstrap_samples = RESAMPLES
+    rng = np.random.default_rng(20)
+    out = []
+    for n in (7, 200):
+        conf = np.round(rng.uniform(0, 1, n), 6)
+        conf[:2] = (0.30000000000000004, 1.0)
+        correct = (rng.uniform(0, 1, n) < conf).astype(int)
+        ece, low, high, *_ = summary.calculate_ece_with_ci(conf, correct, np.linspace(0, 1, 11), use_bootstrap=True)
+        out.append({"confidence": conf.tolist(), "correct": correct.tolist(), "ece": float(ece), "ci_low": float(low),
+                    "ci_high": float(high)})
+    return out
 
 
 def main() -> None:
@@ -163,6 +200,7 @@ def main() -> None:
     companion = import_companion(args.companion)
     wins = windows(load_tokenizer())
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "calibration.json").write_text(json.dumps(calibration_cases(companion), indent=1) + "\n")
     for file, names in (("ln-vs-lnfree", ["tiny-ln", "tiny-lnfree"]), ("lnfree-vs-ln", ["tiny-lnfree", "tiny-ln"])):
         out = compare(companion, names, wins)
         out.update({"context": WINDOW, "resamples": RESAMPLES, "tolerances": {"atol": 1e-4, "rtol": 1e-4},
