@@ -16,11 +16,12 @@ struct CompareData {
         label = summary.label
         models = run.modelPath.components(separatedBy: " | ").map { URL(fileURLWithPath: $0).lastPathComponent }
         var values: [String: [String: [Double]]] = [:]
-        for r in try db.results(runID: run.id!) where CompareAnalysis.quantities.contains(r.quantity) {
+        let rows = try db.results(runID: run.id!)
+        for r in rows where CompareAnalysis.quantities.contains(r.quantity) {
             values[r.quantity, default: [:]][r.site, default: []].append(r.value)
         }
         self.values = values
-        label.storedPrompts = Set(try db.results(runID: run.id!).map(\.promptIndex)).count
+        label.storedPrompts = Set(rows.map(\.promptIndex)).count
     }
 }
 
