@@ -8,7 +8,8 @@
 #      then `patch --decompose` (AtP's error on the linearised variants: which nonlinearity breaks AtP);
 #   3. the held-out loss of the three embedded models (original, vanilla fine-tuned, LN-free);
 #   4. attention-sink rates and residual norms on the held-out text, and the logit lens on
-#      prompts/topic.jsonl, of the three embedded models (one run per model each);
+#      prompts/topic.jsonl, of the three embedded models (one run per model each); the divergence
+#      (compare) of the two fine-tunes from gpt2-tiny on 20 held-out windows (one run);
 #   5. one HTML report of all of those runs.
 # Usage: scripts/demo.sh [BIN]   (DB defaults to results/lnlens.sqlite)
 set -eu
@@ -50,7 +51,9 @@ echo "== lnlens norms: residual-stream norms, position 0 and the rest, the same 
 "$BIN" norms --db "$DB"
 echo "== lnlens lens: the logit lens on prompts/topic.jsonl (probability and rank of the answer per layer)"
 "$BIN" lens --prompts prompts/topic.jsonl --db "$DB"
-analyses=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command IN ('sinks', 'norms', 'lens') AND status = 'completed' ORDER BY id DESC LIMIT 9) ORDER BY id" | tail -n +2 | tr '\n' ' ')
+echo "== lnlens compare: per-token CE, entropy, and JSD and KL against gpt2-tiny, of its two fine-tunes (20 held-out windows)"
+"$BIN" compare --windows 20 --db "$DB"
+analyses=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command IN ('sinks', 'norms', 'lens', 'compare') AND status = 'completed' ORDER BY id DESC LIMIT 10) ORDER BY id" | tail -n +2 | tr '\n' ' ')
 
 echo "== lnlens report $dla$patch$decompose$ev $analyses(figures of all these runs)"
 "$BIN" report $dla $patch $decompose $ev $analyses --db "$DB" --out "$REPORT" --force

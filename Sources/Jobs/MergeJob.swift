@@ -131,6 +131,7 @@ public struct MergeJob {
         SinkAnalysis.command: analysisRecipe(SinkAnalysis.self),
         NormAnalysis.command: analysisRecipe(NormAnalysis.self),
         LensAnalysis.command: analysisRecipe(LensAnalysis.self),
+        CompareAnalysis.command: analysisRecipe(CompareAnalysis.self),
     ]
 
     /// A one-pass analysis: units (windows or prompts) counted from its rows, summaries recomputed

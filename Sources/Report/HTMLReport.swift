@@ -17,7 +17,8 @@ public enum HTMLReport {
         let training = try runs.filter { trainingCommands.contains($0.command) }.map { try TrainingData(db: db, run: $0) }
         let analysisCommands = [StoreName.sinksCommand, StoreName.normsCommand, StoreName.lensCommand]
         let analyses = try runs.filter { analysisCommands.contains($0.command) }.map { try AnalysisData(db: db, run: $0) }
-        let known = [StoreName.dlaCommand, StoreName.patchCommand] + trainingCommands + analysisCommands
+        let compares = try runs.filter { $0.command == StoreName.compareCommand }.map { try CompareData(db: db, run: $0) }
+        let known = [StoreName.dlaCommand, StoreName.patchCommand, StoreName.compareCommand] + trainingCommands + analysisCommands
         let other = runs.filter { !known.contains($0.command) }
 
         var page = Page()
@@ -30,6 +31,7 @@ public enum HTMLReport {
         if !patch.isEmpty { patchSection(&page, patch, options: options) }
         if !training.isEmpty { trainingSection(&page, training) }
         if !analyses.isEmpty { analysisSection(&page, analyses) }
+        if !compares.isEmpty { compareSection(&page, compares) }
         for run in other {
             page.heading("Run \(run.id!): \(run.command)")
             page.paragraph("The report has no figures for \(run.command) runs yet.", note: true)
@@ -207,6 +209,21 @@ public enum HTMLReport {
             page.paragraph("Each residual read centred, divided by the final LayerNorm scale and unembedded (TransformerLens's "
                            + "accumulated_resid(apply_ln=True) @ W_U + b_U); exactly linear for an LN-free model.", note: true)
             page.figure(AnalysisFigures.lens(lens), label: "logit lens")
+        }
+    }
+
+    /// `compare` runs: the per-token distributions with their means and intervals.
+    static func compareSection(_ page: inout Page, _ runs: [CompareData]) {
+        page.heading("Divergence from the original")
+        page.paragraph("Per token: each model's cross-entropy and entropy, and the JSD and KL(original ‖ model) of its next-token "
+                       + "distribution against the original's (docs/analyses.md). Dashed: the mean; shaded: its 95% bootstrap interval "
+                       + "(1,000 resamples, as the paper's analyse_models.py).", note: true)
+        for run in runs {
+            guard !run.values.isEmpty else {
+                page.paragraph("\(run.label.provenance): no rows stored, nothing to draw.", note: true)
+                continue
+            }
+            page.figure(CompareFigures.divergence(run), label: "divergence distributions of run \(run.label.id)")
         }
     }
 

@@ -67,7 +67,7 @@ extension StoreName {
 extension StoreName {
     public static let sinksCommand = "sinks", normsCommand = "norms", lensCommand = "lens"
     /// Commands whose units (text windows or prompts) are counted from their result rows.
-    public static let unitsInResultsCommands = [evalCommand, sinksCommand, normsCommand, lensCommand]
+    public static let unitsInResultsCommands = [evalCommand, sinksCommand, normsCommand, lensCommand, compareCommand]
     /// `results.site` `input`, quantity `tokens`: each unit's length, one row per unit.
     public static let inputSite = "input", tokens = "tokens"
     /// `sinks`: site `pattern` (layer, head), quantity and summary scope `sink_rate`.
@@ -76,6 +76,11 @@ extension StoreName {
     public static let norm = "norm", normRatio = "norm_ratio", cosine = "cosine"
     /// `lens`: quantities, and the summary scope.
     public static let prob = "prob", rank = "rank", top1 = "top1", kl = "kl", scopeLens = "lens"
+    /// `compare`: sites `m0` (the original), `m1`, …; quantities and summary scopes `ce`,
+    /// `entropy`, `jsd`, `kl` (KL(original ‖ model)); quantities `max_prob`, `correct` and their
+    /// summary scope `ece`; site `input`, quantity `eot` (docs/analyses.md).
+    public static let compareCommand = "compare", ce = "ce", entropy = "entropy", jsd = "jsd", eot = "eot"
+    public static let maxProb = "max_prob", correct = "correct", ece = "ece"
 }
 
 /// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and

@@ -70,6 +70,13 @@ func run() throws {
         report.derived.merge(derived) { $1 }
     }
 
+    if wanted("analyses") || wanted("compare") {
+        progress("analyses: the compare job of three models over 100 windows of 128 tokens, beside one forward per model")
+        let (rows, derived) = try benchCompare(model: model, options: o)
+        report.measurements += rows
+        report.derived.merge(derived) { $1 }
+    }
+
     if wanted("training") {
         progress("training: optimizer steps (forward, backward, clipping, AdamW) on the embedded and GPT-2 small shapes")
         let (trainRows, trainDerived) = try benchTraining(options: o)

@@ -23,7 +23,7 @@ struct AnalysisRunOptions: ParsableArguments {
     @Option(help: "Sequences per forward pass (lowered to fit memory).") var batch = 8
     @Option(help: "Sequences stored per transaction (an interrupted run loses at most one chunk).") var chunkSize = 32
     @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
-    @Option(help: "Continue this interrupted run (give the one model it used, the same input and options).") var resume: Int64?
+    @Option(help: "Continue this interrupted run (give the model it used — compare: the models —, the same input and options).") var resume: Int64?
     @Flag(help: "With --resume: take the run over even if its writer on another host was heard from in the last 2 minutes.")
     var forceResume = false
     @OptionGroup var sharding: ShardOption
@@ -38,7 +38,6 @@ struct AnalysisRunOptions: ParsableArguments {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
         if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
         if let resume, resume < 1 { throw ValidationError("--resume \(resume): give a run id (1, 2, …; see lnlens runs)") }
-        if resume != nil && models.count != 1 { throw ValidationError("--resume continues one run: give the one model it used") }
         if forceResume && resume == nil { throw ValidationError("--force-resume goes with --resume RUN_ID") }
         var seen = Set<String>()
         for model in models where !seen.insert(model).inserted {
@@ -81,6 +80,7 @@ struct AnalysisRunOptions: ParsableArguments {
     /// Runs `A` on every model, one run each; returns the runs read back, in model order.
     func run<A: SequenceAnalysis>(_: A.Type, label: String, configure: (inout AnalysisOptions.Computation) -> Void = { _ in })
         throws -> [StoredAnalysis] {
+        if resume != nil && models.count != 1 { throw ValidationError("--resume continues one run: give the one model it used") }
         let shard = try sharding.resolved()
         let store = LazyDatabase(path: db)
         var ids: [Int64] = []
@@ -148,18 +148,24 @@ struct StoredAnalysis: Encodable {
 
 /// Prints a table: a first column of row labels, then one column per model.
 private func printModelTable(title: String, rows: [String], runs: [StoredAnalysis], cell: (StoredAnalysis, String) -> String) {
+    printColumns(title: title, rows: rows, columns: runs.map { ($0.modelName, $0.lnMode) }) { cell(runs[$0], $1) }
+}
+
+/// Prints a table: a first column of row labels, then one column per (name, LN mode) — a model —
+/// whose cells `cell(column, row)` gives.
+func printColumns(title: String, rows: [String], columns: [(name: String, lnMode: String)], cell: (Int, String) -> String) {
     let first = max(title.count, rows.map(\.count).max() ?? 0)
-    let widths = runs.map { r in max(r.modelName.count, rows.map { cell(r, $0).count }.max() ?? 0) }
+    let widths = columns.indices.map { c in max(columns[c].name.count, columns[c].lnMode.count, rows.map { cell(c, $0).count }.max() ?? 0) }
     func pad(_ s: String, _ w: Int, right: Bool = false) -> String {
         let gap = String(repeating: " ", count: max(0, w - s.count))
         return right ? gap + s : s + gap
     }
-    print(pad(title, first) + zip(runs, widths).map { "  " + pad($0.modelName, $1, right: true) }.joined())
-    print(pad("", first) + zip(runs, widths).map { "  " + pad($0.lnMode, $1, right: true) }.joined())
-    for row in rows { print(pad(row, first) + zip(runs, widths).map { "  " + pad(cell($0, row), $1, right: true) }.joined()) }
+    print(pad(title, first) + zip(columns, widths).map { "  " + pad($0.name, $1, right: true) }.joined())
+    print(pad("", first) + zip(columns, widths).map { "  " + pad($0.lnMode, $1, right: true) }.joined())
+    for row in rows { print(pad(row, first) + columns.indices.map { "  " + pad(cell($0, row), widths[$0], right: true) }.joined()) }
 }
 
-private func fixed(_ v: Double?, _ decimals: Int) -> String { v.map { String(format: "%.\(decimals)f", $0) } ?? "-" }
+func fixed(_ v: Double?, _ decimals: Int) -> String { v.map { String(format: "%.\(decimals)f", $0) } ?? "-" }
 
 struct SinksCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

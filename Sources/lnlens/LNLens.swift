@@ -10,7 +10,7 @@ struct LNLens: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lnlens",
         abstract: "Mechanistic interpretability of GPT-2 and its LayerNorm-free twin.",
-        subcommands: [InspectCommand.self, TokenizeCommand.self, RunCommand.self, ExportCommand.self, PromptsCommand.self, DLACommand.self, PatchCommand.self, MergeCommand.self, ReportCommand.self, PlotCommand.self, RunsCommand.self, QueryCommand.self, DiffCommand.self, MigrateCommand.self, TrainCommand.self, RemoveLNCommand.self, EvalCommand.self, SinksCommand.self, NormsCommand.self, LensCommand.self])
+        subcommands: [InspectCommand.self, TokenizeCommand.self, RunCommand.self, ExportCommand.self, PromptsCommand.self, DLACommand.self, PatchCommand.self, MergeCommand.self, ReportCommand.self, PlotCommand.self, RunsCommand.self, QueryCommand.self, DiffCommand.self, MigrateCommand.self, TrainCommand.self, RemoveLNCommand.self, EvalCommand.self, SinksCommand.self, NormsCommand.self, LensCommand.self, CompareCommand.self])
 
     /// `--batch-size -1` (or `--shard -1/3`) becomes `--batch-size=-1`: the argument parser would
     /// take `-1` for a flag and report a missing value, where the option's own check says what is
@@ -40,7 +40,7 @@ struct LNLens: ParsableCommand {
         switch command {
         case "train", "remove-ln": "lower --micro-batch (sequences per forward/backward pass) or --seq-len, or train a smaller model"
         case "eval": "lower --batch (windows per forward pass) or --context"
-        case "sinks", "norms", "lens": "lower --batch (sequences per forward pass) or --context"
+        case "sinks", "norms", "lens", "compare": "lower --batch (sequences per forward pass) or --context"
         case "dla", "patch": "lower --batch-size (prompts per forward pass)"
         case "run": "use a shorter prompt, fewer --hooks, or a smaller model"
         default: "free memory, or use a machine with more"

@@ -43,9 +43,13 @@ import Testing
     }
 
     @Test func shardsMergeIntoOneRun() throws {
+        try Self.expectShardsMerge(["sinks", "gpt2-tiny", "--text", "corpus/heldout.txt", "--context", "64", "--batch", "1"])
+    }
+
+    /// `common` run whole and as two shards merged store the same rows and summaries.
+    static func expectShardsMerge(_ common: [String]) throws {
         let dir = try C.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let common = ["sinks", "gpt2-tiny", "--text", "corpus/heldout.txt", "--context", "64", "--batch", "1"]
         let whole = dir.appendingPathComponent("whole.sqlite").path
         #expect(try C.run(common + ["--db", whole]).status == 0)
         var shards: [String] = []
