@@ -131,6 +131,8 @@ public struct MergeJob {
         SinkAnalysis.command: analysisRecipe(SinkAnalysis.self),
         NormAnalysis.command: analysisRecipe(NormAnalysis.self),
         LensAnalysis.command: analysisRecipe(LensAnalysis.self),
+        StoreName.neuronsCommand: Recipe(NeuronOptions.self, summaries: { rows, _, _ in NeuronJob.summaries(from: rows) },
+                                         unit: "ablation"),
     ]
 
     /// A one-pass analysis: units (windows or prompts) counted from its rows, summaries recomputed

@@ -147,7 +147,7 @@ struct StoredAnalysis: Encodable {
 }
 
 /// Prints a table: a first column of row labels, then one column per model.
-private func printModelTable(title: String, rows: [String], runs: [StoredAnalysis], cell: (StoredAnalysis, String) -> String) {
+func printModelTable(title: String, rows: [String], runs: [StoredAnalysis], cell: (StoredAnalysis, String) -> String) {
     let first = max(title.count, rows.map(\.count).max() ?? 0)
     let widths = runs.map { r in max(r.modelName.count, rows.map { cell(r, $0).count }.max() ?? 0) }
     func pad(_ s: String, _ w: Int, right: Bool = false) -> String {
@@ -159,7 +159,7 @@ private func printModelTable(title: String, rows: [String], runs: [StoredAnalysi
     for row in rows { print(pad(row, first) + zip(runs, widths).map { "  " + pad(cell($0, row), $1, right: true) }.joined()) }
 }
 
-private func fixed(_ v: Double?, _ decimals: Int) -> String { v.map { String(format: "%.\(decimals)f", $0) } ?? "-" }
+func fixed(_ v: Double?, _ decimals: Int) -> String { v.map { String(format: "%.\(decimals)f", $0) } ?? "-" }
 
 struct SinksCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
