@@ -8,7 +8,8 @@
 #   3. the held-out loss of the three embedded models (original, vanilla fine-tuned, LN-free);
 #   4. attention-sink rates and residual norms on the held-out text, and the logit lens on
 #      prompts/topic.jsonl, of the three embedded models (one run per model each);
-#   5. one HTML report of all of those runs.
+#   5. entropy neurons of the three (top 3 of gpt2-tiny mean-ablated, 20 held-out windows);
+#   6. one HTML report of all of those runs.
 # Usage: scripts/demo.sh [BIN]   (DB defaults to results/lnlens.sqlite)
 set -eu
 BIN=${1:-.build/release/lnlens}
@@ -45,9 +46,12 @@ echo "== lnlens norms: residual-stream norms, position 0 and the rest, the same 
 "$BIN" norms --db "$DB"
 echo "== lnlens lens: the logit lens on prompts/topic.jsonl (probability and rank of the answer per layer)"
 "$BIN" lens --prompts prompts/topic.jsonl --db "$DB"
+echo "== lnlens neurons: entropy neurons of the last MLP, gpt2-tiny's top 3 mean-ablated in the three models, 20 windows of corpus/heldout.txt"
+"$BIN" neurons --windows 20 --db "$DB"
+neurons=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command = 'neurons' AND status = 'completed' ORDER BY id DESC LIMIT 3) ORDER BY id" | tail -n +2 | tr '\n' ' ')
 analyses=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command IN ('sinks', 'norms', 'lens') AND status = 'completed' ORDER BY id DESC LIMIT 9) ORDER BY id" | tail -n +2 | tr '\n' ' ')
 
-echo "== lnlens report $dla$patch$ev $analyses(figures of all these runs)"
-"$BIN" report $dla $patch $ev $analyses --db "$DB" --out "$REPORT" --force
+echo "== lnlens report $dla$patch$ev $analyses$neurons(figures of all these runs)"
+"$BIN" report $dla $patch $ev $analyses $neurons --db "$DB" --out "$REPORT" --force
 case "$REPORT" in /*) url="file://$REPORT" ;; *) url="file://$(pwd)/$REPORT" ;; esac
 echo "open $url in a browser (offline: everything is inside the file)"

@@ -25,6 +25,8 @@ public struct NeuronAblation: Sendable {
 
     public let model: GPT2Model
     var batches: [Batch] = []
+    /// Arenas recycled from pass to pass (each holds a batch's logits).
+    let arenas = ArenaPool()
     /// Each neuron's mean `hook_post` over every scored position of every window.
     public private(set) var meanActivation: [Double]
     /// Loss and entropy of every scored position, nothing ablated.
@@ -37,7 +39,9 @@ public struct NeuronAblation: Sendable {
         let post = HookName(.mlpPost, layer: L - 1), mid = HookName(.residMid, layer: L - 1)
         var sums = [Double](repeating: 0, count: M), count = 0
         for group in Self.batches(windows, size: batch) {
-            let pass = try model.run(group, ForwardOptions(cache: [post, mid], logits: .all))
+            var options = ForwardOptions(cache: [post, mid], logits: .all)
+            options.arenas = arenas
+            let pass = try model.run(group, options)
             let T = group[0].count
             let acts = pass.cache[post]!.data
             for b in 0..<group.count {
@@ -64,9 +68,10 @@ public struct NeuronAblation: Sendable {
             }
         })
         var out = TokenStats()
+        var options = ForwardOptions(interventions: [ablation], logits: .all)
+        options.arenas = arenas
         for batch in batches {
-            let pass = try model.runFromResidMid(batch.tokens, layer: cfg.nLayers - 1, residMid: batch.residMid,
-                                                 ForwardOptions(interventions: [ablation], logits: .all))
+            let pass = try model.runFromResidMid(batch.tokens, layer: cfg.nLayers - 1, residMid: batch.residMid, options)
             out.append(Self.stats(pass, tokens: batch.tokens, V: cfg.dVocab))
         }
         return out

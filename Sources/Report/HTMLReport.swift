@@ -15,8 +15,9 @@ public enum HTMLReport {
         let patch = try runs.filter { $0.command == StoreName.patchCommand }.map { try PatchData(db: db, run: $0) }
         let trainingCommands = [StoreName.trainCommand, StoreName.removeLNCommand, StoreName.evalCommand]
         let training = try runs.filter { trainingCommands.contains($0.command) }.map { try TrainingData(db: db, run: $0) }
-        let analysisCommands = [StoreName.sinksCommand, StoreName.normsCommand, StoreName.lensCommand]
+        let analysisCommands = [StoreName.sinksCommand, StoreName.normsCommand, StoreName.lensCommand, StoreName.neuronsCommand]
         let analyses = try runs.filter { analysisCommands.contains($0.command) }.map { try AnalysisData(db: db, run: $0) }
+        let neurons = try runs.filter { $0.command == StoreName.neuronsCommand }.map { try NeuronData(db: db, run: $0) }
         let known = [StoreName.dlaCommand, StoreName.patchCommand] + trainingCommands + analysisCommands
         let other = runs.filter { !known.contains($0.command) }
 
@@ -30,6 +31,7 @@ public enum HTMLReport {
         if !patch.isEmpty { patchSection(&page, patch, options: options) }
         if !training.isEmpty { trainingSection(&page, training) }
         if !analyses.isEmpty { analysisSection(&page, analyses) }
+        if !neurons.isEmpty { neuronSection(&page, neurons) }
         for run in other {
             page.heading("Run \(run.id!): \(run.command)")
             page.paragraph("The report has no figures for \(run.command) runs yet.", note: true)
@@ -204,6 +206,20 @@ public enum HTMLReport {
             page.paragraph("Each residual read centred, divided by the final LayerNorm scale and unembedded (TransformerLens's "
                            + "accumulated_resid(apply_ln=True) @ W_U + b_U); exactly linear for an LN-free model.", note: true)
             page.figure(AnalysisFigures.lens(lens), label: "logit lens")
+        }
+    }
+
+    /// Entropy neurons: the cumulative ablation curves and the null-space scatter.
+    static func neuronSection(_ page: inout Page, _ runs: [NeuronData]) {
+        let drawn = runs.filter { !$0.analysis.values.isEmpty }
+        guard !drawn.isEmpty else { return }
+        page.heading("Entropy neurons")
+        page.paragraph("The first k neurons of the ranking (‖w_out‖ / LogitVar) mean-ablated together in the last MLP: change in "
+                       + "mean next-token loss and entropy from k = 0, as the paper's cumulative_ablation.py plots it "
+                       + "(docs/analyses.md).", note: true)
+        page.figure(NeuronFigures.ablationCurves(drawn), label: "cumulative entropy-neuron ablation")
+        if drawn.contains(where: { !$0.neurons.isEmpty }) {
+            page.figure(NeuronFigures.nullSpace(drawn.filter { !$0.neurons.isEmpty }), label: "null-space fraction against ‖w_out‖")
         }
     }
 

@@ -70,10 +70,7 @@ struct NeuronsCommand: ParsableCommand {
 
     /// The data: --text (default heldout; a shipped name resolved), --tokens or --dataset.
     var source: CorpusSource {
-        get throws {
-            let textGiven = text ?? (data.tokens == nil && data.dataset == nil ? "heldout" : nil)
-            return try data.source(text: textGiven.map(CorpusFiles.resolve), textOption: "--text")
-        }
+        get throws { try data.source(textOrHeldout: text) }
     }
 
     /// `--neurons` as a list; nil when not given.
@@ -102,6 +99,9 @@ struct NeuronsCommand: ParsableCommand {
         var ids: [Int64] = []
         for spec in specs {
             let loaded = try LoadedModel.load(spec, processing: processing.options)
+            if let bad = list.first(where: { $0 >= loaded.model.config.dMLP }) {
+                throw AnalysisError.neuronOutOfRange(neuron: bad, dMLP: loaded.model.config.dMLP)
+            }
             let window = context ?? min(128, loaded.model.config.nCtx)
             let tok = try loaded.requireTokenizer()
             let corpus = try source.load(tokenizer: tok, vocabSize: loaded.model.config.dVocab, window: window)
