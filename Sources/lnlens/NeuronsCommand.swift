@@ -32,7 +32,7 @@ struct NeuronsCommand: ParsableCommand {
     @Option(help: "Text to read, cut into windows of --context tokens as `eval` cuts it: a .txt file, or the name of one in corpus/ (default: heldout); or give --tokens or --dataset.")
     var text: String?
     @OptionGroup var data: TokenDataFlags
-    @Option(help: "Tokens per window (default: min(128, the models' n_positions)).") var context: Int?
+    @Option(help: "Tokens per window (default: min(128, the model's n_positions)).") var context: Int?
     @Option(help: "Windows read: the first N of the input (default 100; fewer when the input has fewer).") var windows = 100
     @Option(help: "Neurons ablated: the top N of the ranking (the companion's scripts: 3).") var top = 3
     @Option(help: ArgumentHelp("Ablate these last-layer neurons instead, in this order (e.g. the companion's 584,2123,2870).", valueName: "n,n,…"))
