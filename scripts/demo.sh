@@ -10,7 +10,8 @@
 #   4. attention-sink rates and residual norms on the held-out text, and the logit lens on
 #      prompts/topic.jsonl, of the three embedded models (one run per model each); the divergence
 #      (compare) of the two fine-tunes from gpt2-tiny on 20 held-out windows (one run);
-#   5. one HTML report of all of those runs.
+#   5. entropy neurons of the three (top 3 of gpt2-tiny mean-ablated, 20 held-out windows);
+#   6. one HTML report of all of those runs.
 # Usage: scripts/demo.sh [BIN]   (DB defaults to results/lnlens.sqlite)
 set -eu
 BIN=${1:-.build/release/lnlens}
@@ -53,9 +54,12 @@ echo "== lnlens lens: the logit lens on prompts/topic.jsonl (probability and ran
 "$BIN" lens --prompts prompts/topic.jsonl --db "$DB"
 echo "== lnlens compare: per-token CE, entropy, and JSD and KL against gpt2-tiny, of its two fine-tunes (20 held-out windows)"
 "$BIN" compare --windows 20 --db "$DB"
+echo "== lnlens neurons: entropy neurons of the last MLP, gpt2-tiny's top 3 mean-ablated in the three models, 20 windows of corpus/heldout.txt"
+"$BIN" neurons --windows 20 --db "$DB"
+neurons=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command = 'neurons' AND status = 'completed' ORDER BY id DESC LIMIT 3) ORDER BY id" | tail -n +2 | tr '\n' ' ')
 analyses=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command IN ('sinks', 'norms', 'lens', 'compare') AND status = 'completed' ORDER BY id DESC LIMIT 10) ORDER BY id" | tail -n +2 | tr '\n' ' ')
 
-echo "== lnlens report $dla$patch$decompose$ev $analyses(figures of all these runs)"
-"$BIN" report $dla $patch $decompose $ev $analyses --db "$DB" --out "$REPORT" --force
+echo "== lnlens report $dla$patch$decompose$ev $analyses$neurons(figures of all these runs)"
+"$BIN" report $dla $patch $decompose $ev $analyses $neurons --db "$DB" --out "$REPORT" --force
 case "$REPORT" in /*) url="file://$REPORT" ;; *) url="file://$(pwd)/$REPORT" ;; esac
 echo "open $url in a browser (offline: everything is inside the file)"

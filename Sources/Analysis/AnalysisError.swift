@@ -81,9 +81,16 @@ public enum AnalysisError: LocalizedError, Equatable, Sendable {
     case unknownName(option: String, name: String, known: [String])
     case patchPromptIncomplete(path: String, line: Int, missing: String)
     case freezeWithAtPStar(option: String)
+    // Entropy neurons.
+    case neuronOutOfRange(neuron: Int, dMLP: Int)
+    case eigensolverFailed(what: String)
 
     public var errorDescription: String? {
         switch self {
+        case let .neuronOutOfRange(neuron, dMLP):
+            "--neurons: neuron \(neuron) is not in the last MLP (neurons 0..\(dMLP - 1)); give indices below d_mlp = \(dMLP)"
+        case let .eigensolverFailed(what):
+            "LAPACK's eigensolver (dsyevd) failed on \(what); check the model's weights for NaN or infinite values (lnlens inspect)"
         case let .promptFileUnreadable(path, reason):
             "\(path): cannot read the prompt file (\(reason)); check the path"
         case let .invalidPrompt(path, line, problem):

@@ -293,9 +293,16 @@ extension GPT2Model {
         for l in 0..<config.nLayers {
             try block(l, pass.block(l), rows, plan.blocks[l], rawEps: plan.rawEps, &runner)
         }
+        try finish(pass, plan: plan, &runner)
+        return pass
+    }
+
+    /// The end of every forward: the final LayerNorm on the last block's resid_post, the
+    /// unembedding of the pass's logit rows, the cache and the runner kept with the pass.
+    func finish(_ pass: ForwardPass, plan: LayerNormPlan, _ runner: inout HookRunner) throws(GPT2Error) {
         pass.residFinal = pass.block(config.nLayers - 1).residPost
         try layerNorm(pass.lnF, input: pass.residFinal, weights: parameters.lnF, scale: plan.final, rawEps: plan.rawEps,
-                      hooks: (HookName(.lnFinalScale), HookName(.lnFinalNormalized)), rows, &runner)
+                      hooks: (HookName(.lnFinalScale), HookName(.lnFinalNormalized)), pass.rows, &runner)
         if !pass.logitRows.isEmpty {
             unembedRowsForward(logits: pass.logits, x: pass.lnF.out, rows: pass.logitRows, wU: parameters.wU, bU: parameters.bU,
                                C: config.dModel, V: config.dVocab)
@@ -303,7 +310,6 @@ extension GPT2Model {
         runner.endPhase("unembed")
         pass.cache = runner.cached
         pass.runner = runner
-        return pass
     }
 
     // MARK: The parts of the forward

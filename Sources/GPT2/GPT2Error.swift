@@ -56,6 +56,8 @@ public enum GPT2Error: LocalizedError, Equatable, Sendable {
     case headOutOfRange(hook: String, head: Int, nHeads: Int)
     case headsOnNonHeadHook(hook: String)
     case customNotDifferentiable(hook: String)
+    /// An intervention or cache request at a hook a pass started after (`runFromResidMid`).
+    case hookBeforeStart(hook: String, start: String)
     case backwardNeedsRetainedPass
     case metricNeedsLogits(metric: String, positions: String)
     case tokenOutOfVocabulary(what: String, id: Int, dVocab: Int)
@@ -147,6 +149,8 @@ public enum GPT2Error: LocalizedError, Equatable, Sendable {
             return "no hook matches '\(p)': use a TransformerLens name (blocks.0.attn.hook_pattern), a glob (blocks.*.hook_resid_pre) or 'all'; 'lnlens inspect' lists the hooks"
         case let .layerOutOfRange(p, nLayers):
             return "hook '\(p)' names a layer the model does not have (layers 0..\(nLayers - 1))"
+        case let .hookBeforeStart(hook, start):
+            return "\(hook) comes before \(start), where this pass starts: intervene or cache there with a whole forward pass"
         case let .interventionShape(hook, expected, got):
             return "intervention on \(hook): the value has shape \(got) but the hook has shape \(expected)"
         case let .positionOutOfRange(hook, position, length):

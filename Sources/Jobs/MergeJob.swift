@@ -31,11 +31,11 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
         case let .outputIsShard(path):
             text = "\(path) is both the output and a shard database: merge into another file (e.g. merged.sqlite)"
         case let .noShardedRun(path):
-            text = "\(path) holds no sharded run (a run of `lnlens dla`, `patch`, `eval`, `sinks`, `norms` or `lens` with --shard I/N); list its runs with `lnlens runs --db \(path)`"
+            text = "\(path) holds no sharded run (a run of `lnlens dla`, `patch`, `eval`, `sinks`, `norms`, `lens` or `neurons` with --shard I/N); list its runs with `lnlens runs --db \(path)`"
         case let .unknownRun(id):
             text = "--run \(id): none of the shard databases holds a sharded run with this id; list their runs with `lnlens runs --db FILE`"
         case let .notMergeable(path, id, command):
-            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla, patch, eval, sinks, norms and lens runs"
+            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla, patch, eval, sinks, norms, lens and neurons runs"
         case let .doesNotBelong(path, id, field, value, otherPath, otherID, otherValue):
             text = "\(path) run \(id) is not a shard of the same run as \(otherPath) run \(otherID): its \(field) is \(value) but that one's is \(otherValue); merge only the shards of one run"
         case let .ambiguous(path, ids, shard):
@@ -132,6 +132,8 @@ public struct MergeJob {
         NormAnalysis.command: analysisRecipe(NormAnalysis.self),
         LensAnalysis.command: analysisRecipe(LensAnalysis.self),
         CompareAnalysis.command: analysisRecipe(CompareAnalysis.self),
+        StoreName.neuronsCommand: Recipe(NeuronOptions.self, summaries: { rows, _, _ in NeuronJob.summaries(from: rows) },
+                                         unit: "ablation"),
     ]
 
     /// A one-pass analysis: units (windows or prompts) counted from its rows, summaries recomputed

@@ -20,6 +20,7 @@ struct AnalysisData {
         (self.values, self.keys) = (values, keys.mapValues(SummaryKeyOrder.sorted))
         label.storedPrompts = Int(values[StoreName.sinkRate]?["all"]?["n"] ?? values[StoreName.norm]?.values.first?["n"]
                                   ?? values[StoreName.scopeLens]?.values.first?["n"] ?? 0)
+        if run.command == StoreName.neuronsCommand { label.storedPrompts = try db.prompts(runID: run.id!).count }
     }
 
     func value(_ scope: String, _ key: String, _ metric: String) -> Double? { values[scope]?[key]?[metric] }
@@ -31,6 +32,9 @@ struct AnalysisData {
             return "\(hook) norm \(Markup.fixed(a, 2)) at position 0, \(Markup.fixed(b, 2)) elsewhere"
         }
         if let v = value(StoreName.scopeLens, "final_post", StoreName.prob) { return "final_post probability \(Markup.fixed(v, 4))" }
+        if let n = value(StoreName.Neurons.scopeSVD, "W_U", "top_neuron"), let f = value(StoreName.Neurons.scopeSVD, "W_U", "top_null_fraction") {
+            return "top entropy neuron N\(Int(n)), null-space fraction \(Markup.fixed(f, 3))"
+        }
         return ""
     }
 
@@ -158,7 +162,7 @@ enum AnalysisFigures {
             svg.line(x1: left, y1: plotTop, x2: left, y2: plotTop + plotH, stroke: SVG.axis)
             svg.text(yLabel, x: 14, y: plotTop + plotH / 2, anchor: .middle, rotate: -90)
         } else {
-            let scale = LinearScale.nice(0, max(all.max() ?? 1, 1e-9), range: (plotTop + plotH, plotTop))
+            let scale = LinearScale.nice(min(0, all.min() ?? 0), max(all.max() ?? 1, 1e-9), range: (plotTop + plotH, plotTop))
             left = Axes.leftWidth(scale) + 10
             Axes.left(&svg, scale, x: left, gridTo: left + plotW, label: yLabel)
             y = { scale($0) }

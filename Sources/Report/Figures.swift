@@ -13,6 +13,8 @@ public enum FigureKind: String, CaseIterable, Sendable {
     case sinkRates = "sink-rates"
     case norms
     case lens
+    case neuronAblation = "neuron-ablation"
+    case neuronNullSpace = "neuron-null-space"
 
     /// One line for `--help`.
     public var summary: String {
@@ -27,6 +29,8 @@ public enum FigureKind: String, CaseIterable, Sendable {
         case .sinkRates: "sinks runs: layer × head heatmap of the attention-sink rate, side by side on one scale"
         case .norms: "norms runs: residual-stream L2 norm per hook, position 0 and the rest, on a log scale, all runs on one axis"
         case .lens: "lens runs: probability and rank of the answer (or next token) per residual read, all runs on one axis"
+        case .neuronAblation: "neurons runs: change in loss and entropy (%) with the first k entropy neurons mean-ablated, all runs on one axis"
+        case .neuronNullSpace: "neurons runs: every last-layer neuron's null-space fraction against ‖w_out‖, one panel per run"
         }
     }
 
@@ -39,6 +43,7 @@ public enum FigureKind: String, CaseIterable, Sendable {
         case .sinkRates: [StoreName.sinksCommand]
         case .norms: [StoreName.normsCommand]
         case .lens: [StoreName.lensCommand]
+        case .neuronAblation, .neuronNullSpace: [StoreName.neuronsCommand]
         }
     }
 }
@@ -124,6 +129,14 @@ public enum Figures {
             }
             figure = kind == .sinkRates ? AnalysisFigures.sinkRates(data) : kind == .norms ? AnalysisFigures.norms(data)
                 : AnalysisFigures.lens(data)
+        case .neuronAblation, .neuronNullSpace:
+            let data = try runs.map { run in
+                let d = try NeuronData(db: db, run: run)
+                if d.analysis.values.isEmpty { throw refuse(run, "has no summaries stored (it did not complete)") }
+                if kind == .neuronNullSpace && d.neurons.isEmpty { throw refuse(run, "has no w_out rows (its shard did not hold ablation k = 0)") }
+                return d
+            }
+            figure = kind == .neuronAblation ? NeuronFigures.ablationCurves(data) : NeuronFigures.nullSpace(data)
         }
         return Layout.padded(figure).render(label: "\(kind.rawValue) of run\(runs.count > 1 ? "s" : "") "
                                             + runs.map { "\($0.id!)" }.joined(separator: ", "), standalone: true) + "\n"

@@ -15,9 +15,10 @@ public enum HTMLReport {
         let patch = try runs.filter { $0.command == StoreName.patchCommand }.map { try PatchData(db: db, run: $0) }
         let trainingCommands = [StoreName.trainCommand, StoreName.removeLNCommand, StoreName.evalCommand]
         let training = try runs.filter { trainingCommands.contains($0.command) }.map { try TrainingData(db: db, run: $0) }
-        let analysisCommands = [StoreName.sinksCommand, StoreName.normsCommand, StoreName.lensCommand]
+        let analysisCommands = [StoreName.sinksCommand, StoreName.normsCommand, StoreName.lensCommand, StoreName.neuronsCommand]
         let analyses = try runs.filter { analysisCommands.contains($0.command) }.map { try AnalysisData(db: db, run: $0) }
         let compares = try runs.filter { $0.command == StoreName.compareCommand }.map { try CompareData(db: db, run: $0) }
+        let neurons = try runs.filter { $0.command == StoreName.neuronsCommand }.map { try NeuronData(db: db, run: $0) }
         let known = [StoreName.dlaCommand, StoreName.patchCommand, StoreName.compareCommand] + trainingCommands + analysisCommands
         let other = runs.filter { !known.contains($0.command) }
 
@@ -32,6 +33,7 @@ public enum HTMLReport {
         if !training.isEmpty { trainingSection(&page, training) }
         if !analyses.isEmpty { analysisSection(&page, analyses) }
         if !compares.isEmpty { compareSection(&page, compares) }
+        if !neurons.isEmpty { neuronSection(&page, neurons) }
         for run in other {
             page.heading("Run \(run.id!): \(run.command)")
             page.paragraph("The report has no figures for \(run.command) runs yet.", note: true)
@@ -224,6 +226,20 @@ public enum HTMLReport {
                 continue
             }
             page.figure(CompareFigures.divergence(run), label: "divergence distributions of run \(run.label.id)")
+        }
+    }
+
+    /// Entropy neurons: the cumulative ablation curves and the null-space scatter.
+    static func neuronSection(_ page: inout Page, _ runs: [NeuronData]) {
+        let drawn = runs.filter { !$0.analysis.values.isEmpty }
+        guard !drawn.isEmpty else { return }
+        page.heading("Entropy neurons")
+        page.paragraph("The first k neurons of the ranking (‖w_out‖ / LogitVar) mean-ablated together in the last MLP: change in "
+                       + "mean next-token loss and entropy from k = 0, as the paper's cumulative_ablation.py plots it "
+                       + "(docs/analyses.md).", note: true)
+        page.figure(NeuronFigures.ablationCurves(drawn), label: "cumulative entropy-neuron ablation")
+        if drawn.contains(where: { !$0.neurons.isEmpty }) {
+            page.figure(NeuronFigures.nullSpace(drawn.filter { !$0.neurons.isEmpty }), label: "null-space fraction against ‖w_out‖")
         }
     }
 

@@ -83,6 +83,27 @@ extension StoreName {
     public static let maxProb = "max_prob", correct = "correct", ece = "ece"
 }
 
+/// Names of the rows of `lnlens neurons` (entropy neurons; docs/analyses.md).
+extension StoreName {
+    public static let neuronsCommand = "neurons"
+
+    public enum Neurons {
+        /// Sites: an ablation of one neuron, a cumulative ablation, the last layer's neurons'
+        /// weights (position = the neuron), W_U's singular directions (position = the index).
+        public static let neuronSite = "neuron", cumulativeSite = "cumulative", wOutSite = "w_out", svdSite = "w_u_svd"
+        /// Ablation quantities: the means and standard deviations over scored tokens, the neuron,
+        /// the number ablated, the neuron's mean activation, the per-token |Δ| prefixes.
+        public static let loss = "loss", lossSD = "loss_sd", entropy = "entropy", entropySD = "entropy_sd"
+        public static let neuron = "neuron", k = "k", meanActivation = "mean_activation"
+        public static let lossEffect = "loss_effect", entropyEffect = "entropy_effect"
+        /// Weight quantities.
+        public static let norm = "norm", logitVar = "logit_var", ratio = "ratio", nullFraction = "null_fraction", rank = "rank"
+        public static let singularValue = "singular_value", topCosine = "top_cosine", nullDims = "null_dims"
+        /// Summary scopes.
+        public static let scopeNeurons = "neurons", scopeCumulative = "cumulative", scopeSVD = "svd"
+    }
+}
+
 /// One row of `runs`: what a run is (command, options, model, inputs, version), its state, and
 /// which process writes it. `id` is nil until the run is recorded.
 public struct RunRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {

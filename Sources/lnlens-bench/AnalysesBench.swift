@@ -6,7 +6,7 @@ import ResultsStore
 import TensorCore
 import Training
 
-/// The one-pass analyses (`sinks`, `norms`, `lens`) over `windows` windows of 128 random tokens,
+/// The one-pass analyses (`sinks`, `norms`, `lens`) and `neurons` over `windows` windows of 128 random tokens,
 /// each as its whole job storing every row in SQLite, beside a plain forward pass over the same
 /// windows (8 per pass, every logit, as `eval` runs it). The derived ratios are each job's time
 /// over the forward's.
@@ -38,15 +38,37 @@ func benchAnalyses(model: GPT2Model, options o: BenchOptions, windows: Int = 100
             }
         },
         job(SinkAnalysis.self), job(NormAnalysis.self), job(LensAnalysis.self),
+        {   // neurons: the one pass the means need (every logit, resid_mid kept) …
+            blackHole(Float(try NeuronAblation(model: model, windows: (0..<windows).map { corpus.block($0, seqLen: context) }, batch: 8)
+                .base.loss[0]))
+        },
+        {   // … then 3 neurons mean-ablated one at a time (each: the tail from the last resid_mid)
+            let ablation = try NeuronAblation(model: model, windows: (0..<windows).map { corpus.block($0, seqLen: context) }, batch: 8)
+            for n in 0..<3 { blackHole(Float(try ablation.ablated([n]).loss[0])) }
+        },
+        {
+            round += 1
+            var neurons = NeuronOptions()
+            (neurons.computation.batch, neurons.computation.windows, neurons.computation.neurons) = (8, windows, "0,1,2")
+            _ = try NeuronJob(model: model, modelPath: "bench", modelHash: "bench", input: .windows(corpus, context: context),
+                              options: neurons, toolVersion: "bench")
+                .run(db: try ResultsDatabase(path: dir.appendingPathComponent("r\(round).sqlite").path))
+        },
     ])
     let what = "\(windows) windows × \(context) tokens"
     let names = ["plain forward (8 windows per pass, every logit)", "sinks job (rows stored)", "norms job (rows stored)",
-                 "lens job, every position's next token (rows stored)"]
+                 "lens job, every position's next token (rows stored)",
+                 "neurons: the pass for the mean activations (every logit, resid_mid kept)",
+                 "neurons: that pass + 3 neurons mean-ablated one at a time (tail reruns)",
+                 "neurons job, top 3: weights and W_U's SVD, 3 single + 3 cumulative ablations (rows stored)"]
     let rows = zip(names, timings).map { Measurement(section: "analyses", name: "\($0), \(what)", seconds: $1.seconds, cores: $1.cores) }
     var derived: [String: Double] = [:]
-    for (name, t) in zip(["sinks", "norms", "lens"], timings.dropFirst()) {
-        derived["analyses: \(name) job / plain forward"] = median(t.seconds) / median(timings[0].seconds)
+    for (name, t) in zip(["sinks job", "norms job", "lens job", "neurons pass", "neurons pass + 3 single ablations", "neurons job"],
+                         timings.dropFirst()) {
+        derived["analyses: \(name) / plain forward"] = median(t.seconds) / median(timings[0].seconds)
     }
+    derived["analyses: neurons, one neuron's ablation / plain forward"] =
+        (median(timings[5].seconds) - median(timings[4].seconds)) / 3 / median(timings[0].seconds)
     return (rows, derived)
 }
 

@@ -64,7 +64,7 @@ func run() throws {
     }
 
     if wanted("analyses") {
-        progress("analyses: sinks, norms and lens jobs over 100 windows of 128 tokens, beside a plain forward")
+        progress("analyses: sinks, norms, lens and neurons jobs over 100 windows of 128 tokens, beside a plain forward")
         let (rows, derived) = try benchAnalyses(model: model, options: o)
         report.measurements += rows
         report.derived.merge(derived) { $1 }

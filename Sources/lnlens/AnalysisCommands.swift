@@ -147,7 +147,7 @@ struct StoredAnalysis: Encodable {
 }
 
 /// Prints a table: a first column of row labels, then one column per model.
-private func printModelTable(title: String, rows: [String], runs: [StoredAnalysis], cell: (StoredAnalysis, String) -> String) {
+func printModelTable(title: String, rows: [String], runs: [StoredAnalysis], cell: (StoredAnalysis, String) -> String) {
     printColumns(title: title, rows: rows, columns: runs.map { ($0.modelName, $0.lnMode) }) { cell(runs[$0], $1) }
 }
 

@@ -44,6 +44,13 @@ struct TokenDataFlags: ParsableArguments {
         return .text(URL(fileURLWithPath: text!))
     }
 
+    /// The data of a command whose `--text` is `text` (nil: `heldout`, unless --tokens or --dataset
+    /// is given).
+    func source(textOrHeldout text: String?) throws -> CorpusSource {
+        let textGiven = text ?? (tokens == nil && dataset == nil ? "heldout" : nil)
+        return try source(text: textGiven.map(CorpusFiles.resolve), textOption: "--text")
+    }
+
     /// `--field`, or `text`.
     var fieldName: String { field ?? "text" }
 

@@ -427,10 +427,7 @@ struct EvalCommand: ParsableCommand {
 
     /// The data: --text (default heldout; a shipped name resolved), --tokens or --dataset.
     var source: CorpusSource {
-        get throws {
-            let textGiven = text ?? (data.tokens == nil && data.dataset == nil ? "heldout" : nil)
-            return try data.source(text: textGiven.map(CorpusFiles.resolve), textOption: "--text")
-        }
+        get throws { try data.source(textOrHeldout: text) }
     }
 
     var specs: [String] {
