@@ -47,6 +47,9 @@ public struct BackwardOptions {
     public var finalRawScaleGradient: [Float]? = nil
     /// Multiplies the metric's gradient (a loss weight).
     public var metricScale: Float = 1
+    /// For `.loss`: the predictions of this token id leave the loss (labels −100 in transformers;
+    /// the companion's collator masks `<|endoftext|>` targets so).
+    public var lossIgnoredTarget: Int? = nil
     /// Accumulates the time of each phase of the backward (the benchmark's `--profile`).
     public var profile: PhaseTimes? = nil
 
@@ -96,7 +99,7 @@ extension GPT2Model {
         var runner = pass.runner
         runner.profile = options.profile
         options.profile?.start()
-        let seed = try metricGradient(pass, metric, scale: options.metricScale)
+        let seed = try metricGradient(pass, metric, scale: options.metricScale, ignoring: options.lossIgnoredTarget)
         defer { pass.pool?.recycle(seed.dlogits) }
         runner.endPhase("metric")
         let scratch = try BackwardScratch(pass: pass, config: config)
@@ -111,15 +114,16 @@ extension GPT2Model {
     }
 
     /// The metric of each prompt of `pass` and its gradient (times `scale`) with respect to the
-    /// logits it reads: every row for the loss, each prompt's last for a logit metric.
-    func metricGradient(_ pass: ForwardPass, _ metric: Metric, scale: Float) throws(GPT2Error) -> MetricGradient {
+    /// logits it reads: every row for the loss (without the targets `ignoring`), each prompt's
+    /// last for a logit metric.
+    func metricGradient(_ pass: ForwardPass, _ metric: Metric, scale: Float, ignoring: Int? = nil) throws(GPT2Error) -> MetricGradient {
         let V = config.dVocab, R = pass.logitRows.count
         let (answer, wrong): ([Int], [Int]?)
         switch metric {
         case .loss:
             guard R == pass.N else { throw .metricNeedsLogits(metric: metric.name, positions: "all") }
             let dlogits = try allocate(R * V, pass.pool)
-            let ce = crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: dlogits.base, scale: scale)
+            let ce = crossEntropy(logits: pass.logits, tokens: pass.tokens, V: V, dlogits: dlogits.base, scale: scale, ignoreTarget: ignoring)
             return MetricGradient(values: ce.perPrompt, total: ce.mean, rows: pass.logitRows, dlogits: dlogits)
         case let .logitDifference(a, w): (answer, wrong) = (a, w)
         case let .logit(a): (answer, wrong) = (a, nil)

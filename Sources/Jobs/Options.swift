@@ -262,6 +262,13 @@ public struct TrainOptions: JobOptions {
         @Stored public var momentum: Double?
         /// The sequences per σ update that `momentum` refers to (the companion's micro-batch).
         @Stored public var momentumSequences: Int?
+        /// `--sigma-update micro-batch|step` (`SigmaUpdate`); unset in runs that updated once per step.
+        @Stored public var sigmaUpdate: String?
+        /// The companion's numerics (`remove-ln`): `--mask-eot-targets`, `--aux-target content|all`,
+        /// `--decay-ln-weights`; unset in runs made before they were options (none of them applied).
+        @Stored public var maskEOTTargets: Bool?
+        @Stored public var auxTarget: String?
+        @Stored public var decayLNWeights: Bool?
         /// The removal schedule, `h.0.ln_2@20,…`.
         @Stored public var schedule: String?
         /// The data when not `corpus`: a token file (`--tokens`, `--token-dtype` for a headerless
@@ -275,6 +282,8 @@ public struct TrainOptions: JobOptions {
             case corpus, seqLen = "seq_len", batchTokens = "batch_tokens", microBatch = "micro_batch", weightDecay = "weight_decay"
             case maxGradNorm = "max_grad_norm", seed, dtype, lr, minLr = "min_lr", warmup, steps, stopAt = "stop_at", recipe
             case keepLN = "keep_ln", auxWeight = "aux_weight", momentum, momentumSequences = "momentum_sequences", schedule
+            case sigmaUpdate = "sigma_update", maskEOTTargets = "mask_eot_targets", auxTarget = "aux_target"
+            case decayLNWeights = "decay_ln_weights"
             case tokens, tokenDtype = "token_dtype", dataset, field
         }
     }

@@ -161,6 +161,11 @@ public struct TrainJob {
         if stored.computation.recipe != options.computation.recipe {
             throw mismatch("--recipe", stored.computation.recipe ?? "(not set)", options.computation.recipe ?? "(not set)")
         }
+        // --keep-ln changes the default of --decay-ln-weights: name it first.
+        if stored.computation.keepLN != options.computation.keepLN {
+            throw mismatch("--keep-ln", stored.computation.keepLN.map { "\($0)" } ?? "(not set)",
+                           options.computation.keepLN.map { "\($0)" } ?? "(not set)")
+        }
         if let d = TrainOptions.sameComputation(stored, options) {
             throw mismatch("--" + d.key.replacingOccurrences(of: "_", with: "-"), d.a ?? "(not set)", d.b ?? "(not set)")
         }
@@ -179,6 +184,9 @@ public struct TrainJob {
             if let ln = trainer.layerNorms, let stored = state.layerNorms {
                 guard ln.keepLN == stored.keepLN else { throw mismatch("--keep-ln", "\(stored.keepLN)", "\(ln.keepLN)") }
                 guard ln.momentum == stored.momentum else { throw mismatch("--momentum", "\(stored.momentum)", "\(ln.momentum)") }
+                guard ln.sigmaUpdate == stored.sigmaUpdate else {
+                    throw mismatch("--sigma-update", stored.sigmaUpdate.rawValue, ln.sigmaUpdate.rawValue)
+                }
                 guard ln.schedule == stored.schedule else {
                     func steps(_ f: FakeLayerNorms) -> String { f.schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ",") }
                     throw mismatch("the LayerNorm removal schedule", steps(stored), steps(ln))
@@ -197,6 +205,9 @@ public struct TrainJob {
             ("--warmup", "\(a.learningRate.warmupSteps)", "\(b.learningRate.warmupSteps)"),
             ("--weight-decay", "\(a.adamW.weightDecay)", "\(b.adamW.weightDecay)"),
             ("--max-grad-norm", "\(a.maxGradNorm)", "\(b.maxGradNorm)"), ("--aux-weight", "\(a.auxWeight)", "\(b.auxWeight)"),
+            ("--mask-eot-targets", "\(a.maskEOTTargets)", "\(b.maskEOTTargets)"),
+            ("--aux-target", a.auxTargetSkipsBOSAndEOT ? "content" : "all", b.auxTargetSkipsBOSAndEOT ? "content" : "all"),
+            ("--decay-ln-weights", "\(a.adamW.decayLayerNormWeights)", "\(b.adamW.decayLayerNormWeights)"),
         ]
         let (option, stored, now) = pairs.first { $0.1 != $0.2 } ?? ("the optimizer settings", "as stored", "different ones")
         throw mismatch(option, stored, now)
@@ -364,10 +375,15 @@ public struct EvalJob {
 
 extension TrainOptions {
     /// Records a `remove-ln` of `model` with the (resolved) recipe `r`: its name and every value
-    /// of the removal beside the batch and learning rates already set.
-    public mutating func recordRemoval(_ r: RemovalRecipe, model: String, keepLN: Bool) {
+    /// of the removal beside the batch and learning rates already set, with the σ update and the
+    /// companion's numerics of `settings` and `layerNorms`.
+    public mutating func recordRemoval(_ r: RemovalRecipe, model: String, keepLN: Bool, settings: TrainingSettings,
+                                       layerNorms: FakeLayerNorms) {
         (record.model, computation.recipe, computation.keepLN) = (model, r.name.rawValue, keepLN)
         (computation.auxWeight, computation.momentum, computation.momentumSequences) = (r.auxWeight, r.momentum, r.momentumSequences)
+        computation.sigmaUpdate = layerNorms.sigmaUpdate.rawValue
+        (computation.maskEOTTargets, computation.decayLNWeights) = (settings.maskEOTTargets, settings.adamW.decayLayerNormWeights)
+        computation.auxTarget = settings.auxTargetSkipsBOSAndEOT ? "content" : "all"
         computation.schedule = r.schedule.events.map { "\($0.path.name)@\($0.step)" }.joined(separator: ",")
     }
 }

@@ -9,7 +9,23 @@ public struct AdamWSettings: Sendable, Equatable, Codable {
     public var beta2: Double = 0.999
     public var eps: Double = 1e-8
     public var weightDecay: Double = 0.01
+    /// Decay the LayerNorm weights too (not their biases): what Hugging Face Trainer does when the
+    /// LayerNorms are the companion's `FakeLayerNorm` modules, which its decay groups do not
+    /// recognise as LayerNorms (`remove-ln --decay-ln-weights`, on unless `--keep-ln`).
+    public var decayLayerNormWeights = false
     public init() {}
+
+    enum CodingKeys: String, CodingKey { case beta1, beta2, eps, weightDecay, decayLayerNormWeights }
+
+    /// Settings stored before `decayLayerNormWeights` existed did not decay them.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        beta1 = try c.decode(Double.self, forKey: .beta1)
+        beta2 = try c.decode(Double.self, forKey: .beta2)
+        eps = try c.decode(Double.self, forKey: .eps)
+        weightDecay = try c.decode(Double.self, forKey: .weightDecay)
+        decayLayerNormWeights = try c.decodeIfPresent(Bool.self, forKey: .decayLayerNormWeights) ?? false
+    }
 }
 
 /// AdamW over a model's parameter table, as `torch.optim.AdamW` computes it (decoupled decay
@@ -31,8 +47,18 @@ public final class AdamW {
         v = try ModelParameters(table: table)
     }
 
-    /// Whether `entry` is decayed.
+    /// Whether `entry` is decayed by default (the rank-2 tensors).
     public static func decays(_ entry: ParameterEntry) -> Bool { entry.shape.count == 2 }
+
+    /// Whether `entry` is a LayerNorm weight (`h.i.ln_1.weight`, `h.i.ln_2.weight`, `ln_f.weight`).
+    public static func isLayerNormWeight(_ entry: ParameterEntry) -> Bool {
+        ["ln_1.weight", "ln_2.weight", "ln_f.weight"].contains { entry.name == $0 || entry.name.hasSuffix("." + $0) }
+    }
+
+    /// Whether this optimizer decays `entry`.
+    public func decays(_ entry: ParameterEntry) -> Bool {
+        Self.decays(entry) || (settings.decayLayerNormWeights && Self.isLayerNormWeight(entry))
+    }
 
     /// One step with learning rate `lr` from gradients `grads` (same table).
     public func step(_ params: ModelParameters, grads: ModelParameters, lr: Double) {
@@ -45,7 +71,7 @@ public final class AdamW {
         for e in params.table.checkpointEntries {
             let p = params.arena.base + e.offset, g = grads.arena.base + e.offset
             let mp = m.arena.base + e.offset, vp = v.arena.base + e.offset
-            let decay = Self.decays(e) ? Float(1 - lr * s.weightDecay) : 1
+            let decay = decays(e) ? Float(1 - lr * s.weightDecay) : 1
             parallelChunks(e.count, minimum: 1 << 16) { lo, hi in
                 for i in lo..<hi {
                     let gi = g[i]

@@ -2,18 +2,41 @@ import Foundation
 import GPT2
 import TensorCore
 
+/// When σ's moving average takes a measurement (`remove-ln --sigma-update`).
+public enum SigmaUpdate: String, Sendable, Codable, CaseIterable {
+    /// After every micro-batch forward, as the companion code's `FakeLayerNorm` does on each call
+    /// (the default): the momentum per update is `momentum^(sequences / momentumSequences)`.
+    case microBatch = "micro-batch"
+    /// Once per optimizer step, from the mean over the step's tokens, with `momentum` as it is
+    /// (lnlens before issue 19; a checkpoint written then resumes so).
+    case step
+}
+
 /// The state of the paper's LayerNorm removal: each LayerNorm's σ, an exponential moving average
-/// (`momentum`, applied once per optimizer step; the companion code applies its recipe's value on
-/// every micro-batch forward, `RemovalRecipe.momentumSequences`) of the per-token
-/// `sqrt(var + 1e-5)` of its input averaged over the step's tokens, frozen once the LayerNorm is fake; and which LayerNorms (or paths of `ln_1`) are fake. A fake
-/// LayerNorm is FakeLN: `(x − mean x) / σ · w + b`. `ln_1` has one σ for its two paths, tracked
-/// while either path is still real, as in the companion code where both paths share one module.
+/// of the per-token `sqrt(var + 1e-5)` of its input averaged over a forward's tokens, frozen once
+/// the LayerNorm is fake; and which LayerNorms (or paths of `ln_1`) are fake. A fake LayerNorm is
+/// FakeLN: `(x − mean x) / σ · w + b`. `ln_1` has one σ for its two paths, tracked while either
+/// path is still real, as in the companion code where both paths share one module.
+///
+/// With `.microBatch` updates σ moves as the companion's (train.py at a15a638, run with
+/// `EXP_RECOMPUTE_STD_ON_REAL=1`, without which its σ never leaves the start value): every call
+/// of a `FakeLayerNorm` folds the call's mean σ in with `momentum` and, while that call is real,
+/// copies the average into the σ it divides by. `ln_2` and `ln_f` are called once per forward;
+/// `ln_1` three times (the Q/K path, the V path, and the V path again for `<|endoftext|>`
+/// positions, whose "bos" σ buffer equals the average σ in every configuration the paper ran),
+/// so its σ moves by `momentum³` per forward. The companion's EOT/BOS buffers therefore need no
+/// state of their own: they always hold the same value as the average.
 public struct FakeLayerNorms: Sendable, Equatable, Codable {
     /// The σ's epsilon: GPT-2's LayerNorm epsilon, as the companion code measures σ.
     public static let sigmaEps = Float(GPT2Config.defaultLayerNormEpsilon)
+    /// `FakeLayerNorm` calls per forward on `ln_1`'s input in the companion code (Q/K, V, V at EOT).
+    public static let ln1CallsPerForward = 3
 
     public var schedule: RemovalSchedule
     public var momentum: Double
+    /// The sequences per forward that `momentum` is for (the companion's micro-batch; `.microBatch`).
+    public var momentumSequences: Int
+    public var sigmaUpdate: SigmaUpdate
     /// σ of `ln_1`, `ln_2` per block and of `ln_f`; nil until the first step measures it.
     public var ln1Sigma: [Double?]
     public var ln2Sigma: [Double?]
@@ -21,13 +44,33 @@ public struct FakeLayerNorms: Sendable, Equatable, Codable {
     /// `--keep-ln`: the same fine-tuning with nothing removed (the paper's vanilla control).
     public var keepLN: Bool
 
-    public init(schedule: RemovalSchedule, momentum: Double = 0.9, keepLN: Bool = false) {
+    public init(schedule: RemovalSchedule, momentum: Double = 0.9, keepLN: Bool = false, sigmaUpdate: SigmaUpdate = .microBatch,
+                momentumSequences: Int = 32) {
         self.schedule = schedule
         self.momentum = momentum
+        self.momentumSequences = momentumSequences
+        self.sigmaUpdate = sigmaUpdate
         ln1Sigma = Array(repeating: nil, count: schedule.nLayers)
         ln2Sigma = Array(repeating: nil, count: schedule.nLayers)
         lnFinalSigma = nil
         self.keepLN = keepLN
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case schedule, momentum, momentumSequences, sigmaUpdate, ln1Sigma, ln2Sigma, lnFinalSigma, keepLN
+    }
+
+    /// A checkpoint written before `sigmaUpdate` existed updated σ once per step.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        schedule = try c.decode(RemovalSchedule.self, forKey: .schedule)
+        momentum = try c.decode(Double.self, forKey: .momentum)
+        momentumSequences = try c.decodeIfPresent(Int.self, forKey: .momentumSequences) ?? 1
+        sigmaUpdate = try c.decodeIfPresent(SigmaUpdate.self, forKey: .sigmaUpdate) ?? .step
+        ln1Sigma = try c.decode([Double?].self, forKey: .ln1Sigma)
+        ln2Sigma = try c.decode([Double?].self, forKey: .ln2Sigma)
+        lnFinalSigma = try c.decodeIfPresent(Double.self, forKey: .lnFinalSigma)
+        keepLN = try c.decode(Bool.self, forKey: .keepLN)
     }
 
     func removed(_ path: RemovablePath, at step: Int) -> Bool { !keepLN && schedule.isRemoved(path, at: step) }
@@ -56,13 +99,28 @@ public struct FakeLayerNorms: Sendable, Equatable, Codable {
     }
 
     /// Folds one step's measured σ (the mean raw scale of each LayerNorm's input over the step's
-    /// tokens) into the averages of the LayerNorms still real during `step`. The first
-    /// measurement starts an average.
+    /// tokens) into the averages of the LayerNorms still real during `step`, with `momentum` as it
+    /// is (`.step`). The first measurement starts an average.
     public mutating func update(measured: MeasuredSigmas, step: Int) {
-        func ema(_ old: Double?, _ new: Double) -> Double { old.map { momentum * $0 + (1 - momentum) * new } ?? new }
+        fold(measured, step: step, momentum: momentum, ln1Calls: 1)
+    }
+
+    /// Folds one micro-batch forward's measured σ (over its `sequences` sequences) into the
+    /// averages of the LayerNorms still real during `step`, as the companion's calls do (`.microBatch`).
+    public mutating func update(microBatch measured: MeasuredSigmas, sequences: Int, step: Int) {
+        let m = pow(momentum, Double(sequences) / Double(max(momentumSequences, 1)))
+        fold(measured, step: step, momentum: m, ln1Calls: Self.ln1CallsPerForward)
+    }
+
+    /// `calls` updates with momentum `m` and the same measurement: `m^calls · old + (1 − m^calls) · new`.
+    mutating func fold(_ measured: MeasuredSigmas, step: Int, momentum m: Double, ln1Calls: Int) {
+        func ema(_ old: Double?, _ new: Double, calls: Int = 1) -> Double {
+            let k = pow(m, Double(calls))
+            return old.map { k * $0 + (1 - k) * new } ?? new
+        }
         for b in 0..<schedule.nLayers {
             if !(removed(.ln1QK(block: b), at: step) && removed(.ln1V(block: b), at: step)) {
-                ln1Sigma[b] = ema(ln1Sigma[b], measured.ln1[b])
+                ln1Sigma[b] = ema(ln1Sigma[b], measured.ln1[b], calls: ln1Calls)
             }
             if !removed(.ln2(block: b), at: step) { ln2Sigma[b] = ema(ln2Sigma[b], measured.ln2[b]) }
         }
@@ -95,6 +153,16 @@ public struct MeasuredSigmas: Sendable, Equatable {
         tokens += pass.N
     }
 
+    /// Adds another accumulation's sums.
+    public mutating func add(_ other: MeasuredSigmas) {
+        for b in 0..<ln1.count {
+            ln1[b] += other.ln1[b]
+            ln2[b] += other.ln2[b]
+        }
+        lnFinal += other.lnFinal
+        tokens += other.tokens
+    }
+
     /// The means over every token added.
     public func mean() -> MeasuredSigmas {
         var m = self
@@ -109,14 +177,19 @@ public struct MeasuredSigmas: Sendable, Equatable {
 
 /// The auxiliary loss of the paper's fine-tuning: `weight · mean_t (σ_t − σ̄)²` over the tokens t of
 /// a pass, σ_t = `sqrt(var + 1e-5)` of the input of `ln_f` (the final residual stream), σ̄ their
-/// mean, held constant (detached). It pushes every position's residual norm towards the same value,
-/// so that one frozen σ serves them all. Returns the loss and `d loss / d σ_t` scaled by `scale`.
+/// mean, held constant (detached) — with `inTarget`, the mean over the tokens it marks only (the
+/// companion's `CustomTrainer` leaves position 0 and `<|endoftext|>` out of σ̄; none marked: σ̄ = 1,
+/// its fallback). It pushes every position's residual norm towards the same value, so that one
+/// frozen σ serves them all. Returns the loss and `d loss / d σ_t` scaled by `scale`.
 public func uniformNormLoss(rawScale: ConstFloatPointer, count n: Int, weight: Double,
-                            scale: Double = 1) -> (loss: Double, gradient: [Float]) {
+                            scale: Double = 1, inTarget: [Bool]? = nil) -> (loss: Double, gradient: [Float]) {
     guard n > 0 else { return (0, []) }
-    var mean = 0.0
-    for t in 0..<n { mean += Double(rawScale[t]) }
-    mean /= Double(n)
+    var mean = 0.0, counted = 0
+    for t in 0..<n where inTarget?[t] ?? true {
+        mean += Double(rawScale[t])
+        counted += 1
+    }
+    mean = counted == 0 ? 1 : mean / Double(counted)
     var loss = 0.0
     var grad = [Float](repeating: 0, count: n)
     for t in 0..<n {

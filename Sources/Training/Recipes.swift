@@ -76,8 +76,9 @@ public struct RemovalRecipe: Sendable, Equatable {
     public var weightDecay: Double
     public var auxWeight: Double
     /// σ's momentum, as the companion applies it: once per forward call of `momentumSequences`
-    /// sequences (its micro-batch). Today's trainer applies it once per optimizer step (see
-    /// `FakeLayerNorms`): the value is recorded as the recipe has it.
+    /// sequences (its micro-batch). The trainer scales it to its own micro-batch
+    /// (`FakeLayerNorms.update(microBatch:sequences:step:)`), or with `--sigma-update step` applies
+    /// it as is once per optimizer step.
     public var momentum: Double
     public var momentumSequences: Int
     public var ln2Start: Int, ln2Gap: Int, ln1QKGap: Int, ln1VGap: Int

@@ -69,6 +69,13 @@ public struct RemovalPlan: Encodable, Sendable {
     public var auxWeight: Double
     public var momentum: Double
     public var momentumSequences: Int
+    /// `--sigma-update` and the momentum of one update of `ln_2`/`ln_f` (`ln_1`'s: its cube with micro-batch updates).
+    public var sigmaUpdate: String
+    public var momentumPerUpdate: Double
+    /// The companion's numerics: EOT targets masked, aux target without BOS/EOT, LN weights decayed.
+    public var maskEOTTargets: Bool
+    public var auxTargetSkipsBOSAndEOT: Bool
+    public var decayLNWeights: Bool
     public var seqLen: Int
     public var sequencesPerStep: Int
     public var microBatch: Int
@@ -87,6 +94,8 @@ public struct RemovalPlan: Encodable, Sendable {
         case recipe, companionConfig = "companion_config", nLayers = "n_layers", keepLN = "keep_ln"
         case scheduleSteps = "schedule_steps", stepsRun = "steps_run", warmup, lr, minLr = "min_lr"
         case weightDecay = "weight_decay", auxWeight = "aux_weight", momentum, momentumSequences = "momentum_sequences"
+        case sigmaUpdate = "sigma_update", momentumPerUpdate = "momentum_per_update", maskEOTTargets = "mask_eot_targets"
+        case auxTargetSkipsBOSAndEOT = "aux_target_skips_bos_eot", decayLNWeights = "decay_ln_weights"
         case seqLen = "seq_len", sequencesPerStep = "sequences_per_step", microBatch = "micro_batch"
         case passesPerStep = "passes_per_step", tokensPerStep = "tokens_per_step", tokensTotal = "tokens_total"
         case corpusTokens = "corpus_tokens", removals, phases, lrKeyPoints = "lr_key_points", lrPerStep = "lr_per_step"
@@ -105,6 +114,11 @@ extension RemovalPlan {
         (scheduleSteps, stepsRun, warmup) = (s.learningRate.totalSteps, s.steps, s.learningRate.warmupSteps)
         (lr, minLr, weightDecay, auxWeight) = (s.learningRate.peak, s.learningRate.floor, s.adamW.weightDecay, s.auxWeight)
         (momentum, momentumSequences) = (layerNorms.momentum, r.momentumSequences)
+        sigmaUpdate = layerNorms.sigmaUpdate.rawValue
+        momentumPerUpdate = layerNorms.sigmaUpdate == .step ? layerNorms.momentum
+            : pow(layerNorms.momentum, Double(min(s.microBatch, s.sequencesPerStep)) / Double(max(layerNorms.momentumSequences, 1)))
+        (maskEOTTargets, auxTargetSkipsBOSAndEOT) = (s.maskEOTTargets, s.auxTargetSkipsBOSAndEOT)
+        decayLNWeights = s.adamW.decayLayerNormWeights
         (seqLen, sequencesPerStep, microBatch) = (s.seqLen, s.sequencesPerStep, s.microBatch)
         passesPerStep = (s.sequencesPerStep + s.microBatch - 1) / s.microBatch
         (tokensPerStep, tokensTotal, self.corpusTokens) = (s.tokensPerStep, s.tokensPerStep * s.steps, corpusTokens)

@@ -18,6 +18,15 @@ public struct TrainingSettings: Sendable, Equatable, Codable {
     public var maxGradNorm: Double
     /// Weight of the auxiliary loss on the spread of σ at `ln_f`'s input (0: none).
     public var auxWeight: Double
+    /// Predictions of `<|endoftext|>` leave the loss (the companion's collator pads with EOS and
+    /// so masks every EOT target; `remove-ln --mask-eot-targets`, its default).
+    public var maskEOTTargets = false
+    /// The auxiliary loss's target σ̄ leaves out position 0 and `<|endoftext|>` inputs (the
+    /// companion's `CustomTrainer`; `remove-ln --aux-target content`, its default).
+    public var auxTargetSkipsBOSAndEOT = false
+
+    /// GPT-2's `<|endoftext|>`, which the companion code hard-codes.
+    public static let endOfText = 50256
 
     public init(seqLen: Int, sequencesPerStep: Int, microBatch: Int, steps: Int, seed: UInt64,
                 learningRate: LearningRateSchedule, adamW: AdamWSettings = AdamWSettings(), maxGradNorm: Double = 1,
@@ -34,6 +43,23 @@ public struct TrainingSettings: Sendable, Equatable, Codable {
     }
 
     public var tokensPerStep: Int { seqLen * sequencesPerStep }
+
+    enum CodingKeys: String, CodingKey {
+        case seqLen, sequencesPerStep, microBatch, steps, seed, learningRate, adamW, maxGradNorm, auxWeight
+        case maskEOTTargets, auxTargetSkipsBOSAndEOT
+    }
+
+    /// Settings stored before the companion's numerics were options had none of them.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(seqLen: try c.decode(Int.self, forKey: .seqLen), sequencesPerStep: try c.decode(Int.self, forKey: .sequencesPerStep),
+                  microBatch: try c.decode(Int.self, forKey: .microBatch), steps: try c.decode(Int.self, forKey: .steps),
+                  seed: try c.decode(UInt64.self, forKey: .seed), learningRate: try c.decode(LearningRateSchedule.self, forKey: .learningRate),
+                  adamW: try c.decode(AdamWSettings.self, forKey: .adamW), maxGradNorm: try c.decode(Double.self, forKey: .maxGradNorm),
+                  auxWeight: try c.decode(Double.self, forKey: .auxWeight))
+        maskEOTTargets = try c.decodeIfPresent(Bool.self, forKey: .maskEOTTargets) ?? false
+        auxTargetSkipsBOSAndEOT = try c.decodeIfPresent(Bool.self, forKey: .auxTargetSkipsBOSAndEOT) ?? false
+    }
 }
 
 /// What one optimizer step did.
@@ -135,7 +161,9 @@ public final class Trainer {
 
     /// Forward and backward over the step's micro-batches, the gradients accumulated in
     /// `gradients` (zeroed first); returns the step's loss and auxiliary loss and the σ measured.
-    public func accumulateGradients(step: Int, plan: LayerNormPlan) throws -> (loss: Double, aux: Double, sigmas: MeasuredSigmas) {
+    /// Each micro-batch runs with the LayerNorm plan of the moment: with `.microBatch` σ updates,
+    /// σ is folded in after each one (a fake `ln_1` Q/K path divides by a σ its real V path still moves).
+    public func accumulateGradients(step: Int) throws -> (loss: Double, aux: Double, sigmas: MeasuredSigmas) {
         gradients.arena.base.update(repeating: 0, count: gradients.table.count)
         let sequences = batch(at: step)
         let total = sequences.count
@@ -146,7 +174,12 @@ public final class Trainer {
             let part = Array(sequences[start ..< min(total, start + settings.microBatch)])
             start += part.count
             let share = Double(part.count) / Double(total)
-            let pass = try forwardBackward(part, share: share, plan: plan, measured: &measured)
+            var one = MeasuredSigmas(nLayers: model.config.nLayers)
+            let pass = try forwardBackward(part, share: share, plan: plan(at: step), measured: &one)
+            if layerNorms?.sigmaUpdate == .microBatch {
+                layerNorms?.update(microBatch: one.mean(), sequences: part.count, step: step)
+            }
+            measured.add(one)
             (loss, aux) = (loss + pass.loss * share, aux + pass.aux * share)
         }
         return (loss, aux, measured.mean())
@@ -154,6 +187,9 @@ public final class Trainer {
 
     /// One micro-batch's forward and backward, its gradients (scaled by `share`, its part of the
     /// step) added to `gradients` and its σ to `measured`; returns its loss and auxiliary loss.
+    /// The loss is the micro-batch's mean over its targets (without `<|endoftext|>` ones when
+    /// masked), weighted by `share`, as the companion's Trainer divides each micro-batch's by the
+    /// accumulation steps.
     func forwardBackward(_ part: [[Int]], share: Double, plan: LayerNormPlan,
                          measured: inout MeasuredSigmas) throws -> (loss: Double, aux: Double) {
         var forward = ForwardOptions(logits: .all, retainForBackward: true, layerNorms: plan)
@@ -161,9 +197,13 @@ public final class Trainer {
         let pass = try model.run(part, forward)
         var options = BackwardOptions(parameterGradients: gradients)
         options.metricScale = Float(share)
+        if settings.maskEOTTargets { options.lossIgnoredTarget = TrainingSettings.endOfText }
         var aux = 0.0
         if settings.auxWeight > 0 {
-            let (value, grad) = uniformNormLoss(rawScale: pass.lnF.rawScale, count: pass.N, weight: settings.auxWeight, scale: share)
+            let eot = TrainingSettings.endOfText
+            let inTarget = settings.auxTargetSkipsBOSAndEOT ? part.flatMap { s in s.indices.map { $0 != 0 && s[$0] != eot } } : nil
+            let (value, grad) = uniformNormLoss(rawScale: pass.lnF.rawScale, count: pass.N, weight: settings.auxWeight, scale: share,
+                                                inTarget: inTarget)
             aux = value
             options.finalRawScaleGradient = grad
         }
@@ -218,12 +258,12 @@ public final class Trainer {
         let removals = layerNorms?.removals(at: s) ?? []
         let lr = settings.learningRate.rate(at: s)
         if let ln = layerNorms, ln.lnFinalSigma == nil { try startSigmas(step: s) }
-        let (loss, aux, sigmas) = try accumulateGradients(step: s, plan: plan(at: s))
+        let (loss, aux, sigmas) = try accumulateGradients(step: s)
         guard loss.isFinite, aux.isFinite else { throw TrainingError.nonFiniteLoss(step: s) }
         let norm = clipGradientNorm(gradients, maxNorm: settings.maxGradNorm)
         guard norm.isFinite else { throw TrainingError.nonFiniteLoss(step: s) }
         optimizer.step(model.parameters, grads: gradients, lr: lr)
-        layerNorms?.update(measured: sigmas, step: s)
+        if layerNorms?.sigmaUpdate == .step { layerNorms?.update(measured: sigmas, step: s) }
         step += 1
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
         return StepReport(step: s, loss: loss, auxLoss: settings.auxWeight > 0 ? aux : nil, learningRate: lr, gradNorm: norm,

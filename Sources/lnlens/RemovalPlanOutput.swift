@@ -43,8 +43,13 @@ extension RemoveLNCommand {
         lines.append("  " + p.lrKeyPoints.map { "step \($0.step) (\($0.what)) \(lr($0.lr))" }.joined(separator: "; "))
         let stop = p.stepsRun < p.scheduleSteps ? " (--stop-at: the learning rates of the whole schedule)" : ""
         lines.append("steps: \(p.stepsRun) of a \(p.scheduleSteps)-step schedule\(stop); weight decay \(p.weightDecay), aux weight \(p.auxWeight)")
-        lines.append("σ momentum \(String(format: "%.6g", p.momentum)) per σ update of \(p.momentumSequences) sequences in the recipe; "
-                     + "lnlens updates σ once per optimizer step")
+        let update = p.sigmaUpdate == SigmaUpdate.step.rawValue ? "once per optimizer step"
+            : "after every micro-batch forward (ln_1's three calls: the cube)"
+        lines.append("σ momentum \(String(format: "%.6g", p.momentum)) per \(p.momentumSequences) sequences in the recipe; σ updated "
+                     + "\(update) with momentum \(String(format: "%.6g", p.momentumPerUpdate)) (--sigma-update \(p.sigmaUpdate))")
+        func on(_ x: Bool) -> String { x ? "on" : "off" }
+        lines.append("the companion's numerics: EOT targets masked \(on(p.maskEOTTargets)), aux target without BOS/EOT "
+                     + "\(on(p.auxTargetSkipsBOSAndEOT)), weight decay on LN weights \(on(p.decayLNWeights)); dropout not applied")
         let epochs = Double(p.tokensTotal) / Double(max(p.corpusTokens, 1))
         lines.append("tokens: \(p.sequencesPerStep) sequences × \(p.seqLen) = \(p.tokensPerStep.formatted()) per step, "
                      + "\(p.tokensTotal.formatted()) in all (\(String(format: "%.2f", epochs))× the \(p.corpusTokens.formatted()) tokens of \(corpus))")

@@ -263,6 +263,14 @@ struct TrainCommand: ParsableCommand {
 }
 
 extension RemovalRecipe.Name: ExpressibleByArgument {}
+extension SigmaUpdate: ExpressibleByArgument {}
+
+/// `remove-ln --aux-target`: the positions whose mean σ the auxiliary loss pulls every position to.
+enum AuxTarget: String, CaseIterable, ExpressibleByArgument {
+    /// Every position but 0 and `<|endoftext|>` inputs (the companion's `CustomTrainer`).
+    case content
+    case all
+}
 
 struct RemoveLNCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -271,8 +279,12 @@ struct RemoveLNCommand: ParsableCommand {
         discussion: """
             Each LayerNorm becomes FakeLN — (x − mean x)/σ · w + b with σ frozen — on a schedule: block \
             i's ln_2 at ln2-start + ln2-gap·i, then ln_1 for Q/K, then ln_1 for V, then ln_f (gpt2: \
-            20+2i, 44+2i, 68+3i, 104). σ is a moving average of the per-token sqrt(var + 1e-5), frozen \
-            when that LayerNorm goes. The loss adds aux-weight · mean((σ_t − mean σ)²) at ln_f's input. \
+            20+2i, 44+2i, 68+3i, 104). σ is a moving average of the per-token sqrt(var + 1e-5), updated \
+            after every micro-batch forward as the companion code does (--sigma-update), frozen when \
+            that LayerNorm goes. The loss adds aux-weight · mean((σ_t − σ̄)²) at ln_f's input, σ̄ the \
+            mean over positions other than 0 and <|endoftext|> (--aux-target); predictions of \
+            <|endoftext|> leave the loss and the LayerNorm weights are decayed, as in the companion's \
+            fine-tune (--no-mask-eot-targets, --no-decay-ln-weights). Dropout is not applied. \
             --recipe sets every number: gpt2, gpt2-medium, gpt2-large and gpt2-xl are the paper's runs \
             (the companion's config.py gpt2_aux, gpt2-medium_fasttune_aux, gpt2-large_aux, \
             gpt2-xl_aux) for 12, 24, 36 and 48 layers, and --scaled moves one to another depth by the \
@@ -292,8 +304,16 @@ struct RemoveLNCommand: ParsableCommand {
     @Flag(help: "Fine-tune identically but remove nothing (the vanilla control).") var keepLn = false
     @Option(help: "Weight of the auxiliary loss on σ's spread at ln_f's input (the recipe's: 0.1; large 0.03, xl 0.01).")
     var auxWeight: Double?
-    @Option(help: "Momentum of σ's moving average, applied once per optimizer step (the recipe's: 0.9; large 0.9^(28/32), xl 0.9^(18/32)).")
+    @Option(help: "Momentum of σ's moving average per forward of the recipe's micro-batch (the recipe's: 0.9 per 32 sequences; large 0.9^(28/32) per 28, xl 0.9^(18/32) per 18).")
     var momentum: Double?
+    @Option(help: "When σ takes a measurement: micro-batch (after every micro-batch forward, momentum^(micro-batch / the recipe's sequences) per update, cubed for ln_1's three calls, as the companion) or step (once per optimizer step, --momentum as is).")
+    var sigmaUpdate: SigmaUpdate = .microBatch
+    @Flag(inversion: .prefixedNo, help: "Leave predictions of <|endoftext|> out of the loss, as the companion's collator (pad = EOS) does.")
+    var maskEotTargets = true
+    @Option(help: "The aux loss's target σ̄: content (mean over positions other than 0 and <|endoftext|> inputs, the companion's) or all.")
+    var auxTarget: AuxTarget = .content
+    @Flag(inversion: .prefixedNo, help: "Weight decay on the LayerNorm weights too, as the companion's Trainer does to its FakeLayerNorm modules (default: on, off with --keep-ln).")
+    var decayLnWeights: Bool?
     @Option(help: "Step at which block 0's ln_2 is removed (0-based: steps already taken, as the paper's code counts; the log's step N is step N−1 here).")
     var ln2Start: Int?
     @Option(help: "Steps between blocks for ln_2 (0: all blocks at once).") var ln2Gap: Int?
@@ -348,15 +368,14 @@ struct RemoveLNCommand: ParsableCommand {
         guard let tokenizerDir = loaded.checkpoint.tokenizerDirectory else { throw CLIError.noTokenizer(source) }
         let tok = try GPT2Tokenizer.load(directory: tokenizerDir)
         let r = try resolvedRecipe(source, nLayers: loaded.model.config.nLayers)
-        let settings = flags.settings(r.training, batch: (r.seqLen, r.tokensPerStep), weightDecay: r.weightDecay, auxWeight: r.auxWeight)
-        let layerNorms = FakeLayerNorms(schedule: r.schedule, momentum: r.momentum, keepLN: keepLn)
+        let (settings, layerNorms) = removalSettings(r)
         if plan { return try printPlan(loaded.model, recipe: r, settings: settings, layerNorms: layerNorms, tokenizer: tok) }
         try flags.checkMemory(loaded.model, seqLen: settings.seqLen)
         let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: loaded.model.config.dVocab, window: settings.seqLen)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms)
         try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
         var options = flags.options(r.training, settings)
-        options.recordRemoval(r, model: model, keepLN: keepLn)
+        options.recordRemoval(r, model: model, keepLN: keepLn, settings: settings, layerNorms: layerNorms)
         var job = TrainJob(trainer: trainer, command: StoreName.removeLNCommand, modelPath: source,
                            modelHash: try loaded.weightsHash(), options: options,
                            toolVersion: LNLensVersion.string, out: flags.outURL, checkpointEvery: flags.checkpointEvery,
@@ -366,6 +385,17 @@ struct RemoveLNCommand: ParsableCommand {
         let stop = settings.steps < r.scheduleSteps ? " (stopping at \(settings.steps) of a \(r.scheduleSteps)-step schedule)" : ""
         print("\(what), recipe \(recipe.rawValue): \(settings.steps) steps\(stop) of \(settings.tokensPerStep) tokens on \(corpus.tokenCount.formatted()) tokens of \(corpus.path)")
         try flags.execute(job, label: keepLn ? "keep-ln" : "remove-ln")
+    }
+
+    /// The trainer's settings and LayerNorm state for recipe `r` with the σ update and the
+    /// companion's numerics as given.
+    func removalSettings(_ r: RemovalRecipe) -> (TrainingSettings, FakeLayerNorms) {
+        var s = flags.settings(r.training, batch: (r.seqLen, r.tokensPerStep), weightDecay: r.weightDecay, auxWeight: r.auxWeight)
+        (s.maskEOTTargets, s.auxTargetSkipsBOSAndEOT) = (maskEotTargets, auxTarget == .content)
+        s.adamW.decayLayerNormWeights = decayLnWeights ?? !keepLn
+        let layerNorms = FakeLayerNorms(schedule: r.schedule, momentum: r.momentum, keepLN: keepLn, sigmaUpdate: sigmaUpdate,
+                                        momentumSequences: r.momentumSequences)
+        return (s, layerNorms)
     }
 
     /// Writes the trained model into --out: LN-free (or, with --keep-ln, as it is).

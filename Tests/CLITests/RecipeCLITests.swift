@@ -89,5 +89,35 @@ import Training
                                  mentions: ["no checkpoint of step 7", "0, 5, 10, 15, 16", "--keep-all"])
         try C.expectOneLineError(args.filter { $0 != "--keep-all" } + ["--recipe", "gpt2", "--scaled", "--resume"],
                                  mentions: ["--recipe", "quick", "gpt2"])
+        // Each of the companion's numerics is recorded and compared on --resume.
+        let stored = try #require(try ResultsDatabase.openReadOnly(path: path("r.sqlite")).run(id: 1)).optionsJSON
+        for (key, value) in [("sigma_update", "\"micro-batch\""), ("mask_eot_targets", "true"), ("aux_target", "\"content\""),
+                             ("decay_ln_weights", "true")] {
+            #expect(stored.contains("\"\(key)\":\(value)"), "\(key) in \(stored)")
+        }
+        for (option, words) in [(["--sigma-update", "step"], ["--sigma-update", "micro-batch", "step"]),
+                                (["--no-mask-eot-targets"], ["--mask-eot-targets", "true", "false"]),
+                                (["--aux-target", "all"], ["--aux-target", "content", "all"]),
+                                (["--no-decay-ln-weights"], ["--decay-ln-weights", "true", "false"])] {
+            try C.expectOneLineError(args + option + ["--resume"], mentions: words)
+        }
+    }
+
+    /// --plan shows the σ update and the companion's numerics, each option given changing them.
+    @Test func planShowsTheSigmaUpdateAndNumerics() throws {
+        let args = ["remove-ln", "gpt2-tiny"] + TrainCLITests.small + Self.compressed + ["--schedule-steps", "20", "--plan"]
+        let text = try C.run(args)
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.contains("after every micro-batch forward") && text.stdout.contains("--sigma-update micro-batch"), "\(text.stdout)")
+        #expect(text.stdout.contains("EOT targets masked on, aux target without BOS/EOT on, weight decay on LN weights on"), "\(text.stdout)")
+        let plan = try Self.json(try C.run(args + ["--json"]).stdout)
+        #expect(plan["sigma_update"] as? String == "micro-batch" && plan["decay_ln_weights"] as? Bool == true)
+        let other = try Self.json(try C.run(args + ["--json", "--sigma-update", "step", "--no-mask-eot-targets", "--aux-target", "all",
+                                                    "--no-decay-ln-weights"]).stdout)
+        #expect(other["sigma_update"] as? String == "step" && other["momentum_per_update"] as? Double == other["momentum"] as? Double)
+        #expect(other["mask_eot_targets"] as? Bool == false && other["aux_target_skips_bos_eot"] as? Bool == false
+                && other["decay_ln_weights"] as? Bool == false)
+        let keep = try Self.json(try C.run(args + ["--json", "--keep-ln"]).stdout)
+        #expect(keep["decay_ln_weights"] as? Bool == false, "--keep-ln: the Trainer exempts real LayerNorms")
     }
 }

@@ -250,6 +250,31 @@ import TensorCore
         #expect(dl[2] == 1 && dl[1] == -1 && dl[V + 5] == 1 && dl[V + 1] == -1 && dl.reduce(0, +) == 0)
     }
 
+    /// `ignoreTarget`: the pairs predicting that id leave the mean and get no gradient (labels −100);
+    /// an id that is no target changes nothing, bit for bit.
+    @Test func crossEntropyIgnoringATarget() {
+        let (B, T, V) = (2, 4, 7)
+        let logits = Self.random(B * T * V, seed: 30, scale: 3)
+        let tokens = [[1, 5, 0, 5], [3, 5, 2, 4]]
+        var dlogits = [Float](repeating: 0, count: B * T * V)
+        let ce = crossEntropy(logits: Self.float(logits), tokens: tokens, V: V, dlogits: &dlogits, ignoreTarget: 5)
+        // The kept pairs (b, t → t+1): (0, 1 → 0), (1, 1 → 2), (1, 2 → 4).
+        let kept = [(0, 1), (1, 1), (1, 2)]
+        func pairLoss(_ l: [Double], _ b: Int, _ t: Int) -> Double {
+            let row = Array(l[((b * T + t) * V)..<((b * T + t + 1) * V)])
+            let m = row.max()!
+            return m + log(row.map { exp($0 - m) }.reduce(0, +)) - row[tokens[b][t + 1]]
+        }
+        func masked(_ l: [Double]) -> Double { kept.map { pairLoss(l, $0.0, $0.1) }.reduce(0, +) / Double(kept.count) }
+        #expect(abs(ce.mean - masked(logits)) < 1e-5)
+        #expect(abs(ce.perPrompt[0] - pairLoss(logits, 0, 1)) < 1e-5)
+        Self.check("masked cross-entropy dlogits", dlogits, Naive.gradient(masked, at: logits))
+        var plain = [Float](repeating: 0, count: B * T * V), absent = plain
+        let a = crossEntropy(logits: Self.float(logits), tokens: tokens, V: V, dlogits: &plain)
+        let b = crossEntropy(logits: Self.float(logits), tokens: tokens, V: V, dlogits: &absent, ignoreTarget: 6)
+        #expect(a.mean == b.mean && a.perPrompt == b.perPrompt && plain == absent)
+    }
+
     /// sgemm on views: a column slice of a wider matrix, as Q|K|V of c_attn.
     @Test func matmulOnColumnSlices() {
         let (N, IC, OC) = (3, 4, 2)

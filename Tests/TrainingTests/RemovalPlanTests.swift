@@ -58,10 +58,14 @@ import TensorCore
                                config: model.config, parameterFloats: 10, corpusTokens: 100).measured(pass: 1, update: 1)
         let object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(plan)) as? [String: Any])
         #expect(Set(object.keys) == ["recipe", "n_layers", "keep_ln", "schedule_steps", "steps_run", "warmup", "lr", "min_lr",
-                                     "weight_decay", "aux_weight", "momentum", "momentum_sequences", "seq_len", "sequences_per_step",
+                                     "weight_decay", "aux_weight", "momentum", "momentum_sequences", "sigma_update", "momentum_per_update",
+                                     "mask_eot_targets", "aux_target_skips_bos_eot", "decay_ln_weights", "seq_len", "sequences_per_step",
                                      "micro_batch", "passes_per_step", "tokens_per_step", "tokens_total", "corpus_tokens", "removals",
                                      "phases", "lr_key_points", "lr_per_step", "memory", "time"])
         #expect((object["removals"] as? [[String: Any]])?.first.map { Set($0.keys) } == ["step", "layer_norm"])
+        #expect(object["sigma_update"] as? String == "micro-batch")
+        let perUpdate = try #require(object["momentum_per_update"] as? Double)
+        #expect(abs(perUpdate - pow(r.momentum, Double(Self.settings(r).microBatch) / 32)) < 1e-12)
         #expect((object["lr_per_step"] as? [Double])?.count == 12)
         #expect((object["memory"] as? [String: Any]).map { Set($0.keys).isSuperset(of: ["parameters", "gradients_and_moments", "activations", "total", "fits"]) } == true)
         #expect((object["time"] as? [String: Any]).map { Set($0.keys) } == ["basis", "pass_seconds", "update_seconds", "step_seconds", "total_seconds"])

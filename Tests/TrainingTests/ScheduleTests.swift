@@ -52,6 +52,49 @@ import Testing
         #expect(plan.blocks[0].ln2 == .fixed(3) && plan.final == .standard(eps: 1e-5))
     }
 
+    /// `.microBatch`: momentum^(sequences / momentumSequences) per forward; ln_1 (three calls per
+    /// forward in the companion) moves by its cube while either path is real; frozen once fake.
+    @Test func microBatchUpdatesAsTheCompanionsCalls() {
+        var ln = FakeLayerNorms(schedule: RemovalSchedule(nLayers: 1, ln2Start: 1, ln2Gap: 1, ln1QKStart: 2, ln1QKGap: 1,
+                                                          ln1VStart: 3, ln1VGap: 1, lnFinalStep: 4), momentum: 0.9,
+                                sigmaUpdate: .microBatch, momentumSequences: 32)
+        (ln.ln1Sigma[0], ln.ln2Sigma[0], ln.lnFinalSigma) = (1, 1, 1)
+        var m = MeasuredSigmas(nLayers: 1)
+        m.ln1 = [2]; m.ln2 = [3]; m.lnFinal = 4
+        ln.update(microBatch: m, sequences: 16, step: 0)
+        let k = pow(0.9, 0.5)  // 16 of the momentum's 32 sequences
+        #expect(abs(ln.ln2Sigma[0]! - (k + (1 - k) * 3)) < 1e-12 && abs(ln.lnFinalSigma! - (k + (1 - k) * 4)) < 1e-12)
+        #expect(abs(ln.ln1Sigma[0]! - (k * k * k + (1 - k * k * k) * 2)) < 1e-12, "ln_1: three calls")
+        let (ln2, ln1) = (ln.ln2Sigma[0], ln.ln1Sigma[0]!)
+        ln.update(microBatch: m, sequences: 32, step: 2)  // ln_2 fake (frozen); ln_1 Q/K fake, V real: still moves
+        #expect(ln.ln2Sigma[0] == ln2 && abs(ln.ln1Sigma[0]! - (0.729 * ln1 + 0.271 * 2)) < 1e-12)
+        let before = ln.ln1Sigma[0]
+        ln.update(microBatch: m, sequences: 32, step: 3)  // both paths of ln_1 fake
+        #expect(ln.ln1Sigma[0] == before)
+    }
+
+    /// A checkpoint written before `sigmaUpdate` existed resumes with the per-step update it used.
+    @Test func oldCheckpointStateUpdatesPerStep() throws {
+        var ln = FakeLayerNorms(schedule: RemovalSchedule(nLayers: 2), sigmaUpdate: .step)
+        ln.ln1Sigma = [1.5, 2]
+        var object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(ln)) as? [String: Any])
+        #expect(object["sigmaUpdate"] as? String == "step")
+        object["sigmaUpdate"] = nil
+        object["momentumSequences"] = nil
+        let old = try JSONDecoder().decode(FakeLayerNorms.self, from: JSONSerialization.data(withJSONObject: object))
+        #expect(old.sigmaUpdate == .step && old.ln1Sigma == [1.5, 2] && old.schedule == ln.schedule)
+        let current = TrainingSettings(seqLen: 16, sequencesPerStep: 4, microBatch: 2, steps: 2, seed: 3,
+                                       learningRate: LearningRateSchedule(peak: 1e-2, floor: 5e-3, warmupSteps: 1, totalSteps: 2))
+        var settings = try JSONSerialization.jsonObject(with: JSONEncoder().encode(current)) as! [String: Any]
+        settings["maskEOTTargets"] = nil
+        settings["auxTargetSkipsBOSAndEOT"] = nil
+        var adam = settings["adamW"] as! [String: Any]
+        adam["decayLayerNormWeights"] = nil
+        settings["adamW"] = adam
+        let s = try JSONDecoder().decode(TrainingSettings.self, from: JSONSerialization.data(withJSONObject: settings))
+        #expect(!s.maskEOTTargets && !s.auxTargetSkipsBOSAndEOT && !s.adamW.decayLayerNormWeights && s == current)
+    }
+
     @Test func keepLNRemovesNothing() {
         let ln = FakeLayerNorms(schedule: RemovalSchedule(nLayers: 2), keepLN: true)
         #expect(ln.removals(at: 20).isEmpty)

@@ -106,4 +106,27 @@ import TensorCore
             try Trainer(model: try Fixtures.tinyModel(), corpus: corpus, settings: long, layerNorms: nil)
         }
     }
+
+    /// `decayLayerNormWeights`: the LayerNorm weights (not biases) are decayed too, as Hugging Face
+    /// Trainer decays the companion's FakeLayerNorm modules; by default only rank-2 tensors are.
+    @Test func layerNormWeightDecayIsAnOption() throws {
+        let model = try Fixtures.tinyModel()
+        let names = ["h.0.ln_1.weight", "h.1.ln_2.weight", "ln_f.weight", "h.0.ln_1.bias", "ln_f.bias", "wpe.weight"]
+        for decayLN in [false, true] {
+            var settings = AdamWSettings()
+            (settings.weightDecay, settings.decayLayerNormWeights) = (0.1, decayLN)
+            let params = try ModelParameters(table: model.parameters.table), grads = try ModelParameters(table: model.parameters.table)
+            params.copy(from: model.parameters)
+            grads.arena.base.update(repeating: 0, count: grads.table.count)
+            let adam = try AdamW(table: params.table, settings: settings)
+            adam.step(params, grads: grads, lr: 0.5)
+            for name in names {
+                let e = params.table.entry(name)!
+                let decayed = name == "wpe.weight" || (decayLN && name.hasSuffix(".weight"))
+                #expect(adam.decays(e) == decayed, "\(name)")
+                let before = model.parameters.arena.base + e.offset, after = params.arena.base + e.offset
+                for i in 0..<e.count { #expect(after[i] == (decayed ? before[i] * Float(1 - 0.5 * 0.1) : before[i]), "\(name)[\(i)]") }
+            }
+        }
+    }
 }
