@@ -15,6 +15,10 @@ REMOVE_STEPS=${REMOVE_STEPS:-100}
 REMOVE_BATCH=${REMOVE_BATCH:-4096}
 mkdir -p "$(dirname "$DB")"
 common="--corpus corpus/train.txt --seq-len 128 --micro-batch 8 --dtype f16 --db $DB --force"
+# The committed twins were made before remove-ln took the companion's numerics as its defaults
+# (σ per micro-batch, EOT targets masked, the aux target without BOS/EOT, decay on the fake LN
+# weights); these options give the fine-tuning they were made with.
+numerics="--sigma-update step --no-mask-eot-targets --aux-target all --no-decay-ln-weights"
 start=$(date +%s)
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   echo "== train gpt2-tiny: $TRAIN_STEPS steps of 8192 tokens, lr 3e-3 cosine to 3e-4, seed 1"
@@ -22,9 +26,9 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
     --lr 3e-3 --min-lr 3e-4 --warmup 30 --seed 1 --out "$OUT/gpt2-tiny"
 fi
 echo "== remove-ln gpt2-tiny -> gpt2-tiny-lnfree: $REMOVE_STEPS steps of $REMOVE_BATCH tokens, the paper's schedule scaled to 4 layers (last removal at step 48), seed 2"
-"$BIN" remove-ln "$OUT/gpt2-tiny" $common --batch-tokens "$REMOVE_BATCH" --steps "$REMOVE_STEPS" --seed 2 --out "$OUT/gpt2-tiny-lnfree"
+"$BIN" remove-ln "$OUT/gpt2-tiny" $common $numerics --batch-tokens "$REMOVE_BATCH" --steps "$REMOVE_STEPS" --seed 2 --out "$OUT/gpt2-tiny-lnfree"
 echo "== remove-ln --keep-ln gpt2-tiny -> gpt2-tiny-vanilla: the same fine-tuning, LayerNorm kept"
-"$BIN" remove-ln "$OUT/gpt2-tiny" --keep-ln $common --batch-tokens "$REMOVE_BATCH" --steps "$REMOVE_STEPS" --seed 2 \
+"$BIN" remove-ln "$OUT/gpt2-tiny" --keep-ln $common $numerics --batch-tokens "$REMOVE_BATCH" --steps "$REMOVE_STEPS" --seed 2 \
   --out "$OUT/gpt2-tiny-vanilla"
 trained=$(date +%s)
 # Each folder's README (written over by --force) from scripts/models/readme/.
