@@ -94,11 +94,14 @@ struct NeuronsCommand: ParsableCommand {
 
     func run() throws {
         let shard = try sharding.resolved()
-        let (list, from) = try selection()
+        let (list, from, ranked) = try selection()
+        var selecting = ranked
         let store = LazyDatabase(path: db)
         var ids: [Int64] = []
         for spec in specs {
-            let loaded = try LoadedModel.load(spec, processing: processing.options)
+            // The model that ranked the neurons is loaded once when it is also the first one run.
+            let loaded = try selecting.flatMap { $0.spec == spec ? $0.model : nil } ?? LoadedModel.load(spec, processing: processing.options)
+            selecting = nil
             if let bad = list.first(where: { $0 >= loaded.model.config.dMLP }) {
                 throw AnalysisError.neuronOutOfRange(neuron: bad, dMLP: loaded.model.config.dMLP)
             }
@@ -123,15 +126,16 @@ struct NeuronsCommand: ParsableCommand {
         printStored(ids, db: db, shard: shard)
     }
 
-    /// The neurons ablated and where they come from: --neurons, or the top of a model's ranking.
-    func selection() throws -> ([Int], String) {
-        if let list = try givenNeurons { return (list, "given") }
+    /// The neurons ablated and where they come from: --neurons, or the top of a model's ranking;
+    /// with the ranking model, kept when the first model run is that one.
+    func selection() throws -> ([Int], String, (spec: String, model: LoadedModel)?) {
+        if let list = try givenNeurons { return (list, "given", nil) }
         guard let spec = selectFrom ?? specs.first else { throw ValidationError("give the models to read (none is embedded here)") }
         let loaded = try LoadedModel.load(spec, processing: processing.options)
         let dims = nullDims ?? EntropyNeurons.defaultNullDims(dModel: loaded.model.config.dModel)
         let ranking = try EntropyNeurons.weights(model: loaded.model, nullDims: dims).ranking
         guard top <= ranking.count else { throw ValidationError("--top \(top): \(spec)'s last MLP has \(ranking.count) neurons") }
-        return (Array(ranking.prefix(top)), spec)
+        return (Array(ranking.prefix(top)), spec, spec == specs.first ? (spec, loaded) : nil)
     }
 
     /// The options recorded with each run.
