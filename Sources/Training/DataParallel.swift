@@ -74,7 +74,9 @@ extension Trainer {
         }
         let header = [Int64(step), Int64(optimizer.steps)]
         h = header.withUnsafeBytes { XXH64.hash($0, seed: h) }
-        if let ln = layerNorms, let json = try? JSONEncoder().encode(ln) { h = json.withUnsafeBytes { XXH64.hash($0, seed: h) } }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys  // a keyed container's order differs from process to process
+        if let ln = layerNorms, let json = try? encoder.encode(ln) { h = json.withUnsafeBytes { XXH64.hash($0, seed: h) } }
         return h
     }
 }

@@ -72,6 +72,7 @@ struct LNLens: ParsableCommand {
             // Every rank refuses a mismatch alike: rank 0 says it once.
             let echoed = if case .differs? = error as? DistributedError { true } else { false }
             if world.isRoot || !echoed { printErr("lnlens: error: \(world.isRoot ? "" : "(rank \(world.rank)) ")\(message)") }
+            if echoed && !world.isRoot { sleep(10) }  // rank 0 says it and ends the job
             let code = ExitStatus.of(error) ?? exitCode(for: error).rawValue
             if world.size > 1 { world.abort(code: code == 0 ? 1 : code) }  // the other ranks would wait for this one forever
             Foundation.exit(code)

@@ -174,6 +174,11 @@ struct TrainingFlags: ParsableArguments {
             if Interrupt.requested { throw JobStop() }
         }
         print("wrote \(out ?? ""); stored in \(db) as run \(id)")
+        let world = job.trainer.communicator
+        if world.size > 1 {
+            print(String(format: "%d ranks; rank 0 spent %.3f s in MPI_Allreduce (gradients %@ floats per step)", world.size,
+                         world.allreduceSeconds, job.trainer.gradients.table.count.formatted()))
+        }
     }
 }
 

@@ -76,18 +76,41 @@ extension MPICLITests {
         return out
     }
 
-    /// The largest difference of any tensor of `b` from `a`'s, relative to the tensor's largest magnitude.
-    static func parameterDifference(_ a: String, _ b: String) throws -> Double {
-        let ta = try tensors(a), tb = try tensors(b)
+    /// Each tensor's largest difference of `b` from `a`, relative to the tensor's largest
+    /// magnitude; the attention's bias in its three parts (`…c_attn.bias.q`, `.k`, `.v`).
+    static func parameterDifferences(_ a: String, _ b: String) throws -> [String: Double] {
+        var ta = try tensors(a), tb = try tensors(b)
         #expect(ta.keys.sorted() == tb.keys.sorted())
-        var worst = 0.0
+        for name in ta.keys where name.hasSuffix("attn.c_attn.bias") {
+            let (x, y) = (ta.removeValue(forKey: name)!, tb.removeValue(forKey: name) ?? [])
+            let d = x.count / 3
+            for (i, part) in ["q", "k", "v"].enumerated() {
+                ta["\(name).\(part)"] = Array(x[i * d ..< (i + 1) * d])
+                tb["\(name).\(part)"] = y.count == x.count ? Array(y[i * d ..< (i + 1) * d]) : []
+            }
+        }
+        var out: [String: Double] = [:]
         for (name, x) in ta {
             let y = tb[name] ?? []
             let scale = Double(x.map { abs($0) }.max() ?? 0)
-            let d = zip(x, y).map { Double(abs($0 - $1)) }.max() ?? 0
-            worst = max(worst, scale > 0 ? d / scale : d)
+            let d = y.count == x.count ? zip(x, y).map { Double(abs($0 - $1)) }.max() ?? 0 : .infinity
+            out[name] = scale > 0 ? d / scale : d
         }
-        return worst
+        return out
+    }
+
+    /// Every tensor of `b` within 1e-5 of its scale from `a`'s but the attention's key bias, which
+    /// does not change what the model computes (softmax ignores a constant added to every key
+    /// score) and so has an exact gradient of 0: AdamW, dividing a gradient by its own size, moves
+    /// it by the gradient's rounding noise, which another summation order changes (measured: up to
+    /// 3e-4 of its scale in 20 steps). Returns the worst of the others and of the key bias.
+    @discardableResult
+    static func expectSameParameters(_ a: String, _ b: String, _ what: String) throws -> (other: Double, keyBias: Double) {
+        let d = try parameterDifferences(a, b)
+        let key = d.filter { $0.key.hasSuffix("c_attn.bias.k") }.values.max() ?? 0
+        let other = d.filter { !$0.key.hasSuffix("c_attn.bias.k") }.values.max() ?? 0
+        #expect(other <= 1e-5, "\(what): parameters differ by \(other) of their scale")
+        return (other, key)
     }
 
     /// The largest relative difference of the stored per-step losses of two runs' databases.
@@ -111,11 +134,11 @@ extension MPICLITests {
         let (base, baseDB) = paths(0)
         for k in [1, 2, 4] {
             let (out, db) = paths(k)
-            let loss = try Self.lossDifference(baseDB, db), weights = try Self.parameterDifference(base, out)
-            print("\(name), \(k) rank(s) vs 1 process: loss max relative difference \(loss), parameters max difference \(weights) of scale")
+            let loss = try Self.lossDifference(baseDB, db)
+            let weights = try Self.expectSameParameters(base, out, "\(name) on \(k) ranks")
+            print("\(name), \(k) rank(s) vs 1 process: loss max relative difference \(loss), parameters max difference \(weights.other) of scale (key bias, no effect: \(weights.keyBias))")
             #expect(loss <= 1e-6, "\(name) on \(k) ranks: losses differ by \(loss) relative")
-            #expect(weights <= 1e-5, "\(name) on \(k) ranks: parameters differ by \(weights) of their scale")
-            if k == 1 { #expect(loss == 0 && weights == 0, "mpirun -n 1 is one process: the same bits") }
+            if k == 1 { #expect(loss == 0 && weights == (0, 0), "mpirun -n 1 is one process: the same bits") }
         }
     }
 
@@ -149,6 +172,11 @@ extension MPICLITests {
         if let victim = children.max() { kill(victim, SIGKILL) }
         p.waitUntilExit()
         #expect(p.terminationStatus != 0, "mpirun succeeded although a rank was killed")
+        // mpirun may return before the other rank is gone; a resume refuses a run whose writer lives.
+        let gone = Date().addingTimeInterval(60)
+        while Date() < gone, children.contains(where: { FileManager.default.fileExists(atPath: "/proc/\($0)") }) {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
     }
 
     /// The process ids whose parent is `pid` (from /proc).
@@ -179,9 +207,9 @@ extension MPICLITests {
             #expect(try ResultsDatabase.openReadOnly(path: db).run(id: 1)?.status == .running)
             let resumed = try Self.run(resumeRanks, args(name) + ["--resume"])
             #expect(resumed.status == 0, "resume on \(resumeRanks) ranks: \(resumed.stderr)")
-            let weights = try Self.parameterDifference(dir.appendingPathComponent("full").path, dir.appendingPathComponent(name).path)
-            print("killed on 2 ranks, resumed on \(resumeRanks): parameters max difference \(weights) of scale vs 1 process")
-            #expect(weights <= 1e-5)
+            let weights = try Self.expectSameParameters(dir.appendingPathComponent("full").path, dir.appendingPathComponent(name).path,
+                                                        "resumed on \(resumeRanks) ranks")
+            print("killed on 2 ranks, resumed on \(resumeRanks): parameters max difference \(weights.other) of scale (key bias, no effect: \(weights.keyBias)) vs 1 process")
             #expect(try Self.lossDifference(dir.appendingPathComponent("full.sqlite").path, db) <= 1e-6)
             #expect(try ResultsDatabase.openReadOnly(path: db).run(id: 1)?.status == .completed)
         }
