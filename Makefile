@@ -7,10 +7,18 @@ DB ?= results/lnlens.sqlite
 
 PREFIX ?= /usr/local
 
-# System libraries: OpenBLAS (cblas) and SQLite headers, installed with apt when missing.
+# MPI (data-parallel train/remove-ln over mpirun or srun; README, Scale-out): `setup` installs
+# Open MPI and the build uses it when mpicc (Open MPI's, whose --showme gives the flags) is found,
+# evaluated as each recipe runs (after `setup`). `MPI=0 make …` builds without it.
+MPI ?=
+MPI_FLAGS = $(if $(filter 0,$(MPI)),,$(if $(shell command -v mpicc 2>/dev/null),-Xcc -DLNLENS_MPI \
+  $(addprefix -Xcc ,$(filter -I%,$(shell mpicc --showme:compile))) \
+  $(addprefix -Xlinker ,$(filter -L%,$(shell mpicc --showme:link))) -Xlinker -lmpi))
+
+# System libraries: OpenBLAS (cblas), SQLite headers and Open MPI, installed with apt when missing.
 setup:
 	@missing=""; \
-	for pkg in libopenblas-dev libsqlite3-dev; do \
+	for pkg in libopenblas-dev libsqlite3-dev $(if $(filter 0,$(MPI)),,libopenmpi-dev openmpi-bin); do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -20,10 +28,10 @@ setup:
 	fi
 
 build: setup
-	$(SWIFT) build -c release --product lnlens
+	$(SWIFT) build -c release --product lnlens $(MPI_FLAGS)
 
 test: setup
-	$(SWIFT) build --build-tests
+	$(SWIFT) build --build-tests $(MPI_FLAGS)
 	$(SWIFT) test --skip-build
 
 # The main jobs on the embedded trained pair (scripts/demo.sh): DLA vs exact direct effect and
@@ -38,7 +46,7 @@ models: build
 	scripts/models/make_models.sh $(BIN)
 
 bench: setup
-	$(SWIFT) build -c release --product lnlens-bench
+	$(SWIFT) build -c release --product lnlens-bench $(MPI_FLAGS)
 	.build/release/lnlens-bench
 
 # The binary and what it ships (models, prompt sets), found relative to the binary's real path:

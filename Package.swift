@@ -14,18 +14,21 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .target(name: "Support"),
+        // MPI for data-parallel train/remove-ln: real with -DLNLENS_MPI and MPI's flags (the Makefile adds them), stubs otherwise.
+        .target(name: "CMPI"),
+        .target(name: "Distributed", dependencies: ["CMPI"]),
         .target(name: "TensorCore", dependencies: ["CBLAS"]),
         .target(name: "Tokenizer", dependencies: ["Support"]),
         .target(name: "GPT2", dependencies: ["TensorCore", "Support"]),
         .target(name: "Analysis", dependencies: ["GPT2", "Tokenizer", "TensorCore", "Support"]),
-        .target(name: "Training", dependencies: ["GPT2", "TensorCore", "Tokenizer", "Support"]),
+        .target(name: "Training", dependencies: ["GPT2", "TensorCore", "Tokenizer", "Support", "Distributed"]),
         .target(name: "Jobs", dependencies: ["Analysis", "GPT2", "ResultsStore", "Support", "TensorCore", "Training", "Tokenizer"]),
         .target(name: "ResultsStore", dependencies: ["Support", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "Report", dependencies: ["Analysis", "Jobs", "ResultsStore", "Support"]),
         .executableTarget(
             name: "lnlens",
             dependencies: [
-                "GPT2", "Tokenizer", "TensorCore", "Analysis", "ResultsStore", "Support", "Jobs", "Report", "Training",
+                "GPT2", "Tokenizer", "TensorCore", "Analysis", "ResultsStore", "Support", "Jobs", "Report", "Training", "Distributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "lnlens-bench", dependencies: ["GPT2", "TensorCore", "Analysis", "Tokenizer", "ResultsStore", "Jobs", "Support", "Training"]),
@@ -33,6 +36,7 @@ let package = Package(
         .target(name: "CLibFuzzer"),
         .executableTarget(name: "lnlens-fuzz", dependencies: ["CLibFuzzer", "GPT2", "Tokenizer", "Analysis", "Jobs", "ResultsStore", "Support", "Training"]),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
         .testTarget(name: "TensorCoreTests", dependencies: ["TensorCore"]),
         .testTarget(name: "TokenizerTests", dependencies: ["Tokenizer"], resources: []),
         .testTarget(name: "GPT2Tests", dependencies: ["GPT2", "Tokenizer", "TensorCore"]),

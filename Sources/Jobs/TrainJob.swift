@@ -69,6 +69,7 @@ public struct TrainJob {
     @discardableResult
     public func run(db: ResultsDatabase, resume: Bool, progress: (StepReport) throws -> Void = { _ in }) throws -> Int64 {
         let corpusHash = trainer.corpus.hash
+        try checkSameOnEveryRank()
         var runID: Int64
         var secondsBefore = 0.0
         if resume {
@@ -88,7 +89,10 @@ public struct TrainJob {
             // the checkpoint's own settings and corpus.
             try checkSameTraining(record, folder: folder)
             try check(state, folder: folder, corpusHash: corpusHash)
-            if record.status == .completed { return id }
+            if record.status == .completed {
+                _ = try trainer.communicator.broadcast(-1)
+                return id
+            }
             _ = try db.claimRun(id: id, force: forceResume)
             try state.restore(into: trainer, from: folder)
             runID = id
@@ -110,6 +114,7 @@ public struct TrainJob {
             }
         }
         let id = runID
+        try startFollowers()
         let started = DispatchTime.now().uptimeNanoseconds
         func seconds() -> Double { secondsBefore + Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9 }
         func checkpoint() throws {
@@ -136,6 +141,40 @@ public struct TrainJob {
             if !keepCheckpoints && !keepAll { try? FileManager.default.removeItem(at: TrainingCheckpoint.directory(out: out)) }
         }, finish: { (try summaries(db: db, runID: id, seconds: seconds()), []) })
         return id
+    }
+
+    /// Every rank of a data-parallel run (`mpirun -n K`) checks that all have the same options,
+    /// source weights and training data as rank 0, and refuses otherwise (on every rank).
+    func checkSameOnEveryRank() throws {
+        let world = trainer.communicator
+        guard world.size > 1 else { return }
+        func digest(_ s: String) -> UInt64 { Data(s.utf8).withUnsafeBytes { XXH64.hash($0, seed: 0) } }
+        try world.checkSame(digest: digest(command + "\n" + options.json), what: "the options")
+        try world.checkSame(digest: digest(modelHash), what: "the weights (hash)")
+        try world.checkSame(digest: digest(trainer.corpus.hash), what: "the training data (its tokens hash)")
+    }
+
+    /// Rank 0, once the run is set up (a resume's checkpoint restored): tells the other ranks the
+    /// step it starts from, then every rank checks that all hold the same training state.
+    func startFollowers() throws {
+        guard trainer.communicator.size > 1 else { return }
+        _ = try trainer.communicator.broadcast(Int64(trainer.step))
+        try trainer.communicator.checkSame(digest: trainer.stateDigest, what: "the training state (weights, AdamW moments, σ, step)")
+    }
+
+    /// A rank other than 0 of a data-parallel run: runs the same steps as rank 0 (its share of
+    /// each step's micro-batches) and writes nothing; with `resume` it restores the checkpoint
+    /// rank 0 resumes from (--out must be on a file system every rank reads).
+    public func follow(resume: Bool) throws {
+        try checkSameOnEveryRank()
+        let start = try trainer.communicator.broadcast(0)
+        if start < 0 { return }
+        if resume {
+            guard let folder = TrainingCheckpoint.latest(out: out) else { throw TrainingError.checkpointMissing(directory: out.path) }
+            try TrainingCheckpoint.read(folder).restore(into: trainer, from: folder)
+        }
+        try trainer.communicator.checkSame(digest: trainer.stateDigest, what: "the training state (weights, AdamW moments, σ, step)")
+        while trainer.step < trainer.settings.steps { try trainer.runStep() }
     }
 
     /// Refuses a resume whose source weights (`--init` config and seed, `--from` or MODEL: by

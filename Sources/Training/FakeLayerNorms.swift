@@ -93,6 +93,12 @@ public struct FakeLayerNorms: Sendable, Equatable, Codable {
         return LayerNormPlan(blocks: blocks, final: scale(removed(.lnFinal, at: step), lnFinalSigma), rawEps: Self.sigmaEps)
     }
 
+    /// Whether a forward during step `step` divides by a σ that the step's σ updates still move:
+    /// an `ln_1` with one path fake and the other real (its σ is tracked while either path is).
+    public func planMovesWithinStep(at step: Int) -> Bool {
+        !keepLN && (0..<schedule.nLayers).contains { removed(.ln1QK(block: $0), at: step) != removed(.ln1V(block: $0), at: step) }
+    }
+
     /// Whether every LayerNorm is fake during step `step` (the model is LN-free).
     public func allRemoved(at step: Int) -> Bool {
         !keepLN && step >= schedule.lastStep

@@ -1,3 +1,4 @@
+import Distributed
 import Foundation
 import GPT2
 import Support
@@ -99,10 +100,16 @@ public final class Trainer {
     var order: BlockOrder
     /// Buffers reused from pass to pass (every step has the same shapes).
     let arenas = ArenaPool()
+    /// The ranks training together (`single`: this process alone); each runs its share of every
+    /// step's micro-batches (`DataParallel.swift`).
+    public let communicator: Communicator
 
-    public init(model: GPT2Model, corpus: TokenCorpus, settings s: TrainingSettings, layerNorms: FakeLayerNorms?) throws {
+    public init(model: GPT2Model, corpus: TokenCorpus, settings s: TrainingSettings, layerNorms: FakeLayerNorms?,
+                communicator: Communicator = .single) throws {
         try Self.check(model: model, corpus: corpus, settings: s, layerNorms: layerNorms)
+        try Self.check(settings: s, ranks: communicator.size)
         self.model = model
+        self.communicator = communicator
         self.corpus = corpus
         self.settings = s
         self.layerNorms = layerNorms
@@ -163,26 +170,28 @@ public final class Trainer {
     /// `gradients` (zeroed first); returns the step's loss and auxiliary loss and the σ measured.
     /// Each micro-batch runs with the LayerNorm plan of the moment: with `.microBatch` σ updates,
     /// σ is folded in after each one (a fake `ln_1` Q/K path divides by a σ its real V path still moves).
+    /// With several ranks each runs its share and the sums are reduced (`reduceStep`).
     public func accumulateGradients(step: Int) throws -> (loss: Double, aux: Double, sigmas: MeasuredSigmas) {
         gradients.arena.base.update(repeating: 0, count: gradients.table.count)
         let sequences = batch(at: step)
         let total = sequences.count
-        var loss = 0.0, aux = 0.0
-        var measured = MeasuredSigmas(nLayers: model.config.nLayers)
-        var start = 0
-        while start < total {
-            let part = Array(sequences[start ..< min(total, start + settings.microBatch)])
-            start += part.count
+        let parts = microBatches(sequences: total)
+        let mine = share(of: parts.count)
+        let before = layerNorms
+        try replayEarlierMicroBatches(sequences, parts: parts[..<mine.lowerBound], step: step)
+        var stats = StepStatistics(microBatches: parts.count, nLayers: model.config.nLayers)
+        for j in mine {
+            let part = Array(sequences[parts[j]])
             let share = Double(part.count) / Double(total)
             var one = MeasuredSigmas(nLayers: model.config.nLayers)
             let pass = try forwardBackward(part, share: share, plan: plan(at: step), measured: &one)
             if layerNorms?.sigmaUpdate == .microBatch {
                 layerNorms?.update(microBatch: one.mean(), sequences: part.count, step: step)
             }
-            measured.add(one)
-            (loss, aux) = (loss + pass.loss * share, aux + pass.aux * share)
+            stats.record(j, sigmas: one, loss: pass.loss * share, aux: pass.aux * share)
         }
-        return (loss, aux, measured.mean())
+        if communicator.size > 1 { try reduceStep(&stats, parts: parts, before: before, step: step) }
+        return stats.total()
     }
 
     /// One micro-batch's forward and backward, its gradients (scaled by `share`, its part of the

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Distributed
 import Foundation
 import GPT2
 import Jobs
@@ -55,13 +56,39 @@ struct LNLens: ParsableCommand {
             print(LNLensVersion.full)
             Foundation.exit(0)
         }
+        let world = startMPI()
         do {
             var command = try parseAsRoot(Self.joiningNegativeValues(arguments))
+            if world.size > 1, !(command is TrainCommand || command is RemoveLNCommand) {
+                throw DistributedError.notDistributed(command: arguments.first ?? "", size: world.size)
+            }
             try command.run()
+            world.finalize()
         } catch {
-            guard let message = message(error, command: arguments.first ?? "") else { exit(withError: error) }
-            printErr("lnlens: error: \(message)")
-            Foundation.exit(ExitStatus.of(error) ?? exitCode(for: error).rawValue)
+            guard let message = message(error, command: arguments.first ?? "") else {
+                world.finalize()
+                exit(withError: error)
+            }
+            // Every rank refuses a mismatch alike: rank 0 says it once.
+            let echoed = if case .differs? = error as? DistributedError { true } else { false }
+            if world.isRoot || !echoed { printErr("lnlens: error: \(world.isRoot ? "" : "(rank \(world.rank)) ")\(message)") }
+            if echoed && !world.isRoot { sleep(10) }  // rank 0 says it and ends the job
+            let code = ExitStatus.of(error) ?? exitCode(for: error).rawValue
+            if world.size > 1 { world.abort(code: code == 0 ? 1 : code) }  // the other ranks would wait for this one forever
+            Foundation.exit(code)
+        }
+    }
+
+    /// Starts MPI when a launcher (mpirun, srun) started lnlens (`Communicator.startIfLaunched`);
+    /// ranks other than 0 print nothing but errors.
+    static func startMPI() -> Communicator {
+        do {
+            let world = try Communicator.startIfLaunched()
+            if !world.isRoot { _ = dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO) }
+            return world
+        } catch {
+            printErr("lnlens: error: \(Files.describe(error))")
+            Foundation.exit(1)
         }
     }
 

@@ -1,5 +1,6 @@
 import Analysis
 import ArgumentParser
+import Distributed
 import Foundation
 import GPT2
 import Jobs
@@ -13,9 +14,11 @@ enum LNLensVersion {
     static let string = "0.1.0"
 
     /// `lnlens --version`: the version, the git commit of the checkout lnlens runs from (when it
-    /// runs from one: `LNLENS_HOME` or the folder the binary was built in) and the OpenBLAS kernel.
+    /// runs from one: `LNLENS_HOME` or the folder the binary was built in), the OpenBLAS kernel and
+    /// the MPI library built in (README, Scale-out), if any.
     static var full: String {
-        "lnlens \(string) (commit \(commit ?? "unknown: not run from a git checkout")); OpenBLAS kernel \(BLASInfo.coreName)"
+        "lnlens \(string) (commit \(commit ?? "unknown: not run from a git checkout")); OpenBLAS kernel \(BLASInfo.coreName); "
+            + (Communicator.builtWithMPI ? "MPI: \(Communicator.libraryVersion)" : "MPI: not built in (make builds it in when mpicc is found)")
     }
 
     /// `git rev-parse --short HEAD` in `Resources.home`, or nil.

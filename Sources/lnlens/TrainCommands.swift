@@ -1,4 +1,5 @@
 import ArgumentParser
+import Distributed
 import Foundation
 import GPT2
 import Jobs
@@ -93,6 +94,7 @@ struct TrainingFlags: ParsableArguments {
 
     /// Prepares --out (`TrainJob.prepareOutput`); the database is an input too.
     func prepareOut(inputs: [String]) throws {
+        guard Communicator.world.isRoot else { return }  // rank 0 alone writes (README, Scale-out)
         try TrainJob.prepareOutput(try requireOut(), inputs: inputs + [db], force: force, resume: resume)
     }
 
@@ -152,6 +154,7 @@ struct TrainingFlags: ParsableArguments {
     /// Runs `job` with the progress line and a log line every --log-every steps, then prints
     /// where the model and the run are.
     func execute(_ job: TrainJob, label: String) throws {
+        guard job.trainer.communicator.isRoot else { return try job.follow(resume: resume) }
         let database = try ResultsDatabase(path: db)
         let total = job.trainer.settings.steps
         let progress = ProgressLine(label: label, unit: "steps")
@@ -171,6 +174,11 @@ struct TrainingFlags: ParsableArguments {
             if Interrupt.requested { throw JobStop() }
         }
         print("wrote \(out ?? ""); stored in \(db) as run \(id)")
+        let world = job.trainer.communicator
+        if world.size > 1 {
+            print(String(format: "%d ranks; rank 0 spent %.3f s in MPI_Allreduce (gradients %@ floats per step)", world.size,
+                         world.allreduceSeconds, job.trainer.gradients.table.count.formatted()))
+        }
     }
 }
 
@@ -240,7 +248,7 @@ struct TrainCommand: ParsableCommand {
         let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: model.config.dVocab, window: batch.seqLen)
         let recipe = TrainingRecipe.train(steps: flags.steps, lr: flags.lr, minLr: flags.minLr, warmup: flags.warmup, stopAt: flags.stopAt)
         let settings = flags.settings(recipe, batch: batch, weightDecay: flags.weightDecay ?? TrainingRecipe.weightDecay, auxWeight: 0)
-        let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil)
+        let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil, communicator: .world)
         try flags.prepareOut(inputs: inputs + [tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
@@ -372,7 +380,7 @@ struct RemoveLNCommand: ParsableCommand {
         if plan { return try printPlan(loaded.model, recipe: r, settings: settings, layerNorms: layerNorms, tokenizer: tok) }
         try flags.checkMemory(loaded.model, seqLen: settings.seqLen)
         let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: loaded.model.config.dVocab, window: settings.seqLen)
-        let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms)
+        let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms, communicator: .world)
         try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
         var options = flags.options(r.training, settings)
         options.recordRemoval(r, model: model, keepLN: keepLn, settings: settings, layerNorms: layerNorms)
