@@ -175,6 +175,7 @@ extension GPT2Model {
         try runner.backward(h(.residPost), s.dResid, L.resid)
         branchGradient(s.dMlpOut, s, layer: l, options, n: N * C)
         try runner.backward(h(.mlpOut), s.dMlpOut, L.resid)
+        if let mask = pass.rows.dropout?.mask(.mlpOutput, layer: l) { mask.apply(out: s.dMlpOut, inp: s.dMlpOut, n: N * C) }
         s.dMlp.update(repeating: 0, count: N * M)
         matmulBackward(dinp: s.dMlp, dw: gw?.wOut, dbias: gw?.bOut, dout: s.dMlpOut, inp: a.mlpPost, w: w.wOut, N: N, IC: M, OC: C)
         try runner.backward(h(.mlpPost), s.dMlp, L.mlp)
@@ -199,11 +200,19 @@ extension GPT2Model {
         func h(_ point: HookName.Point) -> HookName { HookName(point, layer: l) }
         branchGradient(s.dAttnOut, s, layer: l, options, n: N * C)
         try runner.backward(h(.attnOut), s.dAttnOut, L.resid)
+        if let mask = pass.rows.dropout?.mask(.attentionOutput, layer: l) { mask.apply(out: s.dAttnOut, inp: s.dAttnOut, n: N * C) }
         s.dz.update(repeating: 0, count: N * C)
         try headOutputsBackward(l, pass, s, &runner, options.parameterGradients?.blocks[l])
         try runner.backward(h(.z), s.dz, L.z)
         s.dqkv.update(repeating: 0, count: N * 3 * C)
-        attentionValuesBackward(dpattern: s.datt, dqkv: s.dqkv, dz: s.dz, pattern: a.att, qkv: a.qkv, B: B, T: T, C: C, NH: NH)
+        if let mask = pass.rows.dropout?.mask(.attention, layer: l), let dropped = pass.rows.droppedPattern {
+            // The values read the dropped pattern (regenerated); its gradient reaches the pattern through the mask.
+            mask.apply(out: dropped, inp: a.att, n: B * NH * T * T)
+            attentionValuesBackward(dpattern: s.datt, dqkv: s.dqkv, dz: s.dz, pattern: dropped, qkv: a.qkv, B: B, T: T, C: C, NH: NH)
+            mask.apply(out: s.datt, inp: s.datt, n: B * NH * T * T)
+        } else {
+            attentionValuesBackward(dpattern: s.datt, dqkv: s.dqkv, dz: s.dz, pattern: a.att, qkv: a.qkv, B: B, T: T, C: C, NH: NH)
+        }
         let frozenPattern = options.freeze.contains(.attention)
         // A frozen pattern is a constant: no gradient at it, nor through it to the scores, q and k.
         if frozenPattern { s.datt.update(repeating: 0, count: B * NH * T * T) }
@@ -291,6 +300,7 @@ extension GPT2Model {
                             _ g: ModelParameters?) throws(GPT2Error) {
         let N = pass.N, C = config.dModel, L = pass.rows.layouts
         let dEmbed = s.dLn, dPos = s.dAttnOut
+        if let mask = pass.rows.dropout?.mask(.embedding) { mask.apply(out: s.dResid, inp: s.dResid, n: N * C) }
         dEmbed.update(from: s.dResid, count: N * C)
         dPos.update(from: s.dResid, count: N * C)
         try runner.backward(.posEmbed(), dPos, L.resid)

@@ -54,6 +54,8 @@ public struct ForwardOptions: Sendable {
     /// Where the pass (and its backward) take their buffers from and give them back to when done
     /// (training: the same shapes every step); nil: allocated and freed with the pass.
     public var arenas: ArenaPool? = nil
+    /// Training's dropout (the masks of one micro-batch); nil: none, as every analysis runs.
+    public var dropout: Dropout? = nil
 
     public init(cache: Set<HookName> = [], cachePositions: [Int]? = nil, interventions: [Intervention] = [],
                 logits: LogitPositions = .all, retainForBackward: Bool = false, layerNorms: LayerNormPlan? = nil,
@@ -147,6 +149,11 @@ struct Rows {
     let layouts: Layouts
     /// A linearised variant's frozen values (patched rows of `--freeze`); nil: the model itself.
     var frozen: FrozenValues? = nil
+    /// Training's dropout masks (nil: none).
+    var dropout: Dropout? = nil
+    /// The pattern after attention dropout (the scores' size), which the values read, the
+    /// forward's and the backward's (which regenerates it); nil without attention dropout.
+    var droppedPattern: FloatPointer? = nil
 
     /// The frozen values of `part`, when the rows freeze it.
     func frozen(_ part: Freeze) -> FrozenValues? { frozen.flatMap { $0.parts.contains(part) ? $0 : nil } }
@@ -185,10 +192,13 @@ public final class ForwardPass: @unchecked Sendable {
 
     /// The views one pass's arena holds, in the order `init` takes them: B sequences of T tokens,
     /// `logitRows` rows of logits, every block's activations kept (`retained`, for a backward)
-    /// or one block's reused, ln_1 planned once or twice (`splitLN1`).
-    static func arenaSizes(B: Int, T: Int, config cfg: GPT2Config, logitRows: Int, retained: Bool, splitLN1: Bool) -> [Int] {
+    /// or one block's reused, ln_1 planned once or twice (`splitLN1`), one pattern after
+    /// attention dropout (`droppedPattern`).
+    static func arenaSizes(B: Int, T: Int, config cfg: GPT2Config, logitRows: Int, retained: Bool, splitLN1: Bool,
+                           droppedPattern: Bool = false) -> [Int] {
         let N = B * T, C = cfg.dModel
         var sizes = [N * C, N * C, N * C, N * C] + LayerNormActivations.sizes(N: N, C: C) + [logitRows * cfg.dVocab]
+            + (droppedPattern ? [B * cfg.nHeads * T * T] : [])
         for _ in 0..<(retained ? cfg.nLayers : 1) {
             sizes += BlockActivations.sizes(N: N, scores: B * cfg.nHeads * T * T, splitLN1: splitLN1, config: cfg)
         }
@@ -198,15 +208,16 @@ public final class ForwardPass: @unchecked Sendable {
     /// Bytes of the arenas of one forward pass over B × T tokens with logits at `logits` (and,
     /// with `backward`, every activation kept, the backward's scratch and d logits): what a job
     /// checks against the machine's memory before it starts (`MemoryBudget`), and sizes its
-    /// batches by.
+    /// batches by. `attentionDropout`: training's pattern after dropout too.
     public static func footprint(B: Int, T: Int, config cfg: GPT2Config, logits: LogitPositions = .all,
-                                 backward: Bool) -> Int {
+                                 backward: Bool, attentionDropout: Bool = false) -> Int {
         let logitRows = switch logits {
         case .all: B * T
         case .last: B
         case .none: 0
         }
-        var floats = Arena.footprint(arenaSizes(B: B, T: T, config: cfg, logitRows: logitRows, retained: backward, splitLN1: true))
+        var floats = Arena.footprint(arenaSizes(B: B, T: T, config: cfg, logitRows: logitRows, retained: backward, splitLN1: true,
+                                                droppedPattern: attentionDropout))
         if backward { floats += logitRows * cfg.dVocab + Arena.footprint(BackwardScratch.sizes(B: B, T: T, config: cfg)) }
         return floats * MemoryLayout<Float>.stride
     }
@@ -223,8 +234,9 @@ public final class ForwardPass: @unchecked Sendable {
         case .none: []
         }
         retained = options.retainForBackward
-        let split = plan.blocks.contains { $0.ln1 != $0.ln1V }
-        let sizes = Self.arenaSizes(B: B, T: T, config: cfg, logitRows: logitRows.count, retained: retained, splitLN1: split)
+        let split = plan.blocks.contains { $0.ln1 != $0.ln1V }, dropsPattern = (options.dropout?.rates.attn ?? 0) > 0
+        let sizes = Self.arenaSizes(B: B, T: T, config: cfg, logitRows: logitRows.count, retained: retained, splitLN1: split,
+                                    droppedPattern: dropsPattern)
         pool = options.arenas
         arena = try allocate(Arena.footprint(sizes), options.arenas)
         embed = arena.take(N * C)
@@ -232,6 +244,7 @@ public final class ForwardPass: @unchecked Sendable {
         let streamA = arena.take(N * C), streamB = arena.take(N * C)
         lnF = LayerNormActivations(arena, N: N, C: C)
         logits = arena.take(logitRows.count * cfg.dVocab)
+        let droppedPattern = dropsPattern ? arena.take(B * cfg.nHeads * T * T) : nil
         var blocks: [BlockActivations] = []
         for l in 0..<(retained ? cfg.nLayers : 1) {
             // Retained: block l reads the previous block's resid_post; reused: two buffers alternate.
@@ -246,7 +259,8 @@ public final class ForwardPass: @unchecked Sendable {
         runner = HookRunner()
         self.plan = plan
         rows = Rows(N: N, segments: AttentionSegment.batch(B: B, T: T, NH: cfg.nHeads),
-                    layouts: Layouts(B: B, T: T, C: C, NH: cfg.nHeads, dh: cfg.dHead, M: cfg.dMLP))
+                    layouts: Layouts(B: B, T: T, C: C, NH: cfg.nHeads, dh: cfg.dHead, M: cfg.dMLP), dropout: options.dropout,
+                    droppedPattern: droppedPattern)
     }
 
     deinit { pool?.recycle(arena) }
@@ -290,6 +304,9 @@ extension GPT2Model {
         try runner.forward(.embed(), pass.embed, rows.layouts.resid)
         try runner.forward(.posEmbed(), pass.posEmbed, rows.layouts.resid)
         residualForward(out: pass.block(0).residPre, a: pass.embed, b: pass.posEmbed, n: pass.N * config.dModel)
+        if let mask = rows.dropout?.mask(.embedding) {
+            mask.apply(out: pass.block(0).residPre, inp: pass.block(0).residPre, n: pass.N * config.dModel)
+        }
         for l in 0..<config.nLayers {
             try block(l, pass.block(l), rows, plan.blocks[l], rawEps: plan.rawEps, &runner)
         }
@@ -368,9 +385,15 @@ extension GPT2Model {
             attentionSoftmaxForward(att: a.att, segments: rows.segments, NH: NH)
         }
         try runner.forward(h(.pattern), a.att, L.attn, keepOriginal: true)
-        attentionValuesForward(z: a.z, pattern: a.att, qkv: a.qkv, segments: rows.segments, C: C, NH: NH)
+        var pattern = UnsafePointer(a.att)
+        if let mask = rows.dropout?.mask(.attention, layer: l), let dropped = rows.droppedPattern {
+            mask.apply(out: dropped, inp: a.att, n: AttentionSegment.scoresSize(rows.segments, NH: NH))
+            pattern = UnsafePointer(dropped)
+        }
+        attentionValuesForward(z: a.z, pattern: pattern, qkv: a.qkv, segments: rows.segments, C: C, NH: NH)
         try runner.forward(h(.z), a.z, L.z)
         try headOutputs(l, a, rows, &runner)
+        if let mask = rows.dropout?.mask(.attentionOutput, layer: l) { mask.apply(out: a.attnOut, inp: a.attnOut, n: N * C) }
         try runner.forward(h(.attnOut), a.attnOut, L.resid)
         residualForward(out: a.residMid, a: a.residPre, b: a.attnOut, n: N * C)
         try runner.forward(h(.residMid), a.residMid, L.resid)
@@ -411,6 +434,7 @@ extension GPT2Model {
         }
         try runner.forward(h(.mlpPost), a.mlpPost, L.mlp)
         matmulForward(out: a.mlpOut, inp: a.mlpPost, w: w.wOut, bias: w.bOut, N: N, IC: M, OC: C)
+        if let mask = rows.dropout?.mask(.mlpOutput, layer: l) { mask.apply(out: a.mlpOut, inp: a.mlpOut, n: N * C) }
         try runner.forward(h(.mlpOut), a.mlpOut, L.resid)
         residualForward(out: a.residPost, a: a.residMid, b: a.mlpOut, n: N * C)
         try runner.forward(h(.residPost), a.residPost, L.resid)

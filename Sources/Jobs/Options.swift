@@ -269,6 +269,11 @@ public struct TrainOptions: JobOptions {
         @Stored public var maskEOTTargets: Bool?
         @Stored public var auxTarget: String?
         @Stored public var decayLNWeights: Bool?
+        /// Dropout in the training passes (`--dropout`, `--embd-pdrop`, `--attn-pdrop`,
+        /// `--resid-pdrop`): each stored only when not 0 (unset in runs without dropout).
+        @Stored public var embdPdrop: Double?
+        @Stored public var attnPdrop: Double?
+        @Stored public var residPdrop: Double?
         /// The removal schedule, `h.0.ln_2@20,…`.
         @Stored public var schedule: String?
         /// The data when not `corpus`: a token file (`--tokens`, `--token-dtype` for a headerless
@@ -283,7 +288,7 @@ public struct TrainOptions: JobOptions {
             case maxGradNorm = "max_grad_norm", seed, dtype, lr, minLr = "min_lr", warmup, steps, stopAt = "stop_at", recipe
             case keepLN = "keep_ln", auxWeight = "aux_weight", momentum, momentumSequences = "momentum_sequences", schedule
             case sigmaUpdate = "sigma_update", maskEOTTargets = "mask_eot_targets", auxTarget = "aux_target"
-            case decayLNWeights = "decay_ln_weights"
+            case decayLNWeights = "decay_ln_weights", embdPdrop = "embd_pdrop", attnPdrop = "attn_pdrop", residPdrop = "resid_pdrop"
             case tokens, tokenDtype = "token_dtype", dataset, field
         }
     }

@@ -247,6 +247,8 @@ public struct TrainJob {
             ("--mask-eot-targets", "\(a.maskEOTTargets)", "\(b.maskEOTTargets)"),
             ("--aux-target", a.auxTargetSkipsBOSAndEOT ? "content" : "all", b.auxTargetSkipsBOSAndEOT ? "content" : "all"),
             ("--decay-ln-weights", "\(a.adamW.decayLayerNormWeights)", "\(b.adamW.decayLayerNormWeights)"),
+            ("--embd-pdrop", "\(a.dropout.embd)", "\(b.dropout.embd)"), ("--attn-pdrop", "\(a.dropout.attn)", "\(b.dropout.attn)"),
+            ("--resid-pdrop", "\(a.dropout.resid)", "\(b.dropout.resid)"),
         ]
         let (option, stored, now) = pairs.first { $0.1 != $0.2 } ?? ("the optimizer settings", "as stored", "different ones")
         throw mismatch(option, stored, now)

@@ -42,10 +42,10 @@ extension Trainer {
     /// the forwards of `parts` (the micro-batches before this rank's share) and folds their σ in.
     func replayEarlierMicroBatches(_ sequences: [[Int]], parts: ArraySlice<Range<Int>>, step: Int) throws {
         guard let ln = layerNorms, ln.sigmaUpdate == .microBatch, ln.planMovesWithinStep(at: step) else { return }
-        for range in parts {
-            let part = Array(sequences[range])
+        for j in parts.indices {
+            let part = Array(sequences[parts[j]])
             var forward = ForwardOptions(logits: .none, retainForBackward: true, layerNorms: plan(at: step))
-            forward.arenas = arenas
+            (forward.arenas, forward.dropout) = (arenas, dropout(step: step, microBatch: j))
             var one = MeasuredSigmas(nLayers: model.config.nLayers)
             one.add(try model.run(part, forward))
             layerNorms?.update(microBatch: one.mean(), sequences: part.count, step: step)

@@ -76,6 +76,8 @@ public struct RemovalPlan: Encodable, Sendable {
     public var maskEOTTargets: Bool
     public var auxTargetSkipsBOSAndEOT: Bool
     public var decayLNWeights: Bool
+    /// Dropout in the training passes (`embd_pdrop`, `attn_pdrop`, `resid_pdrop`; all 0: none).
+    public var dropout: DropoutRates
     public var seqLen: Int
     public var sequencesPerStep: Int
     public var microBatch: Int
@@ -95,7 +97,7 @@ public struct RemovalPlan: Encodable, Sendable {
         case scheduleSteps = "schedule_steps", stepsRun = "steps_run", warmup, lr, minLr = "min_lr"
         case weightDecay = "weight_decay", auxWeight = "aux_weight", momentum, momentumSequences = "momentum_sequences"
         case sigmaUpdate = "sigma_update", momentumPerUpdate = "momentum_per_update", maskEOTTargets = "mask_eot_targets"
-        case auxTargetSkipsBOSAndEOT = "aux_target_skips_bos_eot", decayLNWeights = "decay_ln_weights"
+        case auxTargetSkipsBOSAndEOT = "aux_target_skips_bos_eot", decayLNWeights = "decay_ln_weights", dropout
         case seqLen = "seq_len", sequencesPerStep = "sequences_per_step", microBatch = "micro_batch"
         case passesPerStep = "passes_per_step", tokensPerStep = "tokens_per_step", tokensTotal = "tokens_total"
         case corpusTokens = "corpus_tokens", removals, phases, lrKeyPoints = "lr_key_points", lrPerStep = "lr_per_step"
@@ -118,7 +120,7 @@ extension RemovalPlan {
         momentumPerUpdate = layerNorms.sigmaUpdate == .step ? layerNorms.momentum
             : pow(layerNorms.momentum, Double(min(s.microBatch, s.sequencesPerStep)) / Double(max(layerNorms.momentumSequences, 1)))
         (maskEOTTargets, auxTargetSkipsBOSAndEOT) = (s.maskEOTTargets, s.auxTargetSkipsBOSAndEOT)
-        decayLNWeights = s.adamW.decayLayerNormWeights
+        (decayLNWeights, dropout) = (s.adamW.decayLayerNormWeights, s.dropout)
         (seqLen, sequencesPerStep, microBatch) = (s.seqLen, s.sequencesPerStep, s.microBatch)
         passesPerStep = (s.sequencesPerStep + s.microBatch - 1) / s.microBatch
         (tokensPerStep, tokensTotal, self.corpusTokens) = (s.tokensPerStep, s.tokensPerStep * s.steps, corpusTokens)
@@ -154,7 +156,8 @@ extension RemovalPlan {
 
     static func memory(_ s: TrainingSettings, config: GPT2Config, parameterFloats: Int) -> Memory {
         let parameters = parameterFloats * MemoryLayout<Float>.stride
-        let activations = ForwardPass.footprint(B: min(s.microBatch, s.sequencesPerStep), T: s.seqLen, config: config, backward: true)
+        let activations = ForwardPass.footprint(B: min(s.microBatch, s.sequencesPerStep), T: s.seqLen, config: config, backward: true,
+                                                attentionDropout: s.dropout.attn > 0)
         let needed = 3 * parameters + activations
         let available = MemoryBudget.availableBytes
         return Memory(parameters: parameters, gradientsAndMoments: 3 * parameters, activations: activations,

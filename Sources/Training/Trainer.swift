@@ -25,6 +25,15 @@ public struct TrainingSettings: Sendable, Equatable, Codable {
     /// The auxiliary loss's target σ̄ leaves out position 0 and `<|endoftext|>` inputs (the
     /// companion's `CustomTrainer`; `remove-ln --aux-target content`, its default).
     public var auxTargetSkipsBOSAndEOT = false
+    /// Dropout in the training forward and backward (`--dropout`, `--embd-pdrop`, `--attn-pdrop`,
+    /// `--resid-pdrop`; remove-ln's default the source's config.json, as the companion fine-tunes in
+    /// train mode); never in evaluation. Stored only when not all 0, so settings stored before it
+    /// was an option read as none.
+    public var dropout: DropoutRates {
+        get { dropoutRates ?? .none }
+        set { dropoutRates = newValue.isZero ? nil : newValue }
+    }
+    var dropoutRates: DropoutRates?
 
     /// GPT-2's `<|endoftext|>`, which the companion code hard-codes.
     public static let endOfText = 50256
@@ -48,6 +57,7 @@ public struct TrainingSettings: Sendable, Equatable, Codable {
     enum CodingKeys: String, CodingKey {
         case seqLen, sequencesPerStep, microBatch, steps, seed, learningRate, adamW, maxGradNorm, auxWeight
         case maskEOTTargets, auxTargetSkipsBOSAndEOT
+        case dropoutRates = "dropout"
     }
 
     /// Settings stored before the companion's numerics were options had none of them.
@@ -60,6 +70,7 @@ public struct TrainingSettings: Sendable, Equatable, Codable {
                   auxWeight: try c.decode(Double.self, forKey: .auxWeight))
         maskEOTTargets = try c.decodeIfPresent(Bool.self, forKey: .maskEOTTargets) ?? false
         auxTargetSkipsBOSAndEOT = try c.decodeIfPresent(Bool.self, forKey: .auxTargetSkipsBOSAndEOT) ?? false
+        dropout = try c.decodeIfPresent(DropoutRates.self, forKey: .dropoutRates) ?? .none
     }
 }
 
@@ -184,7 +195,8 @@ public final class Trainer {
             let part = Array(sequences[parts[j]])
             let share = Double(part.count) / Double(total)
             var one = MeasuredSigmas(nLayers: model.config.nLayers)
-            let pass = try forwardBackward(part, share: share, plan: plan(at: step), measured: &one)
+            let pass = try forwardBackward(part, share: share, plan: plan(at: step), measured: &one,
+                                           dropout: dropout(step: step, microBatch: j))
             if layerNorms?.sigmaUpdate == .microBatch {
                 layerNorms?.update(microBatch: one.mean(), sequences: part.count, step: step)
             }
@@ -199,10 +211,10 @@ public final class Trainer {
     /// The loss is the micro-batch's mean over its targets (without `<|endoftext|>` ones when
     /// masked), weighted by `share`, as the companion's Trainer divides each micro-batch's by the
     /// accumulation steps.
-    func forwardBackward(_ part: [[Int]], share: Double, plan: LayerNormPlan,
-                         measured: inout MeasuredSigmas) throws -> (loss: Double, aux: Double) {
+    func forwardBackward(_ part: [[Int]], share: Double, plan: LayerNormPlan, measured: inout MeasuredSigmas,
+                         dropout: Dropout? = nil) throws -> (loss: Double, aux: Double) {
         var forward = ForwardOptions(logits: .all, retainForBackward: true, layerNorms: plan)
-        forward.arenas = arenas
+        (forward.arenas, forward.dropout) = (arenas, dropout)
         let pass = try model.run(part, forward)
         var options = BackwardOptions(parameterGradients: gradients)
         options.metricScale = Float(share)
@@ -221,6 +233,12 @@ public final class Trainer {
         return (result.total, aux)
     }
 
+    /// The dropout masks of micro-batch `microBatch` (0-based within the step) of step `step`; nil
+    /// when the settings apply none (a pass then runs exactly as without dropout).
+    public func dropout(step: Int, microBatch: Int) -> Dropout? {
+        settings.dropout.isZero ? nil : Dropout(rates: settings.dropout, seed: settings.seed, step: step, microBatch: microBatch)
+    }
+
     /// Seconds of one forward and backward pass over the first micro-batch of step 0 (LayerNorms
     /// as at step 0) and of one clipping and AdamW update: what `remove-ln --plan` extrapolates a
     /// run's time from. The timed pass follows one untimed pass, which allocates the buffers that
@@ -230,10 +248,10 @@ public final class Trainer {
         func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
         let part = Array(batch(at: 0).prefix(settings.microBatch)), plan = plan(at: 0)
         var measured = MeasuredSigmas(nLayers: model.config.nLayers)
-        _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured)
+        _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured, dropout: dropout(step: 0, microBatch: 0))
         gradients.arena.base.update(repeating: 0, count: gradients.table.count)
         let t0 = now()
-        _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured)
+        _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured, dropout: dropout(step: 0, microBatch: 0))
         let t1 = now()
         clipGradientNorm(gradients, maxNorm: settings.maxGradNorm)
         optimizer.step(model.parameters, grads: gradients, lr: settings.learningRate.rate(at: 0))

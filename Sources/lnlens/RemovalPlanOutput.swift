@@ -49,7 +49,7 @@ extension RemoveLNCommand {
                      + "\(update) with momentum \(String(format: "%.6g", p.momentumPerUpdate)) (--sigma-update \(p.sigmaUpdate))")
         func on(_ x: Bool) -> String { x ? "on" : "off" }
         lines.append("the companion's numerics: EOT targets masked \(on(p.maskEOTTargets)), aux target without BOS/EOT "
-                     + "\(on(p.auxTargetSkipsBOSAndEOT)), weight decay on LN weights \(on(p.decayLNWeights)); dropout not applied")
+                     + "\(on(p.auxTargetSkipsBOSAndEOT)), weight decay on LN weights \(on(p.decayLNWeights)); \(Self.dropoutText(p.dropout))")
         let epochs = Double(p.tokensTotal) / Double(max(p.corpusTokens, 1))
         lines.append("tokens: \(p.sequencesPerStep) sequences × \(p.seqLen) = \(p.tokensPerStep.formatted()) per step, "
                      + "\(p.tokensTotal.formatted()) in all (\(String(format: "%.2f", epochs))× the \(p.corpusTokens.formatted()) tokens of \(corpus))")
@@ -65,5 +65,11 @@ extension RemoveLNCommand {
             lines.append("time: not measured — one pass does not fit in memory; lower --micro-batch (sequences per pass) or --seq-len")
         }
         return lines
+    }
+
+    /// `dropout off`, or the three probabilities (`--plan`'s line).
+    static func dropoutText(_ d: DropoutRates) -> String {
+        func p(_ x: Double) -> String { String(format: "%g", x) }
+        return d.isZero ? "dropout off" : "dropout embd \(p(d.embd)), attn \(p(d.attn)), resid \(p(d.resid))"
     }
 }

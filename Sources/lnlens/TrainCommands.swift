@@ -31,7 +31,13 @@ struct TrainingFlags: ParsableArguments {
     @Option(help: "Warm-up steps, linear from 0 (train: min(100, steps/10); remove-ln: the recipe's).") var warmup: Int?
     @Option(help: "AdamW weight decay, on embeddings and matrices (train: 0.01; remove-ln: the recipe's).") var weightDecay: Double?
     @Option(help: "Clip the global gradient norm to this.") var maxGradNorm = TrainingRecipe.maxGradNorm
-    @Option(help: "Seed of the initial weights (--init) and of the order the corpus's sequences are read in.") var seed: UInt64 = 0
+    @Option(help: "Seed of the initial weights (--init), of the order the corpus's sequences are read in and of the dropout masks.")
+    var seed: UInt64 = 0
+    @Option(help: "Dropout probability at GPT-2's three sites in the training passes (inverted, as transformers' train mode): on wte + wpe, on the attention pattern, on the attention and MLP outputs (train: 0; remove-ln: the model's config.json, 0.1 for GPT-2). Never in evaluation.")
+    var dropout: Double?
+    @Option(help: "Dropout on wte + wpe (embd_pdrop), overriding --dropout.") var embdPdrop: Double?
+    @Option(help: "Dropout on the attention pattern after the softmax (attn_pdrop), overriding --dropout.") var attnPdrop: Double?
+    @Option(help: "Dropout on the attention's and the MLP's outputs (resid_pdrop), overriding --dropout.") var residPdrop: Double?
     @Option(name: [.customLong("save-every"), .customLong("checkpoint-every")],
             help: "Write a checkpoint every N steps (and at the end, and on Ctrl-C).")
     var checkpointEvery = 50
@@ -68,6 +74,19 @@ struct TrainingFlags: ParsableArguments {
             throw ValidationError("--weight-decay \(weightDecay) must be in [0, 1] (decoupled decay shrinks each weight by lr · decay per step; 0.01 is usual)")
         }
         if !(maxGradNorm > 0 && maxGradNorm.isFinite) { throw ValidationError("--max-grad-norm must be a positive number") }
+        for (name, value) in [("--dropout", dropout), ("--embd-pdrop", embdPdrop), ("--attn-pdrop", attnPdrop), ("--resid-pdrop", residPdrop)] {
+            if let value, !(value >= 0 && value < 1) {
+                throw ValidationError("\(name) \(value) must be in [0, 1) (the probability an element is zeroed; GPT-2 was trained with 0.1)")
+            }
+        }
+    }
+
+    /// The dropout probabilities: `command`'s default (train: none; remove-ln: the model's
+    /// config.json), all three replaced by --dropout, each by its own option.
+    func dropoutRates(default rates: DropoutRates) -> DropoutRates {
+        var d = dropout.map { DropoutRates(embd: $0, attn: $0, resid: $0) } ?? rates
+        (d.embd, d.attn, d.resid) = (embdPdrop ?? d.embd, attnPdrop ?? d.attn, residPdrop ?? d.resid)
+        return d
     }
 
     /// The batch: the sequence length and tokens per step given, else `seqLen` and
@@ -100,15 +119,16 @@ struct TrainingFlags: ParsableArguments {
 
     /// The bytes training `model` needs beyond its loaded parameters: gradients, AdamW's two
     /// moments and one micro-batch's forward and backward.
-    func memoryNeeded(_ model: GPT2Model, seqLen: Int) -> Int {
+    func memoryNeeded(_ model: GPT2Model, seqLen: Int, attentionDropout: Bool = false) -> Int {
         let parameters = model.parameters.table.count * MemoryLayout<Float>.stride
-        return 3 * parameters + ForwardPass.footprint(B: microBatch, T: seqLen, config: model.config, backward: true)
+        return 3 * parameters + ForwardPass.footprint(B: microBatch, T: seqLen, config: model.config, backward: true,
+                                                      attentionDropout: attentionDropout)
     }
 
     /// Refuses, before the corpus is read, a training whose gradients, AdamW moments and one
     /// micro-batch's forward and backward would not fit in the memory the machine has.
-    func checkMemory(_ model: GPT2Model, seqLen: Int) throws {
-        try MemoryBudget.check(bytes: memoryNeeded(model, seqLen: seqLen))
+    func checkMemory(_ model: GPT2Model, seqLen: Int, attentionDropout: Bool = false) throws {
+        try MemoryBudget.check(bytes: memoryNeeded(model, seqLen: seqLen, attentionDropout: attentionDropout))
     }
 
     /// The data: --corpus (a shipped name resolved), --tokens or --dataset.
@@ -143,6 +163,9 @@ struct TrainingFlags: ParsableArguments {
         (o.computation.dataset, o.computation.field) = (data.dataset, data.dataset == nil ? nil : data.fieldName)
         (o.record.out, o.record.checkpointEvery, o.record.db) = (out, checkpointEvery, db)
         o.record.keepAll = keepAll ? true : nil
+        func stored(_ p: Double) -> Double? { p == 0 ? nil : p }
+        let d = settings.dropout
+        (o.computation.embdPdrop, o.computation.attnPdrop, o.computation.residPdrop) = (stored(d.embd), stored(d.attn), stored(d.resid))
         return o
     }
 
@@ -244,10 +267,12 @@ struct TrainCommand: ParsableCommand {
                                                    otherVocab: tok.vocabSize)
         }
         let batch = try flags.batch(seqLen: TrainingRecipe.seqLen, batchTokens: TrainingRecipe.batchTokens)
-        try flags.checkMemory(model, seqLen: batch.seqLen)
+        let dropout = flags.dropoutRates(default: .none)
+        try flags.checkMemory(model, seqLen: batch.seqLen, attentionDropout: dropout.attn > 0)
         let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: model.config.dVocab, window: batch.seqLen)
         let recipe = TrainingRecipe.train(steps: flags.steps, lr: flags.lr, minLr: flags.minLr, warmup: flags.warmup, stopAt: flags.stopAt)
-        let settings = flags.settings(recipe, batch: batch, weightDecay: flags.weightDecay ?? TrainingRecipe.weightDecay, auxWeight: 0)
+        var settings = flags.settings(recipe, batch: batch, weightDecay: flags.weightDecay ?? TrainingRecipe.weightDecay, auxWeight: 0)
+        settings.dropout = dropout
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil, communicator: .world)
         try flags.prepareOut(inputs: inputs + [tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
@@ -292,7 +317,10 @@ struct RemoveLNCommand: ParsableCommand {
             that LayerNorm goes. The loss adds aux-weight · mean((σ_t − σ̄)²) at ln_f's input, σ̄ the \
             mean over positions other than 0 and <|endoftext|> (--aux-target); predictions of \
             <|endoftext|> leave the loss and the LayerNorm weights are decayed, as in the companion's \
-            fine-tune (--no-mask-eot-targets, --no-decay-ln-weights). Dropout is not applied. \
+            fine-tune (--no-mask-eot-targets, --no-decay-ln-weights). Dropout is applied in the training \
+            passes as the companion's train mode does, at the model's config.json probabilities (0.1 \
+            for GPT-2, 0 for the embedded tiny models; --dropout, --embd-pdrop, --attn-pdrop, \
+            --resid-pdrop), never in evaluation. \
             --recipe sets every number: gpt2, gpt2-medium, gpt2-large and gpt2-xl are the paper's runs \
             (the companion's config.py gpt2_aux, gpt2-medium_fasttune_aux, gpt2-large_aux, \
             gpt2-xl_aux) for 12, 24, 36 and 48 layers, and --scaled moves one to another depth by the \
@@ -376,9 +404,10 @@ struct RemoveLNCommand: ParsableCommand {
         guard let tokenizerDir = loaded.checkpoint.tokenizerDirectory else { throw CLIError.noTokenizer(source) }
         let tok = try GPT2Tokenizer.load(directory: tokenizerDir)
         let r = try resolvedRecipe(source, nLayers: loaded.model.config.nLayers)
-        let (settings, layerNorms) = removalSettings(r)
+        var (settings, layerNorms) = removalSettings(r)
+        settings.dropout = try Self.dropout(flags, configIn: loaded.checkpoint.directory)
         if plan { return try printPlan(loaded.model, recipe: r, settings: settings, layerNorms: layerNorms, tokenizer: tok) }
-        try flags.checkMemory(loaded.model, seqLen: settings.seqLen)
+        try flags.checkMemory(loaded.model, seqLen: settings.seqLen, attentionDropout: settings.dropout.attn > 0)
         let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: loaded.model.config.dVocab, window: settings.seqLen)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms, communicator: .world)
         try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
@@ -404,6 +433,22 @@ struct RemoveLNCommand: ParsableCommand {
         let layerNorms = FakeLayerNorms(schedule: r.schedule, momentum: r.momentum, keepLN: keepLn, sigmaUpdate: sigmaUpdate,
                                         momentumSequences: r.momentumSequences)
         return (s, layerNorms)
+    }
+
+    /// The dropout: the model's config.json (`embd_pdrop`, `attn_pdrop`, `resid_pdrop`;
+    /// transformers' 0.1 for a missing one), as the companion fine-tunes in train mode, with the
+    /// options given applied; a value of the file that is not a probability is refused naming it.
+    static func dropout(_ flags: TrainingFlags, configIn directory: URL) throws -> DropoutRates {
+        let url = directory.appendingPathComponent("config.json")
+        let fromFile: DropoutRates
+        do { fromFile = try DropoutRates(configAt: url) } catch {
+            throw CLIError.usage("\(url.path): embd_pdrop, attn_pdrop or resid_pdrop is not a number; fix the file or give --dropout P")
+        }
+        let d = flags.dropoutRates(default: fromFile)
+        for (key, p) in [("embd_pdrop", d.embd), ("attn_pdrop", d.attn), ("resid_pdrop", d.resid)] where !(p >= 0 && p < 1) {
+            throw CLIError.usage("\(url.path): \(key) \(p) is not in [0, 1); fix the file or give --\(key.replacingOccurrences(of: "_", with: "-")) P")
+        }
+        return d
     }
 
     /// Writes the trained model into --out: LN-free (or, with --keep-ln, as it is).

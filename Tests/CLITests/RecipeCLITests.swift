@@ -117,6 +117,21 @@ import Training
         #expect(other["sigma_update"] as? String == "step" && other["momentum_per_update"] as? Double == other["momentum"] as? Double)
         #expect(other["mask_eot_targets"] as? Bool == false && other["aux_target_skips_bos_eot"] as? Bool == false
                 && other["decay_ln_weights"] as? Bool == false)
+        // Dropout: the model's config.json (gpt2-tiny's 0; without the keys transformers' 0.1), or as given.
+        #expect(text.stdout.contains("dropout off"), "\(text.stdout)")
+        #expect(plan["dropout"] as? [String: Double] == ["embd_pdrop": 0, "attn_pdrop": 0, "resid_pdrop": 0])
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for f in ["model.safetensors", "vocab.json", "merges.txt"] {
+            try FileManager.default.copyItem(at: C.repo.appendingPathComponent("models/gpt2-tiny/\(f)"), to: dir.appendingPathComponent(f))
+        }
+        let config = try String(contentsOf: C.repo.appendingPathComponent("models/gpt2-tiny/config.json"), encoding: .utf8)
+        try config.split(separator: "\n").filter { !$0.contains("pdrop") }.joined(separator: "\n")
+            .write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        let configured = try C.run(["remove-ln", dir.path] + Array(args.dropFirst(2)))
+        #expect(configured.stdout.contains("dropout embd 0.1, attn 0.1, resid 0.1"), "\(configured.stdout) \(configured.stderr)")
+        let given = try Self.json(try C.run(args + ["--json", "--dropout", "0.1", "--attn-pdrop", "0"]).stdout)
+        #expect(given["dropout"] as? [String: Double] == ["embd_pdrop": 0.1, "attn_pdrop": 0, "resid_pdrop": 0.1])
         let keep = try Self.json(try C.run(args + ["--json", "--keep-ln"]).stdout)
         #expect(keep["decay_ln_weights"] as? Bool == false, "--keep-ln: the Trainer exempts real LayerNorms")
     }

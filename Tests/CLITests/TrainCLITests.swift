@@ -91,6 +91,39 @@ import Testing
         #expect(try store.trainSteps(runID: 1).count == 12)
     }
 
+    /// With --dropout a killed training resumes to the weights of an uninterrupted one (the masks
+    /// follow from the seed and the step, not from state), which differ from a training without
+    /// dropout; the probabilities are stored (not when 0), compared on --resume and validated.
+    @Test func dropoutTrainingResumesAndIsRecorded() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = try Self.config(in: dir)
+        func args(_ out: String, _ dropout: [String] = ["--dropout", "0.1"]) -> [String] {
+            ["train", "--init", config] + Self.small + ["--steps", "12", "--checkpoint-every", "4",
+                                                        "--out", dir.appendingPathComponent(out).path,
+                                                        "--db", dir.appendingPathComponent(out + ".sqlite").path] + dropout
+        }
+        let full = try C.run(args("full"))
+        #expect(full.status == 0, "\(full.stderr)")
+        #expect(try C.run(args("plain", [])).status == 0)
+        let killedDB = dir.appendingPathComponent("killed.sqlite").path
+        try Self.killAfterSteps(6, args("killed"), db: killedDB)
+        try C.expectOneLineError(args("killed", ["--dropout", "0.1", "--embd-pdrop", "0.2"]) + ["--resume"], mentions: ["--embd-pdrop", "0.1", "0.2"])
+        let resumed = try C.run(args("killed") + ["--resume"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        func weights(_ out: String) throws -> Data { try Data(contentsOf: dir.appendingPathComponent("\(out)/model.safetensors")) }
+        #expect(try weights("full") == weights("killed"), "the resumed training's weights differ from the uninterrupted one's")
+        #expect(try weights("full") != weights("plain"), "--dropout 0.1 changed nothing")
+        func options(_ out: String) throws -> String {
+            try #require(try ResultsDatabase.openReadOnly(path: dir.appendingPathComponent(out + ".sqlite").path).run(id: 1)).optionsJSON
+        }
+        let stored = try options("full"), plainStored = try options("plain")
+        for key in ["embd_pdrop", "attn_pdrop", "resid_pdrop"] { #expect(stored.contains("\"\(key)\":0.1"), "\(stored)") }
+        #expect(!plainStored.contains("pdrop"), "\(plainStored)")
+        try C.expectOneLineError(args("bad", ["--dropout", "1"]), mentions: ["--dropout", "[0, 1)"])
+        try C.expectOneLineError(args("bad", ["--attn-pdrop", "-0.5"]), mentions: ["--attn-pdrop", "[0, 1)"])
+    }
+
     @Test func removeLNWritesAModelThatLoadsLNFree() throws {
         let dir = try C.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

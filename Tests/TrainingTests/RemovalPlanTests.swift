@@ -59,11 +59,12 @@ import TensorCore
         let object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(plan)) as? [String: Any])
         #expect(Set(object.keys) == ["recipe", "n_layers", "keep_ln", "schedule_steps", "steps_run", "warmup", "lr", "min_lr",
                                      "weight_decay", "aux_weight", "momentum", "momentum_sequences", "sigma_update", "momentum_per_update",
-                                     "mask_eot_targets", "aux_target_skips_bos_eot", "decay_ln_weights", "seq_len", "sequences_per_step",
+                                     "mask_eot_targets", "aux_target_skips_bos_eot", "decay_ln_weights", "dropout", "seq_len", "sequences_per_step",
                                      "micro_batch", "passes_per_step", "tokens_per_step", "tokens_total", "corpus_tokens", "removals",
                                      "phases", "lr_key_points", "lr_per_step", "memory", "time"])
         #expect((object["removals"] as? [[String: Any]])?.first.map { Set($0.keys) } == ["step", "layer_norm"])
         #expect(object["sigma_update"] as? String == "micro-batch")
+        #expect((object["dropout"] as? [String: Double]) == ["embd_pdrop": 0, "attn_pdrop": 0, "resid_pdrop": 0])
         let perUpdate = try #require(object["momentum_per_update"] as? Double)
         #expect(abs(perUpdate - pow(r.momentum, Double(Self.settings(r).microBatch) / 32)) < 1e-12)
         #expect((object["lr_per_step"] as? [Double])?.count == 12)
