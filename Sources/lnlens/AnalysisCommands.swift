@@ -258,12 +258,20 @@ struct LensCommand: ParsableCommand {
 
     @OptionGroup var options: AnalysisRunOptions
     @Flag(help: "Also read each layer's resid_mid (TransformerLens's incl_mid=True).") var inclMid = false
+    @Option(help: ArgumentHelp("Windows of a text, token file or dataset: score every position's next token (all, the default: L + 1 unembeddings of every position) or only each window's last (last: one row per residual, as a prompt).",
+                               valueName: "all|last"))
+    var positions: String?
+
+    func validate() throws {
+        if let positions, !["all", "last"].contains(positions) { throw ValidationError("--positions \(positions): use all or last") }
+        if positions != nil && options.prompts != nil { throw ValidationError("--positions goes with a text, --tokens or --dataset (a prompt scores its answer at its last position)") }
+    }
 
     func run() throws {
-        let runs = try options.run(LensAnalysis.self, label: "lens") { $0.inclMid = inclMid }
+        let runs = try options.run(LensAnalysis.self, label: "lens") { ($0.inclMid, $0.positions) = (inclMid, positions == "last" ? "last" : nil) }
         if options.json { return try printJSON(["runs": runs]) }
         let labels = runs.first?.keys(StoreName.scopeLens) ?? []
-        let target = options.prompts == nil ? "the next token" : "the answer"
+        let target = options.prompts != nil ? "the answer" : positions == "last" ? "each window's last next token" : "the next token"
         print("logit lens: probability of \(target) / mean rank (1 = top) / KL(final ‖ layer), means over units:")
         printModelTable(title: "residual", rows: labels, runs: runs) { r, label in
             "\(fixed(r.value(StoreName.scopeLens, label, StoreName.prob), 4)) / \(fixed(r.value(StoreName.scopeLens, label, StoreName.rank), 0))"
