@@ -148,13 +148,19 @@ public struct LensAnalysis: SequenceAnalysis {
     public static let command = StoreName.lensCommand
     public static let quantities = [StoreName.prob, StoreName.rank, StoreName.top1, StoreName.kl]
     public var inclMid: Bool
+    /// Windows: only each window's last next token (position T − 2) is scored, not every position.
+    public var lastOnly: Bool
 
-    public init(options: AnalysisOptions) { inclMid = options.computation.inclMid ?? false }
+    public init(options: AnalysisOptions) {
+        inclMid = options.computation.inclMid ?? false
+        lastOnly = options.computation.positions == "last"
+    }
 
     public func rows(model: GPT2Model, batch: [AnalysisUnit]) throws -> [ResultRow] {
         let targets = batch.map { u -> [LogitLens.Target] in
             if let answer = u.answerID { return [LogitLens.Target(position: u.tokens.count - 1, token: answer)] }
-            return (0..<(u.tokens.count - 1)).map { LogitLens.Target(position: $0, token: u.tokens[$0 + 1]) }
+            return (lastOnly ? (u.tokens.count - 2)..<(u.tokens.count - 1) : 0..<(u.tokens.count - 1))
+                .map { LogitLens.Target(position: $0, token: u.tokens[$0 + 1]) }
         }
         let sites = LogitLens.sites(nLayers: model.config.nLayers, inclMid: inclMid)
         let measured = try LogitLens.measure(model: model, tokens: batch.map(\.tokens), targets: targets, inclMid: inclMid)

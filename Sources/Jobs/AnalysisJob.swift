@@ -98,10 +98,12 @@ public struct AnalysisOptions: ShardOptions {
         @Stored public var eps: Double?
         /// `lens`: read `resid_mid` too.
         @Stored public var inclMid: Bool?
+        /// `lens` on windows: `last` scores only each window's last next token (nil: every position).
+        @Stored public var positions: String?
         public init() {}
         enum CodingKeys: String, CodingKey {
             case context, prependBOS = "prepend_bos", skipInvalid = "skip_invalid", batch, chunkSize = "chunk_size", eps
-            case inclMid = "incl_mid"
+            case inclMid = "incl_mid", positions
         }
     }
 

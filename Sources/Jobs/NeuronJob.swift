@@ -66,6 +66,9 @@ public struct NeuronJob {
     public var toolVersion: String
     public var shard: Shard?
     public var forceResume = false
+    /// This model's `EntropyNeurons.weights` at the run's null dims when the caller has them
+    /// already (the model that ranked the neurons): not computed again.
+    public var weights: EntropyNeurons.Weights?
 
     public init(model: GPT2Model, modelPath: String, modelHash: String, input: AnalysisInput, options: NeuronOptions, toolVersion: String) {
         (self.model, self.modelPath, self.modelHash, self.input) = (model, modelPath, modelHash, input)
@@ -105,10 +108,9 @@ public struct NeuronJob {
             let todo = units.filter { !done.contains($0) }
             guard !todo.isEmpty else { return }
             let ablation = try NeuronAblation(model: model, windows: (0..<windows).map { input.unit($0).tokens },
-                                              batch: options.computation.batch ?? 8)
-            var memo: [[Int]: NeuronAblation.TokenStats] = [[]: ablation.base]
+                                              batch: options.computation.batch ?? 8, ablations: todo.map(ablated).filter { !$0.isEmpty })
             for u in todo {
-                let rows = try rows(unit: u, ablation: ablation, memo: &memo)
+                let rows = try rows(unit: u, ablation: ablation)
                 try db.writeBatch(runID: id, prompts: [prompt(unit: u, tokens: ablation.base.loss.count)],
                                   values: rows.filter { $0.value.isFinite }, ranges: [u...u])
                 finished += 1
@@ -118,12 +120,16 @@ public struct NeuronJob {
         return id
     }
 
+    /// The neurons unit `u` ablates.
+    func ablated(unit u: Int) -> [Int] {
+        let K = neurons.count
+        return u < K ? [neurons[u]] : Array(neurons.prefix(u - K))
+    }
+
     /// The rows of unit `u`.
-    func rows(unit u: Int, ablation: NeuronAblation, memo: inout [[Int]: NeuronAblation.TokenStats]) throws -> [ResultRow] {
-        let K = neurons.count, layer = model.config.nLayers - 1
-        let set = u < K ? [neurons[u]] : Array(neurons.prefix(u - K))
-        if memo[set] == nil { memo[set] = try ablation.ablated(set) }
-        let stats = memo[set]!, base = ablation.base
+    func rows(unit u: Int, ablation: NeuronAblation) throws -> [ResultRow] {
+        let K = neurons.count, layer = model.config.nLayers - 1, set = ablated(unit: u), base = ablation.base
+        let stats = set.isEmpty ? base : ablation.ablated[set]!
         let loss = NeuronAblation.TokenStats.moments(stats.loss), entropy = NeuronAblation.TokenStats.moments(stats.entropy)
         let site = u < K ? N.neuronSite : N.cumulativeSite
         var values: [(String, Double)] = [(N.loss, loss.mean), (N.lossSD, loss.sd),
@@ -161,8 +167,8 @@ public struct NeuronJob {
     /// singular direction of W_U (position = its index, largest first); and the tokens scored.
     func weightRows(tokens: Int) throws -> [ResultRow] {
         let layer = model.config.nLayers - 1, K = neurons.count
-        let w = try EntropyNeurons.weights(model: model, nullDims: options.computation.nullDims
-                                           ?? EntropyNeurons.defaultNullDims(dModel: model.config.dModel))
+        let w = try weights ?? EntropyNeurons.weights(model: model, nullDims: options.computation.nullDims
+                                                      ?? EntropyNeurons.defaultNullDims(dModel: model.config.dModel))
         var rank = [Int](repeating: 0, count: w.norm.count)
         for (i, n) in w.ranking.enumerated() { rank[n] = i + 1 }
         var out: [ResultRow] = []

@@ -38,13 +38,14 @@ func benchAnalyses(model: GPT2Model, options o: BenchOptions, windows: Int = 100
             }
         },
         job(SinkAnalysis.self), job(NormAnalysis.self), job(LensAnalysis.self),
-        {   // neurons: the one pass the means need (every logit, resid_mid kept) …
+        {   // neurons: the one pass the means need (resid_post kept, then every logit from it) …
             blackHole(Float(try NeuronAblation(model: model, windows: (0..<windows).map { corpus.block($0, seqLen: context) }, batch: 8)
                 .base.loss[0]))
         },
-        {   // … then 3 neurons mean-ablated one at a time (each: the tail from the last resid_mid)
-            let ablation = try NeuronAblation(model: model, windows: (0..<windows).map { corpus.block($0, seqLen: context) }, batch: 8)
-            for n in 0..<3 { blackHole(Float(try ablation.ablated([n]).loss[0])) }
+        {   // … and with 3 neurons mean-ablated one at a time (each a rank-one change of the logits)
+            let ablation = try NeuronAblation(model: model, windows: (0..<windows).map { corpus.block($0, seqLen: context) }, batch: 8,
+                                              ablations: [[0], [1], [2]])
+            for n in 0..<3 { blackHole(Float(ablation.ablated[[n]]!.loss[0])) }
         },
         {
             round += 1
@@ -58,8 +59,8 @@ func benchAnalyses(model: GPT2Model, options o: BenchOptions, windows: Int = 100
     let what = "\(windows) windows × \(context) tokens"
     let names = ["plain forward (8 windows per pass, every logit)", "sinks job (rows stored)", "norms job (rows stored)",
                  "lens job, every position's next token (rows stored)",
-                 "neurons: the pass for the mean activations (every logit, resid_mid kept)",
-                 "neurons: that pass + 3 neurons mean-ablated one at a time (tail reruns)",
+                 "neurons: the pass for the mean activations (resid_post kept, every logit from it)",
+                 "neurons: that pass + 3 neurons mean-ablated one at a time (rank-one changes of the logits)",
                  "neurons job, top 3: weights and W_U's SVD, 3 single + 3 cumulative ablations (rows stored)"]
     let rows = zip(names, timings).map { Measurement(section: "analyses", name: "\($0), \(what)", seconds: $1.seconds, cores: $1.cores) }
     var derived: [String: Double] = [:]

@@ -8,14 +8,17 @@ import Support
 import TensorCore
 import Training
 
-/// What `sinks`, `norms` and `lens` share: the models, the input (a text cut into windows as
-/// `eval` cuts it, or a prompt set as `dla` reads it), batching, storing, sharding, resuming.
+/// What `sinks`, `norms`, `lens` and `compare` share: the models, the input (a text, a token file
+/// or a JSON Lines dataset cut into windows as `eval` cuts them, or a prompt set as `dla` reads
+/// it), batching, storing, sharding, resuming.
 struct AnalysisRunOptions: ParsableArguments {
     @Argument(help: "Models (folders or names); default: the embedded gpt2-tiny, gpt2-tiny-vanilla and gpt2-tiny-lnfree.")
     var models: [String] = []
-    @Option(help: "Text to read, cut into windows of --context tokens as `eval` cuts it: a .txt file, or the name of one in corpus/ (default: heldout, unless --prompts).")
+    @Option(help: "Text to read, cut into windows of --context tokens as `eval` cuts it: a .txt file, or the name of one in corpus/ (default: heldout, unless --prompts, --tokens or --dataset).")
     var text: String?
-    @Option(help: "Tokens per text window (default: min(128, the model's n_positions)).") var context: Int?
+    @OptionGroup var data: TokenDataFlags
+    @Option(help: "Tokens per window of a text, token file or dataset (default: min(128, the model's n_positions)).") var context: Int?
+    @Option(help: "Read only the first N windows of the text, token file or dataset (default: all).") var windows: Int?
     @Option(help: "Prompt set instead of a text (JSONL: prompt, answer; a file or a shipped set's name).") var prompts: String?
     @Flag(inversion: .prefixedNo, help: "With --prompts: put <|endoftext|> first in every prompt (default), as `dla` and TransformerLens do.")
     var prependBos = true
@@ -31,8 +34,12 @@ struct AnalysisRunOptions: ParsableArguments {
     @Flag(help: "Print JSON: every run's summaries.") var json = false
 
     func validate() throws {
-        if text != nil && prompts != nil { throw ValidationError("give one of --text FILE and --prompts FILE.jsonl") }
-        if prompts != nil && context != nil { throw ValidationError("--context goes with --text (prompts are read whole)") }
+        let given = [text.map { _ in "--text" }, prompts.map { _ in "--prompts" }, data.tokens.map { _ in "--tokens" },
+                     data.dataset.map { _ in "--dataset" }].compactMap { $0 }
+        if given.count > 1 { throw ValidationError("give one of \(given.joined(separator: ", ")), not several") }
+        if prompts != nil && context != nil { throw ValidationError("--context goes with a text, --tokens or --dataset (prompts are read whole)") }
+        if let windows, windows < 1 { throw ValidationError("--windows \(windows): give how many windows to read, at least 1") }
+        if windows != nil && prompts != nil { throw ValidationError("--windows goes with a text, --tokens or --dataset (prompts are read whole)") }
         if prompts == nil && (skipInvalid || !prependBos) { throw ValidationError("--skip-invalid and --no-prepend-bos go with --prompts") }
         if let context, context < 2 { throw ValidationError("--context must be at least 2") }
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
@@ -51,23 +58,33 @@ struct AnalysisRunOptions: ParsableArguments {
         return names.filter { FileManager.default.fileExists(atPath: EmbeddedModels.resolve($0) + "/config.json") }
     }
 
-    /// The input as `model` reads it (its tokenizer, its context).
+    /// The input as `model` reads it (its tokenizer, its context): the prompt set, or the text,
+    /// token file or dataset cut into windows of --context, the first --windows of them.
     func input(for loaded: LoadedModel) throws -> AnalysisInput {
         if let prompts {
             return .prompts(try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos))
         }
-        let tok = try loaded.requireTokenizer()
-        let corpus = try TokenCorpus.load(URL(fileURLWithPath: CorpusFiles.resolve(text ?? "heldout")), tokenizer: tok, eot: tok.endOfTextID)
         let window = context ?? min(128, loaded.model.config.nCtx)
+        let source = try data.source(textOrHeldout: text)
+        let corpus = try source.load(tokenizer: try loaded.requireTokenizer(), vocabSize: loaded.model.config.dVocab, window: window)
+        if !json, let line = TokenDataFlags.describe(corpus) { print(line) }
         try Evaluation.validate(model: loaded.model, text: corpus, context: window)
-        return .windows(corpus, context: window)
+        return limited(.windows(corpus, context: window))
+    }
+
+    /// The first --windows windows of `input`.
+    func limited(_ input: AnalysisInput) -> AnalysisInput {
+        guard let windows, case let .windows(corpus, context) = input, corpus.blockCount(seqLen: context) > windows else { return input }
+        let tokens = (0..<windows).flatMap { corpus.block($0, seqLen: context).map(Int32.init) }
+        return .windows(TokenCorpus(path: corpus.path, tokens: tokens, documents: corpus.documents), context: context)
     }
 
     /// The options recorded with each run.
     func recorded(_ input: AnalysisInput, shard: Shard?, configure: (inout AnalysisOptions.Computation) -> Void) -> AnalysisOptions {
         var o = AnalysisOptions()
         (o.record.models, o.record.db, o.record.processing) = (specs.joined(separator: ","), db, processing.stored)
-        (o.record.text, o.record.prompts, o.record.shard) = (prompts == nil ? (text ?? "heldout") : nil, prompts, shard?.description)
+        let file = data.tokens ?? data.dataset
+        (o.record.text, o.record.prompts, o.record.shard) = (prompts == nil ? (file ?? text ?? "heldout") : nil, prompts, shard?.description)
         (o.computation.batch, o.computation.chunkSize) = (batch, chunkSize)
         switch input {
         case let .windows(_, context): o.computation.context = context
@@ -241,12 +258,20 @@ struct LensCommand: ParsableCommand {
 
     @OptionGroup var options: AnalysisRunOptions
     @Flag(help: "Also read each layer's resid_mid (TransformerLens's incl_mid=True).") var inclMid = false
+    @Option(help: ArgumentHelp("Windows of a text, token file or dataset: score every position's next token (all, the default: L + 1 unembeddings of every position) or only each window's last (last: one row per residual, as a prompt).",
+                               valueName: "all|last"))
+    var positions: String?
+
+    func validate() throws {
+        if let positions, !["all", "last"].contains(positions) { throw ValidationError("--positions \(positions): use all or last") }
+        if positions != nil && options.prompts != nil { throw ValidationError("--positions goes with a text, --tokens or --dataset (a prompt scores its answer at its last position)") }
+    }
 
     func run() throws {
-        let runs = try options.run(LensAnalysis.self, label: "lens") { $0.inclMid = inclMid }
+        let runs = try options.run(LensAnalysis.self, label: "lens") { ($0.inclMid, $0.positions) = (inclMid, positions == "last" ? "last" : nil) }
         if options.json { return try printJSON(["runs": runs]) }
         let labels = runs.first?.keys(StoreName.scopeLens) ?? []
-        let target = options.prompts == nil ? "the next token" : "the answer"
+        let target = options.prompts != nil ? "the answer" : positions == "last" ? "each window's last next token" : "the next token"
         print("logit lens: probability of \(target) / mean rank (1 = top) / KL(final ‖ layer), means over units:")
         printModelTable(title: "residual", rows: labels, runs: runs) { r, label in
             "\(fixed(r.value(StoreName.scopeLens, label, StoreName.prob), 4)) / \(fixed(r.value(StoreName.scopeLens, label, StoreName.rank), 0))"

@@ -24,37 +24,11 @@ struct CompareCommand: ParsableCommand {
             """)
 
     @OptionGroup var options: AnalysisRunOptions
-    @OptionGroup var data: TokenDataFlags
-    @Option(help: "Read only the first N windows of the text, token file or dataset (default: all).") var windows: Int?
 
     func validate() throws {
         if options.specs.count < 2 {
             throw ValidationError("compare needs the original model and at least one other: lnlens compare ORIGINAL OTHER…")
         }
-        let given = [options.text.map { _ in "--text" }, options.prompts.map { _ in "--prompts" }, data.tokens.map { _ in "--tokens" },
-                     data.dataset.map { _ in "--dataset" }].compactMap { $0 }
-        if given.count > 1 { throw ValidationError("give one of \(given.joined(separator: ", ")), not several") }
-        if let windows, windows < 1 { throw ValidationError("--windows \(windows): give how many windows to read, at least 1") }
-        if windows != nil && options.prompts != nil { throw ValidationError("--windows goes with a text, --tokens or --dataset (prompts are read whole)") }
-    }
-
-    /// The input as the original reads it: the text (`AnalysisRunOptions`), a token file or a
-    /// dataset, cut into windows of --context, the first --windows of them.
-    func input(for loaded: LoadedModel) throws -> AnalysisInput {
-        guard data.tokens != nil || data.dataset != nil else { return limited(try options.input(for: loaded)) }
-        let window = options.context ?? min(128, loaded.model.config.nCtx)
-        let source = try data.source(text: nil, textOption: "--text")
-        let corpus = try source.load(tokenizer: try loaded.requireTokenizer(), vocabSize: loaded.model.config.dVocab, window: window)
-        if !options.json, let line = TokenDataFlags.describe(corpus) { print(line) }
-        try Evaluation.validate(model: loaded.model, text: corpus, context: window)
-        return limited(.windows(corpus, context: window))
-    }
-
-    /// The first --windows windows of `input`.
-    func limited(_ input: AnalysisInput) -> AnalysisInput {
-        guard let windows, case let .windows(corpus, context) = input, corpus.blockCount(seqLen: context) > windows else { return input }
-        let tokens = (0..<windows).flatMap { corpus.block($0, seqLen: context).map(Int32.init) }
-        return .windows(TokenCorpus(path: corpus.path, tokens: tokens, documents: corpus.documents), context: context)
     }
 
     /// The models, the original first, refused unless they share one vocabulary.
@@ -70,9 +44,8 @@ struct CompareCommand: ParsableCommand {
     func run() throws {
         let shard = try options.sharding.resolved()
         let loaded = try loadModels()
-        let input = try input(for: loaded[0])
-        var recorded = options.recorded(input, shard: shard) { _ in }
-        if let file = data.tokens ?? data.dataset { recorded.record.text = file }
+        let input = try options.input(for: loaded[0])
+        let recorded = options.recorded(input, shard: shard) { _ in }
         var analysis = CompareAnalysis(options: recorded)
         analysis.others = loaded.dropFirst().map(\.model)
         analysis.eot = loaded[0].tokenizer?.endOfTextID ?? analysis.eot

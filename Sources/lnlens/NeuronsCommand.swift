@@ -100,7 +100,8 @@ struct NeuronsCommand: ParsableCommand {
         var ids: [Int64] = []
         for spec in specs {
             // The model that ranked the neurons is loaded once when it is also the first one run.
-            let loaded = try selecting.flatMap { $0.spec == spec ? $0.model : nil } ?? LoadedModel.load(spec, processing: processing.options)
+            let reused = selecting.flatMap { $0.spec == spec ? $0 : nil }
+            let loaded = try reused?.model ?? LoadedModel.load(spec, processing: processing.options)
             selecting = nil
             if let bad = list.first(where: { $0 >= loaded.model.config.dMLP }) {
                 throw AnalysisError.neuronOutOfRange(neuron: bad, dMLP: loaded.model.config.dMLP)
@@ -113,7 +114,7 @@ struct NeuronsCommand: ParsableCommand {
             var job = NeuronJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path, modelHash: try loaded.weightsHash(),
                                 input: input, options: recorded(window: window, neurons: list, from: from, shard: shard),
                                 toolVersion: LNLensVersion.string)
-            (job.shard, job.forceResume) = (shard, forceResume)
+            (job.shard, job.forceResume, job.weights) = (shard, forceResume, reused?.weights)
             try MemoryBudget.check(bytes: 2 * ForwardPass.footprint(B: batch, T: window, config: loaded.model.config, backward: false)
                                    + job.windows * window * loaded.model.config.dModel * MemoryLayout<Float>.stride)
             ids.append(try ProgressLine.run(label: "neurons \(spec)", unit: "ablations") { progress, _ in
@@ -127,15 +128,15 @@ struct NeuronsCommand: ParsableCommand {
     }
 
     /// The neurons ablated and where they come from: --neurons, or the top of a model's ranking;
-    /// with the ranking model, kept when the first model run is that one.
-    func selection() throws -> ([Int], String, (spec: String, model: LoadedModel)?) {
+    /// with the ranking model and its weights' measures, kept when the first model run is that one.
+    func selection() throws -> ([Int], String, (spec: String, model: LoadedModel, weights: EntropyNeurons.Weights)?) {
         if let list = try givenNeurons { return (list, "given", nil) }
         guard let spec = selectFrom ?? specs.first else { throw ValidationError("give the models to read (none is embedded here)") }
         let loaded = try LoadedModel.load(spec, processing: processing.options)
         let dims = nullDims ?? EntropyNeurons.defaultNullDims(dModel: loaded.model.config.dModel)
-        let ranking = try EntropyNeurons.weights(model: loaded.model, nullDims: dims).ranking
+        let weights = try EntropyNeurons.weights(model: loaded.model, nullDims: dims), ranking = weights.ranking
         guard top <= ranking.count else { throw ValidationError("--top \(top): \(spec)'s last MLP has \(ranking.count) neurons") }
-        return (Array(ranking.prefix(top)), spec, spec == specs.first ? (spec, loaded) : nil)
+        return (Array(ranking.prefix(top)), spec, spec == specs.first ? (spec, loaded, weights) : nil)
     }
 
     /// The options recorded with each run.

@@ -42,6 +42,30 @@ import Testing
                                  mentions: ["norms", "run 1", "sinks"])
     }
 
+    /// `lens --positions last` scores one target per window: its final resid_post probability is
+    /// the model's own next-token probability there, as `compare` stores it (CE = −log p) from an
+    /// ordinary forward; `--positions` with prompts or another value is refused.
+    @Test func lensLastPositionIsTheModelsProbability() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let db = dir.appendingPathComponent("l.sqlite").path
+        let window = ["--text", "heldout", "--context", "16", "--windows", "4", "--db", db]
+        let lens = try C.run(["lens", "gpt2-tiny", "--positions", "last"] + window)
+        #expect(lens.status == 0 && lens.stdout.contains("each window's last next token"), "\(lens.stdout) \(lens.stderr)")
+        let compare = try C.run(["compare", "gpt2-tiny", "gpt2-tiny-lnfree"] + window)
+        #expect(compare.status == 0, "\(compare.stderr)")
+        let store = try ResultsDatabase.openReadOnly(path: db)
+        let runs = try store.runs()
+        #expect(runs[0].optionsJSON.contains("\"positions\":\"last\""), "\(runs[0].optionsJSON)")
+        let probs = try store.results(runID: runs[0].id!, site: "resid_post", quantity: "prob").sorted { $0.promptIndex < $1.promptIndex }
+        let ce = try store.results(runID: runs[1].id!, site: "m0", quantity: "ce").filter { $0.position == 14 }
+            .sorted { $0.promptIndex < $1.promptIndex }
+        #expect(probs.count == 4 && ce.count == 4)
+        for (p, c) in zip(probs, ce) { #expect(abs(p.value - exp(-c.value)) < 1e-5, "window \(p.promptIndex): \(p.value) vs \(exp(-c.value))") }
+        try C.expectOneLineError(["lens", "gpt2-tiny", "--prompts", "topic", "--positions", "last", "--db", db], mentions: ["--positions"])
+        try C.expectOneLineError(["lens", "gpt2-tiny", "--positions", "first", "--db", db], mentions: ["--positions"])
+    }
+
     @Test func shardsMergeIntoOneRun() throws {
         try Self.expectShardsMerge(["sinks", "gpt2-tiny", "--text", "corpus/heldout.txt", "--context", "64", "--batch", "1"])
     }

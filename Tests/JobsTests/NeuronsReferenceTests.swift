@@ -136,6 +136,36 @@ import Training
         }
     }
 
+    /// `RankOneLogits` (the logits from resid_post, then two neurons set to a value together as a
+    /// rank-one change) equals the tail pass with that intervention, LN and LN-free.
+    @Test(arguments: ["tiny-ln", "tiny-lnfree"]) func rankOneIsTheTailPass(name: String) throws {
+        let (model, _) = try Self.model(name)
+        let tokens = Array(Self.manifest.windows.prefix(2)), cfg = model.config, L = cfg.nLayers
+        let (V, C, M, N) = (cfg.dVocab, cfg.dModel, cfg.dMLP, tokens.count * tokens[0].count)
+        let (mid, post, resid) = (HookName(.residMid, layer: L - 1), HookName(.mlpPost, layer: L - 1), HookName(.residPost, layer: L - 1))
+        let whole = try model.run(tokens, ForwardOptions(cache: [mid, post, resid], logits: .all))
+        let neurons = [1, M - 2], values: [Float] = [0.7, -0.3]
+        let set = Intervention(post, .custom { t in
+            for row in stride(from: 0, to: t.data.count, by: M) { for (n, v) in zip(neurons, values) { t.data[row + n] = v } }
+        })
+        let tail = try model.runFromResidMid(tokens, layer: L - 1, residMid: whole.cache[mid]!.data,
+                                             ForwardOptions(interventions: [set], logits: .all))
+        let rankOne = RankOneLogits(model: model, neurons: neurons), x = whole.cache[resid]!.data, acts = whole.cache[post]!.data
+        var z = [Float](repeating: 0, count: N * V), sigma = [Float](repeating: 0, count: N), out = [Float](repeating: 0, count: V)
+        rankOne.logits(x: x, N: N, into: &z, sigma: &sigma)
+        var worstPlain: Float = 0, worstAblated: Float = 0
+        for r in 0..<N {
+            for v in 0..<V { worstPlain = max(worstPlain, abs(z[r * V + v] - whole.logits[r * V + v])) }
+            let deltas = neurons.indices.map { (index: $0, c: Double(values[$0] - acts[r * M + neurons[$0]])) }
+            z.withUnsafeBufferPointer { zp in x.withUnsafeBufferPointer { xp in
+                rankOne.ablate(z: zp.baseAddress! + r * V, x: xp.baseAddress! + r * C, sigma: sigma[r], deltas: deltas, out: &out)
+            } }
+            for v in 0..<V { worstAblated = max(worstAblated, abs(out[v] - tail.logits[r * V + v])) }
+        }
+        print("\(name) rank-one logits: max |diff| from resid_post \(worstPlain), ablated against the tail pass \(worstAblated)")
+        #expect(worstPlain < 1e-4 && worstAblated < 1e-4)
+    }
+
     /// Shards of the ablations merged equal the unsharded run.
     @Test func shardsMergeToTheWholeRun() throws {
         let whole = try ResultsDatabase.inMemory()
