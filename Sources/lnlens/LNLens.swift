@@ -73,6 +73,9 @@ struct LNLens: ParsableCommand {
             let echoed = if case .differs? = error as? DistributedError { true } else { false }
             if world.isRoot || !echoed { printErr("lnlens: error: \(world.isRoot ? "" : "(rank \(world.rank)) ")\(message)") }
             if echoed && !world.isRoot { sleep(10) }  // rank 0 says it and ends the job
+            // An error every rank meets (a bad option, a schedule that does not fit): rank 0's line
+            // is the one to see, and the first MPI_Abort ends every rank, so the others let it go first.
+            if !echoed && !world.isRoot && world.size > 1 { sleep(2) }
             let code = ExitStatus.of(error) ?? exitCode(for: error).rawValue
             if world.size > 1 { world.abort(code: code == 0 ? 1 : code) }  // the other ranks would wait for this one forever
             Foundation.exit(code)
