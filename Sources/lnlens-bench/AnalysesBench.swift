@@ -20,8 +20,10 @@ func benchAnalyses(model: GPT2Model, options o: BenchOptions, windows: Int = 100
     var options = AnalysisOptions()
     (options.computation.batch, options.computation.chunkSize, options.computation.context) = (8, 32, context)
     var round = 0
-    func job<A: SequenceAnalysis>(_: A.Type) -> () throws -> Void {
-        {
+    func job<A: SequenceAnalysis>(_: A.Type, positions: String? = nil) -> () throws -> Void {
+        var options = options
+        options.computation.positions = positions
+        return {
             round += 1
             let db = try ResultsDatabase(path: dir.appendingPathComponent("r\(round).sqlite").path)
             _ = try AnalysisJob(analysis: A(options: options), model: model, modelPath: "bench", modelHash: "bench",
@@ -37,7 +39,7 @@ func benchAnalyses(model: GPT2Model, options o: BenchOptions, windows: Int = 100
                 blackHole(try model.run(batch, forward).logits[0])
             }
         },
-        job(SinkAnalysis.self), job(NormAnalysis.self), job(LensAnalysis.self),
+        job(SinkAnalysis.self), job(NormAnalysis.self), job(LensAnalysis.self), job(LensAnalysis.self, positions: "last"),
         {   // neurons: the one pass the means need (resid_post kept, then every logit from it) …
             blackHole(Float(try NeuronAblation(model: model, windows: (0..<windows).map { corpus.block($0, seqLen: context) }, batch: 8)
                 .base.loss[0]))
@@ -59,17 +61,18 @@ func benchAnalyses(model: GPT2Model, options o: BenchOptions, windows: Int = 100
     let what = "\(windows) windows × \(context) tokens"
     let names = ["plain forward (8 windows per pass, every logit)", "sinks job (rows stored)", "norms job (rows stored)",
                  "lens job, every position's next token (rows stored)",
+                 "lens job, --positions last: each window's last next token (rows stored)",
                  "neurons: the pass for the mean activations (resid_post kept, every logit from it)",
                  "neurons: that pass + 3 neurons mean-ablated one at a time (rank-one changes of the logits)",
                  "neurons job, top 3: weights and W_U's SVD, 3 single + 3 cumulative ablations (rows stored)"]
     let rows = zip(names, timings).map { Measurement(section: "analyses", name: "\($0), \(what)", seconds: $1.seconds, cores: $1.cores) }
     var derived: [String: Double] = [:]
-    for (name, t) in zip(["sinks job", "norms job", "lens job", "neurons pass", "neurons pass + 3 single ablations", "neurons job"],
+    for (name, t) in zip(["sinks job", "norms job", "lens job", "lens job --positions last", "neurons pass", "neurons pass + 3 single ablations", "neurons job"],
                          timings.dropFirst()) {
         derived["analyses: \(name) / plain forward"] = median(t.seconds) / median(timings[0].seconds)
     }
     derived["analyses: neurons, one neuron's ablation / plain forward"] =
-        (median(timings[5].seconds) - median(timings[4].seconds)) / 3 / median(timings[0].seconds)
+        (median(timings[6].seconds) - median(timings[5].seconds)) / 3 / median(timings[0].seconds)
     return (rows, derived)
 }
 
