@@ -1,7 +1,7 @@
 import CMPI
 import Foundation
 
-/// The processes of a data-parallel `train` or `remove-ln` (`mpirun -n K lnlens …`, `srun`): this
+/// The processes of a data-parallel `train`, `remove-ln` or `eval` (`mpirun -n K lnlens …`, `srun`): this
 /// process's rank, their count, and the few collectives the trainer needs. Without a launcher in
 /// the environment (or in a build without MPI) it is `single`: rank 0 of 1, every collective the
 /// identity, and lnlens runs as one process.
@@ -87,6 +87,17 @@ public final class Communicator: @unchecked Sendable {
         return v
     }
 
+    /// Rank 0's `values` (its count first), on every rank; the others' `values` are not read.
+    public func broadcast(_ values: [Int64]) throws -> [Int64] {
+        guard usesMPI, size > 1 else { return values }
+        let count = Int(try broadcast(Int64(values.count)))
+        var out = isRoot ? values : [Int64](repeating: 0, count: count)
+        guard count > 0 else { return out }
+        let status = out.withUnsafeMutableBytes { lnlens_mpi_bcast($0.baseAddress!, $0.count, 0) }
+        guard status == 0 else { throw DistributedError.callFailed(call: "MPI_Bcast") }
+        return out
+    }
+
     /// Refuses (on every rank) to go on unless every rank has rank 0's `digest` of `what`
     /// ("the options", "the weights", "the training data"), naming the ranks that differ.
     public func checkSame(digest: UInt64, what: String) throws {
@@ -132,7 +143,7 @@ public enum DistributedError: Error, LocalizedError, Equatable {
         case .differs(let what, let ranks, let size):
             "rank\(ranks.count == 1 ? "" : "s") \(ranks.map(String.init).joined(separator: ", ")) of \(size) \(ranks.count == 1 ? "has" : "have") other \(what.replacingOccurrences(of: "the ", with: "")) than rank 0: start every rank with the same command line, files and lnlens build"
         case .notDistributed(let command, let size):
-            "lnlens \(command) does not run over MPI (\(size) ranks): run it as one process, or split its prompts with --shard (README, Scale-out)"
+            "lnlens \(command) does not run over MPI (\(size) ranks; train, remove-ln and eval do): run it as one process, or split its prompts with --shard (README, Scale-out)"
         }
     }
 }

@@ -553,7 +553,10 @@ struct EvalCommand: ParsableCommand {
         (options.computation.tokenDtype, options.computation.field) = (data.tokenDtype, data.dataset == nil ? nil : data.fieldName)
         var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch, options: options,
                           toolVersion: LNLensVersion.string)
-        (job.shard, job.chunkSize, job.forceResume) = (shard, chunkSize, forceResume)
+        (job.shard, job.chunkSize, job.forceResume, job.communicator) = (shard, chunkSize, forceResume, .world)
+        try job.prepare()
+        guard job.communicator.isRoot else { return try job.follow() }  // rank 0 alone stores (README, Scale-out)
+        if let note = Self.rankNote(chunkSize: chunkSize, batch: batch, ranks: job.communicator.size) { printErr(note) }
         let database = try ResultsDatabase(path: db)
         let progress = ProgressLine(label: "eval", unit: "window scores")
         Interrupt.install()
@@ -576,6 +579,13 @@ struct EvalCommand: ParsableCommand {
         } else {
             print("stored in \(db) as run \(id)")
         }
+    }
+
+    /// Over MPI, when a chunk has fewer passes than there are ranks (some then wait): what to raise.
+    static func rankNote(chunkSize: Int, batch: Int, ranks: Int) -> String? {
+        let passes = (chunkSize + batch - 1) / batch
+        guard ranks > 1, passes < ranks else { return nil }
+        return "lnlens: note: a chunk of --chunk-size \(chunkSize) windows is \(passes) pass\(passes == 1 ? "" : "es") of --batch \(batch) for \(ranks) ranks, so \(ranks - passes) wait: use --chunk-size \(ranks * batch) or more to keep every rank busy"
     }
 
     /// One model's result, as `--json` prints it.
