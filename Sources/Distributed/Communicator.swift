@@ -14,7 +14,8 @@ public final class Communicator: @unchecked Sendable {
     public let size: Int
     /// Whether collectives go through MPI (false for `single`).
     public let usesMPI: Bool
-    /// Seconds spent in `allreduceSum` so far (what the bench reports per step).
+    /// Seconds spent in `allreduceSum` and the non-blocking reductions' calls so far (what the
+    /// bench reports per step).
     public private(set) var allreduceSeconds = 0.0
 
     init(rank: Int, size: Int, usesMPI: Bool) {
@@ -67,6 +68,33 @@ public final class Communicator: @unchecked Sendable {
         guard usesMPI, size > 1 else { return }
         let t0 = lnlens_mpi_wtime()
         guard lnlens_mpi_allreduce_float(data, count) == 0 else { throw DistributedError.callFailed(call: "MPI_Allreduce") }
+        allreduceSeconds += lnlens_mpi_wtime() - t0
+    }
+
+    /// Starts summing `count` floats at `data` over every rank, in place, without waiting (an
+    /// `MPI_Iallreduce`); the sum is there after `finishAllreduces`, and `data` must not be
+    /// touched before. Every rank starts the same reductions in the same order.
+    public func startAllreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard usesMPI, size > 1 else { return }
+        let t0 = lnlens_mpi_wtime()
+        guard lnlens_mpi_iallreduce_float(data, count) == 0 else { throw DistributedError.callFailed(call: "MPI_Iallreduce") }
+        allreduceSeconds += lnlens_mpi_wtime() - t0
+    }
+
+    /// Lets the started reductions advance (`MPI_Testall`): MPI moves a non-blocking reduction on
+    /// only inside its calls, so the trainer calls this between layers of the backward.
+    public func progressAllreduces() throws {
+        guard usesMPI, size > 1 else { return }
+        let t0 = lnlens_mpi_wtime()
+        guard lnlens_mpi_testall() == 0 else { throw DistributedError.callFailed(call: "MPI_Testall") }
+        allreduceSeconds += lnlens_mpi_wtime() - t0
+    }
+
+    /// Waits for every reduction `startAllreduceSum` started (`MPI_Waitall`).
+    public func finishAllreduces() throws {
+        guard usesMPI, size > 1 else { return }
+        let t0 = lnlens_mpi_wtime()
+        guard lnlens_mpi_waitall() == 0 else { throw DistributedError.callFailed(call: "MPI_Waitall") }
         allreduceSeconds += lnlens_mpi_wtime() - t0
     }
 

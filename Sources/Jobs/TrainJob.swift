@@ -153,6 +153,7 @@ public struct TrainJob {
         try world.checkSame(digest: digest(command + "\n" + options.json), what: "the options")
         try world.checkSame(digest: digest(modelHash), what: "the weights (hash)")
         try world.checkSame(digest: digest(trainer.corpus.hash), what: "the training data (its tokens hash)")
+        try world.checkSame(digest: digest(trainer.allreduce.rawValue), what: "the --allreduce mode")
     }
 
     /// Rank 0, once the run is set up (a resume's checkpoint restored): tells the other ranks the

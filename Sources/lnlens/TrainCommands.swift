@@ -51,6 +51,8 @@ struct TrainingFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Storage precision of the written model: f32 or f16.", valueName: "dtype")) var dtype = "f32"
     @Option(help: "Print a line every N steps (and at every LayerNorm removal).") var logEvery = 10
     @Option(help: "SQLite database to store the run (one row per step) in.") var db = "results/lnlens.sqlite"
+    @Option(help: ArgumentHelp("Over MPI, how the ranks sum their gradients: whole (one MPI_Allreduce after the step's passes) or buckets (one MPI_Iallreduce per block during the last backward; docs/bench.md).", valueName: "whole|buckets"))
+    var allreduce = AllreduceMode.whole
 
     func validate() throws {
         _ = try source
@@ -274,6 +276,7 @@ struct TrainCommand: ParsableCommand {
         var settings = flags.settings(recipe, batch: batch, weightDecay: flags.weightDecay ?? TrainingRecipe.weightDecay, auxWeight: 0)
         settings.dropout = dropout
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil, communicator: .world)
+        trainer.allreduce = flags.allreduce
         try flags.prepareOut(inputs: inputs + [tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
@@ -297,6 +300,7 @@ struct TrainCommand: ParsableCommand {
 
 extension RemovalRecipe.Name: ExpressibleByArgument {}
 extension SigmaUpdate: ExpressibleByArgument {}
+extension AllreduceMode: ExpressibleByArgument {}
 
 /// `remove-ln --aux-target`: the positions whose mean σ the auxiliary loss pulls every position to.
 enum AuxTarget: String, CaseIterable, ExpressibleByArgument {
@@ -410,6 +414,7 @@ struct RemoveLNCommand: ParsableCommand {
         try flags.checkMemory(loaded.model, seqLen: settings.seqLen, attentionDropout: settings.dropout.attn > 0)
         let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: loaded.model.config.dVocab, window: settings.seqLen)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms, communicator: .world)
+        trainer.allreduce = flags.allreduce
         try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
         var options = flags.options(r.training, settings)
         options.recordRemoval(r, model: model, keepLN: keepLn, settings: settings, layerNorms: layerNorms)
