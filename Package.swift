@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "GPT2", dependencies: ["TensorCore", "Support"]),
         .target(name: "Analysis", dependencies: ["GPT2", "Tokenizer", "TensorCore", "Support"]),
         .target(name: "Training", dependencies: ["GPT2", "TensorCore", "Tokenizer", "Support", "Distributed"]),
-        .target(name: "Jobs", dependencies: ["Analysis", "GPT2", "ResultsStore", "Support", "TensorCore", "Training", "Tokenizer"]),
+        .target(name: "Jobs", dependencies: ["Analysis", "GPT2", "ResultsStore", "Support", "TensorCore", "Training", "Tokenizer", "Distributed"]),
         .target(name: "ResultsStore", dependencies: ["Support", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "Report", dependencies: ["Analysis", "Jobs", "ResultsStore", "Support"]),
         .executableTarget(

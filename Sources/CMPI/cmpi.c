@@ -54,6 +54,32 @@ int lnlens_mpi_allreduce_double(double *data, long count) {
     return 0;
 }
 
+// The non-blocking reductions started and not yet waited for (a step's gradient buckets).
+#define MAX_PENDING 4096
+static MPI_Request pending[MAX_PENDING];
+static int npending = 0;
+
+int lnlens_mpi_iallreduce_float(float *data, long count) {
+    for (long start = 0; start < count; start += SLICE) {
+        if (npending == MAX_PENDING) return 1;
+        int n = (int)(count - start < SLICE ? count - start : SLICE);
+        if (MPI_Iallreduce(MPI_IN_PLACE, data + start, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending[npending]) != MPI_SUCCESS) return 1;
+        npending++;
+    }
+    return 0;
+}
+
+int lnlens_mpi_testall(void) {
+    int done = 0;
+    return MPI_Testall(npending, pending, &done, MPI_STATUSES_IGNORE) == MPI_SUCCESS ? 0 : 1;
+}
+
+int lnlens_mpi_waitall(void) {
+    int status = MPI_Waitall(npending, pending, MPI_STATUSES_IGNORE) == MPI_SUCCESS ? 0 : 1;
+    npending = 0;
+    return status;
+}
+
 int lnlens_mpi_bcast(void *data, long count, int root) {
     if (count > INT_MAX) return 1;
     return MPI_Bcast(data, (int)count, MPI_BYTE, root, MPI_COMM_WORLD) == MPI_SUCCESS ? 0 : 1;
@@ -79,6 +105,9 @@ int lnlens_mpi_rank(void) { return 0; }
 int lnlens_mpi_size(void) { return 1; }
 int lnlens_mpi_allreduce_float(float *data, long count) { (void)data; (void)count; return 0; }
 int lnlens_mpi_allreduce_double(double *data, long count) { (void)data; (void)count; return 0; }
+int lnlens_mpi_iallreduce_float(float *data, long count) { (void)data; (void)count; return 0; }
+int lnlens_mpi_testall(void) { return 0; }
+int lnlens_mpi_waitall(void) { return 0; }
 int lnlens_mpi_bcast(void *data, long count, int root) { (void)data; (void)count; (void)root; return 0; }
 int lnlens_mpi_barrier(void) { return 0; }
 void lnlens_mpi_abort(int code) { exit(code); }

@@ -1,7 +1,7 @@
 import CMPI
 import Foundation
 
-/// The processes of a data-parallel `train` or `remove-ln` (`mpirun -n K lnlens …`, `srun`): this
+/// The processes of a data-parallel `train`, `remove-ln` or `eval` (`mpirun -n K lnlens …`, `srun`): this
 /// process's rank, their count, and the few collectives the trainer needs. Without a launcher in
 /// the environment (or in a build without MPI) it is `single`: rank 0 of 1, every collective the
 /// identity, and lnlens runs as one process.
@@ -14,7 +14,8 @@ public final class Communicator: @unchecked Sendable {
     public let size: Int
     /// Whether collectives go through MPI (false for `single`).
     public let usesMPI: Bool
-    /// Seconds spent in `allreduceSum` so far (what the bench reports per step).
+    /// Seconds spent in `allreduceSum` and the non-blocking reductions' calls so far (what the
+    /// bench reports per step).
     public private(set) var allreduceSeconds = 0.0
 
     init(rank: Int, size: Int, usesMPI: Bool) {
@@ -70,6 +71,33 @@ public final class Communicator: @unchecked Sendable {
         allreduceSeconds += lnlens_mpi_wtime() - t0
     }
 
+    /// Starts summing `count` floats at `data` over every rank, in place, without waiting (an
+    /// `MPI_Iallreduce`); the sum is there after `finishAllreduces`, and `data` must not be
+    /// touched before. Every rank starts the same reductions in the same order.
+    public func startAllreduceSum(_ data: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard usesMPI, size > 1 else { return }
+        let t0 = lnlens_mpi_wtime()
+        guard lnlens_mpi_iallreduce_float(data, count) == 0 else { throw DistributedError.callFailed(call: "MPI_Iallreduce") }
+        allreduceSeconds += lnlens_mpi_wtime() - t0
+    }
+
+    /// Lets the started reductions advance (`MPI_Testall`): MPI moves a non-blocking reduction on
+    /// only inside its calls, so the trainer calls this between layers of the backward.
+    public func progressAllreduces() throws {
+        guard usesMPI, size > 1 else { return }
+        let t0 = lnlens_mpi_wtime()
+        guard lnlens_mpi_testall() == 0 else { throw DistributedError.callFailed(call: "MPI_Testall") }
+        allreduceSeconds += lnlens_mpi_wtime() - t0
+    }
+
+    /// Waits for every reduction `startAllreduceSum` started (`MPI_Waitall`).
+    public func finishAllreduces() throws {
+        guard usesMPI, size > 1 else { return }
+        let t0 = lnlens_mpi_wtime()
+        guard lnlens_mpi_waitall() == 0 else { throw DistributedError.callFailed(call: "MPI_Waitall") }
+        allreduceSeconds += lnlens_mpi_wtime() - t0
+    }
+
     /// Sums `values` over every rank, in place.
     public func allreduceSum(_ values: inout [Double]) throws {
         guard usesMPI, size > 1, !values.isEmpty else { return }
@@ -85,6 +113,17 @@ public final class Communicator: @unchecked Sendable {
         var v = value
         guard lnlens_mpi_bcast(&v, 8, 0) == 0 else { throw DistributedError.callFailed(call: "MPI_Bcast") }
         return v
+    }
+
+    /// Rank 0's `values` (its count first), on every rank; the others' `values` are not read.
+    public func broadcast(_ values: [Int64]) throws -> [Int64] {
+        guard usesMPI, size > 1 else { return values }
+        let count = Int(try broadcast(Int64(values.count)))
+        var out = isRoot ? values : [Int64](repeating: 0, count: count)
+        guard count > 0 else { return out }
+        let status = out.withUnsafeMutableBytes { lnlens_mpi_bcast($0.baseAddress!, $0.count, 0) }
+        guard status == 0 else { throw DistributedError.callFailed(call: "MPI_Bcast") }
+        return out
     }
 
     /// Refuses (on every rank) to go on unless every rank has rank 0's `digest` of `what`
@@ -132,7 +171,7 @@ public enum DistributedError: Error, LocalizedError, Equatable {
         case .differs(let what, let ranks, let size):
             "rank\(ranks.count == 1 ? "" : "s") \(ranks.map(String.init).joined(separator: ", ")) of \(size) \(ranks.count == 1 ? "has" : "have") other \(what.replacingOccurrences(of: "the ", with: "")) than rank 0: start every rank with the same command line, files and lnlens build"
         case .notDistributed(let command, let size):
-            "lnlens \(command) does not run over MPI (\(size) ranks): run it as one process, or split its prompts with --shard (README, Scale-out)"
+            "lnlens \(command) does not run over MPI (\(size) ranks; train, remove-ln and eval do): run it as one process, or split its prompts with --shard (README, Scale-out)"
         }
     }
 }

@@ -52,6 +52,9 @@ public struct BackwardOptions {
     public var lossIgnoredTarget: Int? = nil
     /// Accumulates the time of each phase of the backward (the benchmark's `--profile`).
     public var profile: PhaseTimes? = nil
+    /// Called with `l` once block `l`'s parameter gradients are complete (blocks run last to
+    /// first): data-parallel training starts reducing them while the blocks below run back.
+    public var blockDone: ((Int) -> Void)? = nil
 
     public init(hookGradients: Set<HookName> = [], parameterGradients: ModelParameters? = nil, freezeLNScale: Bool = false) {
         self.hookGradients = hookGradients
@@ -108,6 +111,7 @@ extension GPT2Model {
         for l in stride(from: config.nLayers - 1, through: 0, by: -1) {
             try mlpBackward(l, pass, scratch, &runner, options)
             try attentionBackward(l, pass, scratch, &runner, options)
+            options.blockDone?(l)
         }
         try embeddingsBackward(pass, scratch, &runner, options.parameterGradients)
         return BackwardResult(metric: seed.values, total: seed.total, hookGradients: runner.grads)

@@ -1,3 +1,4 @@
+import Distributed
 import Foundation
 import GPT2
 import ResultsStore
@@ -152,6 +153,7 @@ public struct TrainJob {
         try world.checkSame(digest: digest(command + "\n" + options.json), what: "the options")
         try world.checkSame(digest: digest(modelHash), what: "the weights (hash)")
         try world.checkSame(digest: digest(trainer.corpus.hash), what: "the training data (its tokens hash)")
+        try world.checkSame(digest: digest(trainer.allreduce.rawValue), what: "the --allreduce mode")
     }
 
     /// Rank 0, once the run is set up (a resume's checkpoint restored): tells the other ranks the
@@ -324,13 +326,13 @@ public struct EvalJob {
     /// `--force-resume`: take a run over whose writer on another host was heard from recently.
     public var forceResume = false
 
-    /// Evaluates every model and stores one run (or, with `resume`, continues that stored run
-    /// from its stored chunks); returns its id and the results in model order. `progress(model,
-    /// done, total)` counts (model, window) scores; if it throws `JobStop` the run stops after the
-    /// chunk being stored, marked interrupted, and resumes to the rows of an uninterrupted run.
-    public func run(db: ResultsDatabase, resume: Int64? = nil,
-                    progress: (String, Int, Int) throws -> Void = { _, _, _ in }) throws -> (Int64, [EvalResult]) {
-        let first = entries[0]
+    /// The processes scoring the windows (`mpirun -n K lnlens eval`): each chunk's passes are
+    /// split over the ranks, rank 0 alone stores (`run`), the others `follow`. Default: one process.
+    public var communicator: Communicator = .single
+
+    /// The windows the run scores (the shard's, under their indices in the whole text), after
+    /// checking every model against the text and context.
+    func selectedWindows() throws -> [Int] {
         for e in entries { try Evaluation.validate(model: e.model, text: text, context: context) }
         let n = text.blockCount(seqLen: context)
         let windows = shard.map { $0.select(Array(0..<n)) } ?? Array(0..<n)
@@ -338,16 +340,65 @@ public struct EvalJob {
             throw ShardError.invalid(source: "--shard", value: shard.description,
                                      reason: "the text has only \(n) window\(n == 1 ? "" : "s") of \(context) tokens: use at most \(n) shards")
         }
+        return windows
+    }
+
+    /// The options stored with the run: `options` with the job's context, batch and chunk size.
+    var recorded: EvalOptions {
+        var recorded = options
+        (recorded.computation.context, recorded.computation.batch, recorded.computation.chunkSize) = (context, batch, chunkSize)
+        return recorded
+    }
+
+    /// Throws, before anything is stored, what `run` would for these models, text and shard; over
+    /// MPI, every rank then checks that all have rank 0's options, weights and text (as `train`),
+    /// refusing on every rank otherwise. Every rank calls it before rank 0 opens the database.
+    public func prepare() throws {
+        _ = try selectedWindows()
+        guard communicator.size > 1 else { return }
+        func digest(_ s: String) -> UInt64 { Data(s.utf8).withUnsafeBytes { XXH64.hash($0, seed: 0) } }
+        try communicator.checkSame(digest: digest(StoreName.evalCommand + "\n" + recorded.json), what: "the options")
+        try communicator.checkSame(digest: digest(entries.map(\.hash).joined(separator: ",")), what: "the weights (hash)")
+        try communicator.checkSame(digest: digest(text.hash), what: "the text (its tokens hash)")
+    }
+
+    /// Every model's loss rows on `chunk`, its passes split over the ranks; rank 0 first sends the
+    /// chunk to the others (who wait in `follow`).
+    func score(_ chunk: [Int], progress: (Int, Int) -> Void) throws -> [ResultRow] {
+        if communicator.size > 1, communicator.isRoot { _ = try communicator.broadcast(chunk.map(Int64.init)) }
+        let losses = try Evaluation.losses(models: entries.map(\.model), text: text, context: context, windows: chunk,
+                                           batch: batch, world: communicator, progress: progress)
+        return zip(entries, losses).flatMap { e, values in
+            zip(chunk, values).map { ResultRow(promptIndex: $0, site: e.name, quantity: StoreName.loss, value: $1) }
+        }
+    }
+
+    /// A rank other than 0 of `mpirun -n K lnlens eval`: scores its share of each chunk rank 0
+    /// sends until rank 0 says the run is over; reads and writes no database.
+    public func follow() throws {
+        while true {
+            let chunk = try communicator.broadcast([Int64]()).map(Int.init)
+            if chunk.isEmpty { return }
+            _ = try score(chunk) { _, _ in }
+        }
+    }
+
+    /// Evaluates every model and stores one run (or, with `resume`, continues that stored run
+    /// from its stored chunks); returns its id and the results in model order. `progress(model,
+    /// done, total)` counts (model, window) scores; if it throws `JobStop` the run stops after the
+    /// chunk being stored, marked interrupted, and resumes to the rows of an uninterrupted run.
+    /// Over MPI this is rank 0's part: it alone touches the database.
+    public func run(db: ResultsDatabase, resume: Int64? = nil,
+                    progress: (String, Int, Int) throws -> Void = { _, _, _ in }) throws -> (Int64, [EvalResult]) {
+        let windows = try selectedWindows(), n = text.blockCount(seqLen: context)
         let names = entries.map(\.name).joined(separator: " | ")
         if let resume, let stored = try db.run(id: resume), stored.command == StoreName.evalCommand, stored.modelPath != names {
             // Rows are keyed by the model as given: the same models must be named the same way.
             throw JobError.resumeMismatch(runID: resume, reason: "its models are \(stored.modelPath) but this invocation has \(names)")
         }
-        var recorded = options
-        (recorded.computation.context, recorded.computation.batch, recorded.computation.chunkSize) = (context, batch, chunkSize)
         let (id, done, completed) = try RunLifecycle.beginOrResume(db: db, run: RunRecord(
             command: StoreName.evalCommand, optionsJSON: recorded.json, modelPath: names,
-            modelHash: entries.map(\.hash).joined(separator: ","), lnMode: first.model.lnMode.rawValue, processingJSON: "{}",
+            modelHash: entries.map(\.hash).joined(separator: ","), lnMode: entries[0].model.lnMode.rawValue, processingJSON: "{}",
             promptSetPath: text.path, promptSetHash: text.hash, nPrompts: n, toolVersion: toolVersion,
             shard: shard.map { ($0.index, $0.count) }), options: EvalOptions.self, resume: resume, forceResume: forceResume)
         if !completed {
@@ -358,20 +409,18 @@ public struct EvalJob {
                 for chunkStart in stride(from: 0, to: windows.count, by: chunkSize) {
                     let chunk = windows[chunkStart..<min(windows.count, chunkStart + chunkSize)].filter { !done.contains($0) }
                     if chunk.isEmpty { continue }
-                    var rows: [ResultRow] = []
-                    for e in entries {
-                        let before = scored
-                        let r = try Evaluation.loss(model: e.model, text: text, context: context, windows: chunk, batch: batch) { d, _ in
-                            try? progress(e.name, before + d, total)
-                        }
-                        scored += chunk.count
-                        rows += r.windowLosses.map { ResultRow(promptIndex: $0.window, site: e.name, quantity: StoreName.loss, value: $0.loss) }
+                    // Rank 0's windows stand for every rank's in the count (the ranks' shares are alike).
+                    let share = Evaluation.share(of: chunk.count, batch: batch, rank: 0, ranks: communicator.size).count
+                    let rows = try score(chunk) { m, d in
+                        try? progress(entries[m].name, scored + m * chunk.count + min(chunk.count, d * chunk.count / max(1, share)), total)
                     }
+                    scored += chunk.count * entries.count
                     try db.writeBatch(runID: id, prompts: [], values: rows, ranges: contiguousRanges(chunk))
                     try progress(entries.last!.name, scored, total)
                 }
             }, finish: { (Self.summaries(from: try db.results(runID: id), lnModes: lnModes), []) })
         }
+        if communicator.size > 1 { _ = try communicator.broadcast([Int64]()) }  // the followers' end
         // The results from what is stored: a resumed run's earlier chunks included.
         let byModel = Dictionary(grouping: try db.results(runID: id).filter { $0.quantity == StoreName.loss }, by: \.site)
         let results = entries.map { e in

@@ -3,6 +3,16 @@ import Foundation
 import GPT2
 import Support
 
+/// How the ranks of a data-parallel training sum their gradients (`--allreduce`).
+public enum AllreduceMode: String, Sendable, CaseIterable {
+    /// One `MPI_Allreduce` of the flat gradient buffer after the step's passes.
+    case whole
+    /// One `MPI_Iallreduce` per block, started as soon as the backward of the rank's last
+    /// micro-batch of the step has finished that block (driven by `MPI_Testall` between blocks),
+    /// the rest (embeddings, ln_f) after the backward, all waited for before the optimizer.
+    case buckets
+}
+
 /// Data-parallel training (`mpirun -n K lnlens train|remove-ln`): every rank holds the whole model
 /// and optimizer, runs a contiguous share of each step's micro-batches, and after the step's
 /// passes the ranks sum their gradients (one `MPI_Allreduce` of the flat gradient buffer) and
@@ -55,13 +65,38 @@ extension Trainer {
     /// Sums the ranks' gradients and gathers every micro-batch's numbers into `stats`; with
     /// `.microBatch` σ updates, replays them from `before` (the state as the step began) in order.
     func reduceStep(_ stats: inout StepStatistics, parts: [Range<Int>], before: FakeLayerNorms?, step: Int) throws {
-        try communicator.allreduceSum(gradients.arena.base, count: gradients.table.count)
+        if let buckets = gradientBuckets() {
+            // The blocks' reductions were started by the last micro-batch's backward.
+            for r in buckets.rest { try communicator.startAllreduceSum(gradients.arena.base + r.lowerBound, count: r.count) }
+            try communicator.finishAllreduces()
+        } else {
+            try communicator.allreduceSum(gradients.arena.base, count: gradients.table.count)
+        }
         try communicator.allreduceSum(&stats.values)
         guard layerNorms?.sigmaUpdate == .microBatch else { return }
         layerNorms = before
         for j in parts.indices {
             layerNorms?.update(microBatch: stats.sigmas(j).mean(), sequences: parts[j].count, step: step)
         }
+    }
+
+    /// With `--allreduce buckets` on several ranks: each block's stretch of the flat gradient
+    /// buffer (its tensors are adjacent in the table) and the stretches outside every block (the
+    /// embeddings, ln_f, the unembedding's bias), which the embeddings' backward completes last.
+    /// Nil otherwise, or if a block's tensors were not adjacent.
+    func gradientBuckets() -> (blocks: [Range<Int>], rest: [Range<Int>])? {
+        guard allreduce == .buckets, communicator.size > 1 else { return nil }
+        let entries = gradients.table.entries
+        var blocks: [Range<Int>] = []
+        for l in 0..<model.config.nLayers {
+            let mine = entries.indices.filter { entries[$0].name.hasPrefix("h.\(l).") }
+            guard let first = mine.first, let last = mine.last, mine.count == last - first + 1 else { return nil }
+            let end = last + 1 < entries.count ? entries[last + 1].offset : gradients.table.count
+            blocks.append(entries[first].offset ..< end)
+        }
+        guard let low = blocks.first?.lowerBound, let high = blocks.last?.upperBound,
+              zip(blocks, blocks.dropFirst()).allSatisfy({ $0.upperBound == $1.lowerBound }) else { return nil }
+        return (blocks, [0 ..< low, high ..< gradients.table.count].filter { !$0.isEmpty })
     }
 
     /// A digest of what every rank must hold alike before a step: the parameters, AdamW's step

@@ -1,3 +1,4 @@
+import Distributed
 import Foundation
 import GPT2
 import TensorCore
@@ -76,6 +77,33 @@ public enum Evaluation {
             progress(losses.count, selected.count)
         }
         return EvalResult(windowLosses: losses, context: context)
+    }
+
+    /// The passes (runs of `batch` windows from the first of `count`) that rank `rank` of `ranks`
+    /// scores, as a range of windows: a contiguous share of the passes, counts differing by at most
+    /// one, so each rank's passes hold exactly the windows one process puts in a pass.
+    public static func share(of count: Int, batch: Int, rank: Int, ranks: Int) -> Range<Int> {
+        let passes = (count + batch - 1) / batch
+        let (lo, hi) = (rank * passes / ranks, (rank + 1) * passes / ranks)
+        return min(count, lo * batch) ..< min(count, hi * batch)
+    }
+
+    /// Every model's loss on each of `windows` (per model, in the order of `windows`), the passes
+    /// split over the ranks of `world` (`share`) and the losses gathered to every rank by one sum
+    /// of a zeroed buffer (x + 0 is x: the gathered numbers are the ranks' own bits). On one process
+    /// it is `loss` model after model. `progress(model, done)` after each pass counts this rank's
+    /// windows of that model scored.
+    public static func losses(models: [GPT2Model], text: TokenCorpus, context: Int, windows: [Int], batch: Int,
+                              world: Communicator = .single, progress: (Int, Int) -> Void = { _, _ in }) throws -> [[Double]] {
+        let n = windows.count
+        let mine = share(of: n, batch: batch, rank: world.rank, ranks: world.size)
+        var gathered = [Double](repeating: 0, count: models.count * n)
+        for (m, model) in models.enumerated() {
+            let r = try loss(model: model, text: text, context: context, windows: Array(windows[mine]), batch: batch) { d, _ in progress(m, d) }
+            for (i, w) in r.windowLosses.enumerated() { gathered[m * n + mine.lowerBound + i] = w.loss }
+        }
+        try world.allreduceSum(&gathered)
+        return models.indices.map { Array(gathered[$0 * n ..< ($0 + 1) * n]) }
     }
 
     /// The mean of per-window losses with its 95% interval, mean ± 1.96 · sd / √n (sd the sample

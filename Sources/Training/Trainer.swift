@@ -114,6 +114,9 @@ public final class Trainer {
     /// The ranks training together (`single`: this process alone); each runs its share of every
     /// step's micro-batches (`DataParallel.swift`).
     public let communicator: Communicator
+    /// How the ranks sum their gradients (`--allreduce`): one reduction after the step's passes,
+    /// or block by block during the backward of each rank's last micro-batch.
+    public var allreduce = AllreduceMode.whole
 
     public init(model: GPT2Model, corpus: TokenCorpus, settings s: TrainingSettings, layerNorms: FakeLayerNorms?,
                 communicator: Communicator = .single) throws {
@@ -196,7 +199,7 @@ public final class Trainer {
             let share = Double(part.count) / Double(total)
             var one = MeasuredSigmas(nLayers: model.config.nLayers)
             let pass = try forwardBackward(part, share: share, plan: plan(at: step), measured: &one,
-                                           dropout: dropout(step: step, microBatch: j))
+                                           dropout: dropout(step: step, microBatch: j), reducing: j == mine.upperBound - 1)
             if layerNorms?.sigmaUpdate == .microBatch {
                 layerNorms?.update(microBatch: one.mean(), sequences: part.count, step: step)
             }
@@ -211,8 +214,10 @@ public final class Trainer {
     /// The loss is the micro-batch's mean over its targets (without `<|endoftext|>` ones when
     /// masked), weighted by `share`, as the companion's Trainer divides each micro-batch's by the
     /// accumulation steps.
+    /// `reducing`: the rank's last micro-batch of the step, whose backward starts the blocks'
+    /// reductions with `--allreduce buckets`.
     func forwardBackward(_ part: [[Int]], share: Double, plan: LayerNormPlan, measured: inout MeasuredSigmas,
-                         dropout: Dropout? = nil) throws -> (loss: Double, aux: Double) {
+                         dropout: Dropout? = nil, reducing: Bool = false) throws -> (loss: Double, aux: Double) {
         var forward = ForwardOptions(logits: .all, retainForBackward: true, layerNorms: plan)
         (forward.arenas, forward.dropout) = (arenas, dropout)
         let pass = try model.run(part, forward)
@@ -228,7 +233,17 @@ public final class Trainer {
             aux = value
             options.finalRawScaleGradient = grad
         }
+        var failure: (any Error)?
+        if reducing, let buckets = gradientBuckets() {
+            options.blockDone = { [communicator, gradients] l in
+                do {
+                    try communicator.startAllreduceSum(gradients.arena.base + buckets.blocks[l].lowerBound, count: buckets.blocks[l].count)
+                    try communicator.progressAllreduces()
+                } catch { failure = failure ?? error }
+            }
+        }
         let result = try model.backward(pass, metric: .loss, options: options)
+        if let failure { throw failure }
         measured.add(pass)
         return (result.total, aux)
     }

@@ -59,7 +59,7 @@ struct LNLens: ParsableCommand {
         let world = startMPI()
         do {
             var command = try parseAsRoot(Self.joiningNegativeValues(arguments))
-            if world.size > 1, !(command is TrainCommand || command is RemoveLNCommand) {
+            if world.size > 1, !(command is TrainCommand || command is RemoveLNCommand || command is EvalCommand) {
                 throw DistributedError.notDistributed(command: arguments.first ?? "", size: world.size)
             }
             try command.run()
@@ -71,11 +71,12 @@ struct LNLens: ParsableCommand {
             }
             // Every rank refuses a mismatch alike: rank 0 says it once.
             let echoed = if case .differs? = error as? DistributedError { true } else { false }
-            if world.isRoot || !echoed { printErr("lnlens: error: \(world.isRoot ? "" : "(rank \(world.rank)) ")\(message)") }
             if echoed && !world.isRoot { sleep(10) }  // rank 0 says it and ends the job
             // An error every rank meets (a bad option, a schedule that does not fit): rank 0's line
-            // is the one to see, and the first MPI_Abort ends every rank, so the others let it go first.
+            // is the one to see, and the first MPI_Abort ends every rank, so the others let it go
+            // first and speak only if still alive (the error was theirs alone).
             if !echoed && !world.isRoot && world.size > 1 { sleep(2) }
+            if world.isRoot || !echoed { printErr("lnlens: error: \(world.isRoot ? "" : "(rank \(world.rank)) ")\(message)") }
             let code = ExitStatus.of(error) ?? exitCode(for: error).rawValue
             if world.size > 1 { world.abort(code: code == 0 ? 1 : code) }  // the other ranks would wait for this one forever
             Foundation.exit(code)

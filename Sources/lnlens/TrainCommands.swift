@@ -51,6 +51,8 @@ struct TrainingFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Storage precision of the written model: f32 or f16.", valueName: "dtype")) var dtype = "f32"
     @Option(help: "Print a line every N steps (and at every LayerNorm removal).") var logEvery = 10
     @Option(help: "SQLite database to store the run (one row per step) in.") var db = "results/lnlens.sqlite"
+    @Option(help: ArgumentHelp("Over MPI, how the ranks sum their gradients: whole (one MPI_Allreduce after the step's passes) or buckets (one MPI_Iallreduce per block during the last backward; docs/bench.md).", valueName: "whole|buckets"))
+    var allreduce = AllreduceMode.whole
 
     func validate() throws {
         _ = try source
@@ -274,6 +276,7 @@ struct TrainCommand: ParsableCommand {
         var settings = flags.settings(recipe, batch: batch, weightDecay: flags.weightDecay ?? TrainingRecipe.weightDecay, auxWeight: 0)
         settings.dropout = dropout
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil, communicator: .world)
+        trainer.allreduce = flags.allreduce
         try flags.prepareOut(inputs: inputs + [tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
@@ -297,6 +300,7 @@ struct TrainCommand: ParsableCommand {
 
 extension RemovalRecipe.Name: ExpressibleByArgument {}
 extension SigmaUpdate: ExpressibleByArgument {}
+extension AllreduceMode: ExpressibleByArgument {}
 
 /// `remove-ln --aux-target`: the positions whose mean σ the auxiliary loss pulls every position to.
 enum AuxTarget: String, CaseIterable, ExpressibleByArgument {
@@ -410,6 +414,7 @@ struct RemoveLNCommand: ParsableCommand {
         try flags.checkMemory(loaded.model, seqLen: settings.seqLen, attentionDropout: settings.dropout.attn > 0)
         let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: loaded.model.config.dVocab, window: settings.seqLen)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms, communicator: .world)
+        trainer.allreduce = flags.allreduce
         try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
         var options = flags.options(r.training, settings)
         options.recordRemoval(r, model: model, keepLN: keepLn, settings: settings, layerNorms: layerNorms)
@@ -553,7 +558,10 @@ struct EvalCommand: ParsableCommand {
         (options.computation.tokenDtype, options.computation.field) = (data.tokenDtype, data.dataset == nil ? nil : data.fieldName)
         var job = EvalJob(entries: entries, text: corpus, context: window, batch: batch, options: options,
                           toolVersion: LNLensVersion.string)
-        (job.shard, job.chunkSize, job.forceResume) = (shard, chunkSize, forceResume)
+        (job.shard, job.chunkSize, job.forceResume, job.communicator) = (shard, chunkSize, forceResume, .world)
+        try job.prepare()
+        guard job.communicator.isRoot else { return try job.follow() }  // rank 0 alone stores (README, Scale-out)
+        if let note = Self.rankNote(chunkSize: chunkSize, batch: batch, ranks: job.communicator.size) { printErr(note) }
         let database = try ResultsDatabase(path: db)
         let progress = ProgressLine(label: "eval", unit: "window scores")
         Interrupt.install()
@@ -576,6 +584,13 @@ struct EvalCommand: ParsableCommand {
         } else {
             print("stored in \(db) as run \(id)")
         }
+    }
+
+    /// Over MPI, when a chunk has fewer passes than there are ranks (some then wait): what to raise.
+    static func rankNote(chunkSize: Int, batch: Int, ranks: Int) -> String? {
+        let passes = (chunkSize + batch - 1) / batch
+        guard ranks > 1, passes < ranks else { return nil }
+        return "lnlens: note: a chunk of --chunk-size \(chunkSize) windows is \(passes) pass\(passes == 1 ? "" : "es") of --batch \(batch) for \(ranks) ranks, so \(ranks - passes) wait: use --chunk-size \(ranks * batch) or more to keep every rank busy"
     }
 
     /// One model's result, as `--json` prints it.

@@ -151,6 +151,28 @@ extension MPICLITests {
         try expectSameRuns(dir, "remove-ln", ["remove-ln", dir.appendingPathComponent("train-0").path] + Self.batch + schedule)
     }
 
+    /// `--allreduce buckets` (each block's gradients reduced during the last backward) on K = 2, 4
+    /// against one process: the same tolerances as one reduction after the passes.
+    @Test func bucketedAllreduceEqualsOneProcess() throws {
+        let dir = try C.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let command = ["train", "--init", try T.config(in: dir)] + Self.batch + ["--steps", "20", "--warmup", "2"]
+        func paths(_ k: Int) -> (String, String) {
+            (dir.appendingPathComponent("b-\(k)").path, dir.appendingPathComponent("b-\(k).sqlite").path)
+        }
+        for k in [0, 2, 4] {
+            let (out, db) = paths(k)
+            let r = try Self.run(k, command + ["--allreduce", k == 0 ? "whole" : "buckets", "--out", out, "--db", db])
+            #expect(r.status == 0, "buckets on \(k) ranks: \(r.stderr)")
+        }
+        for k in [2, 4] {
+            let loss = try Self.lossDifference(paths(0).1, paths(k).1)
+            let weights = try Self.expectSameParameters(paths(0).0, paths(k).0, "buckets on \(k) ranks")
+            print("train --allreduce buckets, \(k) ranks vs 1 process: loss max relative difference \(loss), parameters max difference \(weights.other) of scale (key bias, no effect: \(weights.keyBias))")
+            #expect(loss <= 1e-6)
+        }
+    }
+
     /// Kills one rank of `mpirun -n 2` once `db` holds `steps` steps; the job must fail.
     static func killOneRank(after steps: Int, _ args: [String], db: String) throws {
         let p = Process()

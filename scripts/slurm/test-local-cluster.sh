@@ -3,7 +3,11 @@
 # from Debian's slurm-wlm, authenticated by munge), the embedded models' DLA on prompts/ioi.jsonl
 # as an array of 4 shards plus the dependent merge (submit-dla.sh), and the same through Slurm's
 # own array variables (--array=1-4, no --shard); each merged database is compared with an
-# unsharded run, row for row. Prints PASS or FAIL with the numbers; stops the daemons it started.
+# unsharded run, row for row; then a 2-task data-parallel remove-ln submitted with remove-ln.sbatch,
+# checked against one process (losses, weights). Prints PASS or FAIL with the numbers; stops the
+# daemons it started. LNLENS=PATH uses that (MPI) build instead of running make build; LAUNCH=
+# mpirun or SRUN_MPI=PLUGIN choose remove-ln.sbatch's launcher (default: srun --mpi=pmix when
+# `srun --mpi=list` has it, else mpirun inside the allocation).
 #
 #   sudo scripts/slurm/test-local-cluster.sh        # needs root: apt-get, munged, slurmd; a few minutes
 #
@@ -111,9 +115,13 @@ for i in $(seq 60); do
 done
 sinfo
 
-say "lnlens (release build)"
-(cd "$repo" && nice -n 10 swift build -c release --product lnlens 2>&1 | tail -1)
-LNLENS=$repo/.build/release/lnlens
+if [ -n "${LNLENS:-}" ]; then
+  say "lnlens: $LNLENS (given)"
+else
+  say "lnlens (release build, with MPI when mpicc is found: make build)"
+  (cd "$repo" && nice -n 10 make build 2>&1 | tail -1)
+  LNLENS=$repo/.build/release/lnlens
+fi
 export LNLENS
 cd "$repo"
 
@@ -204,8 +212,73 @@ echo "merge job output (array A):"
 sed 's/^/  /' "$work"/a/logs/merge-*.out
 
 if grep 'JobState=' <<<"$states" | grep -qv 'JobState=COMPLETED'; then failures=$((failures + 1)); fi
+
+# A 2-task data-parallel remove-ln through remove-ln.sbatch (both tasks on this one node) against
+# one process: per-step losses within 1e-6 relative, every weight within 1e-5 of its tensor's
+# scale (the attention's key bias apart: its gradient is exactly 0, AdamW moves it by rounding noise).
+mpi_remove_ln() {
+  if ! "$LNLENS" --version | grep -q 'MPI: Open MPI'; then
+    echo "FAIL mpi-remove-ln: $LNLENS is not built with MPI (make build finds mpicc; make setup installs Open MPI)"
+    failures=$((failures + 1)); return
+  fi
+  head -c 20000 corpus/heldout.txt > "$work/rl-corpus.txt"
+  local rl_args=(remove-ln gpt2-tiny --corpus "$work/rl-corpus.txt" --seq-len 16 --batch-tokens 128 --micro-batch 2
+                 --ln2-start 1 --ln2-gap 1 --ln1qk-gap 1 --ln1v-gap 1 --steps 20 --warmup 1 --log-every 1000)
+  say "mpi-remove-ln: one process"
+  OPENBLAS_NUM_THREADS=1 "$LNLENS" "${rl_args[@]}" --out "$work/rl-1" --db "$work/rl-1.sqlite" | tail -1
+  mkdir -p "$work/rl/logs"
+  printf '%s\0' "${rl_args[@]}" --out "$work/rl-2" --db "$work/rl-2.sqlite" > "$work/rl/remove-ln.args"
+  local launch=${LAUNCH:-srun}
+  if [ "$launch" = srun ] && ! srun --mpi=list 2>&1 | grep -qw "${SRUN_MPI:-pmix}"; then launch=mpirun; fi
+  say "mpi-remove-ln: sbatch remove-ln.sbatch, 1 node × 2 tasks, LAUNCH=$launch SRUN_MPI=${SRUN_MPI:-pmix} ($(srun --mpi=list 2>&1 | tr '\n' ' '))"
+  local job
+  job=$(ARGS=$work/rl/remove-ln.args LAUNCH=$launch sbatch --parsable --nodes=1 --ntasks-per-node=2 --mem-per-cpu=1G \
+        --time=00:20:00 --output="$work/rl/logs/remove-ln-%j.out" "$here/remove-ln.sbatch")
+  for i in $(seq 600); do
+    [ -z "$(squeue -h -j "$job" 2>/dev/null)" ] && break
+    [ "$i" = 600 ] && { echo "FAIL mpi-remove-ln: job $job still queued after 10 minutes"; scancel "$job"; failures=$((failures + 1)); return; }
+    sleep 1
+  done
+  local state
+  state=$(scontrol -o show job "$job" | grep -o 'JobState=[A-Z]* .*ExitCode=[0-9:]*' | awk '{ print $1, $NF }')
+  echo "job $job: $state; its log:"
+  sed 's/^/  /' "$work"/rl/logs/remove-ln-*.out | tail -8
+  python3 - "$work/rl-1" "$work/rl-2" "$work/rl-1.sqlite" "$work/rl-2.sqlite" "$state" <<'PY' || failures=$((failures + 1))
+import array, json, sqlite3, struct, sys
+one, two, db1, db2, state = sys.argv[1:]
+def losses(db):
+    try: return [r[0] for r in sqlite3.connect(db).execute("select loss from train_steps where run_id = 1 order by step")]
+    except sqlite3.Error: return []
+def tensors(folder):
+    raw = open(folder + "/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    out = {}
+    for name, e in json.loads(raw[8:8 + n]).items():
+        if name == "__metadata__": continue
+        a = array.array("f"); a.frombytes(raw[8 + n + e["data_offsets"][0]:8 + n + e["data_offsets"][1]])
+        if name.endswith("attn.c_attn.bias"):
+            d = len(a) // 3
+            for i, part in enumerate("qkv"): out[name + "." + part] = a[i * d:(i + 1) * d]
+        else: out[name] = a
+    return out
+l1, l2 = losses(db1), losses(db2)
+loss = max((abs(a - b) / abs(a) for a, b in zip(l1, l2)), default=float("inf")) if len(l1) == len(l2) else float("inf")
+try:
+    t1, t2 = tensors(one), tensors(two)
+    diffs = {k: max(abs(a - b) for a, b in zip(v, t2[k])) / (max(abs(x) for x in v) or 1) for k, v in t1.items()}
+    weights = max(v for k, v in diffs.items() if not k.endswith(".k"))
+    key = max(v for k, v in diffs.items() if k.endswith(".k"))
+except (OSError, KeyError, ValueError) as e:
+    weights = key = float("inf")
+ok = state.startswith("JobState=COMPLETED") and len(l1) == 20 and loss <= 1e-6 and weights <= 1e-5
+print(f"{'PASS' if ok else 'FAIL'} mpi-remove-ln: 2 tasks vs 1 process, {len(l2)} of {len(l1)} steps; loss max relative difference {loss:.3g}; "
+      f"weights max difference {weights:.3g} of scale (key bias, no effect: {key:.3g})")
+sys.exit(0 if ok else 1)
+PY
+}
+mpi_remove_ln
 if [ "$failures" = 0 ]; then
-  say "PASS: 2 Slurm arrays of 4 tasks and their merges equal the unsharded run"
+  say "PASS: 2 Slurm arrays of 4 tasks and their merges equal the unsharded run; a 2-task MPI remove-ln equals one process"
 else
   say "FAIL ($failures comparison(s) failed; job states above)"
   exit 1

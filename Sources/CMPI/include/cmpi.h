@@ -15,6 +15,13 @@ int lnlens_mpi_size(void);
 /// In-place MPI_Allreduce with MPI_SUM over MPI_COMM_WORLD; 0 on success.
 int lnlens_mpi_allreduce_float(float *data, long count);
 int lnlens_mpi_allreduce_double(double *data, long count);
+/// Starts an in-place MPI_Iallreduce (MPI_SUM) of `count` floats over MPI_COMM_WORLD, kept among
+/// the pending requests until `lnlens_mpi_waitall`; 0 on success. `data` must not be touched until then.
+int lnlens_mpi_iallreduce_float(float *data, long count);
+/// MPI_Testall on the pending requests (drives their progress); 0 on success.
+int lnlens_mpi_testall(void);
+/// MPI_Waitall on the pending requests, which are then none; 0 on success.
+int lnlens_mpi_waitall(void);
 /// MPI_Bcast of bytes from `root`; 0 on success.
 int lnlens_mpi_bcast(void *data, long count, int root);
 int lnlens_mpi_barrier(void);
