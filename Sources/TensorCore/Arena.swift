@@ -43,7 +43,7 @@ public final class Arena: @unchecked Sendable {
     public static func footprint(_ counts: [Int]) -> Int { counts.reduce(0) { $0 + (($1 + 15) & ~15) } }
 
     /// Sets every float to zero (a gradient arena before a backward pass).
-    public func zero() { base.update(repeating: 0, count: max(capacity, 1)) }
+    public func zero() { zeroFloats(base, count: max(capacity, 1)) }
 
     /// Zeroes the arena and hands its floats out again from the start.
     func reset() {
@@ -83,6 +83,12 @@ public final class ArenaPool: @unchecked Sendable {
 
 /// Shorthands for kernel signatures.
 public typealias FloatPointer = UnsafeMutablePointer<Float>
+
+/// Sets `count` floats to 0, split over the cores when large (a training step clears its
+/// gradients and recycled activation buffers, hundreds of MB, every step).
+public func zeroFloats(_ x: FloatPointer, count: Int) {
+    parallelChunks(count, minimum: 1 << 20) { lo, hi in (x + lo).update(repeating: 0, count: hi - lo) }
+}
 public typealias ConstFloatPointer = UnsafePointer<Float>
 
 /// Hands a raw pointer to parallel workers that write disjoint ranges.

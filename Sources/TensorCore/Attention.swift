@@ -107,32 +107,37 @@ public func attentionScoresBackward(dqkv: FloatPointer, datt: ConstFloatPointer,
 /// Softmax over the last axis of `x (rows, cols)` into `out` (which may be `x`). Masked (−inf)
 /// entries give 0 without an `expf`; a row that is all −inf gives zeros (as TransformerLens).
 public func softmaxForward(out: FloatPointer, x: ConstFloatPointer, rows: Int, cols: Int) {
-    for r in 0..<rows {
-        let row = x + r * cols, o = out + r * cols
-        var m = -Float.infinity
-        for j in 0..<cols where row[j] > m { m = row[j] }
-        if m == -.infinity {
-            o.update(repeating: 0, count: cols)
-            continue
+    // Rows are independent: split over the cores when there is enough work (every row is
+    // computed exactly as alone).
+    parallelChunks(rows, minimum: max(1, (1 << 15) / max(cols, 1))) { lo, hi in
+        for r in lo..<hi {
+            let row = x + r * cols, o = out + r * cols
+            var m = -Float.infinity
+            for j in 0..<cols where row[j] > m { m = row[j] }
+            if m == -.infinity {
+                o.update(repeating: 0, count: cols)
+                continue
+            }
+            var sum: Float = 0
+            for j in 0..<cols {
+                let e: Float = row[j] == -.infinity ? 0 : expf(row[j] - m)
+                o[j] = e
+                sum += e
+            }
+            let inv = 1 / sum
+            for j in 0..<cols { o[j] *= inv }
         }
-        var sum: Float = 0
-        for j in 0..<cols {
-            let e: Float = row[j] == -.infinity ? 0 : expf(row[j] - m)
-            o[j] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for j in 0..<cols { o[j] *= inv }
     }
 }
 
-/// Backward of `softmaxForward`: `dx = p ⊙ (dp − Σ_j p_j dp_j)` per row, written to `dx` (which may be `dp`).
 public func softmaxBackward(dx: FloatPointer, dp: ConstFloatPointer, p: ConstFloatPointer, rows: Int, cols: Int) {
-    for r in 0..<rows {
-        let pr = p + r * cols, g = dp + r * cols, o = dx + r * cols
-        var dot: Float = 0
-        for j in 0..<cols { dot += pr[j] * g[j] }
-        for j in 0..<cols { o[j] = pr[j] * (g[j] - dot) }
+    parallelChunks(rows, minimum: max(1, (1 << 15) / max(cols, 1))) { lo, hi in
+        for r in lo..<hi {
+            let pr = p + r * cols, g = dp + r * cols, o = dx + r * cols
+            var dot: Float = 0
+            for j in 0..<cols { dot += pr[j] * g[j] }
+            for j in 0..<cols { o[j] = pr[j] * (g[j] - dot) }
+        }
     }
 }
 

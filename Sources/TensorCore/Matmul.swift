@@ -54,9 +54,12 @@ public func unembedBackward(dx: FloatPointer?, dwU: FloatPointer?, dbU: FloatPoi
     if let dx { sgemm(M: R, N: C, K: V, A: dlogits, lda: V, B: wU, ldb: C, beta: 1, C: dx, ldc: C) }
     if let dwU { sgemm(transA: true, M: V, N: C, K: R, A: dlogits, lda: V, B: x, ldb: C, beta: 1, C: dwU, ldc: C) }
     if let dbU {
-        for r in 0..<R {
-            let row = dlogits + r * V
-            for v in 0..<V { dbU[v] += row[v] }
+        // Columns split over the cores; each column still sums its rows in order.
+        parallelChunks(V, minimum: R * V >= 1 << 20 ? 2 : V + 1) { lo, hi in
+            for r in 0..<R {
+                let row = dlogits + r * V
+                for v in lo..<hi { dbU[v] += row[v] }
+            }
         }
     }
 }

@@ -60,54 +60,120 @@ public final class AdamW {
         Self.decays(entry) || (settings.decayLayerNormWeights && Self.isLayerNormWeight(entry))
     }
 
-    /// One step with learning rate `lr` from gradients `grads` (same table).
-    public func step(_ params: ModelParameters, grads: ModelParameters, lr: Double) {
+    /// One step with learning rate `lr` from gradients `grads` (same table), each gradient
+    /// multiplied by `gradScale` first (the clipping coefficient, `gradientClipScale`: the same
+    /// product `clipGradientNorm` would store, without a pass of its own over the gradients).
+    public func step(_ params: ModelParameters, grads: ModelParameters, lr: Double, gradScale: Float = 1) {
         steps += 1
         let s = settings
-        let b1 = Float(s.beta1), b2 = Float(s.beta2), eps = Float(s.eps)
         let bc1 = 1 - pow(s.beta1, Double(steps)), bc2 = 1 - pow(s.beta2, Double(steps))
-        let stepSize = Float(lr / bc1), bc2Sqrt = Float(bc2.squareRoot())
-        let oneMinusB1 = 1 - b1, oneMinusB2 = 1 - b2
+        let constants = AdamWConstants(beta1: Float(s.beta1), beta2: Float(s.beta2), eps: Float(s.eps),
+                                       stepSize: Float(lr / bc1), bc2Sqrt: Float(bc2.squareRoot()), gradScale: gradScale)
         for e in params.table.checkpointEntries {
             let p = params.arena.base + e.offset, g = grads.arena.base + e.offset
             let mp = m.arena.base + e.offset, vp = v.arena.base + e.offset
             let decay = decays(e) ? Float(1 - lr * s.weightDecay) : 1
             parallelChunks(e.count, minimum: 1 << 16) { lo, hi in
-                for i in lo..<hi {
-                    let gi = g[i]
-                    p[i] *= decay
-                    mp[i] += (gi - mp[i]) * oneMinusB1
-                    vp[i] = vp[i] * b2 + gi * gi * oneMinusB2
-                    p[i] -= stepSize * mp[i] / (vp[i].squareRoot() / bc2Sqrt + eps)
-                }
+                adamWUpdate(p: p + lo, g: g + lo, m: mp + lo, v: vp + lo, count: hi - lo, decay: decay, constants)
             }
         }
     }
 }
 
+/// The per-step scalars of AdamW's update, in Float as the update computes.
+struct AdamWConstants {
+    let beta1: Float, beta2: Float, eps: Float
+    /// lr / (1 − β1ᵗ) and √(1 − β2ᵗ).
+    let stepSize: Float, bc2Sqrt: Float
+    /// Multiplies each gradient before use (1: none).
+    let gradScale: Float
+}
+
+/// AdamW's update of `count` parameters in place (`p`, `m`, `v`; gradients `g`), eight lanes at
+/// a time then one by one: the same Float operations in the same order for every element as the
+/// scalar form (`g·k`, `p·decay`, `m + (g − m)(1 − β1)`, `v·β2 + g²(1 − β2)`,
+/// `p − stepSize·m / (√v / bc2Sqrt + ε)`), so results do not depend on the split.
+@inline(__always)
+func adamWUpdate(p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
+                 v: UnsafeMutablePointer<Float>, count: Int, decay: Float, _ c: AdamWConstants) {
+    let oneMinusB1 = 1 - c.beta1, oneMinusB2 = 1 - c.beta2
+    typealias F8 = SIMD8<Float>
+    var i = 0
+    while i + 8 <= count {
+        let gi = UnsafeRawPointer(g + i).loadUnaligned(as: F8.self) * c.gradScale
+        var pi = UnsafeRawPointer(p + i).loadUnaligned(as: F8.self) * decay
+        var mi = UnsafeRawPointer(m + i).loadUnaligned(as: F8.self)
+        var vi = UnsafeRawPointer(v + i).loadUnaligned(as: F8.self)
+        mi += (gi - mi) * oneMinusB1
+        vi = vi * c.beta2 + gi * gi * oneMinusB2
+        pi -= c.stepSize * mi / (vi.squareRoot() / c.bc2Sqrt + c.eps)
+        UnsafeMutableRawPointer(p + i).storeBytes(of: pi, as: F8.self)
+        UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: F8.self)
+        UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: F8.self)
+        i += 8
+    }
+    while i < count {
+        let gi = g[i] * c.gradScale
+        p[i] *= decay
+        m[i] += (gi - m[i]) * oneMinusB1
+        v[i] = v[i] * c.beta2 + gi * gi * oneMinusB2
+        p[i] -= c.stepSize * m[i] / (v[i].squareRoot() / c.bc2Sqrt + c.eps)
+        i += 1
+    }
+}
+
 /// Global gradient-norm clipping as `torch.nn.utils.clip_grad_norm_`: the L2 norm over every
 /// checkpoint tensor's gradient; when above `maxNorm`, every gradient is scaled by
-/// `maxNorm / (norm + 1e-6)`. Returns the norm before clipping.
+/// `maxNorm / (norm + 1e-6)`. Returns the norm before clipping. (A training step passes the
+/// coefficient to `AdamW.step` instead: `gradientNorm` and `gradientClipScale`.)
 @discardableResult
 public func clipGradientNorm(_ grads: ModelParameters, maxNorm: Double) -> Double {
-    var sum = 0.0
-    for e in grads.table.checkpointEntries {
-        let g = grads.arena.base + e.offset
-        var s: Float = 0, c = 0.0
-        for i in 0..<e.count {
-            s += g[i] * g[i]
-            if i & 1023 == 1023 { c += Double(s); s = 0 }
-        }
-        sum += c + Double(s)
-    }
-    let norm = sum.squareRoot()
-    let coefficient = maxNorm / (norm + 1e-6)
-    if coefficient < 1 {
-        let k = Float(coefficient)
+    let norm = gradientNorm(grads)
+    let k = gradientClipScale(norm: norm, maxNorm: maxNorm)
+    if k < 1 {
         for e in grads.table.checkpointEntries {
             let g = grads.arena.base + e.offset
-            for i in 0..<e.count { g[i] *= k }
+            parallelChunks(e.count, minimum: 1 << 16) { lo, hi in for i in lo..<hi { g[i] *= k } }
         }
     }
     return norm
+}
+
+/// The L2 norm over every checkpoint tensor's gradient: squares summed in Float over blocks of
+/// 1,024 (eight lanes), the blocks' sums in Double, a tensor's blocks split over the cores.
+public func gradientNorm(_ grads: ModelParameters) -> Double {
+    var sum = 0.0
+    for e in grads.table.checkpointEntries { sum += sumOfSquares(grads.arena.base + e.offset, count: e.count) }
+    return sum.squareRoot()
+}
+
+/// What clipping multiplies every gradient by: `maxNorm / (norm + 1e-6)` when that is below 1, else 1.
+public func gradientClipScale(norm: Double, maxNorm: Double) -> Float {
+    let coefficient = maxNorm / (norm + 1e-6)
+    return coefficient < 1 ? Float(coefficient) : 1
+}
+
+/// Σ x² over `count` floats (see `gradientNorm`).
+func sumOfSquares(_ x: UnsafeMutablePointer<Float>, count: Int) -> Double {
+    let block = 1024, blocks = (count + block - 1) / block
+    var partial = [Double](repeating: 0, count: blocks)
+    partial.withUnsafeMutableBufferPointer { out in
+        let o = out.baseAddress!
+        parallelChunks(blocks, minimum: 64) { lo, hi in
+            for b in lo..<hi {
+                let start = b * block, end = min(count, start + block)
+                var lanes = SIMD8<Float>()
+                var i = start
+                while i + 8 <= end {
+                    let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+                    lanes += v * v
+                    i += 8
+                }
+                var s = lanes.sum()
+                while i < end { s += x[i] * x[i]; i += 1 }
+                o[b] = Double(s)
+            }
+        }
+    }
+    return partial.reduce(0, +)
 }

@@ -186,7 +186,7 @@ public final class Trainer {
     /// σ is folded in after each one (a fake `ln_1` Q/K path divides by a σ its real V path still moves).
     /// With several ranks each runs its share and the sums are reduced (`reduceStep`).
     public func accumulateGradients(step: Int) throws -> (loss: Double, aux: Double, sigmas: MeasuredSigmas) {
-        gradients.arena.base.update(repeating: 0, count: gradients.table.count)
+        zeroFloats(gradients.arena.base, count: gradients.table.count)
         let sequences = batch(at: step)
         let total = sequences.count
         let parts = microBatches(sequences: total)
@@ -264,12 +264,12 @@ public final class Trainer {
         let part = Array(batch(at: 0).prefix(settings.microBatch)), plan = plan(at: 0)
         var measured = MeasuredSigmas(nLayers: model.config.nLayers)
         _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured, dropout: dropout(step: 0, microBatch: 0))
-        gradients.arena.base.update(repeating: 0, count: gradients.table.count)
+        zeroFloats(gradients.arena.base, count: gradients.table.count)
         let t0 = now()
         _ = try forwardBackward(part, share: 1, plan: plan, measured: &measured, dropout: dropout(step: 0, microBatch: 0))
         let t1 = now()
-        clipGradientNorm(gradients, maxNorm: settings.maxGradNorm)
-        optimizer.step(model.parameters, grads: gradients, lr: settings.learningRate.rate(at: 0))
+        let k = gradientClipScale(norm: gradientNorm(gradients), maxNorm: settings.maxGradNorm)
+        optimizer.step(model.parameters, grads: gradients, lr: settings.learningRate.rate(at: 0), gradScale: k)
         return (t1 - t0, now() - t1)
     }
 
@@ -302,9 +302,11 @@ public final class Trainer {
         if let ln = layerNorms, ln.lnFinalSigma == nil { try startSigmas(step: s) }
         let (loss, aux, sigmas) = try accumulateGradients(step: s)
         guard loss.isFinite, aux.isFinite else { throw TrainingError.nonFiniteLoss(step: s) }
-        let norm = clipGradientNorm(gradients, maxNorm: settings.maxGradNorm)
+        // Clipping's coefficient is applied inside AdamW's pass over the gradients (`gradients`
+        // keep the unclipped sums).
+        let norm = gradientNorm(gradients)
         guard norm.isFinite else { throw TrainingError.nonFiniteLoss(step: s) }
-        optimizer.step(model.parameters, grads: gradients, lr: lr)
+        optimizer.step(model.parameters, grads: gradients, lr: lr, gradScale: gradientClipScale(norm: norm, maxNorm: settings.maxGradNorm))
         if layerNorms?.sigmaUpdate == .step { layerNorms?.update(measured: sigmas, step: s) }
         step += 1
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
