@@ -92,8 +92,11 @@ extension EdgeRunReport {
             return
         }
         if let task { print("  " + task.line() + (task.passed == false ? " — TASK CHECK FAILED" : "")) }
-        for m in [StoreName.eap, StoreName.eapIG] {
-            guard let e = nmae[m] else { continue }
+        for m in [StoreName.eap, StoreName.eapIG] where methods.contains(m) && methods.contains(StoreName.exact) {
+            guard let e = nmae[m] else {
+                print("  \(m) against exact: no NMAE, every prompt is below --min-gap \(task.map { String(format: "%g", $0.minGap) } ?? "")")
+                continue
+            }
             print("  \(m) against exact: NMAE \(nmaeText(e.value)) % over \(e.pairs) (prompt, edge) pairs")
         }
         guard limit > 0, let rank = methods.first else { return print("") }

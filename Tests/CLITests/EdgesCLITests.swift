@@ -54,7 +54,7 @@ import Testing
         let names = ["tiny-ln", "tiny-lnfree"], db = dir.appendingPathComponent("r.sqlite").path
         let r = try C.run(["edges"] + names.flatMap { ["--model", try Self.model($0, in: dir)] }
                           + ["--prompts", try Self.fixturePairs(in: dir), "--ig-steps", "\(Self.manifest.ig_steps)", "--exact", "all",
-                             "--db", db])
+                             "--min-gap", "0", "--db", db])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("110 edges") && r.stdout.contains("eap against exact: NMAE"), "\(r.stdout)")
         #expect(r.stdout.contains("top 10 edges by |mean eap|"), "\(r.stdout)")

@@ -57,6 +57,8 @@ import Testing
                           modelHash: try checkpoint.weightsHash(), prompts: set, methods: methods, igSteps: igSteps, exact: exact,
                           tokenText: { tok.tokenString($0) }, toolVersion: "test")
         job.options.computation.chunkSize = chunkSize
+        // The test checkpoints do not do IOI: keep every prompt in the NMAE.
+        job.options.computation.minGap = 0
         return job
     }
 
