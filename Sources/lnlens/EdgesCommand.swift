@@ -68,7 +68,9 @@ struct EdgesCommand: ParsableCommand {
             if let w = r.task?.warning(model: ModelPath.shortName(r.run.modelPath)) { printErr("lnlens: warning: " + w) }
             r.printSummary(top: top)
         }
-        printStored(runIDs, db: pairs.db, shard: shard)
+        if shard != nil { return printStored(runIDs, db: pairs.db, shard: shard) }
+        let runs = runIDs.map(String.init).joined(separator: ", ")
+        print("stored in \(pairs.db) as run\(runIDs.count > 1 ? "s" : "") \(runs); list the top edges with: lnlens query top-edges \(runIDs[0]) --db \(pairs.db)")
     }
 
     /// The options stored with each run (the job adds methods, ig steps and exact).
