@@ -59,16 +59,18 @@ enum RunLifecycle {
     /// Runs `work` for run `id` with a heartbeat, and ends the run: `completed` with the summaries
     /// and errors `finish` computes, `interrupted` when `work` throws `JobStop` (then
     /// `JobError.interrupted` with what `doneCount` reports, in the job's `unit`, and the job's
-    /// `resume`), `failed` on any other error.
+    /// `resume`), `failed` on any other error. `aggregates` are edge rows stored with the
+    /// completion (`edges`' means over prompts).
     static func execute(db: ResultsDatabase, runID: Int64, total: Int, unit: String, resume: String,
                         doneCount: () -> Int, _ work: () throws -> Void,
-                        finish: () throws -> (summaries: [SummaryRow], errors: [ErrorRow])) throws {
+                        finish: () throws -> (summaries: [SummaryRow], errors: [ErrorRow]),
+                        aggregates: () throws -> [EdgeRow] = { [] }) throws {
         let heartbeat = Heartbeat(db: db, runID: runID)
         defer { heartbeat.stop() }
         do {
             try work()
             let (summaries, errors) = try finish()
-            try db.finishRun(runID: runID, status: .completed, summaries: summaries, errors: errors, error: nil)
+            try db.finishRun(runID: runID, status: .completed, summaries: summaries, errors: errors, edges: try aggregates(), error: nil)
         } catch is JobStop {
             let done = doneCount()
             try? db.finishRun(runID: runID, status: .interrupted, summaries: [], error: "interrupted by the user")

@@ -31,11 +31,11 @@ public enum MergeError: LocalizedError, Equatable, Sendable {
         case let .outputIsShard(path):
             text = "\(path) is both the output and a shard database: merge into another file (e.g. merged.sqlite)"
         case let .noShardedRun(path):
-            text = "\(path) holds no sharded run (a run of `lnlens dla`, `patch`, `eval`, `sinks`, `norms`, `lens` or `neurons` with --shard I/N); list its runs with `lnlens runs --db \(path)`"
+            text = "\(path) holds no sharded run (a run of `lnlens dla`, `patch`, `edges`, `eval`, `sinks`, `norms`, `lens` or `neurons` with --shard I/N); list its runs with `lnlens runs --db \(path)`"
         case let .unknownRun(id):
             text = "--run \(id): none of the shard databases holds a sharded run with this id; list their runs with `lnlens runs --db FILE`"
         case let .notMergeable(path, id, command):
-            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla, patch, eval, sinks, norms, lens and neurons runs"
+            text = "\(path) run \(id) is a \(command) run: merge combines the shards of dla, patch, edges, eval, sinks, norms, lens and neurons runs"
         case let .doesNotBelong(path, id, field, value, otherPath, otherID, otherValue):
             text = "\(path) run \(id) is not a shard of the same run as \(otherPath) run \(otherID): its \(field) is \(value) but that one's is \(otherValue); merge only the shards of one run"
         case let .ambiguous(path, ids, shard):
@@ -102,6 +102,9 @@ public struct MergeJob {
         let mergedOptions: @Sendable (_ optionsJSON: String, _ output: String) -> String
         let summaries: @Sendable ([ResultRow], _ optionsJSON: String, _ shardSummaries: [SummaryRow]) -> [SummaryRow]
         var errors: @Sendable ([ResultRow], _ optionsJSON: String) -> [ErrorRow] = { _, _ in [] }
+        /// Runs that store edges (`edges`): the summaries from the result and per-prompt edge rows
+        /// (instead of `summaries`); the aggregate edge rows are recomputed from all shards' rows.
+        var edgeSummaries: (@Sendable ([ResultRow], [EdgeRow], _ optionsJSON: String) -> [SummaryRow])?
         /// The runs store no prompts: their units (the indices shards split) are the result rows'
         /// prompt indices, and every site holds each one (eval: a window's loss per model).
         var unitsInResults = false
@@ -110,11 +113,15 @@ public struct MergeJob {
 
         init<O: ShardOptions>(_: O.Type, summaries: @escaping @Sendable ([ResultRow], O, [SummaryRow]) -> [SummaryRow],
                               errors: @escaping @Sendable ([ResultRow], O) -> [ErrorRow] = { _, _ in [] },
-                              unitsInResults: Bool = false, unit: String = "prompt") {
+                              unitsInResults: Bool = false, unit: String = "prompt",
+                              edgeSummaries: (@Sendable ([ResultRow], [EdgeRow], O) -> [SummaryRow])? = nil) {
             sameComputation = { O.sameComputation($0, $1) }
             mergedOptions = { O(json: $0).merged(into: $1).json }
             self.summaries = { summaries($0, O(json: $1), $2) }
             self.errors = { errors($0, O(json: $1)) }
+            if let edgeSummaries {
+                self.edgeSummaries = { rows, edges, json in edgeSummaries(rows, edges, O(json: json)) }
+            }
             (self.unitsInResults, self.unit) = (unitsInResults, unit)
         }
     }
@@ -132,6 +139,8 @@ public struct MergeJob {
         NormAnalysis.command: analysisRecipe(NormAnalysis.self),
         LensAnalysis.command: analysisRecipe(LensAnalysis.self),
         CompareAnalysis.command: analysisRecipe(CompareAnalysis.self),
+        StoreName.edgesCommand: Recipe(EdgeOptions.self, summaries: { _, _, _ in [] },
+                                       edgeSummaries: { EdgeJob.summaries(from: $0, edges: $1, minGap: $2.minGap) }),
         StoreName.neuronsCommand: Recipe(NeuronOptions.self, summaries: { rows, _, _ in NeuronJob.summaries(from: rows) },
                                          unit: "ablation"),
     ]
@@ -332,8 +341,35 @@ public struct MergeJob {
             return Merged(outcome: .alreadyMerged(existing), record: record, shards: plan.shards.count,
                           summaries: try output.summaries(runID: existing))
         }
-        // One shard at a time, each on its own read-only connection.
-        var prompts: [PromptRow] = [], values: [ResultRow] = []
+        let (stored, values, shardEdges, owner, firstSummaries) = try Self.read(plan, recipe)
+        if let firstMissing = (0..<first.nPrompts).first(where: { owner[$0] == nil }) {
+            throw MergeError.incomplete(what: Self.describe(first), unit: recipe.unit, stored: owner.count,
+                                        expected: first.nPrompts, firstMissing: firstMissing)
+        }
+        if recipe.unitsInResults {
+            for (site, rows) in Dictionary(grouping: values, by: \.site).sorted(by: { $0.key < $1.key }) {
+                let held = Set(rows.map(\.promptIndex))
+                if let firstMissing = (0..<first.nPrompts).first(where: { !held.contains($0) }) {
+                    throw MergeError.incomplete(what: "\(Self.describe(first)) for \(site)", unit: recipe.unit, stored: held.count,
+                                                expected: first.nPrompts, firstMissing: firstMissing)
+                }
+            }
+        }
+        let summaries = recipe.edgeSummaries.map { $0(values, shardEdges, first.optionsJSON) }
+            ?? recipe.summaries(values, first.optionsJSON, firstSummaries)
+        let errors = recipe.errors(values, first.optionsJSON)
+        let prompts = stored.sorted { $0.promptIndex < $1.promptIndex }
+        let edges = shardEdges + (recipe.edgeSummaries != nil ? EdgeJob.aggregates(from: shardEdges) : [])
+        let outcome = try output.recordMergedRun(record, shards: provenance, prompts: prompts, values: values,
+                                                 summaries: summaries, errors: errors, edges: edges)
+        return Merged(outcome: outcome, record: record, shards: plan.shards.count,
+                      summaries: try output.summaries(runID: outcome.runID))
+    }
+    /// Every shard's prompts, result rows and per-prompt edge rows, one shard at a time, each on
+    /// its own read-only connection; which shard holds each unit; the first shard's summaries.
+    static func read(_ plan: Plan, _ recipe: Recipe) throws
+        -> ([PromptRow], [ResultRow], [EdgeRow], [Int: ShardRun], [SummaryRow]) {
+        var prompts: [PromptRow] = [], values: [ResultRow] = [], edges: [EdgeRow] = []
         var owner: [Int: ShardRun] = [:]
         var firstSummaries: [SummaryRow] = []
         for shard in plan.shards {
@@ -351,26 +387,9 @@ public struct MergeJob {
             }
             prompts += stored
             values += rows
+            if recipe.edgeSummaries != nil { edges += try db.edges(runID: shard.id, aggregate: false) }
             if shard.id == plan.shards[0].id && shard.path == plan.shards[0].path { firstSummaries = try db.summaries(runID: shard.id) }
         }
-        if let firstMissing = (0..<first.nPrompts).first(where: { owner[$0] == nil }) {
-            throw MergeError.incomplete(what: Self.describe(first), unit: recipe.unit, stored: owner.count,
-                                        expected: first.nPrompts, firstMissing: firstMissing)
-        }
-        if recipe.unitsInResults {
-            for (site, rows) in Dictionary(grouping: values, by: \.site).sorted(by: { $0.key < $1.key }) {
-                let held = Set(rows.map(\.promptIndex))
-                if let firstMissing = (0..<first.nPrompts).first(where: { !held.contains($0) }) {
-                    throw MergeError.incomplete(what: "\(Self.describe(first)) for \(site)", unit: recipe.unit, stored: held.count,
-                                                expected: first.nPrompts, firstMissing: firstMissing)
-                }
-            }
-        }
-        let summaries = recipe.summaries(values, first.optionsJSON, firstSummaries), errors = recipe.errors(values, first.optionsJSON)
-        prompts.sort { $0.promptIndex < $1.promptIndex }
-        let outcome = try output.recordMergedRun(record, shards: provenance, prompts: prompts, values: values,
-                                                 summaries: summaries, errors: errors)
-        return Merged(outcome: outcome, record: record, shards: plan.shards.count,
-                      summaries: try output.summaries(runID: outcome.runID))
+        return (prompts, values, edges, owner, firstSummaries)
     }
 }

@@ -14,6 +14,7 @@ public enum StoredRuns {
         }
         if let check = TaskCheck(summaryValues: stored) { return check }
         let minGap = run.command == StoreName.patchCommand ? PatchOptions(json: run.optionsJSON).minGap
+            : run.command == StoreName.edgesCommand ? EdgeOptions(json: run.optionsJSON).minGap
             : DLAOptions(json: run.optionsJSON).minGap
         return Jobs.taskCheck(from: try db.results(runID: run.id!, site: StoreName.metricSite), minGap: minGap)
     }

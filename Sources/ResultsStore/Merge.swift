@@ -76,8 +76,47 @@ extension ResultsDatabase {
     /// The caller computes the summaries (the store does no math).
     public func recordMergedRun(
         _ run: RunRecord, shards: [ShardRow], prompts: [PromptRow], values: [ResultRow], summaries: [SummaryRow],
-        errors: [ErrorRow] = [], owner: ProcessIdentity = .current
+        errors: [ErrorRow] = [], edges: [EdgeRow] = [], owner: ProcessIdentity = .current
     ) throws -> MergeOutcome {
+        let promptIndices = try checkMerged(run, shards: shards, prompts: prompts, values: values, edges: edges)
+        return try write("recording a merged \(run.command) run") { db in
+            if let existing = try Self.mergedRun(db, command: run.command, modelHash: run.modelHash,
+                                                 promptSetHash: run.promptSetHash, shards: shards) {
+                return .alreadyMerged(existing)
+            }
+            var record = run
+            record.id = nil
+            record.ownerHost = owner.host
+            record.ownerPID = owner.pid
+            record.ownerStart = owner.start
+            record.heartbeatAt = Date()
+            try record.insert(db)
+            let id = record.id!
+            try Self.upsert(db, runID: id, prompts: prompts, values: values)
+            for range in contiguousRanges(promptIndices) {
+                try db.execute(sql: "INSERT INTO batches_done (run_id, first_prompt, last_prompt) VALUES (?, ?, ?)",
+                               arguments: [id, range.lowerBound, range.upperBound])
+            }
+            try Self.upsert(db, runID: id, summaries: summaries)
+            try Self.upsert(db, runID: id, edges: edges)
+            try Self.recordStoredCounts(db, runID: id)
+            try Self.upsert(db, runID: id, errors: errors)
+            let statement = try db.cachedStatement(sql: """
+                INSERT INTO run_shards (run_id, shard_index, shard_count, source_path, source_run_id, owner_host,
+                                        started_at, ended_at, n_prompts)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for s in shards.sorted(by: { $0.shardIndex < $1.shardIndex }) {
+                try statement.execute(arguments: [id, s.shardIndex, s.shardCount, s.sourcePath, s.sourceRunID, s.ownerHost,
+                                                  s.startedAt, s.endedAt, s.nPrompts])
+            }
+            return .created(id)
+        }
+    }
+
+    /// What `recordMergedRun` refuses before writing; returns the merged run's prompt indices.
+    private func checkMerged(_ run: RunRecord, shards: [ShardRow], prompts: [PromptRow], values: [ResultRow],
+                             edges: [EdgeRow]) throws -> Set<Int> {
         try checkNewRun(run)
         func refuse(_ reason: String) -> ResultsStoreError { .invalidRun(path: path, reason: reason) }
         if run.status != .completed || run.endedAt == nil { throw refuse("a merged run is recorded completed, with its end time") }
@@ -98,37 +137,10 @@ extension ResultsDatabase {
             throw refuse("a result row names prompt \(bad), outside 0 ..< n_prompts \(run.nPrompts)")
         }
         try Self.checkValues(values) { refuse($0) }
-        return try write("recording a merged \(run.command) run") { db in
-            if let existing = try Self.mergedRun(db, command: run.command, modelHash: run.modelHash,
-                                                 promptSetHash: run.promptSetHash, shards: shards) {
-                return .alreadyMerged(existing)
-            }
-            var record = run
-            record.id = nil
-            record.ownerHost = owner.host
-            record.ownerPID = owner.pid
-            record.ownerStart = owner.start
-            record.heartbeatAt = Date()
-            try record.insert(db)
-            let id = record.id!
-            try Self.upsert(db, runID: id, prompts: prompts, values: values)
-            for range in contiguousRanges(promptIndices) {
-                try db.execute(sql: "INSERT INTO batches_done (run_id, first_prompt, last_prompt) VALUES (?, ?, ?)",
-                               arguments: [id, range.lowerBound, range.upperBound])
-            }
-            try Self.upsert(db, runID: id, summaries: summaries)
-            try Self.recordStoredCounts(db, runID: id)
-            try Self.upsert(db, runID: id, errors: errors)
-            let statement = try db.cachedStatement(sql: """
-                INSERT INTO run_shards (run_id, shard_index, shard_count, source_path, source_run_id, owner_host,
-                                        started_at, ended_at, n_prompts)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            for s in shards.sorted(by: { $0.shardIndex < $1.shardIndex }) {
-                try statement.execute(arguments: [id, s.shardIndex, s.shardCount, s.sourcePath, s.sourceRunID, s.ownerHost,
-                                                  s.startedAt, s.endedAt, s.nPrompts])
-            }
-            return .created(id)
+        if let bad = edges.first(where: { $0.promptIndex.map { !promptIndices.contains($0) } ?? false }) {
+            throw refuse("an edge row names prompt \(bad.promptIndex!), which is not among the merged prompts")
         }
+        try Self.checkEdges(edges) { refuse($0) }
+        return promptIndices
     }
 }

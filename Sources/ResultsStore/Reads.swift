@@ -27,10 +27,11 @@ extension ResultsDatabase {
             for row in recorded {
                 let metric: String = try row.decode(atIndex: 0)
                 guard let value: Double = try row.decode(atIndex: 1) else { continue }
-                let now = metric == StoreName.storedResults ? stored.results : metric == StoreName.storedPrompts ? stored.prompts : nil
+                let now = metric == StoreName.storedResults ? stored.results : metric == StoreName.storedPrompts ? stored.prompts
+                    : metric == StoreName.storedEdges ? try Self.storedEdgeCount(db, runID: id) : nil
                 if let now, Double(now) != value {
-                    throw ResultsStoreError.rowsLost(id: id, path: path, table: metric == StoreName.storedResults ? "results" : "run_prompts",
-                                                     holds: now, recorded: Int(value))
+                    let table = metric == StoreName.storedResults ? "results" : metric == StoreName.storedPrompts ? "run_prompts" : "edges"
+                    throw ResultsStoreError.rowsLost(id: id, path: path, table: table, holds: now, recorded: Int(value))
                 }
             }
             return run
@@ -82,6 +83,21 @@ extension ResultsDatabase {
                 promptIndex: try $0.decode(atIndex: 0), site: try $0.decode(atIndex: 1), layer: try $0.decode(atIndex: 2),
                 position: try $0.decode(atIndex: 3), head: try $0.decode(atIndex: 4), quantity: try $0.decode(atIndex: 5),
                 value: try $0.decode(atIndex: 6))
+        }
+    }
+
+    /// The run's edge rows (`aggregate`: only the aggregate rows, or only the per-prompt rows;
+    /// nil: both), ordered by prompt (aggregates first), upstream, downstream, input, method.
+    public func edges(runID: Int64, aggregate: Bool? = nil, method: String? = nil) throws -> [EdgeRow] {
+        var sql = "SELECT prompt_index, upstream, downstream, input, method, value, n_prompts FROM edges WHERE run_id = ?"
+        var arguments: StatementArguments = [runID]
+        if let aggregate { sql += aggregate ? " AND prompt_index IS NULL" : " AND prompt_index IS NOT NULL" }
+        if let method { sql += " AND method = ?"; arguments += [method] }
+        sql += " ORDER BY ifnull(prompt_index, -1), upstream, downstream, ifnull(input, ''), method"
+        return try runRows("edges", runID: runID, sql: sql, arguments: arguments) {
+            EdgeRow(promptIndex: try $0.decode(atIndex: 0), upstream: try $0.decode(atIndex: 1), downstream: try $0.decode(atIndex: 2),
+                    input: try $0.decode(atIndex: 3), method: try $0.decode(atIndex: 4), value: try $0.decode(atIndex: 5),
+                    nPrompts: try $0.decode(atIndex: 6))
         }
     }
 

@@ -376,3 +376,43 @@ enum StoredDate {
         return b[19] == 0x2E && b.count > 20 && digits(20..<b.count)
     }
 }
+
+/// One row of `edges`: an edge's score by one method, for one prompt or (`promptIndex` nil) the
+/// mean over `nPrompts` prompts.
+public struct EdgeRow: Codable, Sendable, Equatable, Hashable {
+    /// nil: the run's aggregate row.
+    public var promptIndex: Int?
+    /// hannamw/EAP-IG's node names: `input`, `a3.h2`, `m3` upstream; `a3.h2`, `m3`, `logits` downstream.
+    public var upstream: String
+    public var downstream: String
+    /// `q`, `k` or `v` when `downstream` is a head; nil otherwise.
+    public var input: String?
+    /// `eap`, `eap_ig`, `exact`.
+    public var method: String
+    public var value: Double
+    /// Aggregate rows: how many prompts the mean is over (nil on per-prompt rows).
+    public var nPrompts: Int?
+
+    public init(promptIndex: Int?, upstream: String, downstream: String, input: String?, method: String, value: Double,
+                nPrompts: Int? = nil) {
+        (self.promptIndex, self.upstream, self.downstream, self.input) = (promptIndex, upstream, downstream, input)
+        (self.method, self.value, self.nPrompts) = (method, value, nPrompts)
+    }
+
+    /// The edge as hannamw/EAP-IG writes it: `a0.h1->a1.h2<q>`, `m1->logits`.
+    public var edge: String { "\(upstream)->\(downstream)" + (input.map { "<\($0)>" } ?? "") }
+    /// The edge and method, without the prompt: what aggregate rows are keyed by.
+    public var edgeKey: String { edge + "/" + method }
+}
+
+/// Names of `lnlens edges` runs (docs/patching.md "Edges").
+extension StoreName {
+    public static let edgesCommand = "edges"
+    /// `edges.method` values.
+    public static let eap = "eap", eapIG = "eap_ig", exact = "exact"
+    /// `summaries` scope `edges`, key an estimator (`eap`, `eap_ig`): metric `nmae` (%, against
+    /// `exact` over every (prompt, edge) with an exact row) and `n` (how many).
+    public static let scopeEdges = "edges"
+    /// `summaries` scope `check`, key `stored`, metric `edges`: the `edges` rows a run held when it completed.
+    public static let storedEdges = "edges"
+}

@@ -175,3 +175,26 @@ extension Schema {
         WHERE json_type(options_json) = 'object';
         """
 }
+
+extension Schema {
+    /// v4 (issue 21's "schema v3"): edge scores of `edges` runs, one row per (run, prompt,
+    /// upstream node, downstream node, q/k/v input, method). `prompt_index` NULL marks the run's
+    /// aggregate row (the mean over `n_prompts` prompts, written when the run completes); per-prompt
+    /// rows have `n_prompts` NULL. Node names are hannamw/EAP-IG's (`input`, `a3.h2`, `m3`,
+    /// `logits`); `input` is a head's input (`q`, `k`, `v`) and NULL for an MLP's or the logits'.
+    static let v4 = """
+        CREATE TABLE edges (
+          run_id       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          prompt_index INTEGER CHECK (prompt_index >= 0),
+          upstream     TEXT NOT NULL CHECK (upstream <> ''),
+          downstream   TEXT NOT NULL CHECK (downstream <> ''),
+          input        TEXT CHECK (input IN ('q', 'k', 'v')),
+          method       TEXT NOT NULL CHECK (method <> ''),
+          value        REAL NOT NULL,
+          n_prompts    INTEGER CHECK (n_prompts >= 1),
+          CHECK ((prompt_index IS NULL) = (n_prompts IS NOT NULL))
+        );
+        CREATE UNIQUE INDEX edges_key ON edges
+          (run_id, ifnull(prompt_index, -1), upstream, downstream, ifnull(input, ''), method);
+        """
+}

@@ -98,7 +98,7 @@ extension ResultsDatabase {
     /// consecutive prompts): one marker per range, so that each marker covers exactly the prompts
     /// it names. Otherwise as `writeBatch(runID:prompts:values:firstPrompt:lastPrompt:owner:)`.
     public func writeBatch(
-        runID: Int64, prompts: [PromptRow], values: [ResultRow], ranges: [ClosedRange<Int>],
+        runID: Int64, prompts: [PromptRow], values: [ResultRow], edges: [EdgeRow] = [], ranges: [ClosedRange<Int>],
         owner: ProcessIdentity = .current
     ) throws {
         let label = ranges.map { "\($0.lowerBound)...\($0.upperBound)" }.joined(separator: ", ")
@@ -120,12 +120,17 @@ extension ResultsDatabase {
             throw refuse("result for prompt \(bad.promptIndex) lies outside the batch \(label)")
         }
         try Self.checkValues(values, refuse: refuse)
+        if let bad = edges.first(where: { $0.promptIndex.map { !inBatch($0) } ?? true }) {
+            throw refuse("edge row for prompt \(bad.promptIndex.map(String.init) ?? "(aggregate)") lies outside the batch \(label)")
+        }
+        try Self.checkEdges(edges, refuse: refuse)
         try write("writing prompts \(label) of run \(runID)") { db in
             let run = try ownedRun(db, id: runID, owner: owner)
             if lastPrompt >= run.nPrompts {
                 throw refuse("prompt \(lastPrompt) is past the run's n_prompts \(run.nPrompts)")
             }
             try Self.upsert(db, runID: runID, prompts: prompts, values: values)
+            try Self.upsert(db, runID: runID, edges: edges)
             for range in ranges {
                 try db.execute(
                     sql: "INSERT OR IGNORE INTO batches_done (run_id, first_prompt, last_prompt) VALUES (?, ?, ?)",
@@ -207,12 +212,14 @@ extension ResultsDatabase {
     /// Ends a run: its final status, end time and error, its summaries and estimator errors, in one
     /// transaction. Only the run's owner may end it.
     public func finishRun(runID: Int64, status: RunStatus, summaries: [SummaryRow], errors: [ErrorRow] = [],
-                          error: String?, owner: ProcessIdentity = .current) throws {
+                          edges: [EdgeRow] = [], error: String?, owner: ProcessIdentity = .current) throws {
         if status == .running { throw ResultsStoreError.finishWithRunning(id: runID, path: path) }
+        try Self.checkEdges(edges) { .invalidBatch(id: runID, reason: $0, path: path) }
         try write("finishing run \(runID)") { db in
             _ = try ownedRun(db, id: runID, owner: owner)
             try Self.upsert(db, runID: runID, summaries: summaries)
             try Self.upsert(db, runID: runID, errors: errors)
+            try Self.upsert(db, runID: runID, edges: edges)
             if status == .completed { try Self.recordStoredCounts(db, runID: runID) }
             try db.execute(
                 sql: "UPDATE runs SET status = ?, ended_at = ?, error = ?, heartbeat_at = ? WHERE id = ?",
@@ -228,6 +235,47 @@ extension ResultsDatabase {
             SummaryRow(scope: StoreName.scopeCheck, key: StoreName.storedCounts, metric: StoreName.storedResults, value: Double(results)),
             SummaryRow(scope: StoreName.scopeCheck, key: StoreName.storedCounts, metric: StoreName.storedPrompts, value: Double(prompts)),
         ])
+        // Only runs that store edges record their count (the other commands' summaries stay as they were).
+        let edges = try storedEdgeCount(db, runID: runID)
+        if edges > 0 {
+            try upsert(db, runID: runID, summaries: [
+                SummaryRow(scope: StoreName.scopeCheck, key: StoreName.storedCounts, metric: StoreName.storedEdges, value: Double(edges)),
+            ])
+        }
+    }
+
+    /// The run's `edges` rows.
+    static func storedEdgeCount(_ db: Database, runID: Int64) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM edges WHERE run_id = ?", arguments: [runID]) ?? 0
+    }
+
+    /// Edge rows the schema would take but no reader should see: NaN values, empty names, an input
+    /// other than q/k/v, an aggregate without its prompt count or a per-prompt row with one.
+    static func checkEdges(_ edges: [EdgeRow], refuse: (String) -> ResultsStoreError) throws {
+        for e in edges {
+            let what = "edge \(e.edgeKey) of prompt \(e.promptIndex.map(String.init) ?? "(aggregate)")"
+            if e.value.isNaN { throw refuse("\(what) is NaN") }
+            if e.upstream.isEmpty || e.downstream.isEmpty || e.method.isEmpty { throw refuse("\(what) has an empty name") }
+            if let input = e.input, !["q", "k", "v"].contains(input) { throw refuse("\(what) has input \(input), not q, k or v") }
+            if (e.promptIndex ?? 0) < 0 { throw refuse("\(what) has a negative prompt index") }
+            if (e.promptIndex == nil) != (e.nPrompts != nil) || (e.nPrompts ?? 1) < 1 {
+                throw refuse("\(what): an aggregate row (no prompt) needs n_prompts ≥ 1, a per-prompt row none")
+            }
+        }
+    }
+
+    /// Inserts or replaces edge rows of a run (inside a write transaction).
+    static func upsert(_ db: Database, runID: Int64, edges: [EdgeRow]) throws {
+        if edges.isEmpty { return }
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO edges (run_id, prompt_index, upstream, downstream, input, method, value, n_prompts)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (run_id, ifnull(prompt_index, -1), upstream, downstream, ifnull(input, ''), method)
+            DO UPDATE SET value = excluded.value, n_prompts = excluded.n_prompts
+            """)
+        for e in edges {
+            try statement.execute(arguments: [runID, e.promptIndex, e.upstream, e.downstream, e.input, e.method, e.value, e.nPrompts])
+        }
     }
 
     /// The run's `results` and `run_prompts` rows as the readers find them (through the keys).

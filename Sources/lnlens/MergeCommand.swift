@@ -7,11 +7,11 @@ import Support
 struct MergeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
-        abstract: "Combine the shard databases of a sharded run (dla, patch or eval --shard I/N) into one run, as if it had run unsharded.",
+        abstract: "Combine the shard databases of a sharded run (dla, patch, edges or eval --shard I/N) into one run, as if it had run unsharded.",
         discussion: """
             Each shard database is read on its own read-only connection; the merged run is written to OUT in one \
             transaction, next to whatever OUT already holds. Its summaries (dla, eval) and estimator errors (patch) are \
-            recomputed from all rows, not averaged over shards. Shards that \
+            recomputed from all rows, not averaged over shards (edges: the means over prompts too). Shards that \
             do not belong together (another model, prompt set, result options or lnlens version, a missing or \
             repeated shard, a shard not completed) are refused. Merging the same shards again writes nothing. A \
             database holding several sharded runs (one per --model) gives one merged run per model.

@@ -20,30 +20,16 @@ struct PatchCommand: ParsableCommand {
             Sites: \(PatchSite.allCases.map(\.rawValue).joined(separator: ", ")).
             """)
 
-    @Option(name: .customLong("model"), help: "Model folder or name; repeat for several (default: gpt2-tiny and gpt2-tiny-lnfree).")
-    var models: [String] = []
-    @Option(help: "Prompt set (JSONL with prompt, answer, wrong, corrupt), or a shipped set's name.") var prompts: String
+    @OptionGroup var pairs: PairRunOptions
     @Option(help: "Comma-separated site kinds.") var sites = "resid_pre,attn_out,mlp_out,z"
     @Option(help: "Comma-separated methods: activation, atp, atp-star.") var methods = "activation,atp"
     @Option(help: ArgumentHelp("denoise (clean into corrupted) or noise (corrupted into clean).", valueName: "direction"))
     var direction = "denoise"
-    @Flag(inversion: .prefixedNo,
-          help: "Put <|endoftext|> first in both prompts, as TransformerLens's to_tokens and the paper do (default; --no-prepend-bos: the prompts as they are).")
-    var prependBos = true
-    @Flag(help: "Skip and count invalid prompt lines instead of stopping at the first.") var skipInvalid = false
-    @Option(help: "SQLite database to store the runs in.") var db = "results/lnlens.sqlite"
-    @Option(help: "Continue an interrupted run (one --model, same prompts and options).") var resume: Int64?
-    @Flag(help: "With --resume: take the run over even if its writer on another host was heard from in the last 2 minutes.")
-    var forceResume = false
     @Option(help: "Prompt pairs per forward pass.") var batchSize = 16
-    @Option(help: "Prompts stored per transaction (the unit an interrupted run resumes from).") var chunkSize = 32
     @OptionGroup var sharding: ShardOption
     @Option(help: ArgumentHelp("Normalise the printed grids per prompt by activation patching at LAYER,POS (the paper: 0,11) instead of metric(clean) − metric(corrupt).",
                                valueName: "layer,pos"))
     var gridNormalize: String?
-    @Option(help: ArgumentHelp("Prompts whose |metric(clean) − metric(corrupt)| is below this many logits are left out of the estimator errors and normalised grids (0: keep all).",
-                               valueName: "logits"))
-    var minGap = TaskCheck.defaultMinGap
     @Option(help: ArgumentHelp("Run both methods on the model linearised around the patched run: attention (patterns fixed), mlp (GELU's tangent), ln (LayerNorm scales fixed), all, or a comma-separated combination.",
                                valueName: "parts"))
     var freeze: String?
@@ -55,11 +41,7 @@ struct PatchCommand: ParsableCommand {
 
     func validate() throws {
         if json && csv { throw ValidationError("--json and --csv exclude each other") }
-        if resume != nil && models.count > 1 { throw ValidationError("--resume continues one run: give the one --model it used") }
-        if forceResume && resume == nil { throw ValidationError("--force-resume goes with --resume RUN_ID") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
-        if chunkSize < 1 { throw ValidationError("--chunk-size must be at least 1") }
-        if !(minGap >= 0 && minGap.isFinite) { throw ValidationError("--min-gap \(minGap): give a number of logits ≥ 0, e.g. 0.5") }
         if PatchDirection(rawValue: direction) == nil { throw ValidationError("--direction \(direction): use denoise or noise") }
         _ = try PatchSite.parseList(sites)
         let m = try PatchMethod.parseList(methods)
@@ -91,27 +73,24 @@ struct PatchCommand: ParsableCommand {
 
     var parsedGridNormalize: GridPoint? { gridNormalize.flatMap(GridPoint.init(storedText:)) }
 
-    var modelSpecs: [String] {
-        models.isEmpty ? (resume == nil ? [EmbeddedModels.defaultName, EmbeddedModels.lnFreeName] : [EmbeddedModels.defaultName]) : models
-    }
+    var modelSpecs: [String] { pairs.modelSpecs }
 
     func run() throws {
-        let store = LazyDatabase(path: db)
+        let store = LazyDatabase(path: pairs.db)
         let siteList = try PatchSite.parseList(sites), methodList = try PatchMethod.parseList(methods)
         let shard = try sharding.resolved()
         var runIDs: [Int64] = []
         for spec in modelSpecs {
             let loaded = try LoadedModel.load(spec, processing: processing.options)
             let tok = try loaded.requireTokenizer()
-            let set = try loadPromptSet(prompts, model: loaded, skipInvalid: skipInvalid, prependBOS: prependBos)
-                .requiringPairs(skipInvalid: skipInvalid)
+            let set = try pairs.promptSet(for: loaded)
             var job = PatchJob(model: loaded.model, modelPath: loaded.checkpoint.directory.path,
                                modelHash: try loaded.weightsHash(), prompts: set,
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,
                                tokenText: { tok.tokenString($0) }, options: options, toolVersion: LNLensVersion.string)
-            (job.shard, job.forceResume, job.variants) = (shard, forceResume, variants)
+            (job.shard, job.forceResume, job.variants) = (shard, pairs.forceResume, variants)
             runIDs.append(try ProgressLine.run(label: spec, unit: "prompt pairs") {
-                try job.run(db: try store.open(), resume: resume, progress: $0, phase: $1)
+                try job.run(db: try store.open(), resume: pairs.resume, progress: $0, phase: $1)
             })
         }
         let reports = try store.readBack(runIDs, label: "patch") { try PatchRunReport(db: $0, runID: $1) }
@@ -121,16 +100,16 @@ struct PatchCommand: ParsableCommand {
         for r in reports { r.printSummary(gridNormalize: parsedGridNormalize) }
         if reports.count > 1 { PatchRunReport.printSideBySide(reports) }
         if variants.count > 1 { PatchRunReport.printDecomposition(reports) }
-        printStored(runIDs, db: db, shard: nil)
+        printStored(runIDs, db: pairs.db, shard: nil)
     }
 
     /// The options stored with each run (the job adds sites, methods and direction).
     var options: PatchOptions {
         var options = PatchOptions()
-        (options.record.models, options.record.db, options.record.prompts) = (modelSpecs.joined(separator: ","), db, prompts)
-        (options.computation.prependBOS, options.computation.skipInvalid) = (prependBos, skipInvalid)
-        (options.computation.batchSize, options.computation.chunkSize) = (batchSize, chunkSize)
-        (options.computation.minGap, options.record.processing) = (minGap, processing.stored)
+        (options.record.models, options.record.db, options.record.prompts) = (modelSpecs.joined(separator: ","), pairs.db, pairs.prompts)
+        (options.computation.prependBOS, options.computation.skipInvalid) = (pairs.prependBos, pairs.skipInvalid)
+        (options.computation.batchSize, options.computation.chunkSize) = (batchSize, pairs.chunkSize)
+        (options.computation.minGap, options.record.processing) = (pairs.minGap, processing.stored)
         options.record.gridNormalize = parsedGridNormalize
         return options
     }

@@ -163,7 +163,7 @@ struct QueryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "query",
         abstract: "Read the results database: a named query or --sql \"SELECT …\" (the database is opened read-only).",
-        subcommands: [RunsQuery.self, NMAEQuery.self, TopHeadsQuery.self])
+        subcommands: [RunsQuery.self, NMAEQuery.self, TopHeadsQuery.self, TopEdgesQuery.self])
 
     @Option(help: "Any SQL statement that only reads.") var sql: String?
     @Option(help: "Stop a statement that runs longer than this many seconds.") var timeout: Double = 60
@@ -175,7 +175,7 @@ struct QueryCommand: ParsableCommand {
 
     func run() throws {
         guard let sql else {
-            throw ValidationError("give a named query (runs, nmae, top-heads RUN_ID) or --sql \"SELECT …\"")
+            throw ValidationError("give a named query (runs, nmae, top-heads RUN_ID, top-edges RUN_ID) or --sql \"SELECT …\"")
         }
         try read.stream(try read.open(), sql: sql, timeout: timeout)
     }
@@ -225,6 +225,30 @@ struct TopHeadsQuery: ParsableCommand {
     func run() throws {
         let read = try QueryCommand.options(query)
         try read.print(try StoredRuns.topHeads(db: read.open(), runID: runID, limit: limit))
+    }
+}
+
+struct TopEdgesQuery: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "top-edges",
+        abstract: "Edges of an edges run by |mean score| over prompts (of --method), with every method's mean.")
+    @Argument(help: ArgumentHelp("The edges run.", valueName: "run-id")) var runID: Int64
+    @Option(help: "Rank by this method's mean: eap, eap_ig or exact.") var method = StoreName.eap
+    @Option(help: "Rows to list.") var limit = 20
+    @ParentCommand var query: QueryCommand
+
+    func validate() throws {
+        if limit < 1 { throw ValidationError("--limit \(limit): give a positive number of rows") }
+        let known = [StoreName.eap, StoreName.eapIG, StoreName.exact]
+        if !known.contains(method.replacingOccurrences(of: "-", with: "_")) {
+            throw ValidationError("--method \(method): use \(known.joined(separator: ", "))")
+        }
+    }
+
+    func run() throws {
+        let read = try QueryCommand.options(query)
+        let report = try EdgeRunReport(db: read.open(), runID: runID)
+        try read.print(report.topTable(limit: limit, by: method.replacingOccurrences(of: "-", with: "_")))
     }
 }
 

@@ -350,7 +350,7 @@ import Testing
         let unsharded = folder.path("unsharded.sqlite")
         try Self.job().run(db: try ResultsDatabase(path: unsharded))
         #expect(refused(good + [unsharded])
-                == "\(unsharded) holds no sharded run (a run of `lnlens dla`, `patch`, `eval`, `sinks`, `norms`, `lens` or `neurons` with --shard I/N); list its runs with `lnlens runs --db \(unsharded)`")
+                == "\(unsharded) holds no sharded run (a run of `lnlens dla`, `patch`, `edges`, `eval`, `sinks`, `norms`, `lens` or `neurons` with --shard I/N); list its runs with `lnlens runs --db \(unsharded)`")
         #expect(refused(good, runIDs: [5])
                 == "--run 5: none of the shard databases holds a sharded run with this id; list their runs with `lnlens runs --db FILE`")
         #expect(!FileManager.default.fileExists(atPath: out))
