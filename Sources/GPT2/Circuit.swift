@@ -246,6 +246,8 @@ final class CircuitRun {
     let model: GPT2Model
     let pair: CircuitPair
     let T: Int, C: Int, NH: Int, nU: Int, nV: Int
+    /// The first position where the clean and corrupted prompts differ (T when none does).
+    let from: Int
     let open: FloatPointer       // (nV, nU)
     let diff: FloatPointer       // (nU, T, C)
     let stream: FloatPointer     // (T, C) this run's residual stream
@@ -264,6 +266,7 @@ final class CircuitRun {
         self.model = model
         self.pair = pair
         T = pair.clean.count
+        from = firstDifference(pair.clean, pair.corrupt)
         C = cfg.dModel
         NH = cfg.nHeads
         nU = graph.upstream.count
@@ -348,12 +351,15 @@ extension CircuitRun {
     }
 
     /// `inputs[r] = stream + Σ_u open[first + r, u] · diff[u]` for r < count, over the first
-    /// `upstream` nodes (those written before these downstream nodes read): one product.
+    /// `upstream` nodes (those written before these downstream nodes read): one product, over the
+    /// positions from the first where the prompts differ (before it both runs, and so every
+    /// difference, are the same: causal attention).
     func constructInputs(first: Int, count: Int, upstream: Int) {
         for r in 0..<count { (inputs + r * T * C).update(from: stream, count: T * C) }
         let rows = UnsafeBufferPointer(start: open + first * nU, count: count * nU)
-        guard rows.contains(where: { $0 != 0 }) else { return }
-        sgemm(M: count, N: T * C, K: upstream, A: open + first * nU, lda: nU, B: diff, ldb: T * C, beta: 1, C: inputs, ldc: T * C)
+        guard from < T, rows.contains(where: { $0 != 0 }) else { return }
+        sgemm(M: count, N: (T - from) * C, K: upstream, A: open + first * nU, lda: nU, B: diff + from * C, ldb: T * C, beta: 1,
+              C: inputs + from * C, ldc: T * C)
     }
 
     /// `diff[u] = a_u(corrupt) − a`, `a` (T, C) with rows `rowStride` apart.
