@@ -69,6 +69,12 @@ public struct EdgeGraph: Sendable, Equatable {
     public var edgeCount: Int { downstream.indices.reduce(0) { $0 + upstreamCount(of: $1) } }
 }
 
+/// The first position where two prompts of equal length differ (their length when none does):
+/// before it both runs compute the same values (causal attention).
+func firstDifference(_ a: [Int], _ b: [Int]) -> Int {
+    a.indices.first { $0 >= b.count || a[$0] != b[$0] } ?? a.count
+}
+
 /// A score per edge: `values[u · downstream.count + v]`, NaN where u → v is no edge.
 public struct EdgeScores: Sendable {
     public let graph: EdgeGraph
@@ -86,105 +92,141 @@ extension GPT2Model {
     /// corrupt + k/N (clean − corrupt), k = 0…N−1. docs/patching.md "Edges".
     public func edgeAttribution(clean: [Int], corrupt: [Int], answer: Int, wrong: Int,
                                 igSteps: Int? = nil) throws(GPT2Error) -> EdgeScores {
-        let graph = edgeGraph, steps = igSteps ?? 1
-        let cleanActs = try nodeActivations(clean, graph), corruptActs = try nodeActivations(corrupt, graph)
-        let delta = zip(cleanActs, corruptActs).map { $0 - $1 }
+        try checkTokens([clean, corrupt])
+        let graph = edgeGraph, steps = igSteps ?? 1, C = config.dModel
+        // Before the first position where the prompts differ both runs are the same (causal
+        // attention): a_u(clean) − a_u(corrupt) is 0 there, so only the rows from it count.
+        let from = firstDifference(clean, corrupt)
+        let cleanActs = try nodeActivations(run([clean], ForwardOptions(cache: nodeHooks, logits: .none)), graph, from: from)
         let metric = Metric.logitDifference(answer: [answer], wrong: [wrong])
-        var grads = [Float](repeating: 0, count: graph.downstream.count * corrupt.count * config.dModel)
-        for k in 0..<steps {
-            var options = ForwardOptions(logits: .last)
-            if k > 0 {
-                let embed = (0..<corruptActs.count / graph.upstream.count).map { i in
-                    corruptActs[i] + Float(k) / Float(steps) * delta[i]
-                }
-                options.interventions = [Intervention(.embed(), .replace(Tensor(shape: [1, corrupt.count, config.dModel], data: embed)))]
-            }
-            let g = try inputGradients(corrupt, metric: metric, options: options, graph)
-            for i in grads.indices { grads[i] += g[i] / Float(steps) }
+        // The corrupted run's activations come from its own gradient pass (step 0).
+        let first = try inputGradients(corrupt, metric: metric, options: ForwardOptions(logits: .last), graph, nodes: true, from: from)
+        var grads = first.grads
+        let corruptActs = first.nodes!, delta = zip(cleanActs, corruptActs).map { $0 - $1 }
+        for k in 1..<max(steps, 1) {
+            // The embedding at rows ≥ from interpolated (the input node's rows come first in delta).
+            var embed = [Float](repeating: 0, count: corrupt.count * C)
+            embed.withUnsafeMutableBufferPointer { embeddingForward(out: $0.baseAddress!, ids: corrupt, table: parameters.wE, C: C) }
+            for i in 0..<((corrupt.count - from) * C) { embed[from * C + i] += Float(k) / Float(steps) * delta[i] }
+            let options = ForwardOptions(interventions: [Intervention(.embed(), .replace(Tensor(shape: [1, corrupt.count, C], data: embed)))],
+                                         logits: .last)
+            let g = try inputGradients(corrupt, metric: metric, options: options, graph, nodes: false, from: from).grads
+            for i in grads.indices { grads[i] += g[i] }
         }
+        if steps > 1 { for i in grads.indices { grads[i] /= Float(steps) } }
         return edgeScores(delta: delta, grads: grads, graph)
     }
 
-    /// Σ over rows of delta[u] · grads[v] for every edge, NaN elsewhere.
+    /// Σ over rows of delta[u] · grads[v] for every edge, NaN elsewhere: per downstream layer one
+    /// product over the upstream nodes written before it (the edges alone, not every pair).
+    /// `delta` (upstream, R, C), `grads` (downstream, R, C), the same R rows.
     func edgeScores(delta: [Float], grads: [Float], _ graph: EdgeGraph) -> EdgeScores {
         let nU = graph.upstream.count, nV = graph.downstream.count, NC = delta.count / nU
-        var out = [Float](repeating: 0, count: nU * nV)
-        out.withUnsafeMutableBufferPointer { o in
-            delta.withUnsafeBufferPointer { d in
-                grads.withUnsafeBufferPointer { g in
-                    matmulBackward(dinp: o.baseAddress!, dw: nil, dbias: nil, dout: d.baseAddress!, inp: d.baseAddress!,
-                                   w: g.baseAddress!, N: nU, IC: nV, OC: NC)
+        var out = [Float](repeating: .nan, count: nU * nV)
+        var v = 0
+        while v < nV {
+            // Downstream nodes v..<end read the same upstream prefix (one layer's heads, its MLP, the logits).
+            let count = graph.upstreamCount(of: v)
+            var end = v + 1
+            while end < nV, graph.upstreamCount(of: end) == count { end += 1 }
+            out.withUnsafeMutableBufferPointer { o in
+                if NC == 0 { for u in 0..<count { for w in v..<end { o[u * nV + w] = 0 } }; return }
+                delta.withUnsafeBufferPointer { d in
+                    grads.withUnsafeBufferPointer { g in
+                        sgemm(transB: true, M: count, N: end - v, K: NC, A: d.baseAddress!, lda: NC, B: g.baseAddress! + v * NC, ldb: NC,
+                              C: o.baseAddress! + v, ldc: nV)
+                    }
                 }
             }
+            v = end
         }
-        for u in 0..<nU { for v in 0..<nV where !graph.isEdge(u, v) { out[u * nV + v] = .nan } }
         return EdgeScores(graph: graph, values: out)
     }
 
     /// Every upstream node's output on `tokens`, (upstream, T, C) flat.
     func nodeActivations(_ tokens: [Int], _ graph: EdgeGraph) throws(GPT2Error) -> [Float] {
-        let L = config.nLayers, H = config.nHeads, C = config.dModel, T = tokens.count
+        try nodeActivations(run([tokens], ForwardOptions(cache: nodeHooks, logits: .none)), graph)
+    }
+
+    /// The hooks of the upstream nodes' outputs: `hook_embed`, `attn.hook_result`, `hook_mlp_out`.
+    var nodeHooks: Set<HookName> {
         var cache: Set<HookName> = [.embed()]
-        for l in 0..<L { cache.formUnion([HookName.block(l, .result), HookName.block(l, .mlpOut)]) }
-        let pass = try run([tokens], ForwardOptions(cache: cache, logits: .none))
+        for l in 0..<config.nLayers { cache.formUnion([HookName.block(l, .result), HookName.block(l, .mlpOut)]) }
+        return cache
+    }
+
+    /// Every upstream node's output in `pass` (which cached `nodeHooks`) at rows `from` ..< T,
+    /// (upstream, T − from, C) flat.
+    func nodeActivations(_ pass: ForwardPass, _ graph: EdgeGraph, from: Int = 0) -> [Float] {
+        let H = config.nHeads, C = config.dModel, T = pass.T
         var out = [Float]()
-        out.reserveCapacity(graph.upstream.count * T * C)
+        out.reserveCapacity(graph.upstream.count * (T - from) * C)
         for node in graph.upstream {
             switch node {
-            case .input: out += pass.cache[.embed()]!.data
-            case let .mlp(l): out += pass.cache[.block(l, .mlpOut)]!.data
+            case .input: out += pass.cache[.embed()]!.data[(from * C)...]
+            case let .mlp(l): out += pass.cache[.block(l, .mlpOut)]!.data[(from * C)...]
             case let .head(l, h):
-                let result = pass.cache[.block(l, .result)]!.data
-                for t in 0..<T { out += result[((t * H + h) * C)..<((t * H + h + 1) * C)] }
+                pass.cache[.block(l, .result)]!.data.withUnsafeBufferPointer { result in
+                    for t in from..<T { out += result[((t * H + h) * C)..<((t * H + h + 1) * C)] }
+                }
             case .logits: break
             }
         }
         return out
     }
 
-    /// d metric / d (input of each downstream node) on `tokens`, (downstream, T, C) flat: a head's
-    /// q/k/v input through its own columns of W_QKV and ln_1; an MLP's, d resid_mid − d resid_post
-    /// (the stream's gradient less the part that skips the MLP); the logits', d final resid_post.
-    func inputGradients(_ tokens: [Int], metric: Metric, options: ForwardOptions, _ graph: EdgeGraph) throws(GPT2Error) -> [Float] {
+    /// d metric / d (input of each downstream node) on `tokens` at rows `from` ..< N,
+    /// (downstream, N − from, C) flat: a head's q/k/v input through its own columns of W_QKV and
+    /// ln_1; an MLP's, d resid_mid − d resid_post (the stream's gradient less the part that skips
+    /// the MLP); the logits', d final resid_post. With `nodes`, also the pass's `nodeActivations`.
+    func inputGradients(_ tokens: [Int], metric: Metric, options: ForwardOptions, _ graph: EdgeGraph,
+                        nodes: Bool, from: Int) throws(GPT2Error) -> (grads: [Float], nodes: [Float]?) {
         let L = config.nLayers, C = config.dModel, N = tokens.count
         var hooks: Set<HookName> = []
         for l in 0..<L {
             hooks.formUnion([HookName.Point.q, .k, .v, .residMid, .residPost].map { HookName.block(l, $0) })
         }
-        let (pass, result) = try gradients([tokens], metric: metric, forward: options, backward: BackwardOptions(hookGradients: hooks))
-        let g = result.hookGradients
+        var forward = options
+        if nodes { forward.cache.formUnion(nodeHooks) }
+        let (pass, result) = try gradients([tokens], metric: metric, forward: forward, backward: BackwardOptions(hookGradients: hooks))
+        let g = result.hookGradients, rows = (from * C)...
         var out = [Float]()
-        out.reserveCapacity(graph.downstream.count * N * C)
+        out.reserveCapacity(graph.downstream.count * (N - from) * C)
         for l in 0..<L {
-            out += try headInputGradients(l, pass, q: g[.block(l, .q)]!, k: g[.block(l, .k)]!, v: g[.block(l, .v)]!)
-            out += zip(g[.block(l, .residMid)]!.data, g[.block(l, .residPost)]!.data).map { $0 - $1 }
+            out += headInputGradients(l, pass, q: g[.block(l, .q)]!, k: g[.block(l, .k)]!, v: g[.block(l, .v)]!, from: from)
+            out += zip(g[.block(l, .residMid)]!.data[rows], g[.block(l, .residPost)]!.data[rows]).map { $0 - $1 }
         }
-        out += g[.block(L - 1, .residPost)]!.data
-        return out
+        out += g[.block(L - 1, .residPost)]!.data[rows]
+        return (out, nodes ? nodeActivations(pass, graph, from: from) : nil)
     }
 
-    /// For each of q, k, v and each head: ln_1's backward of (d q_h · W_Q[h]ᵀ), (3, NH, N, C) flat.
-    func headInputGradients(_ l: Int, _ pass: ForwardPass, q: Tensor, k: Tensor, v: Tensor) throws(GPT2Error) -> [Float] {
+    /// For each of q, k, v and each head: ln_1's backward of (d q_h · W_Q[h]ᵀ) at rows `from` ..< N,
+    /// (3, NH, N − from, C) flat.
+    func headInputGradients(_ l: Int, _ pass: ForwardPass, q: Tensor, k: Tensor, v: Tensor, from: Int) -> [Float] {
         let a = pass.block(l), w = parameters.blocks[l], lns = pass.plan.blocks[l]
-        let N = pass.N, C = config.dModel, NH = config.nHeads, dh = C / NH
-        let scratch = try BackwardScratch(pass: pass, config: config)
-        defer { scratch.release() }
-        var runner = pass.runner
-        var out = [Float](repeating: 0, count: 3 * NH * N * C)
-        var dLn = [Float](repeating: 0, count: N * C)
+        let R = pass.N - from, C = config.dModel, NH = config.nHeads, dh = C / NH
+        var out = [Float](repeating: 0, count: 3 * NH * R * C)
+        var dLn = [Float](repeating: 0, count: R * C), dScale = [Float](repeating: 0, count: R)
         for (part, grad) in [q, k, v].enumerated() {
-            let ln = part == 2 ? (a.ln1V ?? a.ln1) : a.ln1, scale = part == 2 ? lns.ln1V : lns.ln1
+            let ln = part == 2 ? (a.ln1V ?? a.ln1) : a.ln1
+            var dependsOnInput = true
+            if case .fixed = (part == 2 ? lns.ln1V : lns.ln1) { dependsOnInput = false }
+            let x = a.residPre + from * C, mean = ln.mean + from, scale = ln.scale + from, raw = ln.rawScale + from
             for h in 0..<NH {
-                try dLn.withUnsafeMutableBufferPointer { (d) throws(GPT2Error) in
+                dLn.withUnsafeMutableBufferPointer { d in
                     d.update(repeating: 0)
                     grad.data.withUnsafeBufferPointer { dq in
-                        matmulBackward(dinp: d.baseAddress!, dw: nil, dbias: nil, dout: dq.baseAddress! + h * dh, inp: dq.baseAddress!,
-                                       w: w.wQKV + part * C + h * dh, N: N, IC: C, OC: dh, ldw: 3 * C, lddout: C)
+                        matmulBackward(dinp: d.baseAddress!, dw: nil, dbias: nil, dout: dq.baseAddress! + from * C + h * dh,
+                                       inp: dq.baseAddress!, w: w.wQKV + part * C + h * dh, N: R, IC: C, OC: dh, ldw: 3 * C, lddout: C)
                     }
-                    try out.withUnsafeMutableBufferPointer { (o) throws(GPT2Error) in
-                        try layerNormBackward(ln, input: a.residPre, dOut: d.baseAddress!, dInput: o.baseAddress! + ((part * NH + h) * N * C),
-                                              weights: w.ln1, gradients: nil, scale: scale, freeze: false, hooks: nil,
-                                              pass.rows, scratch, &runner)
+                    dScale.withUnsafeMutableBufferPointer { ds in
+                        out.withUnsafeMutableBufferPointer { o in
+                            layerNormApplyBackward(dxhat: d.baseAddress!, dscale: ds.baseAddress!, dw: nil, db: nil, dout: d.baseAddress!,
+                                                   x: x, mean: mean, scale: scale, w: w.ln1?.w, N: R, C: C)
+                            layerNormStatsBackward(dx: o.baseAddress! + (part * NH + h) * R * C, dxhat: d.baseAddress!, dscale: ds.baseAddress!,
+                                                   x: x, mean: mean, scale: scale, rawScale: raw, scaleDependsOnInput: dependsOnInput,
+                                                   N: R, C: C)
+                        }
                     }
                 }
             }

@@ -25,7 +25,7 @@ struct BenchOptions {
           --layers L   number of blocks, 1...12 (default 12; fewer only for a quick smoke test)
           --seed S     seed of the weights and tokens (default 0)
           --profile    also time each phase of the forward (the real kernels, timed from inside)
-          --only LIST  run only these sections: core, backward, patching, dla, analyses, training (compare: the analyses' compare job alone)
+          --only LIST  run only these sections: core, backward, patching, edges, dla, analyses, training (compare: the analyses' compare job alone)
           --json       print one JSON object instead of the table
         """
 

@@ -58,6 +58,12 @@ func run() throws {
         report.measurements += patchRows
         report.derived.merge(patchDerived) { $1 }
     }
+    if wanted("edges") {
+        progress("edges: EAP, EAP-IG and circuit evaluation on one IOI prompt pair")
+        let (rows, derived) = try benchEdges(model: model, options: o)
+        report.measurements += rows
+        report.derived.merge(derived) { $1 }
+    }
     if wanted("dla") {
         progress("dla: direct logit attribution and exact direct effect over IOI prompts")
         report.measurements += try benchDLA(model: model, options: o)
