@@ -146,7 +146,7 @@ public struct TrainJob {
 
     /// Every rank of a data-parallel run (`mpirun -n K`) checks that all have the same options,
     /// source weights and training data as rank 0, and refuses otherwise (on every rank).
-    func checkSameOnEveryRank() throws {
+    public func checkSameOnEveryRank() throws {
         let world = trainer.communicator
         guard world.size > 1 else { return }
         func digest(_ s: String) -> UInt64 { Data(s.utf8).withUnsafeBytes { XXH64.hash($0, seed: 0) } }

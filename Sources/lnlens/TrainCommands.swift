@@ -178,7 +178,13 @@ struct TrainingFlags: ParsableArguments {
 
     /// Runs `job` with the progress line and a log line every --log-every steps, then prints
     /// where the model and the run are.
-    func execute(_ job: TrainJob, label: String) throws {
+    /// Runs `job` (rank 0) or follows it (other ranks), after every rank has checked that all
+    /// have the same options, weights and data and rank 0 has prepared --out (`inputs`: the
+    /// files --out must not be or hold) and printed `banner`: a refused start writes nothing.
+    func execute(_ job: TrainJob, label: String, inputs: [String], banner: String) throws {
+        try job.checkSameOnEveryRank()
+        try prepareOut(inputs: inputs)
+        print(banner)
         guard job.trainer.communicator.isRoot else { return try job.follow(resume: resume) }
         let database = try ResultsDatabase(path: db)
         let total = job.trainer.settings.steps
@@ -277,7 +283,6 @@ struct TrainCommand: ParsableCommand {
         settings.dropout = dropout
         let trainer = try Trainer(model: model, corpus: corpus, settings: settings, layerNorms: nil, communicator: .world)
         trainer.allreduce = flags.allreduce
-        try flags.prepareOut(inputs: inputs + [tokenizerDir.path])
         let out = flags.outURL, precision = CheckpointExport.Precision(rawValue: flags.dtype)!
         let metadata = ["lnlens_version": LNLensVersion.string, "lnlens_command": "train", "source": modelPath,
                         "corpus": corpus.path, "corpus_tokens_xxh64": corpus.hash]
@@ -290,11 +295,11 @@ struct TrainCommand: ParsableCommand {
                                        precision: precision, metadata: metadata)
         }
         flags.configure(&job, tokenizer: tokenizerDir)
-        print("training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokenCount.formatted()) tokens "
-              + "(\(corpus.documents) documents, \(corpus.blockCount(seqLen: settings.seqLen)) sequences of \(settings.seqLen)); "
-              + "\(settings.steps) steps of \(settings.tokensPerStep) tokens"
-              + (recipe.stopAt == nil ? "" : " (stopping early; the learning rates of a \(recipe.steps)-step schedule)"))
-        try flags.execute(job, label: "train")
+        let banner = "training \(model.config.parameterCount.formatted()) parameters on \(corpus.tokenCount.formatted()) tokens "
+            + "(\(corpus.documents) documents, \(corpus.blockCount(seqLen: settings.seqLen)) sequences of \(settings.seqLen)); "
+            + "\(settings.steps) steps of \(settings.tokensPerStep) tokens"
+            + (recipe.stopAt == nil ? "" : " (stopping early; the learning rates of a \(recipe.steps)-step schedule)")
+        try flags.execute(job, label: "train", inputs: inputs + [tokenizerDir.path], banner: banner)
     }
 }
 
@@ -415,7 +420,6 @@ struct RemoveLNCommand: ParsableCommand {
         let corpus = try flags.loadCorpus(tokenizer: tok, vocabSize: loaded.model.config.dVocab, window: settings.seqLen)
         let trainer = try Trainer(model: loaded.model, corpus: corpus, settings: settings, layerNorms: layerNorms, communicator: .world)
         trainer.allreduce = flags.allreduce
-        try flags.prepareOut(inputs: [source, corpus.path, tokenizerDir.path])
         var options = flags.options(r.training, settings)
         options.recordRemoval(r, model: model, keepLN: keepLn, settings: settings, layerNorms: layerNorms)
         var job = TrainJob(trainer: trainer, command: StoreName.removeLNCommand, modelPath: source,
@@ -425,8 +429,8 @@ struct RemoveLNCommand: ParsableCommand {
         flags.configure(&job, tokenizer: tokenizerDir)
         let what = keepLn ? "fine-tuning with LayerNorm kept (--keep-ln)" : "removing \(r.schedule.events.count) LayerNorm paths by step \(r.schedule.lastStep)"
         let stop = settings.steps < r.scheduleSteps ? " (stopping at \(settings.steps) of a \(r.scheduleSteps)-step schedule)" : ""
-        print("\(what), recipe \(recipe.rawValue): \(settings.steps) steps\(stop) of \(settings.tokensPerStep) tokens on \(corpus.tokenCount.formatted()) tokens of \(corpus.path)")
-        try flags.execute(job, label: keepLn ? "keep-ln" : "remove-ln")
+        let banner = "\(what), recipe \(recipe.rawValue): \(settings.steps) steps\(stop) of \(settings.tokensPerStep) tokens on \(corpus.tokenCount.formatted()) tokens of \(corpus.path)"
+        try flags.execute(job, label: keepLn ? "keep-ln" : "remove-ln", inputs: [source, corpus.path, tokenizerDir.path], banner: banner)
     }
 
     /// The trainer's settings and LayerNorm state for recipe `r` with the σ update and the

@@ -258,6 +258,9 @@ extension MPICLITests {
         #expect(p.terminationStatus != 0)
         let lines = stderr.split(separator: "\n").filter { $0.hasPrefix("lnlens: error:") }
         #expect(lines.count == 1 && lines[0].contains("rank 1 of 2 has other options than rank 0"), "\(stderr)")
+        // Nothing written: no --out folder (which would make the corrected command need --force) and no database.
+        #expect(!FileManager.default.fileExists(atPath: out), "a refused start left \(out)")
+        #expect(!FileManager.default.fileExists(atPath: db), "a refused start left \(db)")
     }
 
     /// Commands that do not run data-parallel refuse several ranks.
