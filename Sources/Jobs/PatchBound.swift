@@ -15,7 +15,7 @@ extension PatchJob {
     /// effects) and fresh subset patches of the prompts of the most common token length.
     func atpStarBoundRows(_ settings: AtPStarBoundSettings, stored: [ResultRow], examples: [PromptExample]) throws -> [SummaryRow] {
         let lengths = Dictionary(grouping: examples, by: { $0.tokens.count })
-        // The most common length, the shorter on a tie (the printed grids' prompts).
+        // The most common length, the shorter on a tie.
         guard let T = lengths.keys.max(by: { (lengths[$0]!.count, -$0) < (lengths[$1]!.count, -$1) }) else { return [] }
         let prompts = lengths[T]!.sorted { $0.index < $1.index }
         let wanted = Set(prompts.map(\.index))

@@ -177,15 +177,15 @@ extension PatchRunReport {
     /// AtP* left unverified, beside the largest that activation patching found among them.
     func printBounds() {
         guard let first = bounds.first else { return }
-        func f(_ v: Double?, _ format: String = "%9.4f") -> String { v.map { String(format: format, $0) } ?? "        -" }
+        func f(_ v: Double?) -> String { v.map { String(format: "%10.3g", $0) } ?? "         -" }
         print(String(format: "  AtP* bound on missed effects (%g%% upper confidence; top %d by mean AtP* verified; %d subsets per prompt, p %g, seed %d; prompts of %d tokens):",
                      100 * (first["confidence"] ?? .nan), Int(first["top_k"] ?? 0), Int(first["subsets"] ?? 0), first["inclusion"] ?? .nan,
                      Int(first["seed"] ?? 0), Int(first["n_tokens"] ?? 0)))
-        print("    site              nodes  unverified  samples      bound  max |activation| unverified  verified")
+        print("    site              nodes  unverified  samples       bound  max |mean activation|: unverified    verified")
         for b in bounds {
             let n = b["n_unverified"] ?? 0
             print("    " + padded(b.site, 15) + String(format: "%8.0f  %10.0f  %7.0f  ", b["n_nodes"] ?? 0, n, b["samples"] ?? 0)
-                  + (n == 0 ? "all verified" : f(b.bound)) + "  " + rightAligned(f(b["max_abs_activation_unverified"]), 27)
+                  + (n == 0 ? "all verified" : f(b.bound)) + "  " + rightAligned(f(b["max_abs_activation_unverified"]), 33)
                   + "  " + f(b["max_abs_activation_verified"]))
         }
     }
