@@ -249,24 +249,30 @@ public enum Patching {
                                grads: [HookName: Tensor], T: Int) -> Double {
         let hook = HookName(index.site.point, layer: index.layer)
         let a = patched[hook]!, d = donor[hook]!, g = grads[hook]!
-        let perPrompt = a.count / a.shape[0], base = b * perPrompt
+        let base = b * (a.count / a.shape[0])
         var sum = 0.0
-        func add(_ offset: Int, _ count: Int) {
-            for i in (base + offset)..<(base + offset + count) { sum += Double(d.data[i] - a.data[i]) * Double(g.data[i]) }
-        }
-        switch index.site {
-        case .residPre, .residMid, .attnOut, .mlpOut:
-            let C = a.shape[2]
-            add(index.position! * C, C)
-        case .z, .q, .k, .v, .zByPos, .qByPos, .kByPos, .vByPos:
-            // [B, T, NH, dh]
-            let NH = a.shape[2], dh = a.shape[3]
-            for t in (index.position.map { [$0] } ?? Array(0..<T)) { add((t * NH + index.head!) * dh, dh) }
-        case .pattern, .patternByPos:
-            // [B, NH, T, T]
-            for t in (index.position.map { [$0] } ?? Array(0..<T)) { add((index.head! * T + t) * T, T) }
+        for range in entryRanges(index, shape: a.shape, T: T) {
+            for i in range { sum += Double(d.data[base + i] - a.data[base + i]) * Double(g.data[base + i]) }
         }
         return sum
+    }
+
+    /// The entries of one prompt's slice of a hook tensor (TransformerLens shape `shape`, batch
+    /// first) that `index` covers, as offsets within that slice.
+    public static func entryRanges(_ index: SiteIndex, shape: [Int], T: Int) -> [Range<Int>] {
+        let positions = index.position.map { [$0] } ?? Array(0..<T)
+        switch index.site {
+        case .residPre, .residMid, .attnOut, .mlpOut:
+            let C = shape[2]
+            return [index.position! * C ..< (index.position! + 1) * C]
+        case .z, .q, .k, .v, .zByPos, .qByPos, .kByPos, .vByPos:
+            // [B, T, NH, dh]
+            let NH = shape[2], dh = shape[3]
+            return positions.map { t in let s = (t * NH + index.head!) * dh; return s ..< s + dh }
+        case .pattern, .patternByPos:
+            // [B, NH, T, T]
+            return positions.map { t in let s = (index.head! * T + t) * T; return s ..< s + T }
+        }
     }
 
     /// AtP*'s QK fix for a q or k site: the attention rows the patch changes, recomputed exactly

@@ -18,6 +18,8 @@ public enum JobError: LocalizedError, Equatable {
     case outputExists(path: String)
     /// `train`/`remove-ln --resume` names an `--out` that does not exist.
     case nothingToResume(path: String)
+    /// `--atp-star-bound` with what it cannot run with (`reason` says what to change).
+    case atpStarBound(reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -35,6 +37,8 @@ public enum JobError: LocalizedError, Equatable {
             "--out \(path) already exists; pass --force to replace it, or --resume to continue the training in it"
         case let .nothingToResume(path):
             "--resume: \(path) does not exist; run without --resume to start a training there"
+        case let .atpStarBound(reason):
+            "--atp-star-bound: \(reason)"
         }
     }
 }

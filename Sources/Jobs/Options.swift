@@ -169,10 +169,18 @@ public struct PatchOptions: ShardOptions {
         /// The linearised variants run (`--freeze`, `--decompose`), `;`-separated `Freeze` names
         /// (`attention,mlp`; `none;attention;mlp;ln;all`); absent: the model itself.
         @Stored public var freeze: String?
+        /// `--atp-star-bound`: its settings (`AtPStarBoundSettings`); absent without it.
+        @Stored public var boundTop: Int?
+        @Stored public var boundSubsets: Int?
+        @Stored public var boundInclusion: Double?
+        @Stored public var boundConfidence: Double?
+        @Stored public var boundSeed: UInt64?
         public init() {}
         enum CodingKeys: String, CodingKey {
             case prependBOS = "prepend_bos", skipInvalid = "skip_invalid", sites, methods, direction
             case batchSize = "batch_size", chunkSize = "chunk_size", minGap = "min_gap", freeze
+            case boundTop = "atp_star_bound_top", boundSubsets = "atp_star_bound_subsets", boundInclusion = "atp_star_bound_inclusion"
+            case boundConfidence = "atp_star_bound_confidence", boundSeed = "atp_star_bound_seed"
         }
     }
 

@@ -19,6 +19,8 @@ public struct PatchJob {
     /// (`StoreName.frozen`): `[[]]` the model itself; `--freeze P` one linearised variant;
     /// `--decompose` `Freeze.decomposition`.
     public var variants: [Freeze] = [[]]
+    /// `--atp-star-bound`: AtP*'s bound on missed effects, computed when the run completes.
+    public var bound: AtPStarBoundSettings?
     /// Token strings of ids, stored with each prompt (map column labels).
     public var tokenText: @Sendable (Int) -> String
     /// Recorded with the run; its batch and chunk sizes and `--min-gap` are what the job does.
@@ -67,12 +69,20 @@ public struct PatchJob {
     public func run(db: ResultsDatabase, resume: Int64? = nil,
                     progress: (Int, Int) throws -> Void = { _, _ in }, phase: (String) -> Void = { _ in }) throws -> Int64 {
         let examples = shard.map { $0.select(prompts.examples) } ?? prompts.examples
+        if bound != nil {
+            if !methods.contains(.atpStar) { throw JobError.atpStarBound(reason: "it bounds what AtP* missed: add atp-star to --methods") }
+            if shard != nil { throw JobError.atpStarBound(reason: "it needs every prompt in one run: drop --shard") }
+            if variants != [[]] { throw JobError.atpStarBound(reason: "AtP* runs on the model itself: drop --freeze and --decompose") }
+        }
         var recorded = options
         recorded.computation.minGap = minGap
         recorded.computation.sites = sites.map(\.rawValue).joined(separator: ",")
         recorded.computation.methods = methods.map(\.rawValue).joined(separator: ",")
         recorded.computation.direction = direction.rawValue
         recorded.computation.freeze = variants == [[]] ? nil : variants.map(\.name).joined(separator: ";")
+        (recorded.computation.boundTop, recorded.computation.boundSubsets) = (bound?.top, bound?.subsets)
+        (recorded.computation.boundInclusion, recorded.computation.boundConfidence) = (bound?.inclusion, bound?.confidence)
+        recorded.computation.boundSeed = bound?.seed
         let (runID, done, completed) = try RunLifecycle.beginOrResume(
             db: db,
             run: RunRecord(command: StoreName.patchCommand, optionsJSON: recorded.json,
@@ -100,7 +110,12 @@ public struct PatchJob {
         }, finish: {
             phase("summarising (task check, estimator errors)")
             let stored = try db.results(runID: runID)
-            return (Self.summaries(from: stored, minGap: minGap), Self.errors(from: stored, minGap: minGap))
+            var summaries = Self.summaries(from: stored, minGap: minGap)
+            if let bound {
+                phase("AtP* bound: \(bound.subsets) random subsets per prompt and site")
+                summaries += try atpStarBoundRows(bound, stored: stored, examples: examples)
+            }
+            return (summaries, Self.errors(from: stored, minGap: minGap))
         })
         return runID
     }

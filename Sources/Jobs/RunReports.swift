@@ -159,9 +159,12 @@ public struct PatchRunReport: Encodable {
     public let tokens: [Int: [String]]
     /// The run's task check (`StoredRuns.taskCheck`).
     public let task: TaskCheck?
+    /// AtP*'s bound on missed effects per site kind (`--atp-star-bound`), in site order.
+    public let bounds: [AtPStarBoundReport]
 
     enum CodingKeys: String, CodingKey {
         case runID = "run_id", model, modelName = "model_name", lnMode = "ln_mode", direction, task, prompts, errors, rows
+        case bounds = "atp_star_bound"
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -175,6 +178,7 @@ public struct PatchRunReport: Encodable {
         try c.encode(prompts, forKey: .prompts)
         try c.encode(errors, forKey: .errors)
         try c.encode(rows, forKey: .rows)
+        if !bounds.isEmpty { try c.encode(bounds, forKey: .bounds) }
     }
 
     public init(db: ResultsDatabase, runID: Int64) throws {
@@ -213,6 +217,9 @@ public struct PatchRunReport: Encodable {
         self.errors = errors
         tokens = Dictionary(uniqueKeysWithValues: try db.prompts(runID: runID).compactMap { p in p.tokens.map { (p.promptIndex, $0) } })
         task = try StoredRuns.taskCheck(db: db, run: run)
+        let boundRows = try db.summaries(runID: runID).filter { $0.scope == PatchJob.boundScope }
+        bounds = Dictionary(grouping: boundRows, by: \.key).sorted { (order.firstIndex(of: $0.key) ?? 99) < (order.firstIndex(of: $1.key) ?? 99) }
+            .map { AtPStarBoundReport(site: $0.key, values: Dictionary($0.value.map { ($0.metric, $0.value) }, uniquingKeysWith: { a, _ in a })) }
     }
 
     public var modelName: String { ModelPath.shortName(model) }

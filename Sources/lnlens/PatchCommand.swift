@@ -35,6 +35,7 @@ struct PatchCommand: ParsableCommand {
     var freeze: String?
     @Flag(help: "Run the model and its variants none, attention, mlp, ln, all, and print AtP's NMAE against activation patching per site and variant.")
     var decompose = false
+    @OptionGroup var bound: AtPStarBoundOptions
     @OptionGroup var processing: ProcessingFlags
     @Flag(help: "Print JSON (every row).") var json = false
     @Flag(help: "Print CSV (every row).") var csv = false
@@ -55,6 +56,10 @@ struct PatchCommand: ParsableCommand {
             throw ValidationError("--grid-normalize divides by activation patching at resid_pre: add resid_pre to --sites")
         }
         try validateFreeze(methods: m)
+        if bound.atpStarBound {
+            if !m.contains(.atpStar) { throw ValidationError("--atp-star-bound bounds what AtP* missed: add atp-star to --methods") }
+            if sharding.shard != nil { throw ValidationError("--atp-star-bound needs every prompt in one run: drop --shard") }
+        }
     }
 
     func validateFreeze(methods m: [PatchMethod]) throws {
@@ -79,6 +84,7 @@ struct PatchCommand: ParsableCommand {
         let store = LazyDatabase(path: pairs.db)
         let siteList = try PatchSite.parseList(sites), methodList = try PatchMethod.parseList(methods)
         let shard = try sharding.resolved()
+        if bound.atpStarBound, shard != nil { throw ValidationError("--atp-star-bound needs every prompt in one run: unset the Slurm array variables or run without --shard") }
         var runIDs: [Int64] = []
         for spec in modelSpecs {
             let loaded = try LoadedModel.load(spec, processing: processing.options)
@@ -89,6 +95,7 @@ struct PatchCommand: ParsableCommand {
                                sites: siteList, methods: methodList, direction: PatchDirection(rawValue: direction)!,
                                tokenText: { tok.tokenString($0) }, options: options, toolVersion: LNLensVersion.string)
             (job.shard, job.forceResume, job.variants) = (shard, pairs.forceResume, variants)
+            job.bound = bound.settings
             runIDs.append(try ProgressLine.run(label: spec, unit: "prompt pairs") {
                 try job.run(db: try store.open(), resume: pairs.resume, progress: $0, phase: $1)
             })
@@ -161,8 +168,26 @@ extension PatchRunReport {
                       + v("topk_recall_5pct", "%5.2f") + "  " + count("n") + "  " + count("n_structural_zeros"))
             }
         }
+        printBounds()
         printGrids(gridNormalize: gridNormalize)
         print("")
+    }
+
+    /// `--atp-star-bound`: per site kind, the upper confidence bound on |mean effect| of the nodes
+    /// AtP* left unverified, beside the largest that activation patching found among them.
+    func printBounds() {
+        guard let first = bounds.first else { return }
+        func f(_ v: Double?) -> String { v.map { String(format: "%10.3g", $0) } ?? "         -" }
+        print(String(format: "  AtP* bound on missed effects (%g%% upper confidence; top %d by mean AtP* verified; %d subsets per prompt, p %g, seed %d; prompts of %d tokens):",
+                     100 * (first["confidence"] ?? .nan), Int(first["top_k"] ?? 0), Int(first["subsets"] ?? 0), first["inclusion"] ?? .nan,
+                     Int(first["seed"] ?? 0), Int(first["n_tokens"] ?? 0)))
+        print("    site              nodes  unverified  samples       bound  max |mean activation|: unverified    verified")
+        for b in bounds {
+            let n = b["n_unverified"] ?? 0
+            print("    " + padded(b.site, 15) + String(format: "%8.0f  %10.0f  %7.0f  ", b["n_nodes"] ?? 0, n, b["samples"] ?? 0)
+                  + (n == 0 ? "all verified" : f(b.bound)) + "  " + rightAligned(f(b["max_abs_activation_unverified"]), 33)
+                  + "  " + f(b["max_abs_activation_verified"]))
+        }
     }
 
     /// Layer × position grids of the position sites: means over prompts of equal length.
@@ -210,5 +235,41 @@ extension PatchRunReport {
                 print(line)
             }
         }
+    }
+}
+
+/// `--atp-star-bound` and its settings (docs/patching.md, "The bound on missed effects").
+struct AtPStarBoundOptions: ParsableArguments {
+    @Flag(help: "After the run, bound the effect of the nodes AtP* left unverified (Kramár et al. 2024 §4.3): random subsets of them patched together, Welch's t-test per node; needs atp-star in --methods.")
+    var atpStarBound = false
+    @Option(help: ArgumentHelp("--atp-star-bound: nodes per site kind verified by activation patching (the top K by mean AtP*).", valueName: "K"))
+    var boundTop = AtPStarBoundSettings().top
+    @Option(help: ArgumentHelp("--atp-star-bound: random subsets patched per prompt and site kind (at least 2).", valueName: "M"))
+    var boundSubsets = AtPStarBoundSettings().subsets
+    @Option(help: ArgumentHelp("--atp-star-bound: probability of each unverified node joining a subset (0 < P < 1).", valueName: "P"))
+    var boundInclusion = AtPStarBoundSettings().inclusion
+    @Option(help: ArgumentHelp("--atp-star-bound: confidence of the upper bound (0 < C < 1).", valueName: "C"))
+    var boundConfidence = AtPStarBoundSettings().confidence
+    @Option(help: ArgumentHelp("--atp-star-bound: seed of the subsets.", valueName: "S"))
+    var boundSeed = AtPStarBoundSettings().seed
+
+    func validate() throws {
+        let defaults = AtPStarBoundSettings()
+        if !atpStarBound && (boundTop != defaults.top || boundSubsets != defaults.subsets || boundInclusion != defaults.inclusion
+                             || boundConfidence != defaults.confidence || boundSeed != defaults.seed) {
+            throw ValidationError("--bound-top, --bound-subsets, --bound-inclusion, --bound-confidence and --bound-seed set --atp-star-bound: add it")
+        }
+        if boundTop < 0 { throw ValidationError("--bound-top \(boundTop): give 0 or more nodes to verify") }
+        if boundSubsets < 2 { throw ValidationError("--bound-subsets \(boundSubsets): give at least 2 subsets per prompt (Welch's test needs two samples on each side)") }
+        if !(boundInclusion > 0 && boundInclusion < 1) { throw ValidationError("--bound-inclusion \(boundInclusion): give a probability strictly between 0 and 1, e.g. 0.5") }
+        if !(boundConfidence > 0 && boundConfidence < 1) { throw ValidationError("--bound-confidence \(boundConfidence): give a confidence strictly between 0 and 1, e.g. 0.95") }
+    }
+
+    /// The job's settings; nil without `--atp-star-bound`.
+    var settings: AtPStarBoundSettings? {
+        guard atpStarBound else { return nil }
+        var s = AtPStarBoundSettings()
+        (s.top, s.subsets, s.inclusion, s.confidence, s.seed) = (boundTop, boundSubsets, boundInclusion, boundConfidence, boundSeed)
+        return s
     }
 }
