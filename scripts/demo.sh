@@ -44,8 +44,10 @@ echo "== lnlens patch --decompose: which nonlinearity breaks AtP (softmax patter
 "$BIN" patch --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/topic.jsonl --decompose --db "$DB"
 decompose=$(last_two patch)
 
-echo "== lnlens edges: EAP and EAP-IG of every edge, the same models and prompts"
-"$BIN" edges --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/topic.jsonl --top 5 --db "$DB"
+echo "== lnlens edges: EAP and EAP-IG of every edge, the same models, the first 40 topic prompts"
+# The first 40 pairs keep edges and circuit to a few seconds each.
+head -40 prompts/topic.jsonl > "$(dirname "$DB")/topic40.jsonl"
+"$BIN" edges --model gpt2-tiny --model gpt2-tiny-lnfree --prompts "$(dirname "$DB")/topic40.jsonl" --top 5 --db "$DB"
 edges=$(last_two edges)
 echo "== lnlens circuit $edges: faithfulness curves of the top-n circuits of each method, and overlap@k of the two models' circuits"
 "$BIN" circuit $edges --db "$DB"
