@@ -84,8 +84,10 @@ import Tokenizer
                     }
                     #expect(worst <= 1e-9, "\(method) \(selection): stored vs engine \(worst)")
                     print("run \(run.id!) \(method) \(selection): stored curve vs engine, max |diff| \(String(format: "%.1e", worst))")
-                    #expect(abs(got.first!.normalized!) <= 1e-6, "size 0: \(got.first!.normalized!)")
-                    #expect(abs(got.last!.normalized! - 1) <= 1e-6, "all edges: \(got.last!.normalized!)")
+                    // The engine's layer-by-layer forward against the plain forward, Float32, divided by the
+                    // test checkpoints' small clean − corrupt gap: 1.2e-6 … 4.5e-6 here, hence 1e-5.
+                    #expect(abs(got.first!.normalized!) <= 1e-5, "size 0: \(got.first!.normalized!)")
+                    #expect(abs(got.last!.normalized! - 1) <= 1e-5, "all edges: \(got.last!.normalized!)")
                 }
             }
         }
