@@ -6,6 +6,8 @@
 #      embedded models do; the IOI sets are for real GPT-2, see models/README.md), both models, then `lnlens diff`;
 #   2. activation patching against AtP and AtP* on the same prompts, both models, then `lnlens diff`;
 #      then `patch --decompose` (AtP's error on the linearised variants: which nonlinearity breaks AtP);
+#   2b. edge attribution (EAP, EAP-IG) on the same prompts, both models, then `lnlens circuit`: the
+#      faithfulness curves of their top-n circuits and overlap@k of the two models' circuits;
 #   3. the held-out loss of the three embedded models (original, vanilla fine-tuned, LN-free);
 #   4. attention-sink rates and residual norms on the held-out text, and the logit lens on
 #      prompts/topic.jsonl, of the three embedded models (one run per model each); the divergence
@@ -42,6 +44,15 @@ echo "== lnlens patch --decompose: which nonlinearity breaks AtP (softmax patter
 "$BIN" patch --model gpt2-tiny --model gpt2-tiny-lnfree --prompts prompts/topic.jsonl --decompose --db "$DB"
 decompose=$(last_two patch)
 
+echo "== lnlens edges: EAP and EAP-IG of every edge, the same models, the first 40 topic prompts"
+# The first 40 pairs keep edges and circuit to a few seconds each.
+head -40 prompts/topic.jsonl > "$(dirname "$DB")/topic40.jsonl"
+"$BIN" edges --model gpt2-tiny --model gpt2-tiny-lnfree --prompts "$(dirname "$DB")/topic40.jsonl" --top 5 --db "$DB"
+edges=$(last_two edges)
+echo "== lnlens circuit $edges: faithfulness curves of the top-n circuits of each method, and overlap@k of the two models' circuits"
+"$BIN" circuit $edges --db "$DB"
+circuit=$(last_two circuit)
+
 echo "== lnlens eval: held-out loss of gpt2-tiny, gpt2-tiny-vanilla, gpt2-tiny-lnfree (corpus/heldout.txt)"
 "$BIN" eval --db "$DB"
 ev=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM runs WHERE command = 'eval' AND status = 'completed' ORDER BY id DESC LIMIT 1" | tail -n +2)
@@ -59,7 +70,7 @@ echo "== lnlens neurons: entropy neurons of the last MLP, gpt2-tiny's top 3 mean
 neurons=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command = 'neurons' AND status = 'completed' ORDER BY id DESC LIMIT 3) ORDER BY id" | tail -n +2 | tr '\n' ' ')
 analyses=$("$BIN" query --db "$DB" --csv --sql "SELECT id FROM (SELECT id FROM runs WHERE command IN ('sinks', 'norms', 'lens', 'compare') AND status = 'completed' ORDER BY id DESC LIMIT 10) ORDER BY id" | tail -n +2 | tr '\n' ' ')
 
-echo "== lnlens report $dla$patch$decompose$ev $analyses$neurons(figures of all these runs)"
-"$BIN" report $dla $patch $decompose $ev $analyses $neurons --db "$DB" --out "$REPORT" --force
+echo "== lnlens report $dla$patch$decompose$circuit$ev $analyses$neurons(figures of all these runs)"
+"$BIN" report $dla $patch $decompose $circuit $ev $analyses $neurons --db "$DB" --out "$REPORT" --force
 case "$REPORT" in /*) url="file://$REPORT" ;; *) url="file://$(pwd)/$REPORT" ;; esac
 echo "open $url in a browser (offline: everything is inside the file)"

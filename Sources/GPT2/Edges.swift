@@ -80,6 +80,13 @@ public struct EdgeScores: Sendable {
     public let graph: EdgeGraph
     public var values: [Float]
     public subscript(u: Int, v: Int) -> Float { values[u * graph.downstream.count + v] }
+
+    /// Scores read back from a store: `values` in the layout above (NaN for non-edges and edges
+    /// without a score).
+    public init(graph: EdgeGraph, values: [Float]) {
+        precondition(values.count == graph.upstream.count * graph.downstream.count, "one score per (upstream, downstream)")
+        (self.graph, self.values) = (graph, values)
+    }
 }
 
 extension GPT2Model {

@@ -60,16 +60,19 @@ enum RunLifecycle {
     /// and errors `finish` computes, `interrupted` when `work` throws `JobStop` (then
     /// `JobError.interrupted` with what `doneCount` reports, in the job's `unit`, and the job's
     /// `resume`), `failed` on any other error. `aggregates` are edge rows stored with the
-    /// completion (`edges`' means over prompts).
+    /// completion (`edges`' means over prompts). `complete`, when given, stores the summaries and
+    /// marks the run completed itself (a job with tables of its own: `circuit`).
     static func execute(db: ResultsDatabase, runID: Int64, total: Int, unit: String, resume: String,
                         doneCount: () -> Int, _ work: () throws -> Void,
                         finish: () throws -> (summaries: [SummaryRow], errors: [ErrorRow]),
-                        aggregates: () throws -> [EdgeRow] = { [] }) throws {
+                        aggregates: () throws -> [EdgeRow] = { [] },
+                        complete: (([SummaryRow]) throws -> Void)? = nil) throws {
         let heartbeat = Heartbeat(db: db, runID: runID)
         defer { heartbeat.stop() }
         do {
             try work()
             let (summaries, errors) = try finish()
+            if let complete { return try complete(summaries) }
             try db.finishRun(runID: runID, status: .completed, summaries: summaries, errors: errors, edges: try aggregates(), error: nil)
         } catch is JobStop {
             let done = doneCount()

@@ -19,7 +19,9 @@ public enum HTMLReport {
         let analyses = try runs.filter { analysisCommands.contains($0.command) }.map { try AnalysisData(db: db, run: $0) }
         let compares = try runs.filter { $0.command == StoreName.compareCommand }.map { try CompareData(db: db, run: $0) }
         let neurons = try runs.filter { $0.command == StoreName.neuronsCommand }.map { try NeuronData(db: db, run: $0) }
-        let known = [StoreName.dlaCommand, StoreName.patchCommand, StoreName.compareCommand] + trainingCommands + analysisCommands
+        let circuits = try runs.filter { $0.command == StoreName.circuitCommand }.map { try CircuitData(db: db, run: $0) }
+        let known = [StoreName.dlaCommand, StoreName.patchCommand, StoreName.compareCommand, StoreName.circuitCommand]
+            + trainingCommands + analysisCommands
         let other = runs.filter { !known.contains($0.command) }
 
         var page = Page()
@@ -34,6 +36,7 @@ public enum HTMLReport {
         if !analyses.isEmpty { analysisSection(&page, analyses) }
         if !compares.isEmpty { compareSection(&page, compares) }
         if !neurons.isEmpty { neuronSection(&page, neurons) }
+        if !circuits.isEmpty { circuitSection(&page, circuits) }
         for run in other {
             page.heading("Run \(run.id!): \(run.command)")
             page.paragraph("The report has no figures for \(run.command) runs yet.", note: true)
@@ -75,6 +78,21 @@ public enum HTMLReport {
                                stored ?? "\(run.nPrompts)", run.status.rawValue + (run.error.map { ": \($0)" } ?? ""), headline])
         }
         return table
+    }
+
+    /// The circuit runs' faithfulness curves on one axis, then each run's drawn circuit.
+    static func circuitSection(_ page: inout Page, _ runs: [CircuitData]) {
+        page.heading("Circuits and faithfulness")
+        page.paragraph("For each size, the circuit of the edges with the largest |mean score| (or hannamw's greedy or threshold selection), "
+                       + "pruned to paths from the input to the logits, evaluated with every other edge patched from the corrupted run. "
+                       + "Faithfulness 0: the corrupted run; 1: the clean run. The graphs show, per run, the largest circuit of at most "
+                       + "40 edges of its first method.", note: true)
+        let drawn = runs.filter { !$0.report.curves.isEmpty }
+        for run in runs where run.report.curves.isEmpty { page.paragraph("\(run.label.provenance): no faithfulness rows stored.", note: true) }
+        guard !drawn.isEmpty else { return }
+        page.figure(CircuitFigures.curves(drawn), label: "faithfulness curves")
+        let graphs = drawn.compactMap { run in run.drawnCircuit().map { CircuitFigures.graph(run, $0) } }
+        if !graphs.isEmpty { page.figure(Layout.sideBySide(graphs), label: "circuits as layered graphs") }
     }
 
     static func dlaSection(_ page: inout Page, _ runs: [DLAData]) {

@@ -188,7 +188,7 @@ public struct ResultsDatabase: Sendable {
     // MARK: Schema versions
 
     /// The migrations, in order. Never edit a shipped migration: add one.
-    static let migrations: [(identifier: String, sql: String)] = [("v1", Schema.v1), ("v2", Schema.v2), ("v3", Schema.v3), ("v4", Schema.v4)]
+    static let migrations: [(identifier: String, sql: String)] = [("v1", Schema.v1), ("v2", Schema.v2), ("v3", Schema.v3), ("v4", Schema.v4), ("v5", Schema.v5)]
 
     enum SchemaState: Equatable {
         case empty, current, older([String]), newer, foreign

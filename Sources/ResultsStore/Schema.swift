@@ -198,3 +198,40 @@ extension Schema {
           (run_id, ifnull(prompt_index, -1), upstream, downstream, ifnull(input, ''), method);
         """
 }
+
+extension Schema {
+    /// v5: circuits of `circuit` runs (`lnlens circuit`). `faithfulness`: one row per (run,
+    /// method, selection, requested size or threshold): the edges the circuit kept after pruning,
+    /// the mean over the run's prompts of the circuit's metric and of the clean and corrupted runs'
+    /// metric, and the normalised faithfulness (metric − corrupt) / (clean − corrupt) of those
+    /// means (NULL when clean = corrupt). `circuit_edges`: the edges of each of those circuits,
+    /// with the score they were selected by. Node names as in `edges`.
+    static let v5 = """
+        CREATE TABLE faithfulness (
+          run_id     INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          method     TEXT NOT NULL CHECK (method <> ''),
+          selection  TEXT NOT NULL CHECK (selection IN ('top', 'greedy', 'threshold')),
+          requested  REAL NOT NULL,
+          edges      INTEGER NOT NULL CHECK (edges >= 0),
+          metric     REAL NOT NULL,
+          clean      REAL NOT NULL,
+          corrupt    REAL NOT NULL,
+          normalized REAL,
+          n_prompts  INTEGER NOT NULL CHECK (n_prompts >= 1),
+          PRIMARY KEY (run_id, method, selection, requested)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE circuit_edges (
+          run_id     INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          method     TEXT NOT NULL CHECK (method <> ''),
+          selection  TEXT NOT NULL CHECK (selection IN ('top', 'greedy', 'threshold')),
+          requested  REAL NOT NULL,
+          upstream   TEXT NOT NULL CHECK (upstream <> ''),
+          downstream TEXT NOT NULL CHECK (downstream <> ''),
+          input      TEXT CHECK (input IN ('q', 'k', 'v')),
+          score      REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX circuit_edges_key ON circuit_edges
+          (run_id, method, selection, requested, upstream, downstream, ifnull(input, ''));
+        """
+}

@@ -70,7 +70,7 @@ extension ResultsDatabase {
     }
 
     /// The run, checked to be `running` and written by `owner` (inside a write transaction).
-    private func ownedRun(_ db: Database, id: Int64, owner: ProcessIdentity) throws -> RunRecord {
+    func ownedRun(_ db: Database, id: Int64, owner: ProcessIdentity) throws -> RunRecord {
         let run = try Self.runRow(db, id: id, path: path)
         if run.status != .running { throw ResultsStoreError.runNotRunning(id: id, status: run.status, path: path) }
         if let current = run.owner, current != owner {

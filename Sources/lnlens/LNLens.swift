@@ -11,7 +11,7 @@ struct LNLens: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lnlens",
         abstract: "Mechanistic interpretability of GPT-2 and its LayerNorm-free twin.",
-        subcommands: [InspectCommand.self, TokenizeCommand.self, RunCommand.self, ExportCommand.self, PromptsCommand.self, DLACommand.self, PatchCommand.self, EdgesCommand.self, MergeCommand.self, ReportCommand.self, PlotCommand.self, RunsCommand.self, QueryCommand.self, DiffCommand.self, MigrateCommand.self, TrainCommand.self, RemoveLNCommand.self, EvalCommand.self, SinksCommand.self, NormsCommand.self, LensCommand.self, CompareCommand.self, NeuronsCommand.self])
+        subcommands: [InspectCommand.self, TokenizeCommand.self, RunCommand.self, ExportCommand.self, PromptsCommand.self, DLACommand.self, PatchCommand.self, EdgesCommand.self, CircuitCommand.self, MergeCommand.self, ReportCommand.self, PlotCommand.self, RunsCommand.self, QueryCommand.self, DiffCommand.self, MigrateCommand.self, TrainCommand.self, RemoveLNCommand.self, EvalCommand.self, SinksCommand.self, NormsCommand.self, LensCommand.self, CompareCommand.self, NeuronsCommand.self])
 
     /// `--batch-size -1` (or `--shard -1/3`) becomes `--batch-size=-1`: the argument parser would
     /// take `-1` for a flag and report a missing value, where the option's own check says what is

@@ -272,7 +272,7 @@ struct MigrateCommand: ParsableCommand {
 struct DiffCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diff",
-        abstract: "Compare two dla runs, or two patch runs, on the same prompts (e.g. the LN model against its LN-free twin).")
+        abstract: "Compare two dla runs, two patch runs or two circuit runs, on the same prompts (e.g. the LN model against its LN-free twin).")
 
     @Argument(help: "The first run (usually the LayerNorm model).") var runA: Int64
     @Argument(help: "The second run (usually the LN-free model).") var runB: Int64
@@ -287,6 +287,7 @@ struct DiffCommand: ParsableCommand {
     func run() throws {
         let store = try ResultsDatabase.openReadOnly(path: db)
         if let a = try store.run(id: runA), a.command == StoreName.patchCommand { return try patchDiff(store) }
+        if let a = try store.run(id: runA), a.command == StoreName.circuitCommand { return try circuitDiff(store) }
         let d = try StoredRuns.dlaDiff(db: store, runA: runA, runB: runB, top: top)
         if json { return try printJSON(d) }
         func name(_ s: DLADiff.Side) -> String { "run \(s.runID) \(ModelPath.shortName(s.modelPath)) (\(s.lnMode))" }
@@ -358,6 +359,26 @@ struct DiffCommand: ParsableCommand {
             let failed = d.taskA?.passed == false || d.taskB?.passed == false
             print("\(site): AtP NMAE \(nmaeText(a)) % (A) → \(nmaeText(b)) % (B): \(verdict)"
                   + (failed ? " — not a finding: a task check failed" : ""))
+        }
+    }
+
+    /// Two circuit runs: their curves side by side, point by point, and overlap@k of their circuits.
+    func circuitDiff(_ store: ResultsDatabase) throws {
+        let a = try CircuitRunReport(db: store, runID: runA), b = try CircuitRunReport(db: store, runID: runB)
+        let overlaps = CircuitOverlap.between(a, b)
+        if json { return try printJSON(CircuitOutput(reports: [a, b], overlaps: overlaps)) }
+        func name(_ r: CircuitRunReport) -> String { "run \(r.run.id!) \(ModelPath.shortName(r.run.modelPath)) (\(r.run.lnMode))" }
+        print("A: \(name(a))")
+        print("B: \(name(b))")
+        printTaskChecks(a.task, b.task)
+        print("faithfulness (edges kept) per circuit, and overlap@k = |A ∩ B| / max(|A|, |B|) of their edge sets:")
+        print("  method  selection   requested          A (edges)          B (edges)   overlap")
+        for c in a.curves {
+            guard let d = b.curves.first(where: { $0.method == c.method && $0.selection == c.selection && $0.requested == c.requested }) else { continue }
+            func f(_ r: FaithfulnessRow) -> String { (r.normalized.map { String(format: "%.4f", $0) } ?? "-") + " (\(r.edges))" }
+            let o = overlaps.first { $0.method == c.method && $0.selection == c.selection && $0.requested == c.requested }
+            print("  " + padded(c.method, 7) + " " + padded(c.selection, 9) + rightAligned(CircuitSpec.text(c.requested), 12)
+                  + rightAligned(f(c), 19) + rightAligned(f(d), 19) + rightAligned(o.map { String(format: "%.3f", $0.overlap) } ?? "-", 10))
         }
     }
 

@@ -71,7 +71,7 @@ import Testing
         try Self.v2Database(at: temp.path)
         #expect(throws: ResultsStoreError.olderSchema(path: temp.path, version: "v2")) { try ResultsDatabase.openReadOnly(path: temp.path) }
         let db = try ResultsDatabase(path: temp.path)
-        #expect(db.migrationsApplied == ["v3", "v4"])
+        #expect(db.migrationsApplied == ["v3", "v4", "v5"])
         let runs = try db.runs()
         #expect(runs.count == Self.oldOptions.count)
         for (run, (old, expected)) in zip(runs, zip(Self.oldOptions, Self.expected)) {
@@ -105,7 +105,7 @@ import Testing
         try FileManager.default.createDirectory(at: temp.folder, withIntermediateDirectories: true)
         try FileManager.default.copyItem(at: OpeningTests.fixtures.appendingPathComponent("v1.sqlite"), to: URL(fileURLWithPath: temp.path))
         let db = try ResultsDatabase(path: temp.path)
-        #expect(db.migrationsApplied == ["v2", "v3", "v4"])
+        #expect(db.migrationsApplied == ["v2", "v3", "v4", "v5"])
         let runs = try db.runs()
         #expect(runs.count == 3)
         for run in runs {

@@ -10,11 +10,11 @@ import Testing
         let tables = try db.query(sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         let names = tables.rows.map { $0[0].description }
         for table in ["batches_done", "grdb_migrations", "results", "run_prompts", "runs", "summaries", "estimator_errors",
-                      "train_steps", "run_shards", "edges"] {
+                      "train_steps", "run_shards", "edges", "faithfulness", "circuit_edges"] {
             #expect(names.contains(table), "missing table \(table)")
         }
         let applied = try db.query(sql: "SELECT identifier FROM grdb_migrations")
-        #expect(applied.rows == [[.text("v1")], [.text("v2")], [.text("v3")], [.text("v4")]])
+        #expect(applied.rows == [[.text("v1")], [.text("v2")], [.text("v3")], [.text("v4")], [.text("v5")]])
         let columns = try db.query(sql: "SELECT name FROM pragma_table_info('results') ORDER BY cid")
         #expect(columns.rows.map { $0[0].description }
                 == ["run_id", "prompt_index", "site", "layer", "position", "head", "quantity", "value"])
