@@ -22,7 +22,7 @@ struct CircuitCommand: ParsableCommand {
             """)
 
     @Argument(help: "Edges runs (lnlens edges stores one per --model), e.g. 1 2.") var runs: [Int64]
-    @Option(help: "Comma-separated circuit sizes in edges (top, greedy; default: 0, 16 log-spaced sizes, all edges).") var sizes: String?
+    @Option(name: [.long, .customLong("top")], help: "Comma-separated circuit sizes in edges (top, greedy; default: 0, 16 log-spaced sizes, all edges).") var sizes: String?
     @Option(help: ArgumentHelp("How each circuit is chosen.", valueName: "top|greedy|threshold")) var selection = "top"
     @Option(help: "Comma-separated |score| thresholds (with --selection threshold).") var thresholds: String?
     @Option(help: "Comma-separated methods among eap, eap-ig, exact (default: every method the edges run stored).") var methods: String?
