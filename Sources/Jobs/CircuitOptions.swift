@@ -53,9 +53,9 @@ public enum CircuitError: LocalizedError, Equatable, Sendable {
         case let .methodNotInRun(method, id, stored):
             "--methods: edges run \(id) has no \(method) scores (it has \(stored.joined(separator: ", "))); leave --methods out to use every method it stored"
         case .badSizes(let text):
-            "--sizes \(text): give numbers of edges ≥ 0, comma-separated, e.g. 0,10,100"
+            "--sizes (--top) \(text): give numbers of edges ≥ 0, comma-separated, e.g. 0,10,100"
         case let .sizeOutOfRange(size, edges, model):
-            "--sizes \(size): \(model) has \(edges) edges; give sizes from 0 to \(edges)"
+            "--sizes (--top) \(size): \(model) has \(edges) edges; give sizes from 0 to \(edges)"
         case .badThresholds(let text):
             "--thresholds \(text): give |score| thresholds ≥ 0, comma-separated, e.g. 0.1,0.01"
         case .thresholdsNeedThresholdSelection:
@@ -63,7 +63,7 @@ public enum CircuitError: LocalizedError, Equatable, Sendable {
         case .thresholdSelectionNeedsThresholds:
             "--selection threshold needs --thresholds, e.g. --thresholds 0.1,0.01,0.001"
         case .sizesWithThreshold:
-            "--sizes goes with --selection top or greedy; --selection threshold takes --thresholds"
+            "--sizes (--top) goes with --selection top or greedy; --selection threshold takes --thresholds"
         case let .notCompleted(id, status):
             "RUN \(id): the edges run is \(status), not completed; finish it first (lnlens edges … --resume \(id))"
         case .noPrompts(let id):

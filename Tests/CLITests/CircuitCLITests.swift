@@ -103,8 +103,8 @@ import Tokenizer
         let before = try ResultsDatabase.openReadOnly(path: db).runs().count
         try C.expectOneLineError(["circuit", "99", "--db", db], mentions: ["no run 99"])
         try C.expectOneLineError(["circuit", "3", "--db", db], mentions: ["run 3 is a circuit run", "edges run"])
-        try C.expectOneLineError(["circuit", "1", "--db", db, "--sizes", "5,111"], mentions: ["--sizes 111", "110 edges"])
-        try C.expectOneLineError(["circuit", "1", "2", "--db", db, "--sizes", "-1"], mentions: ["--sizes"])
+        try C.expectOneLineError(["circuit", "1", "--db", db, "--sizes", "5,111"], mentions: ["--sizes (--top) 111", "110 edges"])
+        try C.expectOneLineError(["circuit", "1", "2", "--db", db, "--top", "-1"], mentions: ["--sizes (--top)"])
         try C.expectOneLineError(["circuit", "1", "--db", db, "--methods", "exact"], mentions: ["--methods", "no exact"])
         try C.expectOneLineError(["circuit", "1", "--db", db, "--methods", "acdc"], mentions: ["--methods acdc"])
         try C.expectOneLineError(["circuit", "1", "--db", db, "--selection", "best"], mentions: ["--selection best"])
