@@ -12,11 +12,7 @@ public struct CircuitRunReport: Sendable {
     public var task: TaskCheck?
 
     public init(db: ResultsDatabase, runID: Int64) throws {
-        guard let run = try db.verifiedRun(id: runID) else { throw ResultsStoreError.noSuchRun(id: runID, path: db.path) }
-        guard run.command == StoreName.circuitCommand else {
-            throw JobError.wrongCommand(runID: runID, command: run.command, expected: StoreName.circuitCommand, what: "reading circuits")
-        }
-        self.run = run
+        run = try db.run(id: runID, of: StoreName.circuitCommand, for: "reading circuits")
         edgesRun = CircuitOptions(json: run.optionsJSON).computation.edgesRun.map(Int64.init)
         curves = try db.faithfulness(runID: runID)
         edges = try db.circuitEdges(runID: runID)

@@ -28,11 +28,7 @@ public struct EdgeRunReport: Sendable {
     public var task: TaskCheck?
 
     public init(db: ResultsDatabase, runID: Int64) throws {
-        guard let run = try db.verifiedRun(id: runID) else { throw ResultsStoreError.noSuchRun(id: runID, path: db.path) }
-        guard run.command == StoreName.edgesCommand else {
-            throw JobError.wrongCommand(runID: runID, command: run.command, expected: StoreName.edgesCommand, what: "reading edges")
-        }
-        self.run = run
+        run = try db.run(id: runID, of: StoreName.edgesCommand, for: "reading edges")
         prompts = try db.counts(runID: runID).prompts
         var byEdge: [String: Edge] = [:], order: [String] = []
         for r in try db.edges(runID: runID, aggregate: true) {

@@ -102,3 +102,15 @@ extension TaskCheck {
         summaryValues.map { SummaryRow(scope: $0.scope, key: $0.key, metric: $0.metric, value: $0.value) }
     }
 }
+
+extension ResultsDatabase {
+    /// Stored run `id` (its integrity verified), which must be a `command` run: `what` names what
+    /// needs it in the error otherwise.
+    func run(id: Int64, of command: String, for what: String) throws -> RunRecord {
+        guard let run = try verifiedRun(id: id) else { throw ResultsStoreError.noSuchRun(id: id, path: path) }
+        guard run.command == command else {
+            throw JobError.wrongCommand(runID: id, command: run.command, expected: command, what: what)
+        }
+        return run
+    }
+}

@@ -84,10 +84,7 @@ public enum StoredRuns {
     /// Named query `top-heads RUN_ID`: heads by mean |direct effect| over prompts, with mean DLA,
     /// mean DE and NMAE (%).
     public static func topHeads(db: ResultsDatabase, runID: Int64, limit: Int) throws -> QueryResult {
-        guard let run = try db.verifiedRun(id: runID) else { throw ResultsStoreError.noSuchRun(id: runID, path: db.path) }
-        guard run.command == StoreName.dlaCommand else {
-            throw JobError.wrongCommand(runID: runID, command: run.command, expected: StoreName.dlaCommand, what: "top-heads")
-        }
+        _ = try db.run(id: runID, of: StoreName.dlaCommand, for: "top-heads")
         let heads = HeadEffect.ranked(try attributions(db: db, runID: runID))
         return QueryResult(
             columns: ["component", "layer", "head", "mean_abs_de", "mean_dla", "mean_de", "nmae", "prompts"],
