@@ -171,3 +171,13 @@ public enum StudentT {
         return h
     }
 }
+
+extension PatchSite {
+    /// Why `--atp-star-bound` refuses a residual-stream site, and what to do instead: the bound
+    /// reads each node's effect off random subsets patched together, which needs the nodes'
+    /// effects to add up; residual-stream nodes overwrite each other instead.
+    public static func boundResidualReason(_ site: PatchSite) -> String {
+        "\(site.rawValue) nodes are the residual stream itself, so patching several at once overwrites rather than adds "
+            + "and random subsets cannot bound one node's effect; leave resid_pre and resid_mid out of --sites (e.g. --sites attn_out,mlp_out,z)"
+    }
+}

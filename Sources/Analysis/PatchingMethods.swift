@@ -22,6 +22,11 @@ public enum PatchSite: String, CaseIterable, Sendable, Codable {
         }
     }
 
+    /// A residual-stream site (resid_pre, resid_mid): its nodes are the stream itself at a layer
+    /// and position, not components added to it, so patching several at once overwrites rather
+    /// than adds (a later layer's patch at a position replaces an earlier one's).
+    public var isResidualStream: Bool { self == .residPre || self == .residMid }
+
     public var hasHead: Bool {
         switch self {
         case .residPre, .residMid, .attnOut, .mlpOut: false

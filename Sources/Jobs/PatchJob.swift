@@ -73,6 +73,7 @@ public struct PatchJob {
             if !methods.contains(.atpStar) { throw JobError.atpStarBound(reason: "it bounds what AtP* missed: add atp-star to --methods") }
             if shard != nil { throw JobError.atpStarBound(reason: "it needs every prompt in one run: drop --shard") }
             if variants != [[]] { throw JobError.atpStarBound(reason: "AtP* runs on the model itself: drop --freeze and --decompose") }
+            if let site = sites.first(where: \.isResidualStream) { throw JobError.atpStarBound(reason: PatchSite.boundResidualReason(site)) }
         }
         var recorded = options
         recorded.computation.minGap = minGap

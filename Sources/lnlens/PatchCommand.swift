@@ -59,6 +59,9 @@ struct PatchCommand: ParsableCommand {
         if bound.atpStarBound {
             if !m.contains(.atpStar) { throw ValidationError("--atp-star-bound bounds what AtP* missed: add atp-star to --methods") }
             if sharding.shard != nil { throw ValidationError("--atp-star-bound needs every prompt in one run: drop --shard") }
+            if let site = try PatchSite.parseList(sites).first(where: \.isResidualStream) {
+                throw ValidationError("--atp-star-bound: \(PatchSite.boundResidualReason(site))")
+            }
         }
     }
 

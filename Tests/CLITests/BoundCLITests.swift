@@ -8,7 +8,7 @@ import Testing
 
     static func args(_ dir: URL, db: String, _ extra: [String]) throws -> [String] {
         ["patch", "--model", "gpt2-tiny", "--prompts", try PatchCLITests.prompts(in: dir), "--db", dir.appendingPathComponent(db).path,
-         "--sites", "resid_pre,z", "--methods", "activation,atp-star"] + extra
+         "--sites", "mlp_out,z", "--methods", "activation,atp-star"] + extra
     }
 
     @Test func boundIsPrintedStoredAndRepeatable() throws {
@@ -26,8 +26,8 @@ import Testing
             return out
         }
         let a = try bounds("b.sqlite", seed: "5"), b = try bounds("c.sqlite", seed: "5")
-        #expect(Set(a.keys) == ["resid_pre", "z"])
-        #expect(a["z"] as? Double != nil && a["z"] as? Double == b["z"] as? Double && a["resid_pre"] as? Double == b["resid_pre"] as? Double)
+        #expect(Set(a.keys) == ["mlp_out", "z"])
+        #expect(a["z"] as? Double != nil && a["z"] as? Double == b["z"] as? Double && a["mlp_out"] as? Double == b["mlp_out"] as? Double)
     }
 
     @Test func badSettingsAreOneLineErrorsThatStoreNothing() throws {
@@ -44,6 +44,8 @@ import Testing
             (["--atp-star-bound", "--bound-seed", "-1"], "--bound-seed"),
             (["--bound-top", "3"], "--atp-star-bound"),
             (["--atp-star-bound", "--shard", "0/2"], "--shard"),
+            (["--atp-star-bound", "--sites", "z,resid_pre"], "--sites"),
+            (["--atp-star-bound", "--sites", "resid_mid"], "resid_mid"),
         ]
         for (extra, option) in cases {
             try C.expectOneLineError(try Self.args(dir, db: "r.sqlite", extra), mentions: [option])

@@ -44,7 +44,7 @@ import Testing
     /// A last step that counts nothing (dla's summaries, reading runs back) is named at once on
     /// the line, after the count reached, so a full bar is never left silent.
     @Test func phaseNamesTheLastStep() {
-        var now = 0.0
+        let now = 0.0
         var written: [String] = []
         let progress = ProgressLine(label: "gpt2-tiny", unit: "positions", enabled: true, clock: { now }, write: { written.append($0) })
         progress.update(done: 8192, total: 8192)   // within the first second: not drawn

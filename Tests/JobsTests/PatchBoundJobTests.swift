@@ -9,13 +9,15 @@ import Testing
 /// `PatchJob` with `bound` (`--atp-star-bound`): the stored rows are the documented procedure
 /// (ranking by mean AtP* over the prompts of the most common length, subsets from stream
 /// prompt · 64 + site, Welch's bound) redone here from the stored rows and the engine's
-/// functions; a bound the job cannot compute is refused before anything is stored.
+/// functions; a bound the job cannot compute (no AtP*, a shard, a residual-stream site) is
+/// refused before anything is stored.
 @Suite struct PatchBoundJobTests {
     typealias Folder = ShardMergeTests.Folder
 
     static func job(_ set: PromptSet, methods: [PatchMethod]) throws -> PatchJob {
         var job = try TaskCheckJobTests.patch(set, minGap: 0)
         job.methods = methods
+        job.sites = [.mlpOut, .z]
         var settings = AtPStarBoundSettings()
         (settings.top, settings.subsets, settings.confidence, settings.seed) = (3, 4, 0.9, 11)
         job.bound = settings
@@ -61,7 +63,7 @@ import Testing
         #expect(options["atp_star_bound_top"] as? Int == 3 && options["atp_star_bound_seed"] as? Int == 11)
     }
 
-    @Test func refusedWithoutAtPStarBeforeAnythingIsStored() throws {
+    @Test func refusedWithoutAtPStarOrOnResidualSitesBeforeAnythingIsStored() throws {
         let folder = try Folder()
         let db = try ResultsDatabase(path: folder.path("r.sqlite"))
         let set = try TaskCheckJobTests.promptSet(in: folder, name: "p.jsonl")
@@ -69,6 +71,11 @@ import Testing
         var sharded = try Self.job(set, methods: [.activation, .atpStar])
         sharded.shard = try Shard(parsing: "0/2")
         #expect(throws: JobError.self) { try sharded.run(db: db) }
+        for site in [PatchSite.residPre, .residMid] {
+            var residual = try Self.job(set, methods: [.activation, .atpStar])
+            residual.sites = [.z, site]
+            #expect(throws: JobError.atpStarBound(reason: PatchSite.boundResidualReason(site))) { try residual.run(db: db) }
+        }
         #expect(try db.runs().isEmpty)
     }
 }
