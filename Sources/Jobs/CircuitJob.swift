@@ -100,6 +100,7 @@ public struct CircuitJob {
         let (runID, done, completed) = try RunLifecycle.beginOrResume(db: db, run: record, options: CircuitOptions.self, resume: resume,
                                                                       forceResume: forceResume)
         if completed { return runID }
+        var curves: [FaithfulnessRow] = []   // from the stored rows, read once when the run finishes
         try RunLifecycle.execute(db: db, runID: runID, total: pairs.count, unit: "prompt pairs", resume: "--resume \(runID)", doneCount: {
             let stored = (try? db.completedPromptIndices(runID: runID)) ?? []
             return pairs.filter { stored.contains($0.row.promptIndex) }.count
@@ -117,11 +118,10 @@ public struct CircuitJob {
         }, finish: {
             phase("summarising (means over prompts, task check)")
             let results = try db.results(runID: runID)
+            curves = Self.curves(results, circuits: circuits)
             return (taskCheck(from: results, minGap: EdgeOptions(json: edges.run.optionsJSON).minGap)?.summaryRows ?? [], [])
         }, complete: { summaries in
-            let results = try db.results(runID: runID)
-            try db.finishCircuitRun(runID: runID, summaries: summaries, faithfulness: Self.curves(results, circuits: circuits),
-                                    circuitEdges: circuits.flatMap(Self.edgeRows))
+            try db.finishCircuitRun(runID: runID, summaries: summaries, faithfulness: curves, circuitEdges: circuits.flatMap(Self.edgeRows))
         })
         return runID
     }
