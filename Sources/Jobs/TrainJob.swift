@@ -71,50 +71,9 @@ public struct TrainJob {
     public func run(db: ResultsDatabase, resume: Bool, progress: (StepReport) throws -> Void = { _ in }) throws -> Int64 {
         let corpusHash = trainer.corpus.hash
         try checkSameOnEveryRank()
-        var runID: Int64
-        var secondsBefore = 0.0
-        if resume {
-            guard let folder = TrainingCheckpoint.latest(out: out) else {
-                throw TrainingError.checkpointMissing(directory: out.path)
-            }
-            let state = try TrainingCheckpoint.read(folder)
-            guard let id = state.runID else {
-                throw TrainingError.checkpointCorrupt(file: folder.path, reason: "it names no stored run")
-            }
-            let record = try db.run(id: id)
-            guard let record, record.command == command else {
-                throw JobError.trainingMismatch(directory: out.path, option: "the stored run", stored: "\(id)",
-                                                       now: "no \(command) run \(id) in \(db.path)")
-            }
-            // The stored run's source and options first (they name what the user changed), then
-            // the checkpoint's own settings and corpus.
-            try checkSameTraining(record, folder: folder)
-            try check(state, folder: folder, corpusHash: corpusHash)
-            if record.status == .completed {
-                _ = try trainer.communicator.broadcast(-1)
-                return id
-            }
-            _ = try db.claimRun(id: id, force: forceResume)
-            try state.restore(into: trainer, from: folder)
-            runID = id
-            secondsBefore = state.seconds
-        } else {
-            runID = try db.beginRun(RunRecord(
-                command: command, optionsJSON: options.json, modelPath: modelPath, modelHash: modelHash,
-                lnMode: trainer.model.lnMode.rawValue, processingJSON: "{}", promptSetPath: trainer.corpus.path,
-                promptSetHash: corpusHash, nPrompts: trainer.settings.steps, toolVersion: toolVersion, shard: nil))
-            // A checkpoint of step 0 at once: a run killed before its first regular checkpoint
-            // resumes too (from the start, under the same run id). If it cannot be written (a
-            // full disk), the run is marked failed, not left running.
-            do {
-                try TrainingCheckpoint.save(trainer, out: out, runID: runID, corpusHash: corpusHash, seconds: 0, keepAll: keepAll,
-                                            tokenizerFrom: tokenizerDirectory)
-            } catch {
-                try? db.finishRun(runID: runID, status: .failed, summaries: [], error: Files.describe(error))
-                throw error
-            }
-        }
-        let id = runID
+        let (id, secondsBefore, completed) = resume ? try resumed(db: db, corpusHash: corpusHash)
+                                                    : (try begun(db: db, corpusHash: corpusHash), 0, false)
+        if completed { return id }
         try startFollowers()
         let started = DispatchTime.now().uptimeNanoseconds
         func seconds() -> Double { secondsBefore + Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9 }
@@ -142,6 +101,54 @@ public struct TrainJob {
             if !keepCheckpoints && !keepAll { try? FileManager.default.removeItem(at: TrainingCheckpoint.directory(out: out)) }
         }, finish: { (try summaries(db: db, runID: id, seconds: seconds()), []) })
         return id
+    }
+
+    /// `--resume`: the run that `out`'s newest checkpoint names, checked against the stored run
+    /// and this job, claimed and restored into the trainer; `completed` when it has nothing left
+    /// to run. `seconds`: the training time before this resume.
+    func resumed(db: ResultsDatabase, corpusHash: String) throws -> (runID: Int64, seconds: Double, completed: Bool) {
+        guard let folder = TrainingCheckpoint.latest(out: out) else {
+            throw TrainingError.checkpointMissing(directory: out.path)
+        }
+        let state = try TrainingCheckpoint.read(folder)
+        guard let id = state.runID else {
+            throw TrainingError.checkpointCorrupt(file: folder.path, reason: "it names no stored run")
+        }
+        let record = try db.run(id: id)
+        guard let record, record.command == command else {
+            throw JobError.trainingMismatch(directory: out.path, option: "the stored run", stored: "\(id)",
+                                            now: "no \(command) run \(id) in \(db.path)")
+        }
+        // The stored run's source and options first (they name what the user changed), then
+        // the checkpoint's own settings and corpus.
+        try checkSameTraining(record, folder: folder)
+        try check(state, folder: folder, corpusHash: corpusHash)
+        if record.status == .completed {
+            _ = try trainer.communicator.broadcast(-1)
+            return (id, 0, true)
+        }
+        _ = try db.claimRun(id: id, force: forceResume)
+        try state.restore(into: trainer, from: folder)
+        return (id, state.seconds, false)
+    }
+
+    /// A new run, stored, with its step-0 checkpoint written.
+    func begun(db: ResultsDatabase, corpusHash: String) throws -> Int64 {
+        let runID = try db.beginRun(RunRecord(
+            command: command, optionsJSON: options.json, modelPath: modelPath, modelHash: modelHash,
+            lnMode: trainer.model.lnMode.rawValue, processingJSON: "{}", promptSetPath: trainer.corpus.path,
+            promptSetHash: corpusHash, nPrompts: trainer.settings.steps, toolVersion: toolVersion, shard: nil))
+        // A checkpoint of step 0 at once: a run killed before its first regular checkpoint
+        // resumes too (from the start, under the same run id). If it cannot be written (a
+        // full disk), the run is marked failed, not left running.
+        do {
+            try TrainingCheckpoint.save(trainer, out: out, runID: runID, corpusHash: corpusHash, seconds: 0, keepAll: keepAll,
+                                        tokenizerFrom: tokenizerDirectory)
+        } catch {
+            try? db.finishRun(runID: runID, status: .failed, summaries: [], error: Files.describe(error))
+            throw error
+        }
+        return runID
     }
 
     /// Every rank of a data-parallel run (`mpirun -n K`) checks that all have the same options,
