@@ -6,8 +6,9 @@ import Testing
 /// (Tests/Fixtures/reference/circuit, made by `scripts/reference/make_circuit_fixtures.py`), the
 /// LayerNorm model and its LN-free twin, the two IOI pairs with BOS of the edges fixtures:
 /// `Circuit.top`/`greedy`/`threshold` select the edge sets of its `apply_topn`/`apply_greedy`/
-/// `apply_threshold` (from lnlens's own EAP scores), `pruned()` is its `prune`, and `circuitMetric` its `evaluate_graph` within 1e-5
-/// of the scale max(1, |m_clean|, |m_corrupt|).
+/// `apply_threshold` (from lnlens's own EAP scores; thresholds in threshold.json), `pruned()` is its
+/// `prune`, and `circuitMetric` its `evaluate_graph` within 1e-5 of the scale
+/// max(1, |m_clean|, |m_corrupt|).
 @Suite struct CircuitReferenceTests {
     static let fixtures = PatchingReferenceTests.fixtures
 

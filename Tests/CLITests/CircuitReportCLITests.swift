@@ -125,7 +125,8 @@ import Testing
         for row in layers where row.count > 1 {
             #expect(zip(row, row.dropFirst()).allSatisfy { center[$0]!.x < center[$1]!.x && center[$0]!.y == center[$1]!.y })
         }
-        let stored = try db.circuitEdges(runID: 3).filter { $0.method == point.method && $0.selection == point.selection && $0.requested == point.requested }
+        let stored = try db.circuitEdges(runID: 3)
+            .filter { $0.method == point.method && $0.selection == point.selection && $0.requested == point.requested }
         #expect(stored.count == point.edges)
         #expect(used == Set(stored.flatMap { [$0.upstream, $0.downstream] }), "nodes drawn as used: \(used.sorted())")
         let lines = try Self.elements(group, "line").filter { Self.title($0)?.contains(": mean score ") == true }
