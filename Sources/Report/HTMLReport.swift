@@ -1,5 +1,6 @@
 import Analysis
 import Foundation
+import Jobs
 import ResultsStore
 
 /// The self-contained HTML report of stored runs: inline SVG and CSS, nothing fetched (no
@@ -93,6 +94,24 @@ public enum HTMLReport {
         page.figure(CircuitFigures.curves(drawn), label: "faithfulness curves")
         let graphs = drawn.compactMap { run in run.drawnCircuit().map { CircuitFigures.graph(run, $0) } }
         if !graphs.isEmpty { page.figure(Layout.sideBySide(graphs), label: "circuits as layered graphs") }
+        for (i, a) in drawn.enumerated() {
+            for b in drawn[(i + 1)...] { overlapTable(&page, a, b) }
+        }
+    }
+
+    /// overlap@k of two circuit runs (`CircuitOverlap`, as `lnlens circuit` and `diff` print it),
+    /// when they share a (method, selection, size).
+    static func overlapTable(_ page: inout Page, _ a: CircuitData, _ b: CircuitData) {
+        let overlaps = CircuitOverlap.between(a.report, b.report)
+        guard !overlaps.isEmpty else { return }
+        page.paragraph("overlap@k of the circuits' edge sets, A: run \(a.label.id) \(a.label.model), B: run \(b.label.id) \(b.label.model) "
+                       + "(|A ∩ B| / max(|A|, |B|))", note: true)
+        var table = Table(columns: ["method", "selection", "requested", "edges A", "edges B", "shared", "overlap"], textColumns: [0, 1])
+        for o in overlaps {
+            table.rows.append([o.method, o.selection, CircuitSpec.text(o.requested), "\(o.edgesA)", "\(o.edgesB)", "\(o.shared)",
+                               String(format: "%.3f", o.overlap)])
+        }
+        page.table(table)
     }
 
     static func dlaSection(_ page: inout Page, _ runs: [DLAData]) {

@@ -5,9 +5,10 @@ import Testing
 /// Circuits against hannamw/EAP-IG run on TransformerLens models of the test checkpoints
 /// (Tests/Fixtures/reference/circuit, made by `scripts/reference/make_circuit_fixtures.py`), the
 /// LayerNorm model and its LN-free twin, the two IOI pairs with BOS of the edges fixtures:
-/// `Circuit.top`/`greedy` select the edge sets of its `apply_topn`/`apply_greedy` (from lnlens's
-/// own EAP scores), `pruned()` is its `prune`, and `circuitMetric` its `evaluate_graph` within 1e-5
-/// of the scale max(1, |m_clean|, |m_corrupt|).
+/// `Circuit.top`/`greedy`/`threshold` select the edge sets of its `apply_topn`/`apply_greedy`/
+/// `apply_threshold` (from lnlens's own EAP scores; thresholds in threshold.json), `pruned()` is its
+/// `prune`, and `circuitMetric` its `evaluate_graph` within 1e-5 of the scale
+/// max(1, |m_clean|, |m_corrupt|).
 @Suite struct CircuitReferenceTests {
     static let fixtures = PatchingReferenceTests.fixtures
 
@@ -30,13 +31,27 @@ import Testing
     static let manifest = try! JSONDecoder().decode(
         Manifest.self, from: Data(contentsOf: fixtures.appendingPathComponent("reference/circuit/manifest.json")))
 
+    /// threshold.json: per model and prompt, the thresholds (ascending) and the edges each keeps after pruning.
+    struct ThresholdManifest: Decodable {
+        struct Points: Decodable {
+            let threshold: [Double], edges: [Int]
+            enum CodingKeys: String, CodingKey { case threshold, edges = "threshold.edges" }
+        }
+        let thresholds: [String: [Points]]
+    }
+
+    static let thresholds = try! JSONDecoder().decode(
+        ThresholdManifest.self, from: Data(contentsOf: fixtures.appendingPathComponent("reference/circuit/threshold.json")))
+
     /// One model's fixtures: the masks of a key as circuits, the metrics as doubles.
     struct Reference {
         let file: SafetensorsFile
         let graph: EdgeGraph
 
-        init(_ name: String, _ graph: EdgeGraph) throws {
-            file = try SafetensorsFile(url: CircuitReferenceTests.fixtures.appendingPathComponent("reference/circuit/\(name).safetensors"))
+        /// `family`: "" for {name}.safetensors, "threshold" for {name}.threshold.safetensors.
+        init(_ name: String, _ graph: EdgeGraph, family: String = "") throws {
+            let file = family.isEmpty ? "\(name).safetensors" : "\(name).\(family).safetensors"
+            self.file = try SafetensorsFile(url: CircuitReferenceTests.fixtures.appendingPathComponent("reference/circuit/\(file)"))
             self.graph = graph
         }
 
@@ -113,6 +128,36 @@ import Testing
         print("\(name): \(checked) circuits, worst |lnlens − evaluate_graph| / scale \(String(format: "%.1e", worst))")
         #expect(checked == Self.manifest.prompts.indices.reduce(0) { n, p in
             n + Self.manifest.n[name]![p].topn.count + Self.manifest.n[name]![p].greedy.count + 2 })
+    }
+
+    /// `Circuit.threshold` (pruned and not) from lnlens's own EAP scores keeps hannamw's
+    /// `apply_threshold` edge sets, and `circuitMetric` of each is its `evaluate_graph`.
+    @Test(arguments: ["tiny-ln", "tiny-lnfree"])
+    func thresholdSelectionsMatchHannamw(name: String) throws {
+        let (model, _) = try Self.setUp(name)
+        let ref = try Reference(name, model.edgeGraph, family: "threshold")
+        var worst = 0.0, checked = 0
+        for (p, prompt) in Self.manifest.prompts.enumerated() {
+            let points = Self.thresholds.thresholds[name]![p], pair = try Self.pair(model, prompt), scale = Self.scale(pair)
+            let scores = try model.edgeAttribution(clean: prompt.tokens, corrupt: prompt.corrupt_tokens,
+                                                   answer: prompt.answer_id, wrong: prompt.wrong_id)
+            let wants = try ref.circuits("p\(p).threshold.mask"), raws = try ref.circuits("p\(p).threshold_raw.mask")
+            let metrics = try ref.metrics("p\(p).threshold.metric")
+            #expect(wants.count == points.threshold.count && raws.count == wants.count && metrics.count == wants.count)
+            for (i, t) in points.threshold.enumerated() {
+                let got = Circuit.threshold(Float(t), of: scores)
+                #expect(got == wants[i], "\(name) prompt \(p) apply_threshold(\(t)): \(got.edgeCount) edges, hannamw \(wants[i].edgeCount)")
+                #expect(wants[i].edgeCount == points.edges[i])
+                #expect(Circuit.threshold(Float(t), of: scores, prune: false) == raws[i], "\(name) prompt \(p) apply_threshold(\(t), prune=False)")
+                let diff = abs(try model.circuitMetric(got, pair) - metrics[i]) / scale
+                worst = max(worst, diff)
+                #expect(diff <= Self.manifest.tolerance.metric_rel, "\(name) prompt \(p) threshold \(t): |lnlens − evaluate_graph| / scale \(diff)")
+                checked += 1
+            }
+            // Between the ends (every edge, none) the thresholds keep circuits of several sizes.
+            #expect(Set(points.edges).count >= 4 && points.edges.first == scores.graph.edgeCount && points.edges.last == 0)
+        }
+        print("\(name): \(checked) threshold circuits, worst |lnlens − evaluate_graph| / scale \(String(format: "%.1e", worst))")
     }
 
     /// The whole graph is the clean run, the empty one the corrupted run (both as lnlens's plain
