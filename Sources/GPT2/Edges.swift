@@ -103,10 +103,16 @@ extension GPT2Model {
     /// weight once for all of them, and each prompt's gradient is its own.
     public func edgeAttribution(clean: [Int], corrupt: [Int], answer: Int, wrong: Int,
                                 igSteps: Int? = nil) throws(GPT2Error) -> EdgeScores {
+        try edgeAttribution(clean: clean, corrupt: corrupt, answer: answer, wrong: wrong, igSteps: igSteps,
+                            batch: attributionBatch(T: corrupt.count))
+    }
+
+    /// `edgeAttribution` with at most `batch` runs in one pass.
+    func edgeAttribution(clean: [Int], corrupt: [Int], answer: Int, wrong: Int, igSteps: Int?,
+                         batch: Int) throws(GPT2Error) -> EdgeScores {
         try checkTokens([clean, corrupt])
         let graph = edgeGraph, runs = AttributionRuns(clean: clean, corrupt: corrupt, steps: max(igSteps ?? 1, 1), model: self)
         var grads: [Float]? = nil, cleanActs: [Float] = [], corruptActs: [Float] = []
-        let batch = attributionBatch(T: corrupt.count)
         for first in stride(from: 0, through: runs.steps, by: batch) {
             let ks = Array(first...min(first + batch - 1, runs.steps))
             let (pass, hookGradients) = try attributionPass(runs, ks, answer: answer, wrong: wrong)
