@@ -98,10 +98,9 @@ extension GPT2Model {
     /// "inputs"): the gradient averaged over the runs whose token embeddings are
     /// corrupt + k/N (clean − corrupt), k = 0…N−1. docs/patching.md "Edges".
     ///
-    /// The runs k = 0…N−1 go through the model together as the prompts of one batch (as many as
-    /// `attributionBatch` allows): one forward and one backward read every weight once for all of
-    /// them, and each prompt's gradient is its own. The clean run is computed only from the first
-    /// position where the prompts differ, on the corrupted run's keys and values before it.
+    /// The runs k = 0…N−1 and the clean run go through the model together as the prompts of one
+    /// batch (as many as `attributionBatch` allows): one forward and one backward read every
+    /// weight once for all of them, and each prompt's gradient is its own.
     public func edgeAttribution(clean: [Int], corrupt: [Int], answer: Int, wrong: Int,
                                 igSteps: Int? = nil) throws(GPT2Error) -> EdgeScores {
         try edgeAttribution(clean: clean, corrupt: corrupt, answer: answer, wrong: wrong, igSteps: igSteps,
@@ -114,15 +113,17 @@ extension GPT2Model {
         try checkTokens([clean, corrupt])
         let graph = edgeGraph, runs = AttributionRuns(clean: clean, corrupt: corrupt, steps: max(igSteps ?? 1, 1), model: self)
         var grads: [Float]? = nil, cleanActs: [Float] = [], corruptActs: [Float] = []
-        for first in stride(from: 0, to: runs.steps, by: batch) {
-            let ks = Array(first..<min(first + batch, runs.steps))
+        for first in stride(from: 0, through: runs.steps, by: batch) {
+            let ks = Array(first...min(first + batch - 1, runs.steps))
             let (pass, hookGradients) = try attributionPass(runs, ks, answer: answer, wrong: wrong)
-            if first == 0 {
-                corruptActs = nodeActivations(pass.cache, prompt: 0, graph)
-                cleanActs = try cleanNodeActivations(runs, corrupted: pass, graph)
+            for (b, k) in ks.enumerated() where k == 0 || k == runs.steps {
+                let acts = nodeActivations(pass.cache, prompt: b, graph)
+                if k == 0 { corruptActs = acts } else { cleanActs = acts }
             }
+            let prompts = ks.indices.filter { ks[$0] < runs.steps }
+            guard let hookGradients, !prompts.isEmpty else { continue }
             // The runs' gradients summed in the order of k (as one run after the other would).
-            let g = inputGradients(pass, hookGradients, prompts: Array(ks.indices), from: runs.from, graph)
+            let g = inputGradients(pass, hookGradients, prompts: prompts, from: runs.from, graph)
             if var sum = grads { for i in sum.indices { sum[i] += g[i] }; grads = sum } else { grads = g }
         }
         var mean = grads!
@@ -137,46 +138,31 @@ extension GPT2Model {
         return max(1, (512 << 20) / max(perPrompt, 1))
     }
 
-    /// Runs `ks` of `runs` as one batch, forward and back: the pass (with the upstream nodes'
-    /// outputs cached at rows `runs.from` ..< T when it holds run 0, the corrupted run) and the
-    /// gradients at the downstream nodes' hooks.
+    /// Runs `ks` of `runs` as one batch, caching the upstream nodes' outputs at rows `runs.from`
+    /// ..< T; forward and back (the gradients at the downstream nodes' hooks) when one of them
+    /// is a gradient run, else forward only (nil gradients).
     func attributionPass(_ runs: AttributionRuns, _ ks: [Int], answer: Int,
-                         wrong: Int) throws(GPT2Error) -> (ForwardPass, [HookName: Tensor]) {
+                         wrong: Int) throws(GPT2Error) -> (ForwardPass, [HookName: Tensor]?) {
         let T = runs.corrupt.count, C = config.dModel
-        var options = ForwardOptions(cache: ks.contains(0) ? nodeHooks : [], cachePositions: Array(runs.from..<T), logits: .last)
-        if ks.contains(where: { $0 > 0 }) {
-            let embeds = ks.flatMap { runs.embedding(k: $0, C: C) }
+        var options = ForwardOptions(cache: nodeHooks, cachePositions: Array(runs.from..<T), logits: .last)
+        if ks.contains(where: { $0 > 0 && $0 < runs.steps }) {
+            let embeds = ks.flatMap { runs.embedding(k: $0, model: self) }
             options.interventions = [Intervention(.embed(), .replace(Tensor(shape: [ks.count, T, C], data: embeds)))]
         }
+        let tokens = ks.map { $0 == runs.steps ? runs.clean : runs.corrupt }
+        guard ks.contains(where: { $0 < runs.steps }) else { return (try run(tokens, options), nil) }
         var hooks: Set<HookName> = []
         for l in 0..<config.nLayers {
             hooks.formUnion([HookName.Point.q, .k, .v, .residMid, .residPost].map { HookName.block(l, $0) })
         }
-        let metric = Metric.logitDifference(answer: Array(repeating: answer, count: ks.count), wrong: Array(repeating: wrong, count: ks.count))
-        let (pass, result) = try gradients(Array(repeating: runs.corrupt, count: ks.count), metric: metric, forward: options,
-                                           backward: BackwardOptions(hookGradients: hooks))
+        options.retainForBackward = true
+        let pass = try run(tokens, options, gradHooks: hooks)
+        // The clean run (last when present) needs no backward: the gradient runs alone go back.
+        let n = ks.filter { $0 < runs.steps }.count
+        let metric = Metric.logitDifference(answer: Array(repeating: answer, count: n), wrong: Array(repeating: wrong, count: n))
+        let result = try backward(n == ks.count ? pass : ForwardPass(prompts: n, of: pass), metric: metric,
+                                  options: BackwardOptions(hookGradients: hooks))
         return (pass, result.hookGradients)
-    }
-
-    /// The clean run's node outputs at rows `runs.from` ..< T, (upstream, T − from, C) flat: the
-    /// forward's blocks on those rows alone, attending to the keys and values of `corrupted`'s
-    /// first prompt (the corrupted run, which equals the clean one before `from`) as patching's
-    /// rows do (`rowForward`).
-    func cleanNodeActivations(_ runs: AttributionRuns, corrupted: ForwardPass, _ graph: EdgeGraph) throws(GPT2Error) -> [Float] {
-        let T = runs.clean.count, C = config.dModel, R = T - runs.from
-        guard R > 0 else { return [] }
-        let embed = Array(runs.cleanEmbed[(runs.from * C)...])
-        // resid_pre of block 0 at those rows: the token embeddings plus the position embeddings, as `run` adds them.
-        var resid = [Float](repeating: 0, count: R * C)
-        resid.withUnsafeMutableBufferPointer { r in
-            embeddingForward(out: r.baseAddress!, ids: Array(runs.from..<T), table: parameters.wPos, C: C)
-            residualForward(out: r.baseAddress!, a: embed, b: r.baseAddress!, n: R * C)
-        }
-        var runner = HookRunner(cache: nodeHooks)
-        _ = try rowForward([Entered(prompt: 0, layer: 0, start: runs.from, resid: resid)], base: corrupted, freeze: [], &runner)
-        var cache = runner.cached
-        cache[.embed()] = Tensor(shape: [1, R, C], data: embed)
-        return nodeActivations(cache, prompt: 0, graph)
     }
 
     /// Σ over rows of delta[u] · grads[v] for every edge, NaN elsewhere: per downstream layer one
@@ -302,8 +288,8 @@ extension GPT2Model {
 }
 
 /// The runs of one edge attribution: k = 0 ..< steps the corrupted prompt with its token
-/// embeddings k/steps of the way to the clean prompt's (k = 0: the corrupted run itself); and
-/// the clean run's embeddings.
+/// embeddings k/steps of the way to the clean prompt's (k = 0: the corrupted run itself), and
+/// k = steps the clean run.
 struct AttributionRuns {
     let clean: [Int], corrupt: [Int], steps: Int
     /// The first position where the prompts differ: before it every run computes what the
@@ -325,10 +311,11 @@ struct AttributionRuns {
     }
 
     /// Run k's token embeddings, (T, C).
-    func embedding(k: Int, C: Int) -> [Float] {
+    func embedding(k: Int, model: GPT2Model) -> [Float] {
+        if k == steps { return cleanEmbed }
         var out = corruptEmbed
         guard k > 0 else { return out }
-        for i in (from * C)..<out.count { out[i] += Float(k) / Float(steps) * (cleanEmbed[i] - corruptEmbed[i]) }
+        for i in (from * model.config.dModel)..<out.count { out[i] += Float(k) / Float(steps) * (cleanEmbed[i] - corruptEmbed[i]) }
         return out
     }
 }

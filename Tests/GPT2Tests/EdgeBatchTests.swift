@@ -3,10 +3,9 @@ import Foundation
 import TensorCore
 import Testing
 
-/// Edge attribution runs its gradient runs (the corrupted one, the IG steps) as the prompts of one
-/// batch, and the clean run only from the first differing position, on the corrupted run's keys
-/// and values before it: both against the same computed one run at a time and over every
-/// position, on the LayerNorm model and its LN-free twin.
+/// Edge attribution runs its runs (the corrupted one, the IG steps, the clean one) as the prompts
+/// of one batch, and backs up through the gradient runs alone (`ForwardPass(prompts:of:)`): both
+/// against the same computed one run at a time, on the LayerNorm model and its LN-free twin.
 @Suite struct EdgeBatchTests {
     static let clean = [50256, 464, 3290, 3332, 319, 262, 2603, 290]
     static let corrupt = [50256, 464, 3290, 3332, 319, 262, 3797, 290]
@@ -25,18 +24,22 @@ import Testing
         }
     }
 
-    @Test(arguments: ["tiny-ln", "tiny-lnfree"])
-    func cleanRowsOnTheCorruptedPrefixEqualTheWholeCleanRun(name: String) throws {
-        let model = try Self.model(name), graph = model.edgeGraph, C = model.config.dModel, T = Self.clean.count
-        let runs = AttributionRuns(clean: Self.clean, corrupt: Self.corrupt, steps: 1, model: model)
-        let (corrupted, _) = try model.attributionPass(runs, [0], answer: 3290, wrong: 3797)
-        let rows = try model.cleanNodeActivations(runs, corrupted: corrupted, graph)
-        let whole = try model.nodeActivations(Self.clean, graph)
-        let R = T - runs.from
-        #expect(runs.from == 6 && rows.count == graph.upstream.count * R * C)
-        let wanted = graph.upstream.indices.flatMap { u in whole[((u * T + runs.from) * C)..<((u + 1) * T * C)] }
-        let worst = Self.relativeDifference(rows, wanted)
-        print("\(name): worst |clean rows from \(runs.from) − whole clean run| / scale \(String(format: "%.1e", worst))")
+    @Test(arguments: ["tiny-ln", "tiny-lnfree"], [1, 2])
+    func backwardOfTheFirstPromptsEqualsTheirOwnBackward(name: String, n: Int) throws {
+        let model = try Self.model(name), L = model.config.nLayers
+        let hooks = Set((0..<L).flatMap { l in [HookName.block(l, .q), .block(l, .v), .block(l, .residMid)] } + [HookName.embed()])
+        let prompts = [Self.corrupt, Self.other, Self.clean]
+        let metric = Metric.logitDifference(answer: Array(repeating: 3290, count: n), wrong: Array(repeating: 3797, count: n))
+        let pass = try model.run(prompts, ForwardOptions(logits: .last, retainForBackward: true), gradHooks: hooks)
+        let view = try model.backward(ForwardPass(prompts: n, of: pass), metric: metric, options: BackwardOptions(hookGradients: hooks))
+        let (_, alone) = try model.gradients(Array(prompts.prefix(n)), metric: metric, backward: BackwardOptions(hookGradients: hooks))
+        #expect(view.metric.count == n)
+        var worst = 0.0
+        for hook in hooks {
+            #expect(view.hookGradients[hook]!.shape == alone.hookGradients[hook]!.shape, "\(hook)")
+            worst = max(worst, Self.relativeDifference(view.hookGradients[hook]!.data, alone.hookGradients[hook]!.data))
+        }
+        print("\(name), first \(n) of 3 prompts: worst |view − alone| / scale \(String(format: "%.1e", worst))")
         #expect(worst <= 1e-6)
     }
 
