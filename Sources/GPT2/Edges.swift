@@ -99,8 +99,9 @@ extension GPT2Model {
     /// corrupt + k/N (clean − corrupt), k = 0…N−1. docs/patching.md "Edges".
     ///
     /// The runs k = 0…N−1 and the clean run go through the model together as the prompts of one
-    /// batch (as many as `attributionBatch` allows): one forward and one backward read every
-    /// weight once for all of them, and each prompt's gradient is its own.
+    /// batch (as many as `attributionBatch` allows): one forward reads every weight once for all
+    /// of them, one backward once for the gradient runs (the clean run needs only its forward),
+    /// and each prompt's gradient is its own.
     public func edgeAttribution(clean: [Int], corrupt: [Int], answer: Int, wrong: Int,
                                 igSteps: Int? = nil) throws(GPT2Error) -> EdgeScores {
         try edgeAttribution(clean: clean, corrupt: corrupt, answer: answer, wrong: wrong, igSteps: igSteps,
@@ -150,7 +151,10 @@ extension GPT2Model {
             options.interventions = [Intervention(.embed(), .replace(Tensor(shape: [ks.count, T, C], data: embeds)))]
         }
         let tokens = ks.map { $0 == runs.steps ? runs.clean : runs.corrupt }
-        guard ks.contains(where: { $0 < runs.steps }) else { return (try run(tokens, options), nil) }
+        guard ks.contains(where: { $0 < runs.steps }) else {
+            options.logits = .none
+            return (try run(tokens, options), nil)
+        }
         var hooks: Set<HookName> = []
         for l in 0..<config.nLayers {
             hooks.formUnion([HookName.Point.q, .k, .v, .residMid, .residPost].map { HookName.block(l, $0) })
