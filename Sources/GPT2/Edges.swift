@@ -97,31 +97,76 @@ extension GPT2Model {
     /// positions and channels, the gradient on the corrupted run (EAP). With `igSteps` N (EAP-IG,
     /// "inputs"): the gradient averaged over the runs whose token embeddings are
     /// corrupt + k/N (clean − corrupt), k = 0…N−1. docs/patching.md "Edges".
+    ///
+    /// The runs k = 0…N−1 and the clean run go through the model together as the prompts of one
+    /// batch (as many as `attributionBatch` allows): one forward reads every weight once for all
+    /// of them, one backward once for the gradient runs (the clean run needs only its forward),
+    /// and each prompt's gradient is its own.
     public func edgeAttribution(clean: [Int], corrupt: [Int], answer: Int, wrong: Int,
                                 igSteps: Int? = nil) throws(GPT2Error) -> EdgeScores {
+        try edgeAttribution(clean: clean, corrupt: corrupt, answer: answer, wrong: wrong, igSteps: igSteps,
+                            batch: attributionBatch(T: corrupt.count))
+    }
+
+    /// `edgeAttribution` with at most `batch` runs in one pass.
+    func edgeAttribution(clean: [Int], corrupt: [Int], answer: Int, wrong: Int, igSteps: Int?,
+                         batch: Int) throws(GPT2Error) -> EdgeScores {
         try checkTokens([clean, corrupt])
-        let graph = edgeGraph, steps = igSteps ?? 1, C = config.dModel
-        // Before the first position where the prompts differ both runs are the same (causal
-        // attention): a_u(clean) − a_u(corrupt) is 0 there, so only the rows from it count.
-        let from = firstDifference(clean, corrupt)
-        let cleanActs = try nodeActivations(run([clean], ForwardOptions(cache: nodeHooks, logits: .none)), graph, from: from)
-        let metric = Metric.logitDifference(answer: [answer], wrong: [wrong])
-        // The corrupted run's activations come from its own gradient pass (step 0).
-        let first = try inputGradients(corrupt, metric: metric, options: ForwardOptions(logits: .last), graph, nodes: true, from: from)
-        var grads = first.grads
-        let corruptActs = first.nodes!, delta = zip(cleanActs, corruptActs).map { $0 - $1 }
-        for k in 1..<max(steps, 1) {
-            // The embedding at rows ≥ from interpolated (the input node's rows come first in delta).
-            var embed = [Float](repeating: 0, count: corrupt.count * C)
-            embed.withUnsafeMutableBufferPointer { embeddingForward(out: $0.baseAddress!, ids: corrupt, table: parameters.wE, C: C) }
-            for i in 0..<((corrupt.count - from) * C) { embed[from * C + i] += Float(k) / Float(steps) * delta[i] }
-            let options = ForwardOptions(interventions: [Intervention(.embed(), .replace(Tensor(shape: [1, corrupt.count, C], data: embed)))],
-                                         logits: .last)
-            let g = try inputGradients(corrupt, metric: metric, options: options, graph, nodes: false, from: from).grads
-            for i in grads.indices { grads[i] += g[i] }
+        let graph = edgeGraph, runs = AttributionRuns(clean: clean, corrupt: corrupt, steps: max(igSteps ?? 1, 1), model: self)
+        var grads: [Float]? = nil, cleanActs: [Float] = [], corruptActs: [Float] = []
+        for first in stride(from: 0, through: runs.steps, by: batch) {
+            let ks = Array(first...min(first + batch - 1, runs.steps))
+            let (pass, hookGradients) = try attributionPass(runs, ks, answer: answer, wrong: wrong)
+            for (b, k) in ks.enumerated() where k == 0 || k == runs.steps {
+                let acts = nodeActivations(pass.cache, prompt: b, graph)
+                if k == 0 { corruptActs = acts } else { cleanActs = acts }
+            }
+            let prompts = ks.indices.filter { ks[$0] < runs.steps }
+            guard let hookGradients, !prompts.isEmpty else { continue }
+            // The runs' gradients summed in the order of k (as one run after the other would).
+            let g = inputGradients(pass, hookGradients, prompts: prompts, from: runs.from, graph)
+            if var sum = grads { for i in sum.indices { sum[i] += g[i] }; grads = sum } else { grads = g }
         }
-        if steps > 1 { for i in grads.indices { grads[i] /= Float(steps) } }
-        return edgeScores(delta: delta, grads: grads, graph)
+        var mean = grads!
+        if runs.steps > 1 { for i in mean.indices { mean[i] /= Float(runs.steps) } }
+        return edgeScores(delta: zip(cleanActs, corruptActs).map { $0 - $1 }, grads: mean, graph)
+    }
+
+    /// How many of an attribution's runs go through the model as one batch: the forward and the
+    /// backward of B prompts of T tokens within about 512 MiB, at least one.
+    func attributionBatch(T: Int) -> Int {
+        let perPrompt = ForwardPass.footprint(B: 1, T: T, config: config, logits: .last, backward: true)
+        return max(1, (512 << 20) / max(perPrompt, 1))
+    }
+
+    /// Runs `ks` of `runs` as one batch, caching the upstream nodes' outputs at rows `runs.from`
+    /// ..< T; forward and back (the gradients at the downstream nodes' hooks) when one of them
+    /// is a gradient run, else forward only (nil gradients).
+    func attributionPass(_ runs: AttributionRuns, _ ks: [Int], answer: Int,
+                         wrong: Int) throws(GPT2Error) -> (ForwardPass, [HookName: Tensor]?) {
+        let T = runs.corrupt.count, C = config.dModel
+        var options = ForwardOptions(cache: nodeHooks, cachePositions: Array(runs.from..<T), logits: .last)
+        if ks.contains(where: { $0 > 0 && $0 < runs.steps }) {
+            let embeds = ks.flatMap { runs.embedding(k: $0, model: self) }
+            options.interventions = [Intervention(.embed(), .replace(Tensor(shape: [ks.count, T, C], data: embeds)))]
+        }
+        let tokens = ks.map { $0 == runs.steps ? runs.clean : runs.corrupt }
+        guard ks.contains(where: { $0 < runs.steps }) else {
+            options.logits = .none
+            return (try run(tokens, options), nil)
+        }
+        var hooks: Set<HookName> = []
+        for l in 0..<config.nLayers {
+            hooks.formUnion([HookName.Point.q, .k, .v, .residMid, .residPost].map { HookName.block(l, $0) })
+        }
+        options.retainForBackward = true
+        let pass = try run(tokens, options, gradHooks: hooks)
+        // The clean run (last when present) needs no backward: the gradient runs alone go back.
+        let n = ks.filter { $0 < runs.steps }.count
+        let metric = Metric.logitDifference(answer: Array(repeating: answer, count: n), wrong: Array(repeating: wrong, count: n))
+        let result = try backward(n == ks.count ? pass : ForwardPass(prompts: n, of: pass), metric: metric,
+                                  options: BackwardOptions(hookGradients: hooks))
+        return (pass, result.hookGradients)
     }
 
     /// Σ over rows of delta[u] · grads[v] for every edge, NaN elsewhere: per downstream layer one
@@ -152,7 +197,7 @@ extension GPT2Model {
 
     /// Every upstream node's output on `tokens`, (upstream, T, C) flat.
     func nodeActivations(_ tokens: [Int], _ graph: EdgeGraph) throws(GPT2Error) -> [Float] {
-        try nodeActivations(run([tokens], ForwardOptions(cache: nodeHooks, logits: .none)), graph)
+        try nodeActivations(run([tokens], ForwardOptions(cache: nodeHooks, logits: .none)).cache, prompt: 0, graph)
     }
 
     /// The hooks of the upstream nodes' outputs: `hook_embed`, `attn.hook_result`, `hook_mlp_out`.
@@ -162,19 +207,19 @@ extension GPT2Model {
         return cache
     }
 
-    /// Every upstream node's output in `pass` (which cached `nodeHooks`) at rows `from` ..< T,
-    /// (upstream, T − from, C) flat.
-    func nodeActivations(_ pass: ForwardPass, _ graph: EdgeGraph, from: Int = 0) -> [Float] {
-        let H = config.nHeads, C = config.dModel, T = pass.T
+    /// Every upstream node's output in prompt `b` of a pass's `cache` of `nodeHooks` (at R
+    /// positions), (upstream, R, C) flat.
+    func nodeActivations(_ cache: [HookName: Tensor], prompt b: Int, _ graph: EdgeGraph) -> [Float] {
+        let H = config.nHeads, C = config.dModel, R = cache[.embed()]!.shape[1]
         var out = [Float]()
-        out.reserveCapacity(graph.upstream.count * (T - from) * C)
+        out.reserveCapacity(graph.upstream.count * R * C)
         for node in graph.upstream {
             switch node {
-            case .input: out += pass.cache[.embed()]!.data[(from * C)...]
-            case let .mlp(l): out += pass.cache[.block(l, .mlpOut)]!.data[(from * C)...]
+            case .input: out += cache[.embed()]!.data[(b * R * C)..<((b + 1) * R * C)]
+            case let .mlp(l): out += cache[.block(l, .mlpOut)]!.data[(b * R * C)..<((b + 1) * R * C)]
             case let .head(l, h):
-                pass.cache[.block(l, .result)]!.data.withUnsafeBufferPointer { result in
-                    for t in from..<T { out += result[((t * H + h) * C)..<((t * H + h + 1) * C)] }
+                cache[.block(l, .result)]!.data.withUnsafeBufferPointer { result in
+                    for t in (b * R)..<((b + 1) * R) { out += result[((t * H + h) * C)..<((t * H + h + 1) * C)] }
                 }
             case .logits: break
             }
@@ -182,49 +227,53 @@ extension GPT2Model {
         return out
     }
 
-    /// d metric / d (input of each downstream node) on `tokens` at rows `from` ..< N,
-    /// (downstream, N − from, C) flat: a head's q/k/v input through its own columns of W_QKV and
-    /// ln_1; an MLP's, d resid_mid − d resid_post (the stream's gradient less the part that skips
-    /// the MLP); the logits', d final resid_post. With `nodes`, also the pass's `nodeActivations`.
-    func inputGradients(_ tokens: [Int], metric: Metric, options: ForwardOptions, _ graph: EdgeGraph,
-                        nodes: Bool, from: Int) throws(GPT2Error) -> (grads: [Float], nodes: [Float]?) {
-        let L = config.nLayers, C = config.dModel, N = tokens.count
-        var hooks: Set<HookName> = []
-        for l in 0..<L {
-            hooks.formUnion([HookName.Point.q, .k, .v, .residMid, .residPost].map { HookName.block(l, $0) })
+    /// d metric / d (input of each downstream node) at rows `from` ..< T, summed over the prompts
+    /// `prompts` of `pass` (whose backward kept `g`, the gradients at every layer's q, k, v,
+    /// resid_mid and resid_post), (downstream, T − from, C) flat: a head's q/k/v input through its
+    /// own columns of W_QKV and ln_1; an MLP's, d resid_mid − d resid_post (the stream's gradient
+    /// less the part that skips the MLP); the logits', d final resid_post.
+    func inputGradients(_ pass: ForwardPass, _ g: [HookName: Tensor], prompts: [Int], from: Int,
+                        _ graph: EdgeGraph) -> [Float] {
+        let L = config.nLayers, C = config.dModel, T = pass.T, RC = (T - from) * C
+        let rows = prompts.flatMap { b in (b * T + from)..<(b * T + T) }
+        // Σ over the prompts of a (P, prompts, RC) array: (P, RC), added in the prompts' order.
+        func sum(_ x: [Float]) -> [Float] {
+            let S = prompts.count, P = x.count / max(S * RC, 1)
+            var out = [Float](repeating: 0, count: P * RC)
+            for p in 0..<P { for s in 0..<S { for i in 0..<RC { out[p * RC + i] += x[(p * S + s) * RC + i] } } }
+            return out
         }
-        var forward = options
-        if nodes { forward.cache.formUnion(nodeHooks) }
-        let (pass, result) = try gradients([tokens], metric: metric, forward: forward, backward: BackwardOptions(hookGradients: hooks))
-        let g = result.hookGradients, rows = (from * C)...
+        func stream(_ t: Tensor) -> [Float] { rows.flatMap { t.data[($0 * C)..<(($0 + 1) * C)] } }
         var out = [Float]()
-        out.reserveCapacity(graph.downstream.count * (N - from) * C)
+        out.reserveCapacity(graph.downstream.count * RC)
         for l in 0..<L {
-            out += headInputGradients(l, pass, q: g[.block(l, .q)]!, k: g[.block(l, .k)]!, v: g[.block(l, .v)]!, from: from)
-            out += zip(g[.block(l, .residMid)]!.data[rows], g[.block(l, .residPost)]!.data[rows]).map { $0 - $1 }
+            out += sum(headInputGradients(l, pass, q: g[.block(l, .q)]!, k: g[.block(l, .k)]!, v: g[.block(l, .v)]!, rows: rows))
+            out += sum(zip(stream(g[.block(l, .residMid)]!), stream(g[.block(l, .residPost)]!)).map { $0 - $1 })
         }
-        out += g[.block(L - 1, .residPost)]!.data[rows]
-        return (out, nodes ? nodeActivations(pass, graph, from: from) : nil)
+        out += sum(stream(g[.block(L - 1, .residPost)]!))
+        return out
     }
 
-    /// For each of q, k, v and each head: ln_1's backward of (d q_h · W_Q[h]ᵀ) at rows `from` ..< N,
-    /// (3, NH, N − from, C) flat.
-    func headInputGradients(_ l: Int, _ pass: ForwardPass, q: Tensor, k: Tensor, v: Tensor, from: Int) -> [Float] {
+    /// For each of q, k, v and each head: ln_1's backward of (d q_h · W_Q[h]ᵀ) at the pass's rows
+    /// `rows` (n = b·T + t), (3, NH, rows.count, C) flat.
+    func headInputGradients(_ l: Int, _ pass: ForwardPass, q: Tensor, k: Tensor, v: Tensor, rows: [Int]) -> [Float] {
         let a = pass.block(l), w = parameters.blocks[l], lns = pass.plan.blocks[l]
-        let R = pass.N - from, C = config.dModel, NH = config.nHeads, dh = C / NH
+        let R = rows.count, C = config.dModel, NH = config.nHeads, dh = C / NH
         var out = [Float](repeating: 0, count: 3 * NH * R * C)
         var dLn = [Float](repeating: 0, count: R * C), dScale = [Float](repeating: 0, count: R)
+        let x = gatherRows(a.residPre, rows, C: C)
         for (part, grad) in [q, k, v].enumerated() {
             let ln = part == 2 ? (a.ln1V ?? a.ln1) : a.ln1
             var dependsOnInput = true
             if case .fixed = (part == 2 ? lns.ln1V : lns.ln1) { dependsOnInput = false }
-            let x = a.residPre + from * C, mean = ln.mean + from, scale = ln.scale + from, raw = ln.rawScale + from
+            let mean = gatherRows(ln.mean, rows, C: 1), scale = gatherRows(ln.scale, rows, C: 1)
+            let raw = gatherRows(ln.rawScale, rows, C: 1), dqkv = grad.data.withUnsafeBufferPointer { gatherRows($0.baseAddress!, rows, C: C) }
             for h in 0..<NH {
                 dLn.withUnsafeMutableBufferPointer { d in
                     d.update(repeating: 0)
-                    grad.data.withUnsafeBufferPointer { dq in
-                        matmulBackward(dinp: d.baseAddress!, dw: nil, dbias: nil, dout: dq.baseAddress! + from * C + h * dh,
-                                       inp: dq.baseAddress!, w: w.wQKV + part * C + h * dh, N: R, IC: C, OC: dh, ldw: 3 * C, lddout: C)
+                    dqkv.withUnsafeBufferPointer { dq in
+                        matmulBackward(dinp: d.baseAddress!, dw: nil, dbias: nil, dout: dq.baseAddress! + h * dh, inp: x,
+                                       w: w.wQKV + part * C + h * dh, N: R, IC: C, OC: dh, ldw: 3 * C, lddout: C)
                     }
                     dScale.withUnsafeMutableBufferPointer { ds in
                         out.withUnsafeMutableBufferPointer { o in
@@ -238,6 +287,39 @@ extension GPT2Model {
                 }
             }
         }
+        return out
+    }
+}
+
+/// The runs of one edge attribution: k = 0 ..< steps the corrupted prompt with its token
+/// embeddings k/steps of the way to the clean prompt's (k = 0: the corrupted run itself), and
+/// k = steps the clean run.
+struct AttributionRuns {
+    let clean: [Int], corrupt: [Int], steps: Int
+    /// The first position where the prompts differ: before it every run computes what the
+    /// corrupted one does (causal attention), so a_u(clean) − a_u(corrupt) is 0 there and only the
+    /// rows from it count.
+    let from: Int
+    let cleanEmbed: [Float], corruptEmbed: [Float]   // (T, C) hook_embed
+
+    init(clean: [Int], corrupt: [Int], steps: Int, model: GPT2Model) {
+        let C = model.config.dModel
+        func embed(_ ids: [Int]) -> [Float] {
+            var out = [Float](repeating: 0, count: ids.count * C)
+            out.withUnsafeMutableBufferPointer { embeddingForward(out: $0.baseAddress!, ids: ids, table: model.parameters.wE, C: C) }
+            return out
+        }
+        (self.clean, self.corrupt, self.steps) = (clean, corrupt, steps)
+        from = firstDifference(clean, corrupt)
+        (cleanEmbed, corruptEmbed) = (embed(clean), embed(corrupt))
+    }
+
+    /// Run k's token embeddings, (T, C).
+    func embedding(k: Int, model: GPT2Model) -> [Float] {
+        if k == steps { return cleanEmbed }
+        var out = corruptEmbed
+        guard k > 0 else { return out }
+        for i in (from * model.config.dModel)..<out.count { out[i] += Float(k) / Float(steps) * (cleanEmbed[i] - corruptEmbed[i]) }
         return out
     }
 }

@@ -189,6 +189,8 @@ public final class ForwardPass: @unchecked Sendable {
     let retained: Bool
     /// B sequences of T rows, as every block runs them.
     let rows: Rows
+    /// The pass whose buffers a view of its first prompts reads (kept alive by it); nil otherwise.
+    private let owner: ForwardPass?
 
     /// The views one pass's arena holds, in the order `init` takes them: B sequences of T tokens,
     /// `logitRows` rows of logits, every block's activations kept (`retained`, for a backward)
@@ -258,9 +260,26 @@ public final class ForwardPass: @unchecked Sendable {
         cache = [:]
         runner = HookRunner()
         self.plan = plan
+        owner = nil
         rows = Rows(N: N, segments: AttentionSegment.batch(B: B, T: T, NH: cfg.nHeads),
                     layouts: Layouts(B: B, T: T, C: C, NH: cfg.nHeads, dh: cfg.dHead, M: cfg.dMLP), dropout: options.dropout,
                     droppedPattern: droppedPattern)
+    }
+
+    /// The first `n` prompts of `pass` as a pass of their own, on its buffers (every buffer holds
+    /// prompt b's rows, scores and logit rows before prompt b + 1's): their backward alone, where
+    /// the later prompts were run only for their activations. Without dropout (its masks cover
+    /// every prompt).
+    init(prompts n: Int, of pass: ForwardPass) {
+        precondition(n >= 1 && n <= pass.B && pass.rows.dropout == nil, "a view of 1...B prompts of a pass without dropout")
+        let L = pass.rows.layouts, N = n * pass.T
+        (tokens, B, T) = (Array(pass.tokens.prefix(n)), n, pass.T)
+        (arena, pool, owner) = (pass.arena, nil, pass)
+        (embed, posEmbed, blocks, lnF, residFinal) = (pass.embed, pass.posEmbed, pass.blocks, pass.lnF, pass.residFinal)
+        (logits, logitRows) = (pass.logits, pass.logitRows.filter { $0 < N })
+        (cache, runner, plan, retained) = ([:], pass.runner, pass.plan, pass.retained)
+        rows = Rows(N: N, segments: AttentionSegment.batch(B: n, T: T, NH: L.NH),
+                    layouts: Layouts(B: n, T: T, C: L.C, NH: L.NH, dh: L.dh, M: L.M))
     }
 
     deinit { pool?.recycle(arena) }

@@ -99,7 +99,7 @@ public func unembedRowsBackward(dx: FloatPointer?, dwU: FloatPointer?, dbU: Floa
 }
 
 /// Rows `rows` of `x (N, C)`, in that order.
-func gatherRows(_ x: ConstFloatPointer, _ rows: [Int], C: Int) -> [Float] {
+public func gatherRows(_ x: ConstFloatPointer, _ rows: [Int], C: Int) -> [Float] {
     var out = [Float](repeating: 0, count: rows.count * C)
     out.withUnsafeMutableBufferPointer { o in
         for (i, r) in rows.enumerated() { (o.baseAddress! + i * C).update(from: x + r * C, count: C) }
