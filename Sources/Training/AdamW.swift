@@ -67,7 +67,7 @@ public final class AdamW {
         steps += 1
         let s = settings
         let bc1 = 1 - pow(s.beta1, Double(steps)), bc2 = 1 - pow(s.beta2, Double(steps))
-        let constants = AdamWConstants(beta1: Float(s.beta1), beta2: Float(s.beta2), eps: Float(s.eps),
+        let constants = AdamWConstants(beta1: s.beta1, beta2: s.beta2, eps: Float(s.eps),
                                        stepSize: Float(lr / bc1), bc2Sqrt: Float(bc2.squareRoot()), gradScale: gradScale)
         for e in params.table.checkpointEntries {
             let p = params.arena.base + e.offset, g = grads.arena.base + e.offset
@@ -82,11 +82,19 @@ public final class AdamW {
 
 /// The per-step scalars of AdamW's update, in Float as the update computes.
 struct AdamWConstants {
-    let beta1: Float, beta2: Float, eps: Float
+    let beta2: Float, eps: Float
+    /// 1 − β1 and 1 − β2, each computed in Double then rounded, as torch passes them to its kernels:
+    /// `1 − Float(0.999)` would be 9.99987e-4, which makes every update 6.4e-6 too large.
+    let oneMinusBeta1: Float, oneMinusBeta2: Float
     /// lr / (1 − β1ᵗ) and √(1 − β2ᵗ).
     let stepSize: Float, bc2Sqrt: Float
     /// Multiplies each gradient before use (1: none).
     let gradScale: Float
+
+    init(beta1: Double, beta2: Double, eps: Float, stepSize: Float, bc2Sqrt: Float, gradScale: Float) {
+        (self.beta2, self.eps, self.stepSize, self.bc2Sqrt, self.gradScale) = (Float(beta2), eps, stepSize, bc2Sqrt, gradScale)
+        (oneMinusBeta1, oneMinusBeta2) = (Float(1 - beta1), Float(1 - beta2))
+    }
 }
 
 /// AdamW's update of `count` parameters in place (`p`, `m`, `v`; gradients `g`), eight lanes at
@@ -96,7 +104,7 @@ struct AdamWConstants {
 @inline(__always)
 func adamWUpdate(p: UnsafeMutablePointer<Float>, g: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>,
                  v: UnsafeMutablePointer<Float>, count: Int, decay: Float, _ c: AdamWConstants) {
-    let oneMinusB1 = 1 - c.beta1, oneMinusB2 = 1 - c.beta2
+    let oneMinusB1 = c.oneMinusBeta1, oneMinusB2 = c.oneMinusBeta2
     typealias F8 = SIMD8<Float>
     var i = 0
     while i + 8 <= count {

@@ -14,7 +14,7 @@ import Testing
 /// value at every recorded step, and its export's logits the companion's export within 1e-4.
 ///
 /// The reference is the companion's float64 run (its float32 run differs from it by up to 2.1e-5
-/// of scale, manifest `self_checks`); see `compareParameters` for wte's tolerance.
+/// of scale, manifest `self_checks`).
 @Suite struct CompanionStepsTests {
     struct Manifest: Decodable {
         struct Recipe: Decodable {
@@ -72,7 +72,7 @@ import Testing
         let loss = try ref.floats("loss"), aux = try ref.floats("aux"), lr = try ref.floats("lr"), sigma = try ref.floats("sigma")
         let rowIDs = try ref.floats("wte.row_ids").map { Int($0) }
         let initialWTE = Array(UnsafeBufferPointer(start: model.parameters.wE, count: V * C))
-        var worst = (loss: 0.0, sigma: 0.0, parameter: 0.0, wte: 0.0)
+        var worst = (loss: 0.0, sigma: 0.0, parameter: 0.0, wte: (element: 0.0, rms: 0.0))
         try compareParameters(ref, "after0", model, rowIDs: rowIDs, initialWTE: nil, worst: &worst.parameter, wte: &worst.wte)
         for s in 0..<Self.manifest.steps {
             let r = try trainer.runStep()
@@ -91,7 +91,8 @@ import Testing
                 try compareParameters(ref, "after\(s + 1)", model, rowIDs: rowIDs, initialWTE: initialWTE, worst: &worst.parameter, wte: &worst.wte)
             }
         }
-        print("companion steps: worst relative loss \(worst.loss), σ \(worst.sigma); parameters \(worst.parameter) of their scale, wte \(worst.wte)")
+        print("companion steps: worst relative loss \(worst.loss), σ \(worst.sigma); parameters \(worst.parameter) of their scale, "
+              + "wte \(worst.wte.element) of its scale, \(worst.wte.rms) in RMS")
         try compareExport(ref, trainer)
     }
 
@@ -121,15 +122,14 @@ import Testing
 
     /// Every parameter within 1e-4 of its tensor's largest |value|, the key bias left out after
     /// step 1: its true gradient is exactly 0 and float32 noise there becomes Adam steps that differ
-    /// between implementations (see the training fixtures' key_bias_note). wte (the rows of the
-    /// ids the training reads; Σ|w| and Σ|Δw| over all of it) within 1e-5 of its scale in RMS and
-    /// 5e-4 elementwise: a few of its elements get gradients that are float32 cancellations (a row
-    /// seen once, its element's sum of large terms near 0), whose Adam updates — ratios of such
-    /// moments — amplify rounding; the companion's own float32 run is 2.1e-5 from its float64 run
-    /// there (manifest self_checks), lnlens was 1.5e-4 at one element (token 6443's row, element
-    /// 27; the next worst 2.7e-5) and 3.9e-6 in RMS.
+    /// between implementations (see the training fixtures' key_bias_note). wte is compared on the
+    /// rows of the ids the training reads, elementwise within 1e-4 of their largest |value| and
+    /// within 1e-5 of their RMS value in RMS, and by Σ|w| and Σ|Δw| over all of it. Its most
+    /// sensitive element (token 6443's row, element 27: seen once, at step 6, where its gradient is
+    /// the float32 difference of two terms 500 times larger, and that step dominates its second
+    /// moment) carries any relative error of the whole run into every later update.
     func compareParameters(_ ref: SafetensorsFile, _ prefix: String, _ model: GPT2Model, rowIDs: [Int], initialWTE: [Float]?,
-                           worst: inout Double, wte: inout Double) throws {
+                           worst: inout Double, wte: inout (element: Double, rms: Double)) throws {
         let C = model.config.dModel, V = model.config.dVocab
         for e in model.parameters.table.checkpointEntries where e.name != "wte.weight" {
             let want = try ref.floats("\(prefix).\(e.name)")
@@ -143,9 +143,10 @@ import Testing
         let rows = rowIDs.flatMap { r in (0..<C).map { p[r * C + $0] } }
         let wantRows = try ref.floats("\(prefix).wte.weight.rows")
         let scale = Double(wantRows.map { abs($0) }.max()!)
-        wte = max(wte, TrainingReferenceTests.expectClose(rows, wantRows, atol: 5e-4 * scale, "\(prefix).wte rows") / scale)
+        wte.element = max(wte.element, TrainingReferenceTests.expectClose(rows, wantRows, atol: 1e-4 * scale, "\(prefix).wte rows") / scale)
         let squares = zip(rows, wantRows).map { (Double($0 - $1) * Double($0 - $1), Double($1) * Double($1)) }
         let rms = (squares.map(\.0).reduce(0, +) / squares.map(\.1).reduce(0, +)).squareRoot()
+        wte.rms = max(wte.rms, rms)
         #expect(rms <= 1e-5, "\(prefix).wte rows: RMS difference \(rms) of the RMS value")
         var sum = 0.0, delta = 0.0
         for i in 0..<(V * C) {

@@ -20,15 +20,16 @@ import TensorCore
     static func scalarStep(_ p: ModelParameters, _ g: ModelParameters, m: ModelParameters, v: ModelParameters,
                            optimizer o: AdamW, t: Int, lr: Double) {
         let s = o.settings
-        let b1 = Float(s.beta1), b2 = Float(s.beta2), eps = Float(s.eps)
+        // 1 − β rounded from Double, as torch passes it (not 1 − Float(β)).
+        let oneMinusB1 = Float(1 - s.beta1), b2 = Float(s.beta2), oneMinusB2 = Float(1 - s.beta2), eps = Float(s.eps)
         let stepSize = Float(lr / (1 - pow(s.beta1, Double(t)))), bc2Sqrt = Float((1 - pow(s.beta2, Double(t))).squareRoot())
         for e in p.table.checkpointEntries {
             let decay = o.decays(e) ? Float(1 - lr * s.weightDecay) : 1
             for i in e.offset..<(e.offset + e.count) {
                 let gi = g.arena.base[i]
                 p.arena.base[i] *= decay
-                m.arena.base[i] += (gi - m.arena.base[i]) * (1 - b1)
-                v.arena.base[i] = v.arena.base[i] * b2 + gi * gi * (1 - b2)
+                m.arena.base[i] += (gi - m.arena.base[i]) * oneMinusB1
+                v.arena.base[i] = v.arena.base[i] * b2 + gi * gi * oneMinusB2
                 p.arena.base[i] -= stepSize * m.arena.base[i] / (v.arena.base[i].squareRoot() / bc2Sqrt + eps)
             }
         }
