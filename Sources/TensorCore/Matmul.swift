@@ -51,7 +51,17 @@ public func unembedForward(logits: FloatPointer, x: ConstFloatPointer, wU: Const
 /// `dW_U (V, C) += dlogitsᵀ · x`, `db_U += Σ_r dlogits`. Any output may be nil.
 public func unembedBackward(dx: FloatPointer?, dwU: FloatPointer?, dbU: FloatPointer?, dlogits: ConstFloatPointer,
                             x: ConstFloatPointer, wU: ConstFloatPointer, R: Int, C: Int, V: Int) {
-    if let dx { sgemm(M: R, N: C, K: V, A: dlogits, lda: V, B: wU, ldb: C, beta: 1, C: dx, ldc: C) }
+    if let dx {
+        // A logit metric's gradient is a few logits per row (the answer's, the wrong one's): dx is
+        // those rows of W_U, weighted, without reading the rest of W_U (GPT-2's is 154 MB).
+        if let sparse = sparseRows(dlogits, R: R, V: V, limit: 16) {
+            for (r, entries) in sparse.enumerated() {
+                for (v, d) in entries { for c in 0..<C { dx[r * C + c] += d * wU[v * C + c] } }
+            }
+        } else {
+            sgemm(M: R, N: C, K: V, A: dlogits, lda: V, B: wU, ldb: C, beta: 1, C: dx, ldc: C)
+        }
+    }
     if let dwU { sgemm(transA: true, M: V, N: C, K: R, A: dlogits, lda: V, B: x, ldb: C, beta: 1, C: dwU, ldc: C) }
     if let dbU {
         // Columns split over the cores; each column still sums its rows in order.
@@ -62,6 +72,21 @@ public func unembedBackward(dx: FloatPointer?, dwU: FloatPointer?, dbU: FloatPoi
             }
         }
     }
+}
+
+/// The nonzero entries (column, value) of each row of `d (R, V)`, in column order; nil as soon as
+/// a row has more than `limit` of them.
+func sparseRows(_ d: ConstFloatPointer, R: Int, V: Int, limit: Int) -> [[(Int, Float)]]? {
+    var out: [[(Int, Float)]] = []
+    for r in 0..<R {
+        var entries: [(Int, Float)] = []
+        for v in 0..<V where d[r * V + v] != 0 {
+            if entries.count == limit { return nil }
+            entries.append((v, d[r * V + v]))
+        }
+        out.append(entries)
+    }
+    return out
 }
 
 /// `logits (R, V) = x[rows] · W_Uᵀ + b_U`: the unembedding of rows `rows` of `x (N, C)` (the
