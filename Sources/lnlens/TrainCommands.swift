@@ -176,11 +176,10 @@ struct TrainingFlags: ParsableArguments {
         (job.keepCheckpoints, job.keepAll, job.forceResume, job.tokenizerDirectory) = (keepCheckpoints, keepAll, forceResume, tokenizer)
     }
 
-    /// Runs `job` with the progress line and a log line every --log-every steps, then prints
-    /// where the model and the run are.
-    /// Runs `job` (rank 0) or follows it (other ranks), after every rank has checked that all
-    /// have the same options, weights and data and rank 0 has prepared --out (`inputs`: the
-    /// files --out must not be or hold) and printed `banner`: a refused start writes nothing.
+    /// Runs `job` (rank 0: with the progress line and a log line every --log-every steps, then
+    /// where the model and the run are) or follows it (other ranks), after every rank has checked
+    /// that all have the same options, weights and data and rank 0 has prepared --out (`inputs`:
+    /// the files --out must not be or hold) and `banner` is printed: a refused start writes nothing.
     func execute(_ job: TrainJob, label: String, inputs: [String], banner: String) throws {
         try job.checkSameOnEveryRank()
         try prepareOut(inputs: inputs)
